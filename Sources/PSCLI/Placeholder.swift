@@ -1,0 +1,1 @@
+// PSCLI: module placeholder, replaced by the module's real sources.

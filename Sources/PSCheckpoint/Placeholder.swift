@@ -1,0 +1,1 @@
+// PSCheckpoint: module placeholder, replaced by the module's real sources.

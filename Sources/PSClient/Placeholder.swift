@@ -1,0 +1,1 @@
+// PSClient: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSCoordinator: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSData: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSMath: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSModel: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSPosix: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSServer: module placeholder, replaced by the module's real sources.

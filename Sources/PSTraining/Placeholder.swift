@@ -1,0 +1,1 @@
+// PSTraining: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSTransport: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,1 @@
+// PSWire: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,2 @@
+// psbench: executable placeholder.
+print("psbench: not yet implemented")

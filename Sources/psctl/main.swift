@@ -1,0 +1,2 @@
+// psctl: executable placeholder.
+print("psctl: not yet implemented")

@@ -1,0 +1,2 @@
+// psserver: executable placeholder.
+print("psserver: not yet implemented")

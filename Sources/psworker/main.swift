@@ -1,0 +1,2 @@
+// psworker: executable placeholder.
+print("psworker: not yet implemented")

@@ -1,0 +1,1 @@
+// PSCoordinatorTests: placeholder.

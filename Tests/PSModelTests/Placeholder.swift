@@ -1,0 +1,1 @@
+// PSModelTests: placeholder.

@@ -1,0 +1,1 @@
+// PSServerTests: placeholder.

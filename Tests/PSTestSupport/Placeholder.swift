@@ -1,0 +1,1 @@
+// PSTestSupport: placeholder.

@@ -1,0 +1,1 @@
+// PSTransportTests: placeholder.
