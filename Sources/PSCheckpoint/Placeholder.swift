@@ -1,1 +1,0 @@
-// PSCheckpoint: module placeholder, replaced by the module's real sources.

@@ -1,1 +1,0 @@
-// PSMath: module placeholder, replaced by the module's real sources.
