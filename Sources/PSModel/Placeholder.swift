@@ -1,1 +1,0 @@
-// PSModel: module placeholder, replaced by the module's real sources.

@@ -1,1 +1,0 @@
-// PSMathTests: placeholder.
