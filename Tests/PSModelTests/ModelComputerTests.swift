@@ -129,6 +129,27 @@ final class ModelComputerTests: XCTestCase {
         assertGradientMatchesFiniteDifferences(.mlp(hidden: [6, 4]), outputCount: 3)
     }
 
+    func test_mlpWithAdam_learnsTheSignOfTheProductOfTwoFeatures() {
+        let rows = 200
+        let features = randomFloats(rows * 2, seed: 31)
+        let labels = (0..<rows).map { features[2 * $0] * features[2 * $0 + 1] > 0 ? Float(1) : 0 }
+        let spec = ModelSpec(kind: .mlp(hidden: [16]), inputCount: 2, outputCount: 2, seed: 5)
+        let computer = ModelComputer(spec: spec, maxBatch: rows)
+        var optimizer = OptimizerState(
+            config: OptimizerConfig(kind: .adam, learningRate: 0.05), count: spec.parameterCount)
+        var theta = spec.initialParameters()
+        let initial = evaluate(computer, theta: theta, features: features, labels: labels, rows: rows)
+        for _ in 0..<300 {
+            var (_, gradient) = lossAndGradient(computer, theta: theta, features: features, labels: labels, rows: rows)
+            theta.withUnsafeMutableBufferPointer { w in
+                gradient.withUnsafeMutableBufferPointer { optimizer.apply(weights: w, gradient: $0) }
+            }
+        }
+        let trained = evaluate(computer, theta: theta, features: features, labels: labels, rows: rows)
+        XCTAssertLessThan(trained.loss, initial.loss / 3, "initial \(initial), trained \(trained)")
+        XCTAssertGreaterThan(trained.accuracy, 0.9, "initial \(initial), trained \(trained)")
+    }
+
     func test_lossAndGradient_hugeLogits_stayFinite() {
         let spec = ModelSpec(kind: .softmax, inputCount: 1, outputCount: 3)
         let computer = ModelComputer(spec: spec, maxBatch: 2)
