@@ -118,24 +118,31 @@ public enum NPY {
         }
         let body = UnsafeRawBufferPointer(rebasing: data[dataStart...])
         var values = [Float](repeating: 0, count: count)
+        // One loop per dtype: deciding the dtype per element (a string comparison) would dominate the decode.
         values.withUnsafeMutableBufferPointer { out in
-            for i in 0..<count {
-                let offset = i * elementSize
-                switch dtype {
-                case "<f4":
-                    out[i] = Float(bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-                case "<f8":
+            switch dtype {
+            case "<f4":
+                for i in 0..<count {
                     out[i] = Float(
-                        Double(bitPattern: UInt64(littleEndian: body.loadUnaligned(fromByteOffset: offset, as: UInt64.self))))
-                case "<i4":
-                    out[i] = Float(Int32(littleEndian: body.loadUnaligned(fromByteOffset: offset, as: Int32.self)))
-                case "<i8":
-                    out[i] = Float(Int64(littleEndian: body.loadUnaligned(fromByteOffset: offset, as: Int64.self)))
-                case "|i1", "<i1":
-                    out[i] = Float(Int8(bitPattern: body[offset]))
-                default:
-                    out[i] = Float(body[offset])
+                        bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
                 }
+            case "<f8":
+                for i in 0..<count {
+                    let bits = UInt64(littleEndian: body.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
+                    out[i] = Float(Double(bitPattern: bits))
+                }
+            case "<i4":
+                for i in 0..<count {
+                    out[i] = Float(Int32(littleEndian: body.loadUnaligned(fromByteOffset: i * 4, as: Int32.self)))
+                }
+            case "<i8":
+                for i in 0..<count {
+                    out[i] = Float(Int64(littleEndian: body.loadUnaligned(fromByteOffset: i * 8, as: Int64.self)))
+                }
+            case "|i1", "<i1":
+                for i in 0..<count { out[i] = Float(Int8(bitPattern: body[i])) }
+            default:
+                for i in 0..<count { out[i] = Float(body[i]) }
             }
         }
         return NPYArray(shape: shape, values: values, dtype: dtype)

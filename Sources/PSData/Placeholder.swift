@@ -1,1 +1,0 @@
-// PSData: module placeholder, replaced by the module's real sources.
