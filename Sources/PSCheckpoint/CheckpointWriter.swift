@@ -1,0 +1,276 @@
+import Foundation
+
+/// A parameter tensor to store in a checkpoint, whole (not per shard).
+public struct CheckpointTensor: Sendable, Equatable {
+    /// The tensor's name; also its file name stem (`fc1.weight` → `fc1.weight.npy`).
+    public var name: String
+    /// The shape, outermost dimension first.
+    public var shape: [Int]
+    /// The elements in C order.
+    public var values: [Float]
+
+    /// Creates a tensor; `values.count` must equal the product of `shape`.
+    public init(name: String, shape: [Int], values: [Float]) {
+        self.name = name
+        self.shape = shape
+        self.values = values
+    }
+}
+
+/// One optimizer state tensor (a slot such as `adam_m`) of one parameter tensor, stored whole.
+public struct CheckpointStateTensor: Sendable, Equatable {
+    /// The parameter tensor it belongs to.
+    public var tensor: String
+    /// The slot name (`momentum`, `adam_m`, `adam_v`, `adagrad_sum`).
+    public var slot: String
+    /// The shape (the parameter tensor's shape).
+    public var shape: [Int]
+    /// The elements in C order.
+    public var values: [Float]
+
+    /// Creates a state tensor; `values.count` must equal the product of `shape`.
+    public init(tensor: String, slot: String, shape: [Int], values: [Float]) {
+        self.tensor = tensor
+        self.slot = slot
+        self.shape = shape
+        self.values = values
+    }
+}
+
+/// Writes checkpoints atomically: a crash at any point leaves the previous checkpoint and `latest` intact.
+///
+/// Layout under `root`:
+///
+///     root/
+///       latest                       text: the name of the newest complete checkpoint directory
+///       step-0000000200/
+///         manifest.json              written last; lists every file below with its CRC-32C
+///         fc1.weight.npy             one .npy per tensor (float32, C order)
+///         fc1.weight.adam_m.npy      one .npy per optimizer state tensor
+///       .tmp-…                       an interrupted write; removed by the next write, ignored by readers
+///
+/// Steps: files go into `root/.tmp-step-N-<pid>/`, each fsynced (data first, manifest last); the directory is
+/// fsynced, renamed to `step-N` and the root fsynced; then `latest` is replaced the same way (temporary file,
+/// fsync, rename, fsync root); last, older checkpoints are pruned to `keepLast`. One writer per root at a time.
+public enum CheckpointWriter {
+    /// The name of the pointer file in the root.
+    public static let latestFileName = "latest"
+    /// The prefix of temporary entries in the root (interrupted writes).
+    public static let temporaryPrefix = ".tmp-"
+    /// Test hook: when set to n, the process kills itself (SIGKILL) after writing n files of a checkpoint (0: right
+    /// after creating the temporary directory; the manifest is the last file).
+    public static let crashAfterFilesVariable = "PS_TEST_CRASH_AFTER_CHECKPOINT_FILES"
+
+    /// The directory name of the checkpoint taken after `step` completed steps: `step-` and 10 digits.
+    public static func directoryName(step: UInt64) -> String {
+        let digits = String(step)
+        return "step-" + String(repeating: "0", count: max(0, 10 - digits.count)) + digits
+    }
+
+    /// The step of a checkpoint directory name (`step-0000000200` → 200), or nil for any other name.
+    public static func step(ofDirectoryName name: String) -> UInt64? {
+        guard name.hasPrefix("step-") else { return nil }
+        let digits = name.dropFirst(5)
+        guard digits.count >= 10, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
+        return UInt64(digits)
+    }
+
+    /// Writes a checkpoint and returns its directory's path.
+    ///
+    /// `manifest` supplies the metadata (step, mode, job, clocks, optimizer name and hyper-parameters…); its
+    /// `tensors` and `optimizer.states` are replaced by entries for the files written, with their CRC-32C, and an
+    /// empty `createdAt` is set to the current time. `keepLast` (values below 1 count as 1) prunes older `step-*`
+    /// directories, never the new one; nil keeps them all. Pruning is best effort.
+    @discardableResult
+    public static func write(
+        root: String, manifest: CheckpointManifest, tensors: [CheckpointTensor],
+        optimizerStates: [CheckpointStateTensor] = [], keepLast: Int? = nil
+    ) throws -> String {
+        try write(
+            root: root, manifest: manifest, tensors: tensors, optimizerStates: optimizerStates, keepLast: keepLast,
+            afterFileWritten: crashHookFromEnvironment())
+    }
+
+    /// `write` with the crash hook injected: `afterFileWritten(n)` runs once the temporary directory exists
+    /// (n = 0) and after each file is written and fsynced (n = 1, 2, …, the manifest last).
+    static func write(
+        root: String, manifest template: CheckpointManifest, tensors: [CheckpointTensor],
+        optimizerStates: [CheckpointStateTensor], keepLast: Int?, afterFileWritten: (Int) throws -> Void
+    ) throws -> String {
+        try validate(tensors: tensors, optimizerStates: optimizerStates, root: root)
+        let files = FileManager.default
+        do {
+            try files.createDirectory(atPath: root, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError(
+                file: root, message: "cannot create checkpoint directory: \(error.localizedDescription)")
+        }
+        removeTemporaryEntries(root: root)
+
+        let name = directoryName(step: template.step)
+        let target = path(root, name)
+        let pid = ProcessInfo.processInfo.processIdentifier
+        let temporary = path(root, "\(temporaryPrefix)\(name)-\(pid)")
+        do {
+            try files.createDirectory(atPath: temporary, withIntermediateDirectories: false)
+        } catch {
+            throw CheckpointError(file: temporary, message: "cannot create: \(error.localizedDescription)")
+        }
+        var written = 0
+        do {
+            try afterFileWritten(written)
+            var manifest = template
+            manifest.formatVersion = CheckpointManifest.currentFormatVersion
+            if manifest.createdAt.isEmpty { manifest.createdAt = ISO8601DateFormatter().string(from: Date()) }
+            manifest.tensors = []
+            manifest.optimizer.states = []
+            var offsets: [String: Int] = [:]
+            var flatOffset = 0
+            for tensor in tensors {
+                let entry = try writeTensor(
+                    name: tensor.name, slot: nil, shape: tensor.shape, values: tensor.values, flatOffset: flatOffset,
+                    directory: temporary)
+                manifest.tensors.append(entry)
+                offsets[tensor.name] = flatOffset
+                flatOffset += tensor.values.count
+                written += 1
+                try afterFileWritten(written)
+            }
+            for state in optimizerStates {
+                let entry = try writeTensor(
+                    name: state.tensor, slot: state.slot, shape: state.shape, values: state.values,
+                    flatOffset: offsets[state.tensor] ?? 0, directory: temporary)
+                manifest.optimizer.states.append(entry)
+                written += 1
+                try afterFileWritten(written)
+            }
+            let manifestPath = path(temporary, CheckpointManifest.fileName)
+            let manifestData: Data
+            do {
+                manifestData = try manifest.encoded()
+            } catch {
+                throw CheckpointError(file: manifestPath, message: "cannot encode the manifest: \(error)")
+            }
+            try writeDurably(manifestData, to: manifestPath)
+            written += 1
+            try afterFileWritten(written)
+            try fsyncDirectory(temporary)
+            try moveIntoPlace(temporary, root: root, name: name, pid: pid)
+        } catch {
+            try? files.removeItem(atPath: temporary)
+            throw error
+        }
+        try fsyncDirectory(root)
+        try updateLatest(root: root, name: name, pid: pid)
+        if let keepLast { prune(root: root, keepLast: max(1, keepLast), keeping: name) }
+        return target
+    }
+
+    private static func crashHookFromEnvironment() -> (Int) throws -> Void {
+        guard let text = ProcessInfo.processInfo.environment[crashAfterFilesVariable], let limit = Int(text) else {
+            return { _ in }
+        }
+        return { written in
+            if written == limit { crashForTesting() }
+        }
+    }
+
+    private static func validate(
+        tensors: [CheckpointTensor], optimizerStates: [CheckpointStateTensor], root: String
+    ) throws {
+        var names = Set<String>()
+        for tensor in tensors {
+            try checkFileNameStem(tensor.name, root: root)
+            try checkCount(tensor.values.count, shape: tensor.shape, what: "tensor '\(tensor.name)'", root: root)
+            guard names.insert(tensor.name).inserted else {
+                throw CheckpointError(file: root, message: "tensor '\(tensor.name)' is listed twice")
+            }
+        }
+        var keys = Set<String>()
+        for state in optimizerStates {
+            try checkFileNameStem(state.slot, root: root)
+            let what = "optimizer state '\(state.tensor).\(state.slot)'"
+            guard names.contains(state.tensor) else {
+                throw CheckpointError(file: root, message: "\(what) belongs to no tensor of the checkpoint")
+            }
+            try checkCount(state.values.count, shape: state.shape, what: what, root: root)
+            guard keys.insert("\(state.tensor).\(state.slot)").inserted,
+                !names.contains("\(state.tensor).\(state.slot)")
+            else {
+                throw CheckpointError(file: root, message: "\(what) is listed twice or clashes with a tensor name")
+            }
+        }
+    }
+
+    private static func checkFileNameStem(_ stem: String, root: String) throws {
+        guard !stem.isEmpty, !stem.hasPrefix("."), !stem.contains("/"), !stem.contains("\0") else {
+            throw CheckpointError(file: root, message: "'\(stem)' cannot be used in a file name")
+        }
+    }
+
+    private static func checkCount(_ count: Int, shape: [Int], what: String, root: String) throws {
+        guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == count else {
+            throw CheckpointError(file: root, message: "\(what) has \(count) values, which does not fit shape \(shape)")
+        }
+    }
+
+    private static func writeTensor(
+        name: String, slot: String?, shape: [Int], values: [Float], flatOffset: Int, directory: String
+    ) throws -> TensorEntry {
+        let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: shape) }
+        let file = (slot.map { "\(name).\($0)" } ?? name) + ".npy"
+        try writeDurably(Data(bytes), to: path(directory, file))
+        return TensorEntry(
+            name: name, slot: slot, shape: shape, file: file, crc32c: CRC32C.checksum(bytes), flatOffset: flatOffset)
+    }
+
+    private static func writeDurably(_ data: Data, to file: String) throws {
+        do {
+            try data.write(to: URL(fileURLWithPath: file))
+        } catch {
+            throw CheckpointError(file: file, message: "cannot write: \(error.localizedDescription)")
+        }
+        try fsyncFile(file)
+    }
+
+    /// Renames the finished temporary directory to `root/name`; an existing checkpoint of the same step is moved
+    /// aside first and removed after.
+    private static func moveIntoPlace(_ temporary: String, root: String, name: String, pid: Int32) throws {
+        let target = path(root, name)
+        guard FileManager.default.fileExists(atPath: target) else {
+            return try renameReplacing(temporary, target)
+        }
+        let replaced = path(root, "\(temporaryPrefix)replaced-\(name)-\(pid)")
+        try renameReplacing(target, replaced)
+        try renameReplacing(temporary, target)
+        try? FileManager.default.removeItem(atPath: replaced)
+    }
+
+    private static func updateLatest(root: String, name: String, pid: Int32) throws {
+        let temporary = path(root, "\(temporaryPrefix)\(latestFileName)-\(pid)")
+        try writeDurably(Data((name + "\n").utf8), to: temporary)
+        try renameReplacing(temporary, path(root, latestFileName))
+        try fsyncDirectory(root)
+    }
+
+    /// Removes `.tmp-*` entries left by interrupted writes.
+    private static func removeTemporaryEntries(root: String) {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        for entry in entries where entry.hasPrefix(temporaryPrefix) {
+            try? FileManager.default.removeItem(atPath: path(root, entry))
+        }
+    }
+
+    private static func prune(root: String, keepLast: Int, keeping newest: String) {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        let checkpoints = entries.compactMap { name in step(ofDirectoryName: name).map { (name: name, step: $0) } }
+            .sorted { $0.step < $1.step }
+        for old in checkpoints.dropLast(keepLast) where old.name != newest {
+            try? FileManager.default.removeItem(atPath: path(root, old.name))
+        }
+    }
+
+    static func path(_ directory: String, _ name: String) -> String {
+        directory.hasSuffix("/") ? directory + name : directory + "/" + name
+    }
+}

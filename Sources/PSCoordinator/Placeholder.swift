@@ -1,1 +1,0 @@
-// PSCoordinator: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,52 @@
+import PSCheckpoint
+import XCTest
+
+final class CRC32CTests: XCTestCase {
+    /// Bit-at-a-time CRC-32C, the definition the table-driven version must match.
+    private func bitwise(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+        }
+        return ~crc
+    }
+
+    func testCheckValue_123456789() {
+        XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)
+    }
+
+    func testRFC3720Vectors() {
+        XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0, count: 32)), 0x8A91_36AA)
+        XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0xFF, count: 32)), 0x62A8_AB43)
+        XCTAssertEqual(CRC32C.checksum((0..<32).map { UInt8($0) }), 0x46DD_794E)
+        XCTAssertEqual(CRC32C.checksum((0..<32).map { UInt8(31 - $0) }), 0x113F_DB5C)
+    }
+
+    func testEmpty_isZero() {
+        XCTAssertEqual(CRC32C.checksum([]), 0)
+    }
+
+    func testSliceByEight_matchesBitwiseForEveryLengthAndAlignment() {
+        var state: UInt64 = 12345
+        let bytes: [UInt8] = (0..<80).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return UInt8(truncatingIfNeeded: state >> 56)
+        }
+        for start in 0..<8 {
+            for end in start...bytes.count {
+                let slice = Array(bytes[start..<end])
+                XCTAssertEqual(CRC32C.checksum(slice), bitwise(slice), "bytes \(start)..<\(end)")
+            }
+        }
+    }
+
+    func testSeed_continuesAcrossChunks() {
+        let bytes = Array("The quick brown fox jumps over the lazy dog".utf8)
+        let whole = CRC32C.checksum(bytes)
+        for split in 0...bytes.count {
+            let first = CRC32C.checksum(Array(bytes[..<split]))
+            XCTAssertEqual(CRC32C.checksum(Array(bytes[split...]), seed: first), whole, "split at \(split)")
+        }
+    }
+}

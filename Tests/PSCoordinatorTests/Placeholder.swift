@@ -1,1 +1,0 @@
-// PSCoordinatorTests: placeholder.
