@@ -136,6 +136,8 @@ public enum MessageCodec {
     /// Decodes and validates the payload of a frame of type `type`.
     public static func decodePayload(type: MessageType, _ payload: UnsafeRawBufferPointer) throws(WireError) -> Message
     {
+        guard let minimum = type.minimumPayloadLength else { throw .unknownMessageType(type.rawValue) }
+        guard payload.count >= minimum else { throw .payloadTooShort(type: type, minimum: minimum, got: payload.count) }
         var reader = PayloadReader(type: type, payload)
         let message: Message
         switch type {
@@ -390,10 +392,14 @@ public enum MessageCodec {
             guard a.isFinite else { throw invalid("constant \(a) is not finite") }
             return .constant(a)
         case 2:
-            guard a.isFinite, b.isFinite, a <= b else { throw invalid("uniform bounds [\(a), \(b)) are not ordered") }
+            guard a.isFinite, b.isFinite, a <= b else {
+                throw invalid("uniform bounds [\(a), \(b)) must be finite with low <= high")
+            }
             return .uniform(low: a, high: b, seed: seed)
         case 3:
-            guard a.isFinite, b.isFinite, b >= 0 else { throw invalid("normal mean \(a) std \(b) is not valid") }
+            guard a.isFinite, b.isFinite, b >= 0 else {
+                throw invalid("normal mean \(a) std \(b) must be finite with std >= 0")
+            }
             return .normal(mean: a, std: b, seed: seed)
         case 4:
             return .glorotUniform(seed: seed)

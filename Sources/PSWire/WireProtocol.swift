@@ -94,6 +94,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// Whether this type answers a request (its frames carry the REPLY flag).
     public var isReply: Bool { Self.replyTypes.contains(self) }
 
+    /// The smallest payload a frame of this type can have (its fixed fields, empty strings and lists), or nil if
+    /// the type is unknown.
+    public var minimumPayloadLength: Int? { Self.minimumPayloadLengths[self] }
+
     /// The type's name as used in proto-docs (`pushPull`), or `unknown(0x00ff)`.
     public var name: String { Self.names[self] ?? "unknown(\(hex(rawValue)))" }
 
@@ -108,6 +112,14 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         .leaveAck: "leaveAck", .status: "status", .statusReply: "statusReply", .checkpoint: "checkpoint",
         .checkpointReply: "checkpointReply", .shutdown: "shutdown", .shutdownAck: "shutdownAck", .export: "export",
         .exportReply: "exportReply",
+    ]
+
+    private static let minimumPayloadLengths: [MessageType: Int] = [
+        .hello: 12, .welcome: 12, .reject: 8, .error: 8, .register: 4, .registered: 16, .push: PushPrefix.size,
+        .pushAck: 24, .pull: 16, .pullReply: PullReplyPrefix.size, .pushPull: PushPrefix.size, .clock: 32,
+        .clockAck: 16, .heartbeat: 16, .heartbeatAck: 8, .metrics: 32, .metricsAck: 0, .leave: 8, .leaveAck: 0,
+        .status: 4, .statusReply: 4, .checkpoint: 4, .checkpointReply: 20, .shutdown: 0, .shutdownAck: 0, .export: 4,
+        .exportReply: 12,
     ]
 
     private static let replyTypes: Set<MessageType> = [

@@ -188,12 +188,12 @@ func assertThrows<T>(
     _ expected: WireError,
     file: StaticString = #filePath,
     line: UInt = #line,
-    _ body: () throws(WireError) -> T
+    _ body: () throws -> T
 ) {
     do {
         let value = try body()
         XCTFail("expected \(expected), got the value \(value)", file: file, line: line)
     } catch {
-        XCTAssertEqual(error, expected, file: file, line: line)
+        XCTAssertEqual(error as? WireError, expected, file: file, line: line)
     }
 }
