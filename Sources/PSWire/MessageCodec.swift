@@ -1,0 +1,522 @@
+/// Turns messages into payloads and frames, and validated payloads back into messages.
+///
+/// Decoding checks every length against the bytes present before using it (nothing is allocated from an unchecked
+/// length), every count, every string's UTF-8, every enumerated field, and that no bytes trail the last field.
+/// The layouts are in proto-docs/protocol.md, "Messages".
+public enum MessageCodec {
+    /// The payload bytes of `message` (no header).
+    public static func encodePayload(_ message: Message) -> [UInt8] {
+        var writer = ByteWriter(capacity: 64)
+        switch message {
+        case .hello(let hello):
+            writer.writeInteger(hello.role.rawValue)
+            writer.writeInteger(UInt8(0))
+            writer.writeInteger(hello.maxVersion)
+            writer.writeString(hello.name)
+            writer.writeString(hello.token)
+        case .welcome(let welcome):
+            writer.writeInteger(welcome.assignedID)
+            writer.writeInteger(welcome.rank)
+            writer.writeString(welcome.config)
+        case .reject(let reject):
+            writer.writeInteger(reject.code.rawValue)
+            writer.writeInteger(UInt16(0))
+            writer.writeString(reject.reason)
+        case .error(let error):
+            writer.writeInteger(error.code.rawValue)
+            writer.writeInteger(UInt16(0))
+            writer.writeString(error.message)
+        case .register(let register):
+            encode(register, into: &writer)
+        case .registered(let registered):
+            writer.writeInteger(registered.tensorCount)
+            writer.writeInteger(UInt32(registered.shardElements.count))
+            writer.writeInteger(registered.totalElements)
+            for elements in registered.shardElements { writer.writeInteger(elements) }
+        case .push(let push), .pushPull(let push):
+            writer = ByteWriter(capacity: PushPrefix.size + 4 * push.floats.count)
+            writer.writeInteger(push.shard)
+            writer.writeInteger(UInt32(push.floats.count))
+            writer.writeInteger(push.clock)
+            writer.writeInteger(push.baseVersion)
+            writer.writeFloats(push.floats)
+        case .pushAck(let ack):
+            writer.writeInteger(ack.shard)
+            writer.writeInteger(ack.status.rawValue)
+            writer.writeInteger(ack.version)
+            writer.writeInteger(ack.staleness)
+        case .pull(let pull):
+            writer.writeInteger(pull.shard)
+            writer.writeInteger(UInt32(0))
+            writer.writeInteger(pull.clock)
+        case .pullReply(let reply):
+            writer = ByteWriter(capacity: PullReplyPrefix.size + 4 * reply.floats.count)
+            writer.writeInteger(reply.shard)
+            writer.writeInteger(UInt32(reply.floats.count))
+            writer.writeInteger(reply.version)
+            writer.writeFloats(reply.floats)
+        case .clock(let clock):
+            writer.writeInteger(clock.rank)
+            writer.writeInteger(UInt32(0))
+            writer.writeInteger(clock.clock)
+            writer.writeDouble(clock.loss)
+            writer.writeInteger(clock.samples)
+        case .clockAck(let ack):
+            writer.writeInteger(ack.jobState.rawValue)
+            writer.writeInteger(UInt32(0))
+            writer.writeInteger(ack.minClock)
+        case .heartbeat(let heartbeat):
+            writer.writeInteger(heartbeat.rank)
+            writer.writeInteger(UInt32(0))
+            writer.writeInteger(heartbeat.clock)
+        case .heartbeatAck(let ack):
+            writer.writeInteger(ack.jobState.rawValue)
+            writer.writeInteger(UInt32(0))
+        case .metrics(let metrics):
+            writer.writeInteger(metrics.epoch)
+            writer.writeInteger(UInt32(0))
+            writer.writeDouble(metrics.testLoss)
+            writer.writeDouble(metrics.testAccuracy)
+            writer.writeInteger(metrics.samples)
+        case .leave(let leave):
+            writer.writeInteger(leave.rank)
+            writer.writeInteger(leave.reason.rawValue)
+        case .status(let request):
+            writer.writeInteger(request.format)
+        case .statusReply(let reply):
+            writer.writeString(reply.json)
+        case .checkpoint(let request):
+            writer.writeInteger(UInt32(request.wait ? 1 : 0))
+        case .checkpointReply(let reply):
+            writer.writeInteger(reply.step)
+            writer.writeInteger(UInt32(reply.durable ? 1 : 0))
+            writer.writeInteger(UInt32(0))
+            writer.writeString(reply.path)
+        case .export(let request):
+            writer.writeString(request.path)
+        case .exportReply(let reply):
+            writer.writeInteger(reply.step)
+            writer.writeString(reply.path)
+        case .metricsAck, .leaveAck, .shutdown, .shutdownAck:
+            break
+        }
+        return writer.bytes
+    }
+
+    /// The whole frame of `message`: header and payload; flags.reply set iff `message.isReply`.
+    public static func encodeFrame(_ message: Message, requestID: UInt64) -> [UInt8] {
+        let payload = encodePayload(message)
+        precondition(payload.count <= Int(UInt32.max), "a payload is at most 4 GiB")
+        let header = FrameHeader(
+            type: message.type,
+            flags: message.isReply ? .reply : [],
+            payloadLength: UInt32(payload.count),
+            requestID: requestID
+        )
+        var frame = [UInt8](repeating: 0, count: WireProtocol.headerSize)
+        frame.withUnsafeMutableBytes { header.encode(into: $0) }
+        frame.append(contentsOf: payload)
+        return frame
+    }
+
+    /// Decodes exactly one whole frame: a valid header followed by exactly `payloadLength` payload bytes.
+    public static func decodeFrame(
+        _ bytes: UnsafeRawBufferPointer,
+        maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes
+    ) throws(WireError) -> Frame {
+        let header = try FrameHeader.decode(bytes, maxPayloadBytes: maxPayloadBytes)
+        let expected = Int(header.payloadLength)
+        let got = bytes.count - WireProtocol.headerSize
+        guard got >= expected else { throw .truncatedBody(expected: expected, got: got) }
+        guard got == expected else { throw .trailingBytes(type: header.type, count: got - expected) }
+        let payload = UnsafeRawBufferPointer(rebasing: bytes[WireProtocol.headerSize...])
+        return Frame(header: header, message: try decodePayload(type: header.type, payload))
+    }
+
+    /// Decodes and validates the payload of a frame of type `type`.
+    public static func decodePayload(type: MessageType, _ payload: UnsafeRawBufferPointer) throws(WireError) -> Message
+    {
+        guard let minimum = type.minimumPayloadLength else { throw .unknownMessageType(type.rawValue) }
+        guard payload.count >= minimum else { throw .payloadTooShort(type: type, minimum: minimum, got: payload.count) }
+        var reader = PayloadReader(type: type, payload)
+        let message: Message
+        switch type {
+        case .hello:
+            let roleCode = try reader.u8()
+            guard let role = Role(rawValue: roleCode) else {
+                throw .invalidField(
+                    type: type,
+                    field: "role",
+                    reason: "role \(roleCode) is not 1 (worker), 2 (server) or 3 (control)"
+                )
+            }
+            _ = try reader.u8()
+            let maxVersion = try reader.u16()
+            guard maxVersion >= 1 else {
+                throw .invalidField(type: type, field: "maxVersion", reason: "version 0 does not exist")
+            }
+            let name = try reader.string("name")
+            message = .hello(Hello(role: role, maxVersion: maxVersion, name: name, token: try reader.string("token")))
+        case .welcome:
+            let assignedID = try reader.u32()
+            let rank = Int32(bitPattern: try reader.u32())
+            guard rank >= -1 else {
+                throw .invalidField(type: type, field: "rank", reason: "rank \(rank) is below -1")
+            }
+            message = .welcome(Welcome(assignedID: assignedID, rank: rank, config: try reader.string("config")))
+        case .reject:
+            let code = ErrorCode(rawValue: try reader.u16())
+            _ = try reader.u16()
+            message = .reject(Reject(code: code, reason: try reader.string("reason")))
+        case .error:
+            let code = ErrorCode(rawValue: try reader.u16())
+            _ = try reader.u16()
+            message = .error(ErrorMessage(code: code, message: try reader.string("message")))
+        case .register:
+            message = .register(try decodeRegister(&reader))
+        case .registered:
+            message = .registered(try decodeRegistered(&reader))
+        case .push, .pushPull:
+            let prefix = try PushPrefix.decode(payload, type: type)
+            try PushPrefix.validate(prefix, payloadLength: payload.count, type: type)
+            let push = Push(
+                shard: prefix.shard,
+                clock: prefix.clock,
+                baseVersion: prefix.baseVersion,
+                floats: floats(payload, offset: PushPrefix.size, count: Int(prefix.count))
+            )
+            return type == .push ? .push(push) : .pushPull(push)
+        case .pushAck:
+            message = .pushAck(
+                PushAck(
+                    shard: try reader.u32(),
+                    status: PushStatus(rawValue: try reader.u32()),
+                    version: try reader.u64(),
+                    staleness: try reader.u64()
+                )
+            )
+        case .pull:
+            let shard = try reader.u32()
+            _ = try reader.u32()
+            message = .pull(Pull(shard: shard, clock: try reader.u64()))
+        case .pullReply:
+            let prefix = try PullReplyPrefix.decode(payload)
+            try PullReplyPrefix.validate(prefix, payloadLength: payload.count)
+            return .pullReply(
+                PullReply(
+                    shard: prefix.shard,
+                    version: prefix.version,
+                    floats: floats(payload, offset: PullReplyPrefix.size, count: Int(prefix.count))
+                )
+            )
+        case .clock:
+            let rank = try reader.u32()
+            _ = try reader.u32()
+            message = .clock(
+                Clock(rank: rank, clock: try reader.u64(), loss: try reader.f64(), samples: try reader.u64())
+            )
+        case .clockAck:
+            let state = JobState(rawValue: try reader.u32())
+            _ = try reader.u32()
+            message = .clockAck(ClockAck(jobState: state, minClock: try reader.u64()))
+        case .heartbeat:
+            let rank = try reader.u32()
+            _ = try reader.u32()
+            message = .heartbeat(Heartbeat(rank: rank, clock: try reader.u64()))
+        case .heartbeatAck:
+            let state = JobState(rawValue: try reader.u32())
+            _ = try reader.u32()
+            message = .heartbeatAck(HeartbeatAck(jobState: state))
+        case .metrics:
+            let epoch = try reader.u32()
+            _ = try reader.u32()
+            message = .metrics(
+                EpochMetrics(
+                    epoch: epoch,
+                    testLoss: try reader.f64(),
+                    testAccuracy: try reader.f64(),
+                    samples: try reader.u64()
+                )
+            )
+        case .leave:
+            message = .leave(Leave(rank: try reader.u32(), reason: LeaveReason(rawValue: try reader.u32())))
+        case .status:
+            let format = try reader.u32()
+            guard format == StatusRequest.jsonFormat else {
+                throw .invalidField(type: type, field: "format", reason: "format \(format) is not 0 (JSON)")
+            }
+            message = .status(StatusRequest(format: format))
+        case .statusReply:
+            message = .statusReply(StatusReply(json: try reader.string("json")))
+        case .checkpoint:
+            message = .checkpoint(CheckpointRequest(wait: try reader.u32() & 1 == 1))
+        case .checkpointReply:
+            let step = try reader.u64()
+            let durable = try reader.u32()
+            guard durable <= 1 else {
+                throw .invalidField(type: type, field: "durable", reason: "\(durable) is neither 0 nor 1")
+            }
+            _ = try reader.u32()
+            message = .checkpointReply(
+                CheckpointReply(step: step, durable: durable == 1, path: try reader.string("path")))
+        case .export:
+            message = .export(ExportRequest(path: try reader.string("path")))
+        case .exportReply:
+            let step = try reader.u64()
+            message = .exportReply(ExportReply(step: step, path: try reader.string("path")))
+        case .metricsAck:
+            message = .metricsAck
+        case .leaveAck:
+            message = .leaveAck
+        case .shutdown:
+            message = .shutdown
+        case .shutdownAck:
+            message = .shutdownAck
+        default:
+            throw .unknownMessageType(type.rawValue)
+        }
+        try reader.expectEnd()
+        return message
+    }
+
+    // MARK: register and registered
+
+    /// The smallest encoding of one tensor: empty name, rank 0, then kind, reserved, a, b and seed.
+    private static let minimumTensorBytes = 4 + 4 + 1 + 7 + 8 + 8 + 8
+
+    private static func encode(_ register: Register, into writer: inout ByteWriter) {
+        writer.writeInteger(UInt32(register.tensors.count))
+        for tensor in register.tensors {
+            writer.writeString(tensor.name)
+            writer.writeInteger(UInt32(tensor.shape.count))
+            for dimension in tensor.shape {
+                precondition(dimension >= 0, "a tensor dimension is never negative")
+                writer.writeInteger(UInt64(dimension))
+            }
+            let (kind, a, b, seed): (UInt8, Double, Double, UInt64) =
+                switch tensor.initializer {
+                case .zeros: (0, 0, 0, 0)
+                case .constant(let value): (1, value, 0, 0)
+                case .uniform(let low, let high, let seed): (2, low, high, seed)
+                case .normal(let mean, let std, let seed): (3, mean, std, seed)
+                case .glorotUniform(let seed): (4, 0, 0, seed)
+                }
+            writer.writeInteger(kind)
+            writer.writeZeros(count: 7)
+            writer.writeDouble(a)
+            writer.writeDouble(b)
+            writer.writeInteger(seed)
+        }
+    }
+
+    private static func decodeRegister(_ reader: inout PayloadReader) throws(WireError) -> Register {
+        let type = MessageType.register
+        let count = Int(try reader.u32())
+        let minimum = 4 + count * minimumTensorBytes
+        guard reader.bytes.count >= minimum else {
+            throw .payloadTooShort(type: type, minimum: minimum, got: reader.bytes.count)
+        }
+        var tensors: [TensorSpec] = []
+        tensors.reserveCapacity(count)
+        var totalElements = 0
+        for index in 0..<count {
+            let field = "tensors[\(index)]"
+            let name = try reader.string("\(field).name")
+            guard !name.isEmpty else {
+                throw .invalidField(type: type, field: "\(field).name", reason: "a tensor name must not be empty")
+            }
+            let rank = try reader.u32()
+            guard rank <= WireProtocol.maxTensorRank else {
+                throw .invalidField(
+                    type: type,
+                    field: "\(field).rank",
+                    reason: "rank \(rank) exceeds the maximum of \(WireProtocol.maxTensorRank)"
+                )
+            }
+            var shape: [Int] = []
+            shape.reserveCapacity(Int(rank))
+            var elements = 1
+            for dimensionIndex in 0..<Int(rank) {
+                let dimension = try reader.u64()
+                guard dimension >= 1, dimension <= UInt64(WireProtocol.maxTensorElements) else {
+                    throw .invalidField(
+                        type: type,
+                        field: "\(field).dims[\(dimensionIndex)]",
+                        reason: "dimension \(dimension) is outside 1...\(WireProtocol.maxTensorElements)"
+                    )
+                }
+                let (product, overflow) = elements.multipliedReportingOverflow(by: Int(dimension))
+                guard !overflow, product <= WireProtocol.maxTensorElements else {
+                    throw .invalidField(
+                        type: type,
+                        field: "\(field).dims",
+                        reason: "the tensor has more than the maximum of \(WireProtocol.maxTensorElements) elements"
+                    )
+                }
+                elements = product
+                shape.append(Int(dimension))
+            }
+            totalElements += elements
+            guard totalElements <= WireProtocol.maxTensorElements else {
+                throw .invalidField(
+                    type: type,
+                    field: "\(field).dims",
+                    reason: "the tensors have more than the maximum of \(WireProtocol.maxTensorElements) elements"
+                )
+            }
+            let kind = try reader.u8()
+            _ = try reader.bytes(count: 7)
+            let a = try reader.f64()
+            let b = try reader.f64()
+            let seed = try reader.u64()
+            let initializer = try initSpec(kind: kind, a: a, b: b, seed: seed, field: "\(field).init")
+            tensors.append(TensorSpec(name: name, shape: shape, initializer: initializer))
+        }
+        return Register(tensors: tensors)
+    }
+
+    private static func initSpec(
+        kind: UInt8,
+        a: Double,
+        b: Double,
+        seed: UInt64,
+        field: String
+    ) throws(WireError) -> InitSpec {
+        func invalid(_ reason: String) -> WireError {
+            .invalidField(type: .register, field: field, reason: reason)
+        }
+        switch kind {
+        case 0:
+            return .zeros
+        case 1:
+            guard a.isFinite else { throw invalid("constant \(a) is not finite") }
+            return .constant(a)
+        case 2:
+            guard a.isFinite, b.isFinite, a <= b else {
+                throw invalid("uniform bounds [\(a), \(b)) must be finite with low <= high")
+            }
+            return .uniform(low: a, high: b, seed: seed)
+        case 3:
+            guard a.isFinite, b.isFinite, b >= 0 else {
+                throw invalid("normal mean \(a) std \(b) must be finite with std >= 0")
+            }
+            return .normal(mean: a, std: b, seed: seed)
+        case 4:
+            return .glorotUniform(seed: seed)
+        default:
+            throw invalid("init kind \(kind) is not 0 (zeros) ... 4 (glorotUniform)")
+        }
+    }
+
+    private static func decodeRegistered(_ reader: inout PayloadReader) throws(WireError) -> Registered {
+        let type = MessageType.registered
+        let tensorCount = try reader.u32()
+        let shardCount = Int(try reader.u32())
+        let totalElements = try reader.u64()
+        let minimum = 16 + 8 * shardCount
+        guard reader.bytes.count >= minimum else {
+            throw .payloadTooShort(type: type, minimum: minimum, got: reader.bytes.count)
+        }
+        var shardElements: [UInt64] = []
+        shardElements.reserveCapacity(shardCount)
+        var sum: UInt64 = 0
+        var overflow = false
+        for _ in 0..<shardCount {
+            let elements = try reader.u64()
+            let (next, didOverflow) = sum.addingReportingOverflow(elements)
+            sum = next
+            overflow = overflow || didOverflow
+            shardElements.append(elements)
+        }
+        guard !overflow, sum == totalElements else {
+            throw .invalidField(
+                type: type,
+                field: "totalElements",
+                reason: "totalElements \(totalElements) is not the sum of the shards' elements"
+            )
+        }
+        return Registered(shardElements: shardElements, tensorCount: tensorCount, totalElements: totalElements)
+    }
+
+    /// Copies `count` little-endian float32 values starting at `offset`; the caller has validated the length.
+    private static func floats(_ payload: UnsafeRawBufferPointer, offset: Int, count: Int) -> [Float] {
+        guard count > 0, let base = payload.baseAddress else { return [] }
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            #if _endian(little)
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(
+                    from: UnsafeRawBufferPointer(start: base + offset, count: 4 * count)
+                )
+            #else
+                for index in 0..<count {
+                    buffer[index] = Float(
+                        bitPattern: UInt32(
+                            littleEndian: payload.loadUnaligned(fromByteOffset: offset + 4 * index, as: UInt32.self))
+                    )
+                }
+            #endif
+            initialized = count
+        }
+    }
+}
+
+/// A decoded frame: its header and its message.
+public struct Frame: Sendable, Equatable {
+    /// The frame's header as received.
+    public var header: FrameHeader
+    /// The frame's payload, decoded.
+    public var message: Message
+
+    /// Creates a frame from its parts.
+    public init(header: FrameHeader, message: Message) {
+        self.header = header
+        self.message = message
+    }
+}
+
+/// A `ByteReader` that turns "too few bytes" into `payloadTooShort` for one message type.
+struct PayloadReader {
+    let type: MessageType
+    private(set) var reader: ByteReader
+
+    init(type: MessageType, _ payload: UnsafeRawBufferPointer) {
+        self.type = type
+        reader = ByteReader(payload)
+    }
+
+    var bytes: UnsafeRawBufferPointer { reader.bytes }
+
+    private func tooShort(needing size: Int) -> WireError {
+        .payloadTooShort(type: type, minimum: reader.readerIndex + size, got: reader.bytes.count)
+    }
+
+    private mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
+        guard let value = reader.readInteger(as: T.self) else { throw tooShort(needing: MemoryLayout<T>.size) }
+        return value
+    }
+
+    mutating func u8() throws(WireError) -> UInt8 { try integer(UInt8.self) }
+    mutating func u16() throws(WireError) -> UInt16 { try integer(UInt16.self) }
+    mutating func u32() throws(WireError) -> UInt32 { try integer(UInt32.self) }
+    mutating func u64() throws(WireError) -> UInt64 { try integer(UInt64.self) }
+    mutating func f64() throws(WireError) -> Double { Double(bitPattern: try integer(UInt64.self)) }
+
+    mutating func bytes(count: Int) throws(WireError) -> UnsafeRawBufferPointer {
+        guard let view = reader.readBytes(count: count) else { throw tooShort(needing: count) }
+        return view
+    }
+
+    /// Reads a `u32` length and that many bytes of UTF-8; `field` names the field in errors.
+    mutating func string(_ field: String) throws(WireError) -> String {
+        let length = Int(try u32())
+        let utf8 = try bytes(count: length)
+        guard let string = String(validating: utf8, as: UTF8.self) else {
+            throw .invalidUTF8(field: "\(type.name).\(field)")
+        }
+        return string
+    }
+
+    /// Throws `trailingBytes` if any byte is left unread.
+    func expectEnd() throws(WireError) {
+        guard reader.remaining == 0 else { throw .trailingBytes(type: type, count: reader.remaining) }
+    }
+}

@@ -1,1 +1,0 @@
-// PSWire: module placeholder, replaced by the module's real sources.

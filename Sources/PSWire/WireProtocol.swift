@@ -1,0 +1,150 @@
+/// Constants of SwiftPS wire protocol v1 (proto-docs/protocol.md, "Frame").
+public enum WireProtocol {
+    /// The first four bytes of every frame, `53 57 50 53` ("SWPS"), read as a little-endian `UInt32`.
+    public static let magic: UInt32 = 0x5350_5753
+    /// The protocol version this module speaks and writes into every header.
+    public static let version: UInt16 = 1
+    /// The size of the fixed frame header in bytes.
+    public static let headerSize = 24
+    /// The default limit on a frame's payload length (512 MiB); a longer frame is refused before anything is allocated.
+    public static let defaultMaxPayloadBytes = 512 << 20
+    /// The largest number of dimensions a registered tensor may have.
+    public static let maxTensorRank = 8
+    /// The largest number of elements one registered tensor, and a whole registration, may have: 2^40.
+    public static let maxTensorElements = 1 << 40
+}
+
+/// A message type code (the header's `type` field); unknown codes from newer peers are representable.
+///
+/// See proto-docs/protocol.md, "Message types".
+public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The 16-bit code as it appears on the wire.
+    public var rawValue: UInt16
+
+    /// Wraps any code, known or not.
+    public init(rawValue: UInt16) {
+        self.rawValue = rawValue
+    }
+
+    /// Handshake from a connecting peer (role, highest version, name, token).
+    public static let hello = MessageType(rawValue: 0x0001)
+    /// Reply to `hello`: the peer is accepted.
+    public static let welcome = MessageType(rawValue: 0x0002)
+    /// Reply to `hello`: the peer is refused; the connection closes.
+    public static let reject = MessageType(rawValue: 0x0003)
+    /// Reply to any request that failed.
+    public static let error = MessageType(rawValue: 0x0004)
+    /// Registers the model's tensors.
+    public static let register = MessageType(rawValue: 0x0010)
+    /// Reply to `register`: the shard layout.
+    public static let registered = MessageType(rawValue: 0x0011)
+    /// A gradient for one shard.
+    public static let push = MessageType(rawValue: 0x0012)
+    /// Reply to `push` (and to a `pushPull` whose push was dropped as stale).
+    public static let pushAck = MessageType(rawValue: 0x0013)
+    /// Asks for one shard's weights.
+    public static let pull = MessageType(rawValue: 0x0014)
+    /// Reply to `pull` and `pushPull`: one shard's weights.
+    public static let pullReply = MessageType(rawValue: 0x0015)
+    /// A push answered with the weights after it is applied.
+    public static let pushPull = MessageType(rawValue: 0x0016)
+    /// A worker finished a step.
+    public static let clock = MessageType(rawValue: 0x0020)
+    /// Reply to `clock`.
+    public static let clockAck = MessageType(rawValue: 0x0021)
+    /// A worker is alive.
+    public static let heartbeat = MessageType(rawValue: 0x0022)
+    /// Reply to `heartbeat`.
+    public static let heartbeatAck = MessageType(rawValue: 0x0023)
+    /// Evaluation results at the end of an epoch.
+    public static let metrics = MessageType(rawValue: 0x0024)
+    /// Reply to `metrics`.
+    public static let metricsAck = MessageType(rawValue: 0x0025)
+    /// A worker leaves the job.
+    public static let leave = MessageType(rawValue: 0x0026)
+    /// Reply to `leave`.
+    public static let leaveAck = MessageType(rawValue: 0x0027)
+    /// Asks for the job's status.
+    public static let status = MessageType(rawValue: 0x0030)
+    /// Reply to `status`: a JSON document.
+    public static let statusReply = MessageType(rawValue: 0x0031)
+    /// Asks for a checkpoint.
+    public static let checkpoint = MessageType(rawValue: 0x0032)
+    /// Reply to `checkpoint`.
+    public static let checkpointReply = MessageType(rawValue: 0x0033)
+    /// Asks the server to shut down.
+    public static let shutdown = MessageType(rawValue: 0x0034)
+    /// Reply to `shutdown`.
+    public static let shutdownAck = MessageType(rawValue: 0x0035)
+    /// Asks the server to export the model to a directory.
+    public static let export = MessageType(rawValue: 0x0036)
+    /// Reply to `export`.
+    public static let exportReply = MessageType(rawValue: 0x0037)
+
+    /// Every type protocol v1 defines, in code order.
+    public static let allKnown: [MessageType] = [
+        .hello, .welcome, .reject, .error, .register, .registered, .push, .pushAck, .pull, .pullReply, .pushPull,
+        .clock, .clockAck, .heartbeat, .heartbeatAck, .metrics, .metricsAck, .leave, .leaveAck, .status,
+        .statusReply, .checkpoint, .checkpointReply, .shutdown, .shutdownAck, .export, .exportReply,
+    ]
+
+    /// Whether protocol v1 defines this code.
+    public var isKnown: Bool { Self.names[self] != nil }
+
+    /// Whether this type answers a request (its frames carry the REPLY flag).
+    public var isReply: Bool { Self.replyTypes.contains(self) }
+
+    /// The smallest payload a frame of this type can have (its fixed fields, empty strings and lists), or nil if
+    /// the type is unknown.
+    public var minimumPayloadLength: Int? { Self.minimumPayloadLengths[self] }
+
+    /// The type's name as used in proto-docs (`pushPull`), or `unknown(0x00ff)`.
+    public var name: String { Self.names[self] ?? "unknown(\(hex(rawValue)))" }
+
+    /// The name and the code, e.g. `push (0x0012)`.
+    public var description: String { isKnown ? "\(name) (\(hex(rawValue)))" : name }
+
+    private static let names: [MessageType: String] = [
+        .hello: "hello", .welcome: "welcome", .reject: "reject", .error: "error", .register: "register",
+        .registered: "registered", .push: "push", .pushAck: "pushAck", .pull: "pull", .pullReply: "pullReply",
+        .pushPull: "pushPull", .clock: "clock", .clockAck: "clockAck", .heartbeat: "heartbeat",
+        .heartbeatAck: "heartbeatAck", .metrics: "metrics", .metricsAck: "metricsAck", .leave: "leave",
+        .leaveAck: "leaveAck", .status: "status", .statusReply: "statusReply", .checkpoint: "checkpoint",
+        .checkpointReply: "checkpointReply", .shutdown: "shutdown", .shutdownAck: "shutdownAck", .export: "export",
+        .exportReply: "exportReply",
+    ]
+
+    private static let minimumPayloadLengths: [MessageType: Int] = [
+        .hello: 12, .welcome: 12, .reject: 8, .error: 8, .register: 4, .registered: 16, .push: PushPrefix.size,
+        .pushAck: 24, .pull: 16, .pullReply: PullReplyPrefix.size, .pushPull: PushPrefix.size, .clock: 32,
+        .clockAck: 16, .heartbeat: 16, .heartbeatAck: 8, .metrics: 32, .metricsAck: 0, .leave: 8, .leaveAck: 0,
+        .status: 4, .statusReply: 4, .checkpoint: 4, .checkpointReply: 20, .shutdown: 0, .shutdownAck: 0, .export: 4,
+        .exportReply: 12,
+    ]
+
+    private static let replyTypes: Set<MessageType> = [
+        .welcome, .reject, .error, .registered, .pushAck, .pullReply, .clockAck, .heartbeatAck, .metricsAck,
+        .leaveAck, .statusReply, .checkpointReply, .shutdownAck, .exportReply,
+    ]
+}
+
+/// The header's 32-bit flags field; bits other than `reply` are reserved (sent 0, ignored on receipt).
+public struct FrameFlags: OptionSet, Sendable, Hashable {
+    /// The flag bits as they appear on the wire.
+    public var rawValue: UInt32
+
+    /// Wraps any bit pattern, reserved bits included.
+    public init(rawValue: UInt32) {
+        self.rawValue = rawValue
+    }
+
+    /// Bit 0: the frame answers a request and echoes its request id.
+    public static let reply = FrameFlags(rawValue: 1 << 0)
+}
+
+/// Formats an unsigned integer as `0x` and zero-padded lowercase hex digits, two per byte.
+func hex<T: FixedWidthInteger & UnsignedInteger>(_ value: T) -> String {
+    let digits = String(value, radix: 16)
+    let width = MemoryLayout<T>.size * 2
+    return "0x" + String(repeating: "0", count: max(0, width - digits.count)) + digits
+}

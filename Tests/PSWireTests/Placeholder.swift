@@ -1,1 +1,0 @@
-// PSWireTests: placeholder.
