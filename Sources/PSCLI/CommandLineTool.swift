@@ -8,6 +8,13 @@ public struct ToolOutcome: Sendable, Equatable {
     public var standardOutput: String
     /// `Error: ...` lines, if any.
     public var standardError: String
+
+    /// Creates an outcome.
+    public init(exitCode: Int32, standardOutput: String, standardError: String) {
+        self.exitCode = exitCode
+        self.standardOutput = standardOutput
+        self.standardError = standardError
+    }
 }
 
 /// Parses command lines and prints help in swift-argument-parser's conventions.
