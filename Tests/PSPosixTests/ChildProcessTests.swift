@@ -61,6 +61,12 @@ final class ChildProcessTests: XCTestCase {
             FileManager.default.fileExists(atPath: TestPaths.packageRoot.appendingPathComponent("Package.swift").path))
     }
 
+    func test_binary_builtExecutable_isFoundNextToTheTestBundle() throws {
+        let psctl = try TestPaths.binary(named: "psctl")
+        XCTAssertEqual(psctl.lastPathComponent, "psctl")
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: psctl.path))
+    }
+
     func test_testThread_rethrowsTheBodysError() {
         let thread = TestThread { () throws -> Int in throw TestSupportError("boom") }
         XCTAssertThrowsError(try thread.join()) { XCTAssertEqual("\($0)", "boom") }
