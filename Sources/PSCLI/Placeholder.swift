@@ -1,1 +1,0 @@
-// PSCLI: module placeholder, replaced by the module's real sources.

@@ -1,1 +1,0 @@
-// PSPosix: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,450 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A blocking TCP socket: a file-descriptor holder with the few operations a framed protocol needs.
+///
+/// A `Socket` is a value: copies share the descriptor, and the owner calls ``close()`` exactly once. Reads and
+/// writes loop until the whole buffer is transferred; `EINTR` is retried; `SIGPIPE` is never raised by a write
+/// (`MSG_NOSIGNAL`), so writing to a closed peer throws instead.
+public struct Socket: Sendable, Hashable {
+    /// The underlying file descriptor.
+    public let fileDescriptor: Int32
+
+    /// Adopts an open socket descriptor; the new value owns it.
+    public init(fileDescriptor: Int32) {
+        self.fileDescriptor = fileDescriptor
+    }
+
+    // MARK: - Creating sockets
+
+    /// Creates a listening socket bound to `host` and `port` (`SO_REUSEADDR`, close-on-exec).
+    ///
+    /// `host` is resolved with `getaddrinfo`, so `"0.0.0.0"`, `"::"` (dual-stack), `"127.0.0.1"` and `"localhost"`
+    /// all work; each address is tried in turn, IPv4 first. Port 0 binds an ephemeral port: see ``localPort()``.
+    public static func listen(host: String, port: UInt16, backlog: Int32 = 512) throws(SocketError) -> Socket {
+        var lastError = SocketError.resolve(host: host, reason: "no address")
+        for address in try SocketAddress.resolve(host: host, port: port, passive: true) {
+            do {
+                return try bindAndListen(address, backlog: backlog)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
+    private static func bindAndListen(_ address: SocketAddress, backlog: Int32) throws(SocketError) -> Socket {
+        let socket = try makeSocket(family: address.family, nonBlocking: false, address: address)
+        do throws(SocketError) {
+            try socket.setIntegerOption(level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, operation: "SO_REUSEADDR")
+            try systemCall("bind \(address)") { address.withSockaddr { Glibc.bind(socket.fileDescriptor, $0, $1) } }
+            try systemCall("listen \(address)") { Glibc.listen(socket.fileDescriptor, backlog) }
+            return socket
+        } catch {
+            socket.close()
+            throw error
+        }
+    }
+
+    /// Connects to `host:port`, trying each address `getaddrinfo` returns until one answers.
+    ///
+    /// Each attempt is a non-blocking `connect` followed by `poll` until the overall `timeout` expires; the
+    /// connected socket is then switched back to blocking mode and gets `TCP_NODELAY`. On failure the error of the
+    /// last address tried is thrown: ``SocketError/connect(address:errno:)`` (such as `ECONNREFUSED`) or
+    /// ``SocketError/connectTimedOut(address:seconds:)``.
+    public static func connect(host: String, port: UInt16, timeout: Duration) throws(SocketError) -> Socket {
+        let addresses = try SocketAddress.resolve(host: host, port: port, passive: false)
+        let timeoutNanoseconds = timeout.saturatingNanoseconds
+        let deadline = MonotonicClock.nanoseconds() &+ timeoutNanoseconds
+        let seconds = Double(timeoutNanoseconds) / 1e9
+        var lastError = SocketError.connectTimedOut(address: addresses[0].description, seconds: seconds)
+        for address in addresses {
+            do {
+                return try connect(to: address, deadline: deadline, timeoutSeconds: seconds)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
+    private static func connect(
+        to address: SocketAddress,
+        deadline: UInt64,
+        timeoutSeconds: Double
+    ) throws(SocketError) -> Socket {
+        let socket = try makeSocket(family: address.family, nonBlocking: true, address: address)
+        do throws(SocketError) {
+            do {
+                try nothingOrErrno(retryOnInterrupt: false) {
+                    address.withSockaddr { Glibc.connect(socket.fileDescriptor, $0, $1) }
+                }
+            } catch  where error == .inProgress || error == .interrupted {
+                try socket.waitUntilConnected(to: address, deadline: deadline, timeoutSeconds: timeoutSeconds)
+            } catch {
+                throw .connect(address: address.description, errno: error)
+            }
+            try socket.setBlocking(operation: "connect to \(address)")
+            try socket.setNoDelay()
+            return socket
+        } catch {
+            socket.close()
+            throw error
+        }
+    }
+
+    private func waitUntilConnected(
+        to address: SocketAddress,
+        deadline: UInt64,
+        timeoutSeconds: Double
+    ) throws(SocketError) {
+        while true {
+            let now = MonotonicClock.nanoseconds()
+            guard now < deadline else {
+                throw .connectTimedOut(address: address.description, seconds: timeoutSeconds)
+            }
+            let milliseconds = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+            var request = pollfd(fd: fileDescriptor, events: Int16(POLLOUT), revents: 0)
+            let ready: Int32
+            do {
+                ready = try valueOrErrno(retryOnInterrupt: false) { poll(&request, 1, milliseconds) }
+            } catch  where error == .interrupted {
+                continue
+            } catch {
+                throw .system(operation: "poll for connect to \(address)", errno: error)
+            }
+            if ready > 0 {
+                break
+            }
+        }
+        let pending = try integerOption(level: SOL_SOCKET, name: SO_ERROR, operation: "SO_ERROR")
+        if pending != 0 {
+            throw .connect(address: address.description, errno: Errno(rawValue: pending))
+        }
+    }
+
+    private static func makeSocket(
+        family: Int32,
+        nonBlocking: Bool,
+        address: SocketAddress
+    ) throws(SocketError) -> Socket {
+        var type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        if nonBlocking {
+            type |= Int32(SOCK_NONBLOCK.rawValue)
+        }
+        let descriptor = try systemCall("socket for \(address)") { Glibc.socket(family, type, 0) }
+        return Socket(fileDescriptor: descriptor)
+    }
+
+    /// Accepts one connection; the new socket is close-on-exec and has `TCP_NODELAY` set.
+    ///
+    /// Returns the peer's address as `127.0.0.1:54321`. After ``shutdown()`` or ``close()`` of this listening
+    /// socket from another thread, a blocked `accept` throws ``SocketError/closed``.
+    public func accept() throws(SocketError) -> (socket: Socket, peer: String) {
+        var peer = SocketAddress()
+        var descriptor: Int32 = -1
+        while descriptor < 0 {
+            do {
+                descriptor = try valueOrErrno { peer.withMutableSockaddr { Glibc.accept(fileDescriptor, $0, $1) } }
+            } catch {
+                switch error {
+                case .connectionAborted:
+                    continue
+                case .invalidArgument, .badFileDescriptor:
+                    throw .closed
+                default:
+                    throw .system(operation: "accept", errno: error)
+                }
+            }
+        }
+        let socket = Socket(fileDescriptor: descriptor)
+        do throws(SocketError) {
+            try systemCall("fcntl FD_CLOEXEC") { fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+            try socket.setNoDelay()
+        } catch {
+            socket.close()
+            throw error
+        }
+        return (socket, peer.description)
+    }
+
+    // MARK: - Addresses and options
+
+    /// The local port this socket is bound to (the ephemeral one after `listen(host:port: 0)`).
+    public func localPort() throws(SocketError) -> UInt16 {
+        try localAddress().port
+    }
+
+    /// The local address as `127.0.0.1:7000` (`getsockname`).
+    public func localAddressDescription() throws(SocketError) -> String {
+        try localAddress().description
+    }
+
+    /// The peer's address as `127.0.0.1:54321` (`getpeername`).
+    public func peerAddressDescription() throws(SocketError) -> String {
+        var address = SocketAddress()
+        try systemCall("getpeername") { address.withMutableSockaddr { getpeername(fileDescriptor, $0, $1) } }
+        return address.description
+    }
+
+    private func localAddress() throws(SocketError) -> SocketAddress {
+        var address = SocketAddress()
+        try systemCall("getsockname") { address.withMutableSockaddr { getsockname(fileDescriptor, $0, $1) } }
+        return address
+    }
+
+    /// Sets `TCP_NODELAY` (Nagle's algorithm off); `connect` and `accept` already do.
+    public func setNoDelay() throws(SocketError) {
+        try setIntegerOption(level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1, operation: "TCP_NODELAY")
+    }
+
+    /// Whether `TCP_NODELAY` is set (`getsockopt`).
+    public func isNoDelayEnabled() throws(SocketError) -> Bool {
+        try integerOption(level: Int32(IPPROTO_TCP), name: TCP_NODELAY, operation: "TCP_NODELAY") != 0
+    }
+
+    /// Sets `SO_RCVTIMEO`: a read that waits longer throws ``SocketError/timedOut(operation:)``; nil waits forever.
+    ///
+    /// A timeout in the middle of ``readExactly(into:)`` leaves the stream at an unknown position: close the socket.
+    public func setReceiveTimeout(_ timeout: Duration?) throws(SocketError) {
+        try setTimeoutOption(SO_RCVTIMEO, timeout, operation: "SO_RCVTIMEO")
+    }
+
+    /// Sets `SO_SNDTIMEO`: a write that cannot progress for longer throws ``SocketError/timedOut(operation:)``.
+    public func setSendTimeout(_ timeout: Duration?) throws(SocketError) {
+        try setTimeoutOption(SO_SNDTIMEO, timeout, operation: "SO_SNDTIMEO")
+    }
+
+    /// Sets `SO_SNDBUF` and `SO_RCVBUF` where given; best effort (the kernel may round or cap them).
+    public func setBufferSizes(send: Int?, receive: Int?) {
+        if let send {
+            try? setIntegerOption(level: SOL_SOCKET, name: SO_SNDBUF, value: Int32(clamping: send), operation: "")
+        }
+        if let receive {
+            try? setIntegerOption(level: SOL_SOCKET, name: SO_RCVBUF, value: Int32(clamping: receive), operation: "")
+        }
+    }
+
+    private func setTimeoutOption(_ name: Int32, _ timeout: Duration?, operation: String) throws(SocketError) {
+        var value = timeval(tv_sec: 0, tv_usec: 0)
+        if let timeout {
+            let nanoseconds = timeout.saturatingNanoseconds
+            value.tv_sec = Int(nanoseconds / 1_000_000_000)
+            value.tv_usec = Int(nanoseconds % 1_000_000_000 / 1000)
+            if value.tv_sec == 0 && value.tv_usec == 0 {
+                value.tv_usec = 1  // zero would mean "no timeout"
+            }
+        }
+        try systemCall(operation) {
+            setsockopt(fileDescriptor, SOL_SOCKET, name, &value, socklen_t(MemoryLayout<timeval>.size))
+        }
+    }
+
+    private func setIntegerOption(level: Int32, name: Int32, value: Int32, operation: String) throws(SocketError) {
+        var value = value
+        try systemCall("setsockopt \(operation)") {
+            setsockopt(fileDescriptor, level, name, &value, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    private func integerOption(level: Int32, name: Int32, operation: String) throws(SocketError) -> Int32 {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        try systemCall("getsockopt \(operation)") { getsockopt(fileDescriptor, level, name, &value, &length) }
+        return value
+    }
+
+    private func setBlocking(operation: String) throws(SocketError) {
+        let flags = try systemCall(operation) { fcntl(fileDescriptor, F_GETFL) }
+        try systemCall(operation) { fcntl(fileDescriptor, F_SETFL, flags & ~O_NONBLOCK) }
+    }
+
+    // MARK: - Reading
+
+    /// Reads some bytes into `buffer` (one `recv`); returns how many, 0 at end of stream.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        do {
+            return try valueOrErrno { recv(fileDescriptor, base, buffer.count, 0) }
+        } catch {
+            throw Socket.readError(error)
+        }
+    }
+
+    /// Fills `buffer` completely, looping over short reads.
+    ///
+    /// Throws ``SocketError/endOfStream(expected:received:)`` if the peer closes first (even before the first
+    /// byte) and ``SocketError/timedOut(operation:)`` when a receive timeout expires.
+    public func readExactly(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) {
+        let received = try fill(buffer)
+        if received < buffer.count {
+            throw .endOfStream(expected: buffer.count, received: received)
+        }
+    }
+
+    /// Like ``readExactly(into:)``, but returns false on a clean end of stream before the first byte (the peer
+    /// closed between frames); an end of stream after some bytes still throws.
+    public func readExactlyOrEOF(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Bool {
+        let received = try fill(buffer)
+        if received == 0 && buffer.count > 0 {
+            return false
+        }
+        if received < buffer.count {
+            throw .endOfStream(expected: buffer.count, received: received)
+        }
+        return true
+    }
+
+    /// Reads until `buffer` is full or the stream ends; returns the number of bytes read.
+    private func fill(_ buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
+        guard let base = buffer.baseAddress else { return 0 }
+        var offset = 0
+        while offset < buffer.count {
+            let count: Int
+            do {
+                count = try valueOrErrno { recv(fileDescriptor, base + offset, buffer.count - offset, 0) }
+            } catch {
+                throw Socket.readError(error)
+            }
+            if count == 0 {
+                break
+            }
+            offset += count
+        }
+        return offset
+    }
+
+    private static func readError(_ error: Errno) -> SocketError {
+        switch error {
+        case .wouldBlock: .timedOut(operation: "read")
+        case .badFileDescriptor: .closed
+        default: .system(operation: "recv", errno: error)
+        }
+    }
+
+    // MARK: - Writing
+
+    /// Writes all of `bytes`, looping over short writes (`send` with `MSG_NOSIGNAL`).
+    public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(SocketError) {
+        guard let base = bytes.baseAddress else { return }
+        var offset = 0
+        while offset < bytes.count {
+            do {
+                offset += try valueOrErrno {
+                    Glibc.send(fileDescriptor, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                }
+            } catch {
+                throw Socket.writeError(error)
+            }
+        }
+    }
+
+    /// Writes `a`, `b` and `c` back to back with one gathering system call per attempt, looping on short writes.
+    ///
+    /// Each attempt is one `sendmsg` (a `writev` that takes `MSG_NOSIGNAL`) over an iovec array that lives on the
+    /// stack: no allocation. Empty buffers are skipped. Use it for a frame header, a fixed prefix and a payload.
+    public func writeAll(
+        _ a: UnsafeRawBufferPointer,
+        _ b: UnsafeRawBufferPointer,
+        _ c: UnsafeRawBufferPointer = .init(start: nil, count: 0)
+    ) throws(SocketError) {
+        var vectors = (iovec(), iovec(), iovec())
+        try withUnsafeMutablePointer(to: &vectors) { (tuple) throws(SocketError) in
+            try tuple.withMemoryRebound(to: iovec.self, capacity: 3) { (iov) throws(SocketError) in
+                var count = 0
+                if a.count > 0 {
+                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count)
+                    count += 1
+                }
+                if b.count > 0 {
+                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count)
+                    count += 1
+                }
+                if c.count > 0 {
+                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count)
+                    count += 1
+                }
+                try writeVectors(iov, count: count)
+            }
+        }
+    }
+
+    private func writeVectors(_ iov: UnsafeMutablePointer<iovec>, count: Int) throws(SocketError) {
+        var first = 0
+        while first < count {
+            var message = msghdr()
+            message.msg_iov = iov + first
+            message.msg_iovlen = count - first
+            let written: Int
+            do {
+                written = try valueOrErrno { sendmsg(fileDescriptor, &message, Int32(MSG_NOSIGNAL)) }
+            } catch {
+                throw Socket.writeError(error)
+            }
+            first = advanceVectors(iov, first: first, count: count, by: written)
+        }
+    }
+
+    private static func writeError(_ error: Errno) -> SocketError {
+        switch error {
+        case .wouldBlock: .timedOut(operation: "write")
+        case .badFileDescriptor: .closed
+        default: .system(operation: "send", errno: error)
+        }
+    }
+
+    // MARK: - Closing
+
+    /// Shuts down both directions; wakes a thread blocked in a read or `accept` on this socket. Ignores errors.
+    public func shutdown() {
+        _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_RDWR))
+    }
+
+    /// Closes the descriptor (never retried after `EINTR`, as Linux releases it regardless). Ignores errors.
+    public func close() {
+        _ = try? nothingOrErrno(retryOnInterrupt: false) { Glibc.close(fileDescriptor) }
+    }
+}
+
+/// Drops the first `written` bytes from the iovecs `iov[first..<count]`; returns the index of the first iovec that
+/// still has bytes (`count` when all are written). Partly written iovecs are advanced in place.
+func advanceVectors(_ iov: UnsafeMutablePointer<iovec>, first: Int, count: Int, by written: Int) -> Int {
+    var remaining = written
+    var index = first
+    while index < count && remaining >= iov[index].iov_len {
+        remaining -= iov[index].iov_len
+        index += 1
+    }
+    if index < count && remaining > 0 {
+        iov[index].iov_base = iov[index].iov_base.map { $0 + remaining }
+        iov[index].iov_len -= remaining
+    }
+    return index
+}
+
+/// Runs one system call through the funnel and names `operation` in the error.
+@discardableResult
+@inline(__always)
+func systemCall<I: FixedWidthInteger & SignedInteger>(
+    _ operation: @autoclosure () -> String,
+    _ body: () -> I
+) throws(SocketError) -> I {
+    do {
+        return try valueOrErrno(body)
+    } catch {
+        throw .system(operation: operation(), errno: error)
+    }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, clamped to `0...UInt64.max`.
+    var saturatingNanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0 else { return 0 }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        let fraction = UInt64(max(0, attoseconds) / 1_000_000_000)
+        let (total, carry) = whole.addingReportingOverflow(fraction)
+        return overflow || carry ? .max : total
+    }
+}

@@ -1,1 +1,0 @@
-// PSTestSupport: placeholder.
