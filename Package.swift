@@ -54,17 +54,20 @@ let package = Package(
             name: "PSTraining",
             dependencies: ["PSClient", "PSWire", "PSPosix", "PSMath", "PSModel", "PSData"]
         ),
-        .executableTarget(name: "psserver", dependencies: ["PSServer", "PSCLI", "PSPosix"]),
-        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSCLI", "PSPosix"]),
+        .executableTarget(
+            name: "psserver",
+            dependencies: ["PSServer", "PSTraining", "PSTransport", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix"]
+        ),
+        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSTransport", "PSCLI", "PSPosix"]),
         .executableTarget(
             name: "psctl",
-            dependencies: ["PSClient", "PSWire", "PSCLI", "PSPosix", "PSCheckpoint"]
+            dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint"]
         ),
         .executableTarget(
             name: "psbench",
             dependencies: [
                 "PSWire", "PSPosix", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
-                "PSClient", "PSCheckpoint",
+                "PSClient", "PSCheckpoint", "PSTraining", "PSTransport", "PSCoordinator",
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),

@@ -1,0 +1,361 @@
+import Foundation
+import PSPosix
+import PSTransport
+import PSWire
+import Synchronization
+
+/// A connection to a SwiftPS server: handshake, tensor registration, and push / pull / push-pull requests that
+/// return a handle to wait on, so a caller can put requests to every shard in flight before waiting on any
+/// (ps-lite's `ZPush`/`ZPull`/`Wait`).
+///
+/// A reader thread matches replies to requests by request id. A pull reply's floats are read straight into the
+/// destination the caller passed to `pull`, which must stay valid until the handle's `wait` returns.
+public final class ParameterClient: Sendable {
+    /// What the server answered to the handshake.
+    public let welcome: Welcome
+    /// The decoded welcome config (job, start step, shard count, tensors).
+    public let config: WelcomeConfig
+    /// The worker's rank, or nil for store clients and control tools.
+    public var rank: Int? { welcome.rank >= 0 ? Int(welcome.rank) : nil }
+
+    let connection: FramedConnection
+    let pending = Mutex<[UInt64: PendingRequest]>([:])
+    let nextRequestID = Atomic<UInt64>(1)
+    let failure = Mutex<TransportError?>(nil)
+    let readerDone = DispatchSemaphore(value: 0)
+    /// How long `wait` waits for a reply by default before it declares the connection broken.
+    public let requestTimeout: Duration
+
+    /// Connects, sends hello and waits for welcome (or throws the server's reason for refusing).
+    public static func connect(
+        host: String, port: UInt16, role: Role = .worker, name: String, token: String? = nil,
+        connectTimeout: Duration = .seconds(10), requestTimeout: Duration = .seconds(120),
+        maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes
+    ) throws(ClientError) -> ParameterClient {
+        let connection: FramedConnection
+        do {
+            connection = try FramedConnection.connect(
+                host: host, port: port, timeout: connectTimeout, maxPayloadBytes: maxPayloadBytes)
+        } catch {
+            throw .connect("\(error)")
+        }
+        do {
+            try connection.socket.setReceiveTimeout(connectTimeout)
+            let hello = Hello(role: role, maxVersion: WireProtocol.version, name: name, token: token ?? "")
+            try connection.send(.hello(hello), requestID: 0)
+            guard let (_, reply) = try connection.readMessage() else {
+                throw ClientError.connect("\(host):\(port) closed the connection during the handshake")
+            }
+            try connection.socket.setReceiveTimeout(nil)
+            switch reply {
+            case .welcome(let welcome):
+                let config: WelcomeConfig
+                do {
+                    config = try JSONDecoder().decode(WelcomeConfig.self, from: Data(welcome.config.utf8))
+                } catch {
+                    throw ClientError.protocolViolation("unreadable welcome config: \(error)")
+                }
+                return ParameterClient(
+                    connection: connection, welcome: welcome, config: config, requestTimeout: requestTimeout)
+            case .reject(let reject):
+                connection.close()
+                throw ClientError.rejected(code: reject.code, reason: reject.reason)
+            case .error(let error):
+                connection.close()
+                throw ClientError.rejected(code: error.code, reason: error.message)
+            default:
+                connection.close()
+                throw ClientError.protocolViolation("expected welcome, got \(reply.type.name)")
+            }
+        } catch let error as ClientError {
+            connection.close()
+            throw error
+        } catch {
+            connection.close()
+            throw .connect("handshake with \(host):\(port) failed: \(error)")
+        }
+    }
+
+    init(connection: FramedConnection, welcome: Welcome, config: WelcomeConfig, requestTimeout: Duration) {
+        self.connection = connection
+        self.welcome = welcome
+        self.config = config
+        self.requestTimeout = requestTimeout
+        let thread = Thread { [self] in readLoop() }
+        thread.name = "psclient-reader"
+        thread.start()
+    }
+
+    deinit {
+        connection.close()
+    }
+
+    /// Closes the connection; pending requests fail with `.closed`.
+    public func close() {
+        connection.close()
+    }
+
+    /// Whether the connection has failed or been closed.
+    public var isBroken: Bool { failure.withLock { $0 != nil } || connection.isClosed }
+
+    // MARK: Requests
+
+    /// Registers tensors (idempotent for the same names and shapes) and returns the server's layout summary.
+    public func register(_ tensors: [TensorSpec]) throws(ClientError) -> Registered {
+        let reply = try request(.register(Register(tensors: tensors))).wait()
+        guard case .message(.registered(let registered)) = reply else {
+            throw .protocolViolation("expected registered, got \(reply)")
+        }
+        return registered
+    }
+
+    /// Sends a control message and returns the handle of its reply.
+    public func request(_ message: Message) throws(ClientError) -> RequestHandle {
+        let request = PendingRequest(destination: nil)
+        let id = try enqueue(request)
+        do {
+            try connection.send(message, requestID: id)
+        } catch {
+            throw fail(id, error)
+        }
+        return RequestHandle(client: self, request: request, id: id)
+    }
+
+    /// Pushes a gradient for one shard; `gradient` is only read during this call (one `writev`).
+    public func push(
+        shard: Int, clock: UInt64, baseVersion: UInt64, gradient: UnsafeBufferPointer<Float>
+    ) throws(ClientError) -> RequestHandle {
+        let request = PendingRequest(destination: nil)
+        let id = try enqueue(request)
+        let prefix = PushPrefix(
+            shard: UInt32(shard), count: UInt32(gradient.count), clock: clock, baseVersion: baseVersion)
+        do {
+            try connection.sendPush(.push, prefix: prefix, floats: gradient, requestID: id)
+        } catch {
+            throw fail(id, error)
+        }
+        return RequestHandle(client: self, request: request, id: id)
+    }
+
+    /// Pulls one shard's weights straight into `destination`, which must stay valid until `wait` returns.
+    public func pull(
+        shard: Int, clock: UInt64, into destination: UnsafeMutableBufferPointer<Float>
+    ) throws(ClientError) -> RequestHandle {
+        let request = PendingRequest(destination: UnsafeMutableRawBufferPointer(destination))
+        let id = try enqueue(request)
+        do {
+            try connection.send(.pull(Pull(shard: UInt32(shard), clock: clock)), requestID: id)
+        } catch {
+            throw fail(id, error)
+        }
+        return RequestHandle(client: self, request: request, id: id)
+    }
+
+    /// Pushes a gradient and receives the shard's weights after it is applied, in one round trip.
+    public func pushPull(
+        shard: Int, clock: UInt64, baseVersion: UInt64, gradient: UnsafeBufferPointer<Float>,
+        into destination: UnsafeMutableBufferPointer<Float>
+    ) throws(ClientError) -> RequestHandle {
+        let request = PendingRequest(destination: UnsafeMutableRawBufferPointer(destination))
+        let id = try enqueue(request)
+        let prefix = PushPrefix(
+            shard: UInt32(shard), count: UInt32(gradient.count), clock: clock, baseVersion: baseVersion)
+        do {
+            try connection.sendPush(.pushPull, prefix: prefix, floats: gradient, requestID: id)
+        } catch {
+            throw fail(id, error)
+        }
+        return RequestHandle(client: self, request: request, id: id)
+    }
+
+    private func enqueue(_ request: PendingRequest) throws(ClientError) -> UInt64 {
+        if let error = failure.withLock({ $0 }) { throw .connectionLost("\(error)") }
+        let id = nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
+        pending.withLock { $0[id] = request }
+        return id
+    }
+
+    private func fail(_ id: UInt64, _ error: TransportError) -> ClientError {
+        _ = pending.withLock { $0.removeValue(forKey: id) }
+        return .connectionLost("\(error)")
+    }
+
+    // MARK: Reader
+
+    private func readLoop() {
+        defer { readerDone.signal() }
+        var scratch: [Float] = []
+        while true {
+            do {
+                guard let header = try connection.readHeader() else {
+                    failAll(.socket(.endOfStream(expected: WireProtocol.headerSize, received: 0)))
+                    return
+                }
+                let request = pending.withLock { $0.removeValue(forKey: header.requestID) }
+                if header.type == .pullReply, let request, let destination = request.destination {
+                    try readPullReply(header: header, into: destination, request: request, scratch: &scratch)
+                    continue
+                }
+                let payload = try connection.readPayload(length: Int(header.payloadLength))
+                let message: Message
+                do {
+                    message = try MessageCodec.decodePayload(type: header.type, payload)
+                } catch {
+                    throw TransportError.wire(error)
+                }
+                guard let request else { continue }  // a reply nobody waits for any more
+                if case .error(let error) = message {
+                    request.complete(.failure(.remote(code: error.code, message: error.message)))
+                } else {
+                    request.complete(.success(.message(message)))
+                }
+            } catch {
+                failAll(error)
+                return
+            }
+        }
+    }
+
+    private func readPullReply(
+        header: FrameHeader, into destination: UnsafeMutableRawBufferPointer, request: PendingRequest,
+        scratch: inout [Float]
+    ) throws(TransportError) {
+        let length = Int(header.payloadLength)
+        guard length >= PullReplyPrefix.size else {
+            throw .wire(.payloadTooShort(type: .pullReply, minimum: PullReplyPrefix.size, got: length))
+        }
+        let prefix: PullReplyPrefix
+        do {
+            prefix = try PullReplyPrefix.decode(try connection.readPayload(length: PullReplyPrefix.size))
+            try PullReplyPrefix.validate(prefix, payloadLength: length)
+        } catch let error as TransportError {
+            throw error
+        } catch let error as WireError {
+            throw .wire(error)
+        } catch {
+            throw .protocolViolation("\(error)")
+        }
+        let floatBytes = length - PullReplyPrefix.size
+        if floatBytes == destination.count {
+            try connection.readPayload(into: destination)
+            request.complete(.success(.pulled(shard: Int(prefix.shard), version: prefix.version)))
+        } else {
+            try connection.skipPayload(length: floatBytes)
+            request.complete(
+                .failure(
+                    .remote(
+                        code: .lengthMismatch,
+                        message:
+                            "shard \(prefix.shard) has \(prefix.count) floats but the destination holds "
+                            + "\(destination.count / 4)")))
+        }
+        _ = scratch
+    }
+
+    private func failAll(_ error: TransportError) {
+        failure.withLock { if $0 == nil { $0 = error } }
+        let requests = pending.withLock { table in
+            let all = Array(table.values)
+            table.removeAll()
+            return all
+        }
+        for request in requests { request.complete(.failure(error)) }
+        connection.close()
+    }
+
+    /// Called by a handle whose wait timed out: the connection is considered broken, so no reply can land in a
+    /// destination its owner has given up on.
+    func abandon(afterTimeoutOf id: UInt64) {
+        connection.shutdown()
+        readerDone.wait()
+        readerDone.signal()
+    }
+}
+
+/// What a request produced.
+public enum Reply: Sendable, CustomStringConvertible {
+    /// A control reply or a push acknowledgement.
+    case message(Message)
+    /// A pull reply whose floats are now in the destination.
+    case pulled(shard: Int, version: UInt64)
+
+    public var description: String {
+        switch self {
+        case .message(let message): return message.type.name
+        case .pulled(let shard, let version): return "pulled shard \(shard) version \(version)"
+        }
+    }
+}
+
+/// A request in flight; `wait` returns its reply or throws.
+public struct RequestHandle: Sendable {
+    let client: ParameterClient
+    let request: PendingRequest
+    let id: UInt64
+
+    /// Waits for the reply (default: the client's request timeout). On timeout the connection is closed.
+    public func wait(timeout: Duration? = nil) throws(ClientError) -> Reply {
+        let limit = timeout ?? client.requestTimeout
+        let seconds = Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18
+        guard let result = request.wait(seconds: seconds) else {
+            client.abandon(afterTimeoutOf: id)
+            throw .timedOut("no reply within \(seconds) s")
+        }
+        switch result {
+        case .success(let reply): return reply
+        case .failure(.remote(let code, let message)): throw .remote(code: code, message: message)
+        case .failure(let error): throw .connectionLost("\(error)")
+        }
+    }
+}
+
+/// One request's completion slot.
+final class PendingRequest: @unchecked Sendable {
+    // @unchecked Sendable: `result` is guarded by `condition`; `destination` is written once at creation and
+    // only the reader thread writes through it, before `complete` publishes the result.
+    let destination: UnsafeMutableRawBufferPointer?
+    private let condition = NSCondition()
+    private var result: Result<Reply, TransportError>? = nil
+
+    init(destination: UnsafeMutableRawBufferPointer?) {
+        self.destination = destination
+    }
+
+    func complete(_ value: Result<Reply, TransportError>) {
+        condition.lock()
+        if result == nil { result = value }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait(seconds: Double) -> Result<Reply, TransportError>? {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        condition.lock()
+        defer { condition.unlock() }
+        while result == nil {
+            if !condition.wait(until: deadline) { break }
+        }
+        return result
+    }
+}
+
+/// Why a client call failed.
+public enum ClientError: Error, CustomStringConvertible, Sendable, Equatable {
+    case connect(String)
+    case rejected(code: ErrorCode, reason: String)
+    case remote(code: ErrorCode, message: String)
+    case connectionLost(String)
+    case timedOut(String)
+    case protocolViolation(String)
+
+    public var description: String {
+        switch self {
+        case .connect(let text): return text
+        case .rejected(_, let reason): return "refused by the server: \(reason)"
+        case .remote(_, let message): return message
+        case .connectionLost(let text): return "connection lost: \(text)"
+        case .timedOut(let text): return "timed out: \(text)"
+        case .protocolViolation(let text): return "protocol violation: \(text)"
+        }
+    }
+}

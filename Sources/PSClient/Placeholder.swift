@@ -1,1 +1,0 @@
-// PSClient: module placeholder, replaced by the module's real sources.

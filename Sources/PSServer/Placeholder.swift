@@ -1,1 +1,0 @@
-// PSServer: module placeholder, replaced by the module's real sources.

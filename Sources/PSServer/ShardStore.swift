@@ -1,0 +1,226 @@
+import PSMath
+import PSWire
+import Synchronization
+
+/// The registered model: tensor list, layout and shards. Immutable once built; shards carry their own locks.
+public final class ShardedModel: Sendable {
+    public let tensors: [TensorSpec]
+    public let layout: ShardLayout
+    public let shards: [Shard]
+
+    init(tensors: [TensorSpec], layout: ShardLayout, shards: [Shard]) {
+        self.tensors = tensors
+        self.layout = layout
+        self.shards = shards
+    }
+
+    /// Tensor names and shapes, in layout order.
+    public var tensorShapes: [TensorShape] { tensors.map { TensorShape(name: $0.name, shape: $0.shape) } }
+}
+
+/// A registration or restore that cannot be accepted; the message names the tensor and both shapes.
+public struct RegistrationError: Error, CustomStringConvertible, Sendable {
+    public let code: ErrorCode
+    public let description: String
+}
+
+/// The server's parameter store: registers tensors, lays them out over shards and takes consistent snapshots.
+public final class ShardStore: Sendable {
+    public let shardCount: Int
+    let optimizer: OptimizerConfig
+    let workerSlots: Int
+    private let model = Mutex<ShardedModel?>(nil)
+
+    /// Creates an empty store; `workerSlots` is how many BSP gradients a shard can hold per step (K).
+    public init(shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int) {
+        precondition(shardCount >= 1, "a store needs at least one shard")
+        self.shardCount = shardCount
+        self.optimizer = optimizer
+        self.workerSlots = max(workerSlots, 1)
+    }
+
+    /// The registered model, or nil before the first registration.
+    public var current: ShardedModel? { model.withLock { $0 } }
+
+    /// Registers tensors. The first registration defines the model (layout and initial values); a later one must
+    /// name only tensors already registered with the same shapes (idempotent), otherwise it is refused.
+    @discardableResult
+    public func register(_ tensors: [TensorSpec]) throws(RegistrationError) -> ShardedModel {
+        try validateNames(tensors)
+        let result: Result<ShardedModel, RegistrationError> = model.withLock { existing in
+            if let existing {
+                return Result { () throws(RegistrationError) in
+                    try Self.checkCompatible(tensors, with: existing)
+                    return existing
+                }
+            }
+            let built = buildModel(tensors)
+            existing = built
+            return .success(built)
+        }
+        return try result.get()
+    }
+
+    /// Installs a model whose values come from a checkpoint (used at start-up before any connection).
+    public func install(tensors: [TensorSpec], values: [String: [Float]], optimizerStep: UInt64,
+                        optimizerSlots: [String: [String: [Float]]], version: UInt64) throws(RegistrationError)
+    {
+        try validateNames(tensors)
+        let built = buildModel(tensors, values: values)
+        let slotNames = optimizer.stateSlotNames
+        for shard in built.shards {
+            var slots: [[Float]] = []
+            for slotName in slotNames {
+                var flat = [Float](repeating: 0, count: shard.range.count)
+                for piece in built.layout.pieces(ofShard: shard.index) {
+                    let tensorName = tensors[piece.tensor].name
+                    guard let source = optimizerSlots[tensorName]?[slotName] else {
+                        throw RegistrationError(
+                            code: .invalidArgument,
+                            description: "checkpoint has no optimizer state '\(slotName)' for tensor '\(tensorName)'")
+                    }
+                    for (offset, i) in piece.rangeInTensor.enumerated() {
+                        flat[piece.rangeInShard.lowerBound + offset] = source[i]
+                    }
+                }
+                slots.append(flat)
+            }
+            let restored: OptimizerState
+            do {
+                restored = try OptimizerState(config: optimizer, step: optimizerStep, slots: slots)
+            } catch {
+                throw RegistrationError(code: .invalidArgument, description: "optimizer state: \(error)")
+            }
+            shard.state.withLock { state in
+                state.optimizer = restored
+                state.version = version
+            }
+        }
+        model.withLock { $0 = built }
+    }
+
+    private func validateNames(_ tensors: [TensorSpec]) throws(RegistrationError) {
+        guard !tensors.isEmpty else {
+            throw RegistrationError(code: .invalidArgument, description: "a registration must name at least one tensor")
+        }
+        var seen = Set<String>()
+        for tensor in tensors {
+            guard !tensor.name.isEmpty else {
+                throw RegistrationError(code: .invalidArgument, description: "tensor names must not be empty")
+            }
+            guard seen.insert(tensor.name).inserted else {
+                throw RegistrationError(
+                    code: .registrationConflict, description: "tensor '\(tensor.name)' is listed twice")
+            }
+        }
+    }
+
+    private static func checkCompatible(_ tensors: [TensorSpec], with existing: ShardedModel) throws(RegistrationError) {
+        for tensor in tensors {
+            guard let known = existing.tensors.first(where: { $0.name == tensor.name }) else {
+                throw RegistrationError(
+                    code: .registrationConflict,
+                    description:
+                        "tensor '\(tensor.name)' cannot be added: the model is already laid out with tensors "
+                        + "\(existing.tensors.map(\.name)); register every tensor in the first registration")
+            }
+            guard known.shape == tensor.shape else {
+                throw RegistrationError(
+                    code: .registrationConflict,
+                    description:
+                        "tensor '\(tensor.name)' is already registered with shape \(known.shape), not \(tensor.shape)")
+            }
+        }
+    }
+
+    private func buildModel(_ tensors: [TensorSpec], values: [String: [Float]]? = nil) -> ShardedModel {
+        let counts = tensors.map { $0.shape.reduce(1, *) }
+        let layout = ShardLayout(tensorElementCounts: counts, shardCount: shardCount)
+        var flat = [Float](repeating: 0, count: layout.totalElements)
+        let offsets = layout.tensorOffsets
+        flat.withUnsafeMutableBufferPointer { all in
+            for (index, tensor) in tensors.enumerated() {
+                let slice = UnsafeMutableBufferPointer(rebasing: all[offsets[index]..<(offsets[index] + counts[index])])
+                if let given = values?[tensor.name] {
+                    _ = slice.update(fromContentsOf: given)
+                } else {
+                    Initializer(tensor.initializer).fill(slice, shape: tensor.shape)
+                }
+            }
+        }
+        let shards = (0..<shardCount).map { index in
+            let range = layout.range(ofShard: index)
+            return Shard(
+                index: index, range: range, weights: Array(flat[range]), optimizer: optimizer,
+                workerSlots: workerSlots)
+        }
+        return ShardedModel(tensors: tensors, layout: layout, shards: shards)
+    }
+
+    /// A consistent copy of every shard: all shard locks are taken in shard order (the only place that holds
+    /// more than one), the weights and optimizer state copied, and the locks released before anything is written.
+    public func snapshot() -> ModelSnapshot? {
+        guard let model = current else { return nil }
+        return Self.lockAll(model.shards[...]) { states in
+            var flat = [Float](repeating: 0, count: model.layout.totalElements)
+            var slotFlats = [[Float]](
+                repeating: [Float](repeating: 0, count: model.layout.totalElements),
+                count: optimizer.stateSlotNames.count)
+            var versions: [UInt64] = []
+            var step: UInt64 = 0
+            for (shard, state) in zip(model.shards, states) {
+                flat.replaceSubrange(shard.range, with: state.weights)
+                for (slot, values) in state.optimizer.slots.enumerated() {
+                    slotFlats[slot].replaceSubrange(shard.range, with: values)
+                }
+                versions.append(state.version)
+                step = max(step, state.optimizer.step)
+            }
+            return ModelSnapshot(
+                tensors: model.tensors, layout: model.layout, weights: flat, optimizerSlots: slotFlats,
+                optimizerStep: step, shardVersions: versions)
+        }
+    }
+
+    /// Calls `body` with the states of `shards` locked, taking the locks in order.
+    private static func lockAll<R>(
+        _ shards: ArraySlice<Shard>, collected: [ShardState] = [], _ body: ([ShardState]) -> R
+    ) -> R {
+        guard let first = shards.first else { return body(collected) }
+        return first.state.withLock { state in
+            lockAll(shards.dropFirst(), collected: collected + [state], body)
+        }
+    }
+}
+
+/// A consistent copy of the whole model taken under all shard locks.
+public struct ModelSnapshot: Sendable {
+    public let tensors: [TensorSpec]
+    public let layout: ShardLayout
+    /// The flat parameter vector (tensors concatenated in layout order).
+    public let weights: [Float]
+    /// One flat vector per optimizer state slot (`OptimizerConfig.stateSlotNames` order).
+    public let optimizerSlots: [[Float]]
+    public let optimizerStep: UInt64
+    public let shardVersions: [UInt64]
+
+    /// The values of tensor `index`, copied out of the flat vector.
+    public func tensorValues(_ index: Int, from flat: [Float]) -> [Float] {
+        let start = layout.tensorOffsets[index]
+        let count = tensors[index].shape.reduce(1, *)
+        return Array(flat[start..<(start + count)])
+    }
+}
+
+extension Initializer {
+    /// The math-side initializer for a wire-side init spec.
+    init(_ spec: InitSpec) {
+        switch spec {
+        case .zeros: self = .zeros
+        case .constant(let value): self = .constant(Float(value))
+        case .uniform(let low, let high, let seed): self = .uniform(low: Float(low), high: Float(high), seed: seed)
+        case .normal(let mean, let std, let seed): self = .normal(mean: Float(mean), std: Float(std), seed: seed)
+        case .glorotUniform(let seed): self = .glorotUniform(seed: seed)
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// PSTraining: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,218 @@
+import PSPosix
+import PSWire
+import Synchronization
+
+/// A TCP connection that carries PSWire frames, copy-free on the tensor path.
+///
+/// Reading is done by exactly one thread (the connection's reader); writing may come from any thread and is
+/// serialised by a per-connection write lock, so a frame is never interleaved with another. Tensor frames are
+/// written with one `writev` of header, prefix and the caller's float buffer, and read straight into a
+/// caller-chosen destination or into a receive buffer that is reused across messages.
+public final class FramedConnection: @unchecked Sendable {
+    // @unchecked Sendable: `receiveBuffer` is touched only by the single reader thread (documented contract of
+    // the read* methods); every other stored property is immutable or a Mutex.
+
+    /// The socket; owned by this connection, closed by `close()`.
+    public let socket: Socket
+    /// The peer's address, for logs and errors.
+    public let peer: String
+    /// The largest payload this side accepts; checked before anything is allocated.
+    public let maxPayloadBytes: Int
+
+    private let writeLock = Mutex<Void>(())
+    private let closed = Atomic<Bool>(false)
+    private var receiveBuffer: UnsafeMutableRawBufferPointer
+
+    /// Wraps a connected socket.
+    public init(socket: Socket, peer: String, maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes) {
+        self.socket = socket
+        self.peer = peer
+        self.maxPayloadBytes = maxPayloadBytes
+        receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+    }
+
+    deinit {
+        receiveBuffer.deallocate()
+    }
+
+    /// Connects to `host:port`, with a deadline for the TCP handshake.
+    public static func connect(
+        host: String, port: UInt16, timeout: Duration, maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes
+    ) throws(SocketError) -> FramedConnection {
+        let socket = try Socket.connect(host: host, port: port, timeout: timeout)
+        return FramedConnection(socket: socket, peer: "\(host):\(port)", maxPayloadBytes: maxPayloadBytes)
+    }
+
+    // MARK: Reading (one reader thread only)
+
+    /// Reads the next frame header; nil when the peer closed the connection cleanly between frames.
+    public func readHeader() throws(TransportError) -> FrameHeader? {
+        try withUnsafeTemporaryAllocation(byteCount: WireProtocol.headerSize, alignment: 8) {
+            (bytes: UnsafeMutableRawBufferPointer) throws(TransportError) -> FrameHeader? in
+            let complete: Bool
+            do {
+                complete = try socket.readExactlyOrEOF(into: bytes)
+            } catch {
+                throw .socket(error)
+            }
+            guard complete else { return nil }
+            do {
+                return try FrameHeader.decode(UnsafeRawBufferPointer(bytes), maxPayloadBytes: maxPayloadBytes)
+            } catch {
+                throw .wire(error)
+            }
+        }
+    }
+
+    /// Reads `length` payload bytes into the reusable receive buffer; the view is valid until the next read.
+    public func readPayload(length: Int) throws(TransportError) -> UnsafeRawBufferPointer {
+        precondition(length <= maxPayloadBytes, "payload length must be checked against the maximum first")
+        if receiveBuffer.count < length {
+            let newSize = max(length, receiveBuffer.count * 2)
+            receiveBuffer.deallocate()
+            receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: newSize, alignment: 16)
+        }
+        let target = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[0..<length])
+        do {
+            try socket.readExactly(into: target)
+        } catch {
+            throw .socket(error)
+        }
+        return UnsafeRawBufferPointer(target)
+    }
+
+    /// Reads exactly `destination.count` bytes straight into `destination` (a tensor's final buffer).
+    public func readPayload(into destination: UnsafeMutableRawBufferPointer) throws(TransportError) {
+        guard destination.count > 0 else { return }
+        do {
+            try socket.readExactly(into: destination)
+        } catch {
+            throw .socket(error)
+        }
+    }
+
+    /// Reads and discards `length` bytes (the payload of a frame we reject but can step over).
+    public func skipPayload(length: Int) throws(TransportError) {
+        var remaining = length
+        while remaining > 0 {
+            let chunk = min(remaining, 1 << 20)
+            _ = try readPayload(length: chunk)
+            remaining -= chunk
+        }
+    }
+
+    /// Reads a whole frame's payload and decodes it as a message (the control path; allocates).
+    public func readMessage() throws(TransportError) -> (header: FrameHeader, message: Message)? {
+        guard let header = try readHeader() else { return nil }
+        let payload = try readPayload(length: Int(header.payloadLength))
+        do {
+            return (header, try MessageCodec.decodePayload(type: header.type, payload))
+        } catch {
+            throw .wire(error)
+        }
+    }
+
+    // MARK: Writing (any thread)
+
+    /// Sends a control message as one frame.
+    public func send(_ message: Message, requestID: UInt64) throws(TransportError) {
+        let frame = MessageCodec.encodeFrame(message, requestID: requestID)
+        try frame.withUnsafeBytes { (bytes) throws(TransportError) in
+            try write(bytes, UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    /// Sends an error frame echoing `requestID`.
+    public func sendError(_ code: ErrorCode, _ text: String, requestID: UInt64) throws(TransportError) {
+        try send(.error(ErrorMessage(code: code, message: text)), requestID: requestID)
+    }
+
+    /// Sends a push or push-pull frame: header, 24-byte prefix and the gradient floats in one `writev`.
+    public func sendPush(
+        _ type: MessageType, prefix: PushPrefix, floats: UnsafeBufferPointer<Float>, requestID: UInt64
+    ) throws(TransportError) {
+        precondition(Int(prefix.count) == floats.count, "push prefix count must match the float count")
+        let payloadLength = PushPrefix.size + floats.count * 4
+        try sendTensorFrame(
+            header: FrameHeader(type: type, flags: [], payloadLength: UInt32(payloadLength), requestID: requestID),
+            prefixSize: PushPrefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
+    }
+
+    /// Sends a pull reply: header, 16-byte prefix and the shard's floats in one `writev`.
+    public func sendPullReply(
+        prefix: PullReplyPrefix, floats: UnsafeBufferPointer<Float>, requestID: UInt64
+    ) throws(TransportError) {
+        precondition(Int(prefix.count) == floats.count, "pull reply prefix count must match the float count")
+        let payloadLength = PullReplyPrefix.size + floats.count * 4
+        try sendTensorFrame(
+            header: FrameHeader(
+                type: .pullReply, flags: .reply, payloadLength: UInt32(payloadLength), requestID: requestID),
+            prefixSize: PullReplyPrefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
+    }
+
+    private func sendTensorFrame(
+        header: FrameHeader, prefixSize: Int, encodePrefix: (UnsafeMutableRawBufferPointer) -> Void,
+        floats: UnsafeBufferPointer<Float>
+    ) throws(TransportError) {
+        guard Int(header.payloadLength) <= maxPayloadBytes else {
+            throw .wire(.frameTooLarge(length: Int(header.payloadLength), maximum: maxPayloadBytes))
+        }
+        try withUnsafeTemporaryAllocation(byteCount: WireProtocol.headerSize + prefixSize, alignment: 8) {
+            (head: UnsafeMutableRawBufferPointer) throws(TransportError) in
+            header.encode(into: UnsafeMutableRawBufferPointer(rebasing: head[0..<WireProtocol.headerSize]))
+            encodePrefix(UnsafeMutableRawBufferPointer(rebasing: head[WireProtocol.headerSize...]))
+            try write(
+                UnsafeRawBufferPointer(head), UnsafeRawBufferPointer(floats),
+                UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    private func write(
+        _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer
+    ) throws(TransportError) {
+        guard !closed.load(ordering: .acquiring) else { throw .closed }
+        let result: Result<Void, SocketError> = writeLock.withLock { _ in
+            Result { () throws(SocketError) in try socket.writeAll(a, b, c) }
+        }
+        if case .failure(let error) = result { throw .socket(error) }
+    }
+
+    // MARK: Lifetime
+
+    /// Wakes a thread blocked reading this connection (it sees end-of-stream) without releasing the descriptor.
+    public func shutdown() {
+        socket.shutdown()
+    }
+
+    /// Closes the connection once; later calls do nothing.
+    public func close() {
+        if !closed.exchange(true, ordering: .acquiringAndReleasing) {
+            socket.shutdown()
+            socket.close()
+        }
+    }
+
+    /// Whether `close()` has been called.
+    public var isClosed: Bool { closed.load(ordering: .acquiring) }
+}
+
+/// Why a framed connection failed: the socket (peer gone, timeout) or the bytes (malformed frame).
+public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable {
+    case socket(SocketError)
+    case wire(WireError)
+    case closed
+    /// The peer answered with an error frame.
+    case remote(code: ErrorCode, message: String)
+    /// The peer sent something the protocol does not allow at this point.
+    case protocolViolation(String)
+
+    public var description: String {
+        switch self {
+        case .socket(let error): return "\(error)"
+        case .wire(let error): return "malformed frame: \(error)"
+        case .closed: return "connection closed"
+        case .remote(let code, let message): return "\(message) (\(code))"
+        case .protocolViolation(let text): return "protocol violation: \(text)"
+        }
+    }
+}

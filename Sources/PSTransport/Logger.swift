@@ -1,0 +1,93 @@
+import Foundation
+import Synchronization
+
+/// A logger that writes one line per event to stderr: `level=info time=2026-11-22T10:00:00.123Z event=… key=value`.
+///
+/// Levels follow swift-log's guidance: `debug` for developers, `info` for lifecycle events an operator wants
+/// (listening, joined, epoch, checkpoint), `warning` for recoverable trouble (a worker declared dead, a stale
+/// push dropped), `error` for failures that end a request or the process. Tensor payloads are never logged.
+public struct Logger: Sendable {
+    /// Severity, in increasing order.
+    public enum Level: Int, Sendable, Comparable, CustomStringConvertible {
+        case debug, info, warning, error
+
+        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+
+        public var description: String {
+            switch self {
+            case .debug: return "debug"
+            case .info: return "info"
+            case .warning: return "warning"
+            case .error: return "error"
+            }
+        }
+
+        /// Parses `debug`, `info`, `warning` or `error`.
+        public init?(name: String) {
+            switch name.lowercased() {
+            case "debug": self = .debug
+            case "info": self = .info
+            case "warning", "warn": self = .warning
+            case "error": self = .error
+            default: return nil
+            }
+        }
+    }
+
+    /// Label added to every line as `component=…`.
+    public let component: String
+    /// Events below this level are dropped.
+    public let minimumLevel: Level
+
+    public init(component: String, minimumLevel: Level = .info) {
+        self.component = component
+        self.minimumLevel = minimumLevel
+    }
+
+    private static let outputLock = Mutex<Void>(())
+
+    /// Logs `event` with key=value fields (values containing spaces or quotes are quoted).
+    public func log(_ level: Level, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {
+        guard level >= minimumLevel else { return }
+        var line = "level=\(level) time=\(Self.timestamp()) component=\(component) event=\(event)"
+        for (key, value) in fields {
+            line += " \(key)=\(Self.quote(value.description))"
+        }
+        line += "\n"
+        Self.outputLock.withLock { _ in
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+    }
+
+    public func debug(_ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {
+        log(.debug, event, fields)
+    }
+
+    public func info(_ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {
+        log(.info, event, fields)
+    }
+
+    public func warning(_ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {
+        log(.warning, event, fields)
+    }
+
+    public func error(_ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {
+        log(.error, event, fields)
+    }
+
+    static func quote(_ text: String) -> String {
+        if text.isEmpty { return "\"\"" }
+        let needsQuotes = text.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\n" }
+        guard needsQuotes else { return text }
+        let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+        return "\"\(escaped)\""
+    }
+
+    static func timestamp() -> String {
+        let now = Date()
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: now)
+    }
+}

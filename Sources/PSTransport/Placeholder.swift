@@ -1,1 +1,0 @@
-// PSTransport: module placeholder, replaced by the module's real sources.

@@ -1,0 +1,95 @@
+/// The training job as the coordinator hands it to every worker in the `welcome` frame's config JSON.
+///
+/// The server owns the job's configuration; a worker names only the server and learns everything else here.
+/// Field names are the JSON keys (see proto-docs/protocol.md, "welcome config").
+public struct JobDescription: Codable, Sendable, Equatable {
+    /// Model spelling as on the command line: `softmax`, `linear`, `mlp:128`, `mlp:256,128`.
+    public var model: String
+    /// Data set spelling as on the command line: `digits`, `fashion-mnist`, `synthetic:R,F,C`, a path.
+    public var data: String
+    /// Optional test set path (nil: the data set's own test split).
+    public var test: String?
+    /// `first` or `last`: where CSV files keep the label.
+    public var labelColumn: String
+    /// Rows per worker per step (b); the global batch is workers * batch.
+    public var batchPerWorker: Int
+    public var epochs: Int
+    public var seed: UInt64
+    /// `bsp`, `ssp` or `async`.
+    public var mode: String
+    public var staleness: UInt64
+    /// K: how many workers the job waits for before step 0.
+    public var workers: Int
+    /// Shape of the training data the job was configured with; a worker whose data differs is refused.
+    public var trainRows: Int
+    public var featureCount: Int
+    public var classCount: Int
+    public var stepsPerEpoch: Int
+    public var totalSteps: Int
+
+    public init(
+        model: String, data: String, test: String?, labelColumn: String, batchPerWorker: Int, epochs: Int,
+        seed: UInt64, mode: String, staleness: UInt64, workers: Int, trainRows: Int, featureCount: Int,
+        classCount: Int, stepsPerEpoch: Int, totalSteps: Int
+    ) {
+        self.model = model
+        self.data = data
+        self.test = test
+        self.labelColumn = labelColumn
+        self.batchPerWorker = batchPerWorker
+        self.epochs = epochs
+        self.seed = seed
+        self.mode = mode
+        self.staleness = staleness
+        self.workers = workers
+        self.trainRows = trainRows
+        self.featureCount = featureCount
+        self.classCount = classCount
+        self.stepsPerEpoch = stepsPerEpoch
+        self.totalSteps = totalSteps
+    }
+}
+
+/// The JSON document carried by `welcome.config`.
+public struct WelcomeConfig: Codable, Sendable, Equatable {
+    /// The job, or nil when the server is a plain parameter store (clients register their own tensors).
+    public var job: JobDescription?
+    /// The step this worker starts at (0, or the current step after a rejoin or a restore).
+    public var startStep: UInt64
+    /// Number of shards and, for each, the address of the server that owns it.
+    public var shardCount: Int
+    public var shardMap: [String]
+    /// Tensors already registered (name and shape), in layout order; empty in a store before registration.
+    public var tensors: [TensorShape]
+    /// How often the worker should send heartbeats, in milliseconds.
+    public var heartbeatIntervalMillis: Int
+    /// Whether the server rejects NaN/Inf gradients.
+    public var rejectsNonFinite: Bool
+
+    public init(
+        job: JobDescription?, startStep: UInt64, shardCount: Int, shardMap: [String], tensors: [TensorShape],
+        heartbeatIntervalMillis: Int, rejectsNonFinite: Bool
+    ) {
+        self.job = job
+        self.startStep = startStep
+        self.shardCount = shardCount
+        self.shardMap = shardMap
+        self.tensors = tensors
+        self.heartbeatIntervalMillis = heartbeatIntervalMillis
+        self.rejectsNonFinite = rejectsNonFinite
+    }
+}
+
+/// A tensor's name and shape, as listed in the welcome config and in status.
+public struct TensorShape: Codable, Sendable, Equatable {
+    public var name: String
+    public var shape: [Int]
+
+    public init(name: String, shape: [Int]) {
+        self.name = name
+        self.shape = shape
+    }
+
+    /// Number of elements (the product of the shape; 1 for a scalar).
+    public var elementCount: Int { shape.reduce(1, *) }
+}

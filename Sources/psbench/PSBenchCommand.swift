@@ -1,0 +1,46 @@
+import Foundation
+import PSCLI
+import PSMath
+import PSPosix
+
+/// `psbench`: throughput and latency benchmarks, each reported as a ratio to a baseline measured in the same run.
+@main
+struct PSBenchCommand {
+    static let quick = Option("quick", help: "Fewer iterations and sizes (a smoke run, not for publishing).")
+    static let command = Command(
+        name: "psbench",
+        abstract: "Measure SwiftPS against baselines measured in the same run.",
+        discussion: """
+            Every figure is printed next to its baseline (raw TCP send/recv loops, memcpy, sgemm peak) and their
+            ratio, as a Markdown table. Run on a quiet machine with a release build.
+            """,
+        subcommands: [
+            Command(name: "wire", abstract: "Framed PSWire traffic vs raw sockets.", options: [quick]),
+            Command(
+                name: "server", abstract: "Push, pull and push-pull goodput vs raw TCP echo; apply rate vs memcpy.",
+                options: [quick]),
+            Command(
+                name: "train", abstract: "Seconds per epoch with 2 workers and 1 process; worker GFLOPS vs sgemm.",
+                options: [quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed).")]),
+            Command(name: "all", abstract: "wire, server and train.", options: [quick]),
+        ])
+
+    static func main() {
+        Signals.ignoreSIGPIPE()
+        CommandLineTool.main(command) { arguments in
+            let isQuick = arguments.has("quick")
+            let which = arguments.commandPath.last ?? "all"
+            print("psbench \(which) on \(ProcessInfo.processInfo.activeProcessorCount) CPUs, OpenBLAS \(BLAS.coreName)")
+            if which == "wire" || which == "all" {
+                printTable("psbench wire", try WireBench.run(quick: isQuick))
+            }
+            if which == "server" || which == "all" {
+                printTable("psbench server", try ServerBench.run(quick: isQuick))
+            }
+            if which == "train" || which == "all" {
+                printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
+            }
+            return 0
+        }
+    }
+}

@@ -1,0 +1,209 @@
+import Foundation
+import PSClient
+import PSMath
+import PSPosix
+import PSServer
+import PSTransport
+import PSWire
+import Synchronization
+
+/// `psbench server`: push, pull and push-pull goodput against an in-process psserver, next to the raw TCP
+/// echo and memcpy baselines measured in the same run; and the optimizer apply rate against memcpy.
+enum ServerBench {
+    static func run(quick: Bool) throws -> [BenchRow] {
+        var rows: [BenchRow] = []
+        let sizes = quick ? [4 << 10, 4 << 20, 64 << 20] : [4 << 10, 256 << 10, 4 << 20, 64 << 20, 256 << 20]
+        let memcpyRate = memcpyBandwidth(bytes: 64 << 20)
+        for size in sizes {
+            let iterations = max(3, min(2000, (quick ? 128 << 20 : 1 << 30) / size))
+            let rawEcho = try WireBench.rawStream(size: size, iterations: max(iterations / 2, 2), echo: true)
+            for shards in [1, 4] {
+                for clients in quick ? [1, 4] : [1, 2, 4] {
+                    if size >= 256 << 20, clients > 2 { continue }  // keeps memory within a 24 GiB machine
+                    let result = try measure(
+                        size: size, shards: shards, clients: clients, iterations: max(2, iterations / clients))
+                    let label = "\(formatBytes(size)) \(shards) shard\(shards == 1 ? "" : "s") \(clients) client\(clients == 1 ? "" : "s")"
+                    rows.append(
+                        BenchRow(
+                            name: "push-pull \(label)", value: result.pushPull, unit: "GB/s", baseline: rawEcho,
+                            baselineName: "raw echo"))
+                    rows.append(
+                        BenchRow(
+                            name: "push \(label)", value: result.push, unit: "GB/s", baseline: rawEcho,
+                            baselineName: "raw echo"))
+                    rows.append(
+                        BenchRow(
+                            name: "pull \(label)", value: result.pull, unit: "GB/s", baseline: rawEcho,
+                            baselineName: "raw echo"))
+                }
+            }
+        }
+        let pings = quick ? 2000 : 10000
+        let rawRTT = try WireBench.rawPingPong(iterations: pings)
+        let pushRTT = try smallPushLatency(iterations: pings)
+        rows.append(
+            BenchRow(
+                name: "4 KiB push round trip (median)", value: pushRTT, unit: "us", baseline: rawRTT,
+                baselineName: "raw 64 B ping-pong", lowerIsBetter: true))
+        for kind in [OptimizerKind.sgd, .adam] {
+            rows.append(
+                BenchRow(
+                    name: "\(kind.rawValue) apply, 64 MiB of gradient", value: applyRate(kind: kind, bytes: 64 << 20),
+                    unit: "GB/s", baseline: memcpyRate, baselineName: "memcpy"))
+        }
+        return rows
+    }
+
+    struct Goodput {
+        var push = 0.0
+        var pull = 0.0
+        var pushPull = 0.0
+    }
+
+    static func measure(size: Int, shards: Int, clients: Int, iterations: Int) throws -> Goodput {
+        var config = ServerConfig()
+        config.host = "127.0.0.1"
+        config.port = 0
+        config.shardCount = shards
+        config.mode = .async
+        config.allowNonFinite = true
+        config.maxFrameBytes = max(size + 4096, 1 << 20)
+        config.optimizer = OptimizerConfig(kind: .sgd, learningRate: 1e-9)
+        let server = try ParameterServer(config: config, log: Logger(component: "bench", minimumLevel: .error))
+        server.start()
+        defer { server.stop(exitCode: 0, reason: "bench done") }
+        let count = size / 4
+        let setup = try ParameterClient.connect(
+            host: "127.0.0.1", port: server.port, role: .worker, name: "setup", maxPayloadBytes: config.maxFrameBytes)
+        _ = try setup.register([TensorSpec(name: "w", shape: [count], initializer: .zeros)])
+        setup.close()
+        let layout = ShardLayout(tensorElementCounts: [count], shardCount: shards)
+        var result = Goodput()
+        for phase in 0..<3 {
+            let seconds = try runClients(clients) { index in
+                let client = try ParameterClient.connect(
+                    host: "127.0.0.1", port: server.port, role: .worker, name: "c\(index)",
+                    maxPayloadBytes: config.maxFrameBytes)
+                defer { client.close() }
+                var gradient = [Float](repeating: 0, count: count)
+                var weights = [Float](repeating: 0, count: count)
+                return try measureLoop(iterations: iterations) {
+                    var handles: [RequestHandle] = []
+                    try gradient.withUnsafeMutableBufferPointer { g in
+                        try weights.withUnsafeMutableBufferPointer { w in
+                            for s in 0..<shards {
+                                let range = layout.range(ofShard: s)
+                                let gs = UnsafeBufferPointer(rebasing: g[range])
+                                let ws = UnsafeMutableBufferPointer(rebasing: w[range])
+                                switch phase {
+                                case 0: handles.append(try client.push(shard: s, clock: 0, baseVersion: 0, gradient: gs))
+                                case 1: handles.append(try client.pull(shard: s, clock: 0, into: ws))
+                                default:
+                                    handles.append(
+                                        try client.pushPull(shard: s, clock: 0, baseVersion: 0, gradient: gs, into: ws))
+                                }
+                            }
+                            for handle in handles { _ = try handle.wait() }
+                        }
+                    }
+                }
+            }
+            let rate = Double(size) * Double(iterations * clients) / seconds / 1e9
+            switch phase {
+            case 0: result.push = rate
+            case 1: result.pull = rate
+            default: result.pushPull = rate
+            }
+        }
+        return result
+    }
+
+    /// Runs `body` on `count` threads at once; returns the wall time of the slowest.
+    static func runClients(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Double) throws -> Double {
+        let results = Mutex<[Result<Double, BenchError>]>([])
+        let group = DispatchGroup()
+        for index in 0..<count {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                do {
+                    let seconds = try body(index)
+                    results.withLock { $0.append(.success(seconds)) }
+                } catch {
+                    results.withLock { $0.append(.failure(BenchError("\(error)"))) }
+                }
+            }.start()
+        }
+        group.wait()
+        var slowest = 0.0
+        for result in results.withLock({ $0 }) { slowest = max(slowest, try result.get()) }
+        return slowest
+    }
+
+    static func measureLoop(iterations: Int, _ body: () throws -> Void) throws -> Double {
+        try body()  // warm-up
+        let start = MonotonicClock.nanoseconds()
+        for _ in 0..<iterations { try body() }
+        return Double(MonotonicClock.nanoseconds() - start) / 1e9
+    }
+
+    static func smallPushLatency(iterations: Int) throws -> Double {
+        var config = ServerConfig()
+        config.host = "127.0.0.1"
+        config.port = 0
+        config.shardCount = 1
+        config.mode = .async
+        config.optimizer = OptimizerConfig(kind: .sgd, learningRate: 1e-9)
+        let server = try ParameterServer(config: config, log: Logger(component: "bench", minimumLevel: .error))
+        server.start()
+        defer { server.stop(exitCode: 0, reason: "bench done") }
+        let client = try ParameterClient.connect(host: "127.0.0.1", port: server.port, role: .worker, name: "lat")
+        defer { client.close() }
+        _ = try client.register([TensorSpec(name: "w", shape: [1024], initializer: .zeros)])
+        let gradient = [Float](repeating: 0, count: 1024)
+        var samples: [UInt64] = []
+        samples.reserveCapacity(iterations)
+        for _ in 0..<iterations {
+            let start = MonotonicClock.nanoseconds()
+            _ = try gradient.withUnsafeBufferPointer {
+                try client.push(shard: 0, clock: 0, baseVersion: 0, gradient: $0).wait()
+            }
+            samples.append(MonotonicClock.nanoseconds() - start)
+        }
+        return median(samples) / 1000
+    }
+
+    static func memcpyBandwidth(bytes: Int) -> Double {
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+        let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+        defer {
+            source.deallocate()
+            destination.deallocate()
+        }
+        source.initializeMemory(as: UInt8.self, repeating: 3)
+        destination.initializeMemory(as: UInt8.self, repeating: 0)
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let start = MonotonicClock.nanoseconds()
+            destination.copyMemory(from: UnsafeRawBufferPointer(source))
+            best = min(best, Double(MonotonicClock.nanoseconds() - start))
+        }
+        return Double(bytes) / best
+    }
+
+    static func applyRate(kind: OptimizerKind, bytes: Int) -> Double {
+        let count = bytes / 4
+        var state = OptimizerState(config: OptimizerConfig(kind: kind, learningRate: 1e-6), count: count)
+        var weights = [Float](repeating: 0.5, count: count)
+        var gradient = [Float](repeating: 0.1, count: count)
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let start = MonotonicClock.nanoseconds()
+            weights.withUnsafeMutableBufferPointer { w in
+                gradient.withUnsafeMutableBufferPointer { g in state.apply(weights: w, gradient: g) }
+            }
+            best = min(best, Double(MonotonicClock.nanoseconds() - start))
+        }
+        return Double(bytes) / best
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import PSData
+import PSMath
+import PSModel
+import PSPosix
+
+/// `psbench train`: one epoch of MLP-128 with two worker processes (batch 64 each) and with one process
+/// (batch 128), and the worker's forward+backward GFLOPS against single-thread sgemm peak.
+enum TrainBench {
+    static func run(quick: Bool, data: String?) throws -> [BenchRow] {
+        let dataSet =
+            data
+            ?? (FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+                ? "fashion-mnist" : "digits")
+        var rows: [BenchRow] = []
+        let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
+        let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
+        rows.append(
+            BenchRow(
+                name: "\(dataSet) mlp:128 epoch, 2 workers x 64 (s)", value: double.seconds, unit: "s",
+                baseline: single.seconds, baselineName: "1 worker x 128", lowerIsBetter: true))
+        rows.append(
+            BenchRow(
+                name: "\(dataSet) samples/s, 2 workers x 64", value: double.samplesPerSecond, unit: "samples/s",
+                baseline: single.samplesPerSecond, baselineName: "1 worker x 128"))
+        BLAS.setThreadCount(1)
+        let peak = sgemmPeak()
+        for batch in [64, 128] {
+            rows.append(
+                BenchRow(
+                    name: "mlp:128 forward+backward GFLOPS, batch \(batch)", value: modelGFLOPS(batch: batch),
+                    unit: "GFLOPS", baseline: peak, baselineName: "sgemm 1024^3, 1 thread"))
+        }
+        return rows
+    }
+
+    /// Runs psserver + workers for one epoch and returns the training time per epoch from the metrics.
+    static func epochSeconds(data: String, workers: Int, batch: Int) throws -> (seconds: Double, samplesPerSecond: Double) {
+        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let directory = NSTemporaryDirectory() + "psbench-train-\(Host.processID())-\(workers)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let metrics = directory + "/metrics.jsonl"
+        let portFile = directory + "/server.log"
+        FileManager.default.createFile(atPath: portFile, contents: nil)
+        let server = Process()
+        server.executableURL = binDirectory.appendingPathComponent("psserver")
+        server.arguments = [
+            "--host", "127.0.0.1", "--port", "0", "--workers", "\(workers)", "--model", "mlp:128", "--data", data,
+            "--batch", "\(batch)", "--epochs", "1", "--metrics-out", metrics,
+        ]
+        server.standardError = FileHandle(forWritingAtPath: portFile)
+        var environment = ProcessInfo.processInfo.environment
+        environment["OPENBLAS_NUM_THREADS"] = "1"
+        server.environment = environment
+        try server.run()
+        defer { if server.isRunning { server.terminate() } }
+        var port: String? = nil
+        let deadline = Date(timeIntervalSinceNow: 120)
+        while port == nil, Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+            let text = (try? String(contentsOfFile: portFile, encoding: .utf8)) ?? ""
+            if let range = text.range(of: "address=127.0.0.1:") {
+                port = String(text[range.upperBound...].prefix { $0.isNumber })
+            }
+        }
+        guard let port else { throw BenchError("psserver did not start") }
+        var children: [Process] = []
+        for rank in 0..<workers {
+            let worker = Process()
+            worker.executableURL = binDirectory.appendingPathComponent("psworker")
+            worker.arguments = ["--server", "127.0.0.1:\(port)", "--name", "bench\(rank)", "--quiet"]
+            worker.environment = environment
+            try worker.run()
+            children.append(worker)
+        }
+        for child in children { child.waitUntilExit() }
+        server.waitUntilExit()
+        let text = try String(contentsOfFile: metrics, encoding: .utf8)
+        var first: (Int, Double)? = nil
+        var last: (Int, Double)? = nil
+        for line in text.split(separator: "\n") {
+            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                object["type"] as? String == "step", let step = object["step"] as? Int,
+                let elapsed = object["elapsed_s"] as? Double
+            else { continue }
+            if first == nil { first = (step, elapsed) }
+            last = (step, elapsed)
+        }
+        guard let first, let last, last.0 > first.0 else { throw BenchError("no step records in \(metrics)") }
+        let perStep = (last.1 - first.1) / Double(last.0 - first.0)
+        let steps = Double(last.0 + 1)
+        let seconds = perStep * steps
+        return (seconds, steps * Double(workers * batch) / seconds)
+    }
+
+    static func sgemmPeak() -> Double {
+        let n = 1024
+        let a = [Float](repeating: 0.5, count: n * n)
+        var c = [Float](repeating: 0, count: n * n)
+        var best = Double.infinity
+        for _ in 0..<3 {
+            let start = MonotonicClock.nanoseconds()
+            a.withUnsafeBufferPointer { p in
+                c.withUnsafeMutableBufferPointer { out in
+                    BLAS.sgemm(
+                        transposeA: false, transposeB: false, m: n, n: n, k: n, alpha: 1, a: p.baseAddress!, lda: n,
+                        b: p.baseAddress!, ldb: n, beta: 0, c: out.baseAddress!, ldc: n)
+                }
+            }
+            best = min(best, Double(MonotonicClock.nanoseconds() - start))
+        }
+        return 2 * Double(n * n * n) / best
+    }
+
+    static func modelGFLOPS(batch: Int) -> Double {
+        let spec = ModelSpec(kind: .mlp(hidden: [128]), inputCount: 784, outputCount: 10, seed: 0)
+        let computer = ModelComputer(spec: spec, maxBatch: batch)
+        let parameters = spec.initialParameters()
+        var gradient = [Float](repeating: 0, count: spec.parameterCount)
+        let features = (0..<(batch * 784)).map { Float($0 % 255) / 255 }
+        let labels = (0..<batch).map { Float($0 % 10) }
+        var best = Double.infinity
+        for _ in 0..<20 {
+            let start = MonotonicClock.nanoseconds()
+            parameters.withUnsafeBufferPointer { p in
+                features.withUnsafeBufferPointer { f in
+                    labels.withUnsafeBufferPointer { l in
+                        gradient.withUnsafeMutableBufferPointer { g in
+                            _ = computer.lossAndGradient(parameters: p, features: f, labels: l, rows: batch, gradient: g)
+                        }
+                    }
+                }
+            }
+            best = min(best, Double(MonotonicClock.nanoseconds() - start))
+        }
+        return computer.flopsPerRow * Double(batch) / best
+    }
+}

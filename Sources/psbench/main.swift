@@ -1,2 +1,0 @@
-// psbench: executable placeholder.
-print("psbench: not yet implemented")

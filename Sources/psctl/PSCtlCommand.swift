@@ -1,0 +1,143 @@
+import Foundation
+import PSCLI
+import PSClient
+import PSPosix
+import PSWire
+
+/// `psctl`: operate a running SwiftPS cluster, or start a local demo cluster.
+@main
+struct PSCtlCommand {
+    static let connectionOptions = [
+        Option(
+            "server", short: "s", value: "host:port", help: "The coordinator's address.", default: "127.0.0.1:7000",
+            environment: "PS_SERVER"),
+        Option("token", value: "token", help: "Shared secret the server requires.", environment: "PS_TOKEN"),
+        Option("timeout", value: "seconds", help: "Give up after this long.", default: "30"),
+    ]
+
+    static let command = Command(
+        name: "psctl",
+        abstract: "Operate a running SwiftPS cluster.",
+        discussion: "Every subcommand exits 0 on success and non-zero with a one-line reason on failure.",
+        subcommands: [
+            Command(
+                name: "status", abstract: "Show shards, workers, clocks and counters.",
+                options: connectionOptions + [Option("json", help: "Print the raw JSON document.")]),
+            Command(name: "workers", abstract: "List the job's workers.", options: connectionOptions),
+            Command(
+                name: "checkpoint", abstract: "Take a checkpoint and print its directory and step.",
+                options: connectionOptions + [Option("wait", help: "Return only once the checkpoint is durable.")]),
+            Command(
+                name: "export", abstract: "Write the current weights as .npy files into a directory on the server.",
+                options: connectionOptions,
+                arguments: [Argument("directory", help: "Directory on the server's disk.")]),
+            Command(name: "shutdown", abstract: "Stop the server.", options: connectionOptions),
+            Command(
+                name: "demo", abstract: "Run a local cluster (one psserver, two psworkers) on bundled or local data.",
+                discussion: """
+                    Trains an MLP on Fashion-MNIST when Debian's dataset-fashion-mnist package is installed,
+                    on the bundled digits data set otherwise, streams progress, prints the final accuracy and
+                    stops every process it started (also on failure and Ctrl-C).
+                    """,
+                options: [
+                    Option("workers", value: "k", help: "Number of worker processes.", default: "2"),
+                    Option("epochs", value: "e", help: "Epochs to train (default: 5 on Fashion-MNIST, 20 on digits)."),
+                    Option("data", value: "data", help: "Data set (default: fashion-mnist if installed, else digits)."),
+                    Option("model", value: "model", help: "Model to train.", default: "mlp:128"),
+                    Option("mode", value: "bsp|ssp|async", help: "Consistency mode.", default: "bsp"),
+                    Option("directory", value: "dir", help: "Where to keep logs, metrics and final weights."),
+                ]),
+        ])
+
+    static func main() {
+        Signals.ignoreSIGPIPE()
+        CommandLineTool.main(command) { arguments in
+            switch arguments.commandPath.last {
+            case "demo":
+                return try Demo.run(arguments)
+            case "status":
+                return try status(arguments, json: arguments.has("json"), workersOnly: false)
+            case "workers":
+                return try status(arguments, json: false, workersOnly: true)
+            case "checkpoint":
+                return try checkpoint(arguments)
+            case "export":
+                return try export(arguments)
+            case "shutdown":
+                return try shutdown(arguments)
+            default:
+                throw UsageError("Missing subcommand: expected status, workers, checkpoint, export, shutdown or demo")
+            }
+        }
+    }
+
+    static func connect(_ arguments: ParsedArguments) throws -> (ParameterClient, Duration) {
+        let (host, port) = try parseAddress(arguments.string("server") ?? "127.0.0.1:7000", flag: "--server")
+        let seconds = try arguments.required("timeout", as: Double.self)
+        guard seconds > 0 else { throw UsageError("--timeout must be positive") }
+        let timeout = Duration.milliseconds(Int64(seconds * 1000))
+        do {
+            let client = try ParameterClient.connect(
+                host: host, port: port, role: .control, name: "psctl",
+                token: arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }, connectTimeout: timeout,
+                requestTimeout: timeout)
+            return (client, timeout)
+        } catch {
+            throw CtlError("cannot talk to \(host):\(port): \(error)")
+        }
+    }
+
+    static func status(_ arguments: ParsedArguments, json: Bool, workersOnly: Bool) throws -> Int32 {
+        let (client, timeout) = try connect(arguments)
+        defer { client.close() }
+        let reply = try client.request(.status(StatusRequest())).wait(timeout: timeout)
+        guard case .message(.statusReply(let status)) = reply else { throw CtlError("unexpected reply \(reply)") }
+        if json {
+            print(status.json)
+            return 0
+        }
+        guard let object = try JSONSerialization.jsonObject(with: Data(status.json.utf8)) as? [String: Any] else {
+            throw CtlError("the server's status is not a JSON object")
+        }
+        print(StatusFormatter.format(object, workersOnly: workersOnly), terminator: "")
+        return 0
+    }
+
+    static func checkpoint(_ arguments: ParsedArguments) throws -> Int32 {
+        let (client, timeout) = try connect(arguments)
+        defer { client.close() }
+        let wait = arguments.has("wait")
+        let reply = try client.request(.checkpoint(CheckpointRequest(wait: wait))).wait(timeout: timeout)
+        guard case .message(.checkpointReply(let checkpoint)) = reply else {
+            throw CtlError("unexpected reply \(reply)")
+        }
+        print("checkpoint \(checkpoint.path) step \(checkpoint.step)\(checkpoint.durable ? " (durable)" : "")")
+        return 0
+    }
+
+    static func export(_ arguments: ParsedArguments) throws -> Int32 {
+        guard let directory = arguments.argument("directory") else {
+            throw UsageError("Missing expected argument '<directory>'")
+        }
+        let (client, timeout) = try connect(arguments)
+        defer { client.close() }
+        let reply = try client.request(.export(ExportRequest(path: directory))).wait(timeout: timeout)
+        guard case .message(.exportReply(let export)) = reply else { throw CtlError("unexpected reply \(reply)") }
+        print("exported weights to \(export.path) (version \(export.step))")
+        return 0
+    }
+
+    static func shutdown(_ arguments: ParsedArguments) throws -> Int32 {
+        let (client, timeout) = try connect(arguments)
+        defer { client.close() }
+        _ = try client.request(.shutdown).wait(timeout: timeout)
+        print("server is shutting down")
+        return 0
+    }
+}
+
+/// A psctl failure with its one-line reason.
+struct CtlError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,2 +1,0 @@
-// psctl: executable placeholder.
-print("psctl: not yet implemented")

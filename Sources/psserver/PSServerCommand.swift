@@ -1,0 +1,168 @@
+import Foundation
+import PSCLI
+import PSCoordinator
+import PSData
+import PSMath
+import PSPosix
+import PSServer
+import PSTraining
+import PSTransport
+
+/// `psserver`: holds the model's shards, serves pushes and pulls, and coordinates the training job.
+@main
+struct PSServerCommand {
+    static let command = Command(
+        name: "psserver",
+        abstract: "Hold a model's weights in shards and coordinate data-parallel training.",
+        discussion: """
+            With --model the server runs a training job: it registers the model, waits for --workers workers,
+            and coordinates them in --mode bsp (default), ssp or async until the job ends, then writes the final
+            weights (as .npy files under <checkpoint-dir>/final) and exits 0. Without --model it is a plain
+            parameter store whose clients register their own tensors (async updates).
+            """,
+        options: [
+            Option("host", value: "host", help: "Address to listen on.", default: "0.0.0.0"),
+            Option("port", short: "p", value: "port", help: "TCP port (0 picks a free one).", default: "7000"),
+            Option("shards", value: "n", help: "Number of shards the model is split into.", default: "4"),
+            Option(
+                "max-frame-bytes", value: "bytes", help: "Largest accepted frame payload.",
+                default: "\(512 << 20)"),
+            Option("token", value: "token", help: "Shared secret clients must present.", environment: "PS_TOKEN"),
+            Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
+            Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
+            Option("model", value: "model", help: "softmax, linear, mlp:128 or mlp:256,128 (enables the job)."),
+            Option(
+                "data", value: "data", help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES or a file.",
+                default: "digits"),
+            Option("test", value: "path", help: "Test set (default: the data set's own test split)."),
+            Option("label-column", value: "first|last", help: "Where CSV files keep the label.", default: "first"),
+            Option("batch", value: "b", help: "Rows per worker per step.", default: "64"),
+            Option("epochs", value: "e", help: "Passes over the training data.", default: "10"),
+            Option("seed", value: "seed", help: "Seed for the data order and the initialisation.", default: "0"),
+            Option("optimizer", value: "name", help: "sgd, momentum, adam or adagrad.", default: "sgd"),
+            Option("lr", value: "rate", help: "Learning rate.", default: "0.1"),
+            Option("momentum", value: "mu", help: "Momentum coefficient.", default: "0.9"),
+            Option("nesterov", help: "Use Nesterov momentum."),
+            Option("weight-decay", value: "lambda", help: "L2 weight decay added to the gradient.", default: "0"),
+            Option("clip-value", value: "c", help: "Clip every gradient element to [-c, c]."),
+            Option("beta1", value: "b1", help: "Adam's first-moment decay.", default: "0.9"),
+            Option("beta2", value: "b2", help: "Adam's second-moment decay.", default: "0.999"),
+            Option("epsilon", value: "eps", help: "Adam/AdaGrad denominator epsilon.", default: "1e-8"),
+            Option("mode", value: "bsp|ssp|async", help: "Consistency mode.", default: "bsp"),
+            Option("staleness", value: "s", help: "SSP bound: how many clocks ahead a worker may run.", default: "0"),
+            Option("max-gradient-staleness", value: "k", help: "Drop (or scale) pushes staler than k versions."),
+            Option("stale-policy", value: "drop|scale", help: "What to do with a too-stale push.", default: "drop"),
+            Option(
+                "worker-timeout", value: "seconds", help: "Declare a silent worker dead after this long.",
+                default: "10"),
+            Option(
+                "wait-timeout", value: "seconds", help: "Longest single server-side wait before a retry is asked.",
+                default: "30"),
+            Option("checkpoint-dir", value: "dir", help: "Directory for checkpoints and the final weights."),
+            Option("checkpoint-every-steps", value: "n", help: "Checkpoint every n completed steps."),
+            Option("checkpoint-every-seconds", value: "s", help: "Checkpoint every s seconds."),
+            Option("keep-checkpoints", value: "n", help: "Keep only the newest n checkpoints."),
+            Option("restore", value: "dir|latest", help: "Resume from a checkpoint directory (or the latest one)."),
+            Option("metrics-out", value: "file", help: "Write step and epoch records as JSON lines."),
+            Option("keep-running", help: "Keep serving after the job finished."),
+            Option("log-level", value: "level", help: "debug, info, warning or error.", default: "info"),
+        ])
+
+    static func main() {
+        Signals.ignoreSIGPIPE()
+        CommandLineTool.main(command) { arguments in
+            try run(arguments)
+        }
+    }
+
+    static func run(_ arguments: ParsedArguments) throws -> Int32 {
+        guard let level = Logger.Level(name: arguments.string("log-level") ?? "info") else {
+            throw UsageError("Invalid value for '--log-level <level>': expected debug, info, warning or error")
+        }
+        let log = Logger(component: "psserver", minimumLevel: level)
+        let config = try makeConfig(arguments)
+        let server = try ParameterServer(config: config, log: log)
+        Signals.handleTermination { signal in
+            server.stop(exitCode: 0, reason: signal == SIGINT ? "SIGINT" : "SIGTERM")
+        }
+        server.start()
+        return server.waitUntilStopped()
+    }
+
+    static func makeConfig(_ arguments: ParsedArguments) throws -> ServerConfig {
+        var config = ServerConfig()
+        config.host = arguments.string("host") ?? "0.0.0.0"
+        config.port = try arguments.required("port", as: UInt16.self)
+        config.shardCount = try arguments.required("shards", as: Int.self)
+        config.maxFrameBytes = try arguments.required("max-frame-bytes", as: Int.self)
+        config.token = arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }
+        config.allowNonFinite = arguments.has("allow-nonfinite")
+        guard let mode = ConsistencyMode(rawValue: arguments.string("mode") ?? "bsp") else {
+            throw UsageError("Invalid value for '--mode <bsp|ssp|async>': expected bsp, ssp or async")
+        }
+        config.mode = mode
+        config.staleness = try arguments.required("staleness", as: UInt64.self)
+        config.maxGradientStaleness = try arguments.value("max-gradient-staleness", as: UInt64.self)
+        guard let policy = StalePolicy(rawValue: arguments.string("stale-policy") ?? "drop") else {
+            throw UsageError("Invalid value for '--stale-policy <drop|scale>': expected drop or scale")
+        }
+        config.stalePolicy = policy
+        config.workerTimeoutSeconds = try arguments.required("worker-timeout", as: Double.self)
+        config.waitTimeoutSeconds = try arguments.required("wait-timeout", as: Double.self)
+        guard let kind = OptimizerKind(rawValue: arguments.string("optimizer") ?? "sgd") else {
+            throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam or adagrad")
+        }
+        var optimizer = OptimizerConfig(kind: kind, learningRate: try arguments.required("lr", as: Float.self))
+        optimizer.momentum = try arguments.required("momentum", as: Float.self)
+        optimizer.nesterov = arguments.has("nesterov")
+        optimizer.weightDecay = try arguments.required("weight-decay", as: Float.self)
+        optimizer.clipValue = try arguments.value("clip-value", as: Float.self)
+        optimizer.beta1 = try arguments.required("beta1", as: Float.self)
+        optimizer.beta2 = try arguments.required("beta2", as: Float.self)
+        optimizer.epsilon = try arguments.required("epsilon", as: Float.self)
+        do {
+            try optimizer.validate()
+        } catch {
+            throw UsageError("\(error)")
+        }
+        config.optimizer = optimizer
+        config.checkpointDirectory = arguments.string("checkpoint-dir")
+        config.checkpointEverySteps = try arguments.value("checkpoint-every-steps", as: UInt64.self)
+        config.checkpointEverySeconds = try arguments.value("checkpoint-every-seconds", as: Double.self)
+        config.keepCheckpoints = try arguments.value("keep-checkpoints", as: Int.self)
+        config.restore = arguments.string("restore")
+        config.metricsPath = arguments.string("metrics-out")
+        config.keepRunning = arguments.has("keep-running")
+
+        if let model = arguments.string("model") {
+            var request = JobRequest()
+            request.model = model
+            request.data = arguments.string("data") ?? "digits"
+            request.test = arguments.string("test")
+            guard let column = LabelColumn(rawValue: arguments.string("label-column") ?? "first") else {
+                throw UsageError("Invalid value for '--label-column <first|last>': expected first or last")
+            }
+            request.labelColumn = column
+            request.batchPerWorker = try arguments.required("batch", as: Int.self)
+            request.epochs = try arguments.required("epochs", as: Int.self)
+            request.seed = try arguments.required("seed", as: UInt64.self)
+            request.mode = mode.rawValue
+            request.staleness = config.staleness
+            request.workers = try arguments.required("workers", as: Int.self)
+            let planned = try JobPlanner.plan(request)
+            config.job = planned.job
+            config.jobTensors = planned.tensors
+        } else if mode != .async {
+            if arguments.has("mode") {
+                throw UsageError("--mode \(mode.rawValue) needs a training job: add --model (a plain store is async)")
+            }
+            config.mode = .async
+        }
+        do {
+            try config.validate()
+        } catch {
+            throw UsageError(error.description)
+        }
+        return config
+    }
+}

@@ -1,2 +1,0 @@
-// psserver: executable placeholder.
-print("psserver: not yet implemented")

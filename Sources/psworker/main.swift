@@ -1,2 +1,0 @@
-// psworker: executable placeholder.
-print("psworker: not yet implemented")

@@ -1,0 +1,96 @@
+import Foundation
+import PSCheckpoint
+import PSTestSupport
+import XCTest
+
+/// Runs real `psserver` / `psworker` processes on 127.0.0.1 with port 0 and collects their results.
+final class LocalCluster {
+    let directory: TemporaryDirectory
+    var server: ChildProcess?
+    var workers: [ChildProcess] = []
+    var port: UInt16 = 0
+
+    init() throws {
+        directory = try TemporaryDirectory(prefix: "swiftps-cluster")
+    }
+
+    var checkpointDirectory: String { directory.path + "/ckpt" }
+    var metricsPath: String { directory.path + "/metrics.jsonl" }
+
+    /// Starts the server with the given job flags and waits for its `listening` line.
+    func startServer(_ flags: [String], restore: Bool = false) throws {
+        var arguments = [
+            "--host", "127.0.0.1", "--port", "0", "--checkpoint-dir", checkpointDirectory, "--metrics-out",
+            metricsPath + (restore ? ".restored" : ""), "--log-level", "info",
+        ]
+        arguments += flags
+        if restore { arguments += ["--restore", "latest"] }
+        let process = try ChildProcess(
+            binary: TestPaths.binary(named: "psserver"), arguments: arguments,
+            environment: ["OPENBLAS_NUM_THREADS": "1"])
+        server = process
+        guard let line = process.waitForLine(in: .stderr, matching: "event=listening", timeout: 60) else {
+            throw ClusterError("psserver did not start: \(process.stderrText)")
+        }
+        guard let range = line.range(of: "address=127.0.0.1:"),
+            let port = UInt16(line[range.upperBound...].prefix { $0.isNumber })
+        else { throw ClusterError("cannot read the port from \(line)") }
+        self.port = port
+    }
+
+    /// Starts a worker named `name` with extra flags.
+    @discardableResult
+    func startWorker(name: String, _ flags: [String] = []) throws -> ChildProcess {
+        let process = try ChildProcess(
+            binary: TestPaths.binary(named: "psworker"),
+            arguments: ["--server", "127.0.0.1:\(port)", "--name", name, "--reconnect-timeout", "10"] + flags,
+            environment: ["OPENBLAS_NUM_THREADS": "1"])
+        workers.append(process)
+        return process
+    }
+
+    /// Waits for every worker and the server to exit; fails with their logs if any did not exit 0.
+    func waitForJob(timeout: Double = 180, file: StaticString = #filePath, line: UInt = #line) {
+        for (index, worker) in workers.enumerated() {
+            let code = worker.wait(timeout: timeout)
+            XCTAssertEqual(code, 0, "worker \(index) exit \(String(describing: code)): \(worker.stderrText)",
+                file: file, line: line)
+        }
+        let code = server?.wait(timeout: 60)
+        XCTAssertEqual(code, 0, "server exit \(String(describing: code)): \(server?.stderrText ?? "")",
+            file: file, line: line)
+    }
+
+    /// The final weights the server wrote, by tensor name.
+    func finalTensor(_ name: String) throws -> NPYArray {
+        try NPY.read(path: checkpointDirectory + "/final/\(name).npy")
+    }
+
+    /// The metrics file's records of one type.
+    func records(type: String, path: String? = nil) throws -> [[String: Any]] {
+        let text = try String(contentsOfFile: path ?? metricsPath, encoding: .utf8)
+        return text.split(separator: "\n").compactMap { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                object["type"] as? String == type
+            else { return nil }
+            return object
+        }
+    }
+
+    deinit {
+        for worker in workers { worker.terminateAndWait() }
+        server?.terminateAndWait()
+    }
+}
+
+struct ClusterError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The directory holding the team's shared reference files, or nil (the test is skipped) when absent.
+func sharedDirectory() -> String? {
+    if let override = ProcessInfo.processInfo.environment["PS_SHARED_DIR"] { return override }
+    let candidate = TestPaths.packageRoot.deletingLastPathComponent().appendingPathComponent("shared").path
+    return FileManager.default.fileExists(atPath: candidate + "/reference/README.md") ? candidate : nil
+}

@@ -1,1 +1,0 @@
-// PSClusterTests: placeholder.
