@@ -67,7 +67,7 @@ let package = Package(
             name: "psbench",
             dependencies: [
                 "PSWire", "PSPosix", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
-                "PSClient", "PSCheckpoint", "PSTraining", "PSTransport", "PSCoordinator",
+                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator",
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),

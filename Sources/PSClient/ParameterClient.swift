@@ -33,7 +33,7 @@ public final class ParameterClient: Sendable {
         maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes
     ) throws(ClientError) -> ParameterClient {
         let connection: FramedConnection
-        do {
+        do throws(SocketError) {
             connection = try FramedConnection.connect(
                 host: host, port: port, timeout: connectTimeout, maxPayloadBytes: maxPayloadBytes)
         } catch {
@@ -184,21 +184,20 @@ public final class ParameterClient: Sendable {
 
     private func readLoop() {
         defer { readerDone.signal() }
-        var scratch: [Float] = []
         while true {
-            do {
+            do throws(TransportError) {
                 guard let header = try connection.readHeader() else {
                     failAll(.socket(.endOfStream(expected: WireProtocol.headerSize, received: 0)))
                     return
                 }
                 let request = pending.withLock { $0.removeValue(forKey: header.requestID) }
                 if header.type == .pullReply, let request, let destination = request.destination {
-                    try readPullReply(header: header, into: destination, request: request, scratch: &scratch)
+                    try readPullReply(header: header, into: destination, request: request)
                     continue
                 }
                 let payload = try connection.readPayload(length: Int(header.payloadLength))
                 let message: Message
-                do {
+                do throws(WireError) {
                     message = try MessageCodec.decodePayload(type: header.type, payload)
                 } catch {
                     throw TransportError.wire(error)
@@ -217,23 +216,19 @@ public final class ParameterClient: Sendable {
     }
 
     private func readPullReply(
-        header: FrameHeader, into destination: UnsafeMutableRawBufferPointer, request: PendingRequest,
-        scratch: inout [Float]
+        header: FrameHeader, into destination: UnsafeMutableRawBufferPointer, request: PendingRequest
     ) throws(TransportError) {
         let length = Int(header.payloadLength)
         guard length >= PullReplyPrefix.size else {
             throw .wire(.payloadTooShort(type: .pullReply, minimum: PullReplyPrefix.size, got: length))
         }
+        let prefixBytes = try connection.readPayload(length: PullReplyPrefix.size)
         let prefix: PullReplyPrefix
-        do {
-            prefix = try PullReplyPrefix.decode(try connection.readPayload(length: PullReplyPrefix.size))
+        do throws(WireError) {
+            prefix = try PullReplyPrefix.decode(prefixBytes)
             try PullReplyPrefix.validate(prefix, payloadLength: length)
-        } catch let error as TransportError {
-            throw error
-        } catch let error as WireError {
-            throw .wire(error)
         } catch {
-            throw .protocolViolation("\(error)")
+            throw .wire(error)
         }
         let floatBytes = length - PullReplyPrefix.size
         if floatBytes == destination.count {
@@ -249,7 +244,6 @@ public final class ParameterClient: Sendable {
                             "shard \(prefix.shard) has \(prefix.count) floats but the destination holds "
                             + "\(destination.count / 4)")))
         }
-        _ = scratch
     }
 
     private func failAll(_ error: TransportError) {

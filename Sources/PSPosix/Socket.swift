@@ -401,6 +401,21 @@ public struct Socket: Sendable, Hashable {
         _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_RDWR))
     }
 
+    /// Shuts down only the receive side: a thread blocked reading wakes with end-of-stream, while replies can
+    /// still be written. Ignores errors.
+    public func shutdownReceive() {
+        _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_RD))
+    }
+
+    /// Whether the peer has closed or reset the connection, without consuming any byte (`poll` with
+    /// `POLLRDHUP`, which reports a peer shutdown even while unread data is queued). Never blocks.
+    public func peerHasHungUp() -> Bool {
+        let pollReadHangUp: Int16 = 0x2000  // POLLRDHUP (Linux); the Glibc module is built without _GNU_SOURCE
+        var entry = pollfd(fd: fileDescriptor, events: pollReadHangUp, revents: 0)
+        guard let ready = try? valueOrErrno({ poll(&entry, 1, 0) }), ready > 0 else { return false }
+        return entry.revents & (pollReadHangUp | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)) != 0
+    }
+
     /// Closes the descriptor (never retried after `EINTR`, as Linux releases it regardless). Ignores errors.
     public func close() {
         _ = try? nothingOrErrno(retryOnInterrupt: false) { Glibc.close(fileDescriptor) }

@@ -165,7 +165,7 @@ final class CheckpointManager: Sendable {
                 log.info("checkpoint-written", ["path": path, "step": next.manifest.step])
             } catch let failure {
                 error = "\(failure)"
-                log.error("checkpoint-failed", ["step": next.manifest.step, "error": failure])
+                log.error("checkpoint-failed", ["step": next.manifest.step, "error": "\(failure)"])
             }
             written.lock()
             state.withLock { state in

@@ -107,15 +107,13 @@ final class ConnectionHandler {
         case .hello(let hello):
             return try handleHello(hello, requestID: requestID)
         case .register(let register):
-            do {
-                let model = try server.store.register(register.tensors)
-                try connection.send(
-                    .registered(
-                        Registered(
-                            tensorCount: UInt32(model.tensors.count), shardCount: UInt32(model.shards.count),
-                            totalElements: UInt64(model.layout.totalElements),
-                            shardElements: model.shards.map { UInt64($0.elementCount) })), requestID: requestID)
-            } catch {
+            let registered: Result<ShardedModel, RegistrationError> = Result { () throws(RegistrationError) in
+                try server.store.register(register.tensors)
+            }
+            switch registered {
+            case .success(let model):
+                try connection.send(.registered(Registered(layout: model.layout)), requestID: requestID)
+            case .failure(let error):
                 try connection.sendError(error.code, error.description, requestID: requestID)
             }
         case .pull(let pull):
@@ -140,7 +138,7 @@ final class ConnectionHandler {
             try connection.send(.metricsAck, requestID: requestID)
         case .leave(let leave):
             if let coordinator = server.coordinator, let rank {
-                server.carryOut(coordinator.leave(rank: rank, reason: leave.reason))
+                server.carryOut(coordinator.leave(rank: rank, reason: leave.reason.rawValue))
                 self.rank = nil
                 try connection.send(.leaveAck, requestID: requestID)
                 server.finishJobIfDone()

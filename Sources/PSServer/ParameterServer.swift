@@ -32,12 +32,16 @@ public final class ParameterServer: Sendable {
         try config.validate()
         self.config = config
         self.log = log
-        metrics = try config.metricsPath.map { try MetricsFile(path: $0) }
-        store = ShardStore(shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1)
-        checkpoints = config.checkpointDirectory.map {
+        let metrics = try config.metricsPath.map { try MetricsFile(path: $0) }
+        self.metrics = metrics
+        let store = ShardStore(
+            shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1)
+        self.store = store
+        let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
                 root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log)
         }
+        self.checkpoints = checkpoints
 
         var completedSteps: UInt64 = 0
         var restoredClocks: [String: UInt64] = [:]
@@ -161,8 +165,6 @@ public final class ParameterServer: Sendable {
                 }
             case .stepCompleted(let step):
                 completeStep(step)
-            default:
-                break
             }
         }
     }

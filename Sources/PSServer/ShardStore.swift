@@ -73,14 +73,14 @@ public final class ShardStore: Sendable {
             for slotName in slotNames {
                 var flat = [Float](repeating: 0, count: shard.range.count)
                 for piece in built.layout.pieces(ofShard: shard.index) {
-                    let tensorName = tensors[piece.tensor].name
+                    let tensorName = tensors[piece.tensorIndex].name
                     guard let source = optimizerSlots[tensorName]?[slotName] else {
                         throw RegistrationError(
                             code: .invalidArgument,
                             description: "checkpoint has no optimizer state '\(slotName)' for tensor '\(tensorName)'")
                     }
-                    for (offset, i) in piece.rangeInTensor.enumerated() {
-                        flat[piece.rangeInShard.lowerBound + offset] = source[i]
+                    for (offset, i) in piece.tensorRange.enumerated() {
+                        flat[piece.shardRange.lowerBound + offset] = source[i]
                     }
                 }
                 slots.append(flat)
@@ -183,7 +183,7 @@ public final class ShardStore: Sendable {
     }
 
     /// Calls `body` with the states of `shards` locked, taking the locks in order.
-    private static func lockAll<R>(
+    private static func lockAll<R: Sendable>(
         _ shards: ArraySlice<Shard>, collected: [ShardState] = [], _ body: ([ShardState]) -> R
     ) -> R {
         guard let first = shards.first else { return body(collected) }

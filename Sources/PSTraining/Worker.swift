@@ -71,11 +71,11 @@ public final class Worker {
                 labelColumn: job.labelColumn == "last" ? .last : .first)
             train = try source.loadTrain()
         } catch {
-            leave(connected, reason: 1)
+            leave(connected, reason: .error)
             throw WorkerError("cannot load the training data: \(error)")
         }
         guard train.rowCount == job.trainRows, train.featureCount == job.featureCount else {
-            leave(connected, reason: 1)
+            leave(connected, reason: .error)
             throw WorkerError(
                 "refused: this worker's data (\(source)) has \(train.rowCount) rows x \(train.featureCount) features, "
                     + "but the job expects \(job.trainRows) rows x \(job.featureCount) features")
@@ -188,7 +188,7 @@ public final class Worker {
         }
         if options.progress == .bar { FileHandle.standardError.write(Data("\n".utf8)) }
         heartbeat.stop()
-        leave(connected, reason: 0)
+        leave(connected, reason: .finished)
         let seconds = Date().timeIntervalSince(started)
         log.info(
             "finished",
@@ -231,7 +231,7 @@ public final class Worker {
         }
     }
 
-    private func leave(_ client: ParameterClient, reason: UInt32) {
+    private func leave(_ client: ParameterClient, reason: LeaveReason) {
         _ = try? client.request(.leave(Leave(rank: UInt32(max(client.rank ?? 0, 0)), reason: reason))).wait(
             timeout: .seconds(5))
         client.close()

@@ -50,13 +50,13 @@ public final class FramedConnection: @unchecked Sendable {
         try withUnsafeTemporaryAllocation(byteCount: WireProtocol.headerSize, alignment: 8) {
             (bytes: UnsafeMutableRawBufferPointer) throws(TransportError) -> FrameHeader? in
             let complete: Bool
-            do {
+            do throws(SocketError) {
                 complete = try socket.readExactlyOrEOF(into: bytes)
             } catch {
                 throw .socket(error)
             }
             guard complete else { return nil }
-            do {
+            do throws(WireError) {
                 return try FrameHeader.decode(UnsafeRawBufferPointer(bytes), maxPayloadBytes: maxPayloadBytes)
             } catch {
                 throw .wire(error)
@@ -73,7 +73,7 @@ public final class FramedConnection: @unchecked Sendable {
             receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: newSize, alignment: 16)
         }
         let target = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[0..<length])
-        do {
+        do throws(SocketError) {
             try socket.readExactly(into: target)
         } catch {
             throw .socket(error)
@@ -84,7 +84,7 @@ public final class FramedConnection: @unchecked Sendable {
     /// Reads exactly `destination.count` bytes straight into `destination` (a tensor's final buffer).
     public func readPayload(into destination: UnsafeMutableRawBufferPointer) throws(TransportError) {
         guard destination.count > 0 else { return }
-        do {
+        do throws(SocketError) {
             try socket.readExactly(into: destination)
         } catch {
             throw .socket(error)
@@ -105,7 +105,7 @@ public final class FramedConnection: @unchecked Sendable {
     public func readMessage() throws(TransportError) -> (header: FrameHeader, message: Message)? {
         guard let header = try readHeader() else { return nil }
         let payload = try readPayload(length: Int(header.payloadLength))
-        do {
+        do throws(WireError) {
             return (header, try MessageCodec.decodePayload(type: header.type, payload))
         } catch {
             throw .wire(error)
@@ -117,9 +117,11 @@ public final class FramedConnection: @unchecked Sendable {
     /// Sends a control message as one frame.
     public func send(_ message: Message, requestID: UInt64) throws(TransportError) {
         let frame = MessageCodec.encodeFrame(message, requestID: requestID)
-        try frame.withUnsafeBytes { (bytes) throws(TransportError) in
-            try write(bytes, UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let result = frame.withUnsafeBytes { bytes in
+            Result { () throws(TransportError) in try write(bytes, empty, empty) }
         }
+        try result.get()
     }
 
     /// Sends an error frame echoing `requestID`.

@@ -79,11 +79,12 @@ enum ServerBench {
         setup.close()
         let layout = ShardLayout(tensorElementCounts: [count], shardCount: shards)
         var result = Goodput()
+        let maxPayloadBytes = config.maxFrameBytes
+        let port = server.port
         for phase in 0..<3 {
             let seconds = try runClients(clients) { index in
                 let client = try ParameterClient.connect(
-                    host: "127.0.0.1", port: server.port, role: .worker, name: "c\(index)",
-                    maxPayloadBytes: config.maxFrameBytes)
+                    host: "127.0.0.1", port: port, role: .worker, name: "c\(index)", maxPayloadBytes: maxPayloadBytes)
                 defer { client.close() }
                 var gradient = [Float](repeating: 0, count: count)
                 var weights = [Float](repeating: 0, count: count)

@@ -42,7 +42,7 @@ enum TrainBench {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let metrics = directory + "/metrics.jsonl"
         let portFile = directory + "/server.log"
-        FileManager.default.createFile(atPath: portFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: portFile, contents: nil)
         let server = Process()
         server.executableURL = binDirectory.appendingPathComponent("psserver")
         server.arguments = [

@@ -2,6 +2,7 @@ import Foundation
 import PSCLI
 import PSPosix
 import PSTraining
+import PSTransport
 
 /// `psworker`: joins a SwiftPS job and trains on its partition of the data until the job ends.
 @main
@@ -61,7 +62,7 @@ struct PSWorkerCommand {
             do {
                 try worker.run()
             } catch {
-                FileHandle.standardError.write(Data("Error: \(error.description)\n".utf8))
+                FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
                 return 1
             }
             return 0

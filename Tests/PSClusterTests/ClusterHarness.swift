@@ -26,12 +26,10 @@ final class LocalCluster {
         arguments += flags
         if restore { arguments += ["--restore", "latest"] }
         let process = try ChildProcess(
-            binary: TestPaths.binary(named: "psserver"), arguments: arguments,
+            binary: "psserver", arguments: arguments,
             environment: ["OPENBLAS_NUM_THREADS": "1"])
         server = process
-        guard let line = process.waitForLine(in: .stderr, matching: "event=listening", timeout: 60) else {
-            throw ClusterError("psserver did not start: \(process.stderrText)")
-        }
+        let line = try process.waitForLine(matching: "event=listening", in: .standardError, timeout: .seconds(60))
         guard let range = line.range(of: "address=127.0.0.1:"),
             let port = UInt16(line[range.upperBound...].prefix { $0.isNumber })
         else { throw ClusterError("cannot read the port from \(line)") }
@@ -42,7 +40,7 @@ final class LocalCluster {
     @discardableResult
     func startWorker(name: String, _ flags: [String] = []) throws -> ChildProcess {
         let process = try ChildProcess(
-            binary: TestPaths.binary(named: "psworker"),
+            binary: "psworker",
             arguments: ["--server", "127.0.0.1:\(port)", "--name", name, "--reconnect-timeout", "10"] + flags,
             environment: ["OPENBLAS_NUM_THREADS": "1"])
         workers.append(process)
@@ -52,12 +50,12 @@ final class LocalCluster {
     /// Waits for every worker and the server to exit; fails with their logs if any did not exit 0.
     func waitForJob(timeout: Double = 180, file: StaticString = #filePath, line: UInt = #line) {
         for (index, worker) in workers.enumerated() {
-            let code = worker.wait(timeout: timeout)
-            XCTAssertEqual(code, 0, "worker \(index) exit \(String(describing: code)): \(worker.stderrText)",
+            let code = worker.wait(timeout: .seconds(timeout))
+            XCTAssertEqual(code, 0, "worker \(index) exit \(String(describing: code)): \(worker.standardError)",
                 file: file, line: line)
         }
-        let code = server?.wait(timeout: 60)
-        XCTAssertEqual(code, 0, "server exit \(String(describing: code)): \(server?.stderrText ?? "")",
+        let code = server?.wait(timeout: .seconds(60))
+        XCTAssertEqual(code, 0, "server exit \(String(describing: code)): \(server?.standardError ?? "")",
             file: file, line: line)
     }
 
@@ -78,8 +76,8 @@ final class LocalCluster {
     }
 
     deinit {
-        for worker in workers { worker.terminateAndWait() }
-        server?.terminateAndWait()
+        for worker in workers { _ = worker.terminateAndWait() }
+        _ = server?.terminateAndWait()
     }
 }
 

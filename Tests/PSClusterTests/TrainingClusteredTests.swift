@@ -84,7 +84,7 @@ final class TrainingClusteredTests: XCTestCase {
             let output = try runPython(["-c", script])
             XCTAssertTrue(output.hasPrefix("(64, 10)"), output)
             let sum = weight.values.reduce(0.0) { $0 + Double($1) }
-            let printed = Double(output.split(separator: " ").last.map(String.init) ?? "") ?? .nan
+            let printed = Double(output.split(whereSeparator: \.isWhitespace).last.map(String.init) ?? "") ?? .nan
             XCTAssertEqual(printed, sum, accuracy: 1e-3)
         }
     }
@@ -96,9 +96,9 @@ final class TrainingClusteredTests: XCTestCase {
             "--workers", "1", "--model", "softmax", "--data", "digits", "--epochs", "1", "--keep-running",
         ])
         let worker = try cluster.startWorker(name: "odd", ["--data", "synthetic:100,64,10"])
-        XCTAssertEqual(worker.wait(timeout: 60), 1)
-        XCTAssertTrue(worker.stderrText.contains("refused"), worker.stderrText)
-        XCTAssertTrue(worker.stderrText.contains("1347"), worker.stderrText)
+        XCTAssertEqual(worker.wait(timeout: .seconds(60)), 1)
+        XCTAssertTrue(worker.standardError.contains("refused"), worker.standardError)
+        XCTAssertTrue(worker.standardError.contains("1347"), worker.standardError)
     }
 }
 
