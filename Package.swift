@@ -41,7 +41,8 @@ let package = Package(
         .target(name: "PSCLI"),
         .target(name: "PSMath", dependencies: ["COpenBLAS"]),
         .target(name: "PSModel", dependencies: ["PSMath"]),
-        .target(name: "PSData", dependencies: ["PSMath", "PSCheckpoint", "CZlib"], resources: [.copy("Resources/digits")]),
+        .target(
+            name: "PSData", dependencies: ["PSMath", "PSCheckpoint", "CZlib"], resources: [.copy("Resources/digits")]),
         .target(name: "PSCoordinator"),
         .target(name: "PSCheckpoint", dependencies: ["PSPosix"]),
         .target(name: "PSTransport", dependencies: ["PSWire", "PSPosix"]),
@@ -56,7 +57,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "psserver",
-            dependencies: ["PSServer", "PSTraining", "PSTransport", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix"]
+            dependencies: [
+                "PSServer", "PSTraining", "PSTransport", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix",
+            ]
         ),
         .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSTransport", "PSCLI", "PSPosix"]),
         .executableTarget(

@@ -14,7 +14,8 @@ public func parseAddress(_ text: String, flag: String) throws(UsageError) -> (ho
         portText = rest.dropFirst()
     } else {
         guard let colon = text.lastIndex(of: ":") else {
-            throw UsageError("Invalid value '\(text)' for '\(flag) <host:port>': expected host:port, e.g. 127.0.0.1:7000")
+            throw UsageError(
+                "Invalid value '\(text)' for '\(flag) <host:port>': expected host:port, e.g. 127.0.0.1:7000")
         }
         host = text[..<colon]
         portText = text[text.index(after: colon)...]

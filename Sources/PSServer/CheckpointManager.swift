@@ -65,10 +65,11 @@ final class CheckpointManager: Sendable {
         let manifest = makeManifest(snapshot: snapshot, step: step, coordinator: coordinator)
         var tensors: [CheckpointTensor] = []
         var states: [CheckpointStateTensor] = []
-                for (index, tensor) in snapshot.tensors.enumerated() {
+        for (index, tensor) in snapshot.tensors.enumerated() {
             tensors.append(
                 CheckpointTensor(
-                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)))
+                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)
+                ))
             for (slot, flat) in snapshot.optimizerSlots.enumerated() {
                 states.append(
                     CheckpointStateTensor(

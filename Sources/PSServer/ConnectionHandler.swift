@@ -120,7 +120,8 @@ final class ConnectionHandler {
             try handlePull(shardIndex: Int(pull.shard), step: pull.clock, requestID: requestID)
         case .clock(let clock):
             guard let coordinator = server.coordinator, let rank else {
-                try connection.send(.clockAck(ClockAck(jobState: .running, minClock: clock.clock)), requestID: requestID)
+                try connection.send(
+                    .clockAck(ClockAck(jobState: .running, minClock: clock.clock)), requestID: requestID)
                 return true
             }
             let (state, minClock) = coordinator.recordClock(
@@ -138,6 +139,16 @@ final class ConnectionHandler {
             try connection.send(.metricsAck, requestID: requestID)
         case .leave(let leave):
             if let coordinator = server.coordinator, let rank {
+                if server.config.mode == .bsp {
+                    // A finished worker's last gradients must still count: its leave takes effect once every step
+                    // it pushed has been applied (bounded by the wait timeout).
+                    _ = coordinator.wait(
+                        rank: rank, connection: connection,
+                        describe: {
+                            "worker \(rank) leaving after step \($0.membership.worker(rank: rank)?.clock ?? 0)"
+                        },
+                        isReady: { core in core.releasedSteps >= (core.membership.worker(rank: rank)?.clock ?? 0) })
+                }
                 server.carryOut(coordinator.leave(rank: rank, reason: leave.reason.rawValue))
                 self.rank = nil
                 try connection.send(.leaveAck, requestID: requestID)
@@ -168,7 +179,8 @@ final class ConnectionHandler {
 
     private func handleHello(_ hello: Hello, requestID: UInt64) throws(TransportError) -> Bool {
         if role != nil {
-            try connection.sendError(.invalidState, "hello was already received on this connection", requestID: requestID)
+            try connection.sendError(
+                .invalidState, "hello was already received on this connection", requestID: requestID)
             return true
         }
         if let token = server.config.token, !constantTimeEquals(token, hello.token) {

@@ -47,9 +47,10 @@ final class Coordinator: @unchecked Sendable {
     let metrics: MetricsFile?
     let startNanos = MonotonicClock.nanoseconds()
 
-    init(config: ServerConfig, job: JobDescription, completedSteps: UInt64, restoredClocks: [String: UInt64],
-         log: Logger, metrics: MetricsFile?)
-    {
+    init(
+        config: ServerConfig, job: JobDescription, completedSteps: UInt64, restoredClocks: [String: UInt64],
+        log: Logger, metrics: MetricsFile?
+    ) {
         self.config = config
         self.job = job
         self.log = log
@@ -162,7 +163,8 @@ final class Coordinator: @unchecked Sendable {
         let now = MonotonicClock.nanoseconds()
         core.withLock { core in
             if let clock {
-                core.membership.onHeartbeat(rank: rank, clock: max(clock, core.membership.worker(rank: rank)?.clock ?? 0), now: now)
+                core.membership.onHeartbeat(
+                    rank: rank, clock: max(clock, core.membership.worker(rank: rank)?.clock ?? 0), now: now)
             } else {
                 core.membership.refresh(rank: rank, now: now)
             }
@@ -276,7 +278,8 @@ final class Coordinator: @unchecked Sendable {
             metrics?.write([
                 "type": .string("step"), "step": .int(Int(step)), "loss": .double(mean),
                 "workers": .int(ranks.count), "samples": .int(Int(samples)),
-                "min_clock": .int(Int(core.membership.minLiveClock ?? 0)), "max_clock": .int(Int(core.membership.maxClock)),
+                "min_clock": .int(Int(core.membership.minLiveClock ?? 0)),
+                "max_clock": .int(Int(core.membership.maxClock)),
                 "clocks": .object(
                     Dictionary(
                         uniqueKeysWithValues: core.membership.workers.map {

@@ -62,9 +62,10 @@ public final class ShardStore: Sendable {
     }
 
     /// Installs a model whose values come from a checkpoint (used at start-up before any connection).
-    public func install(tensors: [TensorSpec], values: [String: [Float]], optimizerStep: UInt64,
-                        optimizerSlots: [String: [String: [Float]]], version: UInt64) throws(RegistrationError)
-    {
+    public func install(
+        tensors: [TensorSpec], values: [String: [Float]], optimizerStep: UInt64,
+        optimizerSlots: [String: [String: [Float]]], version: UInt64
+    ) throws(RegistrationError) {
         try validateNames(tensors)
         let built = buildModel(tensors, values: values)
         let slotNames = optimizer.stateSlotNames
@@ -115,7 +116,8 @@ public final class ShardStore: Sendable {
         }
     }
 
-    private static func checkCompatible(_ tensors: [TensorSpec], with existing: ShardedModel) throws(RegistrationError) {
+    private static func checkCompatible(_ tensors: [TensorSpec], with existing: ShardedModel) throws(RegistrationError)
+    {
         for tensor in tensors {
             guard let known = existing.tensors.first(where: { $0.name == tensor.name }) else {
                 throw RegistrationError(

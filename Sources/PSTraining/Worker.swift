@@ -148,7 +148,8 @@ public final class Worker {
                 if epochEnded {
                     let epoch = (step - 1) / job.stepsPerEpoch
                     if rank == 0, let test {
-                        try pullAll(connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
+                        try pullAll(
+                            connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
                         let result = evaluate(computer, parameters: parameters, on: test)
                         _ = try connected.request(
                             .metrics(
@@ -156,11 +157,13 @@ public final class Worker {
                                     epoch: UInt32(epoch), testLoss: result.loss, testAccuracy: result.accuracy,
                                     samples: UInt64(samplesDone)))
                         ).wait()
-                        report(epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                               accuracy: result.accuracy, started: started, samples: samplesDone)
+                        report(
+                            epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
+                            accuracy: result.accuracy, started: started, samples: samplesDone)
                     } else {
-                        report(epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                               accuracy: nil, started: started, samples: samplesDone)
+                        report(
+                            epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
+                            accuracy: nil, started: started, samples: samplesDone)
                     }
                 } else if options.progress == .bar {
                     drawBar(step: step, total: totalSteps, loss: loss)
@@ -226,7 +229,9 @@ public final class Worker {
                     "cannot reach the server at \(options.host):\(options.port) for "
                         + "\(Int(options.reconnectTimeoutSeconds)) s: \(lastError)")
             }
-            if attempt == 1 { log.warning("connect-retry", ["server": "\(options.host):\(options.port)", "error": lastError]) }
+            if attempt == 1 {
+                log.warning("connect-retry", ["server": "\(options.host):\(options.port)", "error": lastError])
+            }
             Thread.sleep(forTimeInterval: min(0.2 * Double(attempt), 1.0))
         }
     }
@@ -334,7 +339,8 @@ public final class Worker {
         let width = 30
         let filled = total > 0 ? width * step / total : width
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let text = String(format: "\r[%@] %3d%%  step %d/%d  loss %.4f", bar, 100 * step / max(total, 1), step, total, loss)
+        let text = String(
+            format: "\r[%@] %3d%%  step %d/%d  loss %.4f", bar, 100 * step / max(total, 1), step, total, loss)
         FileHandle.standardError.write(Data(text.utf8))
     }
 }

@@ -22,7 +22,8 @@ enum ServerBench {
                     if size >= 256 << 20, clients > 2 { continue }  // keeps memory within a 24 GiB machine
                     let result = try measure(
                         size: size, shards: shards, clients: clients, iterations: max(2, iterations / clients))
-                    let label = "\(formatBytes(size)) \(shards) shard\(shards == 1 ? "" : "s") \(clients) client\(clients == 1 ? "" : "s")"
+                    let label =
+                        "\(formatBytes(size)) \(shards) shard\(shards == 1 ? "" : "s") \(clients) client\(clients == 1 ? "" : "s")"
                     rows.append(
                         BenchRow(
                             name: "push-pull \(label)", value: result.pushPull, unit: "GB/s", baseline: rawEcho,
@@ -97,7 +98,8 @@ enum ServerBench {
                                 let gs = UnsafeBufferPointer(rebasing: g[range])
                                 let ws = UnsafeMutableBufferPointer(rebasing: w[range])
                                 switch phase {
-                                case 0: handles.append(try client.push(shard: s, clock: 0, baseVersion: 0, gradient: gs))
+                                case 0:
+                                    handles.append(try client.push(shard: s, clock: 0, baseVersion: 0, gradient: gs))
                                 case 1: handles.append(try client.pull(shard: s, clock: 0, into: ws))
                                 default:
                                     handles.append(

@@ -35,7 +35,9 @@ enum TrainBench {
     }
 
     /// Runs psserver + workers for one epoch and returns the training time per epoch from the metrics.
-    static func epochSeconds(data: String, workers: Int, batch: Int) throws -> (seconds: Double, samplesPerSecond: Double) {
+    static func epochSeconds(data: String, workers: Int, batch: Int) throws -> (
+        seconds: Double, samplesPerSecond: Double
+    ) {
         let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let directory = NSTemporaryDirectory() + "psbench-train-\(Host.processID())-\(workers)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -127,7 +129,8 @@ enum TrainBench {
                 features.withUnsafeBufferPointer { f in
                     labels.withUnsafeBufferPointer { l in
                         gradient.withUnsafeMutableBufferPointer { g in
-                            _ = computer.lossAndGradient(parameters: p, features: f, labels: l, rows: batch, gradient: g)
+                            _ = computer.lossAndGradient(
+                                parameters: p, features: f, labels: l, rows: batch, gradient: g)
                         }
                     }
                 }

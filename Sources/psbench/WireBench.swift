@@ -129,7 +129,8 @@ enum WireBench {
             var buffer = [UInt8](repeating: 0, count: 64)
             for _ in 0..<iterations {
                 let ok = buffer.withUnsafeMutableBytes { bytes in
-                    (try? socket.readExactly(into: bytes)) != nil && (try? socket.writeAll(UnsafeRawBufferPointer(bytes))) != nil
+                    (try? socket.readExactly(into: bytes)) != nil
+                        && (try? socket.writeAll(UnsafeRawBufferPointer(bytes))) != nil
                 }
                 guard ok else { return }
             }

@@ -44,7 +44,9 @@ enum Demo {
         }
         defer { stopAll() }
 
-        print("Starting psserver (\(data), \(arguments.string("model") ?? "mlp:128"), \(workers) workers, \(epochs) epochs)")
+        print(
+            "Starting psserver (\(data), \(arguments.string("model") ?? "mlp:128"), \(workers) workers, \(epochs) epochs)"
+        )
         let listening = LineWatcher(pattern: "event=listening")
         let server = try launch(
             binDirectory.appendingPathComponent("psserver"),
@@ -53,7 +55,8 @@ enum Demo {
                 arguments.string("model") ?? "mlp:128", "--data", data, "--epochs", "\(epochs)", "--batch", "64",
                 "--mode", arguments.string("mode") ?? "bsp", "--lr", "0.1", "--checkpoint-dir", directory + "/ckpt",
                 "--metrics-out", metricsPath,
-            ], label: "server", watcher: listening, echo: { line in
+            ], label: "server", watcher: listening,
+            echo: { line in
                 line.contains("event=epoch") || line.contains("event=job-finished") || line.contains("level=error")
                     || line.contains("level=warning")
             })

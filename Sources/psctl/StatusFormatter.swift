@@ -28,7 +28,8 @@ enum StatusFormatter {
         out += "NAME                  RANK  STATE   CLOCK   HEARTBEAT AGE   PUSHES\n"
         for worker in workers {
             let age = (worker["last_seen_s"] as? Double).map { String(format: "%.1f s", $0) } ?? "?"
-            out += (String(describing: worker["name"] ?? "?") + String(repeating: " ", count: 20))
+            out +=
+                (String(describing: worker["name"] ?? "?") + String(repeating: " ", count: 20))
                 .prefix(20) + "  " + pad(worker["rank"], 4) + "  "
             out += (String(describing: worker["state"] ?? "?") + "      ").prefix(6) + "  " + pad(worker["clock"], 5)
             out += "  " + pad(age, 14) + "  " + pad(worker["pushes"], 7) + "\n"

@@ -51,11 +51,13 @@ final class LocalCluster {
     func waitForJob(timeout: Double = 180, file: StaticString = #filePath, line: UInt = #line) {
         for (index, worker) in workers.enumerated() {
             let code = worker.wait(timeout: .seconds(timeout))
-            XCTAssertEqual(code, 0, "worker \(index) exit \(String(describing: code)): \(worker.standardError)",
+            XCTAssertEqual(
+                code, 0, "worker \(index) exit \(String(describing: code)): \(worker.standardError)",
                 file: file, line: line)
         }
         let code = server?.wait(timeout: .seconds(60))
-        XCTAssertEqual(code, 0, "server exit \(String(describing: code)): \(server?.standardError ?? "")",
+        XCTAssertEqual(
+            code, 0, "server exit \(String(describing: code)): \(server?.standardError ?? "")",
             file: file, line: line)
     }
 

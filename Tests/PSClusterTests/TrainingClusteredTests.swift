@@ -36,7 +36,9 @@ final class TrainingClusteredTests: XCTestCase {
         let referenceData = try Data(
             contentsOf: URL(fileURLWithPath: shared + "/reference/sync_final_params_softmax_B64.f64"))
         let reference: [Double] = referenceData.withUnsafeBytes { raw in
-            (0..<650).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) }
+            (0..<650).map {
+                Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)))
+            }
         }
         let weight = try cluster.finalTensor("fc1.weight")
         let bias = try cluster.finalTensor("fc1.bias")
@@ -79,7 +81,8 @@ final class TrainingClusteredTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(accuracy, 0.90)
         let weight = try cluster.finalTensor("fc1.weight")
         if pythonHasNumpy() {
-            let script = "import numpy; a = numpy.load('\(cluster.checkpointDirectory)/final/fc1.weight.npy'); "
+            let script =
+                "import numpy; a = numpy.load('\(cluster.checkpointDirectory)/final/fc1.weight.npy'); "
                 + "print(a.shape, repr(float(a.sum())))"
             let output = try runPython(["-c", script])
             XCTAssertTrue(output.hasPrefix("(64, 10)"), output)

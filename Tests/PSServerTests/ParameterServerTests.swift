@@ -111,8 +111,10 @@ final class ParameterServerTests: XCTestCase {
         let harness = try ServerHarness(shards: 2)
         let client = try harness.client()
         _ = try client.register(zeroTensors([8]))
-        func expectError(_ code: ErrorCode, shard: Int, _ values: [Float], file: StaticString = #filePath,
-                         line: UInt = #line) {
+        func expectError(
+            _ code: ErrorCode, shard: Int, _ values: [Float], file: StaticString = #filePath,
+            line: UInt = #line
+        ) {
             XCTAssertThrowsError(
                 try values.withUnsafeBufferPointer {
                     try client.push(shard: shard, clock: 0, baseVersion: 0, gradient: $0).wait()
@@ -280,4 +282,3 @@ final class ParameterServerTests: XCTestCase {
         XCTAssertEqual(statuses, [.applied, .applied, .droppedStale, .droppedStale])
     }
 }
-

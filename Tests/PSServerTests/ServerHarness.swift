@@ -12,9 +12,10 @@ final class ServerHarness {
     let server: ParameterServer
     var port: UInt16 { server.port }
 
-    init(shards: Int, optimizer: OptimizerConfig = OptimizerConfig(kind: .sgd, learningRate: 1),
-         configure: (inout ServerConfig) -> Void = { _ in }) throws
-    {
+    init(
+        shards: Int, optimizer: OptimizerConfig = OptimizerConfig(kind: .sgd, learningRate: 1),
+        configure: (inout ServerConfig) -> Void = { _ in }
+    ) throws {
         Signals.ignoreSIGPIPE()
         var config = ServerConfig()
         config.host = "127.0.0.1"
