@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: build release test lint format demo bench clean
+.PHONY: build release test lint format deps demo bench clean
 
 build:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
@@ -21,8 +21,23 @@ lint:
 format:
 	$(SWIFT) format format -i -r Sources Tests Package.swift
 
-demo: release
+# Installs the system packages when missing (as root; otherwise prints the command), builds, runs the demo.
+demo: deps release
 	.build/release/psctl demo
+
+deps:
+	@if ! pkg-config --exists openblas 2>/dev/null || [ ! -e /usr/include/zlib.h ] \
+	    || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && apt-get install -y libopenblas-dev zlib1g-dev pkg-config \
+	      && (apt-get install -y dataset-fashion-mnist || echo "Fashion-MNIST unavailable; the demo uses digits"); \
+	  elif ! pkg-config --exists openblas 2>/dev/null || [ ! -e /usr/include/zlib.h ]; then \
+	    echo "Missing system packages. Run: sudo apt-get install -y libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist"; \
+	    exit 1; \
+	  else \
+	    echo "Note: sudo apt-get install -y dataset-fashion-mnist gives the demo Fashion-MNIST (using digits now)."; \
+	  fi; \
+	fi
 
 bench: release
 	.build/release/psbench all

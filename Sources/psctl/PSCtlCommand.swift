@@ -19,6 +19,7 @@ struct PSCtlCommand {
         name: "psctl",
         abstract: "Operate a running SwiftPS cluster.",
         discussion: "Every subcommand exits 0 on success and non-zero with a one-line reason on failure.",
+        options: connectionOptions,
         subcommands: [
             Command(
                 name: "status", abstract: "Show shards, workers, clocks and counters.",
