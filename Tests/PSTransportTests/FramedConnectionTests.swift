@@ -1,0 +1,107 @@
+import Foundation
+import PSPosix
+import PSTransport
+import PSWire
+import XCTest
+
+final class FramedConnectionTests: XCTestCase {
+    /// A connected pair of framed connections on 127.0.0.1.
+    func makePair(maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes) throws -> (
+        client: FramedConnection, server: FramedConnection
+    ) {
+        Signals.ignoreSIGPIPE()
+        let listener = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { listener.close() }
+        let port = try listener.localPort()
+        let client = try FramedConnection.connect(
+            host: "127.0.0.1", port: port, timeout: .seconds(5), maxPayloadBytes: maxPayloadBytes)
+        let (socket, peer) = try listener.accept()
+        return (client, FramedConnection(socket: socket, peer: peer, maxPayloadBytes: maxPayloadBytes))
+    }
+
+    func test_push_floatsArriveInTheDestinationBuffer() throws {
+        let (client, server) = try makePair()
+        defer {
+            client.close()
+            server.close()
+        }
+        let floats: [Float] = (0..<1000).map { Float($0) * 0.5 }
+        let prefix = PushPrefix(shard: 3, count: 1000, clock: 7, baseVersion: 6)
+        try floats.withUnsafeBufferPointer { try client.sendPush(.push, prefix: prefix, floats: $0, requestID: 42) }
+        let header = try XCTUnwrap(try server.readHeader())
+        XCTAssertEqual(header.type, .push)
+        XCTAssertEqual(header.requestID, 42)
+        XCTAssertEqual(Int(header.payloadLength), PushPrefix.size + 4000)
+        let decoded = try PushPrefix.decode(try server.readPayload(length: PushPrefix.size))
+        XCTAssertEqual(decoded, prefix)
+        var destination = [Float](repeating: 0, count: 1000)
+        try destination.withUnsafeMutableBytes { try server.readPayload(into: $0) }
+        XCTAssertEqual(destination, floats)
+    }
+
+    func test_pullReply_roundTrips_andControlMessagesDecode() throws {
+        let (client, server) = try makePair()
+        defer {
+            client.close()
+            server.close()
+        }
+        let floats: [Float] = [1, -2, 3.5]
+        try floats.withUnsafeBufferPointer {
+            try server.sendPullReply(
+                prefix: PullReplyPrefix(shard: 0, count: 3, version: 9), floats: $0, requestID: 5)
+        }
+        try server.send(.statusReply(StatusReply(json: "{}")), requestID: 6)
+        let reply = try XCTUnwrap(try client.readMessage())
+        XCTAssertEqual(reply.header.requestID, 5)
+        XCTAssertEqual(reply.message, .pullReply(PullReply(shard: 0, version: 9, floats: floats)))
+        let status = try XCTUnwrap(try client.readMessage())
+        XCTAssertEqual(status.message, .statusReply(StatusReply(json: "{}")))
+    }
+
+    func test_readHeader_cleanCloseBetweenFrames_returnsNil() throws {
+        let (client, server) = try makePair()
+        client.close()
+        XCTAssertNil(try server.readHeader())
+        server.close()
+    }
+
+    func test_readHeader_oversizedFrame_isRejectedBeforeReadingThePayload() throws {
+        let (client, server) = try makePair(maxPayloadBytes: 4096)
+        defer {
+            client.close()
+            server.close()
+        }
+        var header = [UInt8](repeating: 0, count: WireProtocol.headerSize)
+        header.withUnsafeMutableBytes {
+            FrameHeader(type: .push, flags: [], payloadLength: 1 << 30, requestID: 1).encode(into: $0)
+        }
+        try header.withUnsafeBytes { try client.socket.writeAll($0) }
+        XCTAssertThrowsError(try server.readHeader()) { error in
+            XCTAssertEqual(error as? TransportError, .wire(.frameTooLarge(length: 1 << 30, maximum: 4096)))
+        }
+    }
+
+    func test_eofInsideAFrame_isAnError() throws {
+        let (client, server) = try makePair()
+        defer { server.close() }
+        let bytes: [UInt8] = [0x53, 0x57, 0x50, 0x53, 0x01, 0x00]
+        try bytes.withUnsafeBytes { try client.socket.writeAll($0) }
+        client.close()
+        XCTAssertThrowsError(try server.readHeader()) { error in
+            guard case .socket(.endOfStream(let expected, let received))? = error as? TransportError else {
+                return XCTFail("\(error)")
+            }
+            XCTAssertEqual(expected, WireProtocol.headerSize)
+            XCTAssertEqual(received, 6)
+        }
+    }
+
+    func test_sendAfterClose_throwsClosed() throws {
+        let (client, server) = try makePair()
+        server.close()
+        client.close()
+        XCTAssertThrowsError(try client.send(.shutdown, requestID: 1)) { error in
+            XCTAssertEqual(error as? TransportError, .closed)
+        }
+    }
+}
