@@ -90,9 +90,11 @@ public final class ParameterClient: Sendable {
         connection.close()
     }
 
-    /// Closes the connection; pending requests fail with `.closed`.
+    /// Closes the connection and waits for the reader thread to end; pending requests fail.
     public func close() {
-        connection.close()
+        connection.shutdown()
+        readerDone.wait()
+        readerDone.signal()
     }
 
     /// Whether the connection has failed or been closed.
@@ -183,7 +185,11 @@ public final class ParameterClient: Sendable {
     // MARK: Reader
 
     private func readLoop() {
-        defer { readerDone.signal() }
+        defer {
+            // The reader is the last thread to touch the descriptor for reading, so it releases it.
+            connection.close()
+            readerDone.signal()
+        }
         while true {
             do throws(TransportError) {
                 guard let header = try connection.readHeader() else {
@@ -254,7 +260,6 @@ public final class ParameterClient: Sendable {
             return all
         }
         for request in requests { request.complete(.failure(error)) }
-        connection.close()
     }
 
     /// Called by a handle whose wait timed out: the connection is considered broken, so no reply can land in a

@@ -93,8 +93,7 @@ public final class ParameterServer: Sendable {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         log.info("stopping", ["reason": reason])
         coordinator?.stop()
-        listener.shutdown()
-        listener.close()
+        listener.shutdown()  // wakes the accept thread, which releases the descriptor
         // Give handlers in the middle of a request a moment to finish it before their sockets close.
         let deadline = MonotonicClock.nanoseconds() + 2_000_000_000
         let open = connections.withLock { Array($0.values) }
@@ -102,7 +101,8 @@ public final class ParameterServer: Sendable {
         while activeHandlers.load(ordering: .acquiring) > 0, MonotonicClock.nanoseconds() < deadline {
             Thread.sleep(forTimeInterval: 0.01)
         }
-        for connection in connections.withLock({ Array($0.values) }) { connection.close() }
+        // Handler threads release their own descriptors when they see end-of-stream.
+        for connection in connections.withLock({ Array($0.values) }) { connection.shutdown() }
         checkpoints?.waitForWrites()
         finishedSignal.lock()
         exitCode.withLock { if $0 == nil { $0 = code } }
@@ -111,6 +111,7 @@ public final class ParameterServer: Sendable {
     }
 
     private func acceptLoop() {
+        defer { listener.close() }
         while !stopped.load(ordering: .acquiring) {
             let accepted: (socket: Socket, peer: String)
             do {

@@ -172,11 +172,12 @@ public final class FramedConnection: @unchecked Sendable {
     private func write(
         _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer
     ) throws(TransportError) {
-        guard !closed.load(ordering: .acquiring) else { throw .closed }
-        let result: Result<Void, SocketError> = writeLock.withLock { _ in
-            Result { () throws(SocketError) in try socket.writeAll(a, b, c) }
+        let result: Result<Void, TransportError> = writeLock.withLock { _ in
+            // Checked under the lock: `close()` releases the descriptor under it too.
+            guard !closed.load(ordering: .acquiring) else { return .failure(.closed) }
+            return Result { () throws(SocketError) in try socket.writeAll(a, b, c) }.mapError { .socket($0) }
         }
-        if case .failure(let error) = result { throw .socket(error) }
+        try result.get()
     }
 
     // MARK: Lifetime
@@ -186,11 +187,16 @@ public final class FramedConnection: @unchecked Sendable {
         socket.shutdown()
     }
 
-    /// Closes the connection once; later calls do nothing.
+    /// Releases the descriptor once; later calls do nothing.
+    ///
+    /// Call it only when no thread can still be reading (from the reader thread itself, or after it ended):
+    /// a descriptor number is reused by the next socket the process opens, so a read racing a close could
+    /// steal another connection's bytes. Writers are safe: the descriptor is closed under the write lock and
+    /// later writes throw `.closed`.
     public func close() {
         if !closed.exchange(true, ordering: .acquiringAndReleasing) {
             socket.shutdown()
-            socket.close()
+            writeLock.withLock { _ in socket.close() }
         }
     }
 

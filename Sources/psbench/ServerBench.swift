@@ -20,6 +20,8 @@ enum ServerBench {
             for shards in [1, 4] {
                 for clients in quick ? [1, 4] : [1, 2, 4] {
                     if size >= 256 << 20, clients > 2 { continue }  // keeps memory within a 24 GiB machine
+                    FileHandle.standardError.write(
+                        Data("measuring \(formatBytes(size)), \(shards) shards, \(clients) clients\n".utf8))
                     let result = try measure(
                         size: size, shards: shards, clients: clients, iterations: max(2, iterations / clients))
                     let label =
