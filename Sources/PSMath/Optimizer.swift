@@ -102,7 +102,7 @@ public struct OptimizerConfig: Sendable, Codable, Equatable {
         try Self.require(
             weightDecay.isFinite && weightDecay >= 0, "--weight-decay", "a non-negative finite number", weightDecay)
         if let clipValue {
-            try Self.require(clipValue.isFinite && clipValue > 0, "--clip", "a positive finite number", clipValue)
+            try Self.require(clipValue.isFinite && clipValue > 0, "--clip-value", "a positive finite number", clipValue)
         }
         if nesterov && kind != .momentum {
             throw OptimizerError(

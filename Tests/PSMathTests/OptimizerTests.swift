@@ -209,7 +209,7 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(validationMessage(config), "--weight-decay must be a non-negative finite number, got -0.25")
         config = base
         config.clipValue = .infinity
-        XCTAssertEqual(validationMessage(config), "--clip must be a positive finite number, got inf")
+        XCTAssertEqual(validationMessage(config), "--clip-value must be a positive finite number, got inf")
         config = base
         config.nesterov = true
         XCTAssertEqual(validationMessage(config), "--nesterov requires --optimizer momentum, got --optimizer sgd")
