@@ -170,9 +170,9 @@ final class FailureClusteredTests: XCTestCase {
 
     /// A worker killed and restarted under the same name gets its old rank back at the current step (not step 0)
     /// and the job finishes with every worker exiting 0.
-    func test_bsp_killedWorkerRestarted_rejoinsWithItsRank() throws {
+    func killedWorkerRestarted(mode: [String]) throws {
         let cluster = try LocalCluster()
-        try cluster.startServer(job(workers: 2, epochs: 8, ["--mode", "bsp"]))
+        try cluster.startServer(job(workers: 2, epochs: 8, mode))
         let workers = try startInRankOrder(cluster, ["w0", "w1"], common: ["--debug-step-delay-ms", "5"])
         let first = try XCTUnwrap(workers["w1"])
         _ = try first.waitForLine(matching: "epoch 2/8", in: .standardError, timeout: .seconds(60))
@@ -188,6 +188,14 @@ final class FailureClusteredTests: XCTestCase {
         XCTAssertEqual(workers["w0"]?.wait(timeout: .seconds(60)), 0, workers["w0"]?.standardError ?? "")
         XCTAssertEqual(server.wait(timeout: .seconds(30)), 0, server.standardError)
         XCTAssertEqual(try cluster.records(type: "epoch").count, 8)
+    }
+
+    func test_bsp_killedWorkerRestarted_rejoinsWithItsRank() throws {
+        try killedWorkerRestarted(mode: ["--mode", "bsp"])
+    }
+
+    func test_ssp_killedWorkerRestarted_rejoinsAtItsClock() throws {
+        try killedWorkerRestarted(mode: ["--mode", "ssp", "--staleness", "2"])
     }
 
     // MARK: 5. Server death
