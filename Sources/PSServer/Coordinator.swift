@@ -434,7 +434,7 @@ final class Coordinator: @unchecked Sendable {
     func summary() -> KeyValuePairs<String, CustomStringConvertible> {
         let (steps, epoch, seconds) = core.withLock { core in
             (
-                core.releasedSteps, core.lastEpoch,
+                config.mode == .bsp ? core.releasedSteps : core.membership.maxClock, core.lastEpoch,
                 Double((core.finishedAtNanos ?? MonotonicClock.nanoseconds()) - startNanos) / 1e9
             )
         }
