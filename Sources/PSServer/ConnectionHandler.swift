@@ -194,7 +194,7 @@ final class ConnectionHandler {
         var startStep: UInt64 = 0
         var assignedRank: Int32 = -1
         if hello.role == .worker, let coordinator = server.coordinator {
-            switch coordinator.join(name: hello.name) {
+            switch coordinator.join(name: hello.name, connectionID: id) {
             case .failure(let refusal):
                 try connection.send(.reject(Reject(code: refusal.code, reason: refusal.reason)), requestID: requestID)
                 log.warning("join-refused", ["name": hello.name, "reason": refusal.reason])
@@ -203,6 +203,14 @@ final class ConnectionHandler {
                 rank = joined.rank
                 assignedRank = Int32(joined.rank)
                 startStep = joined.startStep
+                if let replaced = joined.replacedConnection, replaced != id,
+                    let old = server.connections.withLock({ $0[replaced] })
+                {
+                    // The name's previous incarnation is gone (or stuck): its connection must not act for the rank.
+                    log.info("replaced-connection", ["name": hello.name, "rank": joined.rank, "old_id": replaced])
+                    old.socket.shutdown()
+                }
+                server.carryOut(joined.directives)
             }
         }
         let model = server.store.current
@@ -290,8 +298,14 @@ final class ConnectionHandler {
                 return (.droppedStale, state.version, staleness)
             }
         }
-        if outcome.status == .droppedStale { shard.droppedStaleCount.wrappingAdd(1, ordering: .relaxed) }
-        if outcome.status == .appliedScaled { shard.scaledStaleCount.wrappingAdd(1, ordering: .relaxed) }
+        if outcome.status == .droppedStale {
+            shard.droppedStaleCount.wrappingAdd(1, ordering: .relaxed)
+            server.coordinator?.countStale(dropped: true)
+        }
+        if outcome.status == .appliedScaled {
+            shard.scaledStaleCount.wrappingAdd(1, ordering: .relaxed)
+            server.coordinator?.countStale(dropped: false)
+        }
         if let rank, let coordinator = server.coordinator { coordinator.countPush(rank: rank) }
         if header.type == .pushPull, outcome.status != .droppedStale {
             try sendShard(shard, requestID: requestID)

@@ -37,6 +37,11 @@ final class Coordinator: @unchecked Sendable {
         var finalized = false
         var finishedAtNanos: UInt64? = nil
         var samplesReported: UInt64 = 0
+        /// SSP/async pushes dropped or scaled by the stale-gradient bound (for step records and status).
+        var staleDropped: UInt64 = 0
+        var staleScaled: UInt64 = 0
+        /// The connection each rank joined on, so a rejoin can close the connection it replaces.
+        var connectionOfRank: [Int: UInt64] = [:]
     }
 
     let config: ServerConfig
@@ -125,36 +130,47 @@ final class Coordinator: @unchecked Sendable {
 
     // MARK: Membership
 
-    /// A worker's hello: its rank and the step it starts at, or a reason to refuse it.
-    func join(name: String) -> Result<(rank: Int, startStep: UInt64, rejoined: Bool), JoinRefusal> {
+    /// A worker's hello: its rank and the step it starts at, or a reason to refuse it. `replacedConnection` is the
+    /// id of the connection an earlier incarnation of the name still holds (the shell closes it); `directives` are
+    /// barrier applies that the rejoin made possible (a rejoined rank is not expected at a step already started).
+    func join(name: String, connectionID: UInt64) -> Result<Joined, JoinRefusal> {
         let now = MonotonicClock.nanoseconds()
         return update { core in
             if core.jobFinished { return .failure(JoinRefusal(code: .invalidState, reason: "the job has finished")) }
             let activeFrom: UInt64
             if config.mode == .bsp {
-                let current = core.releasedSteps
-                activeFrom = core.barrier.hasStarted(step: current) ? current + 1 : current
+                // The first step whose barrier has not started: a rejoined worker must not push to a step that
+                // some shard already holds or applied without it.
+                activeFrom = max(core.releasedSteps, core.barrier.firstUnstartedStep)
             } else {
-                activeFrom = 0
+                // SSP/async: resume at the clock this name reached (before a restart of the server: the
+                // checkpoint's clock); a new name starts at 0.
+                activeFrom = core.membership.worker(named: name)?.clock ?? core.restoredClocks[name] ?? 0
             }
-            switch core.membership.onJoin(name: name, now: now, activeFromStep: activeFrom) {
+            let (result, membershipDirectives) = core.membership.join(
+                name: name, now: now, activeFromStep: activeFrom)
+            switch result {
             case .rejected(let reason):
                 return .failure(JoinRefusal(code: .jobFull, reason: reason))
             case .joined(let rank, let rejoined):
-                let start: UInt64
-                if config.mode == .bsp {
-                    start = activeFrom
-                } else if let saved = core.restoredClocks[name] {
-                    start = saved
-                } else {
-                    start = rejoined ? (core.membership.worker(rank: rank)?.clock ?? 0) : 0
+                let start = activeFrom
+                var replaced: UInt64? = nil
+                for directive in membershipDirectives {
+                    if case .closeReplacedConnection = directive { replaced = core.connectionOfRank[rank] }
                 }
+                core.connectionOfRank[rank] = connectionID
+                let directives =
+                    config.mode == .bsp && rejoined
+                    ? core.barrier.onMembershipChange(membership: core.membership) : []
                 if !core.jobStarted, core.membership.allJoined {
                     core.jobStarted = true
                     log.info("job-started", ["workers": job.workers, "mode": config.mode.rawValue])
                 }
                 log.info("worker-joined", ["name": name, "rank": rank, "rejoined": rejoined, "start_step": start])
-                return .success((rank, start, rejoined))
+                return .success(
+                    Joined(
+                        rank: rank, startStep: start, rejoined: rejoined, replacedConnection: replaced,
+                        directives: directives))
             }
         }
     }
@@ -275,6 +291,7 @@ final class Coordinator: @unchecked Sendable {
             let mean = ranks.isEmpty ? Double.nan : sum / Double(ranks.count)
             core.pendingLosses[step] = nil
             core.lastLossStep = step
+            let live = core.membership.workers.filter { $0.state == .live }
             metrics?.write([
                 "type": .string("step"), "step": .int(Int(step)), "loss": .double(mean),
                 "workers": .int(ranks.count), "samples": .int(Int(samples)),
@@ -285,6 +302,10 @@ final class Coordinator: @unchecked Sendable {
                         uniqueKeysWithValues: core.membership.workers.map {
                             ($0.name, MetricsValue.int(Int($0.clock)))
                         })),
+                "live_clocks": .object(
+                    Dictionary(uniqueKeysWithValues: live.map { ($0.name, MetricsValue.int(Int($0.clock))) })),
+                "stale_dropped": .int(Int(core.staleDropped)),
+                "stale_scaled": .int(Int(core.staleScaled)),
                 "elapsed_s": .double(Double(MonotonicClock.nanoseconds() - startNanos) / 1e9),
             ])
         }
@@ -347,6 +368,13 @@ final class Coordinator: @unchecked Sendable {
         core.withLock { _ = $0.membership.onPush(rank: rank, now: now) }
     }
 
+    /// Counts a push that the stale-gradient bound dropped or applied scaled.
+    func countStale(dropped: Bool) {
+        core.withLock { core in
+            if dropped { core.staleDropped += 1 } else { core.staleScaled += 1 }
+        }
+    }
+
     /// Takes the ranks declared dead since the last call (their held gradients must be dropped).
     func takeDeadRanks() -> [Int] {
         core.withLock { core in
@@ -406,7 +434,7 @@ final class Coordinator: @unchecked Sendable {
     func summary() -> KeyValuePairs<String, CustomStringConvertible> {
         let (steps, epoch, seconds) = core.withLock { core in
             (
-                core.releasedSteps, core.lastEpoch,
+                config.mode == .bsp ? core.releasedSteps : core.membership.maxClock, core.lastEpoch,
                 Double((core.finishedAtNanos ?? MonotonicClock.nanoseconds()) - startNanos) / 1e9
             )
         }
@@ -468,6 +496,15 @@ extension Membership {
             onClock(rank: rank, clock: clock, now: now)
         }
     }
+}
+
+/// An accepted hello: see `Coordinator.join(name:connectionID:)`.
+struct Joined {
+    let rank: Int
+    let startStep: UInt64
+    let rejoined: Bool
+    let replacedConnection: UInt64?
+    let directives: [BarrierDirective]
 }
 
 /// Why a worker's hello was refused.

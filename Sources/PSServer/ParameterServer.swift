@@ -213,7 +213,10 @@ public final class ParameterServer: Sendable {
                     ]))
             }
         }
+        let shardList = store.current?.shards ?? []
         var fields: [String: MetricsValue] = [
+            "stale_dropped": .int(shardList.reduce(0) { $0 + Int($1.droppedStaleCount.load(ordering: .relaxed)) }),
+            "stale_scaled": .int(shardList.reduce(0) { $0 + Int($1.scaledStaleCount.load(ordering: .relaxed)) }),
             "uptime_s": .double(Double(MonotonicClock.nanoseconds() - startNanos) / 1e9),
             "connections": .int(connections.withLock { $0.count }),
             "shard_count": .int(config.shardCount),

@@ -116,11 +116,14 @@ public final class Worker {
         let totalSteps = options.debugMaxSteps.map { min($0, job.totalSteps) } ?? job.totalSteps
         let started = Date()
         var samplesDone = 0
+        var pullNanos: UInt64 = 0
         log.info("training", ["rank": rank, "start_step": step, "total_steps": totalSteps, "data": "\(source)"])
         while step < totalSteps {
             do {
                 heartbeat.clock = UInt64(step)
+                let pullStart = MonotonicClock.nanoseconds()
                 try pullAll(connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
+                pullNanos += MonotonicClock.nanoseconds() - pullStart
                 let rows = order.rows(step: step, rank: rank)
                 features.withUnsafeMutableBufferPointer { f in
                     labels.withUnsafeMutableBufferPointer { l in train.gather(rows: rows, into: f, labels: l) }
@@ -198,6 +201,8 @@ public final class Worker {
             [
                 "steps": step, "seconds": String(format: "%.2f", seconds),
                 "samples_per_s": String(format: "%.0f", Double(samplesDone) / max(seconds, 1e-9)),
+                // Time in pulls (server-side waits for the barrier or the SSP bound, plus the transfer).
+                "pull_wait_fraction": String(format: "%.3f", Double(pullNanos) / 1e9 / max(seconds, 1e-9)),
             ])
     }
 

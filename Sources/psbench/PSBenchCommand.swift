@@ -22,6 +22,14 @@ struct PSBenchCommand {
             Command(
                 name: "train", abstract: "Seconds per epoch with 2 workers and 1 process; worker GFLOPS vs sgemm.",
                 options: [quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed).")]),
+            Command(
+                name: "modes",
+                abstract: "bsp, ssp S=1,2,4 and async with one slowed worker: waits, samples/s, accuracy.",
+                options: [
+                    quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
+                    Option(
+                        "delay-ms", value: "ms", help: "How long the slowed worker sleeps every step.", default: "5"),
+                ]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
         ])
 
@@ -39,6 +47,11 @@ struct PSBenchCommand {
             }
             if which == "train" || which == "all" {
                 printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
+            }
+            if which == "modes" {
+                let delay = try arguments.required("delay-ms", as: Int.self)
+                let results = try ModesBench.run(quick: isQuick, data: arguments.string("data"), delayMillis: delay)
+                ModesBench.printResults(results, delayMillis: delay)
             }
             return 0
         }

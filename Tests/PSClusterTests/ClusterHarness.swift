@@ -38,10 +38,11 @@ final class LocalCluster {
 
     /// Starts a worker named `name` with extra flags.
     @discardableResult
-    func startWorker(name: String, _ flags: [String] = []) throws -> ChildProcess {
+    func startWorker(name: String, _ flags: [String] = [], reconnectTimeout: Int = 10) throws -> ChildProcess {
         let process = try ChildProcess(
             binary: "psworker",
-            arguments: ["--server", "127.0.0.1:\(port)", "--name", name, "--reconnect-timeout", "10"] + flags,
+            arguments: ["--server", "127.0.0.1:\(port)", "--name", name, "--reconnect-timeout", "\(reconnectTimeout)"]
+                + flags,
             environment: ["OPENBLAS_NUM_THREADS": "1"])
         workers.append(process)
         return process
@@ -75,6 +76,14 @@ final class LocalCluster {
             else { return nil }
             return object
         }
+    }
+
+    /// Runs the real `psctl` against this cluster's server; returns its exit code and stdout + stderr.
+    func psctl(_ arguments: [String]) throws -> (code: Int32?, output: String) {
+        let process = try ChildProcess(
+            binary: "psctl", arguments: arguments + ["--server", "127.0.0.1:\(port)", "--timeout", "10"])
+        let code = process.wait(timeout: .seconds(30))
+        return (code, process.standardOutput + process.standardError)
     }
 
     deinit {
