@@ -32,8 +32,6 @@ final class Coordinator: @unchecked Sendable {
         var lastEpoch: EpochMetrics? = nil
         var restoredClocks: [String: UInt64] = [:]
         var events: [String] = []
-        /// Ranks declared dead whose held gradients the shell must drop.
-        var deadRanks: [Int] = []
         var finalized = false
         var finishedAtNanos: UInt64? = nil
         var samplesReported: UInt64 = 0
@@ -195,7 +193,6 @@ final class Coordinator: @unchecked Sendable {
             guard !deaths.isEmpty else { return [] }
             for directive in deaths {
                 if case .declareDead(let rank, let name, let reason) = directive {
-                    core.deadRanks.append(rank)
                     log.warning("worker-dead", ["name": name, "rank": rank, "reason": reason])
                     core.events.append("worker \(name) (rank \(rank)) declared dead: \(reason)")
                 }
@@ -372,14 +369,6 @@ final class Coordinator: @unchecked Sendable {
     func countStale(dropped: Bool) {
         core.withLock { core in
             if dropped { core.staleDropped += 1 } else { core.staleScaled += 1 }
-        }
-    }
-
-    /// Takes the ranks declared dead since the last call (their held gradients must be dropped).
-    func takeDeadRanks() -> [Int] {
-        core.withLock { core in
-            defer { core.deadRanks.removeAll() }
-            return core.deadRanks
         }
     }
 

@@ -174,9 +174,12 @@ public final class Worker {
             } catch .remote(.timeout, let message) {
                 log.info("waiting", ["reason": message])
                 continue
-            } catch .remote(let code, let message) where code == .invalidState || code == .jobFull {
+            } catch .remote(let code, let message) where code != .invalidState && code != .shuttingDown {
+                // The request itself was refused (a bad gradient, a shape mismatch): retrying cannot help.
                 throw WorkerError("the server refused step \(step): \(message)")
             } catch let error {
+                // invalidState: the coordinator no longer counts this worker (declared dead during a long
+                // pause, say); rejoining under the same name gives it its rank back at the current step.
                 if case .remote(.shuttingDown, _) = error {
                     log.warning("server-stopping", [:])
                 }
