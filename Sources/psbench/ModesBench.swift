@@ -41,6 +41,15 @@ enum ModesBench {
                         delayMillis: delayMillis))
             }
         }
+        // Async with many workers at lr 0.1: stale gradients hurt; staleness-aware scaling should recover.
+        for (name, flags) in [
+            ("async, 8 workers", ["--mode", "async"]),
+            ("async + scale, 8 workers", ["--mode", "async", "--stale-policy", "scale"]),
+        ] {
+            results.append(
+                try runJob(
+                    data: dataSet, workers: 8, epochs: epochs, modeName: name, modeFlags: flags, delayMillis: 0))
+        }
         return results
     }
 
