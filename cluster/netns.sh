@@ -362,7 +362,7 @@ wait_for_server() {
     deadline=$(($(now_ms) + READY_TIMEOUT * 1000))
     while :; do
         i=$((i + 1))
-        if timeout 5 ip netns exec "$ns" "$BIN_DIR/psctl" --server "$SUBNET.1:$PORT" status \
+        if timeout 5 ip netns exec "$ns" "$BIN_DIR/psctl" status --server "$SUBNET.1:$PORT" \
             >>"$OUT/psctl.log" 2>&1; then
             event server-ready "tries=$i"
             return 0
