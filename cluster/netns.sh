@@ -33,7 +33,8 @@
 #   OUT          directory for logs (default a new mktemp -d): server.log, worker<i>.log (a
 #                restarted process appends to its file), events.log, exitcodes
 #   LOSS_WORKER=i[,j...]|all  LOSS_PERCENT=P   drop P % of the packets those workers send
-#                (nftables numgen on their output hook; needs the nft binary)
+#                (nftables numgen on their output hook; needs the nft binary); a loss-count
+#                event (host=wI dropped=N) reports the drops when the job has ended
 #   KILL_WORKER=i KILL_AFTER=s       SIGKILL worker i s seconds after the workers were started
 #   RESTART_WORKER=1                 restart it with the same --name one second later
 #   KILL_SERVER_AFTER=s              SIGKILL the server s seconds after the workers were started
@@ -236,8 +237,20 @@ add_loss() { # add_loss WORKER_INDEX
     ns=$(host_ns "w$1")
     ip netns exec "$ns" nft add table inet chaos
     ip netns exec "$ns" nft add chain inet chaos out '{ type filter hook output priority 0; }'
-    ip netns exec "$ns" nft add rule inet chaos out oifname eth0 numgen random mod 100 '<' "$LOSS_PERCENT" drop
+    ip netns exec "$ns" nft add rule inet chaos out oifname eth0 numgen random mod 100 '<' "$LOSS_PERCENT" counter drop
     event loss "host=w$1 percent=$LOSS_PERCENT"
+}
+
+# One loss-count event per lossy worker: how many packets its nftables rule dropped.
+report_loss() {
+    local i ns dropped
+    [[ -n $LOSS_WORKER ]] || return 0
+    while read -r i; do
+        ns=$(host_ns "w$i")
+        dropped=$(ip netns exec "$ns" nft list chain inet chaos out 2>/dev/null |
+            grep -o 'counter packets [0-9]*' | awk '{print $3}' | head -1)
+        event loss-count "host=w$i dropped=${dropped:-unknown}"
+    done < <(loss_targets)
 }
 
 do_up() {
@@ -513,6 +526,7 @@ do_run() {
             fi
         done
     fi
+    report_loss
     event result "status=$OVERALL_STATUS"
     return "$OVERALL_STATUS"
 }
