@@ -38,6 +38,9 @@
 #   KILL_WORKER=i KILL_AFTER=s       SIGKILL worker i s seconds after the workers were started
 #   RESTART_WORKER=1                 restart it with the same --name one second later
 #   KILL_SERVER_AFTER=s              SIGKILL the server s seconds after the workers were started
+#   KILL_WHEN=regex                  count both kill delays from the first line of server.log that
+#                                    matches this extended regex (e.g. 'event=checkpoint-written')
+#                                    instead of from the workers' start; no match, no kill
 #   RESTART_SERVER=1                 restart it one second later with --restore latest
 #   PS_TOKEN, PS_DATA_DIR, OPENBLAS_NUM_THREADS (default 1) pass through to the processes.
 #
@@ -74,6 +77,7 @@ KILL_WORKER=${KILL_WORKER:-}
 KILL_AFTER=${KILL_AFTER:-}
 RESTART_WORKER=${RESTART_WORKER:-0}
 KILL_SERVER_AFTER=${KILL_SERVER_AFTER:-}
+KILL_WHEN=${KILL_WHEN:-}
 RESTART_SERVER=${RESTART_SERVER:-0}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 
@@ -394,7 +398,7 @@ wait_for_server() {
 
 do_run() {
     local i name rc kill_worker_at=-1 kill_server_at=-1 restart_worker_at=-1 restart_server_at=-1
-    local t workers_started extra=() all_done
+    local t workers_started extra=() all_done kill_armed=1
     [[ -n ${BIN_DIR:-} ]] || die 2 "BIN_DIR is required (directory with psserver, psworker, psctl)"
     for name in psserver psworker psctl; do
         [[ -x $BIN_DIR/$name ]] || die 2 "$BIN_DIR/$name is missing or not executable"
@@ -453,19 +457,30 @@ do_run() {
         start_worker "$i"
     done
     workers_started=$(now_ms)
-    if ((kill_worker_at >= 0)); then kill_worker_at=$((workers_started + kill_worker_at)); fi
-    if ((kill_server_at >= 0)); then kill_server_at=$((workers_started + kill_server_at)); fi
+    if [[ -n $KILL_WHEN ]]; then
+        kill_armed=0
+    else
+        if ((kill_worker_at >= 0)); then kill_worker_at=$((workers_started + kill_worker_at)); fi
+        if ((kill_server_at >= 0)); then kill_server_at=$((workers_started + kill_server_at)); fi
+    fi
 
     # Supervise until every process has ended (and no restart is pending), or the deadline.
     while :; do
         t=$(now_ms)
-        if ((kill_worker_at >= 0 && t >= kill_worker_at)); then
+        # KILL_WHEN: the kill delays count from the first server.log line that matches it.
+        if ((kill_armed == 0)) && grep -qE -- "$KILL_WHEN" "$OUT/server.log" 2>/dev/null; then
+            kill_armed=1
+            event kill-armed "when=${KILL_WHEN// /_}"
+            if ((kill_worker_at >= 0)); then kill_worker_at=$((t + kill_worker_at)); fi
+            if ((kill_server_at >= 0)); then kill_server_at=$((t + kill_server_at)); fi
+        fi
+        if ((kill_armed == 1 && kill_worker_at >= 0 && t >= kill_worker_at)); then
             kill_worker_at=-1
             if kill_process "worker$KILL_WORKER" && [[ $RESTART_WORKER == 1 ]]; then
                 restart_worker_at=$((t + 1000))
             fi
         fi
-        if ((kill_server_at >= 0 && t >= kill_server_at)); then
+        if ((kill_armed == 1 && kill_server_at >= 0 && t >= kill_server_at)); then
             kill_server_at=-1
             if kill_process server && [[ $RESTART_SERVER == 1 ]]; then
                 restart_server_at=$((t + 1000))
