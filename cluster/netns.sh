@@ -42,6 +42,8 @@
 #                                    matches this extended regex (e.g. 'event=checkpoint-written')
 #                                    instead of from the workers' start; no match, no kill
 #   RESTART_SERVER=1                 restart it one second later with --restore latest
+#   STOP_WITH_PARENT=1               end the run (status 129, cleaned up) when the process that
+#                                    started netns.sh exits, e.g. a test runner that was killed
 #   PS_TOKEN, PS_DATA_DIR, OPENBLAS_NUM_THREADS (default 1) pass through to the processes.
 #
 # Output: one line per event on stdout (also appended to $OUT/events.log), e.g.
@@ -53,8 +55,9 @@
 # Exit status: 0 all good (the server's and every worker's last run exited 0; an intentionally
 # killed run that was not restarted is ignored); 1 a process failed or the server never came up
 # cleanly; 124 something timed out; 2 usage or environment error (not root, no BIN_DIR, no nft,
-# bad PREFIX or SUBNET, namespaces already exist); 130/143 interrupted. Namespaces and processes
-# are removed on every exit path of run (trap EXIT INT TERM).
+# bad PREFIX or SUBNET, namespaces already exist); 130/143 interrupted; 129 parent gone
+# (STOP_WITH_PARENT). Namespaces and processes are removed on every exit path of run (trap EXIT
+# INT TERM).
 set -euo pipefail
 
 readonly SCRIPT=${0##*/}
@@ -78,6 +81,8 @@ KILL_AFTER=${KILL_AFTER:-}
 RESTART_WORKER=${RESTART_WORKER:-0}
 KILL_SERVER_AFTER=${KILL_SERVER_AFTER:-}
 KILL_WHEN=${KILL_WHEN:-}
+STOP_WITH_PARENT=${STOP_WITH_PARENT:-0}
+readonly PARENT_PID=$PPID
 RESTART_SERVER=${RESTART_SERVER:-0}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 
@@ -98,8 +103,9 @@ event() {
     line=$(printf 'netns event=%s t=%d.%03d prefix=%s' "$1" $((t / 1000)) $((t % 1000)) "$PREFIX")
     shift
     if (($# > 0)); then line="$line $*"; fi
-    echo "$line"
     if [[ -n $EVENTS_FILE ]]; then echo "$line" >>"$EVENTS_FILE"; fi
+    # Whoever reads stdout may be gone (SIGPIPE is ignored in run): the run goes on and cleans up.
+    echo "$line" 2>/dev/null || true
 }
 
 die() { # die STATUS MESSAGE
@@ -373,6 +379,14 @@ on_signal() { # on_signal STATUS
     exit "$1"
 }
 
+# STOP_WITH_PARENT=1: end the run (and clean up) as soon as the process that started it is gone.
+check_parent() {
+    if [[ $STOP_WITH_PARENT == 1 ]] && ! alive "$PARENT_PID"; then
+        event interrupted "status=129 reason=parent-exited parent=$PARENT_PID"
+        exit 129
+    fi
+}
+
 wait_for_server() {
     local deadline i=0 ns
     ns=$(host_ns w1)
@@ -392,6 +406,7 @@ wait_for_server() {
             event timeout "phase=server-ready tries=$i"
             return 124
         fi
+        check_parent
         sleep 0.3
     done
 }
@@ -436,6 +451,7 @@ do_run() {
     trap cleanup EXIT
     trap 'on_signal 130' INT
     trap 'on_signal 143' TERM
+    trap '' PIPE
     event run "out=$OUT timeout=${TIMEOUT}s workers=$WORKERS bin=$BIN_DIR"
     do_up
 
@@ -527,6 +543,7 @@ do_run() {
                 kill_server_at=-1
             fi
         fi
+        check_parent
         sleep 0.1
     done
 

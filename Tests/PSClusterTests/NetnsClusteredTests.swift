@@ -116,7 +116,7 @@ final class NetnsClusteredTests: XCTestCase {
             "PORT": "7000", "SUBNET": "10.231.7", "CHECKPOINT_DIR": "", "OPENBLAS_NUM_THREADS": "1", "PS_TOKEN": "",
             "PS_DATA_DIR": "", "EPOCHS": "", "EXTRA_SERVER_FLAGS": "", "EXTRA_WORKER_FLAGS": "", "LOSS_WORKER": "",
             "LOSS_PERCENT": "", "KILL_WORKER": "", "KILL_AFTER": "", "KILL_WHEN": "", "RESTART_WORKER": "0",
-            "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0",
+            "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1",
         ]
         environment.merge(settings.mapValues { $0.replacingOccurrences(of: "{OUT}", with: directory.path) }) { $1 }
         let process = try ChildProcess(
