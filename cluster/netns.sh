@@ -33,11 +33,17 @@
 #   OUT          directory for logs (default a new mktemp -d): server.log, worker<i>.log (a
 #                restarted process appends to its file), events.log, exitcodes
 #   LOSS_WORKER=i[,j...]|all  LOSS_PERCENT=P   drop P % of the packets those workers send
-#                (nftables numgen on their output hook; needs the nft binary)
+#                (nftables numgen on their output hook; needs the nft binary); a loss-count
+#                event (host=wI dropped=N) reports the drops when the job has ended
 #   KILL_WORKER=i KILL_AFTER=s       SIGKILL worker i s seconds after the workers were started
 #   RESTART_WORKER=1                 restart it with the same --name one second later
 #   KILL_SERVER_AFTER=s              SIGKILL the server s seconds after the workers were started
+#   KILL_WHEN=regex                  count both kill delays from the first line of server.log that
+#                                    matches this extended regex (e.g. 'event=checkpoint-written')
+#                                    instead of from the workers' start; no match, no kill
 #   RESTART_SERVER=1                 restart it one second later with --restore latest
+#   STOP_WITH_PARENT=1               end the run (status 129, cleaned up) when the process that
+#                                    started netns.sh exits, e.g. a test runner that was killed
 #   PS_TOKEN, PS_DATA_DIR, OPENBLAS_NUM_THREADS (default 1) pass through to the processes.
 #
 # Output: one line per event on stdout (also appended to $OUT/events.log), e.g.
@@ -49,8 +55,9 @@
 # Exit status: 0 all good (the server's and every worker's last run exited 0; an intentionally
 # killed run that was not restarted is ignored); 1 a process failed or the server never came up
 # cleanly; 124 something timed out; 2 usage or environment error (not root, no BIN_DIR, no nft,
-# bad PREFIX or SUBNET, namespaces already exist); 130/143 interrupted. Namespaces and processes
-# are removed on every exit path of run (trap EXIT INT TERM).
+# bad PREFIX or SUBNET, namespaces already exist); 130/143 interrupted; 129 parent gone
+# (STOP_WITH_PARENT). Namespaces and processes are removed on every exit path of run (trap EXIT
+# INT TERM).
 set -euo pipefail
 
 readonly SCRIPT=${0##*/}
@@ -73,6 +80,9 @@ KILL_WORKER=${KILL_WORKER:-}
 KILL_AFTER=${KILL_AFTER:-}
 RESTART_WORKER=${RESTART_WORKER:-0}
 KILL_SERVER_AFTER=${KILL_SERVER_AFTER:-}
+KILL_WHEN=${KILL_WHEN:-}
+STOP_WITH_PARENT=${STOP_WITH_PARENT:-0}
+readonly PARENT_PID=$PPID
 RESTART_SERVER=${RESTART_SERVER:-0}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 
@@ -93,8 +103,9 @@ event() {
     line=$(printf 'netns event=%s t=%d.%03d prefix=%s' "$1" $((t / 1000)) $((t % 1000)) "$PREFIX")
     shift
     if (($# > 0)); then line="$line $*"; fi
-    echo "$line"
     if [[ -n $EVENTS_FILE ]]; then echo "$line" >>"$EVENTS_FILE"; fi
+    # Whoever reads stdout may be gone (SIGPIPE is ignored in run): the run goes on and cleans up.
+    echo "$line" 2>/dev/null || true
 }
 
 die() { # die STATUS MESSAGE
@@ -236,8 +247,20 @@ add_loss() { # add_loss WORKER_INDEX
     ns=$(host_ns "w$1")
     ip netns exec "$ns" nft add table inet chaos
     ip netns exec "$ns" nft add chain inet chaos out '{ type filter hook output priority 0; }'
-    ip netns exec "$ns" nft add rule inet chaos out oifname eth0 numgen random mod 100 '<' "$LOSS_PERCENT" drop
+    ip netns exec "$ns" nft add rule inet chaos out oifname eth0 numgen random mod 100 '<' "$LOSS_PERCENT" counter drop
     event loss "host=w$1 percent=$LOSS_PERCENT"
+}
+
+# One loss-count event per lossy worker: how many packets its nftables rule dropped.
+report_loss() {
+    local i ns dropped
+    [[ -n $LOSS_WORKER ]] || return 0
+    while read -r i; do
+        ns=$(host_ns "w$i")
+        dropped=$(ip netns exec "$ns" nft list chain inet chaos out 2>/dev/null |
+            grep -o 'counter packets [0-9]*' | awk '{print $3}' | head -1)
+        event loss-count "host=w$i dropped=${dropped:-unknown}"
+    done < <(loss_targets)
 }
 
 do_up() {
@@ -356,13 +379,21 @@ on_signal() { # on_signal STATUS
     exit "$1"
 }
 
+# STOP_WITH_PARENT=1: end the run (and clean up) as soon as the process that started it is gone.
+check_parent() {
+    if [[ $STOP_WITH_PARENT == 1 ]] && ! alive "$PARENT_PID"; then
+        event interrupted "status=129 reason=parent-exited parent=$PARENT_PID"
+        exit 129
+    fi
+}
+
 wait_for_server() {
     local deadline i=0 ns
     ns=$(host_ns w1)
     deadline=$(($(now_ms) + READY_TIMEOUT * 1000))
     while :; do
         i=$((i + 1))
-        if timeout 5 ip netns exec "$ns" "$BIN_DIR/psctl" --server "$SUBNET.1:$PORT" status \
+        if timeout 5 ip netns exec "$ns" "$BIN_DIR/psctl" status --server "$SUBNET.1:$PORT" \
             >>"$OUT/psctl.log" 2>&1; then
             event server-ready "tries=$i"
             return 0
@@ -375,13 +406,14 @@ wait_for_server() {
             event timeout "phase=server-ready tries=$i"
             return 124
         fi
+        check_parent
         sleep 0.3
     done
 }
 
 do_run() {
     local i name rc kill_worker_at=-1 kill_server_at=-1 restart_worker_at=-1 restart_server_at=-1
-    local t workers_started extra=() all_done
+    local t workers_started extra=() all_done kill_armed=1
     [[ -n ${BIN_DIR:-} ]] || die 2 "BIN_DIR is required (directory with psserver, psworker, psctl)"
     for name in psserver psworker psctl; do
         [[ -x $BIN_DIR/$name ]] || die 2 "$BIN_DIR/$name is missing or not executable"
@@ -419,6 +451,7 @@ do_run() {
     trap cleanup EXIT
     trap 'on_signal 130' INT
     trap 'on_signal 143' TERM
+    trap '' PIPE
     event run "out=$OUT timeout=${TIMEOUT}s workers=$WORKERS bin=$BIN_DIR"
     do_up
 
@@ -440,19 +473,30 @@ do_run() {
         start_worker "$i"
     done
     workers_started=$(now_ms)
-    if ((kill_worker_at >= 0)); then kill_worker_at=$((workers_started + kill_worker_at)); fi
-    if ((kill_server_at >= 0)); then kill_server_at=$((workers_started + kill_server_at)); fi
+    if [[ -n $KILL_WHEN ]]; then
+        kill_armed=0
+    else
+        if ((kill_worker_at >= 0)); then kill_worker_at=$((workers_started + kill_worker_at)); fi
+        if ((kill_server_at >= 0)); then kill_server_at=$((workers_started + kill_server_at)); fi
+    fi
 
     # Supervise until every process has ended (and no restart is pending), or the deadline.
     while :; do
         t=$(now_ms)
-        if ((kill_worker_at >= 0 && t >= kill_worker_at)); then
+        # KILL_WHEN: the kill delays count from the first server.log line that matches it.
+        if ((kill_armed == 0)) && grep -qE -- "$KILL_WHEN" "$OUT/server.log" 2>/dev/null; then
+            kill_armed=1
+            event kill-armed "when=${KILL_WHEN// /_}"
+            if ((kill_worker_at >= 0)); then kill_worker_at=$((t + kill_worker_at)); fi
+            if ((kill_server_at >= 0)); then kill_server_at=$((t + kill_server_at)); fi
+        fi
+        if ((kill_armed == 1 && kill_worker_at >= 0 && t >= kill_worker_at)); then
             kill_worker_at=-1
             if kill_process "worker$KILL_WORKER" && [[ $RESTART_WORKER == 1 ]]; then
                 restart_worker_at=$((t + 1000))
             fi
         fi
-        if ((kill_server_at >= 0 && t >= kill_server_at)); then
+        if ((kill_armed == 1 && kill_server_at >= 0 && t >= kill_server_at)); then
             kill_server_at=-1
             if kill_process server && [[ $RESTART_SERVER == 1 ]]; then
                 restart_server_at=$((t + 1000))
@@ -499,6 +543,7 @@ do_run() {
                 kill_server_at=-1
             fi
         fi
+        check_parent
         sleep 0.1
     done
 
@@ -513,6 +558,7 @@ do_run() {
             fi
         done
     fi
+    report_loss
     event result "status=$OVERALL_STATUS"
     return "$OVERALL_STATUS"
 }

@@ -191,6 +191,8 @@ public final class Worker {
                 connected = try connect()
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
+                // A restored coordinator may hand out ranks anew: the new rank 0 evaluates the epochs.
+                if rank == 0 && test == nil { test = loadTest(source: source, job: job) }
                 step = Int(connected.config.startStep)
                 log.info("resumed", ["rank": rank, "step": step])
             }

@@ -1,0 +1,282 @@
+import Foundation
+import PSTestSupport
+import XCTest
+
+/// The docker-compose topology (one psserver, three psworkers) run for real as separate hosts, one Linux network
+/// namespace each, by `cluster/netns.sh run` with the built binaries.
+///
+/// Root only (and `ip` / `nft` installed); otherwise every test is skipped. Each run has its own namespace prefix
+/// and its own output directory, is bounded by netns.sh's `TIMEOUT` (and a test-side deadline on top), and ends
+/// with `netns.sh down` for its prefix; `tearDown` checks that `ip netns list` shows none of the prefixes. Nothing
+/// is created in the root namespace and every packet is sent from inside a namespace (see cluster/netns.sh).
+final class NetnsClusteredTests: XCTestCase {
+    /// The prefixes this test used, cleaned up (again) and checked in `tearDown`.
+    private var prefixes: [String] = []
+    private var runCounter = 0
+
+    /// The outcome of one `netns.sh run`; `directory` holds its OUT (logs, exitcodes, checkpoints, metrics).
+    struct NetnsRun {
+        let directory: TemporaryDirectory
+        let status: Int32
+        let output: String
+
+        var out: String { directory.path }
+        var checkpointDirectory: String { out + "/checkpoints" }
+        var metricsPath: String { out + "/metrics.jsonl" }
+
+        func text(_ name: String) -> String {
+            (try? String(contentsOfFile: out + "/" + name, encoding: .utf8)) ?? ""
+        }
+
+        /// `exitcodes`, one entry per line, e.g. "worker2 137 killed".
+        var exitLines: [String] {
+            text("exitcodes").split(separator: "\n").map(String.init)
+        }
+
+        /// Every log, for failure messages.
+        var diagnostics: String {
+            var parts = ["--- netns.sh (status \(status)) ---", output]
+            for name in ["exitcodes", "server.log", "worker1.log", "worker2.log", "worker3.log", "psctl.log"] {
+                parts += ["--- \(name) ---", String(text(name).suffix(4000))]
+            }
+            return parts.joined(separator: "\n")
+        }
+
+        /// The metrics file's records of one type.
+        func records(type: String) -> [[String: Any]] {
+            text("metrics.jsonl").split(separator: "\n").compactMap { line in
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                    object["type"] as? String == type
+                else { return nil }
+                return object
+            }
+        }
+
+        /// The bytes of every `<checkpoint-dir>/final/*.npy`, by file name.
+        func finalWeights() throws -> [String: Data] {
+            let directory = checkpointDirectory + "/final"
+            var result: [String: Data] = [:]
+            for name in try FileManager.default.contentsOfDirectory(atPath: directory) where name.hasSuffix(".npy") {
+                result[name] = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + name))
+            }
+            return result
+        }
+    }
+
+    static let script = TestPaths.packageRoot.appendingPathComponent("cluster/netns.sh").path
+    /// The job every test trains: digits, softmax, 3 workers, batch 16 per worker (28 steps per epoch).
+    static let jobFlags = "--batch 16 --seed 0 --lr 0.1 --log-level info"
+    static let searchPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    /// Skips unless root with `ip` and `nft`; returns the directory of the built binaries.
+    func requireNetns() throws -> String {
+        guard requireRoot() else { throw XCTSkip("network namespaces need root (netns.sh run)") }
+        for tool in ["ip", "nft"] where Self.findTool(tool) == nil {
+            throw XCTSkip("\(tool) not found in \(Self.searchPath) (apt-get install iproute2 nftables)")
+        }
+        let server = try TestPaths.binary(named: "psserver")
+        let directory = server.deletingLastPathComponent().path
+        for name in ["psworker", "psctl"] where !FileManager.default.isExecutableFile(atPath: directory + "/" + name) {
+            throw XCTSkip("\(name) is not built next to \(server.path)")
+        }
+        return directory
+    }
+
+    static func findTool(_ name: String) -> String? {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":" + searchPath
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+    }
+
+    /// A fresh prefix: a letter, then at most 19 letters, digits or `_`, unique per process and run.
+    func nextPrefix(_ tag: String) -> String {
+        runCounter += 1
+        let prefix = "swt\(getpid() % 100_000)\(tag)\(runCounter)"
+        prefixes.append(prefix)
+        return prefix
+    }
+
+    /// Runs `netns.sh run` with `settings` (netns.sh variables; `{OUT}` in a value becomes the run's OUT directory)
+    /// and returns once it has ended and its prefix is down. Every variable netns.sh reads is set explicitly, so
+    /// nothing leaks in from the test's environment.
+    func runCluster(
+        _ tag: String, binaries: String, timeout: Int = 60, _ settings: [String: String] = [:]
+    ) throws -> NetnsRun {
+        let prefix = nextPrefix(tag)
+        let directory = try TemporaryDirectory(prefix: "swiftps-netns-\(tag)")
+        guard !directory.path.contains(where: \.isWhitespace) else {
+            throw XCTSkip(
+                "netns.sh splits its flags on whitespace; the temporary directory has some: \(directory.path)")
+        }
+        var environment: [String: String] = [
+            "PATH": Self.searchPath + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? ""),
+            "PREFIX": prefix, "BIN_DIR": binaries, "OUT": directory.path, "TIMEOUT": "\(timeout)",
+            "READY_TIMEOUT": "30", "WORKERS": "3", "SHARDS": "4", "DATA": "digits", "MODEL": "softmax",
+            "PORT": "7000", "SUBNET": "10.231.7", "CHECKPOINT_DIR": "", "OPENBLAS_NUM_THREADS": "1", "PS_TOKEN": "",
+            "PS_DATA_DIR": "", "EPOCHS": "", "EXTRA_SERVER_FLAGS": "", "EXTRA_WORKER_FLAGS": "", "LOSS_WORKER": "",
+            "LOSS_PERCENT": "", "KILL_WORKER": "", "KILL_AFTER": "", "KILL_WHEN": "", "RESTART_WORKER": "0",
+            "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1",
+        ]
+        environment.merge(settings.mapValues { $0.replacingOccurrences(of: "{OUT}", with: directory.path) }) { $1 }
+        let process = try ChildProcess(
+            executable: URL(fileURLWithPath: "/bin/bash"), arguments: [Self.script, "run"], environment: environment)
+        defer {
+            // SIGTERM lets netns.sh's trap remove its namespaces; `down` covers a netns.sh that did not get to.
+            if process.isRunning { process.terminateAndWait(timeout: .seconds(15)) }
+            netnsDown(prefix)
+        }
+        guard let status = process.wait(timeout: .seconds(Int64(timeout) + 30)) else {
+            XCTFail("netns.sh run did not end within \(timeout + 30) s:\n\(process.standardOutput)")
+            return NetnsRun(directory: directory, status: -1, output: process.standardOutput)
+        }
+        return NetnsRun(
+            directory: directory, status: status, output: process.standardOutput + process.standardError)
+    }
+
+    /// `netns.sh down` for `prefix` (idempotent; bounded).
+    func netnsDown(_ prefix: String) {
+        guard
+            let process = try? ChildProcess(
+                executable: URL(fileURLWithPath: "/bin/bash"), arguments: [Self.script, "down"],
+                environment: ["PREFIX": prefix, "PATH": Self.searchPath])
+        else { return }
+        if process.wait(timeout: .seconds(30)) == nil { process.terminateAndWait() }
+    }
+
+    /// The namespaces `ip netns list` shows.
+    static func namespaces() -> [String] {
+        guard let ip = findTool("ip"),
+            let process = try? ChildProcess(executable: URL(fileURLWithPath: ip), arguments: ["netns", "list"]),
+            process.wait(timeout: .seconds(10)) != nil
+        else { return [] }
+        return process.standardOutput.split(separator: "\n").compactMap { $0.split(separator: " ").first }.map(
+            String.init)
+    }
+
+    override func tearDown() {
+        for prefix in prefixes { netnsDown(prefix) }
+        if !prefixes.isEmpty {
+            let left = Self.namespaces().filter { name in prefixes.contains { name.hasPrefix($0 + "-") } }
+            XCTAssertEqual(left, [], "namespaces left behind")
+        }
+        prefixes = []
+        super.tearDown()
+    }
+
+    /// Asserts that the run ended 0 with the given `exitcodes` lines among its own.
+    func assertSucceeded(_ run: NetnsRun, lines: [String], file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(run.status, 0, run.diagnostics, file: file, line: line)
+        for expected in lines {
+            XCTAssertTrue(run.exitLines.contains(expected), "exitcodes lacks '\(expected)'", file: file, line: line)
+        }
+    }
+
+    // MARK: - Tests
+
+    /// The compose demo: one server and three workers, each in its own namespace, train digits softmax in BSP to
+    /// >= 0.90 test accuracy; the workers reach the server over the bridge and find the data in the bundle.
+    func test_demoTopology_threeWorkers_trainDigitsToAccuracy() throws {
+        let binaries = try requireNetns()
+        let run = try runCluster(
+            "demo", binaries: binaries,
+            [
+                "EPOCHS": "10", "EXTRA_WORKER_FLAGS": "--quiet",
+                "EXTRA_SERVER_FLAGS": Self.jobFlags + " --mode bsp --worker-timeout 3 --metrics-out "
+                    + "{OUT}/metrics.jsonl",
+            ])
+        assertSucceeded(run, lines: ["server 0", "worker1 0", "worker2 0", "worker3 0"])
+        let server = run.text("server.log")
+        XCTAssertTrue(server.contains("event=listening address=0.0.0.0:7000"), run.diagnostics)
+        for address in ["10.231.7.2", "10.231.7.3", "10.231.7.4"] {
+            XCTAssertTrue(server.contains("peer=\(address):"), "no connection from \(address)")
+        }
+        for worker in 1...3 {
+            XCTAssertTrue(run.text("worker\(worker).log").contains("data=digits"), "worker\(worker) found no data")
+        }
+        let epochs = run.records(type: "epoch")
+        XCTAssertEqual(epochs.count, 10, run.diagnostics)
+        let accuracy = epochs.last?["test_accuracy"] as? Double ?? 0
+        XCTAssertGreaterThanOrEqual(accuracy, 0.90)
+        XCTAssertEqual(try run.finalWeights().count, 2, "fc1.weight.npy and fc1.bias.npy")
+    }
+
+    /// SIGKILL one worker's process after the first epoch: the server declares it dead after --worker-timeout 2
+    /// and the other two finish the job.
+    func test_workerKilledMidRun_jobFinishesWithTheOthers() throws {
+        let binaries = try requireNetns()
+        let run = try runCluster(
+            "kill", binaries: binaries,
+            [
+                "EPOCHS": "10", "KILL_WORKER": "2", "KILL_AFTER": "0.2", "KILL_WHEN": "event=epoch epoch=0 ",
+                "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10",
+                "EXTRA_SERVER_FLAGS": Self.jobFlags + " --worker-timeout 2 --metrics-out {OUT}/metrics.jsonl",
+            ])
+        assertSucceeded(run, lines: ["worker2 137 killed", "worker1 0", "worker3 0", "server 0"])
+        XCTAssertEqual(run.exitLines.filter { $0.hasPrefix("worker2 ") }.count, 1, "worker2 is not restarted")
+        let server = run.text("server.log")
+        XCTAssertTrue(server.contains("event=worker-dead name=worker2"), run.diagnostics)
+        XCTAssertTrue(server.contains("event=job-finished steps=280"), run.diagnostics)
+        // Rank 0 evaluates the epochs; nobody takes that over when it dies (a known gap), so every epoch is
+        // evaluated only when the killed worker2 was not rank 0.
+        if !server.contains("event=worker-joined name=worker2 rank=0 ") {
+            XCTAssertEqual(run.records(type: "epoch").last?["epoch"] as? Int, 9, "the job evaluated every epoch")
+        }
+        XCTAssertEqual(try run.finalWeights().count, 2)
+    }
+
+    /// 5 % of the packets worker 1 sends are dropped (nftables in its namespace): TCP retransmits, the BSP job
+    /// finishes, and its final weights are bitwise identical to the same job without loss.
+    func test_packetLoss_bspFinalWeightsAreBitwiseIdentical() throws {
+        let binaries = try requireNetns()
+        let settings = [
+            "EPOCHS": "5", "EXTRA_WORKER_FLAGS": "--quiet",
+            "EXTRA_SERVER_FLAGS": "--batch 32 --seed 0 --lr 0.1 --mode bsp --log-level info",
+        ]
+        let clean = try runCluster("clean", binaries: binaries, settings)
+        assertSucceeded(clean, lines: ["server 0", "worker1 0", "worker2 0", "worker3 0"])
+        let lossy = try runCluster(
+            "loss", binaries: binaries, settings.merging(["LOSS_WORKER": "1", "LOSS_PERCENT": "5"]) { $1 })
+        assertSucceeded(lossy, lines: ["server 0", "worker1 0", "worker2 0", "worker3 0"])
+
+        let dropped = lossy.output.split(separator: "\n").first {
+            $0.contains("event=loss-count") && $0.contains("host=w1")
+        }
+        .flatMap { $0.split(separator: " ").first { $0.hasPrefix("dropped=") } }
+        .flatMap { Int($0.dropFirst("dropped=".count)) }
+        XCTAssertGreaterThan(dropped ?? 0, 0, "the loss rule dropped nothing:\n\(lossy.output)")
+
+        let expected = try clean.finalWeights()
+        let actual = try lossy.finalWeights()
+        XCTAssertEqual(expected.keys.sorted(), ["fc1.bias.npy", "fc1.weight.npy"])
+        XCTAssertEqual(actual.keys.sorted(), expected.keys.sorted())
+        for (name, bytes) in expected {
+            XCTAssertEqual(actual[name], bytes, "\(name) differs between the loss-free and the lossy run")
+        }
+    }
+
+    /// SIGKILL the server after its first checkpoint and restart it with --restore latest: the workers reconnect
+    /// within --reconnect-timeout and the job finishes from the checkpoint.
+    func test_serverKilledAndRestored_jobFinishes() throws {
+        let binaries = try requireNetns()
+        let run = try runCluster(
+            "restore", binaries: binaries,
+            [
+                "EPOCHS": "10", "KILL_SERVER_AFTER": "0.2", "KILL_WHEN": "event=checkpoint-written",
+                "RESTART_SERVER": "1",
+                "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10 --reconnect-timeout 20",
+                "EXTRA_SERVER_FLAGS": Self.jobFlags
+                    + " --worker-timeout 3 --checkpoint-every-steps 10 --metrics-out {OUT}/metrics.jsonl",
+            ])
+        assertSucceeded(run, lines: ["server 137 killed", "server 0", "worker1 0", "worker2 0", "worker3 0"])
+        XCTAssertEqual(run.exitLines.filter { $0.hasPrefix("server ") }, ["server 137 killed", "server 0"])
+        let server = run.text("server.log")
+        XCTAssertTrue(server.contains("event=restored"), run.diagnostics)
+        XCTAssertTrue(server.contains("event=job-finished steps=280"), run.diagnostics)
+        // The restarted server writes the metrics file anew: its epochs run up to the last one, evaluated by
+        // whichever worker has rank 0 after the restore.
+        let epochs = run.records(type: "epoch")
+        XCTAssertEqual(epochs.last?["epoch"] as? Int, 9, run.diagnostics)
+        XCTAssertEqual(try run.finalWeights().count, 2)
+    }
+}
