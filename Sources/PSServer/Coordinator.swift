@@ -30,6 +30,7 @@ final class Coordinator: @unchecked Sendable {
         var pendingLosses: [UInt64: [Int: (loss: Double, samples: UInt64)]] = [:]
         var lastLossStep: UInt64? = nil
         var lastEpoch: EpochMetrics? = nil
+        var recordedEpochs = Set<UInt32>()
         var restoredClocks: [String: UInt64] = [:]
         var events: [String] = []
         var finalized = false
@@ -309,7 +310,13 @@ final class Coordinator: @unchecked Sendable {
     }
 
     func recordEpoch(_ epoch: EpochMetrics) {
-        core.withLock { $0.lastEpoch = epoch }
+        // Every worker reports each epoch; the first report is the record.
+        let isNew = core.withLock { core in
+            guard core.recordedEpochs.insert(epoch.epoch).inserted else { return false }
+            core.lastEpoch = epoch
+            return true
+        }
+        guard isNew else { return }
         log.info(
             "epoch",
             [

@@ -99,9 +99,10 @@ public final class Worker {
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
         let computer = ModelComputer(spec: spec, maxBatch: max(job.batchPerWorker, 256))
-        var test: Dataset? = nil
         var rank = connected.rank ?? 0
-        if rank == 0 { test = loadTest(source: source, job: job) }
+        // Every worker evaluates at the end of an epoch (the coordinator keeps the first report of each epoch),
+        // so epoch records continue when rank 0 dies.
+        let test = loadTest(source: source, job: job)
 
         var parameters = [Float](repeating: 0, count: layout.totalElements)
         var gradient = [Float](repeating: 0, count: layout.totalElements)
@@ -150,7 +151,7 @@ public final class Worker {
                 let epochEnded = step % job.stepsPerEpoch == 0 || step == totalSteps
                 if epochEnded {
                     let epoch = (step - 1) / job.stepsPerEpoch
-                    if rank == 0, let test {
+                    if let test {
                         try pullAll(
                             connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
                         let result = evaluate(computer, parameters: parameters, on: test)
@@ -158,7 +159,7 @@ public final class Worker {
                             .metrics(
                                 EpochMetrics(
                                     epoch: UInt32(epoch), testLoss: result.loss, testAccuracy: result.accuracy,
-                                    samples: UInt64(samplesDone)))
+                                    samples: UInt64(step * job.batchPerWorker * job.workers)))
                         ).wait()
                         report(
                             epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
@@ -192,7 +193,6 @@ public final class Worker {
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 // A restored coordinator may hand out ranks anew: the new rank 0 evaluates the epochs.
-                if rank == 0 && test == nil { test = loadTest(source: source, job: job) }
                 step = Int(connected.config.startStep)
                 log.info("resumed", ["rank": rank, "step": step])
             }
