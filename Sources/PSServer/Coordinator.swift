@@ -31,6 +31,8 @@ final class Coordinator: @unchecked Sendable {
         var lastLossStep: UInt64? = nil
         var lastEpoch: EpochMetrics? = nil
         var restoredClocks: [String: UInt64] = [:]
+        /// Restored from a checkpoint: the job waits until every worker named in it rejoined.
+        var awaitingRestoredWorkers = false
         var events: [String] = []
         /// Ranks declared dead whose held gradients the shell must drop.
         var deadRanks: [Int] = []
@@ -69,7 +71,7 @@ final class Coordinator: @unchecked Sendable {
             ssp: SSPBound(staleness: staleness),
             schedule: CheckpointSchedule(
                 everySteps: config.checkpointEverySteps, everySeconds: config.checkpointEverySeconds,
-                startNanos: now),
+                startNanos: now, completedSteps: completedSteps),
             releasedSteps: completedSteps)
         core.restoredClocks = restoredClocks
         self.core = Mutex(core)
@@ -149,7 +151,7 @@ final class Coordinator: @unchecked Sendable {
                 } else {
                     start = rejoined ? (core.membership.worker(rank: rank)?.clock ?? 0) : 0
                 }
-                if !core.jobStarted, core.membership.allJoined {
+                if !core.jobStarted, Self.mayStartJob(core, workers: job.workers) {
                     core.jobStarted = true
                     log.info("job-started", ["workers": job.workers, "mode": config.mode.rawValue])
                 }
@@ -318,7 +320,7 @@ final class Coordinator: @unchecked Sendable {
 
     func describeWait(step: UInt64, core: Core) -> String {
         if !core.jobStarted {
-            let joined = core.membership.workers.count
+            let joined = core.membership.liveRanks.count
             return "the job has not started: \(joined) of \(job.workers) workers joined"
         }
         switch config.mode {

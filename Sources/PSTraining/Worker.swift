@@ -185,6 +185,7 @@ public final class Worker {
                 connected = try connect()
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
+                if rank == 0, test == nil { test = loadTest(source: source, job: job) }
                 step = Int(connected.config.startStep)
                 log.info("resumed", ["rank": rank, "step": step])
             }
