@@ -91,7 +91,13 @@ public final class ParameterClient: Sendable {
     }
 
     /// Closes the connection; pending requests fail with `.closed`.
+    ///
+    /// The descriptor is closed only after the reader thread stopped: closed earlier, its number could be reused
+    /// by the next connection this process opens and the old reader would steal that connection's bytes.
     public func close() {
+        connection.shutdown()
+        readerDone.wait()
+        readerDone.signal()
         connection.close()
     }
 
