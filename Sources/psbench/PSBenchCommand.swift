@@ -22,6 +22,12 @@ struct PSBenchCommand {
             Command(
                 name: "train", abstract: "Seconds per epoch with 2 workers and 1 process; worker GFLOPS vs sgemm.",
                 options: [quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed).")]),
+            Command(
+                name: "checkpoint",
+                abstract: "Checkpoint write/restore time vs a plain write + fsync; the training pause vs memcpy.",
+                options: [
+                    quick, Option("dir", value: "dir", help: "Where to write (default: the temporary directory)."),
+                ]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
         ])
 
@@ -39,6 +45,10 @@ struct PSBenchCommand {
             }
             if which == "train" || which == "all" {
                 printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
+            }
+            if which == "checkpoint" {
+                printTable(
+                    "psbench checkpoint", try CheckpointBench.run(quick: isQuick, directory: arguments.string("dir")))
             }
             return 0
         }
