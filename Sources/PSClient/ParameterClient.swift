@@ -91,6 +91,9 @@ public final class ParameterClient: Sendable {
     }
 
     /// Closes the connection and waits for the reader thread to end; pending requests fail.
+    ///
+    /// The reader thread releases the descriptor when it stops: closed earlier, its number could be reused by the
+    /// next connection this process opens and the old reader would steal that connection's bytes.
     public func close() {
         connection.shutdown()
         readerDone.wait()

@@ -24,6 +24,8 @@ final class CheckpointManager: Sendable {
         var lastError: String? = nil
         var completedWrites = 0
         var requestedWrites = 0
+        /// The step of the latest checkpoint queued (`requestedWrites` is its ticket).
+        var lastTakenStep: UInt64 = 0
     }
 
     struct PendingCheckpoint: Sendable {
@@ -61,7 +63,7 @@ final class CheckpointManager: Sendable {
         -> (ticket: Int, step: UInt64, path: String)?
     {
         guard let snapshot else { return nil }
-        let step = coordinator?.completedSteps ?? (snapshot.shardVersions.max() ?? 0)
+        let step = coordinator?.checkpointStep ?? (snapshot.shardVersions.max() ?? 0)
         let manifest = makeManifest(snapshot: snapshot, step: step, coordinator: coordinator)
         var tensors: [CheckpointTensor] = []
         var states: [CheckpointStateTensor] = []
@@ -80,6 +82,7 @@ final class CheckpointManager: Sendable {
         coordinator?.checkpointTaken(step: step)
         let ticket: Int = state.withLock { state in
             state.requestedWrites += 1
+            state.lastTakenStep = step
             state.queue.append(
                 PendingCheckpoint(
                     manifest: manifest, tensors: tensors, states: states, final: final, ticket: state.requestedWrites))
@@ -104,12 +107,11 @@ final class CheckpointManager: Sendable {
             while state.withLock({ $0.requestedWrites }) == before, Date() < deadline {
                 Thread.sleep(forTimeInterval: 0.01)
             }
-            let ticket = state.withLock { $0.requestedWrites }
+            let (ticket, step) = state.withLock { ($0.requestedWrites, $0.lastTakenStep) }
             guard ticket > before else {
                 return .failure(
                     CheckpointError(file: root, message: "no step boundary was reached within the wait timeout"))
             }
-            let step = coordinator.completedSteps
             taken = (ticket, step, root + "/" + CheckpointWriter.directoryName(step: step))
         } else {
             taken = take(snapshot: server.store.snapshot(), coordinator: server.coordinator, waitDurable: false)
@@ -253,6 +255,7 @@ final class CheckpointManager: Sendable {
         let path: String
         let step: UInt64
         let workerClocks: [String: UInt64]
+        let workerRanks: [String: Int]
     }
 
     /// Loads and verifies a checkpoint, checks it matches the job's tensors, and installs it in `store`
@@ -295,7 +298,9 @@ final class CheckpointManager: Sendable {
         try store.install(
             tensors: tensors, values: values, optimizerStep: manifest.optimizer.step, optimizerSlots: slots,
             version: version)
-        return Restored(path: directory, step: manifest.step, workerClocks: manifest.workerClocks)
+        return Restored(
+            path: directory, step: manifest.step, workerClocks: manifest.workerClocks,
+            workerRanks: manifest.workerRanks)
     }
 
     /// `psctl export`: the current weights only, as `.npy` files in `path` (no optimizer state); returns the

@@ -32,6 +32,8 @@ final class Coordinator: @unchecked Sendable {
         var lastEpoch: EpochMetrics? = nil
         var recordedEpochs = Set<UInt32>()
         var restoredClocks: [String: UInt64] = [:]
+        /// Restored from a checkpoint: the job waits until every worker named in it rejoined.
+        var awaitingRestoredWorkers = false
         var events: [String] = []
         var finalized = false
         var finishedAtNanos: UInt64? = nil
@@ -73,7 +75,7 @@ final class Coordinator: @unchecked Sendable {
             ssp: SSPBound(staleness: staleness),
             schedule: CheckpointSchedule(
                 everySteps: config.checkpointEverySteps, everySeconds: config.checkpointEverySeconds,
-                startNanos: now),
+                startNanos: now, completedSteps: completedSteps),
             releasedSteps: completedSteps)
         core.restoredClocks = restoredClocks
         self.core = Mutex(core)
@@ -161,7 +163,7 @@ final class Coordinator: @unchecked Sendable {
                 let directives =
                     config.mode == .bsp && rejoined
                     ? core.barrier.onMembershipChange(membership: core.membership) : []
-                if !core.jobStarted, core.membership.allJoined {
+                if !core.jobStarted, Self.mayStartJob(core, workers: job.workers) {
                     core.jobStarted = true
                     log.info("job-started", ["workers": job.workers, "mode": config.mode.rawValue])
                 }
@@ -343,7 +345,7 @@ final class Coordinator: @unchecked Sendable {
 
     func describeWait(step: UInt64, core: Core) -> String {
         if !core.jobStarted {
-            let joined = core.membership.workers.count
+            let joined = core.membership.liveRanks.count
             return "the job has not started: \(joined) of \(job.workers) workers joined"
         }
         switch config.mode {

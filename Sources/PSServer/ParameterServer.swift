@@ -45,11 +45,13 @@ public final class ParameterServer: Sendable {
 
         var completedSteps: UInt64 = 0
         var restoredClocks: [String: UInt64] = [:]
+        var restoredRanks: [String: Int] = [:]
         if let restore = config.restore {
             guard let checkpoints else { throw ConfigError("--restore needs --checkpoint-dir") }
             let restored = try checkpoints.restore(spec: restore, into: store, expectedTensors: config.jobTensors)
             completedSteps = restored.step
             restoredClocks = restored.workerClocks
+            restoredRanks = restored.workerRanks
             log.info("restored", ["checkpoint": restored.path, "step": restored.step])
         } else if !config.jobTensors.isEmpty {
             try store.register(config.jobTensors)
@@ -59,6 +61,7 @@ public final class ParameterServer: Sendable {
                 config: config, job: $0, completedSteps: completedSteps, restoredClocks: restoredClocks, log: log,
                 metrics: metrics)
         }
+        coordinator?.reserveRestoredRanks(restoredRanks)
         listener = try Socket.listen(host: config.host, port: config.port)
         port = try listener.localPort()
     }

@@ -192,7 +192,6 @@ public final class Worker {
                 connected = try connect()
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
-                // A restored coordinator may hand out ranks anew: the new rank 0 evaluates the epochs.
                 step = Int(connected.config.startStep)
                 log.info("resumed", ["rank": rank, "step": step])
             }

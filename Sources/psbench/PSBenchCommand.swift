@@ -30,6 +30,12 @@ struct PSBenchCommand {
                     Option(
                         "delay-ms", value: "ms", help: "How long the slowed worker sleeps every step.", default: "5"),
                 ]),
+            Command(
+                name: "checkpoint",
+                abstract: "Checkpoint write/restore time vs a plain write + fsync; the training pause vs memcpy.",
+                options: [
+                    quick, Option("dir", value: "dir", help: "Where to write (default: the temporary directory)."),
+                ]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
         ])
 
@@ -52,6 +58,10 @@ struct PSBenchCommand {
                 let delay = try arguments.required("delay-ms", as: Int.self)
                 let results = try ModesBench.run(quick: isQuick, data: arguments.string("data"), delayMillis: delay)
                 ModesBench.printResults(results, delayMillis: delay)
+            }
+            if which == "checkpoint" {
+                printTable(
+                    "psbench checkpoint", try CheckpointBench.run(quick: isQuick, directory: arguments.string("dir")))
             }
             return 0
         }

@@ -1,0 +1,131 @@
+import Foundation
+import PSCheckpoint
+import PSMath
+import PSPosix
+import PSServer
+import PSWire
+
+/// `psbench checkpoint`: checkpoint write and restore times for models of 16 MiB, 256 MiB and 1 GiB against a
+/// plain sequential write + fsync (and read) of the same bytes in the same run, and the pause a checkpoint imposes
+/// on training (the in-memory copy under all shard locks) against one memcpy of the model.
+enum CheckpointBench {
+    static func run(quick: Bool, directory: String?) throws -> [BenchRow] {
+        let root = (directory ?? NSTemporaryDirectory()) + "/psbench-checkpoint-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var rows: [BenchRow] = []
+        let sizes = quick ? [16 << 20, 64 << 20] : [16 << 20, 256 << 20, 1 << 30]
+        for size in sizes {
+            rows += try measure(bytes: size, root: root, repeats: quick || size >= 1 << 30 ? 2 : 3)
+        }
+        return rows
+    }
+
+    /// One model of `bytes` (4 float32 tensors, SGD so the checkpoint holds exactly the weights), 4 shards.
+    static func measure(bytes: Int, root: String, repeats: Int) throws -> [BenchRow] {
+        let count = bytes / 4 / 4
+        let store = ShardStore(
+            shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1)
+        try store.register(
+            (0..<4).map { TensorSpec(name: "t\($0)", shape: [count], initializer: .uniform(low: -1, high: 1, seed: 1)) }
+        )
+        let label = formatBytes(bytes)
+
+        // The pause: ShardStore.snapshot (what completeStep does under the locks) vs one memcpy of the model.
+        var pauses: [UInt64] = []
+        var snapshot: ModelSnapshot? = nil
+        for _ in 0..<repeats {
+            snapshot = nil
+            let start = MonotonicClock.nanoseconds()
+            snapshot = store.snapshot()
+            pauses.append(MonotonicClock.nanoseconds() - start)
+        }
+        guard let snapshot else { throw BenchError("no model to snapshot") }
+        let memcpy = memcpyTime(bytes: bytes, repeats: repeats)
+
+        let tensors = snapshot.tensors.enumerated().map { index, tensor in
+            CheckpointTensor(
+                name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights))
+        }
+        let manifest = CheckpointManifest(
+            step: 1, mode: "bsp", shardCount: 4, shardVersions: snapshot.shardVersions,
+            optimizer: OptimizerEntry(name: "sgd"))
+        var writes: [UInt64] = []
+        var reads: [UInt64] = []
+        var written = ""
+        for _ in 0..<repeats {
+            let start = MonotonicClock.nanoseconds()
+            written = try CheckpointWriter.write(
+                root: root + "/ckpt", manifest: manifest, tensors: tensors, keepLast: 1)
+            writes.append(MonotonicClock.nanoseconds() - start)
+            let readStart = MonotonicClock.nanoseconds()
+            let loaded = try CheckpointReader.load(directory: written)
+            let restoreStore = ShardStore(
+                shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1)
+            try restoreStore.install(
+                tensors: snapshot.tensors, values: loaded.tensors.mapValues(\.values), optimizerStep: 0,
+                optimizerSlots: [:], version: 1)
+            reads.append(MonotonicClock.nanoseconds() - readStart)
+        }
+        try? FileManager.default.removeItem(atPath: root + "/ckpt")
+
+        // Baselines: the same bytes written sequentially to one file and fsynced, then read back.
+        var plainWrites: [UInt64] = []
+        var plainReads: [UInt64] = []
+        let file = root + "/plain.bin"
+        for _ in 0..<repeats {
+            let start = MonotonicClock.nanoseconds()
+            try snapshot.weights.withUnsafeBytes { raw in
+                let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                guard fd >= 0 else { throw BenchError("cannot create \(file)") }
+                defer { _ = close(fd) }
+                var offset = 0
+                while offset < raw.count {
+                    let n = write(fd, raw.baseAddress! + offset, min(raw.count - offset, 64 << 20))
+                    guard n > 0 else { throw BenchError("write to \(file) failed") }
+                    offset += n
+                }
+                guard fsync(fd) == 0 else { throw BenchError("fsync of \(file) failed") }
+            }
+            plainWrites.append(MonotonicClock.nanoseconds() - start)
+            let readStart = MonotonicClock.nanoseconds()
+            let data = try Data(contentsOf: URL(fileURLWithPath: file))
+            guard data.count == bytes else { throw BenchError("read back \(data.count) of \(bytes) bytes") }
+            plainReads.append(MonotonicClock.nanoseconds() - readStart)
+        }
+        try? FileManager.default.removeItem(atPath: file)
+
+        return [
+            BenchRow(
+                name: "checkpoint write \(label) (4 .npy + manifest, CRC, fsyncs, renames)",
+                value: median(writes) / 1e6,
+                unit: "ms", baseline: median(plainWrites) / 1e6, baselineName: "one write + fsync",
+                lowerIsBetter: true),
+            BenchRow(
+                name: "restore \(label) (read, CRC, decode, install)", value: median(reads) / 1e6, unit: "ms",
+                baseline: median(plainReads) / 1e6, baselineName: "one sequential read", lowerIsBetter: true),
+            BenchRow(
+                name: "training pause \(label) (copy under the shard locks)", value: median(pauses) / 1e6, unit: "ms",
+                baseline: memcpy / 1e6, baselineName: "one memcpy", lowerIsBetter: true),
+        ]
+    }
+
+    /// Median nanoseconds of one memcpy of `bytes` (destination touched first).
+    static func memcpyTime(bytes: Int, repeats: Int) -> Double {
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+        let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+        defer {
+            source.deallocate()
+            destination.deallocate()
+        }
+        source.initializeMemory(as: UInt8.self, repeating: 3)
+        destination.initializeMemory(as: UInt8.self, repeating: 0)
+        var samples: [UInt64] = []
+        for _ in 0..<repeats {
+            let start = MonotonicClock.nanoseconds()
+            destination.copyMemory(from: UnsafeRawBufferPointer(source))
+            samples.append(MonotonicClock.nanoseconds() - start)
+        }
+        return median(samples)
+    }
+}
