@@ -62,10 +62,14 @@ public enum NPY {
         precondition(shape.reduce(1, *) == values.count, "NPY.encode: shape does not match the value count")
         var bytes = header(float32Shape: shape)
         bytes.reserveCapacity(bytes.count + values.count * 4)
-        for value in values {
-            let bits = value.bitPattern.littleEndian
-            withUnsafeBytes(of: bits) { bytes.append(contentsOf: $0) }
-        }
+        #if _endian(little)
+            bytes.append(contentsOf: UnsafeRawBufferPointer(values))  // already little-endian: one bulk copy
+        #else
+            for value in values {
+                let bits = value.bitPattern.littleEndian
+                withUnsafeBytes(of: bits) { bytes.append(contentsOf: $0) }
+            }
+        #endif
         return bytes
     }
 
@@ -118,14 +122,22 @@ public enum NPY {
         }
         let body = UnsafeRawBufferPointer(rebasing: data[dataStart...])
         var values = [Float](repeating: 0, count: count)
-        // One loop per dtype: deciding the dtype per element (a string comparison) would dominate the decode.
+        // One pass per dtype: deciding the dtype per element (a string comparison) would dominate the decode.
         values.withUnsafeMutableBufferPointer { out in
             switch dtype {
             case "<f4":
-                for i in 0..<count {
-                    out[i] = Float(
-                        bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
-                }
+                #if _endian(little)
+                    // Same byte order as the host: one bulk copy (the header is padded, but the file's data
+                    // offset is not guaranteed to be aligned, so copy bytes rather than rebinding them).
+                    UnsafeMutableRawBufferPointer(out).copyMemory(
+                        from: UnsafeRawBufferPointer(rebasing: body[0..<(count * 4)]))
+                #else
+                    for i in 0..<count {
+                        out[i] = Float(
+                            bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
+                        )
+                    }
+                #endif
             case "<f8":
                 for i in 0..<count {
                     let bits = UInt64(littleEndian: body.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))

@@ -28,12 +28,32 @@ final class CheckpointManager: Sendable {
         var lastTakenStep: UInt64 = 0
     }
 
+    /// A checkpoint waiting for the writer thread. The per-tensor arrays are cut out of the snapshot there, so
+    /// training pauses only for the snapshot's one copy under the shard locks.
     struct PendingCheckpoint: Sendable {
         let manifest: CheckpointManifest
-        let tensors: [CheckpointTensor]
-        let states: [CheckpointStateTensor]
+        let snapshot: ModelSnapshot
         let final: Bool
         let ticket: Int
+    }
+
+    /// The snapshot's tensors and optimizer state tensors, one array each (on the writer thread).
+    private func files(of snapshot: ModelSnapshot) -> (tensors: [CheckpointTensor], states: [CheckpointStateTensor]) {
+        var tensors: [CheckpointTensor] = []
+        var states: [CheckpointStateTensor] = []
+        for (index, tensor) in snapshot.tensors.enumerated() {
+            tensors.append(
+                CheckpointTensor(
+                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)
+                ))
+            for (slot, flat) in snapshot.optimizerSlots.enumerated() {
+                states.append(
+                    CheckpointStateTensor(
+                        tensor: tensor.name, slot: slotNames[slot], shape: tensor.shape,
+                        values: snapshot.tensorValues(index, from: flat)))
+            }
+        }
+        return (tensors, states)
     }
 
     /// A checkpoint that was taken (and, if `durable`, is on disk).
@@ -65,27 +85,12 @@ final class CheckpointManager: Sendable {
         guard let snapshot else { return nil }
         let step = coordinator?.checkpointStep ?? (snapshot.shardVersions.max() ?? 0)
         let manifest = makeManifest(snapshot: snapshot, step: step, coordinator: coordinator)
-        var tensors: [CheckpointTensor] = []
-        var states: [CheckpointStateTensor] = []
-        for (index, tensor) in snapshot.tensors.enumerated() {
-            tensors.append(
-                CheckpointTensor(
-                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)
-                ))
-            for (slot, flat) in snapshot.optimizerSlots.enumerated() {
-                states.append(
-                    CheckpointStateTensor(
-                        tensor: tensor.name, slot: slotNames[slot], shape: tensor.shape,
-                        values: snapshot.tensorValues(index, from: flat)))
-            }
-        }
         coordinator?.checkpointTaken(step: step)
         let ticket: Int = state.withLock { state in
             state.requestedWrites += 1
             state.lastTakenStep = step
             state.queue.append(
-                PendingCheckpoint(
-                    manifest: manifest, tensors: tensors, states: states, final: final, ticket: state.requestedWrites))
+                PendingCheckpoint(manifest: manifest, snapshot: snapshot, final: final, ticket: state.requestedWrites))
             return state.requestedWrites
         }
         startWriterIfIdle()
@@ -161,9 +166,9 @@ final class CheckpointManager: Sendable {
                 if next.final {
                     path = try writeFinalDirectory(next)
                 } else {
+                    let (tensors, states) = files(of: next.snapshot)
                     path = try CheckpointWriter.write(
-                        root: root, manifest: next.manifest, tensors: next.tensors, optimizerStates: next.states,
-                        keepLast: keep)
+                        root: root, manifest: next.manifest, tensors: tensors, optimizerStates: states, keepLast: keep)
                 }
                 log.info("checkpoint-written", ["path": path, "step": next.manifest.step])
             } catch let failure {
@@ -190,7 +195,8 @@ final class CheckpointManager: Sendable {
         let finalRoot = root + "/final-tmp-\(Host.processID())"
         try? FileManager.default.removeItem(atPath: finalRoot)
         let written = try CheckpointWriter.write(
-            root: finalRoot, manifest: pending.manifest, tensors: pending.tensors, optimizerStates: [], keepLast: 1)
+            root: finalRoot, manifest: pending.manifest, tensors: files(of: pending.snapshot).tensors,
+            optimizerStates: [], keepLast: 1)
         let target = root + "/final"
         try? FileManager.default.removeItem(atPath: target)
         try FileManager.default.moveItem(atPath: written, toPath: target)

@@ -163,24 +163,31 @@ public final class ShardStore: Sendable {
     /// more than one), the weights and optimizer state copied, and the locks released before anything is written.
     public func snapshot() -> ModelSnapshot? {
         guard let model = current else { return nil }
+        let total = model.layout.totalElements
+        let slotCount = optimizer.stateSlotNames.count
         return Self.lockAll(model.shards[...]) { states in
-            var flat = [Float](repeating: 0, count: model.layout.totalElements)
-            var slotFlats = [[Float]](
-                repeating: [Float](repeating: 0, count: model.layout.totalElements),
-                count: optimizer.stateSlotNames.count)
-            var versions: [UInt64] = []
-            var step: UInt64 = 0
-            for (shard, state) in zip(model.shards, states) {
-                flat.replaceSubrange(shard.range, with: state.weights)
-                for (slot, values) in state.optimizer.slots.enumerated() {
-                    slotFlats[slot].replaceSubrange(shard.range, with: values)
+            // One copy of every shard into buffers that are not zero-filled first: the whole pause training sees.
+            let flat = [Float](unsafeUninitializedCapacity: total) { buffer, count in
+                for (shard, state) in zip(model.shards, states) {
+                    state.weights.withUnsafeBufferPointer {
+                        _ = UnsafeMutableBufferPointer(rebasing: buffer[shard.range]).initialize(fromContentsOf: $0)
+                    }
                 }
-                versions.append(state.version)
-                step = max(step, state.optimizer.step)
+                count = total
+            }
+            let slotFlats = (0..<slotCount).map { slot in
+                [Float](unsafeUninitializedCapacity: total) { buffer, count in
+                    for (shard, state) in zip(model.shards, states) {
+                        state.optimizer.slots[slot].withUnsafeBufferPointer {
+                            _ = UnsafeMutableBufferPointer(rebasing: buffer[shard.range]).initialize(fromContentsOf: $0)
+                        }
+                    }
+                    count = total
+                }
             }
             return ModelSnapshot(
                 tensors: model.tensors, layout: model.layout, weights: flat, optimizerSlots: slotFlats,
-                optimizerStep: step, shardVersions: versions)
+                optimizerStep: states.map(\.optimizer.step).max() ?? 0, shardVersions: states.map(\.version))
         }
     }
 
