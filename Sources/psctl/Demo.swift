@@ -127,7 +127,7 @@ enum Demo {
         let deadline = Date(timeIntervalSinceNow: 3)
         for process in all {
             while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            if process.isRunning { try? Signals.send(Signals.kill, toProcess: process.processIdentifier) }
         }
     }
 
