@@ -289,8 +289,9 @@ final class ConnectionHandler {
         let outcome: (status: PushStatus, version: UInt64, staleness: UInt64) = shard.state.withLock { state in
             switch rule.decide(currentVersion: state.version, baseVersion: prefix.baseVersion) {
             case .apply:
+                let staleness = StalenessRule.staleness(currentVersion: state.version, baseVersion: prefix.baseVersion)
                 state.apply(gradient: gradient, lrScale: 1)
-                return (.applied, state.version, state.version - 1 - min(prefix.baseVersion, state.version - 1))
+                return (.applied, state.version, staleness)
             case .applyScaled(let scale, let staleness):
                 state.apply(gradient: gradient, lrScale: scale)
                 return (.appliedScaled, state.version, staleness)

@@ -61,9 +61,6 @@ public struct ServerConfig: Sendable {
         guard workerTimeoutSeconds > 0, workerTimeoutSeconds.isFinite else {
             throw ConfigError("--worker-timeout must be a positive number of seconds")
         }
-        if job == nil, mode != .async, restore == nil {
-            // A plain store has no workers to synchronise; BSP and SSP need a job.
-        }
         if let keep = keepCheckpoints, keep < 1 { throw ConfigError("--keep-checkpoints must be at least 1") }
         if restore != nil, checkpointDirectory == nil, restore == "latest" {
             throw ConfigError("--restore latest needs --checkpoint-dir")
