@@ -77,30 +77,15 @@ enum ModesBench {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let metrics = directory + "/metrics.jsonl"
         let serverLog = directory + "/server.log"
-        _ = FileManager.default.createFile(atPath: serverLog, contents: nil)
         var environment = ProcessInfo.processInfo.environment
         environment["OPENBLAS_NUM_THREADS"] = "1"
-        let server = Process()
-        server.executableURL = binDirectory.appendingPathComponent("psserver")
-        server.arguments =
-            [
-                "--host", "127.0.0.1", "--port", "0", "--workers", "\(workers)", "--model", "mlp:32", "--data", data,
-                "--batch", "\(64 / workers)", "--epochs", "\(epochs)", "--lr", "0.1", "--metrics-out", metrics,
-            ] + modeFlags
-        server.standardError = FileHandle(forWritingAtPath: serverLog)
-        server.environment = environment
-        try server.run()
+        let (server, port) = try startLocalServer(
+            binDirectory: binDirectory,
+            arguments: [
+                "--workers", "\(workers)", "--model", "mlp:32", "--data", data, "--batch", "\(64 / workers)",
+                "--epochs", "\(epochs)", "--lr", "0.1", "--metrics-out", metrics,
+            ] + modeFlags, logPath: serverLog, environment: environment)
         defer { if server.isRunning { server.terminate() } }
-        var port: String? = nil
-        let deadline = Date(timeIntervalSinceNow: 120)
-        while port == nil, Date() < deadline {
-            Thread.sleep(forTimeInterval: 0.05)
-            let text = (try? String(contentsOfFile: serverLog, encoding: .utf8)) ?? ""
-            if let range = text.range(of: "address=127.0.0.1:") {
-                port = String(text[range.upperBound...].prefix { $0.isNumber })
-            }
-        }
-        guard let port else { throw BenchError("psserver did not start") }
         var children: [(Process, String)] = []
         for rank in 0..<workers {
             let log = directory + "/worker\(rank).log"

@@ -43,30 +43,15 @@ enum TrainBench {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let metrics = directory + "/metrics.jsonl"
-        let portFile = directory + "/server.log"
-        _ = FileManager.default.createFile(atPath: portFile, contents: nil)
-        let server = Process()
-        server.executableURL = binDirectory.appendingPathComponent("psserver")
-        server.arguments = [
-            "--host", "127.0.0.1", "--port", "0", "--workers", "\(workers)", "--model", "mlp:128", "--data", data,
-            "--batch", "\(batch)", "--epochs", "1", "--metrics-out", metrics,
-        ]
-        server.standardError = FileHandle(forWritingAtPath: portFile)
         var environment = ProcessInfo.processInfo.environment
         environment["OPENBLAS_NUM_THREADS"] = "1"
-        server.environment = environment
-        try server.run()
+        let (server, port) = try startLocalServer(
+            binDirectory: binDirectory,
+            arguments: [
+                "--workers", "\(workers)", "--model", "mlp:128", "--data", data, "--batch", "\(batch)", "--epochs", "1",
+                "--metrics-out", metrics,
+            ], logPath: directory + "/server.log", environment: environment)
         defer { if server.isRunning { server.terminate() } }
-        var port: String? = nil
-        let deadline = Date(timeIntervalSinceNow: 120)
-        while port == nil, Date() < deadline {
-            Thread.sleep(forTimeInterval: 0.05)
-            let text = (try? String(contentsOfFile: portFile, encoding: .utf8)) ?? ""
-            if let range = text.range(of: "address=127.0.0.1:") {
-                port = String(text[range.upperBound...].prefix { $0.isNumber })
-            }
-        }
-        guard let port else { throw BenchError("psserver did not start") }
         var children: [Process] = []
         for rank in 0..<workers {
             let worker = Process()
