@@ -11,7 +11,7 @@ struct PSBenchCommand {
         name: "psbench",
         abstract: "Measure SwiftPS against baselines measured in the same run.",
         discussion: """
-            Every figure is printed next to its baseline (raw TCP send/recv loops, memcpy, sgemm peak) and their
+            Every figure is printed next to its baseline (raw TCP send/recv loops, memcpy, sgemm peak) and their \
             ratio, as a Markdown table. Run on a quiet machine with a release build.
             """,
         subcommands: [

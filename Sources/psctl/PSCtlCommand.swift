@@ -36,8 +36,8 @@ struct PSCtlCommand {
             Command(
                 name: "demo", abstract: "Run a local cluster (one psserver, two psworkers) on bundled or local data.",
                 discussion: """
-                    Trains an MLP on Fashion-MNIST when Debian's dataset-fashion-mnist package is installed,
-                    on the bundled digits data set otherwise, streams progress, prints the final accuracy and
+                    Trains an MLP on Fashion-MNIST when Debian's dataset-fashion-mnist package is installed, \
+                    on the bundled digits data set otherwise, streams progress, prints the final accuracy and \
                     stops every process it started (also on failure and Ctrl-C).
                     """,
                 options: [

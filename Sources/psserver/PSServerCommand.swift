@@ -15,9 +15,9 @@ struct PSServerCommand {
         name: "psserver",
         abstract: "Hold a model's weights in shards and coordinate data-parallel training.",
         discussion: """
-            With --model the server runs a training job: it registers the model, waits for --workers workers,
-            and coordinates them in --mode bsp (default), ssp or async until the job ends, then writes the final
-            weights (as .npy files under <checkpoint-dir>/final) and exits 0. Without --model it is a plain
+            With --model the server runs a training job: it registers the model, waits for --workers workers, \
+            and coordinates them in --mode bsp (default), ssp or async until the job ends, then writes the final \
+            weights (as .npy files under <checkpoint-dir>/final) and exits 0. Without --model it is a plain \
             parameter store whose clients register their own tensors (async updates).
             """,
         options: [

@@ -11,9 +11,9 @@ struct PSWorkerCommand {
         name: "psworker",
         abstract: "Join a SwiftPS training job and compute gradients for it.",
         discussion: """
-            The job (model, data, batch, epochs, mode) is configured on the server; the worker names only the
-            server, receives its rank and the job in the handshake, loads its partition of the data and loops
-            pull -> gradient -> push until the job ends, then exits 0. If the server disappears it retries for
+            The job (model, data, batch, epochs, mode) is configured on the server; the worker names only the \
+            server, receives its rank and the job in the handshake, loads its partition of the data and loops \
+            pull -> gradient -> push until the job ends, then exits 0. If the server disappears it retries for \
             --reconnect-timeout seconds, then exits 1 with the reason.
             """,
         options: [
