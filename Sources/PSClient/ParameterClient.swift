@@ -123,7 +123,7 @@ public final class ParameterClient: Sendable {
         } catch {
             throw fail(id, error)
         }
-        return RequestHandle(client: self, request: request, id: id)
+        return RequestHandle(client: self, request: request)
     }
 
     /// Pushes a gradient for one shard; `gradient` is only read during this call (one `writev`).
@@ -139,7 +139,7 @@ public final class ParameterClient: Sendable {
         } catch {
             throw fail(id, error)
         }
-        return RequestHandle(client: self, request: request, id: id)
+        return RequestHandle(client: self, request: request)
     }
 
     /// Pulls one shard's weights straight into `destination`, which must stay valid until `wait` returns.
@@ -153,7 +153,7 @@ public final class ParameterClient: Sendable {
         } catch {
             throw fail(id, error)
         }
-        return RequestHandle(client: self, request: request, id: id)
+        return RequestHandle(client: self, request: request)
     }
 
     /// Pushes a gradient and receives the shard's weights after it is applied, in one round trip.
@@ -170,7 +170,7 @@ public final class ParameterClient: Sendable {
         } catch {
             throw fail(id, error)
         }
-        return RequestHandle(client: self, request: request, id: id)
+        return RequestHandle(client: self, request: request)
     }
 
     private func enqueue(_ request: PendingRequest) throws(ClientError) -> UInt64 {
@@ -267,7 +267,7 @@ public final class ParameterClient: Sendable {
 
     /// Called by a handle whose wait timed out: the connection is considered broken, so no reply can land in a
     /// destination its owner has given up on.
-    func abandon(afterTimeoutOf id: UInt64) {
+    func abandon() {
         connection.shutdown()
         readerDone.wait()
         readerDone.signal()
@@ -293,14 +293,13 @@ public enum Reply: Sendable, CustomStringConvertible {
 public struct RequestHandle: Sendable {
     let client: ParameterClient
     let request: PendingRequest
-    let id: UInt64
 
     /// Waits for the reply (default: the client's request timeout). On timeout the connection is closed.
     public func wait(timeout: Duration? = nil) throws(ClientError) -> Reply {
         let limit = timeout ?? client.requestTimeout
         let seconds = Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18
         guard let result = request.wait(seconds: seconds) else {
-            client.abandon(afterTimeoutOf: id)
+            client.abandon()
             throw .timedOut("no reply within \(seconds) s")
         }
         switch result {

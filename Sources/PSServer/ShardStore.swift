@@ -80,9 +80,7 @@ public final class ShardStore: Sendable {
                             code: .invalidArgument,
                             description: "checkpoint has no optimizer state '\(slotName)' for tensor '\(tensorName)'")
                     }
-                    for (offset, i) in piece.tensorRange.enumerated() {
-                        flat[piece.shardRange.lowerBound + offset] = source[i]
-                    }
+                    flat.replaceSubrange(piece.shardRange, with: source[piece.tensorRange])
                 }
                 slots.append(flat)
             }
