@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A value guarded by a `pthread_mutex_t`, with a condition variable on the same mutex for threads that wait
+/// for the value to change.
+///
+/// This is the one lock type of the package, in the shape of swift-nio's `NIOLockedValueBox` and
+/// `ConditionLock`. It wraps the pthread calls (and not `Synchronization.Mutex`, a bare futex on Linux) so that
+/// ThreadSanitizer sees every acquire and release. The condition runs on `CLOCK_MONOTONIC`, so a wait's deadline
+/// is immune to wall-clock jumps.
+///
+/// Rules for callers: a closure passed to `withLock` or `wait` does arithmetic or a copy on the value and
+/// returns; it never sends, receives, logs or writes a file, and never takes another `LockedValue`'s lock unless
+/// the types involved document the order.
+public final class LockedValue<Value>: @unchecked Sendable {
+    // @unchecked Sendable: `value` is read and written only while `mutex` is held; the pointers never change.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private var value: Value
+
+    /// Wraps `value`; the lock and the condition are created here (`pthread_mutex_init`, `pthread_cond_init`).
+    public init(_ value: Value) {
+        self.value = value
+        mutex = .allocate(capacity: 1)
+        condition = .allocate(capacity: 1)
+        var mutexAttributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&mutexAttributes)
+        pthread_mutexattr_settype(&mutexAttributes, Int32(PTHREAD_MUTEX_ERRORCHECK))
+        let mutexResult = pthread_mutex_init(mutex, &mutexAttributes)
+        pthread_mutexattr_destroy(&mutexAttributes)
+        precondition(mutexResult == 0, "pthread_mutex_init failed: \(mutexResult)")
+        var conditionAttributes = pthread_condattr_t()
+        pthread_condattr_init(&conditionAttributes)
+        pthread_condattr_setclock(&conditionAttributes, CLOCK_MONOTONIC)
+        let conditionResult = pthread_cond_init(condition, &conditionAttributes)
+        pthread_condattr_destroy(&conditionAttributes)
+        precondition(conditionResult == 0, "pthread_cond_init failed: \(conditionResult)")
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with exclusive access to the value and returns its result.
+    @inlinable
+    public func withLock<Result, Failure: Error>(
+        _ body: (inout Value) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        lock()
+        defer { unlock() }
+        return try body(&valueStorage)
+    }
+
+    /// Runs `body` like `withLock`, then wakes every thread waiting in `wait(until:while:_:)` so it re-checks
+    /// its condition. Use it for every change that a waiter may be waiting for.
+    @inlinable
+    public func withLockAndBroadcast<Result, Failure: Error>(
+        _ body: (inout Value) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        lock()
+        defer {
+            pthread_cond_broadcast(conditionPointer)
+            unlock()
+        }
+        return try body(&valueStorage)
+    }
+
+    /// Wakes every waiting thread without changing the value (a waiter's condition depends on something else,
+    /// such as a peer hanging up).
+    public func broadcast() {
+        lock()
+        pthread_cond_broadcast(condition)
+        unlock()
+    }
+
+    /// Blocks while `isBlocked(value)` holds and the deadline has not passed, then runs `body` under the same
+    /// lock acquisition and returns its result.
+    ///
+    /// - Parameters:
+    ///   - deadline: a `MonotonicClock` reading in nanoseconds; nil waits until woken with the condition false.
+    ///   - isBlocked: checked under the lock, first before any wait and again after every wake-up.
+    ///   - body: runs under the lock; its second argument is `true` when the deadline passed with `isBlocked`
+    ///     still holding.
+    public func wait<Result>(
+        until deadline: UInt64?, while isBlocked: (Value) -> Bool,
+        _ body: (inout Value, _ timedOut: Bool) -> Result
+    ) -> Result {
+        lock()
+        defer { unlock() }
+        var timedOut = false
+        while isBlocked(value) {
+            guard let deadline else {
+                pthread_cond_wait(condition, mutex)
+                continue
+            }
+            if MonotonicClock.nanoseconds() >= deadline {
+                timedOut = true
+                break
+            }
+            var time = timespec(
+                tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+            _ = pthread_cond_timedwait(condition, mutex, &time)
+        }
+        return body(&value, timedOut)
+    }
+
+    /// Blocks while `isBlocked(value)` holds, until the deadline; returns true when the condition cleared and
+    /// false when the deadline passed first.
+    @discardableResult
+    public func wait(until deadline: UInt64?, while isBlocked: (Value) -> Bool) -> Bool {
+        wait(until: deadline, while: isBlocked) { _, timedOut in !timedOut }
+    }
+
+    // MARK: Raw access for the inlinable wrappers
+
+    @usableFromInline
+    func lock() {
+        let result = pthread_mutex_lock(mutex)
+        precondition(result == 0, "pthread_mutex_lock failed: \(result)")
+    }
+
+    @usableFromInline
+    func unlock() {
+        let result = pthread_mutex_unlock(mutex)
+        precondition(result == 0, "pthread_mutex_unlock failed: \(result)")
+    }
+
+    @usableFromInline
+    var conditionPointer: UnsafeMutablePointer<pthread_cond_t> { condition }
+
+    @usableFromInline
+    var valueStorage: Value {
+        _read { yield value }
+        _modify { yield &value }
+    }
+}
+
+extension MonotonicClock {
+    /// The `MonotonicClock` reading `seconds` from now, saturating instead of overflowing (for deadlines).
+    public static func deadline(afterSeconds seconds: Double) -> UInt64 {
+        let now = nanoseconds()
+        guard seconds.isFinite, seconds > 0 else { return seconds > 0 ? UInt64.max : now }
+        let delta = seconds * 1e9
+        guard delta < Double(UInt64.max - now) else { return UInt64.max }
+        return now + UInt64(delta)
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import PSPosix
+import XCTest
+
+final class LockedValueTests: XCTestCase {
+    func test_withLock_fromManyThreads_countsEveryIncrement() {
+        let counter = LockedValue(0)
+        let threads = 4
+        let increments = 10_000
+        let done = LockedValue(0)
+        for _ in 0..<threads {
+            Thread {
+                for _ in 0..<increments { counter.withLock { $0 += 1 } }
+                done.withLockAndBroadcast { $0 += 1 }
+            }.start()
+        }
+        XCTAssertTrue(done.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { $0 < threads }))
+        XCTAssertEqual(counter.withLock { $0 }, threads * increments)
+    }
+
+    func test_wait_conditionAlreadyFalse_returnsWithoutBlocking() {
+        let value = LockedValue(true)
+        let start = MonotonicClock.nanoseconds()
+        XCTAssertTrue(value.wait(until: MonotonicClock.deadline(afterSeconds: 5), while: { !$0 }))
+        XCTAssertLessThan(MonotonicClock.nanoseconds() - start, 1_000_000_000)
+    }
+
+    func test_wait_deadlinePasses_reportsTimedOut() {
+        let value = LockedValue(false)
+        let start = MonotonicClock.nanoseconds()
+        let timedOut = value.wait(until: MonotonicClock.deadline(afterSeconds: 0.05), while: { !$0 }) { _, timedOut in
+            timedOut
+        }
+        XCTAssertTrue(timedOut)
+        XCTAssertGreaterThanOrEqual(MonotonicClock.nanoseconds() - start, 50_000_000)
+    }
+
+    func test_wait_broadcastChange_wakesWaiterBeforeDeadline() {
+        let flag = LockedValue(false)
+        Thread {
+            Thread.sleep(forTimeInterval: 0.05)
+            flag.withLockAndBroadcast { $0 = true }
+        }.start()
+        let start = MonotonicClock.nanoseconds()
+        let woke = flag.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { !$0 })
+        XCTAssertTrue(woke)
+        XCTAssertLessThan(MonotonicClock.nanoseconds() - start, 10_000_000_000)
+    }
+
+    func test_wait_bodyRunsUnderTheSameAcquisition_seesTheReadyValue() {
+        let queue = LockedValue<[Int]>([])
+        Thread { queue.withLockAndBroadcast { $0.append(7) } }.start()
+        let taken = queue.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { $0.isEmpty }) {
+            queue, _ in queue.popLast()
+        }
+        XCTAssertEqual(taken, 7)
+    }
+
+    func test_deadline_hugeOrNonFiniteSeconds_saturates() {
+        XCTAssertEqual(MonotonicClock.deadline(afterSeconds: 1e30), UInt64.max)
+        XCTAssertEqual(MonotonicClock.deadline(afterSeconds: .infinity), UInt64.max)
+        XCTAssertLessThanOrEqual(MonotonicClock.deadline(afterSeconds: 0), MonotonicClock.nanoseconds())
+    }
+}
