@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A value guarded by a `pthread_mutex_t`, with a condition variable on the same mutex for threads that wait
