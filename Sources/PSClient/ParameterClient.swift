@@ -40,13 +40,13 @@ public final class ParameterClient: Sendable {
             throw .connect("\(error)")
         }
         do {
-            try connection.socket.setReceiveTimeout(connectTimeout)
+            try connection.setReceiveTimeout(connectTimeout)
             let hello = Hello(role: role, maxVersion: WireProtocol.version, name: name, token: token ?? "")
             try connection.send(.hello(hello), requestID: 0)
             guard let (_, reply) = try connection.readMessage() else {
                 throw ClientError.connect("\(host):\(port) closed the connection during the handshake")
             }
-            try connection.socket.setReceiveTimeout(nil)
+            try connection.setReceiveTimeout(nil)
             switch reply {
             case .welcome(let welcome):
                 let config: WelcomeConfig

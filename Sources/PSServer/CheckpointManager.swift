@@ -5,55 +5,48 @@ import PSMath
 import PSPosix
 import PSTransport
 import PSWire
-import Synchronization
 
 /// Takes checkpoints for the server: the in-memory copy happens under the shard locks (in the caller, which is
-/// the only pause training sees); the disk write runs on a background thread, one at a time, in order.
+/// the only pause training sees); the disk writes (checkpoints, final weights, exports) run on one background
+/// thread, one at a time, in order, never on a connection's thread.
 final class CheckpointManager: Sendable {
     let root: String
     let keep: Int?
     let log: Logger
-    private let state = Mutex<WriterState>(WriterState())
-    private let written = NSCondition()
+    /// Names of the optimizer's state slots (`OptimizerConfig.stateSlotNames`), in snapshot order.
+    let slotNames: [String]
+    /// The queue and the writer's progress; waiters for a ticket sleep on its condition.
+    private let state = LockedValue(WriterState())
 
-    struct WriterState {
-        var queue: [PendingCheckpoint] = []
+    private struct WriterState {
+        var queue: [PendingWrite] = []
         var writing = false
         var lastWritten: String? = nil
-        var lastWrittenStep: UInt64? = nil
-        var lastError: String? = nil
+        /// Tickets of writes that finished, with the error text of those that failed.
         var completedWrites = 0
+        var failures: [Int: String] = [:]
         var requestedWrites = 0
         /// The step of the latest checkpoint queued (`requestedWrites` is its ticket).
         var lastTakenStep: UInt64 = 0
     }
 
-    /// A checkpoint waiting for the writer thread. The per-tensor arrays are cut out of the snapshot there, so
+    /// A write waiting for the writer thread. The per-tensor arrays are cut out of the snapshot there, so
     /// training pauses only for the snapshot's one copy under the shard locks.
-    struct PendingCheckpoint: Sendable {
+    private struct PendingWrite: Sendable {
+        /// `<root>/final` (the final weights and the manifest, no optimizer state) rather than a checkpoint.
+        let final: Bool
         let manifest: CheckpointManifest
         let snapshot: ModelSnapshot
-        let final: Bool
         let ticket: Int
     }
 
-    /// The snapshot's tensors and optimizer state tensors, one array each (on the writer thread).
-    private func files(of snapshot: ModelSnapshot) -> (tensors: [CheckpointTensor], states: [CheckpointStateTensor]) {
-        var tensors: [CheckpointTensor] = []
-        var states: [CheckpointStateTensor] = []
-        for (index, tensor) in snapshot.tensors.enumerated() {
-            tensors.append(
-                CheckpointTensor(
-                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)
-                ))
-            for (slot, flat) in snapshot.optimizerSlots.enumerated() {
-                states.append(
-                    CheckpointStateTensor(
-                        tensor: tensor.name, slot: slotNames[slot], shape: tensor.shape,
-                        values: snapshot.tensorValues(index, from: flat)))
-            }
-        }
-        return (tensors, states)
+    /// The job facts a manifest records besides the weights (nil fields for a plain store).
+    struct JobContext: Sendable {
+        var mode = "store"
+        var job: JobDescription? = nil
+        var optimizer: OptimizerConfig? = nil
+        var workerClocks: [String: UInt64] = [:]
+        var workerRanks: [String: Int] = [:]
     }
 
     /// A checkpoint that was taken (and, if `durable`, is on disk).
@@ -62,9 +55,6 @@ final class CheckpointManager: Sendable {
         let path: String
         let durable: Bool
     }
-
-    /// Names of the optimizer's state slots (`OptimizerConfig.stateSlotNames`), in snapshot order.
-    let slotNames: [String]
 
     init(root: String, keep: Int?, slotNames: [String], log: Logger) {
         self.root = root
@@ -75,84 +65,49 @@ final class CheckpointManager: Sendable {
 
     var lastWritten: String? { state.withLock { $0.lastWritten } }
 
+    /// How many checkpoints were queued so far (a ticket number; see `waitForTicket(after:seconds:)`).
+    var requestedWrites: Int { state.withLock { $0.requestedWrites } }
+
     // MARK: Taking
 
-    /// Queues a checkpoint of `snapshot` for writing; returns its ticket and the directory it will have.
+    /// Queues a checkpoint of `snapshot` recording `step`; returns its ticket and the directory it will have.
     @discardableResult
-    func take(snapshot: ModelSnapshot?, coordinator: Coordinator?, waitDurable: Bool, final: Bool = false)
-        -> (ticket: Int, step: UInt64, path: String)?
+    func take(snapshot: ModelSnapshot, step: UInt64, context: JobContext, final: Bool = false)
+        -> (ticket: Int, step: UInt64, path: String)
     {
-        guard let snapshot else { return nil }
-        let step = coordinator?.checkpointStep ?? (snapshot.shardVersions.max() ?? 0)
-        let manifest = makeManifest(snapshot: snapshot, step: step, coordinator: coordinator)
-        coordinator?.checkpointTaken(step: step)
-        let ticket: Int = state.withLock { state in
+        let manifest = makeManifest(snapshot: snapshot, step: step, context: context)
+        let (ticket, startWriter) = state.withLockAndBroadcast { state in
             state.requestedWrites += 1
             state.lastTakenStep = step
             state.queue.append(
-                PendingCheckpoint(manifest: manifest, snapshot: snapshot, final: final, ticket: state.requestedWrites))
-            return state.requestedWrites
+                PendingWrite(final: final, manifest: manifest, snapshot: snapshot, ticket: state.requestedWrites))
+            let start = !state.writing
+            state.writing = true
+            return (state.requestedWrites, start)
         }
-        startWriterIfIdle()
-        if waitDurable { _ = waitFor(ticket: ticket, seconds: 600) }
+        if startWriter {
+            let thread = Thread { [self] in writeLoop() }
+            thread.name = "psserver-checkpoint"
+            thread.start()
+        }
         let path = final ? root + "/final" : root + "/" + CheckpointWriter.directoryName(step: step)
         return (ticket, step, path)
     }
 
-    /// `psctl checkpoint`: in BSP, asks for one at the next step boundary and waits for it to be taken; otherwise
-    /// takes one now under all shard locks.
-    func requestCheckpoint(server: ParameterServer, wait: Bool) -> Result<Written, CheckpointError> {
-        let taken: (ticket: Int, step: UInt64, path: String)?
-        if let coordinator = server.coordinator, server.config.mode == .bsp,
-            coordinator.core.withLock({ $0.jobStarted && !$0.jobFinished })
-        {
-            let before = state.withLock { $0.requestedWrites }
-            coordinator.requestCheckpoint()
-            let deadline = Date(timeIntervalSinceNow: server.config.waitTimeoutSeconds)
-            while state.withLock({ $0.requestedWrites }) == before, Date() < deadline {
-                Thread.sleep(forTimeInterval: 0.01)
-            }
-            let (ticket, step) = state.withLock { ($0.requestedWrites, $0.lastTakenStep) }
-            guard ticket > before else {
-                return .failure(
-                    CheckpointError(file: root, message: "no step boundary was reached within the wait timeout"))
-            }
-            taken = (ticket, step, root + "/" + CheckpointWriter.directoryName(step: step))
-        } else {
-            taken = take(snapshot: server.store.snapshot(), coordinator: server.coordinator, waitDurable: false)
+    /// Waits until a checkpoint after ticket `before` was queued (BSP: at the next step boundary); returns its
+    /// ticket and step, or nil at the deadline.
+    func waitForCheckpoint(after before: Int, seconds: Double) -> (ticket: Int, step: UInt64)? {
+        let deadline = MonotonicClock.deadline(afterSeconds: seconds)
+        return state.wait(until: deadline, while: { $0.requestedWrites <= before }) { state, timedOut in
+            timedOut ? nil : (state.requestedWrites, state.lastTakenStep)
         }
-        guard let taken else { return .failure(CheckpointError(file: root, message: "nothing is registered yet")) }
-        if wait {
-            if let error = waitFor(ticket: taken.ticket, seconds: 600) {
-                return .failure(CheckpointError(file: taken.path, message: error))
-            }
-        }
-        return .success(Written(step: taken.step, path: taken.path, durable: wait))
-    }
-
-    /// Writes the final weights (`<root>/final/*.npy` plus a manifest) and a last full checkpoint, synchronously.
-    func writeFinal(snapshot: ModelSnapshot, coordinator: Coordinator) {
-        take(snapshot: snapshot, coordinator: coordinator, waitDurable: true)
-        take(snapshot: snapshot, coordinator: coordinator, waitDurable: true, final: true)
     }
 
     // MARK: Writing (background thread)
 
-    private func startWriterIfIdle() {
-        let start: Bool = state.withLock { state in
-            if state.writing { return false }
-            state.writing = true
-            return true
-        }
-        guard start else { return }
-        let thread = Thread { [self] in writeLoop() }
-        thread.name = "psserver-checkpoint"
-        thread.start()
-    }
-
     private func writeLoop() {
         while true {
-            let next: PendingCheckpoint? = state.withLock { state in
+            let next: PendingWrite? = state.withLock { state in
                 if state.queue.isEmpty {
                     state.writing = false
                     return nil
@@ -175,23 +130,38 @@ final class CheckpointManager: Sendable {
                 error = "\(failure)"
                 log.error("checkpoint-failed", ["step": next.manifest.step, "error": "\(failure)"])
             }
-            written.lock()
-            state.withLock { state in
+            state.withLockAndBroadcast { state in
                 state.completedWrites = next.ticket
                 if let error {
-                    state.lastError = error
+                    state.failures[next.ticket] = error
                 } else {
                     state.lastWritten = path
-                    state.lastWrittenStep = next.manifest.step
                 }
             }
-            written.broadcast()
-            written.unlock()
         }
     }
 
+    /// The snapshot's tensors and optimizer state tensors, one array each (on the writer thread).
+    private func files(of snapshot: ModelSnapshot) -> (tensors: [CheckpointTensor], states: [CheckpointStateTensor]) {
+        var tensors: [CheckpointTensor] = []
+        var states: [CheckpointStateTensor] = []
+        for (index, tensor) in snapshot.tensors.enumerated() {
+            tensors.append(
+                CheckpointTensor(
+                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)
+                ))
+            for (slot, flat) in snapshot.optimizerSlots.enumerated() {
+                states.append(
+                    CheckpointStateTensor(
+                        tensor: tensor.name, slot: slotNames[slot], shape: tensor.shape,
+                        values: snapshot.tensorValues(index, from: flat)))
+            }
+        }
+        return (tensors, states)
+    }
+
     /// The final weights: a plain directory of `.npy` files (one per tensor) and the manifest, replaced atomically.
-    private func writeFinalDirectory(_ pending: PendingCheckpoint) throws -> String {
+    private func writeFinalDirectory(_ pending: PendingWrite) throws -> String {
         let finalRoot = root + "/final-tmp-\(Host.processID())"
         try? FileManager.default.removeItem(atPath: finalRoot)
         let written = try CheckpointWriter.write(
@@ -206,54 +176,45 @@ final class CheckpointManager: Sendable {
 
     /// Waits until the write with `ticket` finished; returns its error text, if any.
     func waitFor(ticket: Int, seconds: Double) -> String? {
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        written.lock()
-        defer { written.unlock() }
-        while state.withLock({ $0.completedWrites }) < ticket {
-            if !written.wait(until: deadline) { return "the checkpoint was not written within \(Int(seconds)) s" }
+        let deadline = MonotonicClock.deadline(afterSeconds: seconds)
+        return state.wait(until: deadline, while: { $0.completedWrites < ticket }) { state, timedOut in
+            timedOut ? "the checkpoint was not written within \(Int(seconds)) s" : state.failures[ticket]
         }
-        return state.withLock { $0.lastError }
     }
 
     /// Waits for every queued write (used when the server stops).
     func waitForWrites() {
-        let ticket = state.withLock { $0.requestedWrites }
-        _ = waitFor(ticket: ticket, seconds: 600)
+        _ = waitFor(ticket: requestedWrites, seconds: 600)
     }
 
     // MARK: Manifest and restore
 
-    private func makeManifest(snapshot: ModelSnapshot, step: UInt64, coordinator: Coordinator?) -> CheckpointManifest {
+    private func makeManifest(snapshot: ModelSnapshot, step: UInt64, context: JobContext) -> CheckpointManifest {
         var job: [String: String] = [:]
-        var clocks: [String: UInt64] = [:]
-        var ranks: [String: Int] = [:]
         var dataOrder: DataOrderEntry? = nil
-        var mode = "store"
         var optimizer = OptimizerEntry(name: "sgd")
-        if let coordinator {
-            mode = coordinator.config.mode.rawValue
-            let description = coordinator.job
+        if let description = context.job {
             job = [
                 "model": description.model, "data": description.data, "batch": "\(description.batchPerWorker)",
                 "epochs": "\(description.epochs)", "seed": "\(description.seed)", "workers": "\(description.workers)",
                 "mode": description.mode, "stepsPerEpoch": "\(description.stepsPerEpoch)",
                 "totalSteps": "\(description.totalSteps)",
             ]
-            (clocks, ranks) = coordinator.workerClocks()
             if description.stepsPerEpoch > 0 {
                 dataOrder = DataOrderEntry(
                     epoch: step / UInt64(description.stepsPerEpoch),
                     stepInEpoch: step % UInt64(description.stepsPerEpoch), seed: description.seed,
                     globalBatch: description.batchPerWorker * description.workers)
             }
-            let config = coordinator.config.optimizer
+        }
+        if let config = context.optimizer {
             optimizer = OptimizerEntry(
                 name: config.kind.rawValue, hyperParameters: config.hyperParameters, step: snapshot.optimizerStep)
         }
         return CheckpointManifest(
-            step: step, mode: mode, job: job, workerClocks: clocks, workerRanks: ranks,
-            shardCount: snapshot.layout.shardCount, shardVersions: snapshot.shardVersions, optimizer: optimizer,
-            dataOrder: dataOrder)
+            step: step, mode: context.mode, job: job, workerClocks: context.workerClocks,
+            workerRanks: context.workerRanks, shardCount: snapshot.layout.shardCount,
+            shardVersions: snapshot.shardVersions, optimizer: optimizer, dataOrder: dataOrder)
     }
 
     /// What a restore recovered.
@@ -309,9 +270,8 @@ final class CheckpointManager: Sendable {
             workerRanks: manifest.workerRanks)
     }
 
-    /// `psctl export`: the current weights only, as `.npy` files in `path` (no optimizer state); returns the
-    /// largest shard version.
-    static func exportWeights(snapshot: ModelSnapshot, to path: String) throws -> UInt64 {
+    /// `psctl export`: the current weights only, as `.npy` files in `path` (no optimizer state).
+    static func exportWeights(snapshot: ModelSnapshot, to path: String) throws {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         for (index, tensor) in snapshot.tensors.enumerated() {
             let values = snapshot.tensorValues(index, from: snapshot.weights)
@@ -323,6 +283,5 @@ final class CheckpointManager: Sendable {
             try FileSystem.renameReplacing(from: temporary, to: file)
         }
         try FileSystem.fsyncDirectory(path: path)
-        return snapshot.shardVersions.max() ?? 0
     }
 }

@@ -9,6 +9,10 @@ import Synchronization
 
 /// A running `psserver`: the shard store, the coordinator (when a job is configured), the listener and one
 /// `Thread` per connection with blocking I/O.
+///
+/// The server is also the coordinator's executor: `carryOut` performs the directives the job coordinator
+/// returns (apply a BSP step, take a checkpoint, close a replaced connection, finish the job), always after the
+/// coordinator's lock was released.
 public final class ParameterServer: Sendable {
     public let config: ServerConfig
     public let store: ShardStore
@@ -20,12 +24,18 @@ public final class ParameterServer: Sendable {
     /// The port actually bound (useful with port 0).
     public let port: UInt16
     let startNanos = MonotonicClock.nanoseconds()
-    let connections = Mutex<[UInt64: FramedConnection]>([:])
+    /// Open connections and the number of requests being served; `stop` waits on it for requests to finish.
+    let connections = LockedValue(ConnectionTable())
     let nextConnectionID = Atomic<UInt64>(1)
     let stopped = Atomic<Bool>(false)
-    let activeHandlers = Atomic<Int>(0)
-    let exitCode = Mutex<Int32?>(nil)
-    let finishedSignal = NSCondition()
+    /// Set once by `stop`; `waitUntilStopped` sleeps on it.
+    private let exitCode = LockedValue<Int32?>(nil)
+
+    /// The server's connections, by id, and how many requests they are serving right now.
+    struct ConnectionTable {
+        var open: [UInt64: FramedConnection] = [:]
+        var activeRequests = 0
+    }
 
     /// Binds the listening socket, builds the store (registering the job's model or restoring a checkpoint).
     public init(config: ServerConfig, log: Logger = Logger(component: "psserver")) throws {
@@ -57,13 +67,11 @@ public final class ParameterServer: Sendable {
             try store.register(config.jobTensors)
         }
         coordinator = config.job.map {
-            Coordinator(
-                config: config, job: $0, completedSteps: completedSteps, restoredClocks: restoredClocks, log: log,
-                metrics: metrics)
+            Coordinator(config: config, job: $0, completedSteps: completedSteps, restoredClocks: restoredClocks)
         }
-        coordinator?.reserveRestoredRanks(restoredRanks)
         listener = try Socket.listen(host: config.host, port: config.port)
         port = try listener.localPort()
+        if let coordinator { carryOut(coordinator.restored(ranks: restoredRanks)) }
     }
 
     // MARK: Lifecycle
@@ -83,12 +91,8 @@ public final class ParameterServer: Sendable {
 
     /// Blocks until the server stops (shutdown request, signal, or the job finished); returns the exit code.
     public func waitUntilStopped() -> Int32 {
-        finishedSignal.lock()
-        defer { finishedSignal.unlock() }
-        while true {
-            if let code = exitCode.withLock({ $0 }) { return code }
-            finishedSignal.wait()
-        }
+        // No deadline: this is the main thread waiting for the server's whole life.
+        exitCode.wait(until: nil, while: { $0 == nil }) { code, _ in code ?? 0 }
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), closes connections and records `code`.
@@ -98,19 +102,19 @@ public final class ParameterServer: Sendable {
         coordinator?.stop()
         listener.shutdown()  // wakes the accept thread, which releases the descriptor
         // Give handlers in the middle of a request a moment to finish it before their sockets close.
-        let deadline = MonotonicClock.nanoseconds() + 2_000_000_000
-        let open = connections.withLock { Array($0.values) }
-        for connection in open { connection.socket.shutdownReceive() }
-        while activeHandlers.load(ordering: .acquiring) > 0, MonotonicClock.nanoseconds() < deadline {
-            Thread.sleep(forTimeInterval: 0.01)
-        }
+        for connection in connections.withLock({ Array($0.open.values) }) { connection.shutdownReceive() }
+        connections.wait(until: MonotonicClock.deadline(afterSeconds: 2), while: { $0.activeRequests > 0 })
         // Handler threads release their own descriptors when they see end-of-stream.
-        for connection in connections.withLock({ Array($0.values) }) { connection.shutdown() }
+        for connection in connections.withLock({ Array($0.open.values) }) { connection.shutdown() }
         checkpoints?.waitForWrites()
-        finishedSignal.lock()
-        exitCode.withLock { if $0 == nil { $0 = code } }
-        finishedSignal.broadcast()
-        finishedSignal.unlock()
+        exitCode.withLockAndBroadcast { if $0 == nil { $0 = code } }
+    }
+
+    /// Counts a request as in flight for the duration of `body` (`stop` waits for in-flight requests).
+    func serving<R>(_ body: () throws(TransportError) -> R) throws(TransportError) -> R {
+        connections.withLock { $0.activeRequests += 1 }
+        defer { connections.withLockAndBroadcast { $0.activeRequests -= 1 } }
+        return try body()
     }
 
     private func acceptLoop() {
@@ -128,11 +132,11 @@ public final class ParameterServer: Sendable {
             let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
             let connection = FramedConnection(
                 socket: accepted.socket, peer: accepted.peer, maxPayloadBytes: config.maxFrameBytes)
-            connections.withLock { $0[id] = connection }
+            connections.withLock { $0.open[id] = connection }
             let thread = Thread { [self] in
                 let handler = ConnectionHandler(server: self, connection: connection, id: id)
                 handler.run()
-                connections.withLock { _ = $0.removeValue(forKey: id) }
+                connections.withLock { _ = $0.open.removeValue(forKey: id) }
                 connection.close()
             }
             thread.name = "psserver-conn-\(id)"
@@ -147,55 +151,96 @@ public final class ParameterServer: Sendable {
         while !stopped.load(ordering: .acquiring) {
             Thread.sleep(forTimeInterval: interval)
             carryOut(coordinator.tick())
-            finishJobIfDone()
-            if let checkpoints, config.mode != .bsp, coordinator.asyncCheckpointDue() {
-                checkpoints.take(snapshot: store.snapshot(), coordinator: coordinator, waitDurable: false)
-            }
         }
     }
 
-    /// Carries out barrier directives: applies each listed step on its shard, then handles step completion.
-    func carryOut(_ directives: [BarrierDirective]) {
-        guard let coordinator, let model = store.current else { return }
+    // MARK: Directives
+
+    /// Carries out the job coordinator's directives in order; a directive that reports back to the coordinator
+    /// (an applied step, a taken checkpoint) has the directives that report returns carried out at once.
+    func carryOut(_ directives: [JobDirective]) {
         for directive in directives {
             switch directive {
+            case .log(let record):
+                log.write(record)
+            case .recordStep(let record):
+                metrics?.write(record.metricsFields)
+            case .recordEpoch(let record):
+                metrics?.write(record.metricsFields)
             case .apply(let shard, let step, let ranks):
-                let ok = model.shards[shard].state.withLock { $0.applyMean(step: step, ranks: ranks) }
-                if !ok {
-                    log.error("bsp-apply-missing-gradient", ["shard": shard, "step": step, "ranks": "\(ranks)"])
-                }
-                if let completed = coordinator.applied(shard: shard, step: step) {
-                    completeStep(completed)
-                }
-            case .stepCompleted(let step):
-                completeStep(step)
+                applyStep(shard: shard, step: step, ranks: ranks)
+            case .takeCheckpoint(let step):
+                takeCheckpoint(step: step)
+            case .closeConnection(let id):
+                // The name's previous incarnation is gone (or stuck): its connection must not act for the rank.
+                connections.withLock { $0.open[id] }?.shutdown()
+            case .finishJob:
+                let thread = Thread { [self] in finishJob() }
+                thread.name = "psserver-finish"
+                thread.start()
             }
         }
     }
 
-    /// Step `step` is applied on every shard: take a checkpoint if one is due, then release the next step.
-    func completeStep(_ step: UInt64) {
-        guard let coordinator else { return }
-        if let checkpoints, coordinator.checkpointDue(afterStep: step) {
-            checkpoints.take(snapshot: store.snapshot(), coordinator: coordinator, waitDurable: false)
+    /// BSP: applies the mean of the held gradients on one shard, then tells the coordinator.
+    private func applyStep(shard: Int, step: UInt64, ranks: [Int]) {
+        guard let coordinator, let model = store.current, shard < model.shards.count else { return }
+        let applied = model.shards[shard].state.withLock { $0.applyMean(step: step, ranks: ranks) }
+        if !applied {
+            log.error("bsp-apply-missing-gradient", ["shard": shard, "step": step, "ranks": "\(ranks)"])
         }
-        coordinator.release(afterStep: step)
+        carryOut(coordinator.applied(shard: shard, step: step))
     }
 
-    /// Ends the job once every worker finished: final weights, final checkpoint, summary, exit (unless told to keep running).
-    func finishJobIfDone() {
-        guard let coordinator, coordinator.checkJobFinished() else { return }
-        guard coordinator.markFinalized() else { return }
-        let snapshot = store.snapshot()
-        if let checkpoints, let snapshot {
-            checkpoints.writeFinal(snapshot: snapshot, coordinator: coordinator)
+    /// Snapshots the model (the training pause) and queues the checkpoint write; then tells the coordinator,
+    /// which releases the BSP step the checkpoint waited at.
+    func takeCheckpoint(step: UInt64, final: Bool = false) {
+        if let checkpoints, let snapshot = store.snapshot() {
+            checkpoints.take(snapshot: snapshot, step: step, context: checkpointContext(), final: final)
         }
-        let summary = coordinator.summary()
-        log.info("job-finished", summary)
+        coordinator?.checkpointTaken(step: step)
+    }
+
+    /// The job facts a checkpoint manifest records.
+    func checkpointContext() -> CheckpointManager.JobContext {
+        guard let coordinator else { return CheckpointManager.JobContext() }
+        let (clocks, ranks) = coordinator.snapshot.workerClocksAndRanks
+        return CheckpointManager.JobContext(
+            mode: config.mode.rawValue, job: coordinator.job, optimizer: config.optimizer, workerClocks: clocks,
+            workerRanks: ranks)
+    }
+
+    /// Ends the finished job (on its own thread): final checkpoint and weights, summary, exit unless told to keep
+    /// running.
+    private func finishJob() {
+        guard let coordinator else { return }
+        if let checkpoints, let snapshot = store.snapshot() {
+            let step = coordinator.checkpointStep
+            let context = checkpointContext()
+            checkpoints.take(snapshot: snapshot, step: step, context: context)
+            let final = checkpoints.take(snapshot: snapshot, step: step, context: context, final: true)
+            if let error = checkpoints.waitFor(ticket: final.ticket, seconds: 600) {
+                log.error("final-checkpoint-failed", ["error": error])
+            }
+        }
+        log.info("job-finished", summary(coordinator.snapshot))
         if !config.keepRunning {
-            let thread = Thread { [self] in stop(exitCode: 0, reason: "job finished") }
-            thread.start()
+            stop(exitCode: 0, reason: "job finished")
         }
+    }
+
+    /// The end-of-job summary line's fields.
+    private func summary(_ job: JobCoordinator) -> KeyValuePairs<String, CustomStringConvertible> {
+        let steps = job.stepsDone
+        let seconds = Double((job.finishedAtNanos ?? MonotonicClock.nanoseconds()) - job.startNanos) / 1e9
+        let description = coordinator?.job
+        let samples = Double(steps) * Double((description?.batchPerWorker ?? 0) * (description?.workers ?? 0))
+        return [
+            "steps": steps, "epochs": description?.epochs ?? 0,
+            "test_accuracy": job.lastEpoch.map { String(format: "%.4f", $0.testAccuracy) } ?? "n/a",
+            "wall_s": String(format: "%.2f", seconds),
+            "samples_per_s": String(format: "%.0f", samples / max(seconds, 1e-9)),
+        ]
     }
 
     // MARK: Status
@@ -221,7 +266,7 @@ public final class ParameterServer: Sendable {
             "stale_dropped": .int(shardList.reduce(0) { $0 + Int($1.droppedStaleCount.load(ordering: .relaxed)) }),
             "stale_scaled": .int(shardList.reduce(0) { $0 + Int($1.scaledStaleCount.load(ordering: .relaxed)) }),
             "uptime_s": .double(Double(MonotonicClock.nanoseconds() - startNanos) / 1e9),
-            "connections": .int(connections.withLock { $0.count }),
+            "connections": .int(connections.withLock { $0.open.count }),
             "shard_count": .int(config.shardCount),
             "shards": .array(shards),
             "mode": .string(coordinator == nil ? "store" : config.mode.rawValue),

@@ -1,6 +1,6 @@
 import PSPosix
 import PSWire
-import Synchronization
+import Synchronization  // Atomic
 
 /// A TCP connection that carries PSWire frames, copy-free on the tensor path.
 ///
@@ -10,16 +10,16 @@ import Synchronization
 /// caller-chosen destination or into a receive buffer that is reused across messages.
 public final class FramedConnection: @unchecked Sendable {
     // @unchecked Sendable: `receiveBuffer` is touched only by the single reader thread (documented contract of
-    // the read* methods); every other stored property is immutable or a Mutex.
+    // the read* methods); every other stored property is immutable, a LockedValue or an Atomic.
 
-    /// The socket; owned by this connection, closed by `close()`.
-    public let socket: Socket
+    /// The socket; owned by this connection, closed by `close()`, never handed out.
+    private let socket: Socket
     /// The peer's address, for logs and errors.
     public let peer: String
     /// The largest payload this side accepts; checked before anything is allocated.
     public let maxPayloadBytes: Int
 
-    private let writeLock = Mutex<Void>(())
+    private let writeLock = LockedValue<Void>(())
     private let closed = Atomic<Bool>(false)
     private var receiveBuffer: UnsafeMutableRawBufferPointer
 
@@ -185,6 +185,31 @@ public final class FramedConnection: @unchecked Sendable {
     /// Wakes a thread blocked reading this connection (it sees end-of-stream) without releasing the descriptor.
     public func shutdown() {
         socket.shutdown()
+    }
+
+    /// Half-closes the receiving side: a blocked or later read sees end-of-stream, while replies can still be sent.
+    public func shutdownReceive() {
+        socket.shutdownReceive()
+    }
+
+    /// Whether the peer has closed its side or reset the connection (a non-blocking `poll`); used by waits that
+    /// must not outlive their peer.
+    public func peerHasHungUp() -> Bool {
+        socket.peerHasHungUp()
+    }
+
+    /// Bounds how long one read may block (nil: no bound); a read past it throws a timeout.
+    public func setReceiveTimeout(_ timeout: Duration?) throws(TransportError) {
+        do throws(SocketError) {
+            try socket.setReceiveTimeout(timeout)
+        } catch {
+            throw .socket(error)
+        }
+    }
+
+    /// Writes raw bytes, bypassing the framing: only for tests that must send malformed frames.
+    public func writeRawForTesting(_ bytes: UnsafeRawBufferPointer) throws(TransportError) {
+        try write(bytes, UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
     /// Releases the descriptor once; later calls do nothing.

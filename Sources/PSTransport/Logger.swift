@@ -48,10 +48,15 @@ public struct Logger: Sendable {
 
     /// Logs `event` with key=value fields (values containing spaces or quotes are quoted).
     public func log(_ level: Level, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {
+        log(level, event, fields: fields.map { (key: $0.key, value: $0.value.description) })
+    }
+
+    /// Logs `event` with key=value fields given as an array (for fields built at run time).
+    public func log(_ level: Level, _ event: String, fields: [(key: String, value: String)]) {
         guard level >= minimumLevel else { return }
         var line = "level=\(level) time=\(Self.timestamp()) component=\(component) event=\(event)"
         for (key, value) in fields {
-            line += " \(key)=\(Self.quote(value.description))"
+            line += " \(key)=\(Self.quote(value))"
         }
         line += "\n"
         Self.outputLock.withLock { _ in

@@ -162,7 +162,7 @@ final class ParameterServerTests: XCTestCase {
         _ = try good.register(zeroTensors([16]))
         let bad = try harness.rawConnection()
         var garbage = [UInt8](repeating: 0xAB, count: 64)
-        try garbage.withUnsafeMutableBytes { try bad.socket.writeAll(UnsafeRawBufferPointer($0)) }
+        try garbage.withUnsafeMutableBytes { try bad.writeRawForTesting(UnsafeRawBufferPointer($0)) }
         // The bad connection gets an error frame, then is closed.
         let reply = try bad.readMessage()
         if case .error(let error)? = reply?.message {
@@ -188,7 +188,7 @@ final class ParameterServerTests: XCTestCase {
             FrameHeader(type: MessageType(rawValue: 0x7777), flags: [], payloadLength: 4, requestID: 9)
                 .encode(into: bytes)
         }
-        try frame.withUnsafeBytes { try connection.socket.writeAll($0) }
+        try frame.withUnsafeBytes { try connection.writeRawForTesting($0) }
         let reply = try connection.readMessage()
         XCTAssertEqual(reply?.header.requestID, 9)
         guard case .error(let error)? = reply?.message else { return XCTFail("expected error") }

@@ -75,7 +75,7 @@ final class FramedConnectionTests: XCTestCase {
         header.withUnsafeMutableBytes {
             FrameHeader(type: .push, flags: [], payloadLength: 1 << 30, requestID: 1).encode(into: $0)
         }
-        try header.withUnsafeBytes { try client.socket.writeAll($0) }
+        try header.withUnsafeBytes { try client.writeRawForTesting($0) }
         XCTAssertThrowsError(try server.readHeader()) { error in
             XCTAssertEqual(error as? TransportError, .wire(.frameTooLarge(length: 1 << 30, maximum: 4096)))
         }
@@ -85,7 +85,7 @@ final class FramedConnectionTests: XCTestCase {
         let (client, server) = try makePair()
         defer { server.close() }
         let bytes: [UInt8] = [0x53, 0x57, 0x50, 0x53, 0x01, 0x00]
-        try bytes.withUnsafeBytes { try client.socket.writeAll($0) }
+        try bytes.withUnsafeBytes { try client.writeRawForTesting($0) }
         client.close()
         XCTAssertThrowsError(try server.readHeader()) { error in
             guard case .socket(.endOfStream(let expected, let received))? = error as? TransportError else {

@@ -1,0 +1,578 @@
+/// The fixed facts of the job a coordinator runs (from the server's flags and the job description).
+public struct JobSettings: Sendable, Equatable {
+    /// BSP, SSP or async.
+    public var mode: ConsistencyMode
+    /// K: the number of workers the job starts with.
+    public var workers: Int
+    /// The SSP bound as configured (reported in status; the gate itself uses `JobCoordinator.ssp`).
+    public var staleness: UInt64
+    /// Total number of shards (the BSP barrier keeps one pending step per shard).
+    public var shardCount: Int
+    /// A live worker silent for longer than this is declared dead.
+    public var workerTimeoutNanos: UInt64
+    /// Checkpoint every this many steps (nil: not by steps).
+    public var checkpointEverySteps: UInt64?
+    /// Checkpoint every this many seconds (nil: not by time).
+    public var checkpointEverySeconds: Double?
+
+    public init(
+        mode: ConsistencyMode, workers: Int, staleness: UInt64, shardCount: Int, workerTimeoutNanos: UInt64,
+        checkpointEverySteps: UInt64? = nil, checkpointEverySeconds: Double? = nil
+    ) {
+        self.mode = mode
+        self.workers = workers
+        self.staleness = staleness
+        self.shardCount = shardCount
+        self.workerTimeoutNanos = workerTimeoutNanos
+        self.checkpointEverySteps = checkpointEverySteps
+        self.checkpointEverySeconds = checkpointEverySeconds
+    }
+}
+
+/// Where the job is in its life, as reported to workers and operators.
+public enum JobPhase: String, Sendable, Equatable {
+    /// Waiting for every worker (after a restore: every worker of the checkpoint) to join.
+    case waiting
+    /// Training.
+    case running
+    /// Every worker finished; the final weights are being written or were written.
+    case finished
+    /// The server is shutting down.
+    case stopping
+}
+
+/// A log line the shell writes: the coordinator decides what happened, the shell prints it (no I/O under a lock).
+public struct LogRecord: Sendable, Equatable {
+    /// How important the line is.
+    public enum Level: Sendable, Equatable {
+        case info
+        case warning
+        case error
+    }
+
+    public let level: Level
+    /// The event name (`worker-joined`, `job-started`, …).
+    public let event: String
+    /// Key-value fields in print order.
+    public let fields: [Field]
+
+    /// One `key=value` pair of a log line.
+    public struct Field: Sendable, Equatable {
+        public let key: String
+        public let value: String
+    }
+
+    public init(_ level: Level, _ event: String, _ fields: [(String, String)] = []) {
+        self.level = level
+        self.event = event
+        self.fields = fields.map { Field(key: $0.0, value: $0.1) }
+    }
+}
+
+/// The training loss of one global step, averaged over the workers that ran it (in rank order): one line of the
+/// metrics file.
+public struct StepRecord: Sendable, Equatable {
+    public let step: UInt64
+    public let loss: Double
+    public let workers: Int
+    public let samples: UInt64
+    public let minClock: UInt64
+    public let maxClock: UInt64
+    /// Every worker's clock by name, and the live workers' alone.
+    public let clocks: [String: UInt64]
+    public let liveClocks: [String: UInt64]
+    public let staleDropped: UInt64
+    public let staleScaled: UInt64
+    public let elapsedNanos: UInt64
+}
+
+/// One epoch's evaluation on the test set, as the first worker to finish the epoch reported it.
+public struct EpochRecord: Sendable, Equatable {
+    public let epoch: UInt32
+    public let testLoss: Double
+    public let testAccuracy: Double
+    public let samples: UInt64
+    /// Filled in by the coordinator when it records the epoch.
+    public var elapsedNanos: UInt64
+
+    public init(epoch: UInt32, testLoss: Double, testAccuracy: Double, samples: UInt64, elapsedNanos: UInt64 = 0) {
+        self.epoch = epoch
+        self.testLoss = testLoss
+        self.testAccuracy = testAccuracy
+        self.samples = samples
+        self.elapsedNanos = elapsedNanos
+    }
+}
+
+/// What the shell must do after an event, in order, after it released the coordinator's lock.
+public enum JobDirective: Sendable, Equatable {
+    /// Write a log line.
+    case log(LogRecord)
+    /// Append a step record to the metrics file.
+    case recordStep(StepRecord)
+    /// Append an epoch record to the metrics file.
+    case recordEpoch(EpochRecord)
+    /// BSP: apply the mean of `ranks`' held gradients for `step` on `shard`, then report `onApplied`.
+    case apply(shard: Int, step: UInt64, ranks: [WorkerID])
+    /// Snapshot the model for a checkpoint recording `step` completed steps, then report `onCheckpointTaken`.
+    /// In BSP the next step is released only after that report, so the snapshot is exactly the boundary.
+    case takeCheckpoint(step: UInt64)
+    /// Close the connection with this id: a rejoined worker's previous incarnation must not act for its rank.
+    case closeConnection(UInt64)
+    /// Every worker finished: write the final weights and checkpoint, print the summary, stop (unless told not to).
+    case finishJob
+}
+
+/// A worker's hello that was accepted.
+public struct JoinAccepted: Sendable, Equatable {
+    public let rank: WorkerID
+    /// The first step the worker computes.
+    public let startStep: UInt64
+    public let rejoined: Bool
+}
+
+/// A worker's hello that was refused, and why.
+public struct JoinRefusal: Error, Sendable, Equatable {
+    /// The kind of refusal (the shell maps it to a wire error code).
+    public enum Kind: Sendable, Equatable {
+        /// The job has finished: nothing to join.
+        case jobFinished
+        /// Every rank is assigned to another name.
+        case jobFull
+    }
+
+    public let kind: Kind
+    public let reason: String
+}
+
+/// What a BSP push decided, before its directives are carried out.
+public enum PushVerdict: Sendable, Equatable {
+    /// The gradient is held (and may have completed the shard's step: see the directives).
+    case accepted
+    /// The push does not belong to the pending step; the shard must drop what it held for the rank.
+    case rejected(String)
+}
+
+/// The job coordinator: membership, the BSP barrier, the SSP bound, the checkpoint schedule and the job's
+/// lifecycle, as one value with no I/O (the "instance" of swift-cluster-membership's instance/shell split).
+///
+/// Every `on…` method takes the current time as an argument and returns directives that the shell carries out, in
+/// order, after releasing the lock that guards this value. Queries (`mayPull`, `describeWait`, `phase`, …) are pure
+/// reads the shell uses for its waits and for status. Nothing here logs, writes a file, or reads a clock.
+public struct JobCoordinator: Sendable {
+    public let settings: JobSettings
+    /// When the job's coordinator was created (the origin of `elapsed` fields).
+    public let startNanos: UInt64
+    public private(set) var membership: Membership
+    public private(set) var barrier: BSPBarrier
+    public let ssp: SSPBound
+    public private(set) var schedule: CheckpointSchedule
+    /// BSP: steps complete and released to pullers. Lags `barrier.completedSteps` only while a checkpoint of the
+    /// boundary is being snapshotted.
+    public private(set) var releasedSteps: UInt64
+    public private(set) var jobStarted = false
+    public private(set) var jobFinished = false
+    public private(set) var stopping = false
+    /// Set once `finishJob` was issued.
+    public private(set) var finalized = false
+    public private(set) var finishedAtNanos: UInt64? = nil
+    /// Waits that could not be answered at once (pulls, leaves), for status.
+    public private(set) var barrierWaits: UInt64 = 0
+    /// The most recent epoch evaluation.
+    public private(set) var lastEpoch: EpochRecord? = nil
+    /// The last step whose loss was recorded.
+    public private(set) var lastLossStep: UInt64? = nil
+    /// Notable events (deaths), newest last, for status.
+    public private(set) var events: [String] = []
+    /// SSP/async pushes dropped or scaled by the stale-gradient bound.
+    public private(set) var staleDropped: UInt64 = 0
+    public private(set) var staleScaled: UInt64 = 0
+    /// Restored from a checkpoint: the job waits until every worker named in it rejoined.
+    public private(set) var awaitingRestoredWorkers = false
+
+    private var restoredClocks: [String: UInt64]
+    private var pendingLosses: [UInt64: [WorkerID: (loss: Double, samples: UInt64)]] = [:]
+    private var recordedEpochs = Set<UInt32>()
+    private var connectionOfRank: [WorkerID: UInt64] = [:]
+
+    /// A coordinator for a job that has completed `completedSteps` steps (0, or a restored checkpoint's step);
+    /// `restoredClocks` are the SSP/async clocks of the checkpoint's workers.
+    public init(
+        settings: JobSettings, now: UInt64, completedSteps: UInt64 = 0, restoredClocks: [String: UInt64] = [:]
+    ) {
+        self.settings = settings
+        startNanos = now
+        membership = Membership(expectedWorkers: settings.workers, workerTimeoutNanos: settings.workerTimeoutNanos)
+        barrier = BSPBarrier(shardCount: settings.shardCount, completedSteps: completedSteps)
+        ssp =
+            switch settings.mode {
+            case .bsp: SSPBound(staleness: 0)
+            case .ssp: SSPBound(staleness: settings.staleness)
+            case .async: .asynchronous
+            }
+        schedule = CheckpointSchedule(
+            everySteps: settings.checkpointEverySteps, everySeconds: settings.checkpointEverySeconds,
+            startNanos: now, completedSteps: completedSteps)
+        releasedSteps = completedSteps
+        self.restoredClocks = restoredClocks
+    }
+
+    // MARK: Queries
+
+    /// The job's phase.
+    public var phase: JobPhase {
+        if stopping { return .stopping }
+        if jobFinished { return .finished }
+        return jobStarted ? .running : .waiting
+    }
+
+    /// Whether a pull for `step` may be answered now: the job started and the mode's rule allows it (BSP: the
+    /// step was released; SSP/async: the slowest live worker is close enough). A finished job answers every pull.
+    public func mayPull(step: UInt64) -> Bool {
+        if jobFinished { return true }
+        guard jobStarted else { return false }
+        switch settings.mode {
+        case .bsp: return releasedSteps >= step
+        case .ssp, .async: return ssp.mayStart(step: step, membership: membership)
+        }
+    }
+
+    /// Why a pull for `step` is not answered yet, for a timeout message.
+    public func describeWait(step: UInt64) -> String {
+        if !jobStarted {
+            return "the job has not started: \(membership.liveRanks.count) of \(settings.workers) workers joined"
+        }
+        switch settings.mode {
+        case .bsp:
+            let held = Set((0..<barrier.shardCount).flatMap { barrier.heldRanks(shard: $0) })
+            let missing = membership.expectedRanks(atStep: releasedSteps).filter { !held.contains($0) }
+            return "step \(step) is not complete (step \(releasedSteps) waits for ranks \(missing))"
+        case .ssp, .async:
+            return "step \(step) must wait for the slowest worker (min clock \(membership.minLiveClock ?? 0), "
+                + "staleness \(settings.staleness))"
+        }
+    }
+
+    /// BSP: whether every step `rank` pushed has been applied, so its leave cannot lose a gradient.
+    public func hasAppliedAllPushes(of rank: WorkerID) -> Bool {
+        jobFinished || releasedSteps >= (membership.worker(rank: rank)?.clock ?? 0)
+    }
+
+    /// The step a checkpoint taken now records: BSP the barrier's completed steps; SSP/async the slowest live
+    /// worker's clock (the largest clock once nobody is live).
+    public var checkpointStep: UInt64 {
+        switch settings.mode {
+        case .bsp: barrier.completedSteps
+        case .ssp, .async: membership.minLiveClock ?? membership.maxClock
+        }
+    }
+
+    /// Steps the job has done: BSP the released steps, otherwise the largest clock.
+    public var stepsDone: UInt64 {
+        settings.mode == .bsp ? releasedSteps : membership.maxClock
+    }
+
+    /// Every worker's clock and rank by name, for a checkpoint's manifest.
+    public var workerClocksAndRanks: (clocks: [String: UInt64], ranks: [String: Int]) {
+        var clocks: [String: UInt64] = [:]
+        var ranks: [String: Int] = [:]
+        for worker in membership.workers {
+            clocks[worker.name] = worker.clock
+            ranks[worker.name] = worker.rank
+        }
+        return (clocks, ranks)
+    }
+
+    // MARK: Membership
+
+    /// A worker's hello: its rank and start step, or a refusal.
+    ///
+    /// The join rule: in BSP a worker (new or rejoining) starts at the first step whose barrier has not started,
+    /// so it never pushes to a step some shard already holds or applied without it; in SSP/async it resumes at the
+    /// clock its name reached (before a server restart: the checkpoint's clock), a new name at 0. A rejoin closes
+    /// the connection of the name's previous incarnation and, in BSP, may complete a step that waited for it.
+    public mutating func onJoin(
+        name: String, connection: UInt64, now: UInt64
+    ) -> (Result<JoinAccepted, JoinRefusal>, [JobDirective]) {
+        if jobFinished { return (.failure(JoinRefusal(kind: .jobFinished, reason: "the job has finished")), []) }
+        let activeFrom: UInt64 =
+            settings.mode == .bsp
+            ? max(releasedSteps, barrier.firstUnstartedStep)
+            : membership.worker(named: name)?.clock ?? restoredClocks[name] ?? 0
+        let (result, membershipDirectives) = membership.join(name: name, now: now, activeFromStep: activeFrom)
+        switch result {
+        case .rejected(let reason):
+            return (.failure(JoinRefusal(kind: .jobFull, reason: reason)), [])
+        case .joined(let rank, let rejoined):
+            var directives: [JobDirective] = []
+            if membershipDirectives.contains(where: {
+                if case .closeReplacedConnection = $0 { return true } else { return false }
+            }), let replaced = connectionOfRank[rank], replaced != connection {
+                directives.append(
+                    .log(LogRecord(.info, "replaced-connection", [("name", name), ("rank", "\(rank)"), ("old_id", "\(replaced)")])))
+                directives.append(.closeConnection(replaced))
+            }
+            connectionOfRank[rank] = connection
+            if !jobStarted, mayStartJob {
+                jobStarted = true
+                directives.append(
+                    .log(LogRecord(.info, "job-started", [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)])))
+            }
+            directives.append(
+                .log(
+                    LogRecord(
+                        .info, "worker-joined",
+                        [("name", name), ("rank", "\(rank)"), ("rejoined", "\(rejoined)"), ("start_step", "\(activeFrom)")]
+                    )))
+            if settings.mode == .bsp, rejoined {
+                directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
+            }
+            return (.success(JoinAccepted(rank: rank, startStep: activeFrom, rejoined: rejoined)), directives)
+        }
+    }
+
+    /// After a restore: gives every worker named in the checkpoint its old rank back (its slice of the data order
+    /// stays with its name) and marks it not yet connected; the job starts once all of them rejoined. Ranks that
+    /// are not exactly `0..<n` (n <= K) are left to join order.
+    public mutating func onRestored(ranks: [String: Int], now: UInt64) -> [JobDirective] {
+        let ordered = ranks.sorted { $0.value < $1.value }
+        guard !ordered.isEmpty, ordered.map(\.value) == Array(0..<ordered.count), ordered.count <= settings.workers
+        else {
+            return ranks.isEmpty ? [] : [.log(LogRecord(.warning, "restored-ranks-ignored", [("ranks", "\(ranks)")]))]
+        }
+        for (name, _) in ordered {
+            if case .joined(let rank, _) = membership.onJoin(name: name, now: now, activeFromStep: releasedSteps) {
+                _ = membership.declareDead(rank: rank, reason: "restored from a checkpoint; not rejoined yet")
+            }
+        }
+        awaitingRestoredWorkers = true
+        return []
+    }
+
+    /// A heartbeat (with the worker's clock when it sent one): refreshes liveness.
+    public mutating func onHeartbeat(rank: WorkerID, clock: UInt64?, now: UInt64) {
+        if let clock {
+            membership.onHeartbeat(rank: rank, clock: max(clock, membership.worker(rank: rank)?.clock ?? 0), now: now)
+        } else {
+            refreshLiveness(rank: rank, now: now)
+        }
+    }
+
+    /// A worker blocked in a wait on us is alive: refreshes its liveness without changing its clock.
+    public mutating func refreshLiveness(rank: WorkerID, now: UInt64) {
+        if let clock = membership.worker(rank: rank)?.clock {
+            membership.onClock(rank: rank, clock: clock, now: now)
+        }
+    }
+
+    /// Counts a wait that could not be answered at once (status).
+    public mutating func onWaitStarted() {
+        barrierWaits += 1
+    }
+
+    /// The periodic check: declares silent workers dead, lets the barrier proceed without them, ends a job whose
+    /// workers are all gone after some finished, and (SSP/async) takes a checkpoint when one is due.
+    public mutating func onTick(now: UInt64) -> [JobDirective] {
+        var directives: [JobDirective] = []
+        let deaths = membership.onTick(now: now)
+        if !deaths.isEmpty {
+            for case .declareDead(let rank, let name, let reason) in deaths {
+                directives.append(
+                    .log(LogRecord(.warning, "worker-dead", [("name", name), ("rank", "\(rank)"), ("reason", reason)])))
+                events.append("worker \(name) (rank \(rank)) declared dead: \(reason)")
+            }
+            directives += flushLosses(now: now)
+            if settings.mode == .bsp {
+                directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
+            }
+        }
+        directives += finishIfDone(now: now)
+        if settings.mode != .bsp, jobStarted, !jobFinished, schedule.isDue(step: checkpointStep, now: now) {
+            directives.append(.takeCheckpoint(step: checkpointStep))
+        }
+        return directives
+    }
+
+    /// A worker finished (`finished`) or gave up: it is no longer expected; the barrier may proceed and the job may
+    /// end.
+    public mutating func onLeave(rank: WorkerID, finished: Bool, now: UInt64) -> [JobDirective] {
+        _ = membership.onLeave(rank: rank, now: now)
+        var directives: [JobDirective] = [
+            .log(LogRecord(.info, "worker-left", [("rank", "\(rank)"), ("reason", finished ? "finished" : "error")]))
+        ]
+        directives += flushLosses(now: now)
+        if settings.mode == .bsp {
+            directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
+        }
+        directives += finishIfDone(now: now)
+        return directives
+    }
+
+    /// The server is shutting down: every wait ends.
+    public mutating func onStop() {
+        stopping = true
+    }
+
+    // MARK: Steps
+
+    /// BSP: `rank` pushed its gradient for `step` to `shard` (the shell already holds it in the shard).
+    public mutating func onBSPPush(
+        shard: Int, step: UInt64, rank: WorkerID, now: UInt64
+    ) -> (PushVerdict, [JobDirective]) {
+        switch barrier.onPush(shard: shard, step: step, rank: rank, membership: membership) {
+        case .reject(let reason):
+            return (.rejected(reason), [])
+        case .hold:
+            membership.onPush(rank: rank, now: now)
+            return (.accepted, [])
+        case .apply(let shard, let step, let ranks):
+            membership.onPush(rank: rank, now: now)
+            return (.accepted, [.apply(shard: shard, step: step, ranks: ranks)])
+        }
+    }
+
+    /// SSP/async: `rank` pushed and the shard applied (or dropped) it; counts it and the stale-gradient outcome.
+    public mutating func onAsyncPush(rank: WorkerID?, staleDropped dropped: Bool, staleScaled scaled: Bool, now: UInt64) {
+        if let rank { membership.onPush(rank: rank, now: now) }
+        if dropped { staleDropped += 1 }
+        if scaled { staleScaled += 1 }
+    }
+
+    /// BSP: `shard` applied `step`. When that completes the step on every shard, either a checkpoint is due
+    /// (`takeCheckpoint`, and the release waits for `onCheckpointTaken`) or the next step is released now.
+    public mutating func onApplied(shard: Int, step: UInt64, now: UInt64) -> [JobDirective] {
+        barrierDirectives(barrier.onApplied(shard: shard, step: step), now: now)
+    }
+
+    /// The shell snapshotted the model for a checkpoint recording `step` (or could not, with nothing registered):
+    /// restarts the schedule's intervals and, in BSP, releases the boundary the checkpoint was waiting at.
+    public mutating func onCheckpointTaken(step: UInt64, now: UInt64) {
+        schedule.onCheckpointTaken(step: step, now: now)
+        if settings.mode == .bsp, barrier.completedSteps >= step {
+            releasedSteps = max(releasedSteps, step)
+        }
+    }
+
+    /// An operator asked for a checkpoint: BSP takes it at the next step boundary; SSP/async at the next tick.
+    public mutating func onCheckpointRequested(now: UInt64) {
+        schedule.request(now: now)
+    }
+
+    // MARK: Losses and epochs
+
+    /// A worker completed `clock` steps; the loss it reports is that of step `clock - 1`. Returns the job's phase,
+    /// the slowest live worker's clock and the step records that became complete.
+    public mutating func onClock(
+        rank: WorkerID, clock: UInt64, loss: Double, samples: UInt64, now: UInt64
+    ) -> (phase: JobPhase, minClock: UInt64, directives: [JobDirective]) {
+        membership.onHeartbeat(rank: rank, clock: clock, now: now)
+        if clock > 0 {
+            pendingLosses[clock - 1, default: [:]][rank] = (loss, samples)
+        }
+        let directives = flushLosses(now: now)
+        return (phase, membership.minLiveClock ?? clock, directives)
+    }
+
+    /// An epoch's evaluation: every worker reports each epoch; the first report is the record.
+    public mutating func onEpoch(_ epoch: EpochRecord, now: UInt64) -> [JobDirective] {
+        guard recordedEpochs.insert(epoch.epoch).inserted else { return [] }
+        var record = epoch
+        record.elapsedNanos = now &- startNanos
+        lastEpoch = record
+        return [
+            .log(
+                LogRecord(
+                    .info, "epoch",
+                    [
+                        ("epoch", "\(epoch.epoch)"), ("test_loss", Self.fourDecimals(epoch.testLoss)),
+                        ("test_accuracy", Self.fourDecimals(epoch.testAccuracy)),
+                    ])),
+            .recordEpoch(record),
+        ]
+    }
+
+    // MARK: Internals
+
+    /// Whether the job may start: every rank joined and, after a restore, every worker of the checkpoint is back.
+    private var mayStartJob: Bool {
+        guard membership.allJoined else { return false }
+        return !awaitingRestoredWorkers || membership.liveRanks.count == settings.workers
+    }
+
+    /// Turns the barrier's directives into the shell's: applies stay applies; a completed step checkpoints or
+    /// releases.
+    private mutating func barrierDirectives(_ directives: [BarrierDirective], now: UInt64) -> [JobDirective] {
+        var result: [JobDirective] = []
+        for directive in directives {
+            switch directive {
+            case .apply(let shard, let step, let ranks):
+                result.append(.apply(shard: shard, step: step, ranks: ranks))
+            case .stepCompleted(let step):
+                if schedule.onStepCompleted(step: step + 1, now: now) {
+                    result.append(.takeCheckpoint(step: step + 1))
+                } else {
+                    releasedSteps = max(releasedSteps, step + 1)
+                }
+            }
+        }
+        return result
+    }
+
+    /// Ends the job once no worker is live and at least one finished (the others died): issues `finishJob` once.
+    private mutating func finishIfDone(now: UInt64) -> [JobDirective] {
+        if !jobFinished {
+            let workers = membership.workers
+            if jobStarted, !workers.contains(where: { $0.state == .live }),
+                workers.contains(where: { $0.state == .left })
+            {
+                jobFinished = true
+            }
+        }
+        guard jobFinished, !finalized else { return [] }
+        finalized = true
+        finishedAtNanos = now
+        return [.finishJob]
+    }
+
+    /// Records every step whose expected workers have all reported, in step order, averaging in rank order.
+    private mutating func flushLosses(now: UInt64) -> [JobDirective] {
+        var records: [JobDirective] = []
+        for step in pendingLosses.keys.sorted() {
+            guard let reports = pendingLosses[step] else { continue }
+            let expected = membership.liveRanks.filter { membership.isExpected(rank: $0, atStep: step) }
+            guard expected.allSatisfy({ reports[$0] != nil }) else { break }
+            let ranks = reports.keys.sorted()
+            var sum = 0.0
+            var samples: UInt64 = 0
+            for rank in ranks {
+                sum += reports[rank]!.loss
+                samples += reports[rank]!.samples
+            }
+            pendingLosses[step] = nil
+            lastLossStep = step
+            let workers = membership.workers
+            records.append(
+                .recordStep(
+                    StepRecord(
+                        step: step, loss: ranks.isEmpty ? .nan : sum / Double(ranks.count), workers: ranks.count,
+                        samples: samples, minClock: membership.minLiveClock ?? 0, maxClock: membership.maxClock,
+                        clocks: Dictionary(workers.map { ($0.name, $0.clock) }, uniquingKeysWith: { $1 }),
+                        liveClocks: Dictionary(
+                            workers.filter { $0.state == .live }.map { ($0.name, $0.clock) }, uniquingKeysWith: { $1 }),
+                        staleDropped: staleDropped, staleScaled: staleScaled, elapsedNanos: now &- startNanos)))
+        }
+        return records
+    }
+
+    /// `x` with four decimals (what `String(format: "%.4f")` prints), without Foundation.
+    static func fourDecimals(_ x: Double) -> String {
+        guard x.isFinite else { return "\(x)" }
+        let scaled = (abs(x) * 10_000).rounded()
+        guard scaled < 9e15 else { return "\(x)" }
+        let whole = Int(scaled) / 10_000
+        let fraction = Int(scaled) % 10_000
+        let digits = String(fraction)
+        let sign = x < 0 && scaled > 0 ? "-" : ""
+        return "\(sign)\(whole).\(String(repeating: "0", count: 4 - digits.count))\(digits)"
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import PSCheckpoint
+import PSTransport
+import PSWire
+
+/// Operator requests (`psctl`): status, checkpoint, export and shutdown. File writes run on the checkpoint
+/// writer's thread; this connection only waits for them, with a deadline.
+struct ControlService {
+    let server: ParameterServer
+
+    func status(session: Session, requestID: UInt64) throws(TransportError) {
+        try session.reply(.statusReply(StatusReply(json: server.statusJSON())), to: requestID)
+    }
+
+    func checkpoint(wait: Bool, session: Session, requestID: UInt64) throws(TransportError) {
+        guard let checkpoints = server.checkpoints else {
+            try session.replyError(
+                .checkpointFailed, "the server was started without --checkpoint-dir", to: requestID)
+            return
+        }
+        switch takeCheckpoint(checkpoints, wait: wait) {
+        case .success(let written):
+            try session.reply(
+                .checkpointReply(CheckpointReply(step: written.step, durable: written.durable, path: written.path)),
+                to: requestID)
+        case .failure(let error):
+            try session.replyError(.checkpointFailed, error.description, to: requestID)
+        }
+    }
+
+    /// In BSP while the job runs, asks for a checkpoint at the next step boundary and waits for it to be taken;
+    /// otherwise takes one now under all shard locks. With `wait`, also waits until it is durable.
+    private func takeCheckpoint(
+        _ checkpoints: CheckpointManager, wait: Bool
+    ) -> Result<CheckpointManager.Written, CheckpointError> {
+        let root = checkpoints.root
+        let seconds = server.config.waitTimeoutSeconds
+        let ticket: Int
+        let step: UInt64
+        if let coordinator = server.coordinator, server.config.mode == .bsp, coordinator.isRunning {
+            let before = checkpoints.requestedWrites
+            coordinator.requestCheckpoint()
+            guard let taken = checkpoints.waitForCheckpoint(after: before, seconds: seconds) else {
+                return .failure(
+                    CheckpointError(file: root, message: "no step boundary was reached within the wait timeout"))
+            }
+            (ticket, step) = taken
+        } else {
+            guard let snapshot = server.store.snapshot() else {
+                return .failure(CheckpointError(file: root, message: "nothing is registered yet"))
+            }
+            step = server.coordinator?.checkpointStep ?? (snapshot.shardVersions.max() ?? 0)
+            ticket = checkpoints.take(snapshot: snapshot, step: step, context: server.checkpointContext()).ticket
+            server.coordinator?.checkpointTaken(step: step)
+        }
+        let path = root + "/" + CheckpointWriter.directoryName(step: step)
+        if wait, let error = checkpoints.waitFor(ticket: ticket, seconds: 600) {
+            return .failure(CheckpointError(file: path, message: error))
+        }
+        return .success(CheckpointManager.Written(step: step, path: path, durable: wait))
+    }
+
+    /// Writes the weights as `.npy` files on a thread of its own and waits for it (bounded): a slow disk holds up
+    /// this operator's request, never a lock or another connection.
+    func export(path: String, session: Session, requestID: UInt64) throws(TransportError) {
+        guard let snapshot = server.store.snapshot() else {
+            try session.replyError(.notRegistered, "nothing to export: no tensor is registered", to: requestID)
+            return
+        }
+        let outcome = BackgroundTask.run(name: "psserver-export", seconds: 600) { () -> String? in
+            do {
+                try CheckpointManager.exportWeights(snapshot: snapshot, to: path)
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        switch outcome {
+        case .some(nil):
+            server.log.info("exported", ["path": path])
+            let step = snapshot.shardVersions.max() ?? 0
+            try session.reply(.exportReply(ExportReply(step: step, path: path)), to: requestID)
+        case .some(.some(let error)):
+            try session.replyError(.checkpointFailed, "export to \(path) failed: \(error)", to: requestID)
+        case .none:
+            try session.replyError(
+                .checkpointFailed, "export to \(path) did not finish within 600 s; it goes on in the background",
+                to: requestID)
+        }
+    }
+
+    /// Acknowledges, then stops the server on another thread (this connection's thread is one it closes).
+    func shutdown(session: Session, requestID: UInt64) throws(TransportError) {
+        try session.reply(.shutdownAck, to: requestID)
+        let server = self.server
+        let thread = Thread { server.stop(exitCode: 0, reason: "shutdown requested") }
+        thread.name = "psserver-shutdown"
+        thread.start()
+    }
+}

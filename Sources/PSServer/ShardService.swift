@@ -1,0 +1,203 @@
+import PSCoordinator
+import PSTransport
+import PSWire
+
+/// Tensor requests: register, push, pull and push-pull, with each consistency mode's rule (BSP holds and applies
+/// at the barrier; SSP and async apply at once under the stale-gradient bound; pulls wait for the mode's gate).
+///
+/// Shard locks are held only around the optimizer's arithmetic or a copy; every send happens after release.
+struct ShardService {
+    let server: ParameterServer
+
+    func register(_ register: Register, session: Session, requestID: UInt64) throws(TransportError) {
+        let registered: Result<ShardedModel, RegistrationError> = Result { () throws(RegistrationError) in
+            try server.store.register(register.tensors)
+        }
+        switch registered {
+        case .success(let model):
+            try session.reply(.registered(Registered(layout: model.layout)), to: requestID)
+        case .failure(let error):
+            try session.replyError(error.code, error.description, to: requestID)
+        }
+    }
+
+    // MARK: Push
+
+    /// Reads a push or push-pull frame's gradient straight into the connection's buffer, validates it and applies
+    /// (or holds) it; a push-pull then answers with the shard's weights.
+    func push(_ header: FrameHeader, session: Session) throws(TransportError) {
+        let connection = session.connection
+        let requestID = header.requestID
+        let payloadLength = Int(header.payloadLength)
+        guard payloadLength >= PushPrefix.size else {
+            throw .wire(.payloadTooShort(type: header.type, minimum: PushPrefix.size, got: payloadLength))
+        }
+        let prefixBytes = try connection.readPayload(length: PushPrefix.size)
+        let prefix: PushPrefix
+        do {
+            prefix = try PushPrefix.decode(prefixBytes)
+            try PushPrefix.validate(prefix, payloadLength: payloadLength, type: header.type)
+        } catch {
+            throw .wire(error)
+        }
+        let floatBytes = payloadLength - PushPrefix.size
+        guard let model = server.store.current else {
+            try connection.skipPayload(length: floatBytes)
+            try session.replyError(.notRegistered, "push before any tensor was registered", to: requestID)
+            return
+        }
+        let shardIndex = Int(prefix.shard)
+        guard shardIndex < model.shards.count else {
+            try connection.skipPayload(length: floatBytes)
+            try session.replyError(
+                .unknownShard, "shard \(shardIndex) does not exist (the server has \(model.shards.count) shards)",
+                to: requestID)
+            return
+        }
+        let shard = model.shards[shardIndex]
+        guard Int(prefix.count) == shard.elementCount else {
+            try connection.skipPayload(length: floatBytes)
+            try session.replyError(
+                .lengthMismatch,
+                "push to shard \(shardIndex) carries \(prefix.count) floats but the shard holds \(shard.elementCount)",
+                to: requestID)
+            return
+        }
+        // The gradient lands straight in the connection's reusable receive buffer.
+        let raw = try connection.readPayload(length: floatBytes)
+        let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
+        if !server.config.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
+            try session.replyError(
+                .nonFinite,
+                "gradient for shard \(shardIndex) has a non-finite value (\(gradient[bad]) at element \(bad)); "
+                    + "nothing was applied", to: requestID)
+            return
+        }
+        shard.pushCount.wrappingAdd(1, ordering: .relaxed)
+        if let coordinator = server.coordinator, server.config.mode == .bsp {
+            try bspPush(
+                coordinator: coordinator, shard: shard, prefix: prefix, gradient: UnsafeBufferPointer(gradient),
+                header: header, session: session)
+        } else {
+            try asyncPush(shard: shard, prefix: prefix, gradient: gradient, header: header, session: session)
+        }
+    }
+
+    /// SSP/async (and a plain store): applies now, under the shard's lock, with the stale-gradient rule.
+    private func asyncPush(
+        shard: Shard, prefix: PushPrefix, gradient: UnsafeMutableBufferPointer<Float>, header: FrameHeader,
+        session: Session
+    ) throws(TransportError) {
+        let rule = server.config.stalenessRule
+        let outcome: (status: PushStatus, version: UInt64, staleness: UInt64) = shard.state.withLock { state in
+            switch rule.decide(currentVersion: state.version, baseVersion: prefix.baseVersion) {
+            case .apply:
+                let staleness = StalenessRule.staleness(currentVersion: state.version, baseVersion: prefix.baseVersion)
+                state.apply(gradient: gradient, lrScale: 1)
+                return (.applied, state.version, staleness)
+            case .applyScaled(let scale, let staleness):
+                state.apply(gradient: gradient, lrScale: scale)
+                return (.appliedScaled, state.version, staleness)
+            case .drop(let staleness):
+                return (.droppedStale, state.version, staleness)
+            }
+        }
+        if outcome.status == .droppedStale { shard.droppedStaleCount.wrappingAdd(1, ordering: .relaxed) }
+        if outcome.status == .appliedScaled { shard.scaledStaleCount.wrappingAdd(1, ordering: .relaxed) }
+        server.coordinator?.asyncPush(rank: session.rank, status: outcome.status)
+        if header.type == .pushPull, outcome.status != .droppedStale {
+            try sendShard(shard, session: session, requestID: header.requestID)
+        } else {
+            try session.reply(
+                .pushAck(
+                    PushAck(
+                        shard: prefix.shard, status: outcome.status, version: outcome.version,
+                        staleness: outcome.staleness)), to: header.requestID)
+        }
+    }
+
+    /// BSP: holds the gradient in the shard for the pending step; the push that completes the step applies it.
+    private func bspPush(
+        coordinator: Coordinator, shard: Shard, prefix: PushPrefix, gradient: UnsafeBufferPointer<Float>,
+        header: FrameHeader, session: Session
+    ) throws(TransportError) {
+        guard let rank = session.rank else {
+            try session.replyError(.invalidState, "only a joined worker can push in bsp mode", to: header.requestID)
+            return
+        }
+        let step = prefix.clock
+        shard.state.withLock { $0.hold(step: step, rank: rank, gradient: gradient) }
+        let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
+        if case .rejected(let reason) = verdict {
+            shard.state.withLock { $0.dropHeld(rank: rank) }
+            try session.replyError(.invalidState, reason, to: header.requestID)
+            return
+        }
+        server.carryOut(directives)
+        if header.type == .pushPull {
+            try pull(shard: shard.index, step: step + 1, session: session, requestID: header.requestID)
+        } else {
+            try session.reply(
+                .pushAck(PushAck(shard: prefix.shard, status: .accepted, version: shard.version, staleness: 0)),
+                to: header.requestID)
+        }
+    }
+
+    // MARK: Pull
+
+    /// Answers with the shard's weights once the mode's gate lets a worker at `step` read them.
+    func pull(shard shardIndex: Int, step: UInt64, session: Session, requestID: UInt64) throws(TransportError) {
+        guard let model = server.store.current else {
+            try session.replyError(.notRegistered, "pull before any tensor was registered", to: requestID)
+            return
+        }
+        guard shardIndex < model.shards.count else {
+            try session.replyError(
+                .unknownShard, "shard \(shardIndex) does not exist (the server has \(model.shards.count) shards)",
+                to: requestID)
+            return
+        }
+        if let coordinator = server.coordinator, session.role == .worker {
+            switch coordinator.waitForStep(step, rank: session.rank, connection: session.connection) {
+            case .ready:
+                break
+            case .timedOut(let why):
+                try session.replyError(.timeout, "timed out waiting: \(why); retry", to: requestID)
+                return
+            case .stopping:
+                try session.replyError(.shuttingDown, "the server is shutting down", to: requestID)
+                return
+            case .peerGone:
+                throw .closed
+            }
+        }
+        try sendShard(model.shards[shardIndex], session: session, requestID: requestID)
+    }
+
+    /// Copies the shard under its lock into the session's buffer, then sends it after the lock is released.
+    private func sendShard(_ shard: Shard, session: Session, requestID: UInt64) throws(TransportError) {
+        if session.sendBuffer.count != shard.elementCount {
+            session.sendBuffer = [Float](repeating: 0, count: shard.elementCount)
+        }
+        let version = session.sendBuffer.withUnsafeMutableBufferPointer { destination in
+            shard.state.withLock { state in
+                state.weights.withUnsafeBufferPointer { _ = destination.update(fromContentsOf: $0) }
+                return state.version
+            }
+        }
+        shard.pullCount.wrappingAdd(1, ordering: .relaxed)
+        let prefix = PullReplyPrefix(shard: UInt32(shard.index), count: UInt32(shard.elementCount), version: version)
+        try session.sendBuffer.withUnsafeBufferPointer { (floats) throws(TransportError) in
+            try session.connection.sendPullReply(prefix: prefix, floats: floats, requestID: requestID)
+        }
+    }
+}
+
+/// The index of the first NaN or infinity, if any.
+func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
+    // Summing first is one fast pass; only a non-finite sum needs the element-wise search.
+    var sum: Float = 0
+    for value in values { sum += value * 0 }
+    if sum.isFinite { return nil }
+    return values.firstIndex { !$0.isFinite }
+}
