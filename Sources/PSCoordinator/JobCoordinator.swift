@@ -72,6 +72,8 @@ public struct LogRecord: Sendable, Equatable {
 /// The training loss of one global step, averaged over the workers that ran it (in rank order): one line of the
 /// metrics file.
 public struct StepRecord: Sendable, Equatable {
+    /// The record's place in the metrics file (step and epoch records share one sequence).
+    public let sequence: UInt64
     public let step: UInt64
     public let loss: Double
     public let workers: Int
@@ -88,6 +90,8 @@ public struct StepRecord: Sendable, Equatable {
 
 /// One epoch's evaluation on the test set, as the first worker to finish the epoch reported it.
 public struct EpochRecord: Sendable, Equatable {
+    /// The record's place in the metrics file; filled in by the coordinator when it records the epoch.
+    public var sequence: UInt64 = 0
     public let epoch: UInt32
     public let testLoss: Double
     public let testAccuracy: Double
@@ -129,6 +133,12 @@ public struct JoinAccepted: Sendable, Equatable {
     /// The first step the worker computes.
     public let startStep: UInt64
     public let rejoined: Bool
+
+    public init(rank: WorkerID, startStep: UInt64, rejoined: Bool) {
+        self.rank = rank
+        self.startStep = startStep
+        self.rejoined = rejoined
+    }
 }
 
 /// A worker's hello that was refused, and why.
@@ -194,6 +204,8 @@ public struct JobCoordinator: Sendable {
     private var pendingLosses: [UInt64: [WorkerID: (loss: Double, samples: UInt64)]] = [:]
     private var recordedEpochs = Set<UInt32>()
     private var connectionOfRank: [WorkerID: UInt64] = [:]
+    /// Step and epoch records issued so far (the next record's sequence number).
+    private var recordsIssued: UInt64 = 0
 
     /// A coordinator for a job that has completed `completedSteps` steps (0, or a restored checkpoint's step);
     /// `restoredClocks` are the SSP/async clocks of the checkpoint's workers.
@@ -309,20 +321,29 @@ public struct JobCoordinator: Sendable {
                 if case .closeReplacedConnection = $0 { return true } else { return false }
             }), let replaced = connectionOfRank[rank], replaced != connection {
                 directives.append(
-                    .log(LogRecord(.info, "replaced-connection", [("name", name), ("rank", "\(rank)"), ("old_id", "\(replaced)")])))
+                    .log(
+                        LogRecord(
+                            .info, "replaced-connection",
+                            [("name", name), ("rank", "\(rank)"), ("old_id", "\(replaced)")])))
                 directives.append(.closeConnection(replaced))
             }
             connectionOfRank[rank] = connection
             if !jobStarted, mayStartJob {
                 jobStarted = true
                 directives.append(
-                    .log(LogRecord(.info, "job-started", [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)])))
+                    .log(
+                        LogRecord(
+                            .info, "job-started",
+                            [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)])))
             }
             directives.append(
                 .log(
                     LogRecord(
                         .info, "worker-joined",
-                        [("name", name), ("rank", "\(rank)"), ("rejoined", "\(rejoined)"), ("start_step", "\(activeFrom)")]
+                        [
+                            ("name", name), ("rank", "\(rank)"), ("rejoined", "\(rejoined)"),
+                            ("start_step", "\(activeFrom)"),
+                        ]
                     )))
             if settings.mode == .bsp, rejoined {
                 directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
@@ -432,7 +453,8 @@ public struct JobCoordinator: Sendable {
     }
 
     /// SSP/async: `rank` pushed and the shard applied (or dropped) it; counts it and the stale-gradient outcome.
-    public mutating func onAsyncPush(rank: WorkerID?, staleDropped dropped: Bool, staleScaled scaled: Bool, now: UInt64) {
+    public mutating func onAsyncPush(rank: WorkerID?, staleDropped dropped: Bool, staleScaled scaled: Bool, now: UInt64)
+    {
         if let rank { membership.onPush(rank: rank, now: now) }
         if dropped { staleDropped += 1 }
         if scaled { staleScaled += 1 }
@@ -478,6 +500,8 @@ public struct JobCoordinator: Sendable {
         guard recordedEpochs.insert(epoch.epoch).inserted else { return [] }
         var record = epoch
         record.elapsedNanos = now &- startNanos
+        record.sequence = recordsIssued
+        recordsIssued += 1
         lastEpoch = record
         return [
             .log(
@@ -551,10 +575,12 @@ public struct JobCoordinator: Sendable {
             pendingLosses[step] = nil
             lastLossStep = step
             let workers = membership.workers
+            recordsIssued += 1
             records.append(
                 .recordStep(
                     StepRecord(
-                        step: step, loss: ranks.isEmpty ? .nan : sum / Double(ranks.count), workers: ranks.count,
+                        sequence: recordsIssued - 1, step: step, loss: ranks.isEmpty ? .nan : sum / Double(ranks.count),
+                        workers: ranks.count,
                         samples: samples, minClock: membership.minLiveClock ?? 0, maxClock: membership.maxClock,
                         clocks: Dictionary(workers.map { ($0.name, $0.clock) }, uniquingKeysWith: { $1 }),
                         liveClocks: Dictionary(

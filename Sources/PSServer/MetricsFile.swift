@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import PSPosix
 
 /// A JSON value for metrics and status documents (keys are written sorted, so lines are stable).
 public enum MetricsValue: Sendable, Equatable {
@@ -47,11 +47,27 @@ public enum MetricsValue: Sendable, Equatable {
     }
 }
 
-/// The `--metrics-out` file: one JSON object per line (`"type": "step"` or `"epoch"` records), appended and
-/// flushed line by line so a crash loses at most the line being written.
+/// The `--metrics-out` file: one JSON object per line (`"type": "step"` or `"epoch"` records), appended line by
+/// line so a crash loses at most the line being written.
+///
+/// Records carry the sequence number the job coordinator gave them and are written in that order whatever order
+/// the threads carrying them arrive in. No lock is held while writing: the thread that finds nobody writing
+/// becomes the writer and drains every line that is ready, then steps down.
 public final class MetricsFile: Sendable {
-    private let handle: Mutex<FileHandle>
     public let path: String
+    private let handle: FileHandle
+    private let queue = LockedValue(Queue())
+
+    private struct Queue {
+        /// The sequence number of the next record to write.
+        var nextSequence: UInt64 = 0
+        /// Records that arrived ahead of an earlier one.
+        var heldBack: [UInt64: String] = [:]
+        /// Lines ready to write, in order.
+        var ready: [String] = []
+        /// Whether a thread is writing lines right now.
+        var writing = false
+    }
 
     /// Creates (truncates) the file.
     public init(path: String) throws {
@@ -62,12 +78,35 @@ public final class MetricsFile: Sendable {
             throw ConfigError("--metrics-out: cannot open \(path) for writing")
         }
         self.path = path
-        self.handle = Mutex(handle)
+        self.handle = handle
     }
 
-    /// Appends one record.
-    public func write(_ fields: [String: MetricsValue]) {
+    /// Appends the record with sequence number `sequence` once every earlier record was appended.
+    public func write(_ fields: [String: MetricsValue], sequence: UInt64) {
         let line = MetricsValue.object(fields).json + "\n"
-        handle.withLock { $0.write(Data(line.utf8)) }
+        var batch: [String] = queue.withLock { queue in
+            queue.heldBack[sequence] = line
+            while let next = queue.heldBack.removeValue(forKey: queue.nextSequence) {
+                queue.ready.append(next)
+                queue.nextSequence += 1
+            }
+            guard !queue.writing, !queue.ready.isEmpty else { return [] }
+            queue.writing = true
+            defer { queue.ready.removeAll() }
+            return queue.ready
+        }
+        while !batch.isEmpty {
+            handle.write(Data(batch.joined().utf8))
+            batch = queue.withLockAndBroadcast { queue in
+                defer { queue.ready.removeAll() }
+                if queue.ready.isEmpty { queue.writing = false }
+                return queue.ready
+            }
+        }
+    }
+
+    /// Waits (bounded) until every ready line is on its way to the file: called when the server stops.
+    public func flush(seconds: Double = 10) {
+        queue.wait(until: MonotonicClock.deadline(afterSeconds: seconds), while: { $0.writing || !$0.ready.isEmpty })
     }
 }

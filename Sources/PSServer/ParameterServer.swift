@@ -107,6 +107,7 @@ public final class ParameterServer: Sendable {
         // Handler threads release their own descriptors when they see end-of-stream.
         for connection in connections.withLock({ Array($0.open.values) }) { connection.shutdown() }
         checkpoints?.waitForWrites()
+        metrics?.flush()
         exitCode.withLockAndBroadcast { if $0 == nil { $0 = code } }
     }
 
@@ -164,9 +165,9 @@ public final class ParameterServer: Sendable {
             case .log(let record):
                 log.write(record)
             case .recordStep(let record):
-                metrics?.write(record.metricsFields)
+                metrics?.write(record.metricsFields, sequence: record.sequence)
             case .recordEpoch(let record):
-                metrics?.write(record.metricsFields)
+                metrics?.write(record.metricsFields, sequence: record.sequence)
             case .apply(let shard, let step, let ranks):
                 applyStep(shard: shard, step: step, ranks: ranks)
             case .takeCheckpoint(let step):

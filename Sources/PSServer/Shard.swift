@@ -1,6 +1,7 @@
 import PSMath
+import PSPosix
 import PSWire
-import Synchronization
+import Synchronization  // Atomic
 
 /// One shard: a contiguous slice of the flat parameter vector with its own lock, version and optimizer state.
 ///
@@ -11,7 +12,7 @@ public final class Shard: Sendable {
     public let index: Int
     /// The flat parameter range the shard owns.
     public let range: Range<Int>
-    let state: Mutex<ShardState>
+    let state: LockedValue<ShardState>
     let pushCount = Atomic<UInt64>(0)
     let pullCount = Atomic<UInt64>(0)
     let droppedStaleCount = Atomic<UInt64>(0)
@@ -21,7 +22,7 @@ public final class Shard: Sendable {
         precondition(weights.count == range.count, "shard weights must match the shard's range")
         self.index = index
         self.range = range
-        state = Mutex(
+        state = LockedValue(
             ShardState(
                 weights: weights, optimizer: OptimizerState(config: optimizer, count: range.count), version: 0,
                 slots: Array(repeating: GradientSlot(), count: workerSlots),

@@ -1,6 +1,6 @@
 import PSMath
+import PSPosix
 import PSWire
-import Synchronization
 
 /// The registered model: tensor list, layout and shards. Immutable once built; shards carry their own locks.
 public final class ShardedModel: Sendable {
@@ -29,7 +29,7 @@ public final class ShardStore: Sendable {
     public let shardCount: Int
     let optimizer: OptimizerConfig
     let workerSlots: Int
-    private let model = Mutex<ShardedModel?>(nil)
+    private let model = LockedValue<ShardedModel?>(nil)
 
     /// Creates an empty store; `workerSlots` is how many BSP gradients a shard can hold per step (K).
     public init(shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int) {

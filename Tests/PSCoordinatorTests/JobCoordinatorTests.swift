@@ -1,0 +1,316 @@
+import PSCoordinator
+import XCTest
+
+/// The job coordinator's decisions, driven with explicit times and no sockets: join, leave, death, the BSP
+/// barrier, the SSP bound, checkpoints and the end of the job.
+final class JobCoordinatorTests: XCTestCase {
+    private let second: UInt64 = 1_000_000_000
+
+    private func coordinator(
+        mode: ConsistencyMode = .bsp, workers: Int = 2, staleness: UInt64 = 0, shards: Int = 1,
+        everySteps: UInt64? = nil, completedSteps: UInt64 = 0, restoredClocks: [String: UInt64] = [:]
+    ) -> JobCoordinator {
+        JobCoordinator(
+            settings: JobSettings(
+                mode: mode, workers: workers, staleness: staleness, shardCount: shards,
+                workerTimeoutNanos: 10 * second, checkpointEverySteps: everySteps),
+            now: 0, completedSteps: completedSteps, restoredClocks: restoredClocks)
+    }
+
+    @discardableResult
+    private func join(
+        _ job: inout JobCoordinator, _ name: String, connection: UInt64 = 0, now: UInt64 = 0
+    ) -> (JoinAccepted?, [JobDirective]) {
+        let (result, directives) = job.onJoin(name: name, connection: connection, now: now)
+        return (try? result.get(), directives)
+    }
+
+    private func events(_ directives: [JobDirective]) -> [String] {
+        directives.compactMap { if case .log(let record) = $0 { return record.event } else { return nil } }
+    }
+
+    /// Pushes `step` from every rank to every shard and carries out the applies like the shell does.
+    private func runStep(_ job: inout JobCoordinator, _ step: UInt64, ranks: [Int], now: UInt64 = 0) -> [JobDirective] {
+        var out: [JobDirective] = []
+        for shard in 0..<job.settings.shardCount {
+            for rank in ranks {
+                let (verdict, directives) = job.onBSPPush(shard: shard, step: step, rank: rank, now: now)
+                XCTAssertEqual(verdict, .accepted)
+                for case .apply(let s, let t, _) in directives { out += job.onApplied(shard: s, step: t, now: now) }
+                out += directives
+            }
+        }
+        return out
+    }
+
+    // MARK: Join
+
+    func test_join_allWorkersArrive_startsJobOnceAndGivesRanksInOrder() {
+        var job = coordinator()
+        let (first, firstDirectives) = join(&job, "a")
+        XCTAssertEqual(first, JoinAccepted(rank: 0, startStep: 0, rejoined: false))
+        XCTAssertFalse(job.jobStarted)
+        XCTAssertEqual(events(firstDirectives), ["worker-joined"])
+        XCTAssertFalse(job.mayPull(step: 0), "no pull before every worker joined")
+        let (second, directives) = join(&job, "b")
+        XCTAssertEqual(second?.rank, 1)
+        XCTAssertEqual(events(directives), ["job-started", "worker-joined"])
+        XCTAssertTrue(job.jobStarted)
+        XCTAssertTrue(job.mayPull(step: 0))
+        XCTAssertEqual(job.phase, .running)
+    }
+
+    func test_join_newNameWhenFull_refusedAsJobFull() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        let (result, _) = job.onJoin(name: "c", connection: 9, now: 0)
+        guard case .failure(let refusal) = result else { return XCTFail("a third name must be refused") }
+        XCTAssertEqual(refusal.kind, .jobFull)
+        XCTAssertTrue(refusal.reason.contains("job is full"), refusal.reason)
+    }
+
+    func test_join_liveNameAgain_closesTheOldConnectionAndStartsAtFirstUnstartedStep() {
+        var job = coordinator()
+        join(&job, "a", connection: 1)
+        join(&job, "b", connection: 2)
+        _ = runStep(&job, 0, ranks: [0, 1])
+        XCTAssertEqual(job.releasedSteps, 1)
+        _ = job.onBSPPush(shard: 0, step: 1, rank: 1, now: 0)
+        let (again, directives) = join(&job, "a", connection: 3)
+        XCTAssertEqual(again, JoinAccepted(rank: 0, startStep: 2, rejoined: true), "step 1 already started")
+        XCTAssertTrue(directives.contains(.closeConnection(1)))
+        XCTAssertTrue(
+            directives.contains(.apply(shard: 0, step: 1, ranks: [1])),
+            "step 1 no longer waits for the rejoined rank")
+    }
+
+    func test_join_afterJobFinished_refusedAsFinished() {
+        var job = coordinator(workers: 1)
+        join(&job, "a")
+        _ = job.onLeave(rank: 0, finished: true, now: 0)
+        let (result, _) = job.onJoin(name: "a", connection: 5, now: 0)
+        guard case .failure(let refusal) = result else { return XCTFail("a finished job takes no worker") }
+        XCTAssertEqual(refusal.kind, .jobFinished)
+    }
+
+    func test_join_asyncNameSeenBefore_resumesAtItsClockOrTheRestoredOne() {
+        var job = coordinator(mode: .async, restoredClocks: ["b": 7])
+        join(&job, "a")
+        _ = job.onClock(rank: 0, clock: 4, loss: 1, samples: 1, now: 0)
+        job.onHeartbeat(rank: 0, clock: nil, now: 1)
+        let (restored, _) = join(&job, "b")
+        XCTAssertEqual(restored?.startStep, 7)
+        let (rejoined, _) = join(&job, "a")
+        XCTAssertEqual(rejoined?.startStep, 4)
+    }
+
+    func test_restored_workersOfTheCheckpoint_jobWaitsForAllOfThemWithTheirRanks() {
+        var job = coordinator(completedSteps: 3)
+        XCTAssertEqual(job.onRestored(ranks: ["x": 0, "y": 1], now: 0), [])
+        XCTAssertTrue(job.awaitingRestoredWorkers)
+        let (y, _) = join(&job, "y")
+        XCTAssertEqual(y, JoinAccepted(rank: 1, startStep: 3, rejoined: true))
+        XCTAssertFalse(job.jobStarted, "x has not rejoined")
+        join(&job, "x")
+        XCTAssertTrue(job.jobStarted)
+    }
+
+    // MARK: BSP barrier
+
+    func test_bspStep_allRanksPushEveryShard_appliesInRankOrderAndReleasesNextStep() {
+        var job = coordinator(shards: 2)
+        join(&job, "a")
+        join(&job, "b")
+        let (late, none) = job.onBSPPush(shard: 0, step: 0, rank: 1, now: 0)
+        XCTAssertEqual(late, .accepted)
+        XCTAssertEqual(none, [])
+        let (_, directives) = job.onBSPPush(shard: 0, step: 0, rank: 0, now: 0)
+        XCTAssertEqual(directives, [.apply(shard: 0, step: 0, ranks: [0, 1])])
+        XCTAssertEqual(job.onApplied(shard: 0, step: 0, now: 0), [])
+        XCTAssertFalse(job.mayPull(step: 1), "shard 1 has not applied step 0")
+        _ = job.onBSPPush(shard: 1, step: 0, rank: 0, now: 0)
+        _ = job.onBSPPush(shard: 1, step: 0, rank: 1, now: 0)
+        XCTAssertEqual(job.onApplied(shard: 1, step: 0, now: 0), [])
+        XCTAssertTrue(job.mayPull(step: 1))
+        XCTAssertFalse(job.mayPull(step: 2))
+    }
+
+    func test_bspPush_wrongStep_rejectedWithReason() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        let (verdict, directives) = job.onBSPPush(shard: 0, step: 3, rank: 0, now: 0)
+        guard case .rejected(let reason) = verdict else { return XCTFail("a push for a future step is refused") }
+        XCTAssertTrue(reason.contains("ahead"), reason)
+        XCTAssertEqual(directives, [])
+    }
+
+    func test_checkpointDue_atBoundary_releaseWaitsForTheSnapshot() {
+        var job = coordinator(everySteps: 2)
+        join(&job, "a")
+        join(&job, "b")
+        XCTAssertFalse(
+            runStep(&job, 0, ranks: [0, 1]).contains { if case .takeCheckpoint = $0 { true } else { false } })
+        XCTAssertEqual(job.releasedSteps, 1)
+        let directives = runStep(&job, 1, ranks: [0, 1])
+        XCTAssertTrue(directives.contains(.takeCheckpoint(step: 2)))
+        XCTAssertEqual(job.releasedSteps, 1, "step 2 is released only after the snapshot")
+        XCTAssertFalse(job.mayPull(step: 2))
+        XCTAssertEqual(job.checkpointStep, 2)
+        job.onCheckpointTaken(step: 2, now: 0)
+        XCTAssertEqual(job.releasedSteps, 2)
+        XCTAssertTrue(job.mayPull(step: 2))
+    }
+
+    func test_checkpointRequested_bsp_takenAtTheNextBoundary() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        job.onCheckpointRequested(now: 0)
+        XCTAssertTrue(runStep(&job, 0, ranks: [0, 1]).contains(.takeCheckpoint(step: 1)))
+        job.onCheckpointTaken(step: 1, now: 0)
+        XCTAssertFalse(runStep(&job, 1, ranks: [0, 1]).contains(.takeCheckpoint(step: 2)), "the request was met")
+    }
+
+    // MARK: Death and leave
+
+    func test_tick_silentWorker_declaredDeadAndBarrierProceedsWithoutIt() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        _ = job.onBSPPush(shard: 0, step: 0, rank: 0, now: 0)
+        job.onHeartbeat(rank: 0, clock: nil, now: 9 * second)
+        XCTAssertEqual(job.onTick(now: 9 * second), [], "nobody is past the timeout yet")
+        let directives = job.onTick(now: 11 * second)
+        XCTAssertEqual(events(directives), ["worker-dead"])
+        XCTAssertTrue(directives.contains(.apply(shard: 0, step: 0, ranks: [0])))
+        XCTAssertEqual(job.membership.worker(rank: 1)?.state, .dead)
+        XCTAssertEqual(job.events.count, 1)
+        XCTAssertTrue(job.events[0].contains("worker b (rank 1) declared dead"), job.events[0])
+    }
+
+    func test_refreshLiveness_workerBlockedInAWait_isNotDeclaredDead() {
+        var job = coordinator(workers: 1)
+        join(&job, "a")
+        job.refreshLiveness(rank: 0, now: 8 * second)
+        XCTAssertFalse(events(job.onTick(now: 12 * second)).contains("worker-dead"))
+    }
+
+    func test_leave_lastWorkerFinishes_finishJobIssuedExactlyOnce() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        XCTAssertFalse(job.onLeave(rank: 0, finished: true, now: 0).contains(.finishJob))
+        XCTAssertFalse(job.jobFinished)
+        let directives = job.onLeave(rank: 1, finished: true, now: 5)
+        XCTAssertEqual(events(directives), ["worker-left"])
+        XCTAssertEqual(directives.last, .finishJob)
+        XCTAssertTrue(job.jobFinished)
+        XCTAssertEqual(job.finishedAtNanos, 5)
+        XCTAssertFalse(job.onTick(now: 6).contains(.finishJob), "finishJob is issued once")
+        XCTAssertTrue(job.mayPull(step: 99), "a finished job answers every pull")
+    }
+
+    func test_tick_remainingWorkerDiesAfterOthersFinished_jobFinishes() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        _ = job.onLeave(rank: 0, finished: true, now: 0)
+        XCTAssertTrue(job.onTick(now: 20 * second).contains(.finishJob))
+    }
+
+    func test_tick_allWorkersDeadNoneFinished_jobWaitsForARejoin() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        XCTAssertFalse(job.onTick(now: 20 * second).contains(.finishJob))
+        XCTAssertFalse(job.jobFinished)
+    }
+
+    func test_hasAppliedAllPushes_leavingWorker_waitsUntilItsStepIsApplied() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        _ = job.onClock(rank: 0, clock: 1, loss: 0.5, samples: 4, now: 0)
+        XCTAssertFalse(job.hasAppliedAllPushes(of: 0))
+        _ = runStep(&job, 0, ranks: [0, 1])
+        XCTAssertTrue(job.hasAppliedAllPushes(of: 0))
+    }
+
+    // MARK: SSP
+
+    func test_sspBound_fastWorkerAheadByMoreThanS_waitsForTheSlowest() {
+        var job = coordinator(mode: .ssp, staleness: 2)
+        join(&job, "fast")
+        join(&job, "slow")
+        _ = job.onClock(rank: 0, clock: 3, loss: 0, samples: 1, now: 0)
+        XCTAssertTrue(job.mayPull(step: 2))
+        XCTAssertFalse(job.mayPull(step: 3), "min clock 0 + staleness 2 < 3")
+        XCTAssertTrue(job.describeWait(step: 3).contains("slowest worker"), job.describeWait(step: 3))
+        _ = job.onClock(rank: 1, clock: 1, loss: 0, samples: 1, now: 0)
+        XCTAssertTrue(job.mayPull(step: 3))
+    }
+
+    func test_tick_asyncCheckpointDue_takesOneAtTheSlowestClock() {
+        var job = coordinator(mode: .async, everySteps: 2)
+        join(&job, "a")
+        join(&job, "b")
+        _ = job.onClock(rank: 0, clock: 5, loss: 0, samples: 1, now: 0)
+        XCTAssertFalse(job.onTick(now: 1).contains { if case .takeCheckpoint = $0 { true } else { false } })
+        _ = job.onClock(rank: 1, clock: 3, loss: 0, samples: 1, now: 0)
+        XCTAssertTrue(job.onTick(now: 1).contains(.takeCheckpoint(step: 3)))
+    }
+
+    func test_asyncPush_staleOutcomes_counted() {
+        var job = coordinator(mode: .async)
+        join(&job, "a")
+        job.onAsyncPush(rank: 0, staleDropped: true, staleScaled: false, now: 0)
+        job.onAsyncPush(rank: nil, staleDropped: false, staleScaled: true, now: 0)
+        XCTAssertEqual(job.staleDropped, 1)
+        XCTAssertEqual(job.staleScaled, 1)
+        XCTAssertEqual(job.membership.worker(rank: 0)?.pushes, 1)
+    }
+
+    // MARK: Losses and epochs
+
+    func test_clock_lossesOfAStep_recordedOnceAllExpectedReportedInStepOrder() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        XCTAssertEqual(job.onClock(rank: 1, clock: 1, loss: 3, samples: 4, now: 0).directives, [])
+        XCTAssertEqual(job.onClock(rank: 1, clock: 2, loss: 5, samples: 4, now: 0).directives, [])
+        let (_, _, directives) = job.onClock(rank: 0, clock: 1, loss: 1, samples: 4, now: 0)
+        guard case .recordStep(let record)? = directives.first, directives.count == 1 else {
+            return XCTFail("step 0 is complete: \(directives)")
+        }
+        XCTAssertEqual(record.step, 0)
+        XCTAssertEqual(record.loss, 2)
+        XCTAssertEqual(record.samples, 8)
+        XCTAssertEqual(record.sequence, 0)
+        let next = job.onClock(rank: 0, clock: 2, loss: 1, samples: 4, now: 0).directives
+        guard case .recordStep(let second)? = next.first else { return XCTFail("step 1 is complete") }
+        XCTAssertEqual(second.step, 1)
+        XCTAssertEqual(second.sequence, 1)
+    }
+
+    func test_epoch_reportedByEveryWorker_recordedOnce() {
+        var job = coordinator()
+        join(&job, "a")
+        join(&job, "b")
+        let epoch = EpochRecord(epoch: 0, testLoss: 0.51234, testAccuracy: 0.875, samples: 100)
+        let first = job.onEpoch(epoch, now: 10)
+        XCTAssertEqual(events(first), ["epoch"])
+        guard case .log(let record) = first[0] else { return XCTFail("a log line first") }
+        XCTAssertEqual(record.fields.map(\.value), ["0", "0.5123", "0.8750"])
+        XCTAssertEqual(job.onEpoch(epoch, now: 11), [], "the second report of an epoch is ignored")
+        XCTAssertEqual(job.lastEpoch?.elapsedNanos, 10)
+    }
+
+    func test_stop_anyPhase_reportsStopping() {
+        var job = coordinator()
+        XCTAssertEqual(job.phase, .waiting)
+        job.onStop()
+        XCTAssertEqual(job.phase, .stopping)
+    }
+}
