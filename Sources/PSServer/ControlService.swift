@@ -9,7 +9,7 @@ struct ControlService {
     let server: ParameterServer
 
     func status(session: Session, requestID: UInt64) throws(TransportError) {
-        try session.reply(.statusReply(StatusReply(json: server.statusJSON())), to: requestID)
+        try session.reply(.statusReply(StatusReply(json: server.status().json())), to: requestID)
     }
 
     func checkpoint(wait: Bool, session: Session, requestID: UInt64) throws(TransportError) {

@@ -2,6 +2,7 @@ import Foundation
 import PSCoordinator
 import PSPosix
 import PSTransport
+import PSWire
 
 // How the shell turns the job coordinator's records into log lines, metrics-file lines and status fields.
 // Everything here runs on copies, after the coordinator's lock was released.
@@ -46,43 +47,20 @@ extension EpochRecord {
 }
 
 extension Coordinator {
-    /// The job's fields of the status document, from a copy of the instance.
-    func statusFields() -> [String: MetricsValue] {
+    /// The job's part of the status document, from a copy of the instance.
+    func jobStatus() -> StatusDocument.JobStatus {
         let instance = snapshot
         let now = MonotonicClock.nanoseconds()
-        let workers: [MetricsValue] = instance.membership.workers.map { worker in
-            .object([
-                "name": .string(worker.name), "rank": .int(worker.rank), "state": .string(worker.state.rawValue),
-                "clock": .int(Int(worker.clock)), "pushes": .int(Int(worker.pushes)),
-                "last_seen_s": .double(Double(now &- min(worker.lastSeen, now)) / 1e9),
-                "rejoins": .int(worker.rejoins),
-            ])
+        let workers = instance.membership.workers.map { worker in
+            StatusDocument.Worker(
+                name: worker.name, rank: worker.rank, state: worker.state.rawValue, clock: worker.clock,
+                pushes: worker.pushes, lastSeenSeconds: Double(now &- min(worker.lastSeen, now)) / 1e9,
+                rejoins: worker.rejoins)
         }
-        var fields: [String: MetricsValue] = [
-            "workers": .array(workers),
-            "expected_workers": .int(job.workers),
-            "completed_steps": .int(Int(instance.releasedSteps)),
-            "min_clock": .int(Int(instance.membership.minLiveClock ?? 0)),
-            "max_clock": .int(Int(instance.membership.maxClock)),
-            "barrier_waits": .int(Int(instance.barrierWaits)),
-            "job_started": .bool(instance.jobStarted),
-            "job_finished": .bool(instance.jobFinished),
-            "events": .array(instance.events.suffix(20).map { .string($0) }),
-            "staleness": .int(Int(config.staleness)),
-        ]
-        if let data = try? JSONEncoder().encode(job),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        {
-            var jobFields: [String: MetricsValue] = [:]
-            for (key, value) in object {
-                if let number = value as? Int {
-                    jobFields[key] = .int(number)
-                } else if let text = value as? String {
-                    jobFields[key] = .string(text)
-                }
-            }
-            fields["job"] = .object(jobFields)
-        }
-        return fields
+        return StatusDocument.JobStatus(
+            job: job, workers: workers, expectedWorkers: job.workers, completedSteps: instance.releasedSteps,
+            minClock: instance.membership.minLiveClock ?? 0, maxClock: instance.membership.maxClock,
+            barrierWaits: instance.barrierWaits, jobStarted: instance.jobStarted, jobFinished: instance.jobFinished,
+            events: Array(instance.events.suffix(20)), staleness: config.staleness)
     }
 }

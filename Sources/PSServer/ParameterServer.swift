@@ -246,43 +246,20 @@ public final class ParameterServer: Sendable {
 
     // MARK: Status
 
-    /// The status document `psctl status` prints (JSON).
-    func statusJSON() -> String {
-        var shards: [MetricsValue] = []
-        if let model = store.current {
-            for shard in model.shards {
-                shards.append(
-                    .object([
-                        "index": .int(shard.index), "version": .int(Int(shard.version)),
-                        "elements": .int(shard.elementCount), "bytes": .int(shard.elementCount * 4),
-                        "pushes": .int(Int(shard.pushCount.load(ordering: .relaxed))),
-                        "pulls": .int(Int(shard.pullCount.load(ordering: .relaxed))),
-                        "stale_dropped": .int(Int(shard.droppedStaleCount.load(ordering: .relaxed))),
-                        "stale_scaled": .int(Int(shard.scaledStaleCount.load(ordering: .relaxed))),
-                    ]))
-            }
+    /// The status document `psctl status` prints.
+    func status() -> StatusDocument {
+        let shards = (store.current?.shards ?? []).map { shard in
+            StatusDocument.Shard(
+                index: shard.index, version: shard.version, elements: shard.elementCount,
+                pushes: shard.pushCount.load(ordering: .relaxed), pulls: shard.pullCount.load(ordering: .relaxed),
+                staleDropped: shard.droppedStaleCount.load(ordering: .relaxed),
+                staleScaled: shard.scaledStaleCount.load(ordering: .relaxed))
         }
-        let shardList = store.current?.shards ?? []
-        var fields: [String: MetricsValue] = [
-            "stale_dropped": .int(shardList.reduce(0) { $0 + Int($1.droppedStaleCount.load(ordering: .relaxed)) }),
-            "stale_scaled": .int(shardList.reduce(0) { $0 + Int($1.scaledStaleCount.load(ordering: .relaxed)) }),
-            "uptime_s": .double(Double(MonotonicClock.nanoseconds() - startNanos) / 1e9),
-            "connections": .int(connections.withLock { $0.open.count }),
-            "shard_count": .int(config.shardCount),
-            "shards": .array(shards),
-            "mode": .string(coordinator == nil ? "store" : config.mode.rawValue),
-            "optimizer": .string(config.optimizer.kind.rawValue),
-            "tensors": .array(
-                (store.current?.tensors ?? []).map {
-                    .object(["name": .string($0.name), "shape": .array($0.shape.map { .int($0) })])
-                }),
-        ]
-        if let coordinator {
-            for (key, value) in coordinator.statusFields() { fields[key] = value }
-        }
-        if let checkpoints {
-            fields["last_checkpoint"] = checkpoints.lastWritten.map { .string($0) } ?? .null
-        }
-        return MetricsValue.object(fields).json
+        return StatusDocument(
+            mode: coordinator == nil ? "store" : config.mode.rawValue, optimizer: config.optimizer.kind.rawValue,
+            uptimeSeconds: Double(MonotonicClock.nanoseconds() - startNanos) / 1e9,
+            connections: connections.withLock { $0.open.count }, shardCount: config.shardCount, shards: shards,
+            tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
+            jobStatus: coordinator?.jobStatus())
     }
 }

@@ -97,10 +97,13 @@ struct PSCtlCommand {
             print(status.json)
             return 0
         }
-        guard let object = try JSONSerialization.jsonObject(with: Data(status.json.utf8)) as? [String: Any] else {
-            throw CtlError("the server's status is not a JSON object")
+        let document: StatusDocument
+        do {
+            document = try StatusDocument.decode(json: status.json)
+        } catch {
+            throw CtlError("the server's status document does not decode: \(error)")
         }
-        print(StatusFormatter.format(object, workersOnly: workersOnly), terminator: "")
+        print(StatusFormatter.format(document, workersOnly: workersOnly), terminator: "")
         return 0
     }
 

@@ -1,0 +1,55 @@
+import Foundation
+import PSWire
+import XCTest
+
+final class StatusDocumentTests: XCTestCase {
+    private func document(withJob: Bool) -> StatusDocument {
+        let job = JobDescription(
+            model: "softmax", data: "digits", test: nil, labelColumn: "last", batchPerWorker: 16, epochs: 2, seed: 7,
+            mode: "bsp", staleness: 0, workers: 2, trainRows: 100, featureCount: 64, classCount: 10, stepsPerEpoch: 3,
+            totalSteps: 6)
+        let jobStatus = StatusDocument.JobStatus(
+            job: job,
+            workers: [
+                StatusDocument.Worker(
+                    name: "w0", rank: 0, state: "live", clock: 4, pushes: 8, lastSeenSeconds: 0.25, rejoins: 1)
+            ], expectedWorkers: 2, completedSteps: 4, minClock: 4, maxClock: 5, barrierWaits: 3, jobStarted: true,
+            jobFinished: false, events: ["worker w1 (rank 1) declared dead: silent"], staleness: 0)
+        return StatusDocument(
+            mode: "bsp", optimizer: "sgd", uptimeSeconds: 1.5, connections: 3, shardCount: 2,
+            shards: [
+                StatusDocument.Shard(
+                    index: 0, version: 4, elements: 10, pushes: 8, pulls: 9, staleDropped: 1, staleScaled: 2),
+                StatusDocument.Shard(
+                    index: 1, version: 4, elements: 6, pushes: 8, pulls: 9, staleDropped: 0, staleScaled: 1),
+            ], tensors: [TensorShape(name: "w", shape: [4, 4])], lastCheckpoint: "/tmp/ckpt/step-4",
+            jobStatus: withJob ? jobStatus : nil)
+    }
+
+    func test_json_withJob_roundTripsAndKeepsSnakeCaseKeysAtTopLevel() throws {
+        let original = document(withJob: true)
+        let json = original.json()
+        XCTAssertEqual(try StatusDocument.decode(json: json), original)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        XCTAssertEqual(object["completed_steps"] as? Int, 4)
+        XCTAssertEqual(object["stale_dropped"] as? Int, 1, "summed over shards")
+        XCTAssertEqual(object["stale_scaled"] as? Int, 3)
+        XCTAssertEqual(object["last_checkpoint"] as? String, "/tmp/ckpt/step-4")
+        XCTAssertEqual((object["job"] as? [String: Any])?["totalSteps"] as? Int, 6)
+        let worker = try XCTUnwrap((object["workers"] as? [[String: Any]])?.first)
+        XCTAssertEqual(worker["last_seen_s"] as? Double, 0.25)
+        XCTAssertEqual((object["shards"] as? [[String: Any]])?.first?["bytes"] as? Int, 40)
+    }
+
+    func test_json_plainStore_hasNoJobFieldsAndDecodesWithoutJob() throws {
+        let json = document(withJob: false).json()
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        XCTAssertNil(object["job"])
+        XCTAssertNil(object["workers"])
+        XCTAssertNil(try StatusDocument.decode(json: json).jobStatus)
+    }
+
+    func test_decode_notADocument_throws() {
+        XCTAssertThrowsError(try StatusDocument.decode(json: "{\"mode\": 3}"))
+    }
+}
