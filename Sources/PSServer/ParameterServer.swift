@@ -24,18 +24,15 @@ public final class ParameterServer: Sendable {
     /// The port actually bound (useful with port 0).
     public let port: UInt16
     let startNanos = MonotonicClock.nanoseconds()
-    /// Open connections and the number of requests being served; `stop` waits on it for requests to finish.
-    let connections = LockedValue(ConnectionTable())
+    /// Open connections, by id.
+    let connections = LockedValue<[UInt64: FramedConnection]>([:])
+    /// Requests being served right now; `stop` waits (on `requestsDrained`) for them to finish.
+    let activeRequests = Atomic<Int>(0)
+    private let requestsDrained = LockedValue<Void>(())
     let nextConnectionID = Atomic<UInt64>(1)
     let stopped = Atomic<Bool>(false)
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
-
-    /// The server's connections, by id, and how many requests they are serving right now.
-    struct ConnectionTable {
-        var open: [UInt64: FramedConnection] = [:]
-        var activeRequests = 0
-    }
 
     /// Binds the listening socket, builds the store (registering the job's model or restoring a checkpoint).
     public init(config: ServerConfig, log: Logger = Logger(component: "psserver")) throws {
@@ -102,10 +99,12 @@ public final class ParameterServer: Sendable {
         coordinator?.stop()
         listener.shutdown()  // wakes the accept thread, which releases the descriptor
         // Give handlers in the middle of a request a moment to finish it before their sockets close.
-        for connection in connections.withLock({ Array($0.open.values) }) { connection.shutdownReceive() }
-        connections.wait(until: MonotonicClock.deadline(afterSeconds: 2), while: { $0.activeRequests > 0 })
+        for connection in connections.withLock({ Array($0.values) }) { connection.shutdownReceive() }
+        requestsDrained.wait(
+            until: MonotonicClock.deadline(afterSeconds: 2),
+            while: { _ in self.activeRequests.load(ordering: .acquiring) > 0 })
         // Handler threads release their own descriptors when they see end-of-stream.
-        for connection in connections.withLock({ Array($0.open.values) }) { connection.shutdown() }
+        for connection in connections.withLock({ Array($0.values) }) { connection.shutdown() }
         checkpoints?.waitForWrites()
         metrics?.flush()
         exitCode.withLockAndBroadcast { if $0 == nil { $0 = code } }
@@ -113,8 +112,12 @@ public final class ParameterServer: Sendable {
 
     /// Counts a request as in flight for the duration of `body` (`stop` waits for in-flight requests).
     func serving<R>(_ body: () throws(TransportError) -> R) throws(TransportError) -> R {
-        connections.withLock { $0.activeRequests += 1 }
-        defer { connections.withLockAndBroadcast { $0.activeRequests -= 1 } }
+        activeRequests.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        defer {
+            // The broadcast takes the lock `stop` checks the count under, so it cannot miss the last request.
+            let left = activeRequests.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue
+            if left == 0, stopped.load(ordering: .acquiring) { requestsDrained.broadcast() }
+        }
         return try body()
     }
 
@@ -133,11 +136,11 @@ public final class ParameterServer: Sendable {
             let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
             let connection = FramedConnection(
                 socket: accepted.socket, peer: accepted.peer, maxPayloadBytes: config.maxFrameBytes)
-            connections.withLock { $0.open[id] = connection }
+            connections.withLock { $0[id] = connection }
             let thread = Thread { [self] in
                 let handler = ConnectionHandler(server: self, connection: connection, id: id)
                 handler.run()
-                connections.withLock { _ = $0.open.removeValue(forKey: id) }
+                connections.withLock { _ = $0.removeValue(forKey: id) }
                 connection.close()
             }
             thread.name = "psserver-conn-\(id)"
@@ -174,7 +177,7 @@ public final class ParameterServer: Sendable {
                 takeCheckpoint(step: step)
             case .closeConnection(let id):
                 // The name's previous incarnation is gone (or stuck): its connection must not act for the rank.
-                connections.withLock { $0.open[id] }?.shutdown()
+                connections.withLock { $0[id] }?.shutdown()
             case .finishJob:
                 let thread = Thread { [self] in finishJob() }
                 thread.name = "psserver-finish"
@@ -258,7 +261,7 @@ public final class ParameterServer: Sendable {
         return StatusDocument(
             mode: coordinator == nil ? "store" : config.mode.rawValue, optimizer: config.optimizer.kind.rawValue,
             uptimeSeconds: Double(MonotonicClock.nanoseconds() - startNanos) / 1e9,
-            connections: connections.withLock { $0.open.count }, shardCount: config.shardCount, shards: shards,
+            connections: connections.withLock { $0.count }, shardCount: config.shardCount, shards: shards,
             tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
             jobStatus: coordinator?.jobStatus())
     }
