@@ -1,9 +1,9 @@
 import Foundation
 import PSCheckpoint
 import PSCoordinator
+import PSLog
 import PSMath
 import PSPosix
-import PSTransport
 import PSWire
 import Synchronization
 

@@ -1,10 +1,10 @@
 import Foundation
 import PSClient
 import PSData
+import PSLog
 import PSMath
 import PSModel
 import PSPosix
-import PSTransport
 import PSWire
 
 /// How a `psworker` is configured; the job itself comes from the server.
