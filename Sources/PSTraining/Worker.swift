@@ -309,7 +309,7 @@ public final class Worker {
         _ client: ParameterClient, rank: Int, clock: UInt64, loss: Double, samples: Int
     ) throws(ClientError) -> JobState {
         let reply = try client.request(
-            .clock(Clock(rank: UInt32(rank), clock: clock, loss: loss, samples: UInt64(samples)))
+            .clock(ClockReport(rank: UInt32(rank), clock: clock, loss: loss, samples: UInt64(samples)))
         ).wait()
         if case .message(.clockAck(let ack)) = reply { return ack.jobState }
         return .running

@@ -213,7 +213,7 @@ public enum MessageCodec {
             let rank = try reader.u32()
             _ = try reader.u32()
             message = .clock(
-                Clock(rank: rank, clock: try reader.u64(), loss: try reader.f64(), samples: try reader.u64())
+                ClockReport(rank: rank, clock: try reader.u64(), loss: try reader.f64(), samples: try reader.u64())
             )
         case .clockAck:
             let state = JobState(rawValue: try reader.u32())

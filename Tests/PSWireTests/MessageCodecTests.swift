@@ -33,7 +33,7 @@ final class MessageCodecTests: XCTestCase {
             .pushAck(PushAck(shard: 2, status: PushStatus(rawValue: 77), version: 0, staleness: 0)),
             .pullReply(PullReply(shard: 0, version: 0, floats: [])),
             .pullReply(PullReply(shard: 9, version: .max, floats: [.greatestFiniteMagnitude, -0.0, 1e-30])),
-            .clock(Clock(rank: 3, clock: .max, loss: .infinity, samples: 0)),
+            .clock(ClockReport(rank: 3, clock: .max, loss: .infinity, samples: 0)),
             .clockAck(ClockAck(jobState: .stopping, minClock: 0)),
             .heartbeatAck(HeartbeatAck(jobState: .finished)),
             .heartbeatAck(HeartbeatAck(jobState: JobState(rawValue: 12))),
