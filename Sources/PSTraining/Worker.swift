@@ -48,7 +48,6 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
 public final class Worker {
     let options: WorkerOptions
     let log: Logger
-    var client: ParameterClient? = nil
 
     public init(options: WorkerOptions, log: Logger = Logger(component: "psworker")) {
         self.options = options
@@ -222,7 +221,6 @@ public final class Worker {
                 let client = try ParameterClient.connect(
                     host: options.host, port: options.port, role: .worker, name: options.name, token: options.token,
                     connectTimeout: .seconds(5))
-                self.client = client
                 return client
             } catch .rejected(let code, let reason) {
                 if code == .jobFull || code == .unauthorized || code == .invalidState {

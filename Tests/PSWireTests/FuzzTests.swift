@@ -43,7 +43,7 @@ final class FuzzTests: XCTestCase {
     /// The maximum the fuzzed decoders run with: small, so that length tampering often hits `frameTooLarge`.
     private static let maxPayloadBytes = 4096
 
-    func testFuzz_randomAndMutatedFrames_neverCrashTheDecoders() {
+    func test_fuzz_randomAndMutatedFrames_neverCrashTheDecoders() {
         let environment = ProcessInfo.processInfo.environment
         let iterations = environment["PS_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 100_000
         let seed = environment["PS_FUZZ_SEED"].flatMap(UInt64.init) ?? 0x5357_5053
