@@ -7,6 +7,7 @@
 //   CZlib          system library: zlib, only for gzip-compressed IDX files
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
 //   PSPosix        the only module that calls Glibc for sockets, signals, processes and clocks
+//   PSLog          the logger: one key=value line per event on stderr, so that any layer can log
 //   PSCLI          argument parsing and help in swift-argument-parser's conventions
 //   PSMath         the only Swift file importing OpenBLAS; splitmix64, initialisers, optimizers
 //   PSModel        models (softmax, linear, MLP): forward and backward with sgemm
@@ -38,6 +39,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "PSWire"),
         .target(name: "PSPosix"),
+        .target(name: "PSLog", dependencies: ["PSPosix"]),
         .target(name: "PSCLI"),
         .target(name: "PSMath", dependencies: ["COpenBLAS"]),
         .target(name: "PSModel", dependencies: ["PSMath"]),
@@ -48,20 +50,22 @@ let package = Package(
         .target(name: "PSTransport", dependencies: ["PSWire", "PSPosix"]),
         .target(
             name: "PSServer",
-            dependencies: ["PSWire", "PSPosix", "PSTransport", "PSMath", "PSCoordinator", "PSCheckpoint"]
+            dependencies: [
+                "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSCoordinator", "PSCheckpoint",
+            ]
         ),
         .target(name: "PSClient", dependencies: ["PSWire", "PSPosix", "PSTransport"]),
         .target(
             name: "PSTraining",
-            dependencies: ["PSClient", "PSWire", "PSPosix", "PSMath", "PSModel", "PSData"]
+            dependencies: ["PSClient", "PSWire", "PSPosix", "PSLog", "PSMath", "PSModel", "PSData"]
         ),
         .executableTarget(
             name: "psserver",
             dependencies: [
-                "PSServer", "PSTraining", "PSTransport", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix",
+                "PSServer", "PSTraining", "PSLog", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix",
             ]
         ),
-        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSTransport", "PSCLI", "PSPosix"]),
+        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix"]),
         .executableTarget(
             name: "psctl",
             dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint"]
@@ -69,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "psbench",
             dependencies: [
-                "PSWire", "PSPosix", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
+                "PSWire", "PSPosix", "PSLog", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
                 "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator",
             ]
         ),
@@ -89,7 +93,7 @@ let package = Package(
         .testTarget(
             name: "PSServerTests",
             dependencies: [
-                "PSServer", "PSClient", "PSWire", "PSPosix", "PSTransport", "PSMath", "PSTestSupport",
+                "PSServer", "PSClient", "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSTestSupport",
             ]
         ),
         .testTarget(

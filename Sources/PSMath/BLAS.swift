@@ -42,25 +42,6 @@ public enum BLAS {
         }
     }
 
-    /// The dot product of `x` and `y` over `count` elements (wraps `cblas_sdot`).
-    public static func sdot(count: Int, x: UnsafePointer<Float>, y: UnsafePointer<Float>) -> Float {
-        var sum: Float = 0
-        forEachChunk(count) { offset, length in
-            sum += cblas_sdot(length, x + offset, 1, y + offset, 1)
-        }
-        return sum
-    }
-
-    /// The Euclidean norm of `x` over `count` elements (wraps `cblas_snrm2`).
-    public static func snrm2(count: Int, x: UnsafePointer<Float>) -> Float {
-        var sumOfSquares: Float = 0
-        forEachChunk(count) { offset, length in
-            let norm = cblas_snrm2(length, x + offset, 1)
-            sumOfSquares += norm * norm
-        }
-        return sumOfSquares.squareRoot()
-    }
-
     /// Copies `count` elements from `x` to `y` (wraps `cblas_scopy`).
     public static func scopy(count: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         forEachChunk(count) { offset, length in

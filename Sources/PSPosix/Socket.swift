@@ -181,13 +181,6 @@ public struct Socket: Sendable, Hashable {
         try localAddress().description
     }
 
-    /// The peer's address as `127.0.0.1:54321` (`getpeername`).
-    public func peerAddressDescription() throws(SocketError) -> String {
-        var address = SocketAddress()
-        try systemCall("getpeername") { address.withMutableSockaddr { getpeername(fileDescriptor, $0, $1) } }
-        return address.description
-    }
-
     private func localAddress() throws(SocketError) -> SocketAddress {
         var address = SocketAddress()
         try systemCall("getsockname") { address.withMutableSockaddr { getsockname(fileDescriptor, $0, $1) } }
@@ -209,21 +202,6 @@ public struct Socket: Sendable, Hashable {
     /// A timeout in the middle of ``readExactly(into:)`` leaves the stream at an unknown position: close the socket.
     public func setReceiveTimeout(_ timeout: Duration?) throws(SocketError) {
         try setTimeoutOption(SO_RCVTIMEO, timeout, operation: "SO_RCVTIMEO")
-    }
-
-    /// Sets `SO_SNDTIMEO`: a write that cannot progress for longer throws ``SocketError/timedOut(operation:)``.
-    public func setSendTimeout(_ timeout: Duration?) throws(SocketError) {
-        try setTimeoutOption(SO_SNDTIMEO, timeout, operation: "SO_SNDTIMEO")
-    }
-
-    /// Sets `SO_SNDBUF` and `SO_RCVBUF` where given; best effort (the kernel may round or cap them).
-    public func setBufferSizes(send: Int?, receive: Int?) {
-        if let send {
-            try? setIntegerOption(level: SOL_SOCKET, name: SO_SNDBUF, value: Int32(clamping: send), operation: "")
-        }
-        if let receive {
-            try? setIntegerOption(level: SOL_SOCKET, name: SO_RCVBUF, value: Int32(clamping: receive), operation: "")
-        }
     }
 
     private func setTimeoutOption(_ name: Int32, _ timeout: Duration?, operation: String) throws(SocketError) {

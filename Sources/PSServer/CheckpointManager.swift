@@ -1,9 +1,9 @@
 import Foundation
 import PSCheckpoint
 import PSCoordinator
+import PSLog
 import PSMath
 import PSPosix
-import PSTransport
 import PSWire
 
 /// Takes checkpoints for the server: the in-memory copy happens under the shard locks (in the caller, which is

@@ -1,4 +1,5 @@
 import PSCoordinator
+import PSLog
 import PSPosix
 import PSTransport
 import PSWire

@@ -1,5 +1,6 @@
 import Foundation
 import PSCoordinator
+import PSLog
 import PSPosix
 import PSTransport
 import PSWire

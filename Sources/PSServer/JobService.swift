@@ -7,7 +7,7 @@ import PSWire
 struct JobService {
     let server: ParameterServer
 
-    func clock(_ clock: PSWire.Clock, session: Session, requestID: UInt64) throws(TransportError) {
+    func clock(_ clock: ClockReport, session: Session, requestID: UInt64) throws(TransportError) {
         guard let coordinator = server.coordinator, let rank = session.rank else {
             try session.reply(.clockAck(ClockAck(jobState: .running, minClock: clock.clock)), to: requestID)
             return

@@ -1,6 +1,7 @@
 import Foundation
 import PSCheckpoint
 import PSCoordinator
+import PSLog
 import PSMath
 import PSPosix
 import PSTransport

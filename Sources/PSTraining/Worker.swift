@@ -1,10 +1,10 @@
 import Foundation
 import PSClient
 import PSData
+import PSLog
 import PSMath
 import PSModel
 import PSPosix
-import PSTransport
 import PSWire
 
 /// How a `psworker` is configured; the job itself comes from the server.
@@ -48,7 +48,6 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
 public final class Worker {
     let options: WorkerOptions
     let log: Logger
-    var client: ParameterClient? = nil
 
     public init(options: WorkerOptions, log: Logger = Logger(component: "psworker")) {
         self.options = options
@@ -222,7 +221,6 @@ public final class Worker {
                 let client = try ParameterClient.connect(
                     host: options.host, port: options.port, role: .worker, name: options.name, token: options.token,
                     connectTimeout: .seconds(5))
-                self.client = client
                 return client
             } catch .rejected(let code, let reason) {
                 if code == .jobFull || code == .unauthorized || code == .invalidState {
@@ -309,7 +307,7 @@ public final class Worker {
         _ client: ParameterClient, rank: Int, clock: UInt64, loss: Double, samples: Int
     ) throws(ClientError) -> JobState {
         let reply = try client.request(
-            .clock(Clock(rank: UInt32(rank), clock: clock, loss: loss, samples: UInt64(samples)))
+            .clock(ClockReport(rank: UInt32(rank), clock: clock, loss: loss, samples: UInt64(samples)))
         ).wait()
         if case .message(.clockAck(let ack)) = reply { return ack.jobState }
         return .running

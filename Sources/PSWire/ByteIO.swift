@@ -92,16 +92,6 @@ public struct ByteReader {
         return value
     }
 
-    /// Consumes and returns a little-endian float32, or nil when too few bytes remain.
-    public mutating func readFloat() -> Float? {
-        readInteger(as: UInt32.self).map(Float.init(bitPattern:))
-    }
-
-    /// Consumes and returns a little-endian float64, or nil when too few bytes remain.
-    public mutating func readDouble() -> Double? {
-        readInteger(as: UInt64.self).map(Double.init(bitPattern:))
-    }
-
     /// Consumes `count` bytes and returns a view of them (no copy), or nil when too few remain.
     public mutating func readBytes(count: Int) -> UnsafeRawBufferPointer? {
         guard count >= 0, remaining >= count else { return nil }

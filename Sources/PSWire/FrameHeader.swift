@@ -62,14 +62,6 @@ public struct FrameHeader: Sendable, Equatable {
             requestID: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
         )
     }
-
-    /// The request id at bytes 16..<24 of a header that may have failed validation, or nil if fewer than 24 bytes.
-    ///
-    /// A receiver uses it to echo the id in the error frame answering a bad version or an oversized frame.
-    public static func peekRequestID(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
-        guard bytes.count >= WireProtocol.headerSize else { return nil }
-        return UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
-    }
 }
 
 /// The fixed 24-byte start of a `push` or `pushPull` payload; the floats follow at payload offset 24.

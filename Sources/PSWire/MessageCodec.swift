@@ -136,147 +136,184 @@ public enum MessageCodec {
     /// Decodes and validates the payload of a frame of type `type`.
     public static func decodePayload(type: MessageType, _ payload: UnsafeRawBufferPointer) throws(WireError) -> Message
     {
-        guard let minimum = type.minimumPayloadLength else { throw .unknownMessageType(type.rawValue) }
+        guard let descriptor = type.descriptor else { throw .unknownMessageType(type.rawValue) }
+        let minimum = descriptor.minimumPayloadLength
         guard payload.count >= minimum else { throw .payloadTooShort(type: type, minimum: minimum, got: payload.count) }
         var reader = PayloadReader(type: type, payload)
-        let message: Message
-        switch type {
-        case .hello:
-            let roleCode = try reader.u8()
-            guard let role = Role(rawValue: roleCode) else {
-                throw .invalidField(
-                    type: type,
-                    field: "role",
-                    reason: "role \(roleCode) is not 1 (worker), 2 (server) or 3 (control)"
-                )
-            }
-            _ = try reader.u8()
-            let maxVersion = try reader.u16()
-            guard maxVersion >= 1 else {
-                throw .invalidField(type: type, field: "maxVersion", reason: "version 0 does not exist")
-            }
-            let name = try reader.string("name")
-            message = .hello(Hello(role: role, maxVersion: maxVersion, name: name, token: try reader.string("token")))
-        case .welcome:
-            let assignedID = try reader.u32()
-            let rank = Int32(bitPattern: try reader.u32())
-            guard rank >= -1 else {
-                throw .invalidField(type: type, field: "rank", reason: "rank \(rank) is below -1")
-            }
-            message = .welcome(Welcome(assignedID: assignedID, rank: rank, config: try reader.string("config")))
-        case .reject:
-            let code = ErrorCode(rawValue: try reader.u16())
-            _ = try reader.u16()
-            message = .reject(Reject(code: code, reason: try reader.string("reason")))
-        case .error:
-            let code = ErrorCode(rawValue: try reader.u16())
-            _ = try reader.u16()
-            message = .error(ErrorMessage(code: code, message: try reader.string("message")))
-        case .register:
-            message = .register(try decodeRegister(&reader))
-        case .registered:
-            message = .registered(try decodeRegistered(&reader))
-        case .push, .pushPull:
-            let prefix = try PushPrefix.decode(payload, type: type)
-            try PushPrefix.validate(prefix, payloadLength: payload.count, type: type)
-            let push = Push(
-                shard: prefix.shard,
-                clock: prefix.clock,
-                baseVersion: prefix.baseVersion,
-                floats: floats(payload, offset: PushPrefix.size, count: Int(prefix.count))
-            )
-            return type == .push ? .push(push) : .pushPull(push)
-        case .pushAck:
-            message = .pushAck(
-                PushAck(
-                    shard: try reader.u32(),
-                    status: PushStatus(rawValue: try reader.u32()),
-                    version: try reader.u64(),
-                    staleness: try reader.u64()
-                )
-            )
-        case .pull:
-            let shard = try reader.u32()
-            _ = try reader.u32()
-            message = .pull(Pull(shard: shard, clock: try reader.u64()))
-        case .pullReply:
-            let prefix = try PullReplyPrefix.decode(payload)
-            try PullReplyPrefix.validate(prefix, payloadLength: payload.count)
-            return .pullReply(
-                PullReply(
-                    shard: prefix.shard,
-                    version: prefix.version,
-                    floats: floats(payload, offset: PullReplyPrefix.size, count: Int(prefix.count))
-                )
-            )
-        case .clock:
-            let rank = try reader.u32()
-            _ = try reader.u32()
-            message = .clock(
-                Clock(rank: rank, clock: try reader.u64(), loss: try reader.f64(), samples: try reader.u64())
-            )
-        case .clockAck:
-            let state = JobState(rawValue: try reader.u32())
-            _ = try reader.u32()
-            message = .clockAck(ClockAck(jobState: state, minClock: try reader.u64()))
-        case .heartbeat:
-            let rank = try reader.u32()
-            _ = try reader.u32()
-            message = .heartbeat(Heartbeat(rank: rank, clock: try reader.u64()))
-        case .heartbeatAck:
-            let state = JobState(rawValue: try reader.u32())
-            _ = try reader.u32()
-            message = .heartbeatAck(HeartbeatAck(jobState: state))
-        case .metrics:
-            let epoch = try reader.u32()
-            _ = try reader.u32()
-            message = .metrics(
-                EpochMetrics(
-                    epoch: epoch,
-                    testLoss: try reader.f64(),
-                    testAccuracy: try reader.f64(),
-                    samples: try reader.u64()
-                )
-            )
-        case .leave:
-            message = .leave(Leave(rank: try reader.u32(), reason: LeaveReason(rawValue: try reader.u32())))
-        case .status:
-            let format = try reader.u32()
-            guard format == StatusRequest.jsonFormat else {
-                throw .invalidField(type: type, field: "format", reason: "format \(format) is not 0 (JSON)")
-            }
-            message = .status(StatusRequest(format: format))
-        case .statusReply:
-            message = .statusReply(StatusReply(json: try reader.string("json")))
-        case .checkpoint:
-            message = .checkpoint(CheckpointRequest(wait: try reader.u32() & 1 == 1))
-        case .checkpointReply:
-            let step = try reader.u64()
-            let durable = try reader.u32()
-            guard durable <= 1 else {
-                throw .invalidField(type: type, field: "durable", reason: "\(durable) is neither 0 nor 1")
-            }
-            _ = try reader.u32()
-            message = .checkpointReply(
-                CheckpointReply(step: step, durable: durable == 1, path: try reader.string("path")))
-        case .export:
-            message = .export(ExportRequest(path: try reader.string("path")))
-        case .exportReply:
-            let step = try reader.u64()
-            message = .exportReply(ExportReply(step: step, path: try reader.string("path")))
-        case .metricsAck:
-            message = .metricsAck
-        case .leaveAck:
-            message = .leaveAck
-        case .shutdown:
-            message = .shutdown
-        case .shutdownAck:
-            message = .shutdownAck
-        default:
-            throw .unknownMessageType(type.rawValue)
-        }
+        let message = try descriptor.decode(&reader)
         try reader.expectEnd()
         return message
+    }
+
+    // MARK: Payload decoders, one per message type (named in MessageDescriptor.all)
+
+    static func decodeHello(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let roleCode = try reader.u8()
+        guard let role = Role(rawValue: roleCode) else {
+            throw .invalidField(
+                type: reader.type,
+                field: "role",
+                reason: "role \(roleCode) is not 1 (worker), 2 (server) or 3 (control)"
+            )
+        }
+        _ = try reader.u8()
+        let maxVersion = try reader.u16()
+        guard maxVersion >= 1 else {
+            throw .invalidField(type: reader.type, field: "maxVersion", reason: "version 0 does not exist")
+        }
+        let name = try reader.string("name")
+        return .hello(Hello(role: role, maxVersion: maxVersion, name: name, token: try reader.string("token")))
+    }
+
+    static func decodeWelcome(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let assignedID = try reader.u32()
+        let rank = Int32(bitPattern: try reader.u32())
+        guard rank >= -1 else {
+            throw .invalidField(type: reader.type, field: "rank", reason: "rank \(rank) is below -1")
+        }
+        return .welcome(Welcome(assignedID: assignedID, rank: rank, config: try reader.string("config")))
+    }
+
+    static func decodeReject(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let code = ErrorCode(rawValue: try reader.u16())
+        _ = try reader.u16()
+        return .reject(Reject(code: code, reason: try reader.string("reason")))
+    }
+
+    static func decodeError(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let code = ErrorCode(rawValue: try reader.u16())
+        _ = try reader.u16()
+        return .error(ErrorMessage(code: code, message: try reader.string("message")))
+    }
+
+    static func decodePush(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .push(try decodePushFields(&reader))
+    }
+
+    static func decodePushPull(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .pushPull(try decodePushFields(&reader))
+    }
+
+    /// Decodes the payload of a `push` or a `pushPull`: the prefix, validated against the payload's length, then
+    /// the floats.
+    private static func decodePushFields(_ reader: inout PayloadReader) throws(WireError) -> Push {
+        let prefix = try PushPrefix.decode(reader.bytes, type: reader.type)
+        try PushPrefix.validate(prefix, payloadLength: reader.bytes.count, type: reader.type)
+        _ = try reader.bytes(count: PushPrefix.size)
+        return Push(
+            shard: prefix.shard,
+            clock: prefix.clock,
+            baseVersion: prefix.baseVersion,
+            floats: floats(try reader.bytes(count: 4 * Int(prefix.count)))
+        )
+    }
+
+    static func decodePushAck(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .pushAck(
+            PushAck(
+                shard: try reader.u32(),
+                status: PushStatus(rawValue: try reader.u32()),
+                version: try reader.u64(),
+                staleness: try reader.u64()
+            )
+        )
+    }
+
+    static func decodePull(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let shard = try reader.u32()
+        _ = try reader.u32()
+        return .pull(Pull(shard: shard, clock: try reader.u64()))
+    }
+
+    static func decodePullReply(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let prefix = try PullReplyPrefix.decode(reader.bytes)
+        try PullReplyPrefix.validate(prefix, payloadLength: reader.bytes.count)
+        _ = try reader.bytes(count: PullReplyPrefix.size)
+        return .pullReply(
+            PullReply(
+                shard: prefix.shard,
+                version: prefix.version,
+                floats: floats(try reader.bytes(count: 4 * Int(prefix.count)))
+            )
+        )
+    }
+
+    static func decodeClock(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let rank = try reader.u32()
+        _ = try reader.u32()
+        return .clock(
+            ClockReport(rank: rank, clock: try reader.u64(), loss: try reader.f64(), samples: try reader.u64())
+        )
+    }
+
+    static func decodeClockAck(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let state = JobState(rawValue: try reader.u32())
+        _ = try reader.u32()
+        return .clockAck(ClockAck(jobState: state, minClock: try reader.u64()))
+    }
+
+    static func decodeHeartbeat(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let rank = try reader.u32()
+        _ = try reader.u32()
+        return .heartbeat(Heartbeat(rank: rank, clock: try reader.u64()))
+    }
+
+    static func decodeHeartbeatAck(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let state = JobState(rawValue: try reader.u32())
+        _ = try reader.u32()
+        return .heartbeatAck(HeartbeatAck(jobState: state))
+    }
+
+    static func decodeMetrics(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let epoch = try reader.u32()
+        _ = try reader.u32()
+        return .metrics(
+            EpochMetrics(
+                epoch: epoch,
+                testLoss: try reader.f64(),
+                testAccuracy: try reader.f64(),
+                samples: try reader.u64()
+            )
+        )
+    }
+
+    static func decodeLeave(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .leave(Leave(rank: try reader.u32(), reason: LeaveReason(rawValue: try reader.u32())))
+    }
+
+    static func decodeStatus(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let format = try reader.u32()
+        guard format == StatusRequest.jsonFormat else {
+            throw .invalidField(type: reader.type, field: "format", reason: "format \(format) is not 0 (JSON)")
+        }
+        return .status(StatusRequest(format: format))
+    }
+
+    static func decodeStatusReply(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .statusReply(StatusReply(json: try reader.string("json")))
+    }
+
+    static func decodeCheckpoint(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .checkpoint(CheckpointRequest(wait: try reader.u32() & 1 == 1))
+    }
+
+    static func decodeCheckpointReply(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let step = try reader.u64()
+        let durable = try reader.u32()
+        guard durable <= 1 else {
+            throw .invalidField(type: reader.type, field: "durable", reason: "\(durable) is neither 0 nor 1")
+        }
+        _ = try reader.u32()
+        return .checkpointReply(CheckpointReply(step: step, durable: durable == 1, path: try reader.string("path")))
+    }
+
+    static func decodeExport(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .export(ExportRequest(path: try reader.string("path")))
+    }
+
+    static func decodeExportReply(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let step = try reader.u64()
+        return .exportReply(ExportReply(step: step, path: try reader.string("path")))
     }
 
     // MARK: register and registered
@@ -309,7 +346,7 @@ public enum MessageCodec {
         }
     }
 
-    private static func decodeRegister(_ reader: inout PayloadReader) throws(WireError) -> Register {
+    static func decodeRegister(_ reader: inout PayloadReader) throws(WireError) -> Message {
         let type = MessageType.register
         let count = Int(try reader.u32())
         let minimum = 4 + count * minimumTensorBytes
@@ -372,7 +409,7 @@ public enum MessageCodec {
             let initializer = try initSpec(kind: kind, a: a, b: b, seed: seed, field: "\(field).init")
             tensors.append(TensorSpec(name: name, shape: shape, initializer: initializer))
         }
-        return Register(tensors: tensors)
+        return .register(Register(tensors: tensors))
     }
 
     private static func initSpec(
@@ -408,7 +445,7 @@ public enum MessageCodec {
         }
     }
 
-    private static func decodeRegistered(_ reader: inout PayloadReader) throws(WireError) -> Registered {
+    static func decodeRegistered(_ reader: inout PayloadReader) throws(WireError) -> Message {
         let type = MessageType.registered
         let tensorCount = try reader.u32()
         let shardCount = Int(try reader.u32())
@@ -435,22 +472,24 @@ public enum MessageCodec {
                 reason: "totalElements \(totalElements) is not the sum of the shards' elements"
             )
         }
-        return Registered(shardElements: shardElements, tensorCount: tensorCount, totalElements: totalElements)
+        return .registered(
+            Registered(shardElements: shardElements, tensorCount: tensorCount, totalElements: totalElements)
+        )
     }
 
-    /// Copies `count` little-endian float32 values starting at `offset`; the caller has validated the length.
-    private static func floats(_ payload: UnsafeRawBufferPointer, offset: Int, count: Int) -> [Float] {
-        guard count > 0, let base = payload.baseAddress else { return [] }
+    /// Copies little-endian float32 values out of `bytes`, whose length the caller has validated.
+    private static func floats(_ bytes: UnsafeRawBufferPointer) -> [Float] {
+        let count = bytes.count / 4
+        guard count > 0, let base = bytes.baseAddress else { return [] }
         return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             #if _endian(little)
                 UnsafeMutableRawBufferPointer(buffer).copyMemory(
-                    from: UnsafeRawBufferPointer(start: base + offset, count: 4 * count)
-                )
+                    from: UnsafeRawBufferPointer(start: base, count: 4 * count))
             #else
                 for index in 0..<count {
                     buffer[index] = Float(
                         bitPattern: UInt32(
-                            littleEndian: payload.loadUnaligned(fromByteOffset: offset + 4 * index, as: UInt32.self))
+                            littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self))
                     )
                 }
             #endif

@@ -272,8 +272,8 @@ public struct PullReply: Sendable, Equatable {
     }
 }
 
-/// A worker's report that it completed a step (`clock`, 0x0020).
-public struct Clock: Sendable, Equatable {
+/// A worker's report that it completed a step (`clock`, 0x0020); not `Clock`, which would shadow `Swift.Clock`.
+public struct ClockReport: Sendable, Equatable {
     /// The worker's rank.
     public var rank: UInt32
     /// The number of steps the worker has completed.
@@ -512,7 +512,7 @@ public enum Message: Sendable, Equatable {
     case pull(Pull)
     case pullReply(PullReply)
     case pushPull(Push)
-    case clock(Clock)
+    case clock(ClockReport)
     case clockAck(ClockAck)
     case heartbeat(Heartbeat)
     case heartbeatAck(HeartbeatAck)

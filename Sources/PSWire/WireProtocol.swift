@@ -82,50 +82,26 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let exportReply = MessageType(rawValue: 0x0037)
 
     /// Every type protocol v1 defines, in code order.
-    public static let allKnown: [MessageType] = [
-        .hello, .welcome, .reject, .error, .register, .registered, .push, .pushAck, .pull, .pullReply, .pushPull,
-        .clock, .clockAck, .heartbeat, .heartbeatAck, .metrics, .metricsAck, .leave, .leaveAck, .status,
-        .statusReply, .checkpoint, .checkpointReply, .shutdown, .shutdownAck, .export, .exportReply,
-    ]
+    public static let allKnown: [MessageType] = MessageDescriptor.all.map(\.type)
+
+    /// This type's row in the message table, or nil if protocol v1 does not define it.
+    var descriptor: MessageDescriptor? { MessageDescriptor.byType[self] }
 
     /// Whether protocol v1 defines this code.
-    public var isKnown: Bool { Self.names[self] != nil }
+    public var isKnown: Bool { descriptor != nil }
 
     /// Whether this type answers a request (its frames carry the REPLY flag).
-    public var isReply: Bool { Self.replyTypes.contains(self) }
+    public var isReply: Bool { descriptor?.direction == .reply }
 
     /// The smallest payload a frame of this type can have (its fixed fields, empty strings and lists), or nil if
     /// the type is unknown.
-    public var minimumPayloadLength: Int? { Self.minimumPayloadLengths[self] }
+    public var minimumPayloadLength: Int? { descriptor?.minimumPayloadLength }
 
     /// The type's name as used in proto-docs (`pushPull`), or `unknown(0x00ff)`.
-    public var name: String { Self.names[self] ?? "unknown(\(hex(rawValue)))" }
+    public var name: String { descriptor?.name ?? "unknown(\(hex(rawValue)))" }
 
     /// The name and the code, e.g. `push (0x0012)`.
     public var description: String { isKnown ? "\(name) (\(hex(rawValue)))" : name }
-
-    private static let names: [MessageType: String] = [
-        .hello: "hello", .welcome: "welcome", .reject: "reject", .error: "error", .register: "register",
-        .registered: "registered", .push: "push", .pushAck: "pushAck", .pull: "pull", .pullReply: "pullReply",
-        .pushPull: "pushPull", .clock: "clock", .clockAck: "clockAck", .heartbeat: "heartbeat",
-        .heartbeatAck: "heartbeatAck", .metrics: "metrics", .metricsAck: "metricsAck", .leave: "leave",
-        .leaveAck: "leaveAck", .status: "status", .statusReply: "statusReply", .checkpoint: "checkpoint",
-        .checkpointReply: "checkpointReply", .shutdown: "shutdown", .shutdownAck: "shutdownAck", .export: "export",
-        .exportReply: "exportReply",
-    ]
-
-    private static let minimumPayloadLengths: [MessageType: Int] = [
-        .hello: 12, .welcome: 12, .reject: 8, .error: 8, .register: 4, .registered: 16, .push: PushPrefix.size,
-        .pushAck: 24, .pull: 16, .pullReply: PullReplyPrefix.size, .pushPull: PushPrefix.size, .clock: 32,
-        .clockAck: 16, .heartbeat: 16, .heartbeatAck: 8, .metrics: 32, .metricsAck: 0, .leave: 8, .leaveAck: 0,
-        .status: 4, .statusReply: 4, .checkpoint: 4, .checkpointReply: 20, .shutdown: 0, .shutdownAck: 0, .export: 4,
-        .exportReply: 12,
-    ]
-
-    private static let replyTypes: Set<MessageType> = [
-        .welcome, .reject, .error, .registered, .pushAck, .pullReply, .clockAck, .heartbeatAck, .metricsAck,
-        .leaveAck, .statusReply, .checkpointReply, .shutdownAck, .exportReply,
-    ]
 }
 
 /// The header's 32-bit flags field; bits other than `reply` are reserved (sent 0, ignored on receipt).

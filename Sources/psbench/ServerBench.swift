@@ -1,5 +1,6 @@
 import Foundation
 import PSClient
+import PSLog
 import PSMath
 import PSPosix
 import PSServer

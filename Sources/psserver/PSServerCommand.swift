@@ -2,11 +2,11 @@ import Foundation
 import PSCLI
 import PSCoordinator
 import PSData
+import PSLog
 import PSMath
 import PSPosix
 import PSServer
 import PSTraining
-import PSTransport
 
 /// `psserver`: holds the model's shards, serves pushes and pulls, and coordinates the training job.
 @main

@@ -1,8 +1,8 @@
 import Foundation
 import PSCLI
+import PSLog
 import PSPosix
 import PSTraining
-import PSTransport
 
 /// `psworker`: joins a SwiftPS job and trains on its partition of the data until the job ends.
 @main

@@ -12,22 +12,22 @@ final class CRC32CTests: XCTestCase {
         return ~crc
     }
 
-    func testCheckValue_123456789() {
+    func test_checkValue_123456789() {
         XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)
     }
 
-    func testRFC3720Vectors() {
+    func test_checksum_rfc3720Vectors_matchThePublishedValues() {
         XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0, count: 32)), 0x8A91_36AA)
         XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0xFF, count: 32)), 0x62A8_AB43)
         XCTAssertEqual(CRC32C.checksum((0..<32).map { UInt8($0) }), 0x46DD_794E)
         XCTAssertEqual(CRC32C.checksum((0..<32).map { UInt8(31 - $0) }), 0x113F_DB5C)
     }
 
-    func testEmpty_isZero() {
+    func test_empty_isZero() {
         XCTAssertEqual(CRC32C.checksum([]), 0)
     }
 
-    func testSliceByEight_matchesBitwiseForEveryLengthAndAlignment() {
+    func test_sliceByEight_matchesBitwiseForEveryLengthAndAlignment() {
         var state: UInt64 = 12345
         let bytes: [UInt8] = (0..<80).map { _ in
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -41,7 +41,7 @@ final class CRC32CTests: XCTestCase {
         }
     }
 
-    func testSeed_continuesAcrossChunks() {
+    func test_seed_continuesAcrossChunks() {
         let bytes = Array("The quick brown fox jumps over the lazy dog".utf8)
         let whole = CRC32C.checksum(bytes)
         for split in 0...bytes.count {

@@ -9,28 +9,28 @@ final class CheckpointReaderTests: CheckpointTestCase {
         try Data(bytes).write(to: URL(fileURLWithPath: file))
     }
 
-    func testFlippedDataByte_refusedWithCRCMismatchNamingTheFile() throws {
+    func test_flippedDataByte_refusedWithCRCMismatchNamingTheFile() throws {
         let directory = try write(step: 1)
         let file = directory + "/fc1.weight.npy"
         try rewrite(file) { $0[$0.count - 3] ^= 0x10 }
         assertLoadFails(directory, file: file, contains: ["CRC32C mismatch: manifest says 0x", ", file has 0x"])
     }
 
-    func testTruncatedFile_refusedNamingTheFile() throws {
+    func test_truncatedFile_refusedNamingTheFile() throws {
         let directory = try write(step: 1)
         let file = directory + "/fc1.bias.adam_v.npy"
         try rewrite(file) { $0.removeLast(5) }
         assertLoadFails(directory, file: file, contains: ["CRC32C mismatch", "truncated"])
     }
 
-    func testMissingFile_refusedNamingTheFile() throws {
+    func test_missingFile_refusedNamingTheFile() throws {
         let directory = try write(step: 1)
         let file = directory + "/fc1.bias.npy"
         try FileManager.default.removeItem(atPath: file)
         assertLoadFails(directory, file: file, contains: ["missing", "'fc1.bias'"])
     }
 
-    func testShapeInFileDiffersFromManifest_refusedNamingBothShapes() throws {
+    func test_shapeInFileDiffersFromManifest_refusedNamingBothShapes() throws {
         let directory = try write(step: 1)
         let file = directory + "/fc1.weight.npy"
         let values: [Float] = [1, 2, 3, 4, 5, 6]
@@ -45,14 +45,14 @@ final class CheckpointReaderTests: CheckpointTestCase {
         assertLoadFails(directory, file: file, contains: ["shape mismatch: manifest says [2, 3], file has [3, 2]"])
     }
 
-    func testGarbledManifest_refusedNamingManifest() throws {
+    func test_garbledManifest_refusedNamingManifest() throws {
         let directory = try write(step: 1)
         let manifestPath = directory + "/manifest.json"
         try rewrite(manifestPath) { $0.removeLast($0.count / 2) }
         assertLoadFails(directory, file: manifestPath, contains: ["not a valid checkpoint manifest", "not valid JSON"])
     }
 
-    func testManifestMissingField_refusedNamingTheField() throws {
+    func test_manifestMissingField_refusedNamingTheField() throws {
         let directory = try write(step: 1)
         let manifestPath = directory + "/manifest.json"
         let text = try String(contentsOfFile: manifestPath, encoding: .utf8)
@@ -61,7 +61,7 @@ final class CheckpointReaderTests: CheckpointTestCase {
         assertLoadFails(directory, file: manifestPath, contains: ["missing field 'step'"])
     }
 
-    func testManifestFromNewerFormat_refused() throws {
+    func test_manifestFromNewerFormat_refused() throws {
         let directory = try write(step: 1)
         let manifestPath = directory + "/manifest.json"
         let text = try String(contentsOfFile: manifestPath, encoding: .utf8)
@@ -70,13 +70,13 @@ final class CheckpointReaderTests: CheckpointTestCase {
         assertLoadFails(directory, file: manifestPath, contains: ["unsupported formatVersion 2"])
     }
 
-    func testMissingManifest_refusedNamingManifest() throws {
+    func test_missingManifest_refusedNamingManifest() throws {
         let directory = try write(step: 1)
         try FileManager.default.removeItem(atPath: directory + "/manifest.json")
         assertLoadFails(directory, file: directory + "/manifest.json", contains: ["missing"])
     }
 
-    func testManifestNamingAPathOutsideTheCheckpoint_refused() throws {
+    func test_manifestNamingAPathOutsideTheCheckpoint_refused() throws {
         let directory = try write(step: 1)
         let manifestPath = directory + "/manifest.json"
         var manifest = try CheckpointManifest.decode(
@@ -86,14 +86,14 @@ final class CheckpointReaderTests: CheckpointTestCase {
         assertLoadFails(directory, file: manifestPath, contains: ["invalid file '../../etc/passwd'"])
     }
 
-    func testResolve_explicitDirectoryTakenAsIs() throws {
+    func test_resolve_explicitDirectoryTakenAsIs() throws {
         let directory = try write(step: 3)
         try write(step: 4)
         XCTAssertEqual(try CheckpointReader.resolve(root: nil, spec: directory), directory)
         XCTAssertEqual(try CheckpointReader.resolve(root: root, spec: "latest"), path("step-0000000004"))
     }
 
-    func testResolve_errorsNameWhatIsMissing() throws {
+    func test_resolve_errorsNameWhatIsMissing() throws {
         XCTAssertThrowsError(try CheckpointReader.resolve(root: nil, spec: "latest")) {
             XCTAssertTrue("\($0)".contains("needs a checkpoint root"), "\($0)")
         }

@@ -6,7 +6,7 @@ import XCTest
 final class CheckpointWriterTests: CheckpointTestCase {
     private struct SimulatedCrash: Error {}
 
-    func testWriteThenLoad_roundTripsValuesBitwiseAndManifest() throws {
+    func test_writeThenLoad_roundTripsValuesBitwiseAndManifest() throws {
         let directory = try write(step: 7)
         XCTAssertEqual(directory, path("step-0000000007"))
         XCTAssertEqual(latest(), "step-0000000007\n")
@@ -38,21 +38,21 @@ final class CheckpointWriterTests: CheckpointTestCase {
         XCTAssertEqual(loaded.manifest.tensors[1].crc32c, CRC32C.checksum([UInt8](npy)))
     }
 
-    func testManifest_isPrettyPrintedWithSortedKeys() throws {
+    func test_manifest_isPrettyPrintedWithSortedKeys() throws {
         let directory = try write(step: 1)
         let text = try String(contentsOfFile: directory + "/manifest.json", encoding: .utf8)
         XCTAssertTrue(text.hasPrefix("{\n  \"createdAt\" : \"2026-11-22T00:00:00Z\",\n  \"dataOrder\" : {"), text)
         XCTAssertTrue(text.contains("\"formatVersion\" : 1"), text)
     }
 
-    func testEmptyCreatedAt_isFilledWithTheTime() throws {
+    func test_emptyCreatedAt_isFilledWithTheTime() throws {
         var template = manifest(step: 1)
         template.createdAt = ""
         let directory = try CheckpointWriter.write(root: root, manifest: template, tensors: tensors())
         XCTAssertFalse(try CheckpointReader.load(directory: directory).manifest.createdAt.isEmpty)
     }
 
-    func testDirectoryName_hasTenDigits() {
+    func test_directoryName_hasTenDigits() {
         XCTAssertEqual(CheckpointWriter.directoryName(step: 0), "step-0000000000")
         XCTAssertEqual(CheckpointWriter.directoryName(step: 12_345_678_901), "step-12345678901")
         XCTAssertEqual(CheckpointWriter.step(ofDirectoryName: "step-0000000200"), 200)
@@ -60,7 +60,7 @@ final class CheckpointWriterTests: CheckpointTestCase {
         XCTAssertNil(CheckpointWriter.step(ofDirectoryName: ".tmp-step-0000000200-12"))
     }
 
-    func testLeftoverTemporaryDirectories_ignoredByReaderAndRemovedByNextWrite() throws {
+    func test_leftoverTemporaryDirectories_ignoredByReaderAndRemovedByNextWrite() throws {
         try write(step: 1)
         let leftover = path(".tmp-step-0000000002-99999")
         try FileManager.default.createDirectory(atPath: leftover, withIntermediateDirectories: true)
@@ -73,7 +73,7 @@ final class CheckpointWriterTests: CheckpointTestCase {
         XCTAssertEqual(try entries(), ["latest", "step-0000000001", "step-0000000002"])
     }
 
-    func testHookCountsEveryFile_dataFirstManifestLast() throws {
+    func test_hookCountsEveryFile_dataFirstManifestLast() throws {
         var seen: [(count: Int, files: [String])] = []
         _ = try CheckpointWriter.write(
             root: root, manifest: manifest(step: 3), tensors: tensors(), optimizerStates: states(), keepLast: nil,
@@ -91,7 +91,7 @@ final class CheckpointWriterTests: CheckpointTestCase {
 
     /// A write interrupted after any number of files leaves the previous checkpoint and `latest` as they were;
     /// `latest` never moves before the new directory is renamed into place.
-    func testInterruptedWrite_afterAnyFile_leavesPreviousCheckpointAndLatest() throws {
+    func test_interruptedWrite_afterAnyFile_leavesPreviousCheckpointAndLatest() throws {
         try write(step: 1)
         for crashAt in 0...filesPerCheckpoint {
             XCTAssertThrowsError(
@@ -112,14 +112,14 @@ final class CheckpointWriterTests: CheckpointTestCase {
         XCTAssertEqual(latest(), "step-0000000002\n")
     }
 
-    func testPrune_keepsNewestN() throws {
+    func test_prune_keepsNewestN() throws {
         for step in UInt64(1)...4 { try write(step: step, keepLast: 2) }
         XCTAssertEqual(try entries(), ["latest", "step-0000000003", "step-0000000004"])
         try write(step: 5, keepLast: 0)
         XCTAssertEqual(try entries(), ["latest", "step-0000000005"], "keepLast below 1 keeps the newest")
     }
 
-    func testPrune_neverRemovesTheCheckpointLatestPointsTo() throws {
+    func test_prune_neverRemovesTheCheckpointLatestPointsTo() throws {
         try write(step: 10)
         try write(step: 20)
         // Restored from step 10 and checkpointed at 15: older by step than 20, but it is the newest write.
@@ -128,7 +128,7 @@ final class CheckpointWriterTests: CheckpointTestCase {
         XCTAssertEqual(try entries(), ["latest", "step-0000000015", "step-0000000020"])
     }
 
-    func testRewriteOfSameStep_replacesTheCheckpoint() throws {
+    func test_rewriteOfSameStep_replacesTheCheckpoint() throws {
         try write(step: 4)
         try write(step: 4, offset: 2)
         XCTAssertEqual(try entries(), ["latest", "step-0000000004"])
@@ -136,7 +136,7 @@ final class CheckpointWriterTests: CheckpointTestCase {
         XCTAssertEqual(loaded.tensors["fc1.weight"]?.values.first, 3.5)
     }
 
-    func testInvalidInput_refusedBeforeWriting() throws {
+    func test_invalidInput_refusedBeforeWriting() throws {
         let bad = [CheckpointTensor(name: "w", shape: [2, 2], values: [1, 2, 3])]
         XCTAssertThrowsError(try CheckpointWriter.write(root: root, manifest: manifest(step: 1), tensors: bad)) {
             XCTAssertTrue("\($0)".contains("tensor 'w' has 3 values, which does not fit shape [2, 2]"), "\($0)")

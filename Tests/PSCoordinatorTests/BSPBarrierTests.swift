@@ -13,7 +13,7 @@ final class BSPBarrierTests: XCTestCase {
         return false
     }
 
-    func testPush_allExpectedArrive_appliesOnceWithRanksSorted() {
+    func test_push_allExpectedArrive_appliesOnceWithRanksSorted() {
         let members = membership(["a", "b", "c"])
         var barrier = BSPBarrier(shardCount: 1)
         XCTAssertEqual(barrier.onPush(shard: 0, step: 0, rank: 2, membership: members), .hold)
@@ -27,7 +27,7 @@ final class BSPBarrierTests: XCTestCase {
         XCTAssertEqual(barrier.pendingStep(shard: 0), 1)
     }
 
-    func testStepCompleted_onlyAfterEveryShardApplied() {
+    func test_stepCompleted_onlyAfterEveryShardApplied() {
         let members = membership(["a", "b"])
         var barrier = BSPBarrier(shardCount: 2)
         for rank in 0..<2 { _ = barrier.onPush(shard: 1, step: 0, rank: rank, membership: members) }
@@ -40,7 +40,7 @@ final class BSPBarrierTests: XCTestCase {
         XCTAssertEqual(barrier.onApplied(shard: 0, step: 0), [.stepCompleted(0)])
     }
 
-    func testPush_wrongStepOrDuplicate_rejectedWithReason() {
+    func test_push_wrongStepOrDuplicate_rejectedWithReason() {
         let members = membership(["a", "b"])
         var barrier = BSPBarrier(shardCount: 1, completedSteps: 5)
         guard case .reject(let late) = barrier.onPush(shard: 0, step: 4, rank: 0, membership: members) else {
@@ -62,7 +62,7 @@ final class BSPBarrierTests: XCTestCase {
         XCTAssertEqual(shard, "unknown shard 3: the job has 1 shards")
     }
 
-    func testPush_whileShardIsApplying_rejected() {
+    func test_push_whileShardIsApplying_rejected() {
         let members = membership(["a"])
         var barrier = BSPBarrier(shardCount: 1)
         XCTAssertEqual(
@@ -74,7 +74,7 @@ final class BSPBarrierTests: XCTestCase {
             barrier.onPush(shard: 0, step: 1, rank: 0, membership: members), .apply(shard: 0, step: 1, ranks: [0]))
     }
 
-    func testPush_unknownDeadOrInactiveRank_rejected() {
+    func test_push_unknownDeadOrInactiveRank_rejected() {
         var members = membership(["a", "b"])
         var barrier = BSPBarrier(shardCount: 1)
         guard case .reject(let unknown) = barrier.onPush(shard: 0, step: 0, rank: 7, membership: members) else {
@@ -93,7 +93,7 @@ final class BSPBarrierTests: XCTestCase {
         XCTAssertEqual(inactive, "rank 1 ('b') takes part from step 1, not step 0")
     }
 
-    func testDeath_ofLastMissingRank_completesTheStep() {
+    func test_death_ofLastMissingRank_completesTheStep() {
         var members = membership(["a", "b", "c"])
         var barrier = BSPBarrier(shardCount: 2)
         for shard in 0..<2 {
@@ -111,7 +111,7 @@ final class BSPBarrierTests: XCTestCase {
         XCTAssertEqual(barrier.onApplied(shard: 0, step: 0), [.stepCompleted(0)])
     }
 
-    func testDeath_afterDeadRankPushed_excludesItsGradient() {
+    func test_death_afterDeadRankPushed_excludesItsGradient() {
         var members = membership(["a", "b", "c"])
         var barrier = BSPBarrier(shardCount: 1)
         XCTAssertEqual(barrier.onPush(shard: 0, step: 0, rank: 1, membership: members), .hold)
@@ -122,7 +122,7 @@ final class BSPBarrierTests: XCTestCase {
             barrier.onPush(shard: 0, step: 0, rank: 2, membership: members), .apply(shard: 0, step: 0, ranks: [0, 2]))
     }
 
-    func testLeave_ofMissingRank_completesTheStep() {
+    func test_leave_ofMissingRank_completesTheStep() {
         var members = membership(["a", "b"])
         var barrier = BSPBarrier(shardCount: 1)
         XCTAssertEqual(barrier.onPush(shard: 0, step: 0, rank: 0, membership: members), .hold)
@@ -130,7 +130,7 @@ final class BSPBarrierTests: XCTestCase {
         XCTAssertEqual(barrier.onMembershipChange(membership: members), [.apply(shard: 0, step: 0, ranks: [0])])
     }
 
-    func testAllWorkersDead_nothingApplies() {
+    func test_allWorkersDead_nothingApplies() {
         var members = membership(["a", "b"])
         var barrier = BSPBarrier(shardCount: 1)
         XCTAssertEqual(barrier.onPush(shard: 0, step: 0, rank: 0, membership: members), .hold)
@@ -140,7 +140,7 @@ final class BSPBarrierTests: XCTestCase {
         XCTAssertEqual(barrier.completedSteps, 0)
     }
 
-    func testRejoin_activeFromNextStep_notExpectedAtCurrentStep() {
+    func test_rejoin_activeFromNextStep_notExpectedAtCurrentStep() {
         var members = membership(["a", "b", "c"])
         var barrier = BSPBarrier(shardCount: 1)
         _ = members.declareDead(rank: 1, reason: "crash")
@@ -162,7 +162,7 @@ final class BSPBarrierTests: XCTestCase {
             .apply(shard: 0, step: 1, ranks: [0, 1, 2]))
     }
 
-    func testRestore_startsAtCompletedSteps() {
+    func test_restore_startsAtCompletedSteps() {
         let members = membership(["a"], activeFromStep: 40)
         var barrier = BSPBarrier(shardCount: 3, completedSteps: 40)
         XCTAssertEqual(barrier.completedSteps, 40)
@@ -184,7 +184,7 @@ final class BSPBarrierTests: XCTestCase {
     /// orders): each (shard, step) applies exactly once, with [0, 1, 2] when rank 1's push to that shard came (with
     /// the others) before its death and [0, 2] otherwise; a push after the death is rejected; step 0 completes once,
     /// after both shards applied.
-    func testExhaustive_threeWorkersTwoShardsOneDeath_everyOrderAppliesEachShardOnce() {
+    func test_exhaustive_threeWorkersTwoShardsOneDeath_everyOrderAppliesEachShardOnce() {
         enum Event: Equatable {
             case push(rank: Int, shard: Int)
             case deathOfRank1

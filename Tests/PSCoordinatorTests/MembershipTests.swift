@@ -12,7 +12,7 @@ final class MembershipTests: XCTestCase {
         return rank
     }
 
-    func testJoin_newNames_getRanksInJoinOrder() {
+    func test_join_newNames_getRanksInJoinOrder() {
         var membership = Membership(expectedWorkers: 3, workerTimeoutNanos: 5 * second)
         XCTAssertEqual(membership.onJoin(name: "b", now: 1, activeFromStep: 0), .joined(rank: 0, rejoined: false))
         XCTAssertEqual(membership.onJoin(name: "a", now: 2, activeFromStep: 0), .joined(rank: 1, rejoined: false))
@@ -24,7 +24,7 @@ final class MembershipTests: XCTestCase {
         XCTAssertEqual(membership.worker(rank: 1)?.joinedAt, 2)
     }
 
-    func testRejoin_afterDeath_keepsRankAndCountsRejoin() {
+    func test_rejoin_afterDeath_keepsRankAndCountsRejoin() {
         var membership = Membership(expectedWorkers: 2, workerTimeoutNanos: 5 * second)
         _ = membership.onJoin(name: "w0", now: 0, activeFromStep: 0)
         _ = membership.onJoin(name: "w1", now: 0, activeFromStep: 0)
@@ -45,7 +45,7 @@ final class MembershipTests: XCTestCase {
         XCTAssertTrue(membership.isExpected(rank: 1, atStep: 4))
     }
 
-    func testRejoin_whileOldIncarnationLive_replacesItWithDirective() {
+    func test_rejoin_whileOldIncarnationLive_replacesItWithDirective() {
         var membership = Membership(expectedWorkers: 2, workerTimeoutNanos: 5 * second)
         _ = membership.onJoin(name: "w0", now: 0, activeFromStep: 0)
         let again = membership.join(name: "w0", now: second, activeFromStep: 2)
@@ -55,7 +55,7 @@ final class MembershipTests: XCTestCase {
         XCTAssertEqual(membership.liveRanks, [0])
     }
 
-    func testJoin_allRanksLive_newNameRejectedAsFull() {
+    func test_join_allRanksLive_newNameRejectedAsFull() {
         var membership = Membership(expectedWorkers: 2, workerTimeoutNanos: 5 * second)
         _ = membership.onJoin(name: "alpha", now: 0, activeFromStep: 0)
         _ = membership.onJoin(name: "beta", now: 0, activeFromStep: 0)
@@ -65,7 +65,7 @@ final class MembershipTests: XCTestCase {
         XCTAssertEqual(membership.workers.count, 2)
     }
 
-    func testJoin_newNameWhileARankIsDead_rejectedNamingTheRejoinableName() {
+    func test_join_newNameWhileARankIsDead_rejectedNamingTheRejoinableName() {
         var membership = Membership(expectedWorkers: 2, workerTimeoutNanos: 5 * second)
         _ = membership.onJoin(name: "alpha", now: 0, activeFromStep: 0)
         _ = membership.onJoin(name: "beta", now: 0, activeFromStep: 0)
@@ -81,14 +81,14 @@ final class MembershipTests: XCTestCase {
         XCTAssertEqual(joinedRank(membership.onJoin(name: "beta", now: 2, activeFromStep: 0)), 1)
     }
 
-    func testTick_silenceExactlyTimeout_staysLive() {
+    func test_tick_silenceExactlyTimeout_staysLive() {
         var membership = Membership(expectedWorkers: 1, workerTimeoutNanos: 3 * second)
         _ = membership.onJoin(name: "w", now: 10 * second, activeFromStep: 0)
         XCTAssertEqual(membership.onTick(now: 13 * second), [])
         XCTAssertEqual(membership.liveRanks, [0])
     }
 
-    func testTick_silenceJustPastTimeout_declaresDeadWithReason() {
+    func test_tick_silenceJustPastTimeout_declaresDeadWithReason() {
         var membership = Membership(expectedWorkers: 1, workerTimeoutNanos: 3 * second)
         _ = membership.onJoin(name: "w", now: 10 * second, activeFromStep: 0)
         let directives = membership.onTick(now: 13 * second + 1)
@@ -101,7 +101,7 @@ final class MembershipTests: XCTestCase {
         XCTAssertEqual(membership.onTick(now: 100 * second), [], "a dead worker is declared dead once")
     }
 
-    func testHeartbeat_refreshesLastSeenAndClock() {
+    func test_heartbeat_refreshesLastSeenAndClock() {
         var membership = Membership(expectedWorkers: 2, workerTimeoutNanos: 3 * second)
         _ = membership.onJoin(name: "w0", now: 0, activeFromStep: 0)
         _ = membership.onJoin(name: "w1", now: 0, activeFromStep: 0)
@@ -121,7 +121,7 @@ final class MembershipTests: XCTestCase {
         XCTAssertEqual(membership.worker(rank: 0)?.clock, 5)
     }
 
-    func testLeave_removesFromExpectedAndFinishesWhenAllLeft() {
+    func test_leave_removesFromExpectedAndFinishesWhenAllLeft() {
         var membership = Membership(expectedWorkers: 2, workerTimeoutNanos: 3 * second)
         _ = membership.onJoin(name: "w0", now: 0, activeFromStep: 0)
         XCTAssertEqual(membership.onLeave(rank: 0, now: 1), [.workerLeft(rank: 0, name: "w0")])
@@ -134,7 +134,7 @@ final class MembershipTests: XCTestCase {
         XCTAssertEqual(membership.onTick(now: 100 * second), [], "departed workers never time out")
     }
 
-    func testIsExpected_respectsActiveFromStepAndState() {
+    func test_isExpected_respectsActiveFromStepAndState() {
         var membership = Membership(expectedWorkers: 2, workerTimeoutNanos: 3 * second)
         _ = membership.onJoin(name: "w0", now: 0, activeFromStep: 0)
         _ = membership.onJoin(name: "w1", now: 0, activeFromStep: 3)

@@ -12,7 +12,7 @@ final class SSPBoundTests: XCTestCase {
         return membership
     }
 
-    func testStalenessZero_onlyTheSlowestClockMayStart() {
+    func test_stalenessZero_onlyTheSlowestClockMayStart() {
         let bound = SSPBound(staleness: 0)
         let membership = members(clocks: [3, 5])
         XCTAssertTrue(bound.mayStart(step: 3, membership: membership))
@@ -20,14 +20,14 @@ final class SSPBoundTests: XCTestCase {
         XCTAssertFalse(bound.mayStart(step: 5, membership: membership))
     }
 
-    func testStalenessOne_allowsOneStepAhead() {
+    func test_stalenessOne_allowsOneStepAhead() {
         let bound = SSPBound(staleness: 1)
         let membership = members(clocks: [3, 5])
         XCTAssertTrue(bound.mayStart(step: 4, membership: membership))
         XCTAssertFalse(bound.mayStart(step: 5, membership: membership))
     }
 
-    func testLargeStaleness_saturatesAtZero() {
+    func test_largeStaleness_saturatesAtZero() {
         let bound = SSPBound(staleness: 1_000)
         let membership = members(clocks: [0, 7])
         XCTAssertTrue(bound.mayStart(step: 7, membership: membership))
@@ -35,13 +35,13 @@ final class SSPBoundTests: XCTestCase {
         XCTAssertFalse(bound.mayStart(step: 1_001, membership: membership))
     }
 
-    func testAsync_alwaysMayStart() {
+    func test_async_alwaysMayStart() {
         let membership = members(clocks: [0, 7])
         XCTAssertTrue(SSPBound.asynchronous.mayStart(step: .max, membership: membership))
         XCTAssertTrue(SSPBound(staleness: .max).mayStart(step: 1_000_000, membership: membership))
     }
 
-    func testDeadStraggler_isIgnored() {
+    func test_deadStraggler_isIgnored() {
         let bound = SSPBound(staleness: 1)
         var membership = members(clocks: [2, 9])
         XCTAssertFalse(bound.mayStart(step: 9, membership: membership))
@@ -51,7 +51,7 @@ final class SSPBoundTests: XCTestCase {
         XCTAssertFalse(bound.mayStart(step: 11, membership: membership))
     }
 
-    func testNoLiveWorkers_mayStart() {
+    func test_noLiveWorkers_mayStart() {
         let bound = SSPBound(staleness: 0)
         XCTAssertTrue(bound.mayStart(step: 5, membership: Membership(expectedWorkers: 2, workerTimeoutNanos: 1)))
     }

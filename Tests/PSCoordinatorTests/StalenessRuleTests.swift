@@ -2,44 +2,44 @@ import PSCoordinator
 import XCTest
 
 final class StalenessRuleTests: XCTestCase {
-    func testDrop_stalenessEqualToMax_applies() {
+    func test_drop_stalenessEqualToMax_applies() {
         let rule = StalenessRule(maxStaleness: 2, policy: .drop)
         XCTAssertEqual(rule.decide(currentVersion: 12, baseVersion: 10), .apply)
     }
 
-    func testDrop_stalenessOneOverMax_drops() {
+    func test_drop_stalenessOneOverMax_drops() {
         let rule = StalenessRule(maxStaleness: 2, policy: .drop)
         XCTAssertEqual(rule.decide(currentVersion: 13, baseVersion: 10), .drop(staleness: 3))
     }
 
-    func testDrop_maxZero_dropsAnyStalePush() {
+    func test_drop_maxZero_dropsAnyStalePush() {
         let rule = StalenessRule(maxStaleness: 0, policy: .drop)
         XCTAssertEqual(rule.decide(currentVersion: 10, baseVersion: 10), .apply)
         XCTAssertEqual(rule.decide(currentVersion: 11, baseVersion: 10), .drop(staleness: 1))
     }
 
-    func testDrop_noBound_neverDrops() {
+    func test_drop_noBound_neverDrops() {
         let rule = StalenessRule(maxStaleness: nil, policy: .drop)
         XCTAssertEqual(rule.decide(currentVersion: .max, baseVersion: 0), .apply)
     }
 
-    func testScale_stalenessEqualToMax_appliesUnscaled() {
+    func test_scale_stalenessEqualToMax_appliesUnscaled() {
         let rule = StalenessRule(maxStaleness: 2, policy: .scale)
         XCTAssertEqual(rule.decide(currentVersion: 12, baseVersion: 10), .apply)
     }
 
-    func testScale_stalenessOneOverMax_scalesByOneOverStalenessPlusOne() {
+    func test_scale_stalenessOneOverMax_scalesByOneOverStalenessPlusOne() {
         let rule = StalenessRule(maxStaleness: 2, policy: .scale)
         XCTAssertEqual(rule.decide(currentVersion: 13, baseVersion: 10), .applyScaled(scale: 0.25, staleness: 3))
     }
 
-    func testScale_noBound_scalesEveryStalePush() {
+    func test_scale_noBound_scalesEveryStalePush() {
         let rule = StalenessRule(maxStaleness: nil, policy: .scale)
         XCTAssertEqual(rule.decide(currentVersion: 10, baseVersion: 10), .apply)
         XCTAssertEqual(rule.decide(currentVersion: 11, baseVersion: 10), .applyScaled(scale: 0.5, staleness: 1))
     }
 
-    func testBaseNewerThanCurrent_countsAsFresh() {
+    func test_baseNewerThanCurrent_countsAsFresh() {
         XCTAssertEqual(StalenessRule.staleness(currentVersion: 3, baseVersion: 9), 0)
         XCTAssertEqual(StalenessRule(maxStaleness: 0, policy: .drop).decide(currentVersion: 3, baseVersion: 9), .apply)
         XCTAssertEqual(

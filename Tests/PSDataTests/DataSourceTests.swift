@@ -112,7 +112,7 @@ final class DatasetTests: XCTestCase {
         XCTAssertNoThrow(try data.requireClassification(classCount: 4))
     }
 
-    func test_inferredClassCount() {
+    func test_inferredClassCount_integerLabels_isLargestPlusOneElseZero() {
         XCTAssertEqual(Dataset.inferredClassCount(labels: [0, 4, 1]), 5)
         XCTAssertEqual(Dataset.inferredClassCount(labels: [0, 4.5]), 0)
         XCTAssertEqual(Dataset.inferredClassCount(labels: [-1, 1]), 0)

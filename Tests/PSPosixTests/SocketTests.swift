@@ -308,7 +308,6 @@ final class SocketTests: XCTestCase {
         defer { client.close() }
         let peer = try server.join()
         XCTAssertEqual(peer, try client.localAddressDescription())
-        XCTAssertEqual(try client.peerAddressDescription(), "127.0.0.1:\(port)")
     }
 
     func test_shutdown_wakesBlockedAccept() throws {

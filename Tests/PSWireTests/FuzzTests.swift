@@ -20,7 +20,9 @@ private struct TestRandom {
     }
 }
 
-/// Throws random and mutated frames at `FrameDecoder` and `MessageCodec.decodePayload`: they must never crash.
+/// Throws random and mutated byte streams at the server's read path (`FrameHeader.decode`, then
+/// `PushPrefix` or `MessageCodec.decodePayload`, as `ServerReadPath` drives them) and at `decodePayload` with a
+/// mismatched type: they must never crash.
 ///
 /// `PS_FUZZ_ITERATIONS` sets the iteration count (default 100,000); `PS_FUZZ_SEED` the seed.
 final class FuzzTests: XCTestCase {
@@ -41,7 +43,7 @@ final class FuzzTests: XCTestCase {
     /// The maximum the fuzzed decoders run with: small, so that length tampering often hits `frameTooLarge`.
     private static let maxPayloadBytes = 4096
 
-    func testFuzz_randomAndMutatedFrames_neverCrashTheDecoders() {
+    func test_fuzz_randomAndMutatedFrames_neverCrashTheDecoders() {
         let environment = ProcessInfo.processInfo.environment
         let iterations = environment["PS_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 100_000
         let seed = environment["PS_FUZZ_SEED"].flatMap(UInt64.init) ?? 0x5357_5053
@@ -50,7 +52,7 @@ final class FuzzTests: XCTestCase {
         let started = Date()
         for _ in 0..<iterations {
             let bytes = mutatedFrame(&random)
-            let outcome = feedFrameDecoder(bytes, random: &random)
+            let outcome = feedReadPath(bytes)
             outcomes[outcome, default: 0] += 1
             feedPayloadDecoder(bytes, random: &random)
         }
@@ -140,30 +142,15 @@ final class FuzzTests: XCTestCase {
         }
     }
 
-    /// Feeds `bytes` in two random pieces, drains the decoder, and names the outcome.
-    private func feedFrameDecoder(_ bytes: [UInt8], random: inout TestRandom) -> String {
-        var decoder = FrameDecoder(maxPayloadBytes: Self.maxPayloadBytes)
-        let split = random.below(bytes.count + 1)
-        var decoded = 0
-        do {
-            decoder.append(bytes[..<split])
-            while let frame = try decoder.next() {
-                decoded += 1
-                checkReencodes(frame.message)
-            }
-            decoder.append(bytes[split...])
-            while let frame = try decoder.next() {
-                decoded += 1
-                checkReencodes(frame.message)
-            }
-            try decoder.finish()
-            return decoded > 0 ? "frame" : "empty"
-        } catch {
-            let outcome = outcomeName(error)
-            // `finish()` reports a cut-off frame without failing the decoder; `next()` failures are sticky.
-            XCTAssertEqual(decoder.hasFailed, outcome != "truncated")
-            return outcome
-        }
+    /// Runs `bytes` through the server's read path, checks that every decoded message re-encodes, and names the
+    /// outcome.
+    private func feedReadPath(_ bytes: [UInt8]) -> String {
+        let result = ServerReadPath.read(bytes, maxPayloadBytes: Self.maxPayloadBytes)
+        for frame in result.frames { checkReencodes(frame.message) }
+        if let error = result.error { return outcomeName(error) }
+        if result.endedMidFrame { return "truncated" }
+        if !result.frames.isEmpty { return "frame" }
+        return result.skippedUnknownTypes > 0 ? "unknownMessageType" : "empty"
     }
 
     /// Decodes the bytes after the header as the header's type and as a random known type.

@@ -70,7 +70,7 @@ enum Golden {
         ),
         GoldenExample(
             requestID: 11,
-            message: .clock(Clock(rank: 0, clock: 5, loss: 0.6931471805599453, samples: 320))
+            message: .clock(ClockReport(rank: 0, clock: 5, loss: 0.6931471805599453, samples: 320))
         ),
         GoldenExample(requestID: 11, message: .clockAck(ClockAck(jobState: .running, minClock: 4))),
         GoldenExample(requestID: 12, message: .heartbeat(Heartbeat(rank: 0, clock: 5))),

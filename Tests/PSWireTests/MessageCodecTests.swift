@@ -33,7 +33,7 @@ final class MessageCodecTests: XCTestCase {
             .pushAck(PushAck(shard: 2, status: PushStatus(rawValue: 77), version: 0, staleness: 0)),
             .pullReply(PullReply(shard: 0, version: 0, floats: [])),
             .pullReply(PullReply(shard: 9, version: .max, floats: [.greatestFiniteMagnitude, -0.0, 1e-30])),
-            .clock(Clock(rank: 3, clock: .max, loss: .infinity, samples: 0)),
+            .clock(ClockReport(rank: 3, clock: .max, loss: .infinity, samples: 0)),
             .clockAck(ClockAck(jobState: .stopping, minClock: 0)),
             .heartbeatAck(HeartbeatAck(jobState: .finished)),
             .heartbeatAck(HeartbeatAck(jobState: JobState(rawValue: 12))),
@@ -45,14 +45,14 @@ final class MessageCodecTests: XCTestCase {
             .statusReply(StatusReply(json: "{\"ünïcode\":\"日本\"}")),
         ]
 
-    func testRoundTrip_everyMessage_decodesToAnEqualMessage() throws {
+    func test_roundTrip_everyMessage_decodesToAnEqualMessage() throws {
         for message in Self.roundTripMessages {
             let payload = MessageCodec.encodePayload(message)
             XCTAssertEqual(try MessageCodec.decodePayload(type: message.type, bytes: payload), message)
         }
     }
 
-    func testRoundTrip_everyMessageAsAFrame_keepsHeaderFlagsAndRequestID() throws {
+    func test_roundTrip_everyMessageAsAFrame_keepsHeaderFlagsAndRequestID() throws {
         for (index, message) in Self.roundTripMessages.enumerated() {
             let requestID = UInt64(index) * 0x0101_0101_0101
             let bytes = MessageCodec.encodeFrame(message, requestID: requestID)
@@ -66,12 +66,12 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testRoundTrip_coversEveryKnownMessageType() {
+    func test_roundTrip_coversEveryKnownMessageType() {
         let covered = Set(Self.roundTripMessages.map(\.type))
         XCTAssertEqual(covered, Set(MessageType.allKnown))
     }
 
-    func testEncodePayload_tensorMessages_putFloatsAfterTheirPrefix() {
+    func test_encodePayload_tensorMessages_putFloatsAfterTheirPrefix() {
         let push = Push(shard: 1, clock: 4, baseVersion: 3, floats: [0.5, -1, 2])
         let payload = MessageCodec.encodePayload(.push(push))
         XCTAssertEqual(payload.count, PushPrefix.size + 12)
@@ -81,7 +81,7 @@ final class MessageCodecTests: XCTestCase {
         XCTAssertEqual(Array(reply[16..<20]), [0x00, 0x00, 0x80, 0x3f])
     }
 
-    func testDecodePayload_everyKnownType_rejectsAPayloadBelowItsMinimum() {
+    func test_decodePayload_everyKnownType_rejectsAPayloadBelowItsMinimum() {
         for type in MessageType.allKnown {
             guard let minimum = type.minimumPayloadLength, minimum > 0 else { continue }
             let short = [UInt8](repeating: 0, count: minimum - 1)
@@ -91,7 +91,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_zeroLengthPush_throwsPayloadTooShort() {
+    func test_decodePayload_zeroLengthPush_throwsPayloadTooShort() {
         assertThrows(.payloadTooShort(type: .push, minimum: 24, got: 0)) {
             try MessageCodec.decodePayload(type: .push, bytes: [])
         }
@@ -100,13 +100,13 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_unknownType_throwsUnknownMessageType() {
+    func test_decodePayload_unknownType_throwsUnknownMessageType() {
         assertThrows(.unknownMessageType(0x00ff)) {
             try MessageCodec.decodePayload(type: MessageType(rawValue: 0x00ff), bytes: [1, 2, 3])
         }
     }
 
-    func testDecodePayload_trailingBytes_throwsTrailingBytes() {
+    func test_decodePayload_trailingBytes_throwsTrailingBytes() {
         let pull = MessageCodec.encodePayload(.pull(Pull(shard: 1, clock: 5))) + [0]
         assertThrows(.trailingBytes(type: .pull, count: 1)) { try MessageCodec.decodePayload(type: .pull, bytes: pull) }
         assertThrows(.trailingBytes(type: .metricsAck, count: 3)) {
@@ -118,7 +118,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_pushCountDisagreeingWithFloats_throwsElementCountMismatch() {
+    func test_decodePayload_pushCountDisagreeingWithFloats_throwsElementCountMismatch() {
         var writer = ByteWriter()
         writer.writeInteger(UInt32(1))  // shard
         writer.writeInteger(UInt32(4))  // count: 4 declared
@@ -133,7 +133,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_pullReplyWithMisalignedFloats_throwsMisalignedPayload() {
+    func test_decodePayload_pullReplyWithMisalignedFloats_throwsMisalignedPayload() {
         var payload = MessageCodec.encodePayload(.pullReply(PullReply(shard: 1, version: 4, floats: [1, 2, 3])))
         payload.removeLast()
         assertThrows(.misalignedPayload(type: .pullReply, floatBytes: 11)) {
@@ -146,7 +146,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_hugeDeclaredFloatCount_throwsWithoutAllocating() {
+    func test_decodePayload_hugeDeclaredFloatCount_throwsWithoutAllocating() {
         var writer = ByteWriter()
         writer.writeInteger(UInt32(0))
         writer.writeInteger(UInt32.max)
@@ -158,7 +158,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_invalidUTF8_throwsInvalidUTF8NamingTheField() {
+    func test_decodePayload_invalidUTF8_throwsInvalidUTF8NamingTheField() {
         let sequences: [[UInt8]] = [[0xff, 0xfe], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0x61, 0xe2, 0x82], [0x80]]
         for bad in sequences {
             var hello = ByteWriter()
@@ -191,7 +191,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_stringLongerThanThePayload_throwsPayloadTooShort() {
+    func test_decodePayload_stringLongerThanThePayload_throwsPayloadTooShort() {
         var hello = ByteWriter()
         hello.writeInteger(UInt8(1))
         hello.writeInteger(UInt8(0))
@@ -209,7 +209,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_badRole_throwsInvalidField() {
+    func test_decodePayload_badRole_throwsInvalidField() {
         for role: UInt8 in [0, 4, 255] {
             let payload: [UInt8] = [role, 0, 1, 0] + [UInt8](repeating: 0, count: 8)
             assertInvalidField(type: .hello, field: "role", mentioning: "\(role)") {
@@ -222,7 +222,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_otherOutOfDomainFields_throwInvalidField() {
+    func test_decodePayload_otherOutOfDomainFields_throwInvalidField() {
         var welcome = ByteWriter()
         welcome.writeInteger(UInt32(1))
         welcome.writeInteger(Int32(-2))
@@ -252,7 +252,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_registeredShardCountBeyondThePayload_throwsPayloadTooShort() {
+    func test_decodePayload_registeredShardCountBeyondThePayload_throwsPayloadTooShort() {
         var registered = ByteWriter()
         registered.writeInteger(UInt32(1))
         registered.writeInteger(UInt32.max)
@@ -262,7 +262,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodePayload_flagBitsOtherThanWait_areIgnoredInCheckpoint() throws {
+    func test_decodePayload_flagBitsOtherThanWait_areIgnoredInCheckpoint() throws {
         XCTAssertEqual(
             try MessageCodec.decodePayload(type: .checkpoint, bytes: [0xff, 0xff, 0xff, 0xff]),
             .checkpoint(CheckpointRequest(wait: true))
@@ -273,7 +273,7 @@ final class MessageCodecTests: XCTestCase {
         )
     }
 
-    func testDecodePayload_reservedFieldsNonZero_areIgnored() throws {
+    func test_decodePayload_reservedFieldsNonZero_areIgnored() throws {
         var pull = MessageCodec.encodePayload(.pull(Pull(shard: 1, clock: 5)))
         pull[4] = 0xaa
         XCTAssertEqual(try MessageCodec.decodePayload(type: .pull, bytes: pull), .pull(Pull(shard: 1, clock: 5)))
@@ -304,7 +304,7 @@ final class MessageCodecTests: XCTestCase {
         return writer.bytes
     }
 
-    func testDecodeRegister_wellFormedPayload_decodes() throws {
+    func test_decodeRegister_wellFormedPayload_decodes() throws {
         XCTAssertEqual(
             try MessageCodec.decodePayload(type: .register, bytes: registerPayload(kind: 2, a: -1, b: 1)),
             .register(
@@ -314,21 +314,21 @@ final class MessageCodecTests: XCTestCase {
         )
     }
 
-    func testDecodeRegister_rankAboveEight_throwsInvalidField() {
+    func test_decodeRegister_rankAboveEight_throwsInvalidField() {
         let payload = registerPayload(dims: [UInt64](repeating: 1, count: 9))
         assertInvalidField(type: .register, field: "tensors[0].rank", mentioning: "9") {
             try MessageCodec.decodePayload(type: .register, bytes: payload)
         }
     }
 
-    func testDecodeRegister_hugeRankWithoutDims_throwsBeforeReadingDims() {
+    func test_decodeRegister_hugeRankWithoutDims_throwsBeforeReadingDims() {
         let payload = registerPayload(rank: .max, dims: [])
         assertInvalidField(type: .register, field: "tensors[0].rank", mentioning: "\(UInt32.max)") {
             try MessageCodec.decodePayload(type: .register, bytes: payload)
         }
     }
 
-    func testDecodeRegister_dimsProductOverflowing_throwsInvalidField() {
+    func test_decodeRegister_dimsProductOverflowing_throwsInvalidField() {
         let payload = registerPayload(dims: [1 << 30, 1 << 30, 1 << 30])
         assertInvalidField(type: .register, field: "tensors[0].dims", mentioning: "\(1 << 40)") {
             try MessageCodec.decodePayload(type: .register, bytes: payload)
@@ -339,7 +339,7 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodeRegister_zeroOrHugeDimension_throwsInvalidField() {
+    func test_decodeRegister_zeroOrHugeDimension_throwsInvalidField() {
         assertInvalidField(type: .register, field: "tensors[0].dims[1]", mentioning: "0") {
             try MessageCodec.decodePayload(type: .register, bytes: registerPayload(dims: [2, 0]))
         }
@@ -348,13 +348,13 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodeRegister_unknownInitKind_throwsInvalidField() {
+    func test_decodeRegister_unknownInitKind_throwsInvalidField() {
         assertInvalidField(type: .register, field: "tensors[0].init", mentioning: "5") {
             try MessageCodec.decodePayload(type: .register, bytes: registerPayload(kind: 5))
         }
     }
 
-    func testDecodeRegister_invalidInitParameters_throwInvalidField() {
+    func test_decodeRegister_invalidInitParameters_throwInvalidField() {
         let cases: [(kind: UInt8, a: Double, b: Double, text: String)] = [
             (1, .nan, 0, "nan"), (2, 1, -1, "-1.0"), (2, 0, .infinity, "inf"), (3, 0, -1, "std -1.0"),
         ]
@@ -365,20 +365,20 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodeRegister_emptyName_throwsInvalidField() {
+    func test_decodeRegister_emptyName_throwsInvalidField() {
         assertInvalidField(type: .register, field: "tensors[0].name", mentioning: "empty") {
             try MessageCodec.decodePayload(type: .register, bytes: registerPayload(name: ""))
         }
     }
 
-    func testDecodeRegister_tensorCountBeyondThePayload_throwsBeforeReserving() {
+    func test_decodeRegister_tensorCountBeyondThePayload_throwsBeforeReserving() {
         let payload = registerPayload(tensorCount: .max)
         assertThrows(.payloadTooShort(type: .register, minimum: 4 + 40 * Int(UInt32.max), got: payload.count)) {
             try MessageCodec.decodePayload(type: .register, bytes: payload)
         }
     }
 
-    func testDecodeRegister_truncatedTensor_throwsPayloadTooShort() {
+    func test_decodeRegister_truncatedTensor_throwsPayloadTooShort() {
         let payload = registerPayload()
         let cut = Array(payload.dropLast(3))
         assertThrows(.payloadTooShort(type: .register, minimum: payload.count, got: cut.count)) {
@@ -386,19 +386,19 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
-    func testDecodeFrame_extraBytesAfterThePayload_throwsTrailingBytes() {
+    func test_decodeFrame_extraBytesAfterThePayload_throwsTrailingBytes() {
         let frame = MessageCodec.encodeFrame(.shutdown, requestID: 5) + [0xaa]
         assertThrows(.trailingBytes(type: .shutdown, count: 1)) { try MessageCodec.decodeFrame(bytes: frame) }
     }
 
-    func testDecodeFrame_missingPayloadBytes_throwsTruncatedBody() {
+    func test_decodeFrame_missingPayloadBytes_throwsTruncatedBody() {
         let frame = MessageCodec.encodeFrame(.pull(Pull(shard: 1, clock: 5)), requestID: 8)
         assertThrows(.truncatedBody(expected: 16, got: 10)) {
             try MessageCodec.decodeFrame(bytes: Array(frame.dropLast(6)))
         }
     }
 
-    func testErrorMessage_fromWireError_carriesItsCodeAndDescription() {
+    func test_errorMessage_fromWireError_carriesItsCodeAndDescription() {
         let error = WireError.elementCountMismatch(type: .push, declared: 3, actual: 2)
         XCTAssertEqual(
             ErrorMessage(error),
@@ -406,7 +406,7 @@ final class MessageCodecTests: XCTestCase {
         )
     }
 
-    func testRegistered_fromLayout_describesTheShards() {
+    func test_registered_fromLayout_describesTheShards() {
         let layout = ShardLayout(tensorElementCounts: [6, 3], shardCount: 4)
         XCTAssertEqual(
             Registered(layout: layout),

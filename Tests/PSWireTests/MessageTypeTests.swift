@@ -2,7 +2,7 @@ import PSWire
 import XCTest
 
 final class MessageTypeTests: XCTestCase {
-    func testMessageType_knownTypes_haveTheirContractCodes() {
+    func test_messageType_knownTypes_haveTheirContractCodes() {
         let expected: [(MessageType, UInt16, String, Bool)] = [
             (.hello, 0x01, "hello", false), (.welcome, 0x02, "welcome", true), (.reject, 0x03, "reject", true),
             (.error, 0x04, "error", true), (.register, 0x10, "register", false),
@@ -28,7 +28,7 @@ final class MessageTypeTests: XCTestCase {
         XCTAssertEqual(MessageType.push.description, "push (0x0012)")
     }
 
-    func testMessageType_unknownCode_isRepresentable() {
+    func test_messageType_unknownCode_isRepresentable() {
         let type = MessageType(rawValue: 0x00ff)
         XCTAssertFalse(type.isKnown)
         XCTAssertFalse(type.isReply)
@@ -37,7 +37,7 @@ final class MessageTypeTests: XCTestCase {
         XCTAssertEqual(type.description, "unknown(0x00ff)")
     }
 
-    func testCodeTypes_names_describeKnownAndUnknownValues() {
+    func test_codeTypes_names_describeKnownAndUnknownValues() {
         XCTAssertEqual(PushStatus.appliedScaled.description, "appliedScaled")
         XCTAssertEqual(PushStatus(rawValue: 9).description, "unknown(9)")
         XCTAssertEqual(JobState.stopping.description, "stopping")

@@ -3,7 +3,7 @@ import XCTest
 
 /// proto-docs/protocol.md is the golden source: its hex examples must be exactly what the codec reads and writes.
 final class ProtocolDocTests: XCTestCase {
-    func testDocument_everyHexBlock_decodesToItsExpectedMessageAndReencodesToTheSameBytes() throws {
+    func test_document_everyHexBlock_decodesToItsExpectedMessageAndReencodesToTheSameBytes() throws {
         let blocks = try Golden.documentHexBlocks()
         let expected = Dictionary(Golden.examples.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
         XCTAssertFalse(blocks.isEmpty, "no ```hex block in \(Golden.protocolDocumentPath)")
@@ -29,7 +29,7 @@ final class ProtocolDocTests: XCTestCase {
         }
     }
 
-    func testDocument_everyGoldenExample_appearsExactlyOnce() throws {
+    func test_document_everyGoldenExample_appearsExactlyOnce() throws {
         let blocks = try Golden.documentHexBlocks()
         for example in Golden.examples {
             let matches = blocks.filter { $0.key == example.key }
@@ -42,14 +42,14 @@ final class ProtocolDocTests: XCTestCase {
         }
     }
 
-    func testDocument_everyKnownMessageType_hasAHexExample() throws {
+    func test_document_everyKnownMessageType_hasAHexExample() throws {
         let names = Set(try Golden.documentHexBlocks().map(\.name))
         for type in MessageType.allKnown {
             XCTAssertTrue(names.contains(type.name), "protocol.md has no ```hex \(type.name) example")
         }
     }
 
-    func testDocument_hexBlocks_holdSixteenBytesPerLine() throws {
+    func test_document_hexBlocks_holdSixteenBytesPerLine() throws {
         let text = try String(contentsOfFile: Golden.protocolDocumentPath, encoding: .utf8)
         var inBlock = false
         var lastLineLength = 16
@@ -67,14 +67,14 @@ final class ProtocolDocTests: XCTestCase {
         }
     }
 
-    func testDocument_errorCodeTable_listsEveryCodeWithItsName() throws {
+    func test_document_errorCodeTable_listsEveryCodeWithItsName() throws {
         let text = try String(contentsOfFile: Golden.protocolDocumentPath, encoding: .utf8)
         for code in ErrorCode.allKnown {
             XCTAssertTrue(text.contains("| \(code.rawValue) | `\(code.name)` |"), "error code \(code) not in the table")
         }
     }
 
-    func testDocument_messageTypeTable_listsEveryTypeWithItsCode() throws {
+    func test_document_messageTypeTable_listsEveryTypeWithItsCode() throws {
         let text = try String(contentsOfFile: Golden.protocolDocumentPath, encoding: .utf8)
         for type in MessageType.allKnown {
             let code =

@@ -69,7 +69,7 @@ final class ShardLayoutTests: XCTestCase {
             covered.allSatisfy { $0.allSatisfy { $0 } }, "\(context): a tensor not covered", file: file, line: line)
     }
 
-    func testLayout_documentedExampleOverThreeShards_matchesProtoDocs() {
+    func test_layout_documentedExampleOverThreeShards_matchesProtoDocs() {
         let layout = ShardLayout(tensorElementCounts: [6, 3], shardCount: 3)
         XCTAssertEqual(layout.totalElements, 9)
         XCTAssertEqual(layout.tensorOffsets, [0, 6])
@@ -78,14 +78,14 @@ final class ShardLayoutTests: XCTestCase {
         XCTAssertEqual(layout.pieces(ofShard: 2), [ShardPiece(tensorIndex: 1, tensorRange: 0..<3, shardRange: 0..<3)])
     }
 
-    func testLayout_documentedExampleOverFourShards_matchesProtoDocs() {
+    func test_layout_documentedExampleOverFourShards_matchesProtoDocs() {
         let layout = ShardLayout(tensorElementCounts: [6, 3], shardCount: 4)
         XCTAssertEqual((0..<4).map { layout.range(ofShard: $0) }, [0..<2, 2..<4, 4..<6, 6..<9])
         XCTAssertEqual(layout.pieces(ofShard: 2), [ShardPiece(tensorIndex: 0, tensorRange: 4..<6, shardRange: 0..<2)])
         XCTAssertEqual(layout.pieces(ofShard: 3), [ShardPiece(tensorIndex: 1, tensorRange: 0..<3, shardRange: 0..<3)])
     }
 
-    func testPieces_shardSpanningTensors_listsEachPieceInTensorOrder() {
+    func test_pieces_shardSpanningTensors_listsEachPieceInTensorOrder() {
         let layout = ShardLayout(tensorElementCounts: [4, 0, 2, 5], shardCount: 2)
         XCTAssertEqual(layout.range(ofShard: 0), 0..<5)
         XCTAssertEqual(
@@ -104,7 +104,7 @@ final class ShardLayoutTests: XCTestCase {
         )
     }
 
-    func testLayout_moreShardsThanElements_leavesShardsEmpty() {
+    func test_layout_moreShardsThanElements_leavesShardsEmpty() {
         let layout = ShardLayout(tensorElementCounts: [2, 1], shardCount: 10)
         let sizes = (0..<10).map { layout.elementCount(ofShard: $0) }
         XCTAssertEqual(sizes.reduce(0, +), 3)
@@ -113,7 +113,7 @@ final class ShardLayoutTests: XCTestCase {
         assertLayoutInvariants(layout, "3 elements over 10 shards")
     }
 
-    func testLayout_noElements_givesEmptyShards() {
+    func test_layout_noElements_givesEmptyShards() {
         for counts in [[], [0], [0, 0, 0]] {
             let layout = ShardLayout(tensorElementCounts: counts, shardCount: 4)
             XCTAssertEqual(layout.totalElements, 0)
@@ -124,7 +124,7 @@ final class ShardLayoutTests: XCTestCase {
         }
     }
 
-    func testLayout_randomTensorListsAndShardCounts_keepEveryInvariant() {
+    func test_layout_randomTensorListsAndShardCounts_keepEveryInvariant() {
         var state: UInt64 = 2024
         func random(_ bound: Int) -> Int {
             state &+= 0x9E37_79B9_7F4A_7C15
@@ -143,7 +143,7 @@ final class ShardLayoutTests: XCTestCase {
         }
     }
 
-    func testLayout_hugeElementCounts_doNotOverflow() {
+    func test_layout_hugeElementCounts_doNotOverflow() {
         let huge = Int.max / 2
         let layout = ShardLayout(tensorElementCounts: [huge, huge], shardCount: 16)
         var next = 0
@@ -159,7 +159,7 @@ final class ShardLayoutTests: XCTestCase {
         XCTAssertEqual(layout.pieces(ofShard: 8).map(\.tensorIndex), [1])
     }
 
-    func testLayout_fromTensorSpecs_usesTheirElementCounts() {
+    func test_layout_fromTensorSpecs_usesTheirElementCounts() {
         let tensors = [
             TensorSpec(name: "fc1.weight", shape: [2, 3], initializer: .zeros),
             TensorSpec(name: "scalar", shape: [], initializer: .constant(1)),
@@ -167,13 +167,13 @@ final class ShardLayoutTests: XCTestCase {
         XCTAssertEqual(ShardLayout(tensors: tensors, shardCount: 2).tensorElementCounts, [6, 1])
     }
 
-    func testCodable_roundTripsThroughJSON() throws {
+    func test_codable_roundTripsThroughJSON() throws {
         let layout = ShardLayout(tensorElementCounts: [7850, 10, 0, 3], shardCount: 5)
         let json = try JSONEncoder().encode(layout)
         XCTAssertEqual(try JSONDecoder().decode(ShardLayout.self, from: json), layout)
     }
 
-    func testCodable_invalidInputs_throwInsteadOfTrapping() {
+    func test_codable_invalidInputs_throwInsteadOfTrapping() {
         let invalid = [
             #"{"tensorElementCounts":[1,2],"shardCount":0}"#,
             #"{"tensorElementCounts":[1,-2],"shardCount":2}"#,

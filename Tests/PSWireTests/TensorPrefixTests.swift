@@ -2,7 +2,7 @@ import PSWire
 import XCTest
 
 final class TensorPrefixTests: XCTestCase {
-    func testPushPrefix_encode_matchesTheCodecsPayloadStart() throws {
+    func test_pushPrefix_encode_matchesTheCodecsPayloadStart() throws {
         let push = Push(shard: 1, clock: 4, baseVersion: 3, floats: [0.5, -1, 2])
         var bytes = [UInt8](repeating: 0, count: PushPrefix.size)
         bytes.withUnsafeMutableBytes { push.prefix.encode(into: $0) }
@@ -10,12 +10,12 @@ final class TensorPrefixTests: XCTestCase {
         XCTAssertEqual(try bytes.withUnsafeBytes { try PushPrefix.decode($0) }, push.prefix)
     }
 
-    func testPushPrefix_validate_acceptsTheExactLength() {
+    func test_pushPrefix_validate_acceptsTheExactLength() {
         let prefix = PushPrefix(shard: 0, count: 3, clock: 0, baseVersion: 0)
         XCTAssertNoThrow(try PushPrefix.validate(prefix, payloadLength: 36, type: .push))
     }
 
-    func testPushPrefix_validate_reportsMisalignmentBeforeCount() {
+    func test_pushPrefix_validate_reportsMisalignmentBeforeCount() {
         let prefix = PushPrefix(shard: 0, count: 3, clock: 0, baseVersion: 0)
         assertThrows(.misalignedPayload(type: .pushPull, floatBytes: 13)) {
             try PushPrefix.validate(prefix, payloadLength: 37, type: .pushPull)
@@ -28,13 +28,13 @@ final class TensorPrefixTests: XCTestCase {
         }
     }
 
-    func testPushPrefix_decodeShortBuffer_throwsPayloadTooShortForTheGivenType() {
+    func test_pushPrefix_decodeShortBuffer_throwsPayloadTooShortForTheGivenType() {
         assertThrows(.payloadTooShort(type: .pushPull, minimum: 24, got: 23)) {
             try [UInt8](repeating: 0, count: 23).withUnsafeBytes { try PushPrefix.decode($0, type: .pushPull) }
         }
     }
 
-    func testPullReplyPrefix_roundTripsAndValidates() throws {
+    func test_pullReplyPrefix_roundTripsAndValidates() throws {
         let reply = PullReply(shard: 2, version: 9, floats: [1, 2])
         var bytes = [UInt8](repeating: 0, count: PullReplyPrefix.size)
         bytes.withUnsafeMutableBytes { reply.prefix.encode(into: $0) }

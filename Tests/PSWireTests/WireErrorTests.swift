@@ -2,7 +2,7 @@ import PSWire
 import XCTest
 
 final class WireErrorTests: XCTestCase {
-    func testDescription_everyCase_namesItsNumbers() {
+    func test_description_everyCase_namesItsNumbers() {
         let cases: [(WireError, ErrorCode, [String])] = [
             (.truncatedHeader(got: 10), .malformedFrame, ["10", "24"]),
             (.truncatedBody(expected: 36, got: 31), .malformedFrame, ["36", "31"]),
@@ -28,7 +28,7 @@ final class WireErrorTests: XCTestCase {
         }
     }
 
-    func testDescription_elementCountMismatch_readsAsASentence() {
+    func test_description_elementCountMismatch_readsAsASentence() {
         XCTAssertEqual(
             WireError.elementCountMismatch(type: .push, declared: 3, actual: 2).description,
             "push declares 3 floats but its payload carries 2"
@@ -39,7 +39,7 @@ final class WireErrorTests: XCTestCase {
         )
     }
 
-    func testErrorCode_knownCodes_haveTheirContractNumbersAndNames() {
+    func test_errorCode_knownCodes_haveTheirContractNumbersAndNames() {
         let expected = [
             "malformedFrame", "unsupportedVersion", "unknownMessageType", "frameTooLarge", "unauthorized",
             "handshakeRequired", "unknownTensor", "unknownShard", "lengthMismatch", "nonFinite", "notRegistered",
@@ -51,7 +51,7 @@ final class WireErrorTests: XCTestCase {
         XCTAssertEqual(ErrorCode.frameTooLarge.description, "frameTooLarge (4)")
     }
 
-    func testErrorCode_unknownCode_isRepresentable() {
+    func test_errorCode_unknownCode_isRepresentable() {
         let code = ErrorCode(rawValue: 999)
         XCTAssertFalse(code.isKnown)
         XCTAssertFalse(ErrorCode(rawValue: 0).isKnown)

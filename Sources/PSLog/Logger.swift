@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import PSPosix
 
 /// A logger that writes one line per event to stderr: `level=info time=2026-11-22T10:00:00.123Z event=… key=value`.
 ///
@@ -44,7 +44,8 @@ public struct Logger: Sendable {
         self.minimumLevel = minimumLevel
     }
 
-    private static let outputLock = Mutex<Void>(())
+    /// Serialises writes so that lines from different threads never interleave.
+    private static let outputLock = LockedValue<Void>(())
 
     /// Logs `event` with key=value fields (values containing spaces or quotes are quoted).
     public func log(_ level: Level, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {

@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// File-system operations that Foundation does not offer: `fsync` of files and directories, atomic rename.
+public enum FileSystem {
+    /// Flushes the file at `path` to stable storage (open, `fsync`, close).
+    public static func fsync(path: String) throws(FileError) {
+        try synchronize(path: path, flags: O_RDONLY | O_CLOEXEC)
+    }
+
+    /// Flushes the directory at `path` (its entries: created, renamed or removed files) to stable storage.
+    public static func fsyncDirectory(path: String) throws(FileError) {
+        try synchronize(path: path, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    }
+
+    private static func synchronize(path: String, flags: Int32) throws(FileError) {
+        let descriptor: Int32
+        do {
+            descriptor = try valueOrErrno { open(path, flags) }
+        } catch {
+            throw FileError(operation: "open", path: path, errno: error)
+        }
+        defer { _ = try? nothingOrErrno(retryOnInterrupt: false) { close(descriptor) } }
+        do {
+            try nothingOrErrno { Glibc.fsync(descriptor) }
+        } catch {
+            throw FileError(operation: "fsync", path: path, errno: error)
+        }
+    }
+
+    /// Renames `source` to `destination` with `rename(2)`, atomically replacing a file already there.
+    ///
+    /// Both must be on the same file system; call ``fsyncDirectory(path:)`` on the parent afterwards to make the
+    /// rename durable.
+    public static func renameReplacing(from source: String, to destination: String) throws(FileError) {
+        do {
+            try nothingOrErrno { rename(source, destination) }
+        } catch {
+            throw FileError(operation: "rename", path: source, destination: destination, errno: error)
+        }
+    }
+
+    /// Kills this process with `SIGKILL` at once, as a crash would: no cleanup, no buffered output flushed.
+    ///
+    /// Only for crash-recovery tests (for example a checkpoint writer interrupted half-way).
+    public static func crashNowForTesting() -> Never {
+        _ = Glibc.kill(getpid(), SIGKILL)
+        _exit(137)
+    }
+}
