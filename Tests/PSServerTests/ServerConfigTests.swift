@@ -1,0 +1,53 @@
+import PSServer
+import XCTest
+
+/// `ServerConfig.validate()`: every numeric setting is checked once at start-up, with the flag named.
+final class ServerConfigTests: XCTestCase {
+    func assertInvalid(
+        _ change: (inout ServerConfig) -> Void, naming flag: String, file: StaticString = #filePath,
+        line: UInt = #line
+    ) {
+        var config = ServerConfig()
+        config.checkpointDirectory = "/tmp/unused"
+        change(&config)
+        XCTAssertThrowsError(try config.validate(), file: file, line: line) { error in
+            XCTAssertTrue("\(error)".hasPrefix(flag), "\(error)", file: file, line: line)
+        }
+    }
+
+    func test_validate_defaults_pass() throws {
+        try ServerConfig().validate()
+    }
+
+    func test_validate_checkpointEverySecondsZeroNaNInfOrHuge_throwsNamingTheFlag() {
+        for seconds in [0, -1, .nan, .infinity, 1e20] as [Double] {
+            assertInvalid({ $0.checkpointEverySeconds = seconds }, naming: "--checkpoint-every-seconds")
+        }
+        var config = ServerConfig()
+        config.checkpointDirectory = "/tmp/unused"
+        config.checkpointEverySeconds = 0.5
+        XCTAssertNoThrow(try config.validate())
+    }
+
+    func test_validate_workerTimeoutHugeOrNaN_throwsNamingTheFlag() {
+        for seconds in [1e20, ServerConfig.maxSeconds * 2, .nan, .infinity, 0, -3] as [Double] {
+            assertInvalid({ $0.workerTimeoutSeconds = seconds }, naming: "--worker-timeout")
+        }
+    }
+
+    func test_validate_waitTimeoutHugeOrNaN_throwsNamingTheFlag() {
+        for seconds in [1e20, .nan, -.infinity, 0] as [Double] {
+            assertInvalid({ $0.waitTimeoutSeconds = seconds }, naming: "--wait-timeout")
+        }
+    }
+
+    func test_validate_countsOutOfRange_throwNamingTheFlag() {
+        assertInvalid({ $0.shardCount = 0 }, naming: "--shards")
+        assertInvalid({ $0.shardCount = 1025 }, naming: "--shards")
+        assertInvalid({ $0.maxFrameBytes = 100 }, naming: "--max-frame-bytes")
+        assertInvalid({ $0.maxFrameBytes = Int(UInt32.max) + 1 }, naming: "--max-frame-bytes")
+        assertInvalid({ $0.staleness = UInt64.max }, naming: "--staleness")
+        assertInvalid({ $0.keepCheckpoints = 0 }, naming: "--keep-checkpoints")
+        assertInvalid({ $0.checkpointEverySteps = 0 }, naming: "--checkpoint-every-steps")
+    }
+}
