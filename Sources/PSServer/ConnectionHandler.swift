@@ -124,17 +124,29 @@ final class ConnectionHandler {
                     .clockAck(ClockAck(jobState: .running, minClock: clock.clock)), requestID: requestID)
                 return true
             }
+            if let problem = ReportLimits.problem(with: clock, job: coordinator.job) {
+                try connection.sendError(.invalidArgument, problem, requestID: requestID)
+                return true
+            }
             let (state, minClock) = coordinator.recordClock(
                 rank: rank, clock: clock.clock, loss: clock.loss, samples: clock.samples)
             try connection.send(.clockAck(ClockAck(jobState: state, minClock: minClock)), requestID: requestID)
         case .heartbeat(let heartbeat):
             var state = JobState.running
             if let coordinator = server.coordinator, let rank {
+                if let problem = ReportLimits.problem(withClock: heartbeat.clock, job: coordinator.job) {
+                    try connection.sendError(.invalidArgument, problem, requestID: requestID)
+                    return true
+                }
                 coordinator.heartbeat(rank: rank, clock: heartbeat.clock)
                 state = coordinator.jobState
             }
             try connection.send(.heartbeatAck(HeartbeatAck(jobState: state)), requestID: requestID)
         case .metrics(let epoch):
+            if let problem = ReportLimits.problem(with: epoch) {
+                try connection.sendError(.invalidArgument, problem, requestID: requestID)
+                return true
+            }
             server.coordinator?.recordEpoch(epoch)
             try connection.send(.metricsAck, requestID: requestID)
         case .leave(let leave):
