@@ -79,7 +79,27 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
                 message:
                     "unsupported formatVersion \(manifest.formatVersion) (this build reads \(currentFormatVersion))")
         }
+        try manifest.checkCounters(file: file)
         return manifest
+    }
+
+    /// Refuses step, clock and version counters above `Int.max`: no run reaches them, and the server prints them
+    /// as JSON integers (`Int`) in status and metrics, where a larger value would trap the conversion.
+    private func checkCounters(file: String) throws(CheckpointError) {
+        let limit = UInt64(Int.max)
+        func check(_ value: UInt64, _ field: String) throws(CheckpointError) {
+            guard value <= limit else {
+                throw CheckpointError(file: file, message: "field \(field) is \(value), more than any run counts to")
+            }
+        }
+        try check(step, "step")
+        for (name, clock) in workerClocks.sorted(by: { $0.key < $1.key }) {
+            try check(clock, "workerClocks.\(name)")
+        }
+        for (index, version) in shardVersions.enumerated() {
+            try check(version, "shardVersions[\(index)]")
+        }
+        try check(optimizer.step, "optimizer.step")
     }
 
     private static func describe(_ error: DecodingError) -> String {

@@ -81,6 +81,24 @@ final class CheckpointReaderTests: CheckpointTestCase {
         assertLoadFails(directory, file: file, contains: ["too large"])
     }
 
+    func test_load_manifestCounterAboveIntMax_refusedNamingTheField() throws {
+        let changes: [(String, (inout CheckpointManifest) -> Void)] = [
+            ("field step is 18446744073709551615", { $0.step = UInt64.max }),
+            ("field workerClocks.w0 is 9223372036854775808", { $0.workerClocks = ["w0": UInt64(Int.max) + 1] }),
+            ("field shardVersions[1] is 18446744073709551615", { $0.shardVersions = [1, UInt64.max] }),
+            ("field optimizer.step", { $0.optimizer.step = UInt64.max }),
+        ]
+        for (index, (text, change)) in changes.enumerated() {
+            let directory = try write(step: UInt64(index + 1))
+            let manifestPath = directory + "/manifest.json"
+            var manifest = try CheckpointManifest.decode(
+                try XCTUnwrap(FileManager.default.contents(atPath: manifestPath)), file: manifestPath)
+            change(&manifest)
+            try manifest.encoded().write(to: URL(fileURLWithPath: manifestPath))
+            assertLoadFails(directory, file: manifestPath, contains: [text])
+        }
+    }
+
     func testGarbledManifest_refusedNamingManifest() throws {
         let directory = try write(step: 1)
         let manifestPath = directory + "/manifest.json"
