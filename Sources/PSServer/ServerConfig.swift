@@ -84,6 +84,20 @@ public struct ServerConfig: Sendable {
         if (checkpointEverySteps != nil || checkpointEverySeconds != nil), checkpointDirectory == nil {
             throw ConfigError("--checkpoint-every-steps/--checkpoint-every-seconds need --checkpoint-dir")
         }
+        do {
+            try optimizer.validate()
+        } catch {
+            throw ConfigError("\(error)")
+        }
+        // The planner builds the job from validated flags; this catches a job built by hand (an embedding program,
+        // a test) before the coordinator sizes its membership and barrier by it.
+        if let job {
+            do {
+                try job.validate()
+            } catch {
+                throw ConfigError("the job's \(error.field) \(error.message) (--workers, --batch, --epochs)")
+            }
+        }
     }
 
     private static func requireSeconds(_ seconds: Double, flag: String) throws(ConfigError) {

@@ -1,4 +1,5 @@
 import PSServer
+import PSWire
 import XCTest
 
 /// `ServerConfig.validate()`: every numeric setting is checked once at start-up, with the flag named.
@@ -49,5 +50,20 @@ final class ServerConfigTests: XCTestCase {
         assertInvalid({ $0.staleness = UInt64.max }, naming: "--staleness")
         assertInvalid({ $0.keepCheckpoints = 0 }, naming: "--keep-checkpoints")
         assertInvalid({ $0.checkpointEverySteps = 0 }, naming: "--checkpoint-every-steps")
+    }
+
+    func test_validate_handMadeJobWithZeroWorkers_throwsInsteadOfTrappingInMembership() {
+        var config = ServerConfig()
+        config.job = JobDescription(
+            model: "softmax", data: "digits", test: nil, labelColumn: "first", batchPerWorker: 10, epochs: 1,
+            seed: 0, mode: "bsp", staleness: 0, workers: 0, trainRows: 100, featureCount: 64, classCount: 10,
+            stepsPerEpoch: 10, totalSteps: 10)
+        XCTAssertThrowsError(try config.validate()) { error in
+            XCTAssertTrue("\(error)".hasPrefix("the job's job.workers is 0"), "\(error)")
+        }
+    }
+
+    func test_validate_nonFiniteLearningRate_throwsNamingTheFlag() {
+        assertInvalid({ $0.optimizer.learningRate = .nan }, naming: "--lr")
     }
 }
