@@ -107,6 +107,13 @@ final class ConnectionHandler {
         case .hello(let hello):
             return try handleHello(hello, requestID: requestID)
         case .register(let register):
+            if let problem = ReportLimits.problem(
+                withRegistration: register.tensors, shardCount: server.config.shardCount,
+                maxFrameBytes: server.config.maxFrameBytes)
+            {
+                try connection.sendError(.invalidArgument, problem, requestID: requestID)
+                return true
+            }
             let registered: Result<ShardedModel, RegistrationError> = Result { () throws(RegistrationError) in
                 try server.store.register(register.tensors)
             }

@@ -1,11 +1,11 @@
 import PSWire
 
-/// Bounds on the counters a worker reports (clock, heartbeat, epoch metrics), checked before the coordinator keeps
-/// them.
+/// Bounds on what a peer reports (clock, heartbeat, epoch metrics) or registers, checked before the server keeps it.
 ///
 /// Status and the metrics file print clocks and sample counts as JSON integers (`Int`) and sum the samples of a
 /// step, so a value no worker of the job can send (a clock past the last step, more samples than training rows) is
-/// refused with an `invalidArgument` error frame instead of trapping a conversion later.
+/// refused with an `invalidArgument` error frame instead of trapping a conversion later; so is a registration
+/// whose shards could not travel in a frame.
 enum ReportLimits {
     /// Why a clock report cannot come from a worker of `job`, or nil when it can.
     static func problem(with clock: Clock, job: JobDescription) -> String? {
@@ -28,6 +28,20 @@ enum ReportLimits {
     static func problem(with epoch: EpochMetrics) -> String? {
         guard epoch.samples <= UInt64(Int.max) else {
             return "metrics report \(epoch.samples) samples, more than a JSON integer holds"
+        }
+        return nil
+    }
+
+    /// Why a registration cannot be served: a shard of it would not fit one frame of `maxFrameBytes` (its pull
+    /// reply could not be sent, and the store would allocate it first), or nil when it can.
+    static func problem(withRegistration tensors: [TensorSpec], shardCount: Int, maxFrameBytes: Int) -> String? {
+        // The codec caps a registration at WireProtocol.maxTensorElements, so the sum cannot overflow.
+        let total = tensors.reduce(0) { $0 + $1.elementCount }
+        let largest = WireProtocol.largestShardElements(totalElements: total, shardCount: shardCount)
+        let limit = WireProtocol.maxShardElements(maxPayloadBytes: maxFrameBytes)
+        guard largest <= limit else {
+            return "the registration puts \(largest) floats in one of \(shardCount) shards; a frame carries at most "
+                + "\(limit) (--max-frame-bytes \(maxFrameBytes))"
         }
         return nil
     }

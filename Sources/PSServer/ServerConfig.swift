@@ -89,6 +89,13 @@ public struct ServerConfig: Sendable {
         } catch {
             throw ConfigError("\(error)")
         }
+        let totalElements = jobTensors.reduce(0) { $0 + $1.elementCount }
+        let largest = WireProtocol.largestShardElements(totalElements: totalElements, shardCount: shardCount)
+        guard largest <= WireProtocol.maxShardElements(maxPayloadBytes: maxFrameBytes) else {
+            throw ConfigError(
+                "--model: the largest of --shards \(shardCount) shards holds \(largest) floats, more than a "
+                    + "--max-frame-bytes \(maxFrameBytes) frame carries; raise --shards or --max-frame-bytes")
+        }
         // The planner builds the job from validated flags; this catches a job built by hand (an embedding program,
         // a test) before the coordinator sizes its membership and barrier by it.
         if let job {

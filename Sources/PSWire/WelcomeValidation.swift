@@ -1,6 +1,19 @@
 extension WireProtocol {
     /// The most shards a server may split a model into, and so the most a welcome may announce.
     public static let maxShardCount = 1024
+
+    /// The most floats one shard may hold so that its push (24-byte prefix) and its pull reply (16-byte prefix)
+    /// each fit a payload of `maxPayloadBytes`.
+    public static func maxShardElements(maxPayloadBytes: Int) -> Int {
+        max(0, (maxPayloadBytes - PushPrefix.size) / 4)
+    }
+
+    /// The element count of the largest shard when `totalElements` are laid out over `shardCount` shards
+    /// (`ShardLayout`: shard s owns [s*N/S, (s+1)*N/S), so the largest holds ceil(N/S)).
+    public static func largestShardElements(totalElements: Int, shardCount: Int) -> Int {
+        guard shardCount >= 1, totalElements > 0 else { return max(0, totalElements) }
+        return totalElements / shardCount + (totalElements % shardCount == 0 ? 0 : 1)
+    }
 }
 
 /// A welcome config that no worker can run: a count that is zero, out of range or inconsistent with the others.
@@ -53,6 +66,13 @@ extension WelcomeConfig {
             guard registered <= WireProtocol.maxTensorElements else {
                 throw fail("tensors", "hold more than \(WireProtocol.maxTensorElements) elements")
             }
+        }
+        let largest = WireProtocol.largestShardElements(totalElements: registered, shardCount: shardCount)
+        let limit = WireProtocol.maxShardElements(maxPayloadBytes: WireProtocol.defaultMaxPayloadBytes)
+        guard largest <= limit else {
+            throw fail(
+                "tensors",
+                "put \(largest) floats in one of \(shardCount) shards, more than one frame carries (\(limit))")
         }
         guard let job else { return }
         try job.validate()

@@ -44,4 +44,12 @@ final class ReportLimitsTests: XCTestCase {
         guard case .message(.statusReply) = reply else { return XCTFail("unexpected reply \(reply)") }
         _ = try worker.request(.clock(Clock(rank: 0, clock: 1, loss: 0.5, samples: 10))).wait(timeout: .seconds(10))
     }
+
+    func test_registerShardLargerThanAFrame_isRefusedBeforeAllocating() throws {
+        let harness = try ServerHarness(shards: 1) { $0.maxFrameBytes = 4096 }
+        let client = try harness.client(name: "store")
+        defer { client.close() }
+        assertInvalidArgument(client, .register(Register(tensors: zeroTensors([2000]))))
+        XCTAssertNoThrow(try client.register(zeroTensors([1000])))
+    }
 }

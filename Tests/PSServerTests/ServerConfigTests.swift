@@ -66,4 +66,17 @@ final class ServerConfigTests: XCTestCase {
     func test_validate_nonFiniteLearningRate_throwsNamingTheFlag() {
         assertInvalid({ $0.optimizer.learningRate = .nan }, naming: "--lr")
     }
+
+    func test_validate_jobShardLargerThanAFrame_throwsNamingModelAndShards() {
+        var config = ServerConfig()
+        config.shardCount = 1
+        config.maxFrameBytes = 4096
+        config.jobTensors = [TensorSpec(name: "fc1.weight", shape: [64, 16], initializer: .zeros)]
+        XCTAssertThrowsError(try config.validate()) { error in
+            XCTAssertTrue(
+                "\(error)".hasPrefix("--model: the largest of --shards 1 shards holds 1024 floats"), "\(error)")
+        }
+        config.shardCount = 2
+        XCTAssertNoThrow(try config.validate())
+    }
 }

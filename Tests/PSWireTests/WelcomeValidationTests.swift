@@ -91,6 +91,20 @@ final class WelcomeValidationTests: XCTestCase {
             field: "tensors")
     }
 
+    func test_validate_shardLargerThanAFrame_throwsNamingTensors() {
+        assertRejected(
+            Self.welcome {
+                $0.shardCount = 1
+                $0.tensors = [TensorShape(name: "w", shape: [1 << 28])]
+            }, field: "tensors")
+        XCTAssertNoThrow(
+            try Self.welcome {
+                $0.job = nil
+                $0.shardCount = 4
+                $0.tensors = [TensorShape(name: "w", shape: [1 << 28])]
+            }.validate(rank: nil))
+    }
+
     func test_validate_negativeHeartbeatInterval_throwsNamingIt() {
         assertRejected(Self.welcome { $0.heartbeatIntervalMillis = -1 }, field: "heartbeatIntervalMillis")
     }
