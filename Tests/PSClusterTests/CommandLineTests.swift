@@ -92,16 +92,16 @@ final class CommandLineRangeTests: XCTestCase {
         let job = ["--port", "0", "--model", "softmax"]
         let cases: [(String, [String], String)] = [
             (
-                "psserver", ["--port", "0", "--checkpoint-every-seconds", "0", "--checkpoint-dir", directory],
+                "psserver", job + ["--checkpoint-every-seconds", "0", "--checkpoint-dir", directory],
                 "--checkpoint-every-seconds"
             ),
             (
                 "psserver", ["--port", "0", "--checkpoint-every-seconds", "nan", "--checkpoint-dir", directory],
                 "--checkpoint-every-seconds"
             ),
-            ("psserver", ["--port", "0", "--worker-timeout", "1e20"], "--worker-timeout"),
+            ("psserver", job + ["--worker-timeout", "1e20"], "--worker-timeout"),
             ("psserver", ["--port", "0", "--worker-timeout", "inf"], "--worker-timeout"),
-            ("psserver", ["--port", "0", "--wait-timeout", "nan"], "--wait-timeout"),
+            ("psserver", job + ["--wait-timeout", "nan"], "--wait-timeout"),
             ("psserver", ["--port", "0", "--wait-timeout", "-1"], "--wait-timeout"),
             ("psserver", ["--port", "0", "--shards", "0"], "--shards"),
             ("psserver", ["--port", "0", "--max-frame-bytes", "99999999999"], "--max-frame-bytes"),
@@ -139,7 +139,8 @@ final class CommandLineRangeTests: XCTestCase {
     }
 
     func test_outOfRangeSeconds_exactMessage() throws {
-        let process = try ChildProcess(binary: "psserver", arguments: ["--port", "0", "--worker-timeout", "1e20"])
+        let process = try ChildProcess(
+            binary: "psserver", arguments: ["--port", "0", "--model", "softmax", "--worker-timeout", "1e20"])
         XCTAssertEqual(process.wait(timeout: .seconds(30)), 64)
         XCTAssertEqual(
             process.standardError.split(separator: "\n").first,
