@@ -3,15 +3,17 @@ import PSWire
 /// Bounds on what a peer reports (clock, heartbeat, epoch metrics) or registers, checked before the server keeps it.
 ///
 /// Status and the metrics file print clocks and sample counts as JSON integers (`Int`) and sum the samples of a
-/// step, so a value no worker of the job can send (a clock past the last step, more samples than training rows) is
-/// refused with an `invalidArgument` error frame instead of trapping a conversion later; so is a registration
+/// step, so a value no worker of the job can send (a clock past the last step, samples whose sum over the workers
+/// overflows) is refused with an `invalidArgument` error frame instead of trapping a conversion later; so is a registration
 /// whose shards could not travel in a frame.
 enum ReportLimits {
     /// Why a clock report cannot come from a worker of `job`, or nil when it can.
     static func problem(with clock: Clock, job: JobDescription) -> String? {
         if let problem = problem(withClock: clock.clock, job: job) { return problem }
-        guard clock.samples <= UInt64(job.trainRows) else {
-            return "clock reports \(clock.samples) samples, more than the job's \(job.trainRows) training rows"
+        // A step record sums one report per worker: keep that sum within a JSON integer.
+        let limit = UInt64(Int.max / job.workers)
+        guard clock.samples <= limit else {
+            return "clock reports \(clock.samples) samples, more than \(limit) (2^63 - 1 over \(job.workers) workers)"
         }
         return nil
     }
