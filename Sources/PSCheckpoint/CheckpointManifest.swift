@@ -83,10 +83,14 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         return manifest
     }
 
-    /// Refuses step, clock and version counters above `Int.max`: no run reaches them, and the server prints them
-    /// as JSON integers (`Int`) in status and metrics, where a larger value would trap the conversion.
+    /// The largest step, clock or version counter a manifest may hold: 2^62, far past any run, and leaving room
+    /// to count on from a restored value without passing `Int.max`.
+    public static let maxCounter: UInt64 = 1 << 62
+
+    /// Refuses step, clock and version counters above `maxCounter`: the server prints them (and what it counts on
+    /// from them) as JSON integers (`Int`) in status and metrics, where a value past `Int.max` would trap.
     private func checkCounters(file: String) throws(CheckpointError) {
-        let limit = UInt64(Int.max)
+        let limit = Self.maxCounter
         func check(_ value: UInt64, _ field: String) throws(CheckpointError) {
             guard value <= limit else {
                 throw CheckpointError(file: file, message: "field \(field) is \(value), more than any run counts to")

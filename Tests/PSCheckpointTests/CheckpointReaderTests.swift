@@ -81,10 +81,10 @@ final class CheckpointReaderTests: CheckpointTestCase {
         assertLoadFails(directory, file: file, contains: ["too large"])
     }
 
-    func test_load_manifestCounterAboveIntMax_refusedNamingTheField() throws {
+    func test_load_manifestCounterPast2To62_refusedNamingTheField() throws {
         let changes: [(String, (inout CheckpointManifest) -> Void)] = [
             ("field step is 18446744073709551615", { $0.step = UInt64.max }),
-            ("field workerClocks.w0 is 9223372036854775808", { $0.workerClocks = ["w0": UInt64(Int.max) + 1] }),
+            ("field workerClocks.w0 is 4611686018427387905", { $0.workerClocks = ["w0": (1 << 62) + 1] }),
             ("field shardVersions[1] is 18446744073709551615", { $0.shardVersions = [1, UInt64.max] }),
             ("field optimizer.step", { $0.optimizer.step = UInt64.max }),
         ]
