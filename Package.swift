@@ -98,7 +98,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PSClusterTests",
-            dependencies: ["PSClient", "PSWire", "PSPosix", "PSCheckpoint", "PSTestSupport"]
+            dependencies: ["PSClient", "PSWire", "PSPosix", "PSTransport", "PSCheckpoint", "PSTestSupport"]
         ),
     ]
 )

@@ -58,6 +58,7 @@ public final class Worker {
     public func run() throws(WorkerError) {
         BLAS.setThreadCount(options.threads)
         var connected = try connect()
+        let firstWelcome = try checkWelcome(connected)
         guard let job = connected.config.job else {
             throw WorkerError(
                 "the server at \(options.host):\(options.port) has no training job (start psserver with --model)")
@@ -79,6 +80,12 @@ public final class Worker {
                 "refused: this worker's data (\(source)) has \(train.rowCount) rows x \(train.featureCount) features, "
                     + "but the job expects \(job.trainRows) rows x \(job.featureCount) features")
         }
+        do {
+            try train.requireModelShape(featureCount: job.featureCount, classCount: job.classCount)
+        } catch {
+            leave(connected, reason: .error)
+            throw WorkerError("refused: this worker's data does not fit the job: \(error)")
+        }
         let modelKind: ModelKind
         do {
             modelKind = try ModelKind(parsing: job.model)
@@ -88,6 +95,11 @@ public final class Worker {
         let spec = ModelSpec(
             kind: modelKind, inputCount: job.featureCount, outputCount: modelKind == .linear ? 1 : job.classCount,
             seed: job.seed)
+        do {
+            try spec.validate()
+        } catch {
+            throw WorkerError("invalid welcome from the server: job.model \(job.model) does not fit the job: \(error)")
+        }
         let counts = spec.parameters.map { $0.shape.reduce(1, *) }
         let expected = spec.parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
         guard connected.config.tensors == expected else {
@@ -189,6 +201,7 @@ public final class Worker {
                 heartbeat.stop()
                 connected.close()
                 connected = try connect()
+                try checkWelcome(connected, previous: firstWelcome)
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
@@ -251,11 +264,15 @@ public final class Worker {
 
     private func loadTest(source: DataSource, job: JobDescription) -> Dataset? {
         do {
+            let test: Dataset?
             if let path = options.testOverride ?? job.test {
-                return try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
+                test = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
                     .loadTrain()
+            } else {
+                test = try source.loadTest()
             }
-            return try source.loadTest()
+            try test?.requireModelShape(featureCount: job.featureCount, classCount: job.classCount)
+            return test
         } catch {
             log.warning("no-test-set", ["error": error])
             return nil

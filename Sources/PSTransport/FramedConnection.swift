@@ -135,8 +135,10 @@ public final class FramedConnection: @unchecked Sendable {
     ) throws(TransportError) {
         precondition(Int(prefix.count) == floats.count, "push prefix count must match the float count")
         let payloadLength = PushPrefix.size + floats.count * 4
+        // Clamped, not converted: a length past 4 GiB fails sendTensorFrame's maximum check instead of trapping here.
         try sendTensorFrame(
-            header: FrameHeader(type: type, flags: [], payloadLength: UInt32(payloadLength), requestID: requestID),
+            header: FrameHeader(
+                type: type, flags: [], payloadLength: UInt32(clamping: payloadLength), requestID: requestID),
             prefixSize: PushPrefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 
@@ -148,7 +150,7 @@ public final class FramedConnection: @unchecked Sendable {
         let payloadLength = PullReplyPrefix.size + floats.count * 4
         try sendTensorFrame(
             header: FrameHeader(
-                type: .pullReply, flags: .reply, payloadLength: UInt32(payloadLength), requestID: requestID),
+                type: .pullReply, flags: .reply, payloadLength: UInt32(clamping: payloadLength), requestID: requestID),
             prefixSize: PullReplyPrefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 

@@ -30,7 +30,8 @@ enum Demo {
                 "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
                     + "training on the bundled digits data set instead.")
         }
-        let epochs = try arguments.value("epochs", as: Int.self) ?? (data == "fashion-mnist" ? 10 : 20)
+        let epochs =
+            try arguments.value("epochs", as: Int.self, in: 1...Int(UInt32.max)) ?? (data == "fashion-mnist" ? 10 : 20)
         let directory =
             arguments.string("directory")
             ?? NSTemporaryDirectory() + "swiftps-demo-\(Host.processID())"
