@@ -42,7 +42,8 @@ let package = Package(
         .target(name: "PSMath", dependencies: ["COpenBLAS"]),
         .target(name: "PSModel", dependencies: ["PSMath"]),
         .target(
-            name: "PSData", dependencies: ["PSMath", "PSCheckpoint", "CZlib"], resources: [.copy("Resources/digits")]),
+            name: "PSData", dependencies: ["PSMath", "PSPosix", "PSCheckpoint", "CZlib"],
+            resources: [.copy("Resources/digits")]),
         .target(name: "PSCoordinator"),
         .target(name: "PSCheckpoint", dependencies: ["PSPosix"]),
         .target(name: "PSTransport", dependencies: ["PSWire", "PSPosix"]),
@@ -79,7 +80,7 @@ let package = Package(
         .testTarget(name: "PSCLITests", dependencies: ["PSCLI", "PSTestSupport"]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath", "PSTestSupport"]),
         .testTarget(name: "PSModelTests", dependencies: ["PSModel", "PSMath", "PSTestSupport"]),
-        .testTarget(name: "PSDataTests", dependencies: ["PSData", "PSMath", "PSTestSupport"]),
+        .testTarget(name: "PSDataTests", dependencies: ["PSData", "PSMath", "PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCoordinatorTests", dependencies: ["PSCoordinator", "PSTestSupport"]),
         .testTarget(name: "PSCheckpointTests", dependencies: ["PSCheckpoint", "PSTestSupport"]),
         .testTarget(

@@ -19,9 +19,9 @@ public final class ParameterClient: Sendable {
     public var rank: Int? { welcome.rank >= 0 ? Int(welcome.rank) : nil }
 
     let connection: FramedConnection
-    let pending = Mutex<[UInt64: PendingRequest]>([:])
+    let pending = LockedValue<[UInt64: PendingRequest]>([:])
     let nextRequestID = Atomic<UInt64>(1)
-    let failure = Mutex<TransportError?>(nil)
+    let failure = LockedValue<TransportError?>(nil)
     let readerDone = DispatchSemaphore(value: 0)
     /// How long `wait` waits for a reply by default before it declares the connection broken.
     public let requestTimeout: Duration
@@ -312,41 +312,27 @@ public struct RequestHandle: Sendable {
 
 /// One request's completion slot.
 final class PendingRequest: @unchecked Sendable {
-    // @unchecked Sendable: `result` is guarded by `condition`; `destination` is written once at creation and
-    // only the reader thread writes through it, before `complete` publishes the result.
+    // @unchecked Sendable: `destination` never changes; only the reader thread writes through it, and only before
+    // `complete` publishes the result under `result`'s lock, which the waiter takes before it reads the floats.
     let destination: UnsafeMutableRawBufferPointer?
-    private let condition = NSCondition()
-    private var result: Result<Reply, TransportError>? = nil
-    /// Set once `result` is; lets a waiter notice a fast reply without sleeping on the condition.
-    private let isComplete = Atomic<Bool>(false)
-
-    /// How long a waiter polls before it sleeps. A reply to a small request usually comes back within tens of
-    /// microseconds; sleeping on the condition instead would add a futex wake-up and a context switch (measured
-    /// as most of a 4 KiB push round trip on a 2-vCPU VM).
-    static let pollNanos: UInt64 = 50_000
+    private let result = LockedValue<Result<Reply, TransportError>?>(nil)
 
     init(destination: UnsafeMutableRawBufferPointer?) {
         self.destination = destination
     }
 
+    /// Stores the first result and wakes the waiter; later results are dropped.
     func complete(_ value: Result<Reply, TransportError>) {
-        condition.lock()
-        if result == nil { result = value }
-        isComplete.store(true, ordering: .releasing)
-        condition.broadcast()
-        condition.unlock()
+        result.withLockAndBroadcast { result in
+            if result == nil { result = value }
+        }
     }
 
+    /// The result, or nil if none arrived within `seconds`.
     func wait(seconds: Double) -> Result<Reply, TransportError>? {
-        let pollUntil = MonotonicClock.nanoseconds() + Self.pollNanos
-        while !isComplete.load(ordering: .acquiring), MonotonicClock.nanoseconds() < pollUntil {}
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        while result == nil {
-            if !condition.wait(until: deadline) { break }
+        result.wait(until: MonotonicClock.deadline(afterSeconds: seconds), while: { $0 == nil }) { result, _ in
+            result
         }
-        return result
     }
 }
 
