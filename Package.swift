@@ -18,6 +18,7 @@
 //   PSClient       the client library workers (and users) call: push / pull / pushPull handles
 //   PSTraining     the worker agent: join, load data, pull -> gradient -> push
 //   psserver, psworker, psctl, psbench: thin executables
+//   PSTestSupport, pstsan-probe (under Tests/): test helpers; the probe is a deliberate race for `make tsan`
 import PackageDescription
 
 let package = Package(
@@ -75,6 +76,8 @@ let package = Package(
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),
+        // Test-only: a deliberate data race that proves a `make tsan` build is sanitized (ThreadSanitizerTests).
+        .executableTarget(name: "pstsan-probe", dependencies: ["PSPosix"], path: "Tests/PSTSanProbe"),
         .testTarget(name: "PSWireTests", dependencies: ["PSWire", "PSTestSupport"]),
         .testTarget(name: "PSPosixTests", dependencies: ["PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCLITests", dependencies: ["PSCLI", "PSTestSupport"]),
