@@ -23,6 +23,20 @@ final class ThreadSanitizerTests: XCTestCase {
             "no data race report from pstsan-probe: is the build sanitized? stderr:\n\(probe.standardError)")
     }
 
+    func test_launchedBinaries_sanitizedBuild_comeFromTheTestBundlesBuildAndAreSanitized() throws {
+        try requireSanitizedBuild()
+        let bundleDirectory = try XCTUnwrap(CommandLine.arguments.first.map { URL(fileURLWithPath: $0) })
+            .deletingLastPathComponent().standardizedFileURL
+        for name in ["psserver", "psworker", "psctl", "psbench", "pstsan-probe"] {
+            let binary = try TestPaths.binary(named: name)
+            XCTAssertEqual(
+                binary.deletingLastPathComponent().standardizedFileURL.path, bundleDirectory.path,
+                "\(name) would be launched from outside the sanitized build")
+            let bytes = try Data(contentsOf: binary, options: .alwaysMapped)
+            XCTAssertNotNil(bytes.range(of: Data("__tsan_init".utf8)), "\(name) has no ThreadSanitizer runtime")
+        }
+    }
+
     func test_lockedValueCounter_anyBuild_runsCleanAndCountsEveryIncrement() throws {
         let probe = try ChildProcess(binary: "pstsan-probe", arguments: ["locked"])
         XCTAssertEqual(probe.wait(timeout: .seconds(60)), 0, "stderr:\n\(probe.standardError)")

@@ -15,16 +15,17 @@ import PSPosix
 
 let incrementsPerThread = 10_000
 
-/// Deliberately unsynchronized: the data race the sanitizer must report.
-nonisolated(unsafe) var unguardedCounter = 0
 let guardedCounter = LockedValue(0)
 
-/// Runs `body` on two pthreads at once and joins both.
-func runOnTwoThreads(_ body: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer?) {
+/// Runs `body` on two pthreads at once, passing each `argument`, and joins both.
+func runOnTwoThreads(
+    argument: UnsafeMutableRawPointer? = nil,
+    _ body: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer?
+) {
     var threads: [pthread_t] = []
     for _ in 0..<2 {
         var thread = pthread_t()
-        let result = pthread_create(&thread, nil, body, nil)
+        let result = pthread_create(&thread, nil, body, argument)
         precondition(result == 0, "pthread_create failed: \(result)")
         threads.append(thread)
     }
@@ -34,11 +35,16 @@ func runOnTwoThreads(_ body: @convention(c) (UnsafeMutableRawPointer?) -> Unsafe
 let mode = CommandLine.arguments.dropFirst().first ?? ""
 switch mode {
 case "race":
-    runOnTwoThreads { _ in
-        for _ in 0..<incrementsPerThread { unguardedCounter += 1 }
+    // Deliberately unsynchronized. A plain load then a plain store (no `+=`, whose in-place access the sanitizer
+    // reports as a "Swift access race"), so the report is a "data race".
+    let unguardedCounter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+    unguardedCounter.initialize(to: 0)
+    runOnTwoThreads(argument: UnsafeMutableRawPointer(unguardedCounter)) { argument in
+        let counter = argument!.assumingMemoryBound(to: Int.self)
+        for _ in 0..<incrementsPerThread { counter.pointee = counter.pointee + 1 }
         return nil
     }
-    print("race: counter \(unguardedCounter) (at most \(2 * incrementsPerThread))")
+    print("race: counter \(unguardedCounter.pointee) (at most \(2 * incrementsPerThread))")
 case "locked":
     runOnTwoThreads { _ in
         for _ in 0..<incrementsPerThread { guardedCounter.withLock { $0 += 1 } }
