@@ -22,7 +22,8 @@ public final class ParameterClient: Sendable {
     let pending = LockedValue<[UInt64: PendingRequest]>([:])
     let nextRequestID = Atomic<UInt64>(1)
     let failure = LockedValue<TransportError?>(nil)
-    let readerDone = DispatchSemaphore(value: 0)
+    /// Set by the reader thread as it ends, after it has released the descriptor.
+    let readerDone = LockedValue(false)
     /// How long `wait` waits for a reply by default before it declares the connection broken.
     public let requestTimeout: Duration
 
@@ -93,11 +94,11 @@ public final class ParameterClient: Sendable {
     /// Closes the connection and waits for the reader thread to end; pending requests fail.
     ///
     /// The reader thread releases the descriptor when it stops: closed earlier, its number could be reused by the
-    /// next connection this process opens and the old reader would steal that connection's bytes.
+    /// next connection this process opens and the old reader would steal that connection's bytes. The wait is
+    /// bounded (30 s) only against a bug: the reader releases the descriptor itself whenever it ends.
     public func close() {
         connection.shutdown()
-        readerDone.wait()
-        readerDone.signal()
+        waitForReader()
     }
 
     /// Whether the connection has failed or been closed.
@@ -191,7 +192,7 @@ public final class ParameterClient: Sendable {
         defer {
             // The reader is the last thread to touch the descriptor for reading, so it releases it.
             connection.close()
-            readerDone.signal()
+            readerDone.withLockAndBroadcast { $0 = true }
         }
         while true {
             do throws(TransportError) {
@@ -269,8 +270,11 @@ public final class ParameterClient: Sendable {
     /// destination its owner has given up on.
     func abandon() {
         connection.shutdown()
-        readerDone.wait()
-        readerDone.signal()
+        waitForReader()
+    }
+
+    private func waitForReader() {
+        readerDone.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { !$0 })
     }
 }
 
@@ -312,8 +316,7 @@ public struct RequestHandle: Sendable {
 
 /// One request's completion slot.
 final class PendingRequest: @unchecked Sendable {
-    // @unchecked Sendable: `destination` never changes; only the reader thread writes through it, and only before
-    // `complete` publishes the result under `result`'s lock, which the waiter takes before it reads the floats.
+    // @unchecked Sendable: only the reader thread writes through `destination`, before `complete` takes the lock.
     let destination: UnsafeMutableRawBufferPointer?
     private let result = LockedValue<Result<Reply, TransportError>?>(nil)
 
