@@ -370,13 +370,16 @@ public final class Worker {
 }
 
 /// Sends a heartbeat every interval on its own thread while the worker computes.
-final class HeartbeatSender: @unchecked Sendable {
-    // @unchecked Sendable: all mutable state is guarded by `condition`.
-    private let condition = NSCondition()
-    private var client: ParameterClient? = nil
-    private var running = false
-    private var generation = 0
-    private var currentClock: UInt64 = 0
+final class HeartbeatSender: Sendable {
+    private struct State {
+        var client: ParameterClient? = nil
+        var running = false
+        /// Bumped by every `start`, so a thread left over from an earlier start ends instead of sending.
+        var generation = 0
+        var clock: UInt64 = 0
+    }
+
+    private let state = LockedValue(State())
     let interval: Double
 
     init(intervalMillis: Int) {
@@ -384,40 +387,40 @@ final class HeartbeatSender: @unchecked Sendable {
     }
 
     var clock: UInt64 {
-        get { condition.lock(); defer { condition.unlock() }; return currentClock }
-        set { condition.lock(); currentClock = newValue; condition.unlock() }
+        get { state.withLock { $0.clock } }
+        set { state.withLock { $0.clock = newValue } }
     }
 
     func start(client: ParameterClient) {
-        condition.lock()
-        self.client = client
-        running = true
-        generation += 1
-        let myGeneration = generation
-        condition.unlock()
-        let thread = Thread { [self] in loop(generation: myGeneration) }
+        let generation = state.withLockAndBroadcast { state in
+            state.client = client
+            state.running = true
+            state.generation += 1
+            return state.generation
+        }
+        let thread = Thread { [self] in loop(generation: generation) }
         thread.name = "psworker-heartbeat"
         thread.start()
     }
 
     func stop() {
-        condition.lock()
-        running = false
-        client = nil
-        condition.broadcast()
-        condition.unlock()
+        state.withLockAndBroadcast { state in
+            state.running = false
+            state.client = nil
+        }
     }
 
-    private func loop(generation myGeneration: Int) {
+    private func loop(generation: Int) {
         while true {
-            condition.lock()
-            _ = condition.wait(until: Date(timeIntervalSinceNow: interval))
-            guard running, generation == myGeneration, let client else {
-                condition.unlock()
-                return
+            // Sleeps one interval; `stop` (or a later `start`) wakes it early to end.
+            let next = state.wait(
+                until: MonotonicClock.deadline(afterSeconds: interval),
+                while: { $0.running && $0.generation == generation }
+            ) { state, _ -> (client: ParameterClient, clock: UInt64)? in
+                guard state.running, state.generation == generation, let client = state.client else { return nil }
+                return (client, state.clock)
             }
-            let clock = currentClock
-            condition.unlock()
+            guard let (client, clock) = next else { return }
             // Fire and forget: the reader thread drops the acknowledgement.
             _ = try? client.request(.heartbeat(Heartbeat(rank: UInt32(max(client.rank ?? 0, 0)), clock: clock)))
         }
