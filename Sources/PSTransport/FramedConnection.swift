@@ -19,7 +19,8 @@ public final class FramedConnection: @unchecked Sendable {
     /// The largest payload this side accepts; checked before anything is allocated.
     public let maxPayloadBytes: Int
 
-    private let writeLock = LockedValue<Void>(())
+    /// Serialises writers (a frame is never interleaved with another) and counts the frames written.
+    private let writeLock = LockedValue<UInt64>(0)
     private let closed = Atomic<Bool>(false)
     private var receiveBuffer: UnsafeMutableRawBufferPointer
 
@@ -174,9 +175,10 @@ public final class FramedConnection: @unchecked Sendable {
     private func write(
         _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer
     ) throws(TransportError) {
-        let result: Result<Void, TransportError> = writeLock.withLock { _ in
+        let result: Result<Void, TransportError> = writeLock.withLock { framesWritten in
             // Checked under the lock: `close()` releases the descriptor under it too.
             guard !closed.load(ordering: .acquiring) else { return .failure(.closed) }
+            framesWritten += 1
             return Result { () throws(SocketError) in try socket.writeAll(a, b, c) }.mapError { .socket($0) }
         }
         try result.get()
