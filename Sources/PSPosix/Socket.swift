@@ -385,6 +385,12 @@ public struct Socket: Sendable, Hashable {
         _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_RD))
     }
 
+    /// Shuts down only the send side: the peer reads end-of-stream after the bytes already sent, while this side
+    /// can still read its replies. Ignores errors.
+    public func shutdownSend() {
+        _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_WR))
+    }
+
     /// Whether the peer has closed or reset the connection, without consuming any byte (`poll` with
     /// `POLLRDHUP`, which reports a peer shutdown even while unread data is queued). Never blocks.
     public func peerHasHungUp() -> Bool {

@@ -196,6 +196,12 @@ public final class FramedConnection: @unchecked Sendable {
         socket.shutdownReceive()
     }
 
+    /// Half-closes the sending side: the peer sees end-of-stream after the frames already sent, while replies can
+    /// still be read.
+    public func shutdownSend() {
+        socket.shutdownSend()
+    }
+
     /// Whether the peer has closed its side or reset the connection (a non-blocking `poll`); used by waits that
     /// must not outlive their peer.
     public func peerHasHungUp() -> Bool {
