@@ -29,6 +29,9 @@ let package = Package(
         .executable(name: "psctl", targets: ["psctl"]),
         .executable(name: "psbench", targets: ["psbench"]),
         .library(name: "PSClient", targets: ["PSClient"]),
+        // The worker agent as a library: a model protocol (PSModel), data sets (PSData), BLAS and initialisers
+        // (PSMath) and the worker loop (PSTraining) that trains a user's model on a SwiftPS job.
+        .library(name: "SwiftPS", targets: ["PSTraining", "PSModel", "PSData", "PSMath"]),
     ],
     targets: [
         .systemLibrary(

@@ -21,29 +21,38 @@ public struct JobRequest: Sendable {
 
 /// Turns job flags into the job description workers receive and the tensors the server registers.
 public enum JobPlanner {
+    /// The `--model` value of a job whose model the server does not know: the first worker registers its
+    /// tensors, and a later worker whose tensors differ is refused.
+    public static let externalModel = "external"
+
     /// Loads the training data's shape (the coordinator refuses workers whose data differs), builds the model's
-    /// parameter list with its initialisers, and computes the step counts.
+    /// parameter list with its initialisers (none for `external`), and computes the step counts.
     public static func plan(_ request: JobRequest) throws -> (job: JobDescription, tensors: [TensorSpec]) {
         guard request.workers >= 1 else { throw PlanError("--workers must be at least 1, got \(request.workers)") }
         guard request.batchPerWorker >= 1 else { throw PlanError("--batch must be at least 1") }
         guard request.epochs >= 1 else { throw PlanError("--epochs must be at least 1") }
-        let kind: ModelKind
-        do {
-            kind = try ModelKind(parsing: request.model)
-        } catch {
-            throw PlanError("--model: \(error)")
+        // `external`: the job's first worker registers its own model's tensors (see `Worker`).
+        let kind: ModelKind?
+        if request.model == JobPlanner.externalModel {
+            kind = nil
+        } else {
+            do {
+                kind = try ModelKind(parsing: request.model)
+            } catch {
+                throw PlanError("--model: \(error) (or external, for a model its workers register)")
+            }
         }
         let source = try DataSource(parsing: request.data, labelColumn: request.labelColumn)
         let train = try source.loadTrain()
         var classes = train.classCount
-        if kind != .linear {
+        if let kind, kind != .linear {
             guard classes >= 2 else {
                 throw PlanError(
                     "--model \(request.model) needs class labels, but \(source) has no integer class labels; "
                         + "use --model linear for regression")
             }
             try train.requireClassification(classCount: classes)
-        } else {
+        } else if kind == .linear {
             classes = 0
         }
         let globalBatch = request.workers * request.batchPerWorker
@@ -53,10 +62,20 @@ public enum JobPlanner {
                 "the global batch (\(request.workers) workers x \(request.batchPerWorker)) is larger than the "
                     + "\(train.rowCount) training rows")
         }
-        let spec = ModelSpec(
-            kind: kind, inputCount: train.featureCount, outputCount: kind == .linear ? 1 : classes, seed: request.seed)
-        let tensors = spec.parameters.map { parameter in
-            TensorSpec(name: parameter.name, shape: parameter.shape, initializer: InitSpec(parameter.initializer))
+        var tensors: [TensorSpec] = []
+        if let kind {
+            let context = ModelContext(
+                model: request.model, featureCount: train.featureCount, classCount: classes,
+                batchPerWorker: request.batchPerWorker, seed: request.seed)
+            let spec: ModelSpec
+            do {
+                spec = try kind.spec(context: context)
+            } catch {
+                throw PlanError("--model \(request.model): \(error)")
+            }
+            tensors = spec.parameters.map { parameter in
+                TensorSpec(name: parameter.name, shape: parameter.shape, initializer: InitSpec(parameter.initializer))
+            }
         }
         let job = JobDescription(
             model: request.model, data: request.data, test: request.test, labelColumn: request.labelColumn.rawValue,

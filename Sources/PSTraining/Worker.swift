@@ -44,14 +44,45 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+/// Builds the model a worker trains once the job's data is known.
+public typealias ModelFactory = (ModelContext) throws -> any TrainableModel
+
 /// The worker agent: joins, loads its partition, and loops pull -> gradient -> push -> clock until the job ends.
+///
+/// It trains any `TrainableModel`: the job's built-in model (`softmax`, `linear`, `mlp:…`, `cnn:…`) by default,
+/// or the one a `ModelFactory` builds, for a server started with `--model external` (the first worker's tensors
+/// define the job's model; a worker whose tensors differ is refused, and so is one whose model differs from a
+/// built-in job's). Everything else is the job's: rank, data order and partition, BSP/SSP/async, heartbeats,
+/// rejoin and reconnect, metrics and the end-of-epoch evaluation.
+///
+/// ```swift
+/// var options = WorkerOptions(name: "worker-1")
+/// options.port = 7000
+/// let worker = Worker(options: options) { context in
+///     MyModel(inputs: context.featureCount, classes: context.classCount)
+/// }
+/// try worker.run()   // returns when the job ends
+/// ```
 public final class Worker {
     let options: WorkerOptions
     let log: Logger
+    let modelFactory: ModelFactory?
+    let dataProvider: (any DataProvider)?
 
-    public init(options: WorkerOptions, log: Logger = Logger(component: "psworker")) {
+    /// A worker for the job at `options`' server.
+    ///
+    /// - Parameters:
+    ///   - data: loads the training (and test) rows instead of the job's `--data`; they must have the row and
+    ///     feature counts the server planned the job with.
+    ///   - model: builds the model to train; nil trains the job's built-in model.
+    public init(
+        options: WorkerOptions, log: Logger = Logger(component: "psworker"), data: (any DataProvider)? = nil,
+        model: ModelFactory? = nil
+    ) {
         self.options = options
         self.log = log
+        self.modelFactory = model
+        self.dataProvider = data
     }
 
     /// Runs the job to its end. Throws a `WorkerError` with a one-line reason on failure.
@@ -62,12 +93,13 @@ public final class Worker {
             throw WorkerError(
                 "the server at \(options.host):\(options.port) has no training job (start psserver with --model)")
         }
-        let source: DataSource
+        let source: any DataProvider
         let train: Dataset
         do {
-            source = try DataSource(
-                parsing: options.dataOverride ?? job.data,
-                labelColumn: job.labelColumn == "last" ? .last : .first)
+            source =
+                try dataProvider
+                ?? DataSource(
+                    parsing: options.dataOverride ?? job.data, labelColumn: job.labelColumn == "last" ? .last : .first)
             train = try source.loadTrain()
         } catch {
             leave(connected, reason: .error)
@@ -79,25 +111,25 @@ public final class Worker {
                 "refused: this worker's data (\(source)) has \(train.rowCount) rows x \(train.featureCount) features, "
                     + "but the job expects \(job.trainRows) rows x \(job.featureCount) features")
         }
-        let modelKind: ModelKind
+        let model: any TrainableModel
         do {
-            modelKind = try ModelKind(parsing: job.model)
+            model = try makeModel(job: job)
+            try train.labels.withUnsafeBufferPointer { (labels) throws(ModelError) in try model.validate(labels: labels)
+            }
         } catch {
-            throw WorkerError("the job's model '\(job.model)' is not understood: \(error)")
+            leave(connected, reason: .error)
+            throw WorkerError("the model cannot train on the job's data: \(error)")
         }
-        let spec = ModelSpec(
-            kind: modelKind, inputCount: job.featureCount, outputCount: modelKind == .linear ? 1 : job.classCount,
-            seed: job.seed)
-        let counts = spec.parameters.map { $0.shape.reduce(1, *) }
-        let expected = spec.parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
-        guard connected.config.tensors == expected else {
-            throw WorkerError(
-                "the server's tensors \(connected.config.tensors.map(\.name)) do not match the model \(job.model)")
+        do {
+            try checkTensors(model, job: job, client: connected)
+        } catch {
+            leave(connected, reason: .error)
+            throw error
         }
-        let layout = ShardLayout(tensorElementCounts: counts, shardCount: connected.config.shardCount)
+        let tensorLayout = TensorLayout(model.parameters)
+        let layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
-        let computer = ModelComputer(spec: spec, maxBatch: max(job.batchPerWorker, 256))
         var rank = connected.rank ?? 0
         // Every worker evaluates at the end of an epoch (the coordinator keeps the first report of each epoch),
         // so epoch records continue when rank 0 dies.
@@ -132,8 +164,12 @@ public final class Worker {
                     features.withUnsafeBufferPointer { f in
                         labels.withUnsafeBufferPointer { l in
                             gradient.withUnsafeMutableBufferPointer { g in
-                                computer.lossAndGradient(
-                                    parameters: p, features: f, labels: l, rows: job.batchPerWorker, gradient: g)
+                                model.lossAndGradient(
+                                    parameters: ParameterValues(flat: p, layout: tensorLayout),
+                                    batch: Batch(
+                                        features: f, labels: l, rows: job.batchPerWorker,
+                                        featureCount: job.featureCount),
+                                    gradient: GradientValues(flat: g, layout: tensorLayout))
                             }
                         }
                     }
@@ -153,16 +189,20 @@ public final class Worker {
                     if let test {
                         try pullAll(
                             connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
-                        let result = evaluate(computer, parameters: parameters, on: test)
-                        _ = try connected.request(
-                            .metrics(
-                                EpochMetrics(
-                                    epoch: UInt32(epoch), testLoss: result.loss, testAccuracy: result.accuracy,
-                                    samples: UInt64(step * job.batchPerWorker * job.workers)))
-                        ).wait()
+                        let result = evaluate(model, layout: tensorLayout, parameters: parameters, on: test)
+                        if let result {
+                            // A model without classes reports accuracy 0.
+                            _ = try connected.request(
+                                .metrics(
+                                    EpochMetrics(
+                                        epoch: UInt32(epoch), testLoss: result.loss,
+                                        testAccuracy: result.accuracy ?? 0,
+                                        samples: UInt64(step * job.batchPerWorker * job.workers)))
+                            ).wait()
+                        }
                         report(
                             epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                            accuracy: result.accuracy, started: started, samples: samplesDone)
+                            accuracy: result?.accuracy, started: started, samples: samplesDone)
                     } else {
                         report(
                             epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
@@ -249,15 +289,16 @@ public final class Worker {
         client.close()
     }
 
-    private func loadTest(source: DataSource, job: JobDescription) -> Dataset? {
+    /// `--test` of the worker, else the job's test path (unless a data provider brings its own), else the source's.
+    private func loadTest(source: any DataProvider, job: JobDescription) -> Dataset? {
         do {
-            if let path = options.testOverride ?? job.test {
+            if let path = options.testOverride ?? (dataProvider == nil ? job.test : nil) {
                 return try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
                     .loadTrain()
             }
             return try source.loadTest()
         } catch {
-            log.warning("no-test-set", ["error": error])
+            log.warning("no-test-set", ["error": "\(error)"])
             return nil
         }
     }
@@ -313,15 +354,57 @@ public final class Worker {
         return .running
     }
 
-    private func evaluate(_ computer: ModelComputer, parameters: [Float], on test: Dataset) -> (
-        loss: Double, accuracy: Double
-    ) {
+    private func evaluate(
+        _ model: any TrainableModel, layout: TensorLayout, parameters: [Float], on test: Dataset
+    ) -> Evaluation? {
         parameters.withUnsafeBufferPointer { p in
             test.features.withUnsafeBufferPointer { f in
                 test.labels.withUnsafeBufferPointer { l in
-                    computer.evaluate(parameters: p, features: f, labels: l, rows: test.rowCount)
+                    model.evaluate(
+                        parameters: ParameterValues(flat: p, layout: layout),
+                        batch: Batch(features: f, labels: l, rows: test.rowCount, featureCount: test.featureCount))
                 }
             }
+        }
+    }
+
+    // MARK: Model
+
+    /// The factory's model, or the job's built-in one.
+    private func makeModel(job: JobDescription) throws -> any TrainableModel {
+        let context = ModelContext(
+            model: job.model, featureCount: job.featureCount, classCount: job.classCount,
+            batchPerWorker: job.batchPerWorker, seed: job.seed)
+        if let modelFactory { return try modelFactory(context) }
+        guard job.model != JobPlanner.externalModel else {
+            throw ModelError(
+                "the job's model is external: run a worker program that brings its own model (see the README, "
+                    + "\"Your own model\")")
+        }
+        return try ModelKind(parsing: job.model).makeModel(context: context)
+    }
+
+    /// Registers the model's tensors in an external job (the server refuses a list that differs from the first
+    /// worker's); in a built-in job, compares them with the server's model.
+    private func checkTensors(_ model: any TrainableModel, job: JobDescription, client: ParameterClient)
+        throws(WorkerError)
+    {
+        let parameters = model.parameters
+        let shapes = parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
+        if job.model == JobPlanner.externalModel {
+            do {
+                _ = try client.register(
+                    parameters.map {
+                        TensorSpec(name: $0.name, shape: $0.shape, initializer: InitSpec($0.initializer))
+                    })
+            } catch .remote(_, let message) {
+                throw WorkerError("the server refused this worker's model: \(message)")
+            } catch {
+                throw WorkerError("cannot register the model's tensors: \(error)")
+            }
+        } else if let difference = TensorShape.firstDifference(expected: client.config.tensors, actual: shapes) {
+            throw WorkerError(
+                "refused: this worker's model does not match the job's model \(job.model): \(difference)")
         }
     }
 
