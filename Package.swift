@@ -100,6 +100,13 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "PSTrainingTests",
+            dependencies: [
+                "PSTraining", "PSServer", "PSClient", "PSModel", "PSData", "PSMath", "PSWire", "PSPosix", "PSLog",
+                "PSCoordinator",
+            ]
+        ),
+        .testTarget(
             name: "PSClusterTests",
             dependencies: ["PSClient", "PSWire", "PSPosix", "PSCheckpoint", "PSTestSupport"]
         ),
