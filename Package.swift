@@ -19,6 +19,7 @@
 //   PSClient       the client library workers (and users) call: push / pull / pushPull handles
 //   PSTraining     the worker agent: join, load data, pull -> gradient -> push
 //   psserver, psworker, psctl, psbench: thin executables
+//   psexample      a user's own model (an autoencoder) through the SwiftPS library product
 import PackageDescription
 
 let package = Package(
@@ -28,6 +29,7 @@ let package = Package(
         .executable(name: "psworker", targets: ["psworker"]),
         .executable(name: "psctl", targets: ["psctl"]),
         .executable(name: "psbench", targets: ["psbench"]),
+        .executable(name: "psexample", targets: ["psexample"]),
         .library(name: "PSClient", targets: ["PSClient"]),
         // The worker agent as a library: a model protocol (PSModel), data sets (PSData), BLAS and initialisers
         // (PSMath) and the worker loop (PSTraining) that trains a user's model on a SwiftPS job.
@@ -69,6 +71,8 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix"]),
+        // The example of the README's "Your own model": uses only the SwiftPS library product's modules.
+        .executableTarget(name: "psexample", dependencies: ["PSTraining", "PSModel", "PSMath"]),
         .executableTarget(
             name: "psctl",
             dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint"]
