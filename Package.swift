@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "PSPosixTests", dependencies: ["PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCLITests", dependencies: ["PSCLI", "PSTestSupport"]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath", "PSTestSupport"]),
-        .testTarget(name: "PSModelTests", dependencies: ["PSModel", "PSMath", "PSTestSupport"]),
+        .testTarget(name: "PSModelTests", dependencies: ["PSModel", "PSMath", "PSData", "PSTestSupport"]),
         .testTarget(name: "PSDataTests", dependencies: ["PSData", "PSMath", "PSTestSupport"]),
         .testTarget(name: "PSCoordinatorTests", dependencies: ["PSCoordinator", "PSTestSupport"]),
         .testTarget(name: "PSCheckpointTests", dependencies: ["PSCheckpoint", "PSTestSupport"]),

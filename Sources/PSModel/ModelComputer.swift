@@ -40,6 +40,7 @@ public final class ModelComputer {
     /// Creates a computer for `spec` (which must pass `validate()`) and batches of up to `maxBatch` rows.
     public init(spec: ModelSpec, maxBatch: Int) {
         precondition((try? spec.validate()) != nil, "invalid model spec \(spec)")
+        if case .cnn = spec.kind { preconditionFailure("a cnn is computed by ConvNet, not ModelComputer") }
         precondition(maxBatch >= 1, "maxBatch must be at least 1, got \(maxBatch)")
         self.spec = spec
         self.maxBatch = maxBatch

@@ -295,16 +295,21 @@ extension ModelComputer: TrainableModel {
 }
 
 extension ModelKind {
-    /// The built-in model of this kind for the job's data: a `ModelComputer` (softmax, linear, mlp).
+    /// The built-in model of this kind for the job's data: a `ModelComputer` (softmax, linear, mlp) or a `ConvNet`
+    /// (cnn, on square single-channel images).
     ///
-    /// Softmax and mlp need `context.classCount >= 2`; linear has one output. Weights come from `context.seed` as
-    /// `ModelSpec.parameters` describes.
+    /// Softmax, mlp and cnn need `context.classCount >= 2`; linear has one output. Weights come from `context.seed`
+    /// as `ModelSpec.parameters` describes.
     ///
     /// ```swift
     /// let model = try ModelKind(parsing: "mlp:128").makeModel(context: context)
     /// ```
     public func makeModel(context: ModelContext) throws(ModelError) -> any TrainableModel {
         let spec = try spec(context: context)
+        if case .cnn = self {
+            let geometry = try ConvNet.Geometry(kind: self, inputCount: spec.inputCount, classCount: spec.outputCount)
+            return ConvNet(geometry: geometry, seed: spec.seed, maxBatch: max(context.batchPerWorker, 64))
+        }
         return ModelComputer(spec: spec, maxBatch: max(context.batchPerWorker, 256))
     }
 

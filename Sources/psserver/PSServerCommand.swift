@@ -33,7 +33,7 @@ struct PSServerCommand {
             Option(
                 "model", value: "model",
                 help:
-                    "softmax, linear, mlp:128, mlp:256,128, or external (the first worker's own "
+                    "softmax, linear, mlp:128, mlp:256,128, cnn:32,64,128, or external (the first worker's own "
                     + "model) (enables the job)."),
             Option(
                 "data", value: "data", help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES or a file.",
