@@ -136,6 +136,20 @@ final class WorkerLibraryTests: XCTestCase {
         XCTAssertGreaterThan(weights.map { abs($0) }.reduce(0, +), 0)
     }
 
+    /// The README's model, through one worker in SSP: the job completes and the test accuracy beats chance.
+    func test_readmeModel_trains() throws {
+        let server = try startServer(
+            request(model: "external", workers: 1, batch: 16, epochs: 3, mode: "ssp"), mode: .ssp)
+        defer { server.stop(reason: "test finished") }
+        let outcomes = runWorkers(["readme"], port: server.port) { context in
+            QuadraticSoftmax(inputs: context.featureCount, classes: context.classCount)
+        }
+        XCTAssertEqual(outcomes, [nil])
+        let snapshot = try XCTUnwrap(server.store.snapshot())
+        XCTAssertEqual(snapshot.tensors.map(\.shape), [[12, 3], [3]])
+        XCTAssertTrue(snapshot.weights.contains { $0 != 0 })
+    }
+
     func test_userModel_asyncWithTwoWorkers_completes() throws {
         let server = try startServer(
             request(model: "external", workers: 2, batch: 8, epochs: 2, mode: "async"), mode: .async)
