@@ -110,7 +110,7 @@ public final class ConvNet: TrainableModel {
 
     private let col1, act1, pool1, col2, act2, pool2, act3, logits: Workspace
     private let dAct1, dPool1, dCol2, dAct2, dPool2, dAct3: Workspace
-    private let argmax1, argmax2: UnsafeMutablePointer<Int32>
+    private let codes1, codes2: UnsafeMutablePointer<UInt8>
     private let ones: Workspace
 
     /// A network with workspaces for up to `maxBatch` rows.
@@ -138,16 +138,16 @@ public final class ConvNet: TrainableModel {
         act3 = Workspace(maxBatch * g.hidden)
         dAct3 = Workspace(maxBatch * g.hidden)
         logits = Workspace(maxBatch * g.classes)
-        argmax1 = .allocate(capacity: pooled1)
-        argmax1.initialize(repeating: 0, count: pooled1)
-        argmax2 = .allocate(capacity: maxBatch * g.flattened)
-        argmax2.initialize(repeating: 0, count: maxBatch * g.flattened)
-        ones = Workspace(pixels1, value: 1)
+        codes1 = .allocate(capacity: pooled1)
+        codes1.initialize(repeating: 0, count: pooled1)
+        codes2 = .allocate(capacity: maxBatch * g.flattened)
+        codes2.initialize(repeating: 0, count: maxBatch * g.flattened)
+        ones = Workspace(maxBatch, value: 1)
     }
 
     deinit {
-        argmax1.deallocate()
-        argmax2.deallocate()
+        codes1.deallocate()
+        codes2.deallocate()
     }
 
     /// The tensors of `geometry.parameters(seed:)`.
@@ -209,7 +209,7 @@ public final class ConvNet: TrainableModel {
             into: act1.base)
         Self.maxPool(
             act1.base, rows: rows, height: g.conv1Height, width: g.conv1Width, channels: g.channels1, into: pool1.base,
-            argmax: argmax1)
+            codes: codes1)
         // Block 2.
         let pixels2 = rows * g.conv2Height * g.conv2Width
         Self.im2col(
@@ -220,7 +220,7 @@ public final class ConvNet: TrainableModel {
             outChannels: g.channels2, into: act2.base)
         Self.maxPool(
             act2.base, rows: rows, height: g.conv2Height, width: g.conv2Width, channels: g.channels2,
-            into: pool2.base, argmax: argmax2)
+            into: pool2.base, codes: codes2)
         // Dense layers: the ReLU hidden layer, then the logits.
         Self.convolve(
             col: pool2.base, pixels: rows, depth: g.flattened, weight: p[4], bias: p[5], outChannels: g.hidden,
@@ -291,28 +291,68 @@ public final class ConvNet: TrainableModel {
         }
     }
 
-    /// 2x2 stride-2 max-pool (floor), channels-last; `argmax` records the flat input index of each maximum (the
-    /// first on ties).
+    /// 2x2 stride-2 max-pool (floor), channels-last; `codes` records which of the window's four positions
+    /// (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) held each maximum (the first on ties).
     static func maxPool(
         _ input: UnsafePointer<Float>, rows: Int, height: Int, width: Int, channels: Int,
-        into out: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>
+        into out: UnsafeMutablePointer<Float>, codes: UnsafeMutablePointer<UInt8>
     ) {
         let (outHeight, outWidth) = (height / 2, width / 2)
         var o = 0
         for b in 0..<rows {
             for y in 0..<outHeight {
                 for x in 0..<outWidth {
-                    let topLeft = ((b * height + 2 * y) * width + 2 * x) * channels
-                    let (right, below) = (channels, width * channels)
+                    let p0 = input + ((b * height + 2 * y) * width + 2 * x) * channels
+                    let (p1, p2) = (p0 + channels, p0 + width * channels)
+                    let p3 = p2 + channels
+                    let (pooled, code) = (out + o, codes + o)
                     for c in 0..<channels {
-                        var best = topLeft + c
-                        if input[best + right] > input[best] { best += right }
-                        if input[topLeft + c + below] > input[best] { best = topLeft + c + below }
-                        if input[topLeft + c + below + right] > input[best] { best = topLeft + c + below + right }
-                        out[o] = input[best]
-                        argmax[o] = Int32(best)
-                        o += 1
+                        var maximum = p0[c]
+                        var which: UInt8 = 0
+                        if p1[c] > maximum { (maximum, which) = (p1[c], 1) }
+                        if p2[c] > maximum { (maximum, which) = (p2[c], 2) }
+                        if p3[c] > maximum { (maximum, which) = (p3[c], 3) }
+                        pooled[c] = maximum
+                        code[c] = which
                     }
+                    o += channels
+                }
+            }
+        }
+    }
+
+    /// The adjoint of `maxPool` followed by the ReLU mask: routes each pooled gradient to its maximum's position
+    /// when that maximum is positive (zero everywhere else), and adds the routed values per channel onto
+    /// `biasGradient` (a convolution's bias gradient is its output gradient summed over pixels).
+    static func unpool(
+        _ pooledGradient: UnsafePointer<Float>, pooled: UnsafePointer<Float>, codes: UnsafePointer<UInt8>, rows: Int,
+        height: Int, width: Int, channels: Int, into out: UnsafeMutablePointer<Float>,
+        biasGradient: UnsafeMutablePointer<Float>
+    ) {
+        let (outHeight, outWidth) = (height / 2, width / 2)
+        if height % 2 == 1 || width % 2 == 1 {
+            // The dropped last row or column gets no gradient; the windows below overwrite everything else.
+            out.update(repeating: 0, count: rows * height * width * channels)
+        }
+        biasGradient.update(repeating: 0, count: channels)
+        var o = 0
+        for b in 0..<rows {
+            for y in 0..<outHeight {
+                for x in 0..<outWidth {
+                    let q0 = out + ((b * height + 2 * y) * width + 2 * x) * channels
+                    let (q1, q2) = (q0 + channels, q0 + width * channels)
+                    let q3 = q2 + channels
+                    let (gradient, value, code) = (pooledGradient + o, pooled + o, codes + o)
+                    for c in 0..<channels {
+                        let routed = value[c] > 0 ? gradient[c] : 0
+                        let which = code[c]
+                        q0[c] = which == 0 ? routed : 0
+                        q1[c] = which == 1 ? routed : 0
+                        q2[c] = which == 2 ? routed : 0
+                        q3[c] = which == 3 ? routed : 0
+                        biasGradient[c] += routed
+                    }
+                    o += channels
                 }
             }
         }
@@ -330,15 +370,15 @@ public final class ConvNet: TrainableModel {
         denseBackward(
             input: pool2.base, delta: dAct3.base, rows: rows, inWidth: g.flattened, outWidth: g.hidden, weight: p[4],
             weightGradient: gradient[4], biasGradient: gradient[5], inputDelta: dPool2.base, inputActivation: nil)
-        // Block 2: un-pool onto the ReLU output's gradient, mask, then the convolution.
+        // Block 2: un-pool onto the ReLU output's gradient through its mask (which also sums the bias
+        // gradient), then the convolution.
         let pixels2 = rows * g.conv2Height * g.conv2Width
         Self.unpool(
-            dPool2.base, argmax: argmax2, count: rows * g.flattened, into: dAct2.base,
-            inputCount: pixels2 * g.channels2,
-            activation: act2.base)
+            dPool2.base, pooled: pool2.base, codes: codes2, rows: rows, height: g.conv2Height, width: g.conv2Width,
+            channels: g.channels2, into: dAct2.base, biasGradient: gradient[3].baseAddress!)
         denseBackward(
             input: col2.base, delta: dAct2.base, rows: pixels2, inWidth: 9 * g.channels1, outWidth: g.channels2,
-            weight: p[2], weightGradient: gradient[2], biasGradient: gradient[3], inputDelta: dCol2.base,
+            weight: p[2], weightGradient: gradient[2], biasGradient: nil, inputDelta: dCol2.base,
             inputActivation: nil)
         Self.col2im(
             dCol2.base, rows: rows, height: g.pool1Height, width: g.pool1Width, channels: g.channels1,
@@ -346,47 +386,35 @@ public final class ConvNet: TrainableModel {
         // Block 1: the input needs no gradient.
         let pixels1 = rows * g.conv1Height * g.conv1Width
         Self.unpool(
-            dPool1.base, argmax: argmax1, count: rows * g.pool1Height * g.pool1Width * g.channels1, into: dAct1.base,
-            inputCount: pixels1 * g.channels1, activation: act1.base)
+            dPool1.base, pooled: pool1.base, codes: codes1, rows: rows, height: g.conv1Height, width: g.conv1Width,
+            channels: g.channels1, into: dAct1.base, biasGradient: gradient[1].baseAddress!)
         denseBackward(
             input: col1.base, delta: dAct1.base, rows: pixels1, inWidth: 9 * g.channels, outWidth: g.channels1,
-            weight: p[0], weightGradient: gradient[0], biasGradient: gradient[1], inputDelta: nil,
-            inputActivation: nil)
+            weight: p[0], weightGradient: gradient[0], biasGradient: nil, inputDelta: nil, inputActivation: nil)
     }
 
-    /// `dW = inputᵀ · delta`, `db` = column sums of `delta`, and (when asked) `inputDelta = delta · Wᵀ`, zeroed
-    /// where `inputActivation` (a ReLU output) is not positive.
+    /// `dW = inputᵀ · delta`, `db` = column sums of `delta` (when given), and (when asked)
+    /// `inputDelta = delta · Wᵀ`, zeroed where `inputActivation` (a ReLU output) is not positive.
     private func denseBackward(
         input: UnsafePointer<Float>, delta: UnsafePointer<Float>, rows: Int, inWidth: Int, outWidth: Int,
         weight: UnsafeBufferPointer<Float>, weightGradient: UnsafeMutableBufferPointer<Float>,
-        biasGradient: UnsafeMutableBufferPointer<Float>, inputDelta: UnsafeMutablePointer<Float>?,
+        biasGradient: UnsafeMutableBufferPointer<Float>?, inputDelta: UnsafeMutablePointer<Float>?,
         inputActivation: UnsafePointer<Float>?
     ) {
         BLAS.sgemm(
             transposeA: true, transposeB: false, m: inWidth, n: outWidth, k: rows, alpha: 1, a: input, lda: inWidth,
             b: delta, ldb: outWidth, beta: 0, c: weightGradient.baseAddress!, ldc: outWidth)
-        BLAS.sgemm(
-            transposeA: false, transposeB: false, m: 1, n: outWidth, k: rows, alpha: 1, a: ones.base, lda: rows,
-            b: delta, ldb: outWidth, beta: 0, c: biasGradient.baseAddress!, ldc: outWidth)
+        if let biasGradient {
+            BLAS.sgemm(
+                transposeA: false, transposeB: false, m: 1, n: outWidth, k: rows, alpha: 1, a: ones.base, lda: rows,
+                b: delta, ldb: outWidth, beta: 0, c: biasGradient.baseAddress!, ldc: outWidth)
+        }
         guard let inputDelta else { return }
         BLAS.sgemm(
             transposeA: false, transposeB: true, m: rows, n: inWidth, k: outWidth, alpha: 1, a: delta, lda: outWidth,
             b: weight.baseAddress!, ldb: outWidth, beta: 0, c: inputDelta, ldc: inWidth)
         if let inputActivation {
             for i in 0..<(rows * inWidth) where inputActivation[i] <= 0 { inputDelta[i] = 0 }
-        }
-    }
-
-    /// Routes each pooled gradient to its maximum's position (zero elsewhere), then applies the ReLU mask of
-    /// `activation`.
-    private static func unpool(
-        _ pooled: UnsafePointer<Float>, argmax: UnsafePointer<Int32>, count: Int, into out: UnsafeMutablePointer<Float>,
-        inputCount: Int, activation: UnsafePointer<Float>
-    ) {
-        out.update(repeating: 0, count: inputCount)
-        for i in 0..<count {
-            let target = Int(argmax[i])
-            if activation[target] > 0 { out[target] = pooled[i] }
         }
     }
 }
