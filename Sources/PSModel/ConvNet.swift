@@ -18,6 +18,13 @@ import PSMath
 /// ```
 public final class ConvNet: TrainableModel {
     /// The sizes of every stage, derived from the image and the layer widths.
+    ///
+    /// ```swift
+    /// let geometry = try ConvNet.Geometry(
+    ///     height: 28, width: 28, channels: 1, channels1: 32, channels2: 64, hidden: 128, classes: 10)
+    /// geometry.flattened          // 1600: 5 x 5 x 64 after the second pool
+    /// geometry.parameters(seed: 0).map(\.shape)   // [[9, 32], [32], [288, 64], [64], [1600, 128], ...]
+    /// ```
     public struct Geometry: Sendable, Equatable {
         /// Input image height, width and channels.
         public let height: Int, width: Int, channels: Int

@@ -1,6 +1,14 @@
 import PSMath
 
 /// A model description that a user or a data set got wrong, with a sentence that names the offending text.
+///
+/// ```swift
+/// do {
+///     _ = try ModelKind(parsing: "mlp:0")
+/// } catch {
+///     print(error)   // invalid model 'mlp:0': hidden layer widths must be positive integers, got '0'
+/// }
+/// ```
 public struct ModelError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The whole sentence.
     public let message: String
@@ -100,6 +108,10 @@ public enum ModelKind: Sendable, Equatable, Codable, CustomStringConvertible {
 }
 
 /// One parameter tensor of a model: its name, its row-major shape and how the server initialises it.
+///
+/// ```swift
+/// ParameterSpec(name: "embedding", shape: [1000, 16], initializer: .normal(mean: 0, std: 0.01, seed: 3))
+/// ```
 public struct ParameterSpec: Sendable, Equatable {
     /// `fc<layer>.weight` or `fc<layer>.bias`, layers numbered from 1.
     public var name: String
@@ -120,6 +132,13 @@ public struct ParameterSpec: Sendable, Equatable {
 }
 
 /// A whole model: its kind, input and output widths and the seed of its initial weights.
+///
+/// ```swift
+/// let spec = ModelSpec(kind: .mlp(hidden: [128]), inputCount: 784, outputCount: 10, seed: 0)
+/// try spec.validate()
+/// spec.parameters.map(\.name)   // ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+/// let initial = spec.initialParameters()   // 101770 floats
+/// ```
 public struct ModelSpec: Sendable, Equatable, Codable {
     /// The model family.
     public var kind: ModelKind

@@ -4,6 +4,14 @@ import PSModel
 import PSWire
 
 /// What the server's job flags ask for, before the data set is looked at.
+///
+/// ```swift
+/// var request = JobRequest()
+/// request.model = "cnn:32,64,128"
+/// request.data = "fashion-mnist"
+/// request.workers = 2
+/// let (job, tensors) = try JobPlanner.plan(request)   // job.stepsPerEpoch == 468
+/// ```
 public struct JobRequest: Sendable {
     public var model = "softmax"
     public var data = "digits"
@@ -20,6 +28,14 @@ public struct JobRequest: Sendable {
 }
 
 /// Turns job flags into the job description workers receive and the tensors the server registers.
+///
+/// ```swift
+/// var request = JobRequest()
+/// request.model = JobPlanner.externalModel   // the first worker registers its model's tensors
+/// let planned = try JobPlanner.plan(request)
+/// config.job = planned.job                   // config: a PSServer.ServerConfig
+/// config.jobTensors = planned.tensors        // empty for external
+/// ```
 public enum JobPlanner {
     /// The `--model` value of a job whose model the server does not know: the first worker registers its
     /// tensors, and a later worker whose tensors differ is refused.
@@ -88,6 +104,14 @@ public enum JobPlanner {
 }
 
 /// A job configuration that cannot run; the message names the flag.
+///
+/// ```swift
+/// do {
+///     _ = try JobPlanner.plan(request)
+/// } catch let error as PlanError {
+///     print("Error: \(error)")   // e.g. "--workers must be at least 1, got 0"
+/// }
+/// ```
 public struct PlanError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }

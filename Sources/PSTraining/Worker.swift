@@ -8,14 +8,27 @@ import PSPosix
 import PSWire
 
 /// How a `psworker` is configured; the job itself comes from the server.
+///
+/// ```swift
+/// var options = WorkerOptions(name: "worker-\(rank)")
+/// options.host = "10.0.0.1"
+/// options.port = 7000
+/// options.threads = 1              // OpenBLAS threads
+/// options.progress = .quiet
+/// try Worker(options: options).run()
+/// ```
 public struct WorkerOptions: Sendable {
+    /// The coordinator's address (default 127.0.0.1).
     public var host = "127.0.0.1"
+    /// The coordinator's port (default 7000).
     public var port: UInt16 = 7000
     /// Identifies the worker; a restarted worker with the same name rejoins its old rank.
     public var name: String
     /// Where this worker finds the data on its own disk (overrides the job's data path).
     public var dataOverride: String? = nil
+    /// The test set for the end-of-epoch evaluation (overrides the job's and the data set's own).
     public var testOverride: String? = nil
+    /// The shared secret the server requires, if any.
     public var token: String? = nil
     /// OpenBLAS threads (default 1: several processes usually share a machine).
     public var threads = 1
@@ -28,23 +41,51 @@ public struct WorkerOptions: Sendable {
     /// Show a progress bar (terminal) or one line per epoch.
     public var progress: ProgressStyle = .lines
 
+    /// Options with every default and the given worker name.
     public init(name: String) {
         self.name = name
     }
 }
 
 /// How the worker reports progress.
+///
+/// ```swift
+/// options.progress = isatty(2) == 1 ? .bar : .lines
+/// ```
 public enum ProgressStyle: Sendable {
-    case bar, lines, quiet
+    /// A progress bar redrawn in place (for a terminal), with one line per epoch.
+    case bar
+    /// One line per epoch on stderr.
+    case lines
+    /// Nothing but errors and the final log line.
+    case quiet
 }
 
 /// A worker error that ends the process; the description is the one-line reason printed.
+///
+/// ```swift
+/// do {
+///     try worker.run()
+/// } catch {
+///     FileHandle.standardError.write(Data("Error: \(error)\n".utf8))   // error: WorkerError
+///     exit(1)
+/// }
+/// ```
 public struct WorkerError: Error, CustomStringConvertible, Sendable {
+    /// The one-line reason.
     public let description: String
+    /// An error with the given reason.
     public init(_ description: String) { self.description = description }
 }
 
 /// Builds the model a worker trains once the job's data is known.
+///
+/// ```swift
+/// let factory: ModelFactory = { context in
+///     MyModel(inputs: context.featureCount, classes: context.classCount, seed: context.seed)
+/// }
+/// try Worker(options: options, model: factory).run()
+/// ```
 public typealias ModelFactory = (ModelContext) throws -> any TrainableModel
 
 /// The worker agent: joins, loads its partition, and loops pull -> gradient -> push -> clock until the job ends.
