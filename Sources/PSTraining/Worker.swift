@@ -477,56 +477,61 @@ public final class Worker {
 }
 
 /// Sends a heartbeat every interval on its own thread while the worker computes.
-final class HeartbeatSender: @unchecked Sendable {
-    // @unchecked Sendable: all mutable state is guarded by `condition`.
-    private let condition = NSCondition()
-    private var client: ParameterClient? = nil
-    private var running = false
-    private var generation = 0
-    private var currentClock: UInt64 = 0
+final class HeartbeatSender: Sendable {
+    /// What the heartbeat thread reads; `generation` tells a stopped thread from the one a restart began.
+    private struct State {
+        var client: ParameterClient? = nil
+        var running = false
+        var generation = 0
+        var clock: UInt64 = 0
+    }
+
+    private let state = LockedValue(State())
     let interval: Double
 
     init(intervalMillis: Int) {
         interval = Double(max(intervalMillis, 50)) / 1000
     }
 
+    /// The clock the next heartbeat reports.
     var clock: UInt64 {
-        get { condition.lock(); defer { condition.unlock() }; return currentClock }
-        set { condition.lock(); currentClock = newValue; condition.unlock() }
+        get { state.withLock { $0.clock } }
+        set { state.withLock { $0.clock = newValue } }
     }
 
     func start(client: ParameterClient) {
-        condition.lock()
-        self.client = client
-        running = true
-        generation += 1
-        let myGeneration = generation
-        condition.unlock()
+        let myGeneration = state.withLock { state in
+            state.client = client
+            state.running = true
+            state.generation += 1
+            return state.generation
+        }
         let thread = Thread { [self] in loop(generation: myGeneration) }
         thread.name = "psworker-heartbeat"
         thread.start()
     }
 
     func stop() {
-        condition.lock()
-        running = false
-        client = nil
-        condition.broadcast()
-        condition.unlock()
+        state.withLockAndBroadcast { state in
+            state.running = false
+            state.client = nil
+        }
     }
 
     private func loop(generation myGeneration: Int) {
         while true {
-            condition.lock()
-            _ = condition.wait(until: Date(timeIntervalSinceNow: interval))
-            guard running, generation == myGeneration, let client else {
-                condition.unlock()
-                return
+            // Sleeps one interval unless stopped (or restarted) first, which wakes it at once.
+            let next: (client: ParameterClient, clock: UInt64)? = state.wait(
+                until: MonotonicClock.deadline(afterSeconds: interval),
+                while: { $0.running && $0.generation == myGeneration }
+            ) { state, timedOut in
+                guard timedOut, let client = state.client else { return nil }
+                return (client, state.clock)
             }
-            let clock = currentClock
-            condition.unlock()
+            guard let next else { return }
             // Fire and forget: the reader thread drops the acknowledgement.
-            _ = try? client.request(.heartbeat(Heartbeat(rank: UInt32(max(client.rank ?? 0, 0)), clock: clock)))
+            _ = try? next.client.request(
+                .heartbeat(Heartbeat(rank: UInt32(max(next.client.rank ?? 0, 0)), clock: next.clock)))
         }
     }
 }
