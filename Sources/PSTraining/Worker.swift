@@ -129,6 +129,8 @@ public final class Worker {
     /// Runs the job to its end. Throws a `WorkerError` with a one-line reason on failure.
     public func run() throws(WorkerError) {
         BLAS.setThreadCount(options.threads)
+        // A look at the job before joining it: a worker whose model cannot train the job never takes a rank.
+        let model = try probeModel()
         var connected = try connect()
         guard let job = connected.config.job else {
             throw WorkerError(
@@ -152,9 +154,7 @@ public final class Worker {
                 "refused: this worker's data (\(source)) has \(train.rowCount) rows x \(train.featureCount) features, "
                     + "but the job expects \(job.trainRows) rows x \(job.featureCount) features")
         }
-        let model: any TrainableModel
         do {
-            model = try makeModel(job: job)
             try train.labels.withUnsafeBufferPointer { (labels) throws(ModelError) in try model.validate(labels: labels)
             }
         } catch {
@@ -162,7 +162,7 @@ public final class Worker {
             throw WorkerError("the model cannot train on the job's data: \(error)")
         }
         do {
-            try checkTensors(model, job: job, client: connected)
+            try registerOrCheckTensors(model, job: job, client: connected)
         } catch {
             leave(connected, reason: .error)
             throw error
@@ -293,14 +293,14 @@ public final class Worker {
     // MARK: Connection
 
     /// Connects and joins, retrying until --reconnect-timeout passes.
-    private func connect() throws(WorkerError) -> ParameterClient {
+    private func connect(role: Role = .worker) throws(WorkerError) -> ParameterClient {
         let deadline = Date(timeIntervalSinceNow: options.reconnectTimeoutSeconds)
         var lastError = ""
         var attempt = 0
         while true {
             do {
                 let client = try ParameterClient.connect(
-                    host: options.host, port: options.port, role: .worker, name: options.name, token: options.token,
+                    host: options.host, port: options.port, role: role, name: options.name, token: options.token,
                     connectTimeout: .seconds(5))
                 return client
             } catch .rejected(let code, let reason) {
@@ -425,27 +425,61 @@ public final class Worker {
         return try ModelKind(parsing: job.model).makeModel(context: context)
     }
 
-    /// Registers the model's tensors in an external job (the server refuses a list that differs from the first
-    /// worker's); in a built-in job, compares them with the server's model.
-    private func checkTensors(_ model: any TrainableModel, job: JobDescription, client: ParameterClient)
+    /// Connects without joining (as an operator tool would), builds the model for the job and compares its
+    /// tensors with the ones the server holds (a built-in model's, or an external job's first worker's).
+    private func probeModel() throws(WorkerError) -> any TrainableModel {
+        let probe = try connect(role: .control)
+        defer { probe.close() }
+        guard let job = probe.config.job else {
+            throw WorkerError(
+                "the server at \(options.host):\(options.port) has no training job (start psserver with --model)")
+        }
+        let model: any TrainableModel
+        do {
+            model = try makeModel(job: job)
+        } catch {
+            throw WorkerError("the model cannot train on the job's data: \(error)")
+        }
+        try checkTensors(model, job: job, known: probe.config.tensors)
+        return model
+    }
+
+    /// Refuses a model whose tensors differ from `known` (the server's), naming the first difference; an external
+    /// job with nothing registered yet accepts any model.
+    private func checkTensors(_ model: any TrainableModel, job: JobDescription, known: [TensorShape])
         throws(WorkerError)
     {
-        let parameters = model.parameters
-        let shapes = parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
+        let shapes = model.parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
         if job.model == JobPlanner.externalModel {
-            do {
-                _ = try client.register(
-                    parameters.map {
-                        TensorSpec(name: $0.name, shape: $0.shape, initializer: InitSpec($0.initializer))
-                    })
-            } catch .remote(_, let message) {
-                throw WorkerError("the server refused this worker's model: \(message)")
-            } catch {
-                throw WorkerError("cannot register the model's tensors: \(error)")
+            guard !known.isEmpty else { return }
+            if let difference = TensorShape.firstDifference(expected: known, actual: shapes) {
+                throw WorkerError(
+                    "refused: this worker's model differs from the job's (set by its first worker): \(difference)")
             }
-        } else if let difference = TensorShape.firstDifference(expected: client.config.tensors, actual: shapes) {
+        } else if let difference = TensorShape.firstDifference(expected: known, actual: shapes) {
             throw WorkerError(
                 "refused: this worker's model does not match the job's model \(job.model): \(difference)")
+        }
+    }
+
+    /// Registers the model's tensors in an external job (the server refuses a list that differs from the first
+    /// worker's, which matters when two workers probe an empty job at once); in a built-in job, checks them again
+    /// against the tensors the joined connection reports.
+    private func registerOrCheckTensors(_ model: any TrainableModel, job: JobDescription, client: ParameterClient)
+        throws(WorkerError)
+    {
+        guard job.model == JobPlanner.externalModel else {
+            try checkTensors(model, job: job, known: client.config.tensors)
+            return
+        }
+        let parameters = model.parameters
+        do {
+            _ = try client.register(
+                parameters.map { TensorSpec(name: $0.name, shape: $0.shape, initializer: InitSpec($0.initializer)) })
+        } catch .remote(_, let message) {
+            throw WorkerError("the server refused this worker's model: \(message)")
+        } catch {
+            throw WorkerError("cannot register the model's tensors: \(error)")
         }
     }
 

@@ -178,6 +178,8 @@ final class WorkerLibraryTests: XCTestCase {
         let message = try XCTUnwrap(outcomes.first ?? nil, "the worker must be refused")
         XCTAssertTrue(message.contains("tensor 'hidden.weight' has shape [6, 4]"), message)
         XCTAssertTrue(message.contains("[6, 5]"), message)
+        // The refused worker never took a rank: the job's two workers still join and finish it.
+        XCTAssertEqual(runWorkers(["a", "b"], port: server.port, model: Self.tanhNetwork), [nil, nil])
     }
 
     func test_builtInJob_workerWithAnotherModel_isRefusedNamingTheTensor() throws {
@@ -188,6 +190,11 @@ final class WorkerLibraryTests: XCTestCase {
         let message = try XCTUnwrap(outcomes.first ?? nil, "the worker must be refused")
         XCTAssertTrue(message.contains("does not match the job's model softmax"), message)
         XCTAssertTrue(message.contains("tensor 'hidden.weight'"), message)
+        // It never took the job's one rank: a worker with the built-in model still trains the job.
+        XCTAssertEqual(
+            runWorkers(["softmax"], port: server.port) { context in
+                (try? ModelKind.softmax.makeModel(context: context)) ?? TanhNetwork(inputs: 1, hidden: 1, classes: 1)
+            }, [nil])
     }
 
     func test_identicalRegistration_inAJob_isAccepted_andAReorderedOneRefused() throws {
