@@ -19,6 +19,7 @@
 //   PSClient       the client library workers (and users) call: push / pull / pushPull handles
 //   PSTraining     the worker agent: join, load data, pull -> gradient -> push
 //   psserver, psworker, psctl, psbench: thin executables
+//   psexample      a user's own model (an autoencoder) through the SwiftPS library product
 //   PSTestSupport, pstsan-probe (under Tests/): test helpers; the probe is a deliberate race for `make tsan`
 import PackageDescription
 
@@ -29,7 +30,11 @@ let package = Package(
         .executable(name: "psworker", targets: ["psworker"]),
         .executable(name: "psctl", targets: ["psctl"]),
         .executable(name: "psbench", targets: ["psbench"]),
+        .executable(name: "psexample", targets: ["psexample"]),
         .library(name: "PSClient", targets: ["PSClient"]),
+        // The worker agent as a library: a model protocol (PSModel), data sets (PSData), BLAS and initialisers
+        // (PSMath) and the worker loop (PSTraining) that trains a user's model on a SwiftPS job.
+        .library(name: "SwiftPS", targets: ["PSTraining", "PSModel", "PSData", "PSMath"]),
     ],
     targets: [
         .systemLibrary(
@@ -68,6 +73,8 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix"]),
+        // The example of the README's "Your own model": uses only the SwiftPS library product's modules.
+        .executableTarget(name: "psexample", dependencies: ["PSTraining", "PSModel", "PSMath"]),
         .executableTarget(
             name: "psctl",
             dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint"]
@@ -86,7 +93,7 @@ let package = Package(
         .testTarget(name: "PSPosixTests", dependencies: ["PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCLITests", dependencies: ["PSCLI", "PSTestSupport"]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath", "PSTestSupport"]),
-        .testTarget(name: "PSModelTests", dependencies: ["PSModel", "PSMath", "PSTestSupport"]),
+        .testTarget(name: "PSModelTests", dependencies: ["PSModel", "PSMath", "PSData", "PSTestSupport"]),
         .testTarget(name: "PSDataTests", dependencies: ["PSData", "PSMath", "PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCoordinatorTests", dependencies: ["PSCoordinator", "PSTestSupport"]),
         .testTarget(name: "PSCheckpointTests", dependencies: ["PSCheckpoint", "PSTestSupport"]),
@@ -98,6 +105,13 @@ let package = Package(
             name: "PSServerTests",
             dependencies: [
                 "PSServer", "PSClient", "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSTestSupport",
+            ]
+        ),
+        .testTarget(
+            name: "PSTrainingTests",
+            dependencies: [
+                "PSTraining", "PSServer", "PSClient", "PSModel", "PSData", "PSMath", "PSWire", "PSPosix", "PSLog",
+                "PSCoordinator",
             ]
         ),
         .testTarget(

@@ -10,6 +10,14 @@ import Synchronization
 ///
 /// A reader thread matches replies to requests by request id. A pull reply's floats are read straight into the
 /// destination the caller passed to `pull`, which must stay valid until the handle's `wait` returns.
+///
+/// ```swift
+/// let client = try ParameterClient.connect(host: "127.0.0.1", port: 7000, role: .worker, name: "w0")
+/// defer { client.close() }
+/// let pulled = try weights.withUnsafeMutableBufferPointer { flat in
+///     try client.pull(shard: 0, clock: 0, into: UnsafeMutableBufferPointer(rebasing: flat[range])).wait()
+/// }
+/// ```
 public final class ParameterClient: Sendable {
     /// What the server answered to the handshake.
     public let welcome: Welcome
@@ -279,6 +287,10 @@ public final class ParameterClient: Sendable {
 }
 
 /// What a request produced.
+///
+/// ```swift
+/// if case .pulled(let shard, let version) = try handle.wait() { print("shard \(shard) at version \(version)") }
+/// ```
 public enum Reply: Sendable, CustomStringConvertible {
     /// A control reply or a push acknowledgement.
     case message(Message)
@@ -294,6 +306,13 @@ public enum Reply: Sendable, CustomStringConvertible {
 }
 
 /// A request in flight; `wait` returns its reply or throws.
+///
+/// ```swift
+/// let handles = try (0..<shardCount).map { shard in
+///     try client.push(shard: shard, clock: step, baseVersion: 0, gradient: slices[shard])
+/// }
+/// for handle in handles { _ = try handle.wait(timeout: .seconds(30)) }   // all in flight before the first wait
+/// ```
 public struct RequestHandle: Sendable {
     let client: ParameterClient
     let request: PendingRequest
@@ -340,6 +359,14 @@ final class PendingRequest: @unchecked Sendable {
 }
 
 /// Why a client call failed.
+///
+/// ```swift
+/// do {
+///     _ = try client.register(tensors)
+/// } catch .remote(let code, let message) {
+///     print("refused (\(code)): \(message)")   // names the tensor whose shape differs
+/// }
+/// ```
 public enum ClientError: Error, CustomStringConvertible, Sendable, Equatable {
     case connect(String)
     case rejected(code: ErrorCode, reason: String)

@@ -46,6 +46,10 @@ enum NPYSource {
 }
 
 /// scikit-learn's digits (UCI optdigits, pixel / 16), bundled as raw little-endian float32 and int32 files.
+///
+/// ```swift
+/// let train = try DataSource.digits.loadTrain()   // these files: 1347 rows x BundledDigits.featureCount (64)
+/// ```
 public enum BundledDigits {
     /// Pixels per image (8 x 8).
     public static let featureCount = 64

@@ -12,6 +12,12 @@ import PSPosix
 /// A value type whose copies share one cache of the current epoch's permutation (guarded by a `LockedValue`), so a
 /// worker thread asking for consecutive steps permutes once per epoch, not once per step; it is safe to use from
 /// several threads.
+///
+/// ```swift
+/// let order = DataOrder(rowCount: 1347, workerCount: 2, batchPerWorker: 32, seed: 0)
+/// order.stepsPerEpoch             // 21
+/// let mine = order.rows(step: 5, rank: 1)   // the 32 row indices worker 1 trains on at step 5
+/// ```
 public struct DataOrder: Sendable {
     /// The number of rows in the (training) data set.
     public let rowCount: Int

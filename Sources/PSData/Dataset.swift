@@ -1,4 +1,14 @@
 /// A data set held in memory: dense float32 features, one label per row.
+///
+/// ```swift
+/// let xor = Dataset(
+///     name: "xor", featureCount: 2, features: [0, 0, 0, 1, 1, 0, 1, 1], labels: [0, 1, 1, 0], classCount: 2)
+/// var features = [Float](repeating: 0, count: 4)
+/// var labels = [Float](repeating: 0, count: 2)
+/// features.withUnsafeMutableBufferPointer { f in
+///     labels.withUnsafeMutableBufferPointer { l in xor.gather(rows: [3, 1], into: f, labels: l) }
+/// }
+/// ```
 public struct Dataset: Sendable, Equatable {
     /// A name for messages: the file path it was read from, or `digits`, `synthetic:…`.
     public let name: String
@@ -108,6 +118,14 @@ public struct Dataset: Sendable, Equatable {
 }
 
 /// A data file that cannot be used: names the file, where in it (line, byte offset, row) and what is wrong.
+///
+/// ```swift
+/// do {
+///     _ = try DataSource(parsing: "missing.csv").loadTrain()
+/// } catch {
+///     print(error)   // "missing.csv: …": the file, where in it, and what is wrong
+/// }
+/// ```
 public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The file (or the `--data` text, for a spelling that cannot be parsed).
     public let file: String

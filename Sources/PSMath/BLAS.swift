@@ -5,6 +5,15 @@ import COpenBLAS
 /// Sizes are Swift `Int`s converted to OpenBLAS's 32-bit `blasint` with a checked conversion. Matrix sizes are
 /// chosen by our own code, so a matrix dimension beyond `Int32.max` is a programmer error (a precondition failure);
 /// the vector operations split longer vectors into chunks, so any count works. Vectors are contiguous (stride 1).
+///
+/// ```swift
+/// // C[2][2] = A[2][3] · B[3][2]
+/// let a: [Float] = [1, 2, 3, 4, 5, 6], b: [Float] = [1, 0, 0, 1, 1, 1]
+/// var c = [Float](repeating: 0, count: 4)
+/// BLAS.sgemm(
+///     transposeA: false, transposeB: false, m: 2, n: 2, k: 3, alpha: 1, a: a, lda: 3, b: b, ldb: 2, beta: 0,
+///     c: &c, ldc: 2)   // c == [4, 5, 10, 11]
+/// ```
 public enum BLAS {
     /// The largest element count passed to OpenBLAS in one vector call.
     static let maximumChunk = Int(Int32.max)

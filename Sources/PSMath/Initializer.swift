@@ -4,6 +4,11 @@ import Foundation
 ///
 /// Values are computed in `Double` and rounded once to `Float`, so a tensor is bit-for-bit reproducible from its
 /// initializer and shape (see shared/reference/README.md, "Initialisation").
+///
+/// ```swift
+/// let weights = Initializer.glorotUniform(seed: 1001).values(shape: [784, 128])
+/// let bias = Initializer.zeros.values(shape: [128])
+/// ```
 public enum Initializer: Sendable, Equatable, Codable {
     /// All zeros.
     case zeros

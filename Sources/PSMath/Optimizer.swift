@@ -1,6 +1,10 @@
 import Foundation
 
 /// The server-side optimizers (PyTorch's update rules).
+///
+/// ```swift
+/// let kind = OptimizerKind(rawValue: "adam")   // .adam; nil for an unknown name
+/// ```
 public enum OptimizerKind: String, Sendable, Codable, CaseIterable {
     /// Plain SGD: `w -= lr * g`.
     case sgd
@@ -13,6 +17,12 @@ public enum OptimizerKind: String, Sendable, Codable, CaseIterable {
 }
 
 /// A configuration value the optimizer refuses, naming the command-line flag that set it.
+///
+/// ```swift
+/// var config = OptimizerConfig(kind: .adam, learningRate: 0.001)
+/// config.beta1 = 1.5
+/// try config.validate()   // throws: the error names beta1
+/// ```
 public struct OptimizerError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The flag or field at fault, such as `--lr` or `slots`.
     public let field: String
@@ -32,6 +42,13 @@ public struct OptimizerError: Error, Equatable, Sendable, CustomStringConvertibl
 ///
 /// Command-line flags: `--optimizer`, `--lr`, `--momentum`, `--nesterov`, `--beta1`, `--beta2`, `--epsilon`,
 /// `--weight-decay`, `--clip`. Fields an optimizer does not use are ignored by it (but still validated).
+///
+/// ```swift
+/// var config = OptimizerConfig(kind: .momentum, learningRate: 0.05)
+/// config.momentum = 0.9
+/// config.nesterov = true
+/// try config.validate()
+/// ```
 public struct OptimizerConfig: Sendable, Codable, Equatable {
     /// Which update rule.
     public var kind: OptimizerKind
@@ -192,6 +209,13 @@ public struct OptimizerConfig: Sendable, Codable, Equatable {
 ///
 /// A value type; the shard that owns it keeps it under its lock. `apply` uses BLAS for sgd and momentum and tight
 /// loops over unsafe buffers for Adam and AdaGrad, so it stays fast in debug builds too.
+///
+/// ```swift
+/// var state = OptimizerState(config: config, count: weights.count)   // zero moments
+/// weights.withUnsafeMutableBufferPointer { w in
+///     gradient.withUnsafeMutableBufferPointer { g in state.apply(weights: w, gradient: g) }
+/// }
+/// ```
 public struct OptimizerState: Sendable, Equatable {
     /// The optimizer and its hyper-parameters.
     public let config: OptimizerConfig

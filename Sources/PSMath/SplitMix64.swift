@@ -1,5 +1,10 @@
 /// The splitmix64 generator (Steele, Lea & Flood 2014): every random choice in SwiftPS comes from it,
 /// so that a run is reproducible from its seed alone (see shared/reference/README.md).
+///
+/// ```swift
+/// var generator = SplitMix64(seed: 1)
+/// let u = generator.nextUnitDouble()   // 0.56656158..., as in shared/reference/README.md
+/// ```
 public struct SplitMix64: Sendable, Equatable {
     /// The generator's state; the next output depends on nothing else.
     public var state: UInt64

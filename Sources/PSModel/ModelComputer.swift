@@ -11,6 +11,13 @@ import PSMath
 /// - linear: mean over the rows of `(yHat - y)^2 / 2` (half the mean squared error), labels are the targets.
 ///
 /// Not thread-safe: use one per thread (each worker owns one). `lossAndGradient` and `evaluate` allocate nothing.
+///
+/// ```swift
+/// let spec = ModelSpec(kind: .mlp(hidden: [128]), inputCount: 784, outputCount: 10, seed: 0)
+/// let computer = ModelComputer(spec: spec, maxBatch: 64)
+/// let loss = computer.lossAndGradient(
+///     parameters: weights, features: features, labels: labels, rows: 64, gradient: gradient)  // buffer pointers
+/// ```
 public final class ModelComputer {
     /// The model computed.
     public let spec: ModelSpec
@@ -40,6 +47,7 @@ public final class ModelComputer {
     /// Creates a computer for `spec` (which must pass `validate()`) and batches of up to `maxBatch` rows.
     public init(spec: ModelSpec, maxBatch: Int) {
         precondition((try? spec.validate()) != nil, "invalid model spec \(spec)")
+        if case .cnn = spec.kind { preconditionFailure("a cnn is computed by ConvNet, not ModelComputer") }
         precondition(maxBatch >= 1, "maxBatch must be at least 1, got \(maxBatch)")
         self.spec = spec
         self.maxBatch = maxBatch

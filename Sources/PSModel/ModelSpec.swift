@@ -1,6 +1,14 @@
 import PSMath
 
 /// A model description that a user or a data set got wrong, with a sentence that names the offending text.
+///
+/// ```swift
+/// do {
+///     _ = try ModelKind(parsing: "mlp:0")
+/// } catch {
+///     print(error)   // invalid model 'mlp:0': hidden layer widths must be positive integers, got '0'
+/// }
+/// ```
 public struct ModelError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The whole sentence.
     public let message: String
@@ -13,10 +21,15 @@ public struct ModelError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// The model families SwiftPS trains: softmax regression, linear regression, and ReLU multi-layer perceptrons.
+/// The model families SwiftPS ships: softmax regression, linear regression, ReLU multi-layer perceptrons and a
+/// small convolutional network.
 ///
-/// The text form (`--model`) is `softmax`, `linear`, or `mlp:H1,H2,...` with positive hidden-layer widths; it is
-/// also the `Codable` form (a single JSON string).
+/// The text form (`--model`) is `softmax`, `linear`, `mlp:H1,H2,...` with positive hidden-layer widths, or
+/// `cnn:C1,C2,H`; it is also the `Codable` form (a single JSON string).
+///
+/// ```swift
+/// let kind = try ModelKind(parsing: "cnn:32,64,128")   // .cnn(channels1: 32, channels2: 64, hidden: 128)
+/// ```
 public enum ModelKind: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Softmax regression: one linear layer, softmax cross-entropy loss.
     case softmax
@@ -24,6 +37,10 @@ public enum ModelKind: Sendable, Equatable, Codable, CustomStringConvertible {
     case linear
     /// Linear layers of the given hidden widths with ReLU between them, then a softmax cross-entropy output layer.
     case mlp(hidden: [Int])
+    /// Two blocks of 3x3 valid convolution + ReLU + 2x2 max-pool with the given channel counts, a ReLU dense layer
+    /// of `hidden` units, then a softmax cross-entropy output layer (see `ConvNet`); inputs are square
+    /// single-channel images.
+    case cnn(channels1: Int, channels2: Int, hidden: Int)
 
     /// Parses `softmax`, `linear`, `mlp:128` or `mlp:256,128`; the error names the text.
     public init(parsing text: String) throws(ModelError) {
@@ -33,8 +50,21 @@ public enum ModelKind: Sendable, Equatable, Codable, CustomStringConvertible {
         case "linear":
             self = .linear
         default:
+            if text.hasPrefix("cnn:") {
+                let fields = text.dropFirst(4).split(separator: ",", omittingEmptySubsequences: false)
+                let widths = fields.compactMap { Int($0) }.filter { $0 > 0 }
+                guard fields.count == 3, widths.count == 3 else {
+                    throw ModelError(
+                        "invalid model '\(text)': expected cnn:C1,C2,H with three positive integers (the two "
+                            + "convolutions' channels and the hidden layer's width), e.g. cnn:32,64,128")
+                }
+                self = .cnn(channels1: widths[0], channels2: widths[1], hidden: widths[2])
+                return
+            }
             guard text.hasPrefix("mlp:") else {
-                throw ModelError("unknown model '\(text)' (expected softmax, linear or mlp:H1,H2,... e.g. mlp:128,64)")
+                throw ModelError(
+                    "unknown model '\(text)' (expected softmax, linear, mlp:H1,H2,... e.g. mlp:128,64, "
+                        + "or cnn:C1,C2,H e.g. cnn:32,64,128)")
             }
             let fields = text.dropFirst(4).split(separator: ",", omittingEmptySubsequences: false)
             var hidden: [Int] = []
@@ -55,6 +85,7 @@ public enum ModelKind: Sendable, Equatable, Codable, CustomStringConvertible {
         case .softmax: return "softmax"
         case .linear: return "linear"
         case .mlp(let hidden): return "mlp:" + hidden.map(String.init).joined(separator: ",")
+        case .cnn(let channels1, let channels2, let hidden): return "cnn:\(channels1),\(channels2),\(hidden)"
         }
     }
 
@@ -77,6 +108,10 @@ public enum ModelKind: Sendable, Equatable, Codable, CustomStringConvertible {
 }
 
 /// One parameter tensor of a model: its name, its row-major shape and how the server initialises it.
+///
+/// ```swift
+/// ParameterSpec(name: "embedding", shape: [1000, 16], initializer: .normal(mean: 0, std: 0.01, seed: 3))
+/// ```
 public struct ParameterSpec: Sendable, Equatable {
     /// `fc<layer>.weight` or `fc<layer>.bias`, layers numbered from 1.
     public var name: String
@@ -97,6 +132,13 @@ public struct ParameterSpec: Sendable, Equatable {
 }
 
 /// A whole model: its kind, input and output widths and the seed of its initial weights.
+///
+/// ```swift
+/// let spec = ModelSpec(kind: .mlp(hidden: [128]), inputCount: 784, outputCount: 10, seed: 0)
+/// try spec.validate()
+/// spec.parameters.map(\.name)   // ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+/// let initial = spec.initialParameters()   // 101770 floats
+/// ```
 public struct ModelSpec: Sendable, Equatable, Codable {
     /// The model family.
     public var kind: ModelKind
@@ -125,13 +167,16 @@ public struct ModelSpec: Sendable, Equatable, Codable {
             guard outputCount == 1 else {
                 throw ModelError("model linear has exactly one output (a regression target), got \(outputCount)")
             }
-        case .softmax, .mlp:
+        case .softmax, .mlp, .cnn:
             guard outputCount >= 1 else {
                 throw ModelError("model \(kind) needs at least one class, got \(outputCount)")
             }
         }
         if case .mlp(let hidden) = kind, hidden.isEmpty || hidden.contains(where: { $0 < 1 }) {
             throw ModelError("model \(kind) needs one or more positive hidden layer widths")
+        }
+        if case .cnn = kind {
+            _ = try ConvNet.Geometry(kind: kind, inputCount: inputCount, classCount: outputCount)
         }
         let widths = layerWidths
         var total = 0
@@ -152,11 +197,16 @@ public struct ModelSpec: Sendable, Equatable, Codable {
     /// width in it) must fit them; `validate()` refuses a larger model, so `parameterCount` cannot overflow.
     public static let maxParameterCount = Int(Int32.max)
 
-    /// The widths of every layer boundary: `[inputCount, hidden..., outputCount]`.
+    /// The widths of every dense layer boundary: `[inputCount, hidden..., outputCount]` (for cnn, the dense part
+    /// after the convolutions: `[flattened, hidden, outputCount]`).
     public var layerWidths: [Int] {
         switch kind {
         case .softmax, .linear: return [inputCount, outputCount]
         case .mlp(let hidden): return [inputCount] + hidden + [outputCount]
+        case .cnn(_, _, let hidden):
+            let flattened = (try? ConvNet.Geometry(kind: kind, inputCount: inputCount, classCount: outputCount))?
+                .flattened
+            return [flattened ?? 0, hidden, outputCount]
         }
     }
 
@@ -165,14 +215,22 @@ public struct ModelSpec: Sendable, Equatable, Codable {
     /// Layer `l` (1-based) has `fc<l>.weight` of shape `[width(l-1)][width(l)]` and `fc<l>.bias` of shape
     /// `[width(l)]`. Softmax and linear start all zero (as the reference); mlp weights are
     /// `glorotUniform(seed: seed * 1000 + l)` (wrapping arithmetic) and biases zero.
+    ///
+    /// A cnn has `conv1.weight`, `conv1.bias`, `conv2.weight`, `conv2.bias`, `fc1.*` and `fc2.*` (see
+    /// `ConvNet.Geometry.parameters(seed:)`).
     public var parameters: [ParameterSpec] {
+        if case .cnn = kind {
+            guard let geometry = try? ConvNet.Geometry(kind: kind, inputCount: inputCount, classCount: outputCount)
+            else { return [] }
+            return geometry.parameters(seed: seed)
+        }
         let widths = layerWidths
         var result: [ParameterSpec] = []
         for layer in 1..<widths.count {
             let weightInit: Initializer
             switch kind {
             case .softmax, .linear: weightInit = .zeros
-            case .mlp: weightInit = .glorotUniform(seed: seed &* 1000 &+ UInt64(layer))
+            case .mlp, .cnn: weightInit = .glorotUniform(seed: seed &* 1000 &+ UInt64(layer))
             }
             result.append(
                 ParameterSpec(
@@ -184,8 +242,7 @@ public struct ModelSpec: Sendable, Equatable, Codable {
 
     /// The length of the flat parameter vector.
     public var parameterCount: Int {
-        let widths = layerWidths
-        return (1..<widths.count).reduce(0) { $0 + (widths[$1 - 1] + 1) * widths[$1] }
+        parameters.reduce(0) { $0 + $1.elementCount }
     }
 
     /// The initial flat parameter vector: every tensor of `parameters` filled by its initializer, concatenated.

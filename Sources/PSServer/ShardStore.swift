@@ -29,14 +29,21 @@ public final class ShardStore: Sendable {
     public let shardCount: Int
     let optimizer: OptimizerConfig
     let workerSlots: Int
+    /// Whether a later registration must list exactly the registered tensors (a training job: every worker
+    /// trains the same model) rather than any subset of them (a plain store).
+    let requiresIdenticalTensors: Bool
     private let model = LockedValue<ShardedModel?>(nil)
 
     /// Creates an empty store; `workerSlots` is how many BSP gradients a shard can hold per step (K).
-    public init(shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int) {
+    ///
+    /// With `requiresIdenticalTensors` (a job's store), a registration after the first must name the same tensors
+    /// with the same shapes in the same order, or it is refused with a message naming the first difference.
+    public init(shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int, requiresIdenticalTensors: Bool = false) {
         precondition(shardCount >= 1, "a store needs at least one shard")
         self.shardCount = shardCount
         self.optimizer = optimizer
         self.workerSlots = max(workerSlots, 1)
+        self.requiresIdenticalTensors = requiresIdenticalTensors
     }
 
     /// The registered model, or nil before the first registration.
@@ -50,7 +57,11 @@ public final class ShardStore: Sendable {
         let result: Result<ShardedModel, RegistrationError> = model.withLock { existing in
             if let existing {
                 return Result { () throws(RegistrationError) in
-                    try Self.checkCompatible(tensors, with: existing)
+                    if requiresIdenticalTensors {
+                        try Self.checkIdentical(tensors, with: existing)
+                    } else {
+                        try Self.checkCompatible(tensors, with: existing)
+                    }
                     return existing
                 }
             }
@@ -128,6 +139,16 @@ public final class ShardStore: Sendable {
                 throw RegistrationError(
                     code: .registrationConflict, description: "tensor '\(tensor.name)' is listed twice")
             }
+        }
+    }
+
+    private static func checkIdentical(_ tensors: [TensorSpec], with existing: ShardedModel) throws(RegistrationError) {
+        let actual = tensors.map { TensorShape(name: $0.name, shape: $0.shape) }
+        if let difference = TensorShape.firstDifference(expected: existing.tensorShapes, actual: actual) {
+            throw RegistrationError(
+                code: .registrationConflict,
+                description: "refused: this worker's model differs from the job's (set by its first worker): "
+                    + difference)
         }
     }
 

@@ -4,6 +4,14 @@ import PSModel
 import PSWire
 
 /// What the server's job flags ask for, before the data set is looked at.
+///
+/// ```swift
+/// var request = JobRequest()
+/// request.model = "cnn:32,64,128"
+/// request.data = "fashion-mnist"
+/// request.workers = 2
+/// let (job, tensors) = try JobPlanner.plan(request)   // job.stepsPerEpoch == 468
+/// ```
 public struct JobRequest: Sendable {
     public var model = "softmax"
     public var data = "digits"
@@ -20,9 +28,21 @@ public struct JobRequest: Sendable {
 }
 
 /// Turns job flags into the job description workers receive and the tensors the server registers.
+///
+/// ```swift
+/// var request = JobRequest()
+/// request.model = JobPlanner.externalModel   // the first worker registers its model's tensors
+/// let planned = try JobPlanner.plan(request)
+/// config.job = planned.job                   // config: a PSServer.ServerConfig
+/// config.jobTensors = planned.tensors        // empty for external
+/// ```
 public enum JobPlanner {
+    /// The `--model` value of a job whose model the server does not know: the first worker registers its
+    /// tensors, and a later worker whose tensors differ is refused.
+    public static let externalModel = "external"
+
     /// Loads the training data's shape (the coordinator refuses workers whose data differs), builds the model's
-    /// parameter list with its initialisers, and computes the step counts.
+    /// parameter list with its initialisers (none for `external`), and computes the step counts.
     public static func plan(_ request: JobRequest) throws -> (job: JobDescription, tensors: [TensorSpec]) {
         guard request.workers >= 1, request.workers <= JobDescription.maxWorkers else {
             throw PlanError("--workers must be between 1 and \(JobDescription.maxWorkers), got \(request.workers)")
@@ -31,23 +51,28 @@ public enum JobPlanner {
         guard request.epochs >= 1, request.epochs <= JobDescription.maxEpochs else {
             throw PlanError("--epochs must be between 1 and \(JobDescription.maxEpochs), got \(request.epochs)")
         }
-        let kind: ModelKind
-        do {
-            kind = try ModelKind(parsing: request.model)
-        } catch {
-            throw PlanError("--model: \(error)")
+        // `external`: the job's first worker registers its own model's tensors (see `Worker`).
+        let kind: ModelKind?
+        if request.model == JobPlanner.externalModel {
+            kind = nil
+        } else {
+            do {
+                kind = try ModelKind(parsing: request.model)
+            } catch {
+                throw PlanError("--model: \(error) (or external, for a model its workers register)")
+            }
         }
         let source = try DataSource(parsing: request.data, labelColumn: request.labelColumn)
         let train = try source.loadTrain()
         var classes = train.classCount
-        if kind != .linear {
+        if let kind, kind != .linear {
             guard classes >= 2 else {
                 throw PlanError(
                     "--model \(request.model) needs class labels, but \(source) has no integer class labels; "
                         + "use --model linear for regression")
             }
             try train.requireClassification(classCount: classes)
-        } else {
+        } else if kind == .linear {
             classes = 0
         }
         let (globalBatch, batchOverflow) = request.workers.multipliedReportingOverflow(by: request.batchPerWorker)
@@ -57,15 +82,20 @@ public enum JobPlanner {
                     + "the \(train.rowCount) training rows")
         }
         let stepsPerEpoch = train.rowCount / globalBatch
-        let spec = ModelSpec(
-            kind: kind, inputCount: train.featureCount, outputCount: kind == .linear ? 1 : classes, seed: request.seed)
-        do {
-            try spec.validate()
-        } catch {
-            throw PlanError("--model \(request.model): \(error)")
-        }
-        let tensors = spec.parameters.map { parameter in
-            TensorSpec(name: parameter.name, shape: parameter.shape, initializer: InitSpec(parameter.initializer))
+        var tensors: [TensorSpec] = []
+        if let kind {
+            let context = ModelContext(
+                model: request.model, featureCount: train.featureCount, classCount: classes,
+                batchPerWorker: request.batchPerWorker, seed: request.seed)
+            let spec: ModelSpec
+            do {
+                spec = try kind.spec(context: context)
+            } catch {
+                throw PlanError("--model \(request.model): \(error)")
+            }
+            tensors = spec.parameters.map { parameter in
+                TensorSpec(name: parameter.name, shape: parameter.shape, initializer: InitSpec(parameter.initializer))
+            }
         }
         let job = JobDescription(
             model: request.model, data: request.data, test: request.test, labelColumn: request.labelColumn.rawValue,
@@ -84,6 +114,14 @@ public enum JobPlanner {
 }
 
 /// A job configuration that cannot run; the message names the flag.
+///
+/// ```swift
+/// do {
+///     _ = try JobPlanner.plan(request)
+/// } catch let error as PlanError {
+///     print("Error: \(error)")   // e.g. "--workers must be at least 1, got 0"
+/// }
+/// ```
 public struct PlanError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }

@@ -8,14 +8,27 @@ import PSPosix
 import PSWire
 
 /// How a `psworker` is configured; the job itself comes from the server.
+///
+/// ```swift
+/// var options = WorkerOptions(name: "worker-\(rank)")
+/// options.host = "10.0.0.1"
+/// options.port = 7000
+/// options.threads = 1              // OpenBLAS threads
+/// options.progress = .quiet
+/// try Worker(options: options).run()
+/// ```
 public struct WorkerOptions: Sendable {
+    /// The coordinator's address (default 127.0.0.1).
     public var host = "127.0.0.1"
+    /// The coordinator's port (default 7000).
     public var port: UInt16 = 7000
     /// Identifies the worker; a restarted worker with the same name rejoins its old rank.
     public var name: String
     /// Where this worker finds the data on its own disk (overrides the job's data path).
     public var dataOverride: String? = nil
+    /// The test set for the end-of-epoch evaluation (overrides the job's and the data set's own).
     public var testOverride: String? = nil
+    /// The shared secret the server requires, if any.
     public var token: String? = nil
     /// OpenBLAS threads (default 1: several processes usually share a machine).
     public var threads = 1
@@ -28,47 +41,109 @@ public struct WorkerOptions: Sendable {
     /// Show a progress bar (terminal) or one line per epoch.
     public var progress: ProgressStyle = .lines
 
+    /// Options with every default and the given worker name.
     public init(name: String) {
         self.name = name
     }
 }
 
 /// How the worker reports progress.
+///
+/// ```swift
+/// options.progress = isatty(2) == 1 ? .bar : .lines
+/// ```
 public enum ProgressStyle: Sendable {
-    case bar, lines, quiet
+    /// A progress bar redrawn in place (for a terminal), with one line per epoch.
+    case bar
+    /// One line per epoch on stderr.
+    case lines
+    /// Nothing but errors and the final log line.
+    case quiet
 }
 
 /// A worker error that ends the process; the description is the one-line reason printed.
+///
+/// ```swift
+/// do {
+///     try worker.run()
+/// } catch {
+///     FileHandle.standardError.write(Data("Error: \(error)\n".utf8))   // error: WorkerError
+///     exit(1)
+/// }
+/// ```
 public struct WorkerError: Error, CustomStringConvertible, Sendable {
+    /// The one-line reason.
     public let description: String
+    /// An error with the given reason.
     public init(_ description: String) { self.description = description }
 }
 
+/// Builds the model a worker trains once the job's data is known.
+///
+/// ```swift
+/// let factory: ModelFactory = { context in
+///     MyModel(inputs: context.featureCount, classes: context.classCount, seed: context.seed)
+/// }
+/// try Worker(options: options, model: factory).run()
+/// ```
+public typealias ModelFactory = (ModelContext) throws -> any TrainableModel
+
 /// The worker agent: joins, loads its partition, and loops pull -> gradient -> push -> clock until the job ends.
+///
+/// It trains any `TrainableModel`: the job's built-in model (`softmax`, `linear`, `mlp:…`, `cnn:…`) by default,
+/// or the one a `ModelFactory` builds, for a server started with `--model external` (the first worker's tensors
+/// define the job's model; a worker whose tensors differ is refused, and so is one whose model differs from a
+/// built-in job's). Everything else is the job's: rank, data order and partition, BSP/SSP/async, heartbeats,
+/// rejoin and reconnect, metrics and the end-of-epoch evaluation.
+///
+/// ```swift
+/// var options = WorkerOptions(name: "worker-1")
+/// options.port = 7000
+/// let worker = Worker(options: options) { context in
+///     MyModel(inputs: context.featureCount, classes: context.classCount)
+/// }
+/// try worker.run()   // returns when the job ends
+/// ```
 public final class Worker {
     let options: WorkerOptions
     let log: Logger
+    let modelFactory: ModelFactory?
+    let dataProvider: (any DataProvider)?
 
-    public init(options: WorkerOptions, log: Logger = Logger(component: "psworker")) {
+    /// A worker for the job at `options`' server.
+    ///
+    /// - Parameters:
+    ///   - data: loads the training (and test) rows instead of the job's `--data`; they must have the row and
+    ///     feature counts the server planned the job with.
+    ///   - model: builds the model to train; nil trains the job's built-in model.
+    public init(
+        options: WorkerOptions, log: Logger = Logger(component: "psworker"), data: (any DataProvider)? = nil,
+        model: ModelFactory? = nil
+    ) {
         self.options = options
         self.log = log
+        self.modelFactory = model
+        self.dataProvider = data
     }
 
     /// Runs the job to its end. Throws a `WorkerError` with a one-line reason on failure.
     public func run() throws(WorkerError) {
         BLAS.setThreadCount(options.threads)
+        // A look at the job before joining it: a worker whose model cannot train the job never takes a rank.
+        let model = try probeModel()
         var connected = try connect()
         let firstWelcome = try checkWelcome(connected)
         guard let job = connected.config.job else {
             throw WorkerError(
                 "the server at \(options.host):\(options.port) has no training job (start psserver with --model)")
         }
-        let source: DataSource
+        let source: any DataProvider
         let train: Dataset
         do {
-            source = try DataSource(
-                parsing: options.dataOverride ?? job.data,
-                labelColumn: job.labelColumn == "last" ? .last : .first)
+            source =
+                try dataProvider
+                ?? DataSource(
+                    parsing: options.dataOverride ?? job.data, labelColumn: job.labelColumn == "last" ? .last : .first)
             train = try source.loadTrain()
         } catch {
             leave(connected, reason: .error)
@@ -86,30 +161,23 @@ public final class Worker {
             leave(connected, reason: .error)
             throw WorkerError("refused: this worker's data does not fit the job: \(error)")
         }
-        let modelKind: ModelKind
         do {
-            modelKind = try ModelKind(parsing: job.model)
+            try train.labels.withUnsafeBufferPointer { (labels) throws(ModelError) in try model.validate(labels: labels)
+            }
         } catch {
-            throw WorkerError("the job's model '\(job.model)' is not understood: \(error)")
+            leave(connected, reason: .error)
+            throw WorkerError("the model cannot train on the job's data: \(error)")
         }
-        let spec = ModelSpec(
-            kind: modelKind, inputCount: job.featureCount, outputCount: modelKind == .linear ? 1 : job.classCount,
-            seed: job.seed)
         do {
-            try spec.validate()
+            try registerOrCheckTensors(model, job: job, client: connected)
         } catch {
-            throw WorkerError("invalid welcome from the server: job.model \(job.model) does not fit the job: \(error)")
+            leave(connected, reason: .error)
+            throw error
         }
-        let counts = spec.parameters.map { $0.shape.reduce(1, *) }
-        let expected = spec.parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
-        guard connected.config.tensors == expected else {
-            throw WorkerError(
-                "the server's tensors \(connected.config.tensors.map(\.name)) do not match the model \(job.model)")
-        }
-        let layout = ShardLayout(tensorElementCounts: counts, shardCount: connected.config.shardCount)
+        let tensorLayout = TensorLayout(model.parameters)
+        let layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
-        let computer = ModelComputer(spec: spec, maxBatch: max(job.batchPerWorker, 256))
         var rank = connected.rank ?? 0
         // Every worker evaluates at the end of an epoch (the coordinator keeps the first report of each epoch),
         // so epoch records continue when rank 0 dies.
@@ -144,8 +212,12 @@ public final class Worker {
                     features.withUnsafeBufferPointer { f in
                         labels.withUnsafeBufferPointer { l in
                             gradient.withUnsafeMutableBufferPointer { g in
-                                computer.lossAndGradient(
-                                    parameters: p, features: f, labels: l, rows: job.batchPerWorker, gradient: g)
+                                model.lossAndGradient(
+                                    parameters: ParameterValues(flat: p, layout: tensorLayout),
+                                    batch: Batch(
+                                        features: f, labels: l, rows: job.batchPerWorker,
+                                        featureCount: job.featureCount),
+                                    gradient: GradientValues(flat: g, layout: tensorLayout))
                             }
                         }
                     }
@@ -165,16 +237,20 @@ public final class Worker {
                     if let test {
                         try pullAll(
                             connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
-                        let result = evaluate(computer, parameters: parameters, on: test)
-                        _ = try connected.request(
-                            .metrics(
-                                EpochMetrics(
-                                    epoch: UInt32(epoch), testLoss: result.loss, testAccuracy: result.accuracy,
-                                    samples: UInt64(step * job.batchPerWorker * job.workers)))
-                        ).wait()
+                        let result = evaluate(model, layout: tensorLayout, parameters: parameters, on: test)
+                        if let result {
+                            // A model without classes reports accuracy 0.
+                            _ = try connected.request(
+                                .metrics(
+                                    EpochMetrics(
+                                        epoch: UInt32(epoch), testLoss: result.loss,
+                                        testAccuracy: result.accuracy ?? 0,
+                                        samples: UInt64(step * job.batchPerWorker * job.workers)))
+                            ).wait()
+                        }
                         report(
                             epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                            accuracy: result.accuracy, started: started, samples: samplesDone)
+                            accuracy: result?.accuracy, started: started, samples: samplesDone)
                     } else {
                         report(
                             epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
@@ -225,14 +301,14 @@ public final class Worker {
     // MARK: Connection
 
     /// Connects and joins, retrying until --reconnect-timeout passes.
-    private func connect() throws(WorkerError) -> ParameterClient {
+    private func connect(role: Role = .worker) throws(WorkerError) -> ParameterClient {
         let deadline = Date(timeIntervalSinceNow: options.reconnectTimeoutSeconds)
         var lastError = ""
         var attempt = 0
         while true {
             do {
                 let client = try ParameterClient.connect(
-                    host: options.host, port: options.port, role: .worker, name: options.name, token: options.token,
+                    host: options.host, port: options.port, role: role, name: options.name, token: options.token,
                     connectTimeout: .seconds(5))
                 return client
             } catch .rejected(let code, let reason) {
@@ -262,10 +338,11 @@ public final class Worker {
         client.close()
     }
 
-    private func loadTest(source: DataSource, job: JobDescription) -> Dataset? {
+    /// `--test` of the worker, else the job's test path (unless a data provider brings its own), else the source's.
+    private func loadTest(source: any DataProvider, job: JobDescription) -> Dataset? {
         do {
             let test: Dataset?
-            if let path = options.testOverride ?? job.test {
+            if let path = options.testOverride ?? (dataProvider == nil ? job.test : nil) {
                 test = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
                     .loadTrain()
             } else {
@@ -274,7 +351,7 @@ public final class Worker {
             try test?.requireModelShape(featureCount: job.featureCount, classCount: job.classCount)
             return test
         } catch {
-            log.warning("no-test-set", ["error": error])
+            log.warning("no-test-set", ["error": "\(error)"])
             return nil
         }
     }
@@ -330,15 +407,96 @@ public final class Worker {
         return .running
     }
 
-    private func evaluate(_ computer: ModelComputer, parameters: [Float], on test: Dataset) -> (
-        loss: Double, accuracy: Double
-    ) {
+    private func evaluate(
+        _ model: any TrainableModel, layout: TensorLayout, parameters: [Float], on test: Dataset
+    ) -> Evaluation? {
         parameters.withUnsafeBufferPointer { p in
             test.features.withUnsafeBufferPointer { f in
                 test.labels.withUnsafeBufferPointer { l in
-                    computer.evaluate(parameters: p, features: f, labels: l, rows: test.rowCount)
+                    model.evaluate(
+                        parameters: ParameterValues(flat: p, layout: layout),
+                        batch: Batch(features: f, labels: l, rows: test.rowCount, featureCount: test.featureCount))
                 }
             }
+        }
+    }
+
+    // MARK: Model
+
+    /// The factory's model, or the job's built-in one.
+    private func makeModel(job: JobDescription) throws -> any TrainableModel {
+        let context = ModelContext(
+            model: job.model, featureCount: job.featureCount, classCount: job.classCount,
+            batchPerWorker: job.batchPerWorker, seed: job.seed)
+        if let modelFactory { return try modelFactory(context) }
+        guard job.model != JobPlanner.externalModel else {
+            throw ModelError(
+                "the job's model is external: run a worker program that brings its own model (see the README, "
+                    + "\"Your own model\")")
+        }
+        return try ModelKind(parsing: job.model).makeModel(context: context)
+    }
+
+    /// Connects without joining (as an operator tool would), builds the model for the job and compares its
+    /// tensors with the ones the server holds (a built-in model's, or an external job's first worker's).
+    private func probeModel() throws(WorkerError) -> any TrainableModel {
+        let probe = try connect(role: .control)
+        defer { probe.close() }
+        do {
+            try probe.config.validateJobAndLayout()
+        } catch {
+            throw WorkerError("\(error)")
+        }
+        guard let job = probe.config.job else {
+            throw WorkerError(
+                "the server at \(options.host):\(options.port) has no training job (start psserver with --model)")
+        }
+        let model: any TrainableModel
+        do {
+            model = try makeModel(job: job)
+        } catch {
+            throw WorkerError("the model cannot train on the job's data: \(error)")
+        }
+        try checkTensors(model, job: job, known: probe.config.tensors)
+        return model
+    }
+
+    /// Refuses a model whose tensors differ from `known` (the server's), naming the first difference; an external
+    /// job with nothing registered yet accepts any model.
+    private func checkTensors(_ model: any TrainableModel, job: JobDescription, known: [TensorShape])
+        throws(WorkerError)
+    {
+        let shapes = model.parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
+        if job.model == JobPlanner.externalModel {
+            guard !known.isEmpty else { return }
+            if let difference = TensorShape.firstDifference(expected: known, actual: shapes) {
+                throw WorkerError(
+                    "refused: this worker's model differs from the job's (set by its first worker): \(difference)")
+            }
+        } else if let difference = TensorShape.firstDifference(expected: known, actual: shapes) {
+            throw WorkerError(
+                "refused: this worker's model does not match the job's model \(job.model): \(difference)")
+        }
+    }
+
+    /// Registers the model's tensors in an external job (the server refuses a list that differs from the first
+    /// worker's, which matters when two workers probe an empty job at once); in a built-in job, checks them again
+    /// against the tensors the joined connection reports.
+    private func registerOrCheckTensors(_ model: any TrainableModel, job: JobDescription, client: ParameterClient)
+        throws(WorkerError)
+    {
+        guard job.model == JobPlanner.externalModel else {
+            try checkTensors(model, job: job, known: client.config.tensors)
+            return
+        }
+        let parameters = model.parameters
+        do {
+            _ = try client.register(
+                parameters.map { TensorSpec(name: $0.name, shape: $0.shape, initializer: InitSpec($0.initializer)) })
+        } catch .remote(_, let message) {
+            throw WorkerError("the server refused this worker's model: \(message)")
+        } catch {
+            throw WorkerError("cannot register the model's tensors: \(error)")
         }
     }
 
@@ -386,6 +544,7 @@ final class HeartbeatSender: Sendable {
         interval = Double(max(intervalMillis, 50)) / 1000
     }
 
+    /// The clock the next heartbeat reports.
     var clock: UInt64 {
         get { state.withLock { $0.clock } }
         set { state.withLock { $0.clock = newValue } }

@@ -93,3 +93,34 @@ public struct TensorShape: Codable, Sendable, Equatable {
     /// Number of elements (the product of the shape; 1 for a scalar).
     public var elementCount: Int { shape.reduce(1, *) }
 }
+
+extension TensorShape {
+    /// The first difference between two tensor lists as a sentence naming the tensor, or nil when they are equal.
+    ///
+    /// `expected` is what the job holds (the server's model), `actual` what a worker brings. Names, shapes and order
+    /// are compared, since the order fixes the flat layout.
+    ///
+    /// ```swift
+    /// TensorShape.firstDifference(expected: [TensorShape(name: "w", shape: [4, 2])],
+    ///                             actual: [TensorShape(name: "w", shape: [4, 3])])
+    /// // "tensor 'w' has shape [4, 3], but the job's model has [4, 2]"
+    /// ```
+    public static func firstDifference(expected: [TensorShape], actual: [TensorShape]) -> String? {
+        for (index, tensor) in actual.enumerated() {
+            guard let known = expected.first(where: { $0.name == tensor.name }) else {
+                return "tensor '\(tensor.name)' is not in the job's model (which has \(expected.map(\.name)))"
+            }
+            guard known.shape == tensor.shape else {
+                return "tensor '\(tensor.name)' has shape \(tensor.shape), but the job's model has \(known.shape)"
+            }
+            if index >= expected.count || expected[index].name != tensor.name {
+                return "tensor '\(tensor.name)' is at position \(index), but the job's model has the order "
+                    + "\(expected.map(\.name))"
+            }
+        }
+        if let missing = expected.first(where: { known in !actual.contains { $0.name == known.name } }) {
+            return "tensor '\(missing.name)' of the job's model (shape \(missing.shape)) is missing"
+        }
+        return nil
+    }
+}

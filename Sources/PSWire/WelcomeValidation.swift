@@ -42,6 +42,21 @@ extension WelcomeConfig {
     /// batchPerWorker)`, `totalSteps` = `stepsPerEpoch * epochs`) and `startStep` must not lie past the end. The
     /// server computes all of them from validated flags, so a failure means a broken or hostile peer.
     public func validate(rank: Int?) throws(WelcomeError) {
+        try validateJobAndLayout()
+        guard let job else { return }
+        guard let rank, rank >= 0, rank < job.workers else {
+            throw WelcomeError(
+                field: "rank",
+                message: "is \(rank.map(String.init) ?? "none"), expected 0..<\(job.workers) (job.workers)")
+        }
+        guard startStep <= UInt64(job.totalSteps) else {
+            throw WelcomeError(field: "startStep", message: "is \(startStep), past job.totalSteps \(job.totalSteps)")
+        }
+    }
+
+    /// Checks what every connection's welcome shares, whatever its role: the shard count, the tensors and the job
+    /// (not the rank or the start step, which only a worker's welcome carries).
+    public func validateJobAndLayout() throws(WelcomeError) {
         func fail(_ field: String, _ message: String) -> WelcomeError { WelcomeError(field: field, message: message) }
         guard shardCount >= 1, shardCount <= WireProtocol.maxShardCount else {
             throw fail("shardCount", "is \(shardCount), expected 1...\(WireProtocol.maxShardCount)")
@@ -74,14 +89,7 @@ extension WelcomeConfig {
                 "tensors",
                 "put \(largest) floats in one of \(shardCount) shards, more than one frame carries (\(limit))")
         }
-        guard let job else { return }
-        try job.validate()
-        guard let rank, rank >= 0, rank < job.workers else {
-            throw fail("rank", "is \(rank.map(String.init) ?? "none"), expected 0..<\(job.workers) (job.workers)")
-        }
-        guard startStep <= UInt64(job.totalSteps) else {
-            throw fail("startStep", "is \(startStep), past job.totalSteps \(job.totalSteps)")
-        }
+        try job?.validate()
     }
 }
 

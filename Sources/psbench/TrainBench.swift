@@ -5,7 +5,8 @@ import PSModel
 import PSPosix
 
 /// `psbench train`: one epoch of MLP-128 with two worker processes (batch 64 each) and with one process
-/// (batch 128), and the worker's forward+backward GFLOPS against single-thread sgemm peak.
+/// (batch 128), and the worker's forward+backward GFLOPS (mlp:128, and cnn:32,64,128 on 28x28 images) against
+/// single-thread sgemm peak.
 enum TrainBench {
     static func run(quick: Bool, data: String?) throws -> [BenchRow] {
         let dataSet =
@@ -31,6 +32,10 @@ enum TrainBench {
                     name: "mlp:128 forward+backward GFLOPS, batch \(batch)", value: modelGFLOPS(batch: batch),
                     unit: "GFLOPS", baseline: peak, baselineName: "sgemm 1024^3, 1 thread"))
         }
+        rows.append(
+            BenchRow(
+                name: "cnn:32,64,128 forward+backward GFLOPS, batch 64", value: try cnnGFLOPS(batch: 64),
+                unit: "GFLOPS", baseline: peak, baselineName: "sgemm 1024^3, 1 thread"))
         return rows
     }
 
@@ -98,6 +103,37 @@ enum TrainBench {
             best = min(best, Double(MonotonicClock.nanoseconds() - start))
         }
         return 2 * Double(n * n * n) / best
+    }
+
+    /// The best of 10 forward+backward passes of cnn:32,64,128 on 28x28x1 inputs, in GFLOPS
+    /// (`ConvNet.Geometry.flopsPerRow`: the convolution and dense products only).
+    static func cnnGFLOPS(batch: Int) throws -> Double {
+        let geometry = try ConvNet.Geometry(
+            kind: .cnn(channels1: 32, channels2: 64, hidden: 128), inputCount: 784, classCount: 10)
+        let model = ConvNet(geometry: geometry, seed: 0, maxBatch: batch)
+        let layout = TensorLayout(model.parameters)
+        let parameters = model.parameters.flatMap { $0.initializer.values(shape: $0.shape) }
+        var gradient = [Float](repeating: 0, count: layout.totalCount)
+        let features = (0..<(batch * 784)).map { Float($0 % 255) / 255 }
+        let labels = (0..<batch).map { Float($0 % 10) }
+        var best = Double.infinity
+        for _ in 0..<10 {
+            let start = MonotonicClock.nanoseconds()
+            parameters.withUnsafeBufferPointer { p in
+                features.withUnsafeBufferPointer { f in
+                    labels.withUnsafeBufferPointer { l in
+                        gradient.withUnsafeMutableBufferPointer { g in
+                            _ = model.lossAndGradient(
+                                parameters: ParameterValues(flat: p, layout: layout),
+                                batch: Batch(features: f, labels: l, rows: batch, featureCount: 784),
+                                gradient: GradientValues(flat: g, layout: layout))
+                        }
+                    }
+                }
+            }
+            best = min(best, Double(MonotonicClock.nanoseconds() - start))
+        }
+        return geometry.flopsPerRow * Double(batch) / best
     }
 
     static func modelGFLOPS(batch: Int) -> Double {

@@ -30,7 +30,11 @@ struct PSServerCommand {
             Option("token", value: "token", help: "Shared secret clients must present.", environment: "PS_TOKEN"),
             Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
             Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
-            Option("model", value: "model", help: "softmax, linear, mlp:128 or mlp:256,128 (enables the job)."),
+            Option(
+                "model", value: "model",
+                help:
+                    "softmax, linear, mlp:128, mlp:256,128, cnn:32,64,128, or external (the first worker's own "
+                    + "model) (enables the job)."),
             Option(
                 "data", value: "data", help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES or a file.",
                 default: "digits"),

@@ -8,33 +8,43 @@ import XCTest
 /// Runs the built `psworker` against a fake server on 127.0.0.1:0 that answers the handshake with a nonsensical
 /// welcome, and checks that the worker ends with exit 1 and a one-line reason naming the field (not a trap).
 final class BadWelcomeClusteredTests: XCTestCase {
-    /// Accepts one connection, reads its hello and answers with `config` as the welcome (rank `rank`).
-    func serveOneWelcome(_ listener: Socket, config: WelcomeConfig, rank: Int32) throws {
-        let (socket, peer) = try listener.accept()
+    /// Serves one connection: reads its hello and answers with `config` as the welcome (rank `rank`), then holds
+    /// the connection until the worker hangs up, as a server would.
+    static func serveWelcome(_ socket: Socket, peer: String, config: WelcomeConfig, rank: Int32) {
         let connection = FramedConnection(socket: socket, peer: peer)
         defer { connection.close() }
-        guard let (header, message) = try connection.readMessage(), case .hello = message else {
-            return XCTFail("expected hello")
-        }
-        let json = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
-        try connection.send(
-            .welcome(Welcome(assignedID: 1, rank: rank, config: json)), requestID: header.requestID)
-        // Hold the connection until the worker hangs up, as a server would.
+        guard let (header, message) = try? connection.readMessage(), case .hello = message,
+            let json = try? JSONEncoder().encode(config)
+        else { return }
+        try? connection.send(
+            .welcome(Welcome(assignedID: 1, rank: rank, config: String(decoding: json, as: UTF8.self))),
+            requestID: header.requestID)
         _ = try? connection.readMessage()
     }
 
+    /// Runs the worker against a fake server that answers every connection (the worker's model probe, then its
+    /// join) with `config`, until the worker exits.
     func runWorker(against config: WelcomeConfig, rank: Int32 = 0) throws -> (code: Int32?, err: String) {
         Signals.ignoreSIGPIPE()
         let listener = try Socket.listen(host: "127.0.0.1", port: 0)
-        defer { listener.close() }
-        // accept() honours SO_RCVTIMEO: a worker that never connects fails the test instead of hanging it.
+        // accept() honours SO_RCVTIMEO: the serving thread never outlives the test by more than this.
         try listener.setReceiveTimeout(.seconds(30))
         let port = try listener.localPort()
+        let served = LockedValue(false)
+        let server = Thread {
+            while let (socket, peer) = try? listener.accept() {
+                Self.serveWelcome(socket, peer: peer, config: config, rank: rank)
+            }
+            served.withLockAndBroadcast { $0 = true }
+        }
+        server.start()
         let worker = try ChildProcess(
             binary: "psworker",
             arguments: ["--server", "127.0.0.1:\(port)", "--reconnect-timeout", "5", "--name", "bad-welcome"])
-        try serveOneWelcome(listener, config: config, rank: rank)
         let code = worker.wait(timeout: .seconds(30))
+        listener.shutdown()
+        served.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { !$0 })
+        listener.close()
         return (code, worker.standardError)
     }
 

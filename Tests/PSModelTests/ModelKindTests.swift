@@ -8,12 +8,23 @@ final class ModelKindTests: XCTestCase {
         XCTAssertEqual(try ModelKind(parsing: "linear"), .linear)
         XCTAssertEqual(try ModelKind(parsing: "mlp:128"), .mlp(hidden: [128]))
         XCTAssertEqual(try ModelKind(parsing: "mlp:256,128"), .mlp(hidden: [256, 128]))
+        XCTAssertEqual(try ModelKind(parsing: "cnn:32,64,128"), .cnn(channels1: 32, channels2: 64, hidden: 128))
     }
 
     func test_parsing_invalidTexts_throwNamingTheText() {
         let cases: [(String, String)] = [
-            ("cnn", "unknown model 'cnn' (expected softmax, linear or mlp:H1,H2,... e.g. mlp:128,64)"),
-            ("", "unknown model '' (expected softmax, linear or mlp:H1,H2,... e.g. mlp:128,64)"),
+            (
+                "cnn",
+                "unknown model 'cnn' (expected softmax, linear, mlp:H1,H2,... e.g. mlp:128,64, or cnn:C1,C2,H e.g. cnn:32,64,128)"
+            ),
+            (
+                "cnn:1,2",
+                "invalid model 'cnn:1,2': expected cnn:C1,C2,H with three positive integers (the two convolutions' channels and the hidden layer's width), e.g. cnn:32,64,128"
+            ),
+            (
+                "",
+                "unknown model '' (expected softmax, linear, mlp:H1,H2,... e.g. mlp:128,64, or cnn:C1,C2,H e.g. cnn:32,64,128)"
+            ),
             ("mlp:", "invalid model 'mlp:': hidden layer widths must be positive integers, got ''"),
             ("mlp:0", "invalid model 'mlp:0': hidden layer widths must be positive integers, got '0'"),
             ("mlp:12,x", "invalid model 'mlp:12,x': hidden layer widths must be positive integers, got 'x'"),
