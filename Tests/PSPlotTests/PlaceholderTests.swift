@@ -1,0 +1,5 @@
+import XCTest
+
+final class PSPlotPlaceholderTests: XCTestCase {
+    func test_placeholder() {}
+}
