@@ -4,7 +4,9 @@ import Synchronization  // Atomic
 
 /// The limits that keep an HTTP client from making the server spend memory, threads or time.
 public struct HTTPServerLimits: Sendable {
-    /// Connections served at once; one more is accepted and closed at once (default 16).
+    /// Connections served at once (default 16). At the limit, a new connection evicts the oldest one still
+    /// sending its request head (so idle clients cannot starve a scraper); with none to evict, or with as many
+    /// evicted connections still winding down, it is closed at once.
     public var maxConnections: Int = 16
     /// Largest request head (default 8 KiB); a larger one gets `400` and the connection closes.
     public var maxHeadBytes: Int = 8192
@@ -32,13 +34,22 @@ public final class HTTPServer: Sendable {
     /// The port actually bound (useful with port 0).
     public let port: UInt16
     private let listener: Socket
-    private let open = LockedValue<[UInt64: Socket]>([:])
+    private let open = LockedValue<[UInt64: OpenConnection]>([:])
+
+    private struct OpenConnection {
+        let socket: Socket
+        /// Whether the request head arrived (the connection is being answered and cannot be evicted).
+        var answering = false
+        var evicted = false
+    }
     private let nextID = Atomic<UInt64>(1)
     private let stopped = Atomic<Bool>(false)
     /// Requests answered, connections refused for the limit, and heads refused as malformed or too slow.
     public let served = Atomic<UInt64>(0)
     public let refused = Atomic<UInt64>(0)
     public let rejected = Atomic<UInt64>(0)
+    /// Connections still sending their head that a newer connection evicted at the limit.
+    public let evicted = Atomic<UInt64>(0)
 
     /// Binds `host:port` (port 0 picks a free port); call ``start()`` to serve.
     public init(host: String, port: UInt16, limits: HTTPServerLimits = HTTPServerLimits()) throws(SocketError) {
@@ -52,7 +63,7 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    /// Connections being served right now.
+    /// Connections open right now (evicted ones included until their thread closes them).
     public var openConnections: Int { open.withLock { $0.count } }
 
     /// Starts the accept thread, which answers every request with `handler`, and returns.
@@ -67,7 +78,7 @@ public final class HTTPServer: Sendable {
     public func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         listener.shutdown()
-        for socket in open.withLock({ Array($0.values) }) { socket.shutdown() }
+        for connection in open.withLock({ Array($0.values) }) { connection.socket.shutdown() }
     }
 
     private func acceptLoop(_ handler: @escaping Handler) {
@@ -82,18 +93,15 @@ public final class HTTPServer: Sendable {
                 continue
             }
             let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-            let admitted = open.withLock { open in
-                guard open.count < limits.maxConnections else { return false }
-                open[id] = socket
-                return true
-            }
+            let (admitted, evict) = open.withLock { open in admit(id, socket, &open) }
+            evict?.shutdown()  // its thread wakes from the read and closes it
             guard admitted else {
                 refused.wrappingAdd(1, ordering: .relaxed)
                 socket.close()
                 continue
             }
             let thread = Thread { [self] in
-                serve(socket, handler)
+                serve(id, socket, handler)
                 open.withLock { _ = $0.removeValue(forKey: id) }
                 socket.close()
             }
@@ -103,8 +111,25 @@ public final class HTTPServer: Sendable {
         }
     }
 
+    /// Admits connection `id` within the limit, evicting the oldest connection still reading its head if needed;
+    /// returns whether it was admitted and the socket to shut down (after the lock is released).
+    private func admit(_ id: UInt64, _ socket: Socket, _ open: inout [UInt64: OpenConnection]) -> (Bool, Socket?) {
+        let active = open.values.filter { !$0.evicted }.count
+        if active < limits.maxConnections {
+            open[id] = OpenConnection(socket: socket)
+            return (true, nil)
+        }
+        guard open.count < 2 * limits.maxConnections,
+            let oldest = open.filter({ !$0.value.answering && !$0.value.evicted }).keys.min()
+        else { return (false, nil) }
+        open[oldest]?.evicted = true
+        open[id] = OpenConnection(socket: socket)
+        evicted.wrappingAdd(1, ordering: .relaxed)
+        return (true, open[oldest]?.socket)
+    }
+
     /// Reads one request head within the deadline, answers it, returns (the caller closes).
-    private func serve(_ socket: Socket, _ handler: Handler) {
+    private func serve(_ id: UInt64, _ socket: Socket, _ handler: Handler) {
         let deadline = MonotonicClock.deadline(afterSeconds: limits.requestTimeoutSeconds)
         var parser = HTTPRequestParser(maxHeadBytes: limits.maxHeadBytes, maxHeaders: limits.maxHeaders)
         var buffer = [UInt8](repeating: 0, count: 2048)
@@ -121,6 +146,11 @@ public final class HTTPServer: Sendable {
                 let count = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
                 if count == 0 { return }
                 if let request = try parser.feed(buffer[0..<count]) {
+                    let evicted = open.withLock { open in
+                        open[id]?.answering = true
+                        return open[id]?.evicted ?? true
+                    }
+                    if evicted { return }
                     served.wrappingAdd(1, ordering: .relaxed)
                     respond(to: request, on: socket, handler)
                     return
