@@ -75,13 +75,13 @@ let package = Package(
         .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix"]),
         .executableTarget(
             name: "psctl",
-            dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint"]
+            dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint", "PSPlot"]
         ),
         .executableTarget(
             name: "psbench",
             dependencies: [
                 "PSWire", "PSPosix", "PSLog", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
-                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator",
+                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator", "PSPlot",
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),

@@ -45,7 +45,7 @@ public final class ParameterServer: Sendable {
         try config.validate()
         self.config = config
         self.log = log
-        let metrics = try config.metricsPath.map { try MetricsFile(path: $0) }
+        let metrics = try config.metricsPath.map { try MetricsFile(path: $0, header: Self.runRecord(config)) }
         self.metrics = metrics
         let serverMetrics = ServerMetrics()
         self.serverMetrics = serverMetrics
@@ -91,6 +91,24 @@ public final class ParameterServer: Sendable {
             listener.close()
             throw ConfigError("--metrics-port: \(error)")
         }
+    }
+
+    /// The metrics file's first line: what `psctl plot` titles a run with.
+    private static func runRecord(_ config: ServerConfig) -> [String: MetricsValue] {
+        var fields: [String: MetricsValue] = [
+            "type": .string("run"), "mode": .string(config.job == nil ? "store" : config.mode.rawValue),
+            "optimizer": .string(config.optimizer.kind.rawValue), "lr": .double(Double(config.optimizer.learningRate)),
+            "shards": .int(config.shardCount),
+        ]
+        if let job = config.job {
+            fields["model"] = .string(job.model)
+            fields["data"] = .string(job.data)
+            fields["workers"] = .int(job.workers)
+            fields["batch"] = .int(job.batchPerWorker)
+            fields["epochs"] = .int(job.epochs)
+            if config.mode == .ssp { fields["staleness"] = .int(Int(config.staleness)) }
+        }
+        return fields
     }
 
     /// The port the observability endpoint is bound to, when there is one.

@@ -1,5 +1,0 @@
-import XCTest
-
-final class PSPlotPlaceholderTests: XCTestCase {
-    func test_placeholder() {}
-}
