@@ -97,7 +97,8 @@ public final class ParameterServer: Sendable {
     private static func runRecord(_ config: ServerConfig) -> [String: MetricsValue] {
         var fields: [String: MetricsValue] = [
             "type": .string("run"), "mode": .string(config.job == nil ? "store" : config.mode.rawValue),
-            "optimizer": .string(config.optimizer.kind.rawValue), "lr": .double(Double(config.optimizer.learningRate)),
+            "optimizer": .string(config.optimizer.kind.rawValue),
+            "lr": .double(Double("\(config.optimizer.learningRate)") ?? 0),
             "shards": .int(config.shardCount),
         ]
         if let job = config.job {

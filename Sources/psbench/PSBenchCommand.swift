@@ -44,6 +44,7 @@ struct PSBenchCommand {
                     Option("workers", value: "list", help: "Worker counts, comma-separated.", default: "1,2,4,8"),
                     Option(
                         "output", short: "o", value: "file.svg", help: "Where to draw the plot.", default: "scale.svg"),
+                    Option("repeat", value: "n", help: "Runs per configuration; the fastest counts.", default: "1"),
                 ]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
         ])
@@ -75,6 +76,7 @@ struct PSBenchCommand {
                 }
                 _ = try ScaleBench.run(
                     quick: isQuick, data: arguments.string("data"), workerCounts: counts,
+                    repeats: max(1, try arguments.required("repeat", as: Int.self)),
                     output: arguments.string("output") ?? "scale.svg")
             }
             if which == "checkpoint" {

@@ -17,7 +17,7 @@ enum ScaleBench {
         let accuracy: Double
     }
 
-    static func run(quick: Bool, data: String?, workerCounts: [Int], output: String) throws -> [Result] {
+    static func run(quick: Bool, data: String?, workerCounts: [Int], repeats: Int, output: String) throws -> [Result] {
         let dataSet =
             data
             ?? (FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -26,7 +26,13 @@ enum ScaleBench {
         var results: [Result] = []
         for mode in ["bsp", "async"] {
             for workers in workerCounts {
-                results.append(try runJob(data: dataSet, mode: mode, workers: workers, epochs: epochs))
+                // Best of `repeats`: on a shared machine the fastest run is the one least disturbed.
+                var best: Result? = nil
+                for _ in 0..<repeats {
+                    let result = try runJob(data: dataSet, mode: mode, workers: workers, epochs: epochs)
+                    if result.samplesPerSecond > best?.samplesPerSecond ?? 0 { best = result }
+                }
+                if let best { results.append(best) }
             }
         }
         var measured: [(mode: String, points: [(workers: Double, speedup: Double)])] = []
@@ -40,7 +46,9 @@ enum ScaleBench {
             measured.append((mode, points))
             fits[mode] = Amdahl.fitSerialFraction(points)
         }
-        print("\n### psbench scale (\(dataSet), MLP-128, batch 64 per worker, \(epochs) epoch(s) per run)\n")
+        print(
+            "\n### psbench scale (\(dataSet), MLP-128, batch 64 per worker, \(epochs) epoch(s) per run, "
+                + "best of \(repeats))\n")
         print("| mode | workers | samples/s | s/epoch | speedup | Amdahl fit | test accuracy |")
         print("|---|---|---|---|---|---|---|")
         for mode in measured {
@@ -97,7 +105,8 @@ enum ScaleBench {
         var samples = 0.0
         var first: Double? = nil
         var last = 0.0
-        var epochTimes: [Double] = []
+        var epochSamples = 0.0
+        var epochCount = 0.0
         var accuracy = 0.0
         let text = try String(contentsOfFile: metrics, encoding: .utf8)
         for line in text.split(separator: "\n") {
@@ -115,7 +124,8 @@ enum ScaleBench {
                 }
                 last = max(last, seconds)
             case "epoch":
-                epochTimes.append(seconds)
+                epochSamples = (object["samples"] as? NSNumber)?.doubleValue ?? epochSamples
+                epochCount += 1
                 accuracy = (object["test_accuracy"] as? NSNumber)?.doubleValue ?? accuracy
             default:
                 break
@@ -123,10 +133,9 @@ enum ScaleBench {
         }
         guard let first, last > first else { throw BenchError("no step records (\(mode), \(workers) workers)") }
         let rate = samples / (last - first)
-        let perEpoch = zip(epochTimes, [first] + epochTimes).map { $0 - $1 }
+        // Seconds per epoch at the measured rate (the epoch records' "samples" count the whole run so far).
+        let perEpoch = epochCount > 0 ? epochSamples / epochCount / rate : .nan
         return Result(
-            mode: mode, workers: workers, samplesPerSecond: rate,
-            secondsPerEpoch: perEpoch.isEmpty ? .nan : perEpoch.reduce(0, +) / Double(perEpoch.count),
-            accuracy: accuracy)
+            mode: mode, workers: workers, samplesPerSecond: rate, secondsPerEpoch: perEpoch, accuracy: accuracy)
     }
 }
