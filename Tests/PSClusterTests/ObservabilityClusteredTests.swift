@@ -67,7 +67,7 @@ final class ObservabilityClusteredTests: XCTestCase {
         let viaPsctl = try StatusDocument.decode(json: psctl.output)
         XCTAssertEqual(document.jobStatus?.completedSteps, viaPsctl.jobStatus?.completedSteps)
         XCTAssertEqual(document.shards.map(\.version), viaPsctl.shards.map(\.version))
-        XCTAssertEqual(document.jobStatus?.workers.map(\.name), ["w0", "w1"])
+        XCTAssertEqual(document.jobStatus?.workers.map(\.name).sorted(), ["w0", "w1"])
 
         // The history has a loss for every step so far.
         let history = try HTTPProbe.get(port: port, path: "/history.json")
