@@ -45,6 +45,7 @@ public enum ScalingPlot {
         ideal.dashed = true
         var series = [ideal]
         var legend: [(color: String, label: String)] = [("#999999", "ideal: speedup = workers")]
+        var dashed: Set<Int> = [0]
         for (index, mode) in measured.enumerated() {
             let color = SVG.colors[index % SVG.colors.count]
             var points = Series(
@@ -61,6 +62,7 @@ public enum ScalingPlot {
                 fitted.dashed = true
                 fitted.opacity = 0.7
                 series.append(fitted)
+                dashed.insert(legend.count)
                 legend.append((color, "\(mode.mode): Amdahl fit, serial fraction " + String(format: "%.3f", s)))
             }
         }
@@ -69,7 +71,7 @@ public enum ScalingPlot {
         chart.yInclude = [0]
         let body =
             chart.render(x: 0, y: 0, width: 760, height: 420)
-            + SVG.legend(x: 70, y: 440, entries: legend)
+            + SVG.legend(x: 70, y: 440, entries: legend, dashed: dashed)
         return SVG.document(width: 760, height: 450 + Double(legend.count) * 18, body: body)
     }
 }

@@ -145,14 +145,16 @@ public enum SVG {
         """
     }
 
-    /// A legend: a coloured line and a label per entry, one entry per row, from `x, y`.
-    public static func legend(x: Double, y: Double, entries: [(color: String, label: String)]) -> String {
+    /// A legend: a coloured line (dashed for a dashed series) and a label per entry, one per row, from `x, y`.
+    public static func legend(x: Double, y: Double, entries: [(color: String, label: String)], dashed: Set<Int> = [])
+        -> String
+    {
         var out = "<g class=\"legend\">\n"
         for (index, entry) in entries.enumerated() {
             let row = y + Double(index) * 18
             out +=
                 "<line x1=\"\(f(x))\" y1=\"\(f(row))\" x2=\"\(f(x + 24))\" y2=\"\(f(row))\" stroke=\"\(entry.color)\" "
-            out += "stroke-width=\"3\"/>\n"
+            out += "stroke-width=\"3\"\(dashed.contains(index) ? " stroke-dasharray=\"6 4\"" : "")/>\n"
             out += "<text x=\"\(f(x + 30))\" y=\"\(f(row + 4))\">\(escape(entry.label))</text>\n"
         }
         return out + "</g>\n"
