@@ -12,7 +12,12 @@ final class HTTPServerTests: XCTestCase {
         configure(&limits)
         let server = try HTTPServer(host: "127.0.0.1", port: 0, limits: limits)
         server.start { request in
-            request.path == "/hello"
+            if request.path == "/big" {
+                return HTTPResponse(
+                    status: 200, reason: "OK", contentType: "application/octet-stream",
+                    body: [UInt8](repeating: 7, count: 16 << 20))
+            }
+            return request.path == "/hello"
                 ? .ok("hello \(request.query["name"] ?? "")", contentType: "text/plain") : .notFound(request.path)
         }
         return server
@@ -96,6 +101,17 @@ final class HTTPServerTests: XCTestCase {
         let reply = try readAll(slow)
         XCTAssertTrue(reply.isEmpty || reply.hasPrefix("HTTP/1.1 408"), reply)
         XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+    }
+
+    /// A client that asks for a large response and never reads it is dropped at the write deadline.
+    func test_clientThatNeverReads_isDroppedAtTheWriteDeadline() throws {
+        let server = try startServer { $0.writeTimeoutSeconds = 0.5 }
+        defer { server.stop() }
+        let socket = try Socket.connect(host: "127.0.0.1", port: server.port, timeout: .seconds(5))
+        defer { socket.close() }
+        try Array("GET /big HTTP/1.1\r\n\r\n".utf8).withUnsafeBytes { try socket.writeAll($0) }
+        XCTAssertTrue(waitUntil(timeout: .seconds(2)) { server.openConnections == 1 })
+        XCTAssertTrue(waitUntil(timeout: .seconds(10)) { server.openConnections == 0 }, "the stuck write gave up")
     }
 
     /// Idle connections past the limit are evicted or refused, never more than twice the limit are open, and a
