@@ -158,12 +158,28 @@ public final class HTTPServer: Sendable {
             } catch let error as HTTPParseError {
                 rejected.wrappingAdd(1, ordering: .relaxed)
                 write(.badRequest(error.description), to: socket)
+                drain(socket, buffer: &buffer)
                 return
             } catch SocketError.timedOut {
                 continue  // the deadline check above answers 408
             } catch {
                 return  // reset or closed: nothing to answer
             }
+        }
+    }
+
+    /// After an error reply to a client still sending: ends our side, then reads and discards what it sends for
+    /// a moment (at most 1 s and 1 MiB), so closing with unread bytes does not reset the reply away.
+    private func drain(_ socket: Socket, buffer: inout [UInt8]) {
+        socket.shutdownSend()
+        let deadline = MonotonicClock.deadline(afterSeconds: 1)
+        var discarded = 0
+        while discarded < 1 << 20 {
+            let now = MonotonicClock.nanoseconds()
+            guard now < deadline, (try? socket.setReceiveTimeout(.nanoseconds(Int64(deadline - now)))) != nil,
+                let count = try? buffer.withUnsafeMutableBytes({ try socket.receive(into: $0) }), count > 0
+            else { return }
+            discarded += count
         }
     }
 

@@ -391,6 +391,12 @@ public struct Socket: Sendable, Hashable {
         _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_RD))
     }
 
+    /// Shuts down only the send side: the peer reads end-of-stream after the bytes already written, while this
+    /// side can still read (to drain a request before closing, so the close does not reset the reply away).
+    public func shutdownSend() {
+        _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_WR))
+    }
+
     /// Whether the peer has closed or reset the connection, without consuming any byte (`poll` with
     /// `POLLRDHUP`, which reports a peer shutdown even while unread data is queued). Never blocks.
     public func peerHasHungUp() -> Bool {
