@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: build release test lint format deps demo bench clean
+.PHONY: build release test tsan lint format deps demo bench clean
 
 build:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
@@ -14,6 +14,20 @@ release:
 # behind PS_SOAK=1; namespace tests run only as root.
 test: build
 	$(SWIFT) test --skip-build --disable-swift-testing 2>&1 | tee .build/test-output.txt; exit $${PIPESTATUS[0]}
+
+# ThreadSanitizer: builds everything sanitized in its own scratch path, then runs the whole suite from that build.
+# Multi-process tests launch the sanitized psserver/psworker/psctl next to the test bundle. Any report fails the
+# run: in the test process through its exit code (66 at exit), in a child through the test that ran it
+# (ChildProcess fails it, quoting the report). PS_TSAN=1 makes ThreadSanitizerTests require that the probe's
+# deliberate race is reported, so a build that silently lost the sanitizer fails too.
+TSAN_SCRATCH := .build-tsan
+TSAN_OPTIONS_RUN := halt_on_error=0 exitcode=66 second_deadlock_stack=1
+
+tsan:
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(TSAN_SCRATCH) -Xswiftc -warnings-as-errors
+	PS_TSAN=1 TSAN_OPTIONS="$(TSAN_OPTIONS_RUN)" $(SWIFT) test --skip-build --sanitize=thread \
+	  --scratch-path $(TSAN_SCRATCH) --disable-swift-testing 2>&1 | tee $(TSAN_SCRATCH)/test-output.txt; \
+	  exit $${PIPESTATUS[0]}
 
 lint:
 	$(SWIFT) format lint --strict -r Sources Tests Package.swift
@@ -43,4 +57,4 @@ bench: release
 	.build/release/psbench all
 
 clean:
-	rm -rf .build
+	rm -rf .build $(TSAN_SCRATCH)

@@ -22,6 +22,7 @@
 //   PSClient       the client library workers (and users) call: push / pull / pushPull handles
 //   PSTraining     the worker agent: join, load data, pull -> gradient -> push
 //   psserver, psworker, psctl, psbench: thin executables
+//   PSTestSupport, pstsan-probe (under Tests/): test helpers; the probe is a deliberate race for `make tsan`
 import PackageDescription
 
 let package = Package(
@@ -50,7 +51,8 @@ let package = Package(
         .target(name: "PSMath", dependencies: ["COpenBLAS"]),
         .target(name: "PSModel", dependencies: ["PSMath"]),
         .target(
-            name: "PSData", dependencies: ["PSMath", "PSCheckpoint", "CZlib"], resources: [.copy("Resources/digits")]),
+            name: "PSData", dependencies: ["PSMath", "PSPosix", "PSCheckpoint", "CZlib"],
+            resources: [.copy("Resources/digits")]),
         .target(name: "PSCoordinator"),
         .target(name: "PSCheckpoint", dependencies: ["PSPosix"]),
         .target(name: "PSTransport", dependencies: ["PSWire", "PSPosix"]),
@@ -85,6 +87,8 @@ let package = Package(
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),
+        // Test-only: a deliberate data race that proves a `make tsan` build is sanitized (ThreadSanitizerTests).
+        .executableTarget(name: "pstsan-probe", dependencies: ["PSPosix"], path: "Tests/PSTSanProbe"),
         .testTarget(name: "PSWireTests", dependencies: ["PSWire", "PSTestSupport"]),
         .testTarget(name: "PSPosixTests", dependencies: ["PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCLITests", dependencies: ["PSCLI", "PSTestSupport"]),
@@ -93,7 +97,7 @@ let package = Package(
         .testTarget(name: "PSPlotTests", dependencies: ["PSPlot", "PSTestSupport"]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath", "PSTestSupport"]),
         .testTarget(name: "PSModelTests", dependencies: ["PSModel", "PSMath", "PSTestSupport"]),
-        .testTarget(name: "PSDataTests", dependencies: ["PSData", "PSMath", "PSTestSupport"]),
+        .testTarget(name: "PSDataTests", dependencies: ["PSData", "PSMath", "PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCoordinatorTests", dependencies: ["PSCoordinator", "PSTestSupport"]),
         .testTarget(name: "PSCheckpointTests", dependencies: ["PSCheckpoint", "PSTestSupport"]),
         .testTarget(
@@ -108,7 +112,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PSClusterTests",
-            dependencies: ["PSClient", "PSWire", "PSPosix", "PSCheckpoint", "PSTestSupport"]
+            dependencies: ["PSClient", "PSWire", "PSPosix", "PSTransport", "PSCheckpoint", "PSTestSupport"]
         ),
     ]
 )

@@ -97,6 +97,38 @@ public struct ParsedArguments: Sendable {
         return value
     }
 
+    /// Like ``value(_:as:)``, but a value outside `range` throws, naming the option and the range.
+    ///
+    /// NaN is in no range and the infinities are in no finite one, so a `Double` range also refuses those:
+    /// `The value 'nan' is invalid for '--timeout <seconds>': expected a number in 0.0...31536000.0`.
+    public func value<T: LosslessStringConvertible & Comparable>(
+        _ long: String,
+        as type: T.Type,
+        in range: ClosedRange<T>
+    ) throws(UsageError) -> T? {
+        guard let value = try value(long, as: type) else { return nil }
+        guard range.contains(value) else {
+            var message = "The value '\(value)' is invalid for '\(synopsis(long))': expected a number in \(range)"
+            if case .environment(let variable)? = lookup(long)?.source {
+                message += " (from environment variable \(variable))"
+            }
+            throw UsageError(message, help: helpLine(long))
+        }
+        return value
+    }
+
+    /// Like ``required(_:as:)``, but a value outside `range` throws, naming the option and the range.
+    public func required<T: LosslessStringConvertible & Comparable>(
+        _ long: String,
+        as type: T.Type,
+        in range: ClosedRange<T>
+    ) throws(UsageError) -> T {
+        guard let value = try value(long, as: type, in: range) else {
+            throw UsageError("Missing expected argument '\(synopsis(long))'", help: helpLine(long))
+        }
+        return value
+    }
+
     /// The positional argument's value, or nil if it was not given.
     public func argument(_ name: String) -> String? {
         positionalValues[name]

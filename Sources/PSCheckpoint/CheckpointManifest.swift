@@ -79,7 +79,31 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
                 message:
                     "unsupported formatVersion \(manifest.formatVersion) (this build reads \(currentFormatVersion))")
         }
+        try manifest.checkCounters(file: file)
         return manifest
+    }
+
+    /// The largest step, clock or version counter a manifest may hold: 2^62, far past any run, and leaving room
+    /// to count on from a restored value without passing `Int.max`.
+    public static let maxCounter: UInt64 = 1 << 62
+
+    /// Refuses step, clock and version counters above `maxCounter`: the server prints them (and what it counts on
+    /// from them) as JSON integers (`Int`) in status and metrics, where a value past `Int.max` would trap.
+    private func checkCounters(file: String) throws(CheckpointError) {
+        let limit = Self.maxCounter
+        func check(_ value: UInt64, _ field: String) throws(CheckpointError) {
+            guard value <= limit else {
+                throw CheckpointError(file: file, message: "field \(field) is \(value), more than any run counts to")
+            }
+        }
+        try check(step, "step")
+        for (name, clock) in workerClocks.sorted(by: { $0.key < $1.key }) {
+            try check(clock, "workerClocks.\(name)")
+        }
+        for (index, version) in shardVersions.enumerated() {
+            try check(version, "shardVersions[\(index)]")
+        }
+        try check(optimizer.step, "optimizer.step")
     }
 
     private static func describe(_ error: DecodingError) -> String {

@@ -19,10 +19,11 @@ public final class ParameterClient: Sendable {
     public var rank: Int? { welcome.rank >= 0 ? Int(welcome.rank) : nil }
 
     let connection: FramedConnection
-    let pending = Mutex<[UInt64: PendingRequest]>([:])
+    let pending = LockedValue<[UInt64: PendingRequest]>([:])
     let nextRequestID = Atomic<UInt64>(1)
-    let failure = Mutex<TransportError?>(nil)
-    let readerDone = DispatchSemaphore(value: 0)
+    let failure = LockedValue<TransportError?>(nil)
+    /// Set by the reader thread as it ends, after it has released the descriptor.
+    let readerDone = LockedValue(false)
     /// How long `wait` waits for a reply by default before it declares the connection broken.
     public let requestTimeout: Duration
 
@@ -93,11 +94,11 @@ public final class ParameterClient: Sendable {
     /// Closes the connection and waits for the reader thread to end; pending requests fail.
     ///
     /// The reader thread releases the descriptor when it stops: closed earlier, its number could be reused by the
-    /// next connection this process opens and the old reader would steal that connection's bytes.
+    /// next connection this process opens and the old reader would steal that connection's bytes. The wait is
+    /// bounded (30 s) only against a bug: the reader releases the descriptor itself whenever it ends.
     public func close() {
         connection.shutdown()
-        readerDone.wait()
-        readerDone.signal()
+        waitForReader()
     }
 
     /// Whether the connection has failed or been closed.
@@ -191,7 +192,7 @@ public final class ParameterClient: Sendable {
         defer {
             // The reader is the last thread to touch the descriptor for reading, so it releases it.
             connection.close()
-            readerDone.signal()
+            readerDone.withLockAndBroadcast { $0 = true }
         }
         while true {
             do throws(TransportError) {
@@ -269,8 +270,11 @@ public final class ParameterClient: Sendable {
     /// destination its owner has given up on.
     func abandon() {
         connection.shutdown()
-        readerDone.wait()
-        readerDone.signal()
+        waitForReader()
+    }
+
+    private func waitForReader() {
+        readerDone.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { !$0 })
     }
 }
 
@@ -312,41 +316,26 @@ public struct RequestHandle: Sendable {
 
 /// One request's completion slot.
 final class PendingRequest: @unchecked Sendable {
-    // @unchecked Sendable: `result` is guarded by `condition`; `destination` is written once at creation and
-    // only the reader thread writes through it, before `complete` publishes the result.
+    // @unchecked Sendable: only the reader thread writes through `destination`, before `complete` takes the lock.
     let destination: UnsafeMutableRawBufferPointer?
-    private let condition = NSCondition()
-    private var result: Result<Reply, TransportError>? = nil
-    /// Set once `result` is; lets a waiter notice a fast reply without sleeping on the condition.
-    private let isComplete = Atomic<Bool>(false)
-
-    /// How long a waiter polls before it sleeps. A reply to a small request usually comes back within tens of
-    /// microseconds; sleeping on the condition instead would add a futex wake-up and a context switch (measured
-    /// as most of a 4 KiB push round trip on a 2-vCPU VM).
-    static let pollNanos: UInt64 = 50_000
+    private let result = LockedValue<Result<Reply, TransportError>?>(nil)
 
     init(destination: UnsafeMutableRawBufferPointer?) {
         self.destination = destination
     }
 
+    /// Stores the first result and wakes the waiter; later results are dropped.
     func complete(_ value: Result<Reply, TransportError>) {
-        condition.lock()
-        if result == nil { result = value }
-        isComplete.store(true, ordering: .releasing)
-        condition.broadcast()
-        condition.unlock()
+        result.withLockAndBroadcast { result in
+            if result == nil { result = value }
+        }
     }
 
+    /// The result, or nil if none arrived within `seconds`.
     func wait(seconds: Double) -> Result<Reply, TransportError>? {
-        let pollUntil = MonotonicClock.nanoseconds() + Self.pollNanos
-        while !isComplete.load(ordering: .acquiring), MonotonicClock.nanoseconds() < pollUntil {}
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        while result == nil {
-            if !condition.wait(until: deadline) { break }
+        result.wait(until: MonotonicClock.deadline(afterSeconds: seconds), while: { $0 == nil }) { result, _ in
+            result
         }
-        return result
     }
 }
 

@@ -1,5 +1,5 @@
 import PSMath
-import Synchronization
+import PSPosix
 
 /// The global data order of shared/reference/README.md, which every worker computes on its own.
 ///
@@ -9,7 +9,7 @@ import Synchronization
 /// The last partial global batch of an epoch is dropped, so a BSP run with K workers of batch b follows a
 /// single-process run with batch K*b step for step.
 ///
-/// A value type whose copies share one cache of the current epoch's permutation (guarded by a `Mutex`), so a
+/// A value type whose copies share one cache of the current epoch's permutation (guarded by a `LockedValue`), so a
 /// worker thread asking for consecutive steps permutes once per epoch, not once per step; it is safe to use from
 /// several threads.
 public struct DataOrder: Sendable {
@@ -79,7 +79,7 @@ public struct DataOrder: Sendable {
 
 /// The most recently used epoch's permutation, shared by copies of a `DataOrder`.
 private final class PermutationCache: Sendable {
-    private let entry = Mutex<(epoch: Int, permutation: [Int])?>(nil)
+    private let entry = LockedValue<(epoch: Int, permutation: [Int])?>(nil)
 
     func lookup(epoch: Int) -> [Int]? {
         entry.withLock { entry in entry?.epoch == epoch ? entry?.permutation : nil }

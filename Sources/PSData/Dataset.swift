@@ -50,6 +50,27 @@ public struct Dataset: Sendable, Equatable {
         }
     }
 
+    /// Checks that this data set fits a model of `featureCount` inputs and `classCount` classes (0: a regression
+    /// model); the error names the file and, for a label, the first bad row (0-based).
+    ///
+    /// The feature count must be equal; a class index must be an integer in `0..<classCount`, a regression target
+    /// finite. Call it on every data set before it reaches a model, whose compute calls treat a row of the wrong
+    /// width or a bad label as a programmer error.
+    public func requireModelShape(featureCount expectedFeatures: Int, classCount: Int) throws(DataError) {
+        guard featureCount == expectedFeatures else {
+            throw DataError(
+                file: name, message: "has \(featureCount) features per row, the model expects \(expectedFeatures)")
+        }
+        if classCount > 0 {
+            try requireClassification(classCount: classCount)
+            return
+        }
+        if let row = labels.firstIndex(where: { !$0.isFinite }) {
+            throw DataError(
+                file: name, location: "row \(row)", message: "regression target \(labels[row]) is not finite")
+        }
+    }
+
     /// Copies the given rows, in order, into preallocated batch buffers without allocating.
     ///
     /// `features` must hold at least `rows.count * featureCount` values and `labels` at least `rows.count`;

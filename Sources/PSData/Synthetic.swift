@@ -27,6 +27,13 @@ enum Synthetic {
             throw DataError(
                 file: spelling, message: "\(rows) rows x \(features) features is more than \(maximumValues) values")
         }
+        // The centroids hold features x classes values.
+        let (centroidValues, centroidOverflow) = features.multipliedReportingOverflow(by: classes)
+        guard !centroidOverflow, centroidValues <= maximumValues else {
+            throw DataError(
+                file: spelling,
+                message: "\(classes) classes x \(features) features is more than \(maximumValues) values")
+        }
     }
 
     /// The class centroids, `[classes][features]`, for a seed.

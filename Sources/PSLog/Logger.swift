@@ -44,8 +44,8 @@ public struct Logger: Sendable {
         self.minimumLevel = minimumLevel
     }
 
-    /// Serialises writes so that lines from different threads never interleave.
-    private static let outputLock = LockedValue<Void>(())
+    /// Serialises writes so that lines from different threads never interleave; counts the lines written.
+    private static let linesWritten = LockedValue<UInt64>(0)
 
     /// Logs `event` with key=value fields (values containing spaces or quotes are quoted).
     public func log(_ level: Level, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible> = [:]) {
@@ -60,8 +60,9 @@ public struct Logger: Sendable {
             line += " \(key)=\(Self.quote(value))"
         }
         line += "\n"
-        Self.outputLock.withLock { _ in
+        Self.linesWritten.withLock { count in
             FileHandle.standardError.write(Data(line.utf8))
+            count += 1
         }
     }
 

@@ -133,7 +133,24 @@ public struct ModelSpec: Sendable, Equatable, Codable {
         if case .mlp(let hidden) = kind, hidden.isEmpty || hidden.contains(where: { $0 < 1 }) {
             throw ModelError("model \(kind) needs one or more positive hidden layer widths")
         }
+        let widths = layerWidths
+        var total = 0
+        for layer in 1..<widths.count {
+            let (fanIn, inOverflow) = widths[layer - 1].addingReportingOverflow(1)
+            let (count, countOverflow) = fanIn.multipliedReportingOverflow(by: widths[layer])
+            let (sum, sumOverflow) = total.addingReportingOverflow(count)
+            guard !inOverflow, !countOverflow, !sumOverflow, sum <= Self.maxParameterCount else {
+                throw ModelError(
+                    "model \(kind) with \(inputCount) inputs and \(outputCount) outputs has more than "
+                        + "\(Self.maxParameterCount) parameters")
+            }
+            total = sum
+        }
     }
+
+    /// The most parameters a model may have, 2^31 - 1: OpenBLAS takes 32-bit sizes, and the flat vector (and each
+    /// width in it) must fit them; `validate()` refuses a larger model, so `parameterCount` cannot overflow.
+    public static let maxParameterCount = Int(Int32.max)
 
     /// The widths of every layer boundary: `[inputCount, hidden..., outputCount]`.
     public var layerWidths: [Int] {

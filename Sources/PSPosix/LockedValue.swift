@@ -10,6 +10,10 @@
 /// ThreadSanitizer sees every acquire and release. The condition runs on `CLOCK_MONOTONIC`, so a wait's deadline
 /// is immune to wall-clock jumps.
 ///
+/// Give it a value that means something (a count, a flag), never `Void`: Swift's exclusivity checks report
+/// accesses to zero-sized storage at one shared address, so ThreadSanitizer would see every `LockedValue<Void>` in
+/// the process as the same variable, guarded by different locks.
+///
 /// Rules for callers: a closure passed to `withLock` or `wait` does arithmetic or a copy on the value and
 /// returns; it never sends, receives, logs or writes a file, and never takes another `LockedValue`'s lock unless
 /// the types involved document the order.

@@ -12,6 +12,10 @@ struct JobService {
             try session.reply(.clockAck(ClockAck(jobState: .running, minClock: clock.clock)), to: requestID)
             return
         }
+        if let problem = ReportLimits.problem(with: clock, job: coordinator.job) {
+            try session.replyError(.invalidArgument, problem, to: requestID)
+            return
+        }
         let (state, minClock, directives) = coordinator.clock(
             rank: rank, clock: clock.clock, loss: clock.loss, samples: clock.samples)
         server.carryOut(directives)
@@ -21,12 +25,20 @@ struct JobService {
     func heartbeat(_ heartbeat: Heartbeat, session: Session, requestID: UInt64) throws(TransportError) {
         var state = JobState.running
         if let coordinator = server.coordinator, let rank = session.rank {
+            if let problem = ReportLimits.problem(withClock: heartbeat.clock, job: coordinator.job) {
+                try session.replyError(.invalidArgument, problem, to: requestID)
+                return
+            }
             state = coordinator.heartbeat(rank: rank, clock: heartbeat.clock)
         }
         try session.reply(.heartbeatAck(HeartbeatAck(jobState: state)), to: requestID)
     }
 
     func epoch(_ epoch: EpochMetrics, session: Session, requestID: UInt64) throws(TransportError) {
+        if let problem = ReportLimits.problem(with: epoch) {
+            try session.replyError(.invalidArgument, problem, to: requestID)
+            return
+        }
         if let coordinator = server.coordinator { server.carryOut(coordinator.epoch(epoch)) }
         try session.reply(.metricsAck, to: requestID)
     }

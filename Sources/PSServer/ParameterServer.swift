@@ -34,7 +34,7 @@ public final class ParameterServer: Sendable {
     let connections = LockedValue<[UInt64: FramedConnection]>([:])
     /// Requests being served right now; `stop` waits (on `requestsDrained`) for them to finish.
     let activeRequests = Atomic<Int>(0)
-    private let requestsDrained = LockedValue<Void>(())
+    private let requestsDrained = LockedValue<Bool>(false)
     let nextConnectionID = Atomic<UInt64>(1)
     let stopped = Atomic<Bool>(false)
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
@@ -166,7 +166,7 @@ public final class ParameterServer: Sendable {
         defer {
             // The broadcast takes the lock `stop` checks the count under, so it cannot miss the last request.
             let left = activeRequests.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue
-            if left == 0, stopped.load(ordering: .acquiring) { requestsDrained.broadcast() }
+            if left == 0, stopped.load(ordering: .acquiring) { requestsDrained.withLockAndBroadcast { $0 = true } }
         }
         return try body()
     }

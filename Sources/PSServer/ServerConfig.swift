@@ -59,22 +59,65 @@ public struct ServerConfig: Sendable {
 
     public init() {}
 
-    /// Checks the combination of settings; the error names the flag.
+    /// The longest accepted timeout or interval in seconds (a year): every such flag must be positive, finite and
+    /// at most this, so converting it to nanoseconds (`UInt64`) or milliseconds (`Int64`) cannot overflow.
+    public static let maxSeconds: Double = 365 * 86_400
+
+    /// Checks every setting and their combination once at start-up; the error names the flag.
+    ///
+    /// Numbers are checked for range as well as meaning: NaN, infinities and values that would overflow a later
+    /// conversion (seconds to nanoseconds, a clock to a status field) are refused here, not trapped on later.
     public func validate() throws(ConfigError) {
-        guard shardCount >= 1, shardCount <= 1024 else {
-            throw ConfigError("--shards must be between 1 and 1024, got \(shardCount)")
+        guard shardCount >= 1, shardCount <= WireProtocol.maxShardCount else {
+            throw ConfigError("--shards must be between 1 and \(WireProtocol.maxShardCount), got \(shardCount)")
         }
-        guard maxFrameBytes >= 4096 else { throw ConfigError("--max-frame-bytes must be at least 4096") }
-        guard workerTimeoutSeconds > 0, workerTimeoutSeconds.isFinite else {
-            throw ConfigError("--worker-timeout must be a positive number of seconds")
+        guard maxFrameBytes >= 4096, maxFrameBytes <= Int(UInt32.max) else {
+            throw ConfigError("--max-frame-bytes must be between 4096 and \(UInt32.max), got \(maxFrameBytes)")
+        }
+        try Self.requireSeconds(workerTimeoutSeconds, flag: "--worker-timeout")
+        try Self.requireSeconds(waitTimeoutSeconds, flag: "--wait-timeout")
+        // Status and metrics report the bound as a JSON integer.
+        guard staleness <= UInt64(Int.max) else {
+            throw ConfigError("--staleness must be at most \(Int.max), got \(staleness)")
         }
         if let keep = keepCheckpoints, keep < 1 { throw ConfigError("--keep-checkpoints must be at least 1") }
         if restore != nil, checkpointDirectory == nil, restore == "latest" {
             throw ConfigError("--restore latest needs --checkpoint-dir")
         }
         if let every = checkpointEverySteps, every == 0 { throw ConfigError("--checkpoint-every-steps must be >= 1") }
+        if let every = checkpointEverySeconds {
+            try Self.requireSeconds(every, flag: "--checkpoint-every-seconds")
+        }
         if (checkpointEverySteps != nil || checkpointEverySeconds != nil), checkpointDirectory == nil {
             throw ConfigError("--checkpoint-every-steps/--checkpoint-every-seconds need --checkpoint-dir")
+        }
+        do {
+            try optimizer.validate()
+        } catch {
+            throw ConfigError("\(error)")
+        }
+        let totalElements = jobTensors.reduce(0) { $0 + $1.elementCount }
+        let largest = WireProtocol.largestShardElements(totalElements: totalElements, shardCount: shardCount)
+        guard largest <= WireProtocol.maxShardElements(maxPayloadBytes: maxFrameBytes) else {
+            throw ConfigError(
+                "--model: the largest of --shards \(shardCount) shards holds \(largest) floats, more than a "
+                    + "--max-frame-bytes \(maxFrameBytes) frame carries; raise --shards or --max-frame-bytes")
+        }
+        // The planner builds the job from validated flags; this catches a job built by hand (an embedding program,
+        // a test) before the coordinator sizes its membership and barrier by it.
+        if let job {
+            do {
+                try job.validate()
+            } catch {
+                throw ConfigError("the job's \(error.field) \(error.message) (--workers, --batch, --epochs)")
+            }
+        }
+    }
+
+    private static func requireSeconds(_ seconds: Double, flag: String) throws(ConfigError) {
+        guard seconds > 0, seconds <= maxSeconds else {
+            throw ConfigError(
+                "\(flag) must be a positive number of seconds, at most \(Int(maxSeconds)), got \(seconds)")
         }
     }
 

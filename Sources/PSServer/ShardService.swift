@@ -11,6 +11,13 @@ struct ShardService {
     let server: ParameterServer
 
     func register(_ register: Register, session: Session, requestID: UInt64) throws(TransportError) {
+        if let problem = ReportLimits.problem(
+            withRegistration: register.tensors, shardCount: server.config.shardCount,
+            maxFrameBytes: server.config.maxFrameBytes)
+        {
+            try session.replyError(.invalidArgument, problem, to: requestID)
+            return
+        }
         let registered: Result<ShardedModel, RegistrationError> = Result { () throws(RegistrationError) in
             try server.store.register(register.tensors)
         }

@@ -67,6 +67,23 @@ public final class ShardStore: Sendable {
         optimizerSlots: [String: [String: [Float]]], version: UInt64
     ) throws(RegistrationError) {
         try validateNames(tensors)
+        // The values come from checkpoint files: one of another length would overrun a slice copy below.
+        for tensor in tensors {
+            let count = tensor.elementCount
+            if let given = values[tensor.name], given.count != count {
+                throw RegistrationError(
+                    code: .invalidArgument,
+                    description: "checkpoint tensor '\(tensor.name)' has \(given.count) values, its shape \(count)")
+            }
+            for (slot, source) in (optimizerSlots[tensor.name] ?? [:]).sorted(by: { $0.key < $1.key })
+            where source.count != count {
+                throw RegistrationError(
+                    code: .invalidArgument,
+                    description:
+                        "checkpoint optimizer state '\(slot)' of tensor '\(tensor.name)' has \(source.count) values, "
+                        + "the tensor \(count)")
+            }
+        }
         let built = buildModel(tensors, values: values)
         let slotNames = optimizer.stateSlotNames
         for shard in built.shards {

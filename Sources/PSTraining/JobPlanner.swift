@@ -24,9 +24,13 @@ public enum JobPlanner {
     /// Loads the training data's shape (the coordinator refuses workers whose data differs), builds the model's
     /// parameter list with its initialisers, and computes the step counts.
     public static func plan(_ request: JobRequest) throws -> (job: JobDescription, tensors: [TensorSpec]) {
-        guard request.workers >= 1 else { throw PlanError("--workers must be at least 1, got \(request.workers)") }
+        guard request.workers >= 1, request.workers <= JobDescription.maxWorkers else {
+            throw PlanError("--workers must be between 1 and \(JobDescription.maxWorkers), got \(request.workers)")
+        }
         guard request.batchPerWorker >= 1 else { throw PlanError("--batch must be at least 1") }
-        guard request.epochs >= 1 else { throw PlanError("--epochs must be at least 1") }
+        guard request.epochs >= 1, request.epochs <= JobDescription.maxEpochs else {
+            throw PlanError("--epochs must be between 1 and \(JobDescription.maxEpochs), got \(request.epochs)")
+        }
         let kind: ModelKind
         do {
             kind = try ModelKind(parsing: request.model)
@@ -46,15 +50,20 @@ public enum JobPlanner {
         } else {
             classes = 0
         }
-        let globalBatch = request.workers * request.batchPerWorker
-        let stepsPerEpoch = train.rowCount / globalBatch
-        guard stepsPerEpoch >= 1 else {
+        let (globalBatch, batchOverflow) = request.workers.multipliedReportingOverflow(by: request.batchPerWorker)
+        guard !batchOverflow, globalBatch <= train.rowCount else {
             throw PlanError(
-                "the global batch (\(request.workers) workers x \(request.batchPerWorker)) is larger than the "
-                    + "\(train.rowCount) training rows")
+                "--batch \(request.batchPerWorker) x --workers \(request.workers) (the global batch) is larger than "
+                    + "the \(train.rowCount) training rows")
         }
+        let stepsPerEpoch = train.rowCount / globalBatch
         let spec = ModelSpec(
             kind: kind, inputCount: train.featureCount, outputCount: kind == .linear ? 1 : classes, seed: request.seed)
+        do {
+            try spec.validate()
+        } catch {
+            throw PlanError("--model \(request.model): \(error)")
+        }
         let tensors = spec.parameters.map { parameter in
             TensorSpec(name: parameter.name, shape: parameter.shape, initializer: InitSpec(parameter.initializer))
         }
@@ -63,7 +72,13 @@ public enum JobPlanner {
             batchPerWorker: request.batchPerWorker, epochs: request.epochs, seed: request.seed, mode: request.mode,
             staleness: request.staleness, workers: request.workers, trainRows: train.rowCount,
             featureCount: train.featureCount, classCount: classes, stepsPerEpoch: stepsPerEpoch,
-            totalSteps: stepsPerEpoch * request.epochs)
+            totalSteps: stepsPerEpoch.multipliedReportingOverflow(by: request.epochs).partialValue)
+        do {
+            // What every worker checks on the welcome: the step and sample counts fit their integers.
+            try job.validate()
+        } catch {
+            throw PlanError("--epochs \(request.epochs) over \(train.rowCount) rows overflows the step or sample count")
+        }
         return (job, tensors)
     }
 }

@@ -58,6 +58,7 @@ public final class Worker {
     public func run() throws(WorkerError) {
         BLAS.setThreadCount(options.threads)
         var connected = try connect()
+        let firstWelcome = try checkWelcome(connected)
         guard let job = connected.config.job else {
             throw WorkerError(
                 "the server at \(options.host):\(options.port) has no training job (start psserver with --model)")
@@ -79,6 +80,12 @@ public final class Worker {
                 "refused: this worker's data (\(source)) has \(train.rowCount) rows x \(train.featureCount) features, "
                     + "but the job expects \(job.trainRows) rows x \(job.featureCount) features")
         }
+        do {
+            try train.requireModelShape(featureCount: job.featureCount, classCount: job.classCount)
+        } catch {
+            leave(connected, reason: .error)
+            throw WorkerError("refused: this worker's data does not fit the job: \(error)")
+        }
         let modelKind: ModelKind
         do {
             modelKind = try ModelKind(parsing: job.model)
@@ -88,6 +95,11 @@ public final class Worker {
         let spec = ModelSpec(
             kind: modelKind, inputCount: job.featureCount, outputCount: modelKind == .linear ? 1 : job.classCount,
             seed: job.seed)
+        do {
+            try spec.validate()
+        } catch {
+            throw WorkerError("invalid welcome from the server: job.model \(job.model) does not fit the job: \(error)")
+        }
         let counts = spec.parameters.map { $0.shape.reduce(1, *) }
         let expected = spec.parameters.map { TensorShape(name: $0.name, shape: $0.shape) }
         guard connected.config.tensors == expected else {
@@ -189,6 +201,7 @@ public final class Worker {
                 heartbeat.stop()
                 connected.close()
                 connected = try connect()
+                try checkWelcome(connected, previous: firstWelcome)
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
@@ -251,11 +264,15 @@ public final class Worker {
 
     private func loadTest(source: DataSource, job: JobDescription) -> Dataset? {
         do {
+            let test: Dataset?
             if let path = options.testOverride ?? job.test {
-                return try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
+                test = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
                     .loadTrain()
+            } else {
+                test = try source.loadTest()
             }
-            return try source.loadTest()
+            try test?.requireModelShape(featureCount: job.featureCount, classCount: job.classCount)
+            return test
         } catch {
             log.warning("no-test-set", ["error": error])
             return nil
@@ -353,13 +370,16 @@ public final class Worker {
 }
 
 /// Sends a heartbeat every interval on its own thread while the worker computes.
-final class HeartbeatSender: @unchecked Sendable {
-    // @unchecked Sendable: all mutable state is guarded by `condition`.
-    private let condition = NSCondition()
-    private var client: ParameterClient? = nil
-    private var running = false
-    private var generation = 0
-    private var currentClock: UInt64 = 0
+final class HeartbeatSender: Sendable {
+    private struct State {
+        var client: ParameterClient? = nil
+        var running = false
+        /// Bumped by every `start`, so a thread left over from an earlier start ends instead of sending.
+        var generation = 0
+        var clock: UInt64 = 0
+    }
+
+    private let state = LockedValue(State())
     let interval: Double
 
     init(intervalMillis: Int) {
@@ -367,40 +387,40 @@ final class HeartbeatSender: @unchecked Sendable {
     }
 
     var clock: UInt64 {
-        get { condition.lock(); defer { condition.unlock() }; return currentClock }
-        set { condition.lock(); currentClock = newValue; condition.unlock() }
+        get { state.withLock { $0.clock } }
+        set { state.withLock { $0.clock = newValue } }
     }
 
     func start(client: ParameterClient) {
-        condition.lock()
-        self.client = client
-        running = true
-        generation += 1
-        let myGeneration = generation
-        condition.unlock()
-        let thread = Thread { [self] in loop(generation: myGeneration) }
+        let generation = state.withLockAndBroadcast { state in
+            state.client = client
+            state.running = true
+            state.generation += 1
+            return state.generation
+        }
+        let thread = Thread { [self] in loop(generation: generation) }
         thread.name = "psworker-heartbeat"
         thread.start()
     }
 
     func stop() {
-        condition.lock()
-        running = false
-        client = nil
-        condition.broadcast()
-        condition.unlock()
+        state.withLockAndBroadcast { state in
+            state.running = false
+            state.client = nil
+        }
     }
 
-    private func loop(generation myGeneration: Int) {
+    private func loop(generation: Int) {
         while true {
-            condition.lock()
-            _ = condition.wait(until: Date(timeIntervalSinceNow: interval))
-            guard running, generation == myGeneration, let client else {
-                condition.unlock()
-                return
+            // Sleeps one interval; `stop` (or a later `start`) wakes it early to end.
+            let next = state.wait(
+                until: MonotonicClock.deadline(afterSeconds: interval),
+                while: { $0.running && $0.generation == generation }
+            ) { state, _ -> (client: ParameterClient, clock: UInt64)? in
+                guard state.running, state.generation == generation, let client = state.client else { return nil }
+                return (client, state.clock)
             }
-            let clock = currentClock
-            condition.unlock()
+            guard let (client, clock) = next else { return }
             // Fire and forget: the reader thread drops the acknowledgement.
             _ = try? client.request(.heartbeat(Heartbeat(rank: UInt32(max(client.rank ?? 0, 0)), clock: clock)))
         }

@@ -19,7 +19,8 @@ public final class FramedConnection: @unchecked Sendable {
     /// The largest payload this side accepts; checked before anything is allocated.
     public let maxPayloadBytes: Int
 
-    private let writeLock = LockedValue<Void>(())
+    /// Serialises writers (a frame is never interleaved with another) and counts the frames written.
+    private let writeLock = LockedValue<UInt64>(0)
     private let closed = Atomic<Bool>(false)
     private var receiveBuffer: UnsafeMutableRawBufferPointer
 
@@ -135,8 +136,10 @@ public final class FramedConnection: @unchecked Sendable {
     ) throws(TransportError) {
         precondition(Int(prefix.count) == floats.count, "push prefix count must match the float count")
         let payloadLength = PushPrefix.size + floats.count * 4
+        // Clamped, not converted: a length past 4 GiB fails sendTensorFrame's maximum check instead of trapping here.
         try sendTensorFrame(
-            header: FrameHeader(type: type, flags: [], payloadLength: UInt32(payloadLength), requestID: requestID),
+            header: FrameHeader(
+                type: type, flags: [], payloadLength: UInt32(clamping: payloadLength), requestID: requestID),
             prefixSize: PushPrefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 
@@ -148,7 +151,7 @@ public final class FramedConnection: @unchecked Sendable {
         let payloadLength = PullReplyPrefix.size + floats.count * 4
         try sendTensorFrame(
             header: FrameHeader(
-                type: .pullReply, flags: .reply, payloadLength: UInt32(payloadLength), requestID: requestID),
+                type: .pullReply, flags: .reply, payloadLength: UInt32(clamping: payloadLength), requestID: requestID),
             prefixSize: PullReplyPrefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 
@@ -172,9 +175,10 @@ public final class FramedConnection: @unchecked Sendable {
     private func write(
         _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer
     ) throws(TransportError) {
-        let result: Result<Void, TransportError> = writeLock.withLock { _ in
+        let result: Result<Void, TransportError> = writeLock.withLock { framesWritten in
             // Checked under the lock: `close()` releases the descriptor under it too.
             guard !closed.load(ordering: .acquiring) else { return .failure(.closed) }
+            framesWritten += 1
             return Result { () throws(SocketError) in try socket.writeAll(a, b, c) }.mapError { .socket($0) }
         }
         try result.get()

@@ -65,7 +65,7 @@ struct PSBenchCommand {
                 printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
             }
             if which == "modes" {
-                let delay = try arguments.required("delay-ms", as: Int.self)
+                let delay = try arguments.required("delay-ms", as: Int.self, in: 0...3_600_000)
                 let results = try ModesBench.run(quick: isQuick, data: arguments.string("data"), delayMillis: delay)
                 ModesBench.printResults(results, delayMillis: delay)
             }

@@ -6,7 +6,6 @@ import PSPosix
 import PSServer
 import PSTransport
 import PSWire
-import Synchronization
 
 /// `psbench server`: push, pull and push-pull goodput against an in-process psserver, next to the raw TCP
 /// echo and memcpy baselines measured in the same run; and the optimizer apply rate against memcpy.
@@ -131,7 +130,7 @@ enum ServerBench {
 
     /// Runs `body` on `count` threads at once; returns the wall time of the slowest.
     static func runClients(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Double) throws -> Double {
-        let results = Mutex<[Result<Double, BenchError>]>([])
+        let results = LockedValue<[Result<Double, BenchError>]>([])
         let group = DispatchGroup()
         for index in 0..<count {
             group.enter()

@@ -1,13 +1,12 @@
 import Foundation
 import PSCLI
 import PSPosix
-import Synchronization
 
 /// `psctl demo`: a whole local cluster as child processes on free loopback ports, cleaned up on every exit path.
 enum Demo {
     static let fashionDirectory = "/usr/share/datasets/fashion-mnist"
-    /// Every child started, so a signal handler can stop them all.
-    static let children = Mutex<[Process]>([])
+    /// Every child started, so a signal handler can stop them all; broadcast when one of them exits.
+    static let children = LockedValue<[Process]>([])
 
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
         let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
@@ -30,7 +29,8 @@ enum Demo {
                 "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
                     + "training on the bundled digits data set instead.")
         }
-        let epochs = try arguments.value("epochs", as: Int.self) ?? (data == "fashion-mnist" ? 10 : 20)
+        let epochs =
+            try arguments.value("epochs", as: Int.self, in: 1...Int(UInt32.max)) ?? (data == "fashion-mnist" ? 10 : 20)
         let directory =
             arguments.string("directory")
             ?? NSTemporaryDirectory() + "swiftps-demo-\(Host.processID())"
@@ -100,6 +100,7 @@ enum Demo {
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
+        process.terminationHandler = { _ in children.broadcast() }
         try process.run()
         children.withLock { $0.append(process) }
         let handle = pipe.fileHandleForReading
@@ -124,10 +125,9 @@ enum Demo {
     static func stopAll() {
         let all = children.withLock { $0 }
         for process in all where process.isRunning { process.terminate() }
-        let deadline = Date(timeIntervalSinceNow: 3)
-        for process in all {
-            while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-            if process.isRunning { try? Signals.send(Signals.kill, toProcess: process.processIdentifier) }
+        children.wait(until: MonotonicClock.deadline(afterSeconds: 3), while: { _ in all.contains(where: \.isRunning) })
+        for process in all where process.isRunning {
+            try? Signals.send(Signals.kill, toProcess: process.processIdentifier)
         }
     }
 
@@ -145,11 +145,9 @@ enum Demo {
 }
 
 /// Waits for the first output line containing a pattern.
-final class LineWatcher: @unchecked Sendable {
-    // @unchecked Sendable: `found` is guarded by `condition`.
+final class LineWatcher: Sendable {
     let pattern: String
-    private let condition = NSCondition()
-    private var found: String? = nil
+    private let found = LockedValue<String?>(nil)
 
     init(pattern: String) {
         self.pattern = pattern
@@ -157,17 +155,12 @@ final class LineWatcher: @unchecked Sendable {
 
     func offer(_ line: String) {
         guard line.contains(pattern) else { return }
-        condition.lock()
-        if found == nil { found = line }
-        condition.broadcast()
-        condition.unlock()
+        found.withLockAndBroadcast { found in
+            if found == nil { found = line }
+        }
     }
 
     func wait(seconds: Double) -> String? {
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        while found == nil, condition.wait(until: deadline) {}
-        return found
+        found.wait(until: MonotonicClock.deadline(afterSeconds: seconds), while: { $0 == nil }) { found, _ in found }
     }
 }

@@ -78,8 +78,8 @@ struct PSCtlCommand {
 
     static func connect(_ arguments: ParsedArguments) throws -> (ParameterClient, Duration) {
         let (host, port) = try parseAddress(arguments.string("server") ?? "127.0.0.1:7000", flag: "--server")
-        let seconds = try arguments.required("timeout", as: Double.self)
-        guard seconds > 0 else { throw UsageError("--timeout must be positive") }
+        // At most a year, so the milliseconds below fit an Int64; NaN and infinities are refused too.
+        let seconds = try arguments.required("timeout", as: Double.self, in: 0.001...(365 * 86_400))
         let timeout = Duration.milliseconds(Int64(seconds * 1000))
         do {
             let client = try ParameterClient.connect(

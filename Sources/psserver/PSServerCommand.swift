@@ -153,9 +153,14 @@ struct PSServerCommand {
             request.mode = mode.rawValue
             request.staleness = config.staleness
             request.workers = try arguments.required("workers", as: Int.self)
-            let planned = try JobPlanner.plan(request)
-            config.job = planned.job
-            config.jobTensors = planned.tensors
+            do {
+                let planned = try JobPlanner.plan(request)
+                config.job = planned.job
+                config.jobTensors = planned.tensors
+            } catch let error as PlanError {
+                // Every PlanError names the flag it is about; data errors (which name the file) stay exit 1.
+                throw UsageError(error.description)
+            }
         } else if mode != .async {
             if arguments.has("mode") {
                 throw UsageError("--mode \(mode.rawValue) needs a training job: add --model (a plain store is async)")

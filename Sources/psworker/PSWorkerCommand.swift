@@ -36,6 +36,12 @@ struct PSWorkerCommand {
             Option("log-level", value: "level", help: "debug, info, warning or error.", default: "info"),
         ])
 
+    /// The most OpenBLAS threads `--threads` may ask for.
+    static let maxThreads = 1024
+    /// The longest `--reconnect-timeout` (a year; `--debug-step-delay-ms` likewise): longer ones overflow the
+    /// conversions to whole seconds and to dates.
+    static let maxSeconds: Double = 365 * 86_400
+
     static func main() {
         Signals.ignoreSIGPIPE()
         CommandLineTool.main(command) { arguments in
@@ -47,11 +53,12 @@ struct PSWorkerCommand {
             options.dataOverride = arguments.string("data")
             options.testOverride = arguments.string("test")
             options.token = arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }
-            options.threads = try arguments.required("threads", as: Int.self)
-            guard options.threads >= 1 else { throw UsageError("--threads must be at least 1") }
-            options.reconnectTimeoutSeconds = try arguments.required("reconnect-timeout", as: Double.self)
-            options.debugStepDelayMillis = try arguments.required("debug-step-delay-ms", as: Int.self)
-            options.debugMaxSteps = try arguments.value("debug-max-steps", as: Int.self)
+            options.threads = try arguments.required("threads", as: Int.self, in: 1...maxThreads)
+            options.reconnectTimeoutSeconds = try arguments.required(
+                "reconnect-timeout", as: Double.self, in: 0...maxSeconds)
+            options.debugStepDelayMillis = try arguments.required(
+                "debug-step-delay-ms", as: Int.self, in: 0...Int(maxSeconds) * 1000)
+            options.debugMaxSteps = try arguments.value("debug-max-steps", as: Int.self, in: 0...Int.max)
             if arguments.has("quiet") {
                 options.progress = .quiet
             } else {

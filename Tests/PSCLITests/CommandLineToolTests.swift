@@ -199,6 +199,28 @@ final class CommandLineToolTests: XCTestCase {
         XCTAssertEqual(try parsed.required("port", as: UInt16.self), 7000)
     }
 
+    func test_rangedValues_outOfRangeNaNOrInfinite_throwNamingTheOptionAndRange() throws {
+        let parsed = try parse(Fixtures.export, ["--port", "0", "--lr", "nan", "--offset", "inf", "out"])
+        XCTAssertThrowsError(try parsed.value("port", as: Int.self, in: 1...65535)) {
+            XCTAssertEqual("\($0)", "The value '0' is invalid for '--port <port>': expected a number in 1...65535")
+        }
+        XCTAssertThrowsError(try parsed.required("lr", as: Double.self, in: 0...10)) {
+            XCTAssertEqual("\($0)", "The value 'nan' is invalid for '--lr <rate>': expected a number in 0.0...10.0")
+        }
+        XCTAssertThrowsError(try parsed.value("offset", as: Double.self, in: -1e9...1e9)) {
+            XCTAssertTrue("\($0)".hasPrefix("The value 'inf' is invalid for '--offset <n>'"), "\($0)")
+        }
+        XCTAssertEqual(try parsed.value("port", as: Int.self, in: 0...1), 0)
+        XCTAssertNil(try parsed.value("dry-run-count", as: Int.self, in: 0...1))
+        let environment = try parse(Fixtures.export, ["out"], environment: ["PS_PORT": "-5"])
+        XCTAssertThrowsError(try environment.value("port", as: Int.self, in: 1...65535)) {
+            XCTAssertEqual(
+                "\($0)",
+                "The value '-5' is invalid for '--port <port>': expected a number in 1...65535 "
+                    + "(from environment variable PS_PORT)")
+        }
+    }
+
     // MARK: - Errors, exactly as printed
 
     private func usageFailure(_ message: String, help: String? = nil, usage: String, path: String) -> ToolOutcome {

@@ -45,6 +45,60 @@ final class CheckpointReaderTests: CheckpointTestCase {
         assertLoadFails(directory, file: file, contains: ["shape mismatch: manifest says [2, 3], file has [3, 2]"])
     }
 
+    /// A version 1 `.npy` file whose header declares `shape` (a Python tuple) over 16 bytes of float32 data.
+    static func npy(shapeText: String) -> [UInt8] {
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shapeText), }"
+        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+        header += "\n"
+        let length = UInt16(header.utf8.count)
+        return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xFF), UInt8(length >> 8)] + Array(header.utf8)
+            + [UInt8](repeating: 0, count: 16)
+    }
+
+    func test_decode_shapeProductOverflowing_throwsNamingTheFile() {
+        for shape in ["(4611686018427387904, 4)", "(3037000500, 3037000500)", "(1099511627777,)"] {
+            let bytes = Self.npy(shapeText: shape)
+            XCTAssertThrowsError(
+                try bytes.withUnsafeBytes { raw throws(NPYError) in try NPY.decode(raw, file: "big.npy") }
+            ) { error in
+                XCTAssertEqual((error as? NPYError)?.file, "big.npy")
+                XCTAssertTrue("\(error)".contains("too large"), "\(error)")
+            }
+        }
+    }
+
+    func test_load_npyShapeOverflowingWithMatchingCRC_refusedAsCheckpointErrorNamingTheFile() throws {
+        let directory = try write(step: 1)
+        let file = directory + "/fc1.weight.npy"
+        let bytes = Self.npy(shapeText: "(4611686018427387904, 4)")
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        // Keep the CRC consistent so that the decoder's own check, not the checksum, catches it.
+        let manifestPath = directory + "/manifest.json"
+        var manifest = try CheckpointManifest.decode(
+            try XCTUnwrap(FileManager.default.contents(atPath: manifestPath)), file: manifestPath)
+        manifest.tensors[0].crc32c = CRC32C.checksum(bytes)
+        try manifest.encoded().write(to: URL(fileURLWithPath: manifestPath))
+        assertLoadFails(directory, file: file, contains: ["too large"])
+    }
+
+    func test_load_manifestCounterPast2To62_refusedNamingTheField() throws {
+        let changes: [(String, (inout CheckpointManifest) -> Void)] = [
+            ("field step is 18446744073709551615", { $0.step = UInt64.max }),
+            ("field workerClocks.w0 is 4611686018427387905", { $0.workerClocks = ["w0": (1 << 62) + 1] }),
+            ("field shardVersions[1] is 18446744073709551615", { $0.shardVersions = [1, UInt64.max] }),
+            ("field optimizer.step", { $0.optimizer.step = UInt64.max }),
+        ]
+        for (index, (text, change)) in changes.enumerated() {
+            let directory = try write(step: UInt64(index + 1))
+            let manifestPath = directory + "/manifest.json"
+            var manifest = try CheckpointManifest.decode(
+                try XCTUnwrap(FileManager.default.contents(atPath: manifestPath)), file: manifestPath)
+            change(&manifest)
+            try manifest.encoded().write(to: URL(fileURLWithPath: manifestPath))
+            assertLoadFails(directory, file: manifestPath, contains: [text])
+        }
+    }
+
     func test_garbledManifest_refusedNamingManifest() throws {
         let directory = try write(step: 1)
         let manifestPath = directory + "/manifest.json"

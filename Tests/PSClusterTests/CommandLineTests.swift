@@ -83,3 +83,67 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(result.err.contains("/nonexistent/x.csv"), result.err)
     }
 }
+
+/// Numbers that are out of range, NaN, infinite, or would trap a later conversion are usage errors naming the flag.
+final class CommandLineRangeTests: XCTestCase {
+    func test_outOfRangeNumbers_exit64WithErrorNamingTheFlag() throws {
+        let directory = NSTemporaryDirectory() + "swiftps-range-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let job = ["--port", "0", "--model", "softmax"]
+        let cases: [(String, [String], String)] = [
+            (
+                "psserver", job + ["--checkpoint-every-seconds", "0", "--checkpoint-dir", directory],
+                "--checkpoint-every-seconds"
+            ),
+            (
+                "psserver", ["--port", "0", "--checkpoint-every-seconds", "nan", "--checkpoint-dir", directory],
+                "--checkpoint-every-seconds"
+            ),
+            ("psserver", job + ["--worker-timeout", "1e20"], "--worker-timeout"),
+            ("psserver", ["--port", "0", "--worker-timeout", "inf"], "--worker-timeout"),
+            ("psserver", job + ["--wait-timeout", "nan"], "--wait-timeout"),
+            ("psserver", ["--port", "0", "--wait-timeout", "-1"], "--wait-timeout"),
+            ("psserver", ["--port", "0", "--shards", "0"], "--shards"),
+            ("psserver", ["--port", "0", "--max-frame-bytes", "99999999999"], "--max-frame-bytes"),
+            ("psserver", ["--port", "0", "--staleness", "18446744073709551615"], "--staleness"),
+            ("psserver", ["--port", "0", "--keep-checkpoints", "-2"], "--keep-checkpoints"),
+            ("psserver", job + ["--workers", "0"], "--workers"),
+            ("psserver", job + ["--workers", "9223372036854775807", "--batch", "2"], "--workers"),
+            ("psserver", job + ["--workers", "4611686018427387904", "--batch", "4"], "--workers"),
+            ("psserver", job + ["--batch", "9223372036854775807", "--workers", "2"], "--batch"),
+            ("psserver", job + ["--epochs", "0"], "--epochs"),
+            ("psserver", job + ["--epochs", "9223372036854775807"], "--epochs"),
+            ("psserver", ["--port", "0", "--model", "mlp:4611686018427387904"], "--model"),
+            ("psworker", ["--threads", "0"], "--threads"),
+            ("psworker", ["--threads", "99999999999"], "--threads"),
+            ("psworker", ["--reconnect-timeout", "inf"], "--reconnect-timeout"),
+            ("psworker", ["--reconnect-timeout", "1e300"], "--reconnect-timeout"),
+            ("psworker", ["--reconnect-timeout", "nan"], "--reconnect-timeout"),
+            ("psworker", ["--debug-step-delay-ms", "-1"], "--debug-step-delay-ms"),
+            ("psworker", ["--debug-max-steps", "-1"], "--debug-max-steps"),
+            ("psctl", ["status", "--timeout", "1e300"], "--timeout"),
+            ("psctl", ["status", "--timeout", "inf"], "--timeout"),
+            ("psctl", ["status", "--timeout", "nan"], "--timeout"),
+            ("psctl", ["demo", "--epochs", "0"], "--epochs"),
+            ("psbench", ["modes", "--delay-ms", "-1"], "--delay-ms"),
+        ]
+        for (binary, arguments, needle) in cases {
+            let process = try ChildProcess(binary: binary, arguments: arguments)
+            let code = process.wait(timeout: .seconds(30))
+            let err = process.standardError
+            XCTAssertEqual(code, 64, "\(binary) \(arguments): \(err)")
+            XCTAssertTrue(err.hasPrefix("Error: "), "\(binary) \(arguments): \(err)")
+            XCTAssertTrue(err.split(separator: "\n").first?.contains(needle) ?? false, "\(binary) \(arguments): \(err)")
+            XCTAssertTrue(err.contains("Usage: \(binary)"), "\(binary) \(arguments): \(err)")
+        }
+    }
+
+    func test_outOfRangeSeconds_exactMessage() throws {
+        let process = try ChildProcess(
+            binary: "psserver", arguments: ["--port", "0", "--model", "softmax", "--worker-timeout", "1e20"])
+        XCTAssertEqual(process.wait(timeout: .seconds(30)), 64)
+        XCTAssertEqual(
+            process.standardError.split(separator: "\n").first,
+            "Error: --worker-timeout must be a positive number of seconds, at most 31536000, got 1e+20")
+    }
+}

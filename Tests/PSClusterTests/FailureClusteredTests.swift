@@ -81,10 +81,13 @@ final class FailureClusteredTests: XCTestCase {
         let cluster = try LocalCluster()
         try cluster.startServer(
             job(
-                workers: 2, epochs: 2,
+                workers: 2, epochs: 3,
                 ["--mode", "async", "--max-gradient-staleness", "0", "--stale-policy", "drop", "--keep-running"]))
+        // The quick worker is slowed a little too, so that its run overlaps the laggard's even when the laggard's
+        // start-up after joining is slow (a loaded machine, a sanitized build): without overlap nothing is stale.
         let workers = try startInRankOrder(
-            cluster, ["quick", "laggard"], flags: ["laggard": ["--debug-step-delay-ms", "20"]])
+            cluster, ["quick", "laggard"],
+            flags: ["quick": ["--debug-step-delay-ms", "5"], "laggard": ["--debug-step-delay-ms", "25"]])
         for (name, worker) in workers {
             XCTAssertEqual(worker.wait(timeout: .seconds(120)), 0, "\(name): \(worker.standardError)")
         }

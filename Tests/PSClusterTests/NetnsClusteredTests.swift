@@ -130,8 +130,21 @@ final class NetnsClusteredTests: XCTestCase {
             XCTFail("netns.sh run did not end within \(timeout + 30) s:\n\(process.standardOutput)")
             return NetnsRun(directory: directory, status: -1, output: process.standardOutput)
         }
+        failOnSanitizerReports(in: directory)
         return NetnsRun(
             directory: directory, status: status, output: process.standardOutput + process.standardError)
+    }
+
+    /// Fails the test, quoting the report, for every process log of a run that holds a ThreadSanitizer report
+    /// (under `make tsan`; netns.sh sends each process's stderr to a log file, not to the test).
+    func failOnSanitizerReports(in directory: TemporaryDirectory) {
+        let logs = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for log in logs.sorted() where log.hasSuffix(".log") {
+            guard let text = try? String(contentsOfFile: directory.file(log).path, encoding: .utf8),
+                let marker = text.range(of: "WARNING: ThreadSanitizer")
+            else { continue }
+            XCTFail("\(log) holds a ThreadSanitizer report:\n\(text[marker.lowerBound...].prefix(20_000))")
+        }
     }
 
     /// `netns.sh down` for `prefix` (idempotent; bounded).

@@ -1,7 +1,7 @@
 import Foundation
 import PSData
 import PSMath
-import Synchronization
+import PSPosix
 import XCTest
 
 final class DataOrderTests: XCTestCase {
@@ -71,7 +71,7 @@ final class DataOrderTests: XCTestCase {
         let order = DataOrder(rowCount: 500, workerCount: 2, batchPerWorker: 25, seed: 9)
         let copy = order
         let expected = (0..<60).map { step in Array(order.rows(step: step, rank: step % 2)) }
-        let results = Mutex<[Int: [Int]]>([:])
+        let results = LockedValue<[Int: [Int]]>([:])
         DispatchQueue.concurrentPerform(iterations: 4) { thread in
             for step in stride(from: thread, to: 60, by: 4) {
                 let rows = Array(copy.rows(step: step, rank: step % 2))

@@ -118,4 +118,36 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(Dataset.inferredClassCount(labels: [-1, 1]), 0)
         XCTAssertEqual(Dataset.inferredClassCount(labels: []), 0)
     }
+
+    func test_requireModelShape_testLabelOutOfRange_throwsDataErrorNamingTheFile() throws {
+        let files = try TestFiles(self)
+        let path = try files.write("digits_test.csv", text: "3,0.5,0.5\n12,0.25,0.75\n")
+        let test = try DataSource(parsing: path).loadTrain()
+        XCTAssertEqual(
+            dataError { () throws(DataError) in try test.requireModelShape(featureCount: 2, classCount: 10) },
+            DataError(file: path, location: "row 1", message: "label 12 is not a class index below the class count 10"))
+        let negative = try files.write("negative_test.csv", text: "-1,0.5,0.5\n")
+        let negativeSet = try DataSource(parsing: negative).loadTrain()
+        XCTAssertEqual(
+            dataError { () throws(DataError) in try negativeSet.requireModelShape(featureCount: 2, classCount: 10) }?
+                .file, negative)
+        XCTAssertNoThrow(try test.requireModelShape(featureCount: 2, classCount: 13))
+    }
+
+    func test_requireModelShape_featureCountDiffers_throwsDataErrorNamingTheFile() {
+        let data = Dataset(name: "narrow.csv", featureCount: 1, features: [0, 0], labels: [1, 0], classCount: 2)
+        XCTAssertEqual(
+            dataError { () throws(DataError) in try data.requireModelShape(featureCount: 64, classCount: 10) },
+            DataError(file: "narrow.csv", message: "has 1 features per row, the model expects 64"))
+    }
+
+    func test_requireModelShape_regressionTargetNotFinite_throwsNamingTheRow() {
+        let data = Dataset(
+            name: "r.csv", featureCount: 1, features: [0, 0, 0], labels: [1.5, .infinity, .nan], classCount: 0)
+        XCTAssertEqual(
+            dataError { () throws(DataError) in try data.requireModelShape(featureCount: 1, classCount: 0) },
+            DataError(file: "r.csv", location: "row 1", message: "regression target inf is not finite"))
+        let fine = Dataset(name: "ok", featureCount: 1, features: [0, 0], labels: [1.5, -3], classCount: 0)
+        XCTAssertNoThrow(try fine.requireModelShape(featureCount: 1, classCount: 0))
+    }
 }

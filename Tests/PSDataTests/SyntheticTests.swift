@@ -50,4 +50,13 @@ final class SyntheticTests: XCTestCase {
         let accuracy = Double(correct) / Double(test.rowCount)
         XCTAssertGreaterThan(accuracy, 0.95, "nearest-centroid test accuracy \(accuracy)")
     }
+
+    func test_load_classesTimesFeaturesOverflowing_throwsNamingTheSpelling() {
+        let source = DataSource.synthetic(rows: 10, features: 10, classes: Int.max, seed: 0)
+        XCTAssertEqual(
+            dataError { () throws(DataError) in try source.loadTrain() }?.file, "synthetic:10,10,\(Int.max),0")
+        XCTAssertNotNil(dataError { () throws(DataError) in try source.loadTest() })
+        let large = DataSource.synthetic(rows: 10, features: 1 << 15, classes: 1 << 16, seed: 0)
+        XCTAssertNotNil(dataError { () throws(DataError) in try large.loadTrain() })
+    }
 }

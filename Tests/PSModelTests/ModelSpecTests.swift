@@ -70,4 +70,14 @@ final class ModelSpecTests: XCTestCase {
         let spec = ModelSpec(kind: .mlp(hidden: [6, 4]), inputCount: 5, outputCount: 3, seed: 9)
         XCTAssertEqual(try JSONDecoder().decode(ModelSpec.self, from: JSONEncoder().encode(spec)), spec)
     }
+
+    func test_validate_parameterCountOverflowing_throwsInsteadOfTrapping() {
+        let huge = ModelSpec(kind: .mlp(hidden: [Int.max / 2, Int.max / 2]), inputCount: 64, outputCount: 10)
+        XCTAssertThrowsError(try huge.validate()) { error in
+            XCTAssertTrue("\(error)".contains("more than \(ModelSpec.maxParameterCount) parameters"), "\(error)")
+        }
+        XCTAssertThrowsError(try ModelSpec(kind: .softmax, inputCount: 1 << 20, outputCount: 1 << 12).validate())
+        XCTAssertThrowsError(try ModelSpec(kind: .softmax, inputCount: Int.max, outputCount: 10).validate())
+        XCTAssertNoThrow(try ModelSpec(kind: .mlp(hidden: [4096, 4096]), inputCount: 784, outputCount: 10).validate())
+    }
 }

@@ -1,8 +1,8 @@
 import Foundation
 import PSClient
+import PSPosix
 import PSServer
 import PSWire
-import Synchronization
 import XCTest
 
 final class LargeTensorTests: XCTestCase {
@@ -12,7 +12,7 @@ final class LargeTensorTests: XCTestCase {
         let count = 1 << 20
         let setup = try harness.client(name: "setup")
         _ = try setup.register(zeroTensors([count]))
-        let errors = Mutex<[String]>([])
+        let errors = LockedValue<[String]>([])
         let group = DispatchGroup()
         let port = harness.port
         for index in 0..<4 {

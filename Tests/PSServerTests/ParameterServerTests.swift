@@ -5,7 +5,6 @@ import PSPosix
 import PSServer
 import PSTransport
 import PSWire
-import Synchronization
 import XCTest
 
 final class ParameterServerTests: XCTestCase {
@@ -18,7 +17,7 @@ final class ParameterServerTests: XCTestCase {
         _ = try setup.register(zeroTensors(sizes))
         let total = sizes.reduce(0, +)
         let layout = ShardLayout(tensorElementCounts: sizes, shardCount: shards)
-        let errors = Mutex<[String]>([])
+        let errors = LockedValue<[String]>([])
         let group = DispatchGroup()
         for w in 0..<clients {
             group.enter()

@@ -1,6 +1,5 @@
 import Foundation
 import PSPosix
-import Synchronization
 
 /// Calls `condition` every `poll` until it returns true or `timeout` passes; returns whether it became true.
 @discardableResult
@@ -40,13 +39,13 @@ func seconds(_ duration: Duration) -> Double {
 ///
 /// Use it for the blocking side of a socket test (a server accepting one connection), never the Dispatch pool.
 public final class TestThread<Value: Sendable>: Sendable {
-    private let outcome = Mutex<Result<Value, any Error>?>(nil)
+    private let outcome = LockedValue<Result<Value, any Error>?>(nil)
 
     /// Starts a thread named `name` that runs `body`.
     public init(name: String = "test-thread", _ body: @escaping @Sendable () throws -> Value) {
         let thread = Thread { [self] in
             let result = Result { try body() }
-            self.outcome.withLock { $0 = result }
+            self.outcome.withLockAndBroadcast { $0 = result }
         }
         thread.name = name
         thread.start()
@@ -59,11 +58,10 @@ public final class TestThread<Value: Sendable>: Sendable {
 
     /// Waits for `body` to finish and returns its value or rethrows its error; throws if `timeout` passes first.
     public func join(timeout: Duration = .seconds(30)) throws -> Value {
-        guard waitUntil(timeout: timeout, poll: .milliseconds(1), { isFinished }) else {
+        let deadline = MonotonicClock.nanoseconds() + nanoseconds(timeout)
+        let result = outcome.wait(until: deadline, while: { $0 == nil }) { outcome, _ in outcome }
+        guard let result else {
             throw TestSupportError("test thread did not finish within \(timeout)")
-        }
-        guard let result = outcome.withLock({ $0 }) else {
-            throw TestSupportError("test thread finished without a result")
         }
         return try result.get()
     }

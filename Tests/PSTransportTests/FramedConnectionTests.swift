@@ -104,4 +104,24 @@ final class FramedConnectionTests: XCTestCase {
             XCTAssertEqual(error as? TransportError, .closed)
         }
     }
+
+    func test_sendPush_payloadPast4GiB_throwsFrameTooLargeInsteadOfTrapping() throws {
+        let (client, server) = try makePair()
+        defer {
+            client.close()
+            server.close()
+        }
+        // 2^30 floats make a 4 GiB + 24-byte payload; the length check refuses it before a float is read, so the
+        // buffer only has to claim that size.
+        let count = 1 << 30
+        let floats = UnsafeBufferPointer<Float>(start: UnsafePointer(bitPattern: 0x1000), count: count)
+        let prefix = PushPrefix(shard: 0, count: UInt32(count), clock: 0, baseVersion: 0)
+        XCTAssertThrowsError(try client.sendPush(.push, prefix: prefix, floats: floats, requestID: 1)) { error in
+            guard case .wire(.frameTooLarge) = error as? TransportError else { return XCTFail("\(error)") }
+        }
+        let reply = PullReplyPrefix(shard: 0, count: UInt32(count), version: 0)
+        XCTAssertThrowsError(try server.sendPullReply(prefix: reply, floats: floats, requestID: 1)) { error in
+            guard case .wire(.frameTooLarge) = error as? TransportError else { return XCTFail("\(error)") }
+        }
+    }
 }
