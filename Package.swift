@@ -8,6 +8,9 @@
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
 //   PSPosix        the only module that calls Glibc for sockets, signals, processes and clocks
 //   PSLog          the logger: one key=value line per event on stderr, so that any layer can log
+//   PSHTTP         a small HTTP/1.1 server for the observability endpoints: pure request parser, bounded server
+//   PSMetrics      pure: Prometheus metric families, histograms and the text exposition format
+//   PSPlot         pure: SVG line charts, metrics-file parsing, the Amdahl fit (psctl plot, psbench scale)
 //   PSCLI          argument parsing and help in swift-argument-parser's conventions
 //   PSMath         the only Swift file importing OpenBLAS; splitmix64, initialisers, optimizers
 //   PSModel        models (softmax, linear, MLP): forward and backward with sgemm
@@ -46,6 +49,9 @@ let package = Package(
         .target(name: "PSWire"),
         .target(name: "PSPosix"),
         .target(name: "PSLog", dependencies: ["PSPosix"]),
+        .target(name: "PSHTTP", dependencies: ["PSPosix"]),
+        .target(name: "PSMetrics"),
+        .target(name: "PSPlot"),
         .target(name: "PSCLI"),
         .target(name: "PSMath", dependencies: ["COpenBLAS"]),
         .target(name: "PSModel", dependencies: ["PSMath"]),
@@ -58,7 +64,8 @@ let package = Package(
         .target(
             name: "PSServer",
             dependencies: [
-                "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSCoordinator", "PSCheckpoint",
+                "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSCoordinator", "PSCheckpoint", "PSHTTP",
+                "PSMetrics",
             ]
         ),
         .target(name: "PSClient", dependencies: ["PSWire", "PSPosix", "PSTransport"]),
@@ -77,13 +84,13 @@ let package = Package(
         .executableTarget(name: "psexample", dependencies: ["PSTraining", "PSModel", "PSMath"]),
         .executableTarget(
             name: "psctl",
-            dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint"]
+            dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint", "PSPlot"]
         ),
         .executableTarget(
             name: "psbench",
             dependencies: [
                 "PSWire", "PSPosix", "PSLog", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
-                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator",
+                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator", "PSPlot",
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),
@@ -92,6 +99,9 @@ let package = Package(
         .testTarget(name: "PSWireTests", dependencies: ["PSWire", "PSTestSupport"]),
         .testTarget(name: "PSPosixTests", dependencies: ["PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCLITests", dependencies: ["PSCLI", "PSTestSupport"]),
+        .testTarget(name: "PSHTTPTests", dependencies: ["PSHTTP", "PSPosix", "PSTestSupport"]),
+        .testTarget(name: "PSMetricsTests", dependencies: ["PSMetrics", "PSTestSupport"]),
+        .testTarget(name: "PSPlotTests", dependencies: ["PSPlot", "PSTestSupport"]),
         .testTarget(name: "PSMathTests", dependencies: ["PSMath", "PSTestSupport"]),
         .testTarget(name: "PSModelTests", dependencies: ["PSModel", "PSMath", "PSData", "PSTestSupport"]),
         .testTarget(name: "PSDataTests", dependencies: ["PSData", "PSMath", "PSPosix", "PSTestSupport"]),

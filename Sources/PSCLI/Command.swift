@@ -56,12 +56,15 @@ public struct Argument: Sendable {
     public let help: String
     /// Whether the argument may be left out.
     public let optional: Bool
+    /// Whether the (last) argument takes every remaining positional word: `<run> ...`.
+    public let variadic: Bool
 
     /// Declares a positional argument.
-    public init(_ name: String, help: String, optional: Bool = false) {
+    public init(_ name: String, help: String, optional: Bool = false, variadic: Bool = false) {
         self.name = name
         self.help = help
         self.optional = optional
+        self.variadic = variadic
     }
 }
 

@@ -157,7 +157,7 @@ public enum CommandLineTool {
     }
 
     private static func argumentSynopsis(_ argument: Argument) -> String {
-        argument.optional ? "[<\(argument.name)>]" : "<\(argument.name)>"
+        (argument.optional ? "[<\(argument.name)>]" : "<\(argument.name)>") + (argument.variadic ? " ..." : "")
     }
 
     /// The help text for `command` reached by the words `path` (root first), ending in a newline.

@@ -13,6 +13,8 @@ public struct ParsedArguments: Sendable {
     let environmentValues: [String: String]
     /// Positional arguments by name.
     let positionalValues: [String: String]
+    /// A variadic argument's words, by name.
+    var positionalLists: [String: [String]] = [:]
 
     private static func key(_ long: String) -> String {
         long.hasPrefix("--") ? String(long.dropFirst(2)) : long
@@ -130,6 +132,11 @@ public struct ParsedArguments: Sendable {
     /// The positional argument's value, or nil if it was not given.
     public func argument(_ name: String) -> String? {
         positionalValues[name]
+    }
+
+    /// Every word given for a variadic argument (its first word alone is also ``argument(_:)``).
+    public func arguments(_ name: String) -> [String] {
+        positionalLists[name] ?? positionalValues[name].map { [$0] } ?? []
     }
 
     private func convert<T: LosslessStringConvertible>(

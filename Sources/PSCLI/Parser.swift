@@ -159,7 +159,8 @@ struct Parser {
         if !command.subcommands.isEmpty && command.arguments.isEmpty {
             return .help(CommandLineTool.helpText(for: command, path: pathNames))
         }
-        let extra = positionals.dropFirst(command.arguments.count)
+        let variadic = command.arguments.last?.variadic == true
+        let extra = variadic ? [] : positionals.dropFirst(command.arguments.count)
         if extra.count == 1 {
             throw fail("Unexpected argument '\(extra[extra.startIndex])'")
         } else if extra.count > 1 {
@@ -168,6 +169,10 @@ struct Parser {
         var positionalValues: [String: String] = [:]
         for (argument, value) in zip(command.arguments, positionals) {
             positionalValues[argument.name] = value
+        }
+        var positionalLists: [String: [String]] = [:]
+        if variadic, let last = command.arguments.last {
+            positionalLists[last.name] = Array(positionals.dropFirst(command.arguments.count - 1))
         }
         if let missing = command.arguments.first(where: { !$0.optional && positionalValues[$0.name] == nil }) {
             throw fail("Missing expected argument '<\(missing.name)>'", help: "<\(missing.name)>  \(missing.help)")
@@ -188,7 +193,8 @@ struct Parser {
                 options: options,
                 explicitValues: explicitValues,
                 environmentValues: environmentValues,
-                positionalValues: positionalValues
+                positionalValues: positionalValues,
+                positionalLists: positionalLists
             )
         )
     }

@@ -204,6 +204,12 @@ public struct Socket: Sendable, Hashable {
         try setTimeoutOption(SO_RCVTIMEO, timeout, operation: "SO_RCVTIMEO")
     }
 
+    /// Sets `SO_SNDTIMEO`: a write blocked longer (a peer that never reads) throws
+    /// ``SocketError/timedOut(operation:)``; nil waits forever.
+    public func setSendTimeout(_ timeout: Duration?) throws(SocketError) {
+        try setTimeoutOption(SO_SNDTIMEO, timeout, operation: "SO_SNDTIMEO")
+    }
+
     private func setTimeoutOption(_ name: Int32, _ timeout: Duration?, operation: String) throws(SocketError) {
         var value = timeval(tv_sec: 0, tv_usec: 0)
         if let timeout {

@@ -56,7 +56,11 @@ final class CheckpointManager: Sendable {
         let durable: Bool
     }
 
-    init(root: String, keep: Int?, slotNames: [String], log: Logger) {
+    /// Where written checkpoints are counted and timed.
+    let metrics: ServerMetrics
+
+    init(root: String, keep: Int?, slotNames: [String], log: Logger, metrics: ServerMetrics = ServerMetrics()) {
+        self.metrics = metrics
         self.root = root
         self.slotNames = slotNames
         self.keep = keep
@@ -117,6 +121,7 @@ final class CheckpointManager: Sendable {
             guard let next else { return }
             var error: String? = nil
             var path = ""
+            let started = MonotonicClock.nanoseconds()
             do {
                 if next.final {
                     path = try writeFinalDirectory(next)
@@ -126,8 +131,11 @@ final class CheckpointManager: Sendable {
                         root: root, manifest: next.manifest, tensors: tensors, optimizerStates: states, keepLast: keep)
                 }
                 log.info("checkpoint-written", ["path": path, "step": next.manifest.step])
+                metrics.checkpointWritten(
+                    seconds: Double(MonotonicClock.nanoseconds() &- started) / 1e9, bytes: next.snapshot.byteCount)
             } catch let failure {
                 error = "\(failure)"
+                metrics.checkpointFailures.wrappingAdd(1, ordering: .relaxed)
                 log.error("checkpoint-failed", ["step": next.manifest.step, "error": "\(failure)"])
             }
             state.withLockAndBroadcast { state in
@@ -283,5 +291,12 @@ final class CheckpointManager: Sendable {
             try FileSystem.renameReplacing(from: temporary, to: file)
         }
         try FileSystem.fsyncDirectory(path: path)
+    }
+}
+
+extension ModelSnapshot {
+    /// Bytes of float32 data the snapshot holds (weights and optimizer state).
+    var byteCount: UInt64 {
+        UInt64((weights.count + optimizerSlots.reduce(0) { $0 + $1.count }) * MemoryLayout<Float>.size)
     }
 }

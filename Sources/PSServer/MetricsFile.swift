@@ -69,8 +69,8 @@ public final class MetricsFile: Sendable {
         var writing = false
     }
 
-    /// Creates (truncates) the file.
-    public init(path: String) throws {
+    /// Creates (truncates) the file; `header`, when given, is its first line (the `"type": "run"` record).
+    public init(path: String, header: [String: MetricsValue]? = nil) throws {
         guard FileManager.default.createFile(atPath: path, contents: nil) else {
             throw ConfigError("--metrics-out: cannot create \(path)")
         }
@@ -79,6 +79,7 @@ public final class MetricsFile: Sendable {
         }
         self.path = path
         self.handle = handle
+        if let header { handle.write(Data((MetricsValue.object(header).json + "\n").utf8)) }
     }
 
     /// Appends the record with sequence number `sequence` once every earlier record was appended.

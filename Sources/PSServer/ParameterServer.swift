@@ -1,6 +1,7 @@
 import Foundation
 import PSCheckpoint
 import PSCoordinator
+import PSHTTP
 import PSLog
 import PSMath
 import PSPosix
@@ -21,6 +22,10 @@ public final class ParameterServer: Sendable {
     let checkpoints: CheckpointManager?
     let log: Logger
     let metrics: MetricsFile?
+    /// Counters, histograms and the run's history for `/metrics` and the dashboard.
+    public let serverMetrics: ServerMetrics
+    /// The `--metrics-port` endpoint, when configured.
+    let http: HTTPServer?
     let listener: Socket
     /// The port actually bound (useful with port 0).
     public let port: UInt16
@@ -40,15 +45,18 @@ public final class ParameterServer: Sendable {
         try config.validate()
         self.config = config
         self.log = log
-        let metrics = try config.metricsPath.map { try MetricsFile(path: $0) }
+        let metrics = try config.metricsPath.map { try MetricsFile(path: $0, header: Self.runRecord(config)) }
         self.metrics = metrics
+        let serverMetrics = ServerMetrics()
+        self.serverMetrics = serverMetrics
         let store = ShardStore(
             shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1,
             requiresIdenticalTensors: config.job != nil)
         self.store = store
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
-                root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log)
+                root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log,
+                metrics: serverMetrics)
         }
         self.checkpoints = checkpoints
 
@@ -70,8 +78,43 @@ public final class ParameterServer: Sendable {
         }
         listener = try Socket.listen(host: config.host, port: config.port)
         port = try listener.localPort()
+        http = try Self.makeHTTPServer(config: config, listener: listener)
         if let coordinator { carryOut(coordinator.restored(ranks: restoredRanks)) }
     }
+
+    /// Binds the observability endpoint; its handler is attached by `start` (it needs `self`).
+    private static func makeHTTPServer(config: ServerConfig, listener: Socket) throws -> HTTPServer? {
+        guard let metricsPort = config.metricsPort else { return nil }
+        do {
+            return try HTTPServer(
+                host: config.metricsHost ?? config.host, port: metricsPort, limits: config.httpLimits)
+        } catch {
+            listener.close()
+            throw ConfigError("--metrics-port: \(error)")
+        }
+    }
+
+    /// The metrics file's first line: what `psctl plot` titles a run with.
+    private static func runRecord(_ config: ServerConfig) -> [String: MetricsValue] {
+        var fields: [String: MetricsValue] = [
+            "type": .string("run"), "mode": .string(config.job == nil ? "store" : config.mode.rawValue),
+            "optimizer": .string(config.optimizer.kind.rawValue),
+            "lr": .double(Double("\(config.optimizer.learningRate)") ?? 0),
+            "shards": .int(config.shardCount),
+        ]
+        if let job = config.job {
+            fields["model"] = .string(job.model)
+            fields["data"] = .string(job.data)
+            fields["workers"] = .int(job.workers)
+            fields["batch"] = .int(job.batchPerWorker)
+            fields["epochs"] = .int(job.epochs)
+            if config.mode == .ssp { fields["staleness"] = .int(Int(config.staleness)) }
+        }
+        return fields
+    }
+
+    /// The port the observability endpoint is bound to, when there is one.
+    public var metricsPort: UInt16? { http?.port }
 
     // MARK: Lifecycle
 
@@ -81,6 +124,11 @@ public final class ParameterServer: Sendable {
         let acceptThread = Thread { [self] in acceptLoop() }
         acceptThread.name = "psserver-accept"
         acceptThread.start()
+        if let http {
+            let endpoints = ObservabilityEndpoints(server: self)
+            http.start { endpoints.handle($0) }
+            log.info("metrics-listening", ["address": "\(config.metricsHost ?? config.host):\(http.port)"])
+        }
         if coordinator != nil {
             let ticker = Thread { [self] in tickLoop() }
             ticker.name = "psserver-ticker"
@@ -100,6 +148,7 @@ public final class ParameterServer: Sendable {
         log.info("stopping", ["reason": reason])
         coordinator?.stop()
         listener.shutdown()  // wakes the accept thread, which releases the descriptor
+        http?.stop()
         // Give handlers in the middle of a request a moment to finish it before their sockets close.
         for connection in connections.withLock({ Array($0.values) }) { connection.shutdownReceive() }
         requestsDrained.wait(
@@ -171,8 +220,10 @@ public final class ParameterServer: Sendable {
                 log.write(record)
             case .recordStep(let record):
                 metrics?.write(record.metricsFields, sequence: record.sequence)
+                serverMetrics.history.withLock { $0.record(record) }
             case .recordEpoch(let record):
                 metrics?.write(record.metricsFields, sequence: record.sequence)
+                serverMetrics.history.withLock { $0.record(record) }
             case .apply(let shard, let step, let ranks):
                 applyStep(shard: shard, step: step, ranks: ranks)
             case .takeCheckpoint(let step):
@@ -191,7 +242,9 @@ public final class ParameterServer: Sendable {
     /// BSP: applies the mean of the held gradients on one shard, then tells the coordinator.
     private func applyStep(shard: Int, step: UInt64, ranks: [Int]) {
         guard let coordinator, let model = store.current, shard < model.shards.count else { return }
+        let started = MonotonicClock.nanoseconds()
         let applied = model.shards[shard].state.withLock { $0.applyMean(step: step, ranks: ranks) }
+        serverMetrics.observe(serverMetrics.applyTime, since: started)
         if !applied {
             log.error("bsp-apply-missing-gradient", ["shard": shard, "step": step, "ranks": "\(ranks)"])
         }

@@ -1,4 +1,5 @@
 import PSCoordinator
+import PSHTTP
 import PSMath
 import PSWire
 
@@ -45,6 +46,12 @@ public struct ServerConfig: Sendable {
     public var restore: String? = nil
     /// File receiving one JSON object per line (step and epoch records).
     public var metricsPath: String? = nil
+    /// Port of the HTTP observability endpoint (`/metrics`, `/status.json`, the dashboard); nil: none.
+    public var metricsPort: UInt16? = nil
+    /// Address the observability endpoint listens on (default: the same as `host`).
+    public var metricsHost: String? = nil
+    /// The observability endpoint's connection, size and time limits.
+    public var httpLimits = HTTPServerLimits()
     /// Keep serving after the job finished (default: exit 0).
     public var keepRunning: Bool = false
     /// Heartbeat interval workers are asked to use.

@@ -1,4 +1,5 @@
 import PSCoordinator
+import PSPosix
 import PSTransport
 import PSWire
 
@@ -96,6 +97,7 @@ struct ShardService {
         session: Session
     ) throws(TransportError) {
         let rule = server.config.stalenessRule
+        let started = MonotonicClock.nanoseconds()
         let outcome: (status: PushStatus, version: UInt64, staleness: UInt64) = shard.state.withLock { state in
             switch rule.decide(currentVersion: state.version, baseVersion: prefix.baseVersion) {
             case .apply:
@@ -108,6 +110,9 @@ struct ShardService {
             case .drop(let staleness):
                 return (.droppedStale, state.version, staleness)
             }
+        }
+        if outcome.status != .droppedStale {
+            server.serverMetrics.observe(server.serverMetrics.applyTime, since: started)
         }
         if outcome.status == .droppedStale { shard.droppedStaleCount.wrappingAdd(1, ordering: .relaxed) }
         if outcome.status == .appliedScaled { shard.scaledStaleCount.wrappingAdd(1, ordering: .relaxed) }
@@ -165,7 +170,10 @@ struct ShardService {
             return
         }
         if let coordinator = server.coordinator, session.role == .worker {
-            switch coordinator.waitForStep(step, rank: session.rank, connection: session.connection) {
+            let started = MonotonicClock.nanoseconds()
+            let gate = coordinator.waitForStep(step, rank: session.rank, connection: session.connection)
+            server.serverMetrics.observe(server.serverMetrics.barrierWait, since: started)
+            switch gate {
             case .ready:
                 break
             case .timedOut(let why):

@@ -36,6 +36,16 @@ struct PSBenchCommand {
                 options: [
                     quick, Option("dir", value: "dir", help: "Where to write (default: the temporary directory)."),
                 ]),
+            Command(
+                name: "scale",
+                abstract: "Samples/s and speedup for 1, 2, 4, 8 workers (bsp, async); Amdahl fit; an SVG plot.",
+                options: [
+                    quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
+                    Option("workers", value: "list", help: "Worker counts, comma-separated.", default: "1,2,4,8"),
+                    Option(
+                        "output", short: "o", value: "file.svg", help: "Where to draw the plot.", default: "scale.svg"),
+                    Option("repeat", value: "n", help: "Runs per configuration; the fastest counts.", default: "1"),
+                ]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
         ])
 
@@ -58,6 +68,16 @@ struct PSBenchCommand {
                 let delay = try arguments.required("delay-ms", as: Int.self, in: 0...3_600_000)
                 let results = try ModesBench.run(quick: isQuick, data: arguments.string("data"), delayMillis: delay)
                 ModesBench.printResults(results, delayMillis: delay)
+            }
+            if which == "scale" {
+                let counts = (arguments.string("workers") ?? "1,2,4,8").split(separator: ",").compactMap { Int($0) }
+                guard !counts.isEmpty, counts.allSatisfy({ $0 >= 1 && $0 <= 64 }) else {
+                    throw UsageError("--workers must be a comma-separated list of counts between 1 and 64")
+                }
+                _ = try ScaleBench.run(
+                    quick: isQuick, data: arguments.string("data"), workerCounts: counts,
+                    repeats: max(1, try arguments.required("repeat", as: Int.self)),
+                    output: arguments.string("output") ?? "scale.svg")
             }
             if which == "checkpoint" {
                 printTable(

@@ -33,6 +33,7 @@ struct PSCtlCommand {
                 options: connectionOptions,
                 arguments: [Argument("directory", help: "Directory on the server's disk.")]),
             Command(name: "shutdown", abstract: "Stop the server.", options: connectionOptions),
+            Plot.command,
             Command(
                 name: "demo", abstract: "Run a local cluster (one psserver, two psworkers) on bundled or local data.",
                 discussion: """
@@ -66,8 +67,11 @@ struct PSCtlCommand {
                 return try export(arguments)
             case "shutdown":
                 return try shutdown(arguments)
+            case "plot":
+                return try Plot.run(arguments)
             default:
-                throw UsageError("Missing subcommand: expected status, workers, checkpoint, export, shutdown or demo")
+                throw UsageError(
+                    "Missing subcommand: expected status, workers, checkpoint, export, shutdown, plot or demo")
             }
         }
     }

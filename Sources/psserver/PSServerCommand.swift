@@ -68,6 +68,8 @@ struct PSServerCommand {
             Option("keep-checkpoints", value: "n", help: "Keep only the newest n checkpoints."),
             Option("restore", value: "dir|latest", help: "Resume from a checkpoint directory (or the latest one)."),
             Option("metrics-out", value: "file", help: "Write step and epoch records as JSON lines."),
+            Option("metrics-port", value: "port", help: "Serve /metrics, /status.json and a dashboard over HTTP."),
+            Option("metrics-host", value: "host", help: "Address for --metrics-port (default: --host)."),
             Option("keep-running", help: "Keep serving after the job finished."),
             Option("log-level", value: "level", help: "debug, info, warning or error.", default: "info"),
         ])
@@ -137,6 +139,8 @@ struct PSServerCommand {
         config.restore = arguments.string("restore")
         config.metricsPath = arguments.string("metrics-out")
         config.keepRunning = arguments.has("keep-running")
+        config.metricsPort = try arguments.value("metrics-port", as: UInt16.self)
+        config.metricsHost = arguments.string("metrics-host")
 
         if let model = arguments.string("model") {
             var request = JobRequest()

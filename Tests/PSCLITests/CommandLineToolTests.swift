@@ -123,6 +123,18 @@ final class CommandLineToolTests: XCTestCase {
         XCTAssertEqual(parsed.commandPath, ["psexport"])
     }
 
+    func test_parse_variadicLastArgument_takesEveryRemainingWord() throws {
+        let plot = Command(
+            name: "plot", abstract: "Plot runs.", options: [Option("output", short: "o", value: "file", help: "Out.")],
+            arguments: [Argument("run", help: "A metrics file.", variadic: true)])
+        let parsed = try parse(plot, ["a.jsonl", "-o", "x.svg", "b.jsonl", "c.jsonl"])
+        XCTAssertEqual(parsed.arguments("run"), ["a.jsonl", "b.jsonl", "c.jsonl"])
+        XCTAssertEqual(parsed.argument("run"), "a.jsonl")
+        XCTAssertEqual(parsed.string("output"), "x.svg")
+        XCTAssertTrue(CommandLineTool.helpText(for: plot, path: ["plot"]).contains("<run> ..."))
+        XCTAssertThrowsError(try parse(plot, ["-o", "x.svg"]))
+    }
+
     func test_parse_nonRepeatableOptionTwice_lastWins() throws {
         let parsed = try parse(Fixtures.export, ["--lr", "0.1", "--lr", "0.5", "out"])
         XCTAssertEqual(try parsed.value("lr", as: Double.self), 0.5)
