@@ -54,7 +54,7 @@ enum ServerBench {
             BenchRow(
                 name: "4 KiB push round trip (median)", value: pushRTT, unit: "us", baseline: rawRTT,
                 baselineName: "raw 64 B ping-pong", lowerIsBetter: true))
-        for kind in [OptimizerKind.sgd, .adam] {
+        for kind in OptimizerKind.allCases {
             rows.append(
                 BenchRow(
                     name: "\(kind.rawValue) apply, 64 MiB of gradient", value: applyRate(kind: kind, bytes: 64 << 20),
