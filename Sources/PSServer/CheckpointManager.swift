@@ -56,7 +56,11 @@ final class CheckpointManager: Sendable {
         let durable: Bool
     }
 
-    init(root: String, keep: Int?, slotNames: [String], log: Logger) {
+    /// The store whose snapshots this manager writes; each written snapshot's buffers go back to it.
+    let store: ShardStore?
+
+    init(root: String, keep: Int?, slotNames: [String], log: Logger, store: ShardStore? = nil) {
+        self.store = store
         self.root = root
         self.slotNames = slotNames
         self.keep = keep
@@ -130,6 +134,9 @@ final class CheckpointManager: Sendable {
                 error = "\(failure)"
                 log.error("checkpoint-failed", ["step": next.manifest.step, "error": "\(failure)"])
             }
+            // The buffers go back to the store for the next pause; `next` is dropped at the end of this
+            // iteration, leaving the store's reference the only one (unless another queued write shares it).
+            store?.recycle(next.snapshot)
             state.withLockAndBroadcast { state in
                 state.completedWrites = next.ticket
                 if let error {

@@ -43,11 +43,13 @@ public final class ParameterServer: Sendable {
         let metrics = try config.metricsPath.map { try MetricsFile(path: $0) }
         self.metrics = metrics
         let store = ShardStore(
-            shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1)
+            shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1,
+            keepsSnapshotBuffers: config.checkpointDirectory != nil)
         self.store = store
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
-                root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log)
+                root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log,
+                store: store)
         }
         self.checkpoints = checkpoints
 

@@ -25,16 +25,19 @@ enum CheckpointBench {
     static func measure(bytes: Int, root: String, repeats: Int) throws -> [BenchRow] {
         let count = bytes / 4 / 4
         let store = ShardStore(
-            shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1)
+            shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1,
+            keepsSnapshotBuffers: true)
         try store.register(
             (0..<4).map { TensorSpec(name: "t\($0)", shape: [count], initializer: .uniform(low: -1, high: 1, seed: 1)) }
         )
         let label = formatBytes(bytes)
 
-        // The pause: ShardStore.snapshot (what completeStep does under the locks) vs one memcpy of the model.
+        // The pause: ShardStore.snapshot (what completeStep does under the locks) vs one memcpy of the model. As in
+        // the server, the previous snapshot's buffers go back to the store (the checkpoint writer recycles them).
         var pauses: [UInt64] = []
         var snapshot: ModelSnapshot? = nil
         for _ in 0..<repeats {
+            if let previous = snapshot { store.recycle(previous) }
             snapshot = nil
             let start = MonotonicClock.nanoseconds()
             snapshot = store.snapshot()
