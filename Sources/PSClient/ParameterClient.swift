@@ -149,7 +149,7 @@ public final class ParameterClient: Sendable {
         let request = PendingRequest(destination: UnsafeMutableRawBufferPointer(destination))
         let id = try enqueue(request)
         do {
-            try connection.send(.pull(Pull(shard: UInt32(shard), clock: clock)), requestID: id)
+            try connection.sendPull(Pull(shard: UInt32(shard), clock: clock), requestID: id)
         } catch {
             throw fail(id, error)
         }

@@ -108,11 +108,10 @@ struct ShardService {
         if header.type == .pushPull, outcome.status != .droppedStale {
             try sendShard(shard, session: session, requestID: header.requestID)
         } else {
-            try session.reply(
-                .pushAck(
-                    PushAck(
-                        shard: prefix.shard, status: outcome.status, version: outcome.version,
-                        staleness: outcome.staleness)), to: header.requestID)
+            try session.connection.sendPushAck(
+                PushAck(
+                    shard: prefix.shard, status: outcome.status, version: outcome.version,
+                    staleness: outcome.staleness), requestID: header.requestID)
         }
     }
 
@@ -137,9 +136,9 @@ struct ShardService {
         if header.type == .pushPull {
             try pull(shard: shard.index, step: step + 1, session: session, requestID: header.requestID)
         } else {
-            try session.reply(
-                .pushAck(PushAck(shard: prefix.shard, status: .accepted, version: shard.version, staleness: 0)),
-                to: header.requestID)
+            try session.connection.sendPushAck(
+                PushAck(shard: prefix.shard, status: .accepted, version: shard.version, staleness: 0),
+                requestID: header.requestID)
         }
     }
 
