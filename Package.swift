@@ -98,6 +98,7 @@ let package = Package(
             name: "PSServerTests",
             dependencies: [
                 "PSServer", "PSClient", "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSTestSupport",
+                "PSCoordinator",
             ]
         ),
         .testTarget(

@@ -535,6 +535,8 @@ public enum Message: Sendable, Equatable {
     case pull(Pull)
     case pullReply(PullReply)
     case pushPull(Push)
+    case exchange(Exchange)
+    case exchangeReply(ExchangeReply)
     case clock(ClockReport)
     case clockAck(ClockAck)
     case heartbeat(Heartbeat)
@@ -566,6 +568,8 @@ public enum Message: Sendable, Equatable {
         case .pull: .pull
         case .pullReply: .pullReply
         case .pushPull: .pushPull
+        case .exchange: .exchange
+        case .exchangeReply: .exchangeReply
         case .clock: .clock
         case .clockAck: .clockAck
         case .heartbeat: .heartbeat
