@@ -2,9 +2,9 @@ import Foundation
 import PSClient
 import PSCoordinator
 import PSMath
+import PSPosix
 import PSServer
 import PSWire
-import Synchronization
 import XCTest
 
 /// The combined step exchange (`exchange`): one request carries every shard's gradient and the clock, and the
@@ -44,22 +44,26 @@ final class ExchangeTests: XCTestCase {
         return (prefix, weights)
     }
 
-    /// Runs `body` on its own thread; `join` waits for it and rethrows its error.
-    private final class Background: @unchecked Sendable {
-        // @unchecked Sendable: `result` is written by the thread before `done` is signalled and read after.
-        private var result: Result<(ExchangeReplyPrefix, [Float]), any Error>? = nil
-        private let done = DispatchSemaphore(value: 0)
+    /// Runs `body` on its own thread; `join` waits for it and rethrows its error (handed over under a lock).
+    private final class Background: Sendable {
+        private let result = LockedValue<Result<(ExchangeReplyPrefix, [Float]), any Error>?>(nil)
 
         init(_ body: @escaping @Sendable () throws -> (ExchangeReplyPrefix, [Float])) {
-            Thread { [self] in
-                result = Result { try body() }
-                done.signal()
+            Thread { [result] in
+                let outcome = Result { try body() }
+                result.withLockAndBroadcast { $0 = outcome }
             }.start()
         }
 
         func join() throws -> (ExchangeReplyPrefix, [Float]) {
-            done.wait()
-            return try result!.get()
+            let outcome = result.wait(
+                until: nil,
+                while: { value in
+                    if case .none = value { return true }
+                    return false
+                }
+            ) { value, _ in value }
+            return try outcome!.get()
         }
     }
 
