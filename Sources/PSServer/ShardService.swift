@@ -1,4 +1,5 @@
 import PSCoordinator
+import PSPosix
 import PSTransport
 import PSWire
 
@@ -88,7 +89,7 @@ struct ShardService {
         shard: Shard, prefix: PushPrefix, gradient: UnsafeMutableBufferPointer<Float>, header: FrameHeader,
         session: Session
     ) throws(TransportError) {
-        let outcome = applyNow(shard: shard, baseVersion: prefix.baseVersion, gradient: gradient, session: session)
+        let outcome = applyNow(shard: shard, baseVersion: prefix.baseVersion, gradient: gradient, rank: session.rank)
         if header.type == .pushPull, outcome.status != .droppedStale {
             try sendShard(shard, session: session, requestID: header.requestID)
         } else {
@@ -101,7 +102,7 @@ struct ShardService {
 
     /// SSP/async: applies `gradient` to `shard` under its lock with the stale-gradient rule, and counts it.
     private func applyNow(
-        shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, session: Session
+        shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, rank: Int?
     ) -> (status: PushStatus, version: UInt64, staleness: UInt64) {
         let rule = server.config.stalenessRule
         let outcome: (status: PushStatus, version: UInt64, staleness: UInt64) = shard.state.withLock { state in
@@ -119,7 +120,7 @@ struct ShardService {
         }
         if outcome.status == .droppedStale { shard.droppedStaleCount.wrappingAdd(1, ordering: .relaxed) }
         if outcome.status == .appliedScaled { shard.scaledStaleCount.wrappingAdd(1, ordering: .relaxed) }
-        server.coordinator?.asyncPush(rank: session.rank, status: outcome.status)
+        server.coordinator?.asyncPush(rank: rank, status: outcome.status)
         return outcome
     }
 
@@ -204,22 +205,32 @@ struct ShardService {
             try session.replyError(.invalidState, "only a joined worker can push in bsp mode", to: requestID)
             return
         }
-        for shard in model.shards {
+        // Every shard's slice at once, on the connection's thread and the server's shard helpers.
+        let shards = model.shards
+        let rank = session.rank
+        let baseVersions = prefix.baseVersions
+        let step = prefix.clock
+        let rejections = LockedValue<[String]>([])
+        server.shardWorkers.forEach(shards.count) { [self] index in
+            let shard = shards[index]
             let slice = UnsafeMutableBufferPointer(rebasing: gradient[shard.range])
             shard.pushCount.wrappingAdd(1, ordering: .relaxed)
-            if bsp, let coordinator, let rank = session.rank {
-                shard.state.withLock { $0.hold(step: prefix.clock, rank: rank, gradient: UnsafeBufferPointer(slice)) }
-                let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: prefix.clock, rank: rank)
+            if bsp, let coordinator, let rank {
+                shard.state.withLock { $0.hold(step: step, rank: rank, gradient: UnsafeBufferPointer(slice)) }
+                let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
                 if case .rejected(let reason) = verdict {
                     shard.state.withLock { $0.dropHeld(rank: rank) }
-                    try session.replyError(.invalidState, reason, to: requestID)
+                    rejections.withLock { $0.append(reason) }
                     return
                 }
                 server.carryOut(directives)
             } else {
-                _ = applyNow(
-                    shard: shard, baseVersion: prefix.baseVersions[shard.index], gradient: slice, session: session)
+                _ = applyNow(shard: shard, baseVersion: baseVersions[shard.index], gradient: slice, rank: rank)
             }
+        }
+        if let reason = rejections.withLock({ $0.first }) {
+            try session.replyError(.invalidState, reason, to: requestID)
+            return
         }
         var jobState = JobState.running
         var minClock = prefix.clock + 1
@@ -235,20 +246,23 @@ struct ShardService {
         if session.sendBuffer.count != total {
             session.sendBuffer = [Float](repeating: 0, count: total)
         }
-        var versions = [UInt64](repeating: 0, count: shardCount)
-        session.sendBuffer.withUnsafeMutableBufferPointer { destination in
-            for shard in model.shards {
-                versions[shard.index] = shard.state.withLock { state in
+        let versions = LockedValue([UInt64](repeating: 0, count: shardCount))
+        session.sendBuffer.withUnsafeMutableBufferPointer { buffer in
+            let destination = buffer  // forEach returns only after every copy into it finished
+            server.shardWorkers.forEach(shards.count) { index in
+                let shard = shards[index]
+                let version = shard.state.withLock { state in
                     state.weights.withUnsafeBufferPointer {
                         _ = UnsafeMutableBufferPointer(rebasing: destination[shard.range]).update(fromContentsOf: $0)
                     }
                     return state.version
                 }
+                versions.withLock { $0[index] = version }
                 shard.pullCount.wrappingAdd(1, ordering: .relaxed)
             }
         }
         let replyPrefix = ExchangeReplyPrefix(
-            jobState: jobState, minClock: minClock, versions: versions, count: UInt32(total))
+            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(total))
         try session.sendBuffer.withUnsafeBufferPointer { (floats) throws(TransportError) in
             try connection.sendExchangeReply(prefix: replyPrefix, floats: floats, requestID: requestID)
         }
