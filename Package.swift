@@ -53,7 +53,11 @@ let package = Package(
         .target(name: "PSMetrics"),
         .target(name: "PSPlot"),
         .target(name: "PSCLI"),
-        .target(name: "PSMath", dependencies: ["COpenBLAS"]),
+        // -fno-math-errno: Float.squareRoot() goes through a C inline shim that Clang otherwise compiles to
+        // sqrtss plus an errno-setting sqrtf call, which keeps the fused optimizer loops scalar; without errno it
+        // is llvm.sqrt and they vectorise (sqrtps/divps). Results are IEEE sqrt either way; nothing reads errno.
+        .target(
+            name: "PSMath", dependencies: ["COpenBLAS"], swiftSettings: [.unsafeFlags(["-Xcc", "-fno-math-errno"])]),
         .target(name: "PSModel", dependencies: ["PSMath"]),
         .target(
             name: "PSData", dependencies: ["PSMath", "PSPosix", "PSCheckpoint", "CZlib"],
@@ -115,6 +119,7 @@ let package = Package(
             name: "PSServerTests",
             dependencies: [
                 "PSServer", "PSClient", "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSTestSupport",
+                "PSCoordinator",
             ]
         ),
         .testTarget(

@@ -158,7 +158,7 @@ public final class ParameterClient: Sendable {
         let request = PendingRequest(destination: UnsafeMutableRawBufferPointer(destination))
         let id = try enqueue(request)
         do {
-            try connection.send(.pull(Pull(shard: UInt32(shard), clock: clock)), requestID: id)
+            try connection.sendPull(Pull(shard: UInt32(shard), clock: clock), requestID: id)
         } catch {
             throw fail(id, error)
         }
@@ -176,6 +176,30 @@ public final class ParameterClient: Sendable {
             shard: UInt32(shard), count: UInt32(gradient.count), clock: clock, baseVersion: baseVersion)
         do {
             try connection.sendPush(.pushPull, prefix: prefix, floats: gradient, requestID: id)
+        } catch {
+            throw fail(id, error)
+        }
+        return RequestHandle(client: self, request: request)
+    }
+
+    /// Sends a whole training step in one request (`exchange`): the flat gradient of step `clock` (every
+    /// shard's slice, in layout order), the step's loss and samples, and each shard's base version; the reply,
+    /// `.exchanged`, lands the weights for step `clock + 1` straight in `destination` once the server's mode lets
+    /// them be read (BSP: when the barrier releases).
+    ///
+    /// A `.remote(.timeout)` error means the server took the gradient and the clock but the weights were not
+    /// ready in time: pull them for step `clock + 1`.
+    public func exchange(
+        rank: Int, clock: UInt64, loss: Double, samples: UInt64, baseVersions: [UInt64],
+        gradient: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>
+    ) throws(ClientError) -> RequestHandle {
+        let request = PendingRequest(destination: UnsafeMutableRawBufferPointer(destination))
+        let id = try enqueue(request)
+        let prefix = ExchangePrefix(
+            rank: UInt32(max(rank, 0)), clock: clock, loss: loss, samples: samples, baseVersions: baseVersions,
+            count: UInt32(gradient.count))
+        do {
+            try connection.sendExchange(prefix: prefix, floats: gradient, requestID: id)
         } catch {
             throw fail(id, error)
         }
@@ -211,6 +235,10 @@ public final class ParameterClient: Sendable {
                 let request = pending.withLock { $0.removeValue(forKey: header.requestID) }
                 if header.type == .pullReply, let request, let destination = request.destination {
                     try readPullReply(header: header, into: destination, request: request)
+                    continue
+                }
+                if header.type == .exchangeReply, let request, let destination = request.destination {
+                    try readExchangeReply(header: header, into: destination, request: request)
                     continue
                 }
                 let payload = try connection.readPayload(length: Int(header.payloadLength))
@@ -264,6 +292,46 @@ public final class ParameterClient: Sendable {
         }
     }
 
+    /// Reads an exchange reply's prefix, then its floats straight into the request's destination.
+    private func readExchangeReply(
+        header: FrameHeader, into destination: UnsafeMutableRawBufferPointer, request: PendingRequest
+    ) throws(TransportError) {
+        let length = Int(header.payloadLength)
+        let fixed = try connection.readPayload(length: ExchangeReplyPrefix.fixedSize)
+        let shardCount: Int
+        do throws(WireError) {
+            shardCount = try ExchangeReplyPrefix.shardCount(fixed, payloadLength: length)
+        } catch {
+            throw .wire(error)
+        }
+        // The fixed part is decoded again together with the rest, so it is copied before the next read.
+        var prefixBytes = [UInt8](UnsafeRawBufferPointer(fixed))
+        prefixBytes += try connection.readPayload(length: 8 * shardCount + 8)
+        let prefix: ExchangeReplyPrefix
+        do throws(WireError) {
+            let decoded = prefixBytes.withUnsafeBytes { bytes in
+                Result { () throws(WireError) in try ExchangeReplyPrefix.decode(bytes) }
+            }
+            prefix = try decoded.get()
+            try ExchangeReplyPrefix.validate(prefix, payloadLength: length)
+        } catch {
+            throw .wire(error)
+        }
+        let floatBytes = length - prefix.size
+        if floatBytes == destination.count {
+            try connection.readPayload(into: destination)
+            request.complete(.success(.exchanged(prefix)))
+        } else {
+            try connection.skipPayload(length: floatBytes)
+            request.complete(
+                .failure(
+                    .remote(
+                        code: .lengthMismatch,
+                        message: "the exchange reply has \(prefix.count) floats but the destination holds "
+                            + "\(destination.count / 4)")))
+        }
+    }
+
     private func failAll(_ error: TransportError) {
         failure.withLock { if $0 == nil { $0 = error } }
         let requests = pending.withLock { table in
@@ -296,11 +364,14 @@ public enum Reply: Sendable, CustomStringConvertible {
     case message(Message)
     /// A pull reply whose floats are now in the destination.
     case pulled(shard: Int, version: UInt64)
+    /// An exchange reply's job state, slowest clock and shard versions; the weights are in the destination.
+    case exchanged(ExchangeReplyPrefix)
 
     public var description: String {
         switch self {
         case .message(let message): return message.type.name
         case .pulled(let shard, let version): return "pulled shard \(shard) version \(version)"
+        case .exchanged(let prefix): return "exchanged at versions \(prefix.versions)"
         }
     }
 }

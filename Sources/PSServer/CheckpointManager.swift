@@ -58,9 +58,15 @@ final class CheckpointManager: Sendable {
 
     /// Where written checkpoints are counted and timed.
     let metrics: ServerMetrics
+    /// The store whose snapshots this manager writes; each written snapshot's buffers go back to it.
+    let store: ShardStore?
 
-    init(root: String, keep: Int?, slotNames: [String], log: Logger, metrics: ServerMetrics = ServerMetrics()) {
+    init(
+        root: String, keep: Int?, slotNames: [String], log: Logger, metrics: ServerMetrics = ServerMetrics(),
+        store: ShardStore? = nil
+    ) {
         self.metrics = metrics
+        self.store = store
         self.root = root
         self.slotNames = slotNames
         self.keep = keep
@@ -138,6 +144,9 @@ final class CheckpointManager: Sendable {
                 metrics.checkpointFailures.wrappingAdd(1, ordering: .relaxed)
                 log.error("checkpoint-failed", ["step": next.manifest.step, "error": "\(failure)"])
             }
+            // The buffers go back to the store for the next pause; `next` is dropped at the end of this
+            // iteration, leaving the store's reference the only one (unless another queued write shares it).
+            store?.recycle(next.snapshot)
             state.withLockAndBroadcast { state in
                 state.completedWrites = next.ticket
                 if let error {

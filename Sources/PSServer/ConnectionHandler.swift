@@ -114,6 +114,10 @@ final class ConnectionHandler {
             try session.replyError(.handshakeRequired, "the first frame must be hello", to: requestID)
             return false
         }
+        if header.type == .exchange {
+            try shards.exchange(header, session: session)
+            return true
+        }
         if header.type == .push || header.type == .pushPull {
             // Tensor frames are read straight into the connection's buffer, never decoded as a whole message.
             try shards.push(header, session: session)

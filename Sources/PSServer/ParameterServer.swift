@@ -18,6 +18,9 @@ import Synchronization
 public final class ParameterServer: Sendable {
     public let config: ServerConfig
     public let store: ShardStore
+    /// Runs the per-shard parts of a multi-shard request at once (one helper fewer than the cores, at most one
+    /// per shard beyond the requesting thread).
+    let shardWorkers: ShardWorkers
     let coordinator: Coordinator?
     let checkpoints: CheckpointManager?
     let log: Logger
@@ -51,12 +54,13 @@ public final class ParameterServer: Sendable {
         self.serverMetrics = serverMetrics
         let store = ShardStore(
             shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1,
-            requiresIdenticalTensors: config.job != nil)
+            requiresIdenticalTensors: config.job != nil,
+            keepsSnapshotBuffers: config.checkpointDirectory != nil)
         self.store = store
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
                 root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log,
-                metrics: serverMetrics)
+                metrics: serverMetrics, store: store)
         }
         self.checkpoints = checkpoints
 
@@ -79,6 +83,8 @@ public final class ParameterServer: Sendable {
         listener = try Socket.listen(host: config.host, port: config.port)
         port = try listener.localPort()
         http = try Self.makeHTTPServer(config: config, listener: listener)
+        shardWorkers = ShardWorkers(
+            helpers: min(config.shardCount, ProcessInfo.processInfo.activeProcessorCount) - 1)
         if let coordinator { carryOut(coordinator.restored(ranks: restoredRanks)) }
     }
 
@@ -121,6 +127,7 @@ public final class ParameterServer: Sendable {
     /// Starts the accept loop and the coordinator's ticker on their own threads and returns.
     public func start() {
         log.info("listening", ["address": "\(config.host):\(port)", "shards": config.shardCount])
+        shardWorkers.start()
         let acceptThread = Thread { [self] in acceptLoop() }
         acceptThread.name = "psserver-accept"
         acceptThread.start()
@@ -158,6 +165,7 @@ public final class ParameterServer: Sendable {
         for connection in connections.withLock({ Array($0.values) }) { connection.shutdown() }
         checkpoints?.waitForWrites()
         metrics?.flush()
+        shardWorkers.stop()
         exitCode.withLockAndBroadcast { if $0 == nil { $0 = code } }
     }
 

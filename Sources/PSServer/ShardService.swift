@@ -96,12 +96,27 @@ struct ShardService {
         shard: Shard, prefix: PushPrefix, gradient: UnsafeMutableBufferPointer<Float>, header: FrameHeader,
         session: Session
     ) throws(TransportError) {
+        let outcome = applyNow(shard: shard, baseVersion: prefix.baseVersion, gradient: gradient, rank: session.rank)
+        if header.type == .pushPull, outcome.status != .droppedStale {
+            try sendShard(shard, session: session, requestID: header.requestID)
+        } else {
+            try session.connection.sendPushAck(
+                PushAck(
+                    shard: prefix.shard, status: outcome.status, version: outcome.version,
+                    staleness: outcome.staleness), requestID: header.requestID)
+        }
+    }
+
+    /// SSP/async: applies `gradient` to `shard` under its lock with the stale-gradient rule, and counts it.
+    private func applyNow(
+        shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, rank: Int?
+    ) -> (status: PushStatus, version: UInt64, staleness: UInt64) {
         let rule = server.config.stalenessRule
         let started = MonotonicClock.nanoseconds()
         let outcome: (status: PushStatus, version: UInt64, staleness: UInt64) = shard.state.withLock { state in
-            switch rule.decide(currentVersion: state.version, baseVersion: prefix.baseVersion) {
+            switch rule.decide(currentVersion: state.version, baseVersion: baseVersion) {
             case .apply:
-                let staleness = StalenessRule.staleness(currentVersion: state.version, baseVersion: prefix.baseVersion)
+                let staleness = StalenessRule.staleness(currentVersion: state.version, baseVersion: baseVersion)
                 state.apply(gradient: gradient, lrScale: 1)
                 return (.applied, state.version, staleness)
             case .applyScaled(let scale, let staleness):
@@ -116,16 +131,8 @@ struct ShardService {
         }
         if outcome.status == .droppedStale { shard.droppedStaleCount.wrappingAdd(1, ordering: .relaxed) }
         if outcome.status == .appliedScaled { shard.scaledStaleCount.wrappingAdd(1, ordering: .relaxed) }
-        server.coordinator?.asyncPush(rank: session.rank, status: outcome.status)
-        if header.type == .pushPull, outcome.status != .droppedStale {
-            try sendShard(shard, session: session, requestID: header.requestID)
-        } else {
-            try session.reply(
-                .pushAck(
-                    PushAck(
-                        shard: prefix.shard, status: outcome.status, version: outcome.version,
-                        staleness: outcome.staleness)), to: header.requestID)
-        }
+        server.coordinator?.asyncPush(rank: rank, status: outcome.status)
+        return outcome
     }
 
     /// BSP: holds the gradient in the shard for the pending step; the push that completes the step applies it.
@@ -149,9 +156,126 @@ struct ShardService {
         if header.type == .pushPull {
             try pull(shard: shard.index, step: step + 1, session: session, requestID: header.requestID)
         } else {
-            try session.reply(
-                .pushAck(PushAck(shard: prefix.shard, status: .accepted, version: shard.version, staleness: 0)),
-                to: header.requestID)
+            try session.connection.sendPushAck(
+                PushAck(shard: prefix.shard, status: .accepted, version: shard.version, staleness: 0),
+                requestID: header.requestID)
+        }
+    }
+
+    // MARK: Exchange
+
+    /// A worker's whole step (`exchange`): reads the flat gradient straight into the connection's buffer,
+    /// validates all of it, gives every shard its slice as a push would (BSP: held; SSP/async: applied now),
+    /// records the clock, waits until the weights of step `clock + 1` may be read, and answers with all of them
+    /// in one frame.
+    func exchange(_ header: FrameHeader, session: Session) throws(TransportError) {
+        let connection = session.connection
+        let requestID = header.requestID
+        let payloadLength = Int(header.payloadLength)
+        let fixed = try connection.readPayload(length: ExchangePrefix.fixedSize)
+        var prefix: ExchangePrefix
+        let shardCount: Int
+        do {
+            (prefix, shardCount) = try ExchangePrefix.decodeFixed(fixed, payloadLength: payloadLength)
+        } catch {
+            throw .wire(error)
+        }
+        let tail = try connection.readPayload(length: 8 * shardCount + 8)
+        do {
+            try prefix.decodeTail(tail, shardCount: shardCount)
+            try ExchangePrefix.validate(prefix, payloadLength: payloadLength)
+        } catch {
+            throw .wire(error)
+        }
+        let floatBytes = payloadLength - prefix.size
+        guard let model = server.store.current else {
+            try connection.skipPayload(length: floatBytes)
+            try session.replyError(.notRegistered, "exchange before any tensor was registered", to: requestID)
+            return
+        }
+        guard shardCount == model.shards.count, Int(prefix.count) == model.layout.totalElements else {
+            try connection.skipPayload(length: floatBytes)
+            try session.replyError(
+                .lengthMismatch,
+                "exchange carries \(shardCount) shards and \(prefix.count) floats but the server has "
+                    + "\(model.shards.count) shards and \(model.layout.totalElements) floats", to: requestID)
+            return
+        }
+        let raw = try connection.readPayload(length: floatBytes)
+        let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
+        if !server.config.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
+            try session.replyError(
+                .nonFinite,
+                "exchange gradient has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
+                to: requestID)
+            return
+        }
+        let coordinator = server.coordinator
+        let bsp = coordinator != nil && server.config.mode == .bsp
+        if bsp && session.rank == nil {
+            try session.replyError(.invalidState, "only a joined worker can push in bsp mode", to: requestID)
+            return
+        }
+        // Every shard's slice at once, on the connection's thread and the server's shard helpers.
+        let shards = model.shards
+        let rank = session.rank
+        let baseVersions = prefix.baseVersions
+        let step = prefix.clock
+        let rejections = LockedValue<[String]>([])
+        server.shardWorkers.forEach(shards.count) { [self] index in
+            let shard = shards[index]
+            let slice = UnsafeMutableBufferPointer(rebasing: gradient[shard.range])
+            shard.pushCount.wrappingAdd(1, ordering: .relaxed)
+            if bsp, let coordinator, let rank {
+                shard.state.withLock { $0.hold(step: step, rank: rank, gradient: UnsafeBufferPointer(slice)) }
+                let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
+                if case .rejected(let reason) = verdict {
+                    shard.state.withLock { $0.dropHeld(rank: rank) }
+                    rejections.withLock { $0.append(reason) }
+                    return
+                }
+                server.carryOut(directives)
+            } else {
+                _ = applyNow(shard: shard, baseVersion: baseVersions[shard.index], gradient: slice, rank: rank)
+            }
+        }
+        if let reason = rejections.withLock({ $0.first }) {
+            try session.replyError(.invalidState, reason, to: requestID)
+            return
+        }
+        var jobState = JobState.running
+        var minClock = prefix.clock + 1
+        if let coordinator, let rank = session.rank {
+            let (state, slowest, directives) = coordinator.clock(
+                rank: rank, clock: prefix.clock + 1, loss: prefix.loss, samples: prefix.samples)
+            server.carryOut(directives)
+            jobState = state
+            minClock = slowest
+        }
+        guard try waitUntilReadable(step: prefix.clock + 1, session: session, requestID: requestID) else { return }
+        let total = model.layout.totalElements
+        if session.sendBuffer.count != total {
+            session.sendBuffer = [Float](repeating: 0, count: total)
+        }
+        let versions = LockedValue([UInt64](repeating: 0, count: shardCount))
+        session.sendBuffer.withUnsafeMutableBufferPointer { buffer in
+            let destination = buffer  // forEach returns only after every copy into it finished
+            server.shardWorkers.forEach(shards.count) { index in
+                let shard = shards[index]
+                let version = shard.state.withLock { state in
+                    state.weights.withUnsafeBufferPointer {
+                        _ = UnsafeMutableBufferPointer(rebasing: destination[shard.range]).update(fromContentsOf: $0)
+                    }
+                    return state.version
+                }
+                versions.withLock { $0[index] = version }
+                shard.pullCount.wrappingAdd(1, ordering: .relaxed)
+            }
+        }
+        let replyPrefix = ExchangeReplyPrefix(
+            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(total))
+        try session.sendBuffer.withUnsafeBufferPointer { (floats) throws(TransportError) in
+            try connection.sendExchangeReply(prefix: replyPrefix, floats: floats, requestID: requestID)
         }
     }
 
@@ -169,24 +293,29 @@ struct ShardService {
                 to: requestID)
             return
         }
-        if let coordinator = server.coordinator, session.role == .worker {
-            let started = MonotonicClock.nanoseconds()
-            let gate = coordinator.waitForStep(step, rank: session.rank, connection: session.connection)
-            server.serverMetrics.observe(server.serverMetrics.barrierWait, since: started)
-            switch gate {
-            case .ready:
-                break
-            case .timedOut(let why):
-                try session.replyError(.timeout, "timed out waiting: \(why); retry", to: requestID)
-                return
-            case .stopping:
-                try session.replyError(.shuttingDown, "the server is shutting down", to: requestID)
-                return
-            case .peerGone:
-                throw .closed
-            }
-        }
+        guard try waitUntilReadable(step: step, session: session, requestID: requestID) else { return }
         try sendShard(model.shards[shardIndex], session: session, requestID: requestID)
+    }
+
+    /// Waits until the mode's gate lets a worker at `step` read the weights; false (after an error reply) when
+    /// the wait timed out or the server is stopping.
+    private func waitUntilReadable(step: UInt64, session: Session, requestID: UInt64) throws(TransportError) -> Bool {
+        guard let coordinator = server.coordinator, session.role == .worker else { return true }
+        let started = MonotonicClock.nanoseconds()
+        let gate = coordinator.waitForStep(step, rank: session.rank, connection: session.connection)
+        server.serverMetrics.observe(server.serverMetrics.barrierWait, since: started)
+        switch gate {
+        case .ready:
+            return true
+        case .timedOut(let why):
+            try session.replyError(.timeout, "timed out waiting: \(why); retry", to: requestID)
+            return false
+        case .stopping:
+            try session.replyError(.shuttingDown, "the server is shutting down", to: requestID)
+            return false
+        case .peerGone:
+            throw .closed
+        }
     }
 
     /// Copies the shard under its lock into the session's buffer, then sends it after the lock is released.

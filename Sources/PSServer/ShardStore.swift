@@ -33,17 +33,29 @@ public final class ShardStore: Sendable {
     /// trains the same model) rather than any subset of them (a plain store).
     let requiresIdenticalTensors: Bool
     private let model = LockedValue<ShardedModel?>(nil)
+    /// Whether the store keeps a spare set of snapshot buffers (a server that takes checkpoints).
+    public let keepsSnapshotBuffers: Bool
+    /// The spare snapshot buffers, already faulted in, that the next `snapshot()` copies into.
+    private let spare = LockedValue<SnapshotBuffers?>(nil)
 
     /// Creates an empty store; `workerSlots` is how many BSP gradients a shard can hold per step (K).
     ///
     /// With `requiresIdenticalTensors` (a job's store), a registration after the first must name the same tensors
     /// with the same shapes in the same order, or it is refused with a message naming the first difference.
-    public init(shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int, requiresIdenticalTensors: Bool = false) {
+    ///
+    /// With `keepsSnapshotBuffers`, registering (or installing) a model also allocates and faults in one set of
+    /// snapshot buffers, and `recycle(_:)` hands a written snapshot's buffers back, so the checkpoint pause is a
+    /// plain copy with no allocation and no page faults; the price is one more copy of the model in memory.
+    public init(
+        shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int, requiresIdenticalTensors: Bool = false,
+        keepsSnapshotBuffers: Bool = false
+    ) {
         precondition(shardCount >= 1, "a store needs at least one shard")
         self.shardCount = shardCount
         self.optimizer = optimizer
         self.workerSlots = max(workerSlots, 1)
         self.requiresIdenticalTensors = requiresIdenticalTensors
+        self.keepsSnapshotBuffers = keepsSnapshotBuffers
     }
 
     /// The registered model, or nil before the first registration.
@@ -69,7 +81,9 @@ public final class ShardStore: Sendable {
             existing = built
             return .success(built)
         }
-        return try result.get()
+        let registered = try result.get()
+        reserveSnapshotBuffers()
+        return registered
     }
 
     /// Installs a model whose values come from a checkpoint (used at start-up before any connection).
@@ -124,6 +138,7 @@ public final class ShardStore: Sendable {
             }
         }
         model.withLock { $0 = built }
+        reserveSnapshotBuffers()
     }
 
     private func validateNames(_ tensors: [TensorSpec]) throws(RegistrationError) {
@@ -197,35 +212,68 @@ public final class ShardStore: Sendable {
 
     /// A consistent copy of every shard: all shard locks are taken in shard order (the only place that holds
     /// more than one), the weights and optimizer state copied, and the locks released before anything is written.
+    ///
+    /// The copy goes into the spare buffers when there are some (see `keepsSnapshotBuffers`); otherwise into
+    /// fresh, uninitialised ones, whose page faults then fall inside the pause.
     public func snapshot() -> ModelSnapshot? {
         guard let model = current else { return nil }
         let total = model.layout.totalElements
         let slotCount = optimizer.stateSlotNames.count
+        var buffers =
+            spare.withLock { spare -> SnapshotBuffers? in
+                defer { spare = nil }
+                return spare
+            }.flatMap { $0.fits(total: total, slotCount: slotCount) ? $0 : nil }
+            ?? SnapshotBuffers(uninitializedTotal: total, slotCount: slotCount)
         return Self.lockAll(model.shards[...]) { states in
-            // One copy of every shard into buffers that are not zero-filled first: the whole pause training sees.
-            let flat = [Float](unsafeUninitializedCapacity: total) { buffer, count in
+            // One copy of every shard: the whole pause training sees.
+            buffers.weights.withUnsafeMutableBufferPointer { buffer in
                 for (shard, state) in zip(model.shards, states) {
                     state.weights.withUnsafeBufferPointer {
-                        _ = UnsafeMutableBufferPointer(rebasing: buffer[shard.range]).initialize(fromContentsOf: $0)
+                        _ = UnsafeMutableBufferPointer(rebasing: buffer[shard.range]).update(fromContentsOf: $0)
                     }
                 }
-                count = total
             }
-            let slotFlats = (0..<slotCount).map { slot in
-                [Float](unsafeUninitializedCapacity: total) { buffer, count in
+            for slot in 0..<slotCount {
+                buffers.slots[slot].withUnsafeMutableBufferPointer { buffer in
                     for (shard, state) in zip(model.shards, states) {
                         state.optimizer.slots[slot].withUnsafeBufferPointer {
-                            _ = UnsafeMutableBufferPointer(rebasing: buffer[shard.range]).initialize(fromContentsOf: $0)
+                            _ = UnsafeMutableBufferPointer(rebasing: buffer[shard.range]).update(fromContentsOf: $0)
                         }
                     }
-                    count = total
                 }
             }
             return ModelSnapshot(
-                tensors: model.tensors, layout: model.layout, weights: flat, optimizerSlots: slotFlats,
+                tensors: model.tensors, layout: model.layout, weights: buffers.weights, optimizerSlots: buffers.slots,
                 optimizerStep: states.map(\.optimizer.step).max() ?? 0, shardVersions: states.map(\.version))
         }
     }
+
+    /// Allocates and faults in the spare snapshot buffers for the current model, unless the store does not keep
+    /// them, there is no model yet, or a spare of the right size is already there.
+    public func reserveSnapshotBuffers() {
+        guard keepsSnapshotBuffers, let model = current else { return }
+        let total = model.layout.totalElements
+        let slotCount = optimizer.stateSlotNames.count
+        if spare.withLock({ $0?.fits(total: total, slotCount: slotCount) ?? false }) { return }
+        let fresh = SnapshotBuffers(zeroedTotal: total, slotCount: slotCount)  // written, so faulted in
+        spare.withLock { $0 = fresh }
+    }
+
+    /// Hands back the buffers of a snapshot that is no longer needed (the checkpoint writer calls it after a
+    /// write), so the next pause copies into them; the caller must drop its own copy of `snapshot` soon after,
+    /// or the next snapshot's first write to them copies them (correct, but then the pause page-faults again).
+    public func recycle(_ snapshot: ModelSnapshot) {
+        guard keepsSnapshotBuffers, let model = current else { return }
+        let buffers = SnapshotBuffers(weights: snapshot.weights, slots: snapshot.optimizerSlots)
+        guard buffers.fits(total: model.layout.totalElements, slotCount: optimizer.stateSlotNames.count) else {
+            return
+        }
+        spare.withLock { if $0 == nil { $0 = buffers } }
+    }
+
+    /// Whether a spare set of snapshot buffers is ready (for tests and benchmarks).
+    public var hasSpareSnapshotBuffers: Bool { spare.withLock { $0 != nil } }
 
     /// Calls `body` with the states of `shards` locked, taking the locks in order.
     private static func lockAll<R: Sendable>(
@@ -235,6 +283,34 @@ public final class ShardStore: Sendable {
         return first.state.withLock { state in
             lockAll(shards.dropFirst(), collected: collected + [state], body)
         }
+    }
+}
+
+/// The flat weight and optimizer-slot arrays a snapshot is copied into.
+struct SnapshotBuffers: Sendable {
+    var weights: [Float]
+    var slots: [[Float]]
+
+    init(weights: [Float], slots: [[Float]]) {
+        self.weights = weights
+        self.slots = slots
+    }
+
+    /// Buffers whose contents are undefined until the snapshot overwrites every element.
+    init(uninitializedTotal total: Int, slotCount: Int) {
+        let make = { [Float](unsafeUninitializedCapacity: total) { _, count in count = total } }
+        weights = make()
+        slots = (0..<slotCount).map { _ in make() }
+    }
+
+    /// Zero-filled buffers (every page written once).
+    init(zeroedTotal total: Int, slotCount: Int) {
+        weights = [Float](repeating: 0, count: total)
+        slots = (0..<slotCount).map { _ in [Float](repeating: 0, count: total) }
+    }
+
+    func fits(total: Int, slotCount: Int) -> Bool {
+        weights.count == total && slots.count == slotCount && slots.allSatisfy { $0.count == total }
     }
 }
 

@@ -88,7 +88,8 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
 /// ```
 public typealias ModelFactory = (ModelContext) throws -> any TrainableModel
 
-/// The worker agent: joins, loads its partition, and loops pull -> gradient -> push -> clock until the job ends.
+/// The worker agent: joins, loads its partition, pulls once, then loops gradient -> exchange (push, clock and the
+/// next step's weights in one round trip) until the job ends.
 ///
 /// It trains any `TrainableModel`: the job's built-in model (`softmax`, `linear`, `mlp:…`, `cnn:…`) by default,
 /// or the one a `ModelFactory` builds, for a server started with `--model external` (the first worker's tensors
@@ -197,13 +198,21 @@ public final class Worker {
         let started = Date()
         var samplesDone = 0
         var pullNanos: UInt64 = 0
+        // Whether `parameters` hold the weights for `step` (the last exchange brought them).
+        var havePulled = false
+        // BSP and SSP steps are one exchange each. Async keeps push, clock and pull: the async stale-gradient
+        // cluster test needs the fast worker to still be running when the slow one pushes (README, issue 12).
+        let usesExchange = job.mode != "async"
         log.info("training", ["rank": rank, "start_step": step, "total_steps": totalSteps, "data": "\(source)"])
         while step < totalSteps {
             do {
                 heartbeat.clock = UInt64(step)
-                let pullStart = MonotonicClock.nanoseconds()
-                try pullAll(connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
-                pullNanos += MonotonicClock.nanoseconds() - pullStart
+                if !havePulled {
+                    let pullStart = MonotonicClock.nanoseconds()
+                    try pullAll(connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
+                    pullNanos += MonotonicClock.nanoseconds() - pullStart
+                    havePulled = true
+                }
                 let rows = order.rows(step: step, rank: rank)
                 features.withUnsafeMutableBufferPointer { f in
                     labels.withUnsafeMutableBufferPointer { l in train.gather(rows: rows, into: f, labels: l) }
@@ -225,9 +234,26 @@ public final class Worker {
                 if options.debugStepDelayMillis > 0 {
                     Thread.sleep(forTimeInterval: Double(options.debugStepDelayMillis) / 1000)
                 }
-                try pushAll(connected, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
-                let state = try sendClock(
-                    connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
+                havePulled = false
+                let exchangeStart = MonotonicClock.nanoseconds()
+                var state = JobState.running
+                if usesExchange {
+                    // One round trip: this step's gradient and clock go out, the next step's weights come back.
+                    do {
+                        state = try exchange(
+                            connected, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
+                            gradient: gradient, into: &parameters, versions: &versions)
+                        havePulled = true
+                    } catch .remote(.timeout, let message) {
+                        // The server took the gradient and the clock; only the weights were not ready: pulled next.
+                        log.info("waiting", ["reason": message])
+                    }
+                } else {
+                    try pushAll(connected, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
+                    state = try sendClock(
+                        connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
+                }
+                pullNanos += MonotonicClock.nanoseconds() - exchangeStart
                 step += 1
                 samplesDone += job.batchPerWorker
                 if state == .finished { break }
@@ -235,8 +261,11 @@ public final class Worker {
                 if epochEnded {
                     let epoch = (step - 1) / job.stepsPerEpoch
                     if let test {
-                        try pullAll(
-                            connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
+                        if !havePulled {
+                            try pullAll(
+                                connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
+                            havePulled = true
+                        }
                         let result = evaluate(model, layout: tensorLayout, parameters: parameters, on: test)
                         if let result {
                             // A model without classes reports accuracy 0.
@@ -276,6 +305,7 @@ public final class Worker {
                 log.warning("connection-lost", ["error": error, "step": step])
                 heartbeat.stop()
                 connected.close()
+                havePulled = false
                 connected = try connect()
                 try checkWelcome(connected, previous: firstWelcome)
                 heartbeat.start(client: connected)
@@ -293,7 +323,7 @@ public final class Worker {
             [
                 "steps": step, "seconds": String(format: "%.2f", seconds),
                 "samples_per_s": String(format: "%.0f", Double(samplesDone) / max(seconds, 1e-9)),
-                // Time in pulls (server-side waits for the barrier or the SSP bound, plus the transfer).
+                // Time in pulls and exchanges (server-side waits for the barrier or the SSP bound, plus transfers).
                 "pull_wait_fraction": String(format: "%.3f", Double(pullNanos) / 1e9 / max(seconds, 1e-9)),
             ])
     }
@@ -405,6 +435,29 @@ public final class Worker {
         ).wait()
         if case .message(.clockAck(let ack)) = reply { return ack.jobState }
         return .running
+    }
+
+    /// One step's network exchange in one round trip: the gradient of step `clock` (every shard's slice), the
+    /// step's loss and samples, and the request for the weights of step `clock + 1`, which land straight in
+    /// `parameters`; returns the job's state as the clock report saw it.
+    func exchange(
+        _ client: ParameterClient, rank: Int, clock: UInt64, loss: Double, samples: Int, gradient: [Float],
+        into parameters: inout [Float], versions: inout [UInt64]
+    ) throws(ClientError) -> JobState {
+        let baseVersions = versions
+        let reply = try gradient.withUnsafeBufferPointer { (g) throws(ClientError) in
+            try parameters.withUnsafeMutableBufferPointer { (p) throws(ClientError) in
+                try client.exchange(
+                    rank: rank, clock: clock, loss: loss, samples: UInt64(samples), baseVersions: baseVersions,
+                    gradient: g, into: p
+                ).wait()
+            }
+        }
+        guard case .exchanged(let prefix) = reply else {
+            throw .protocolViolation("expected an exchange reply, got \(reply)")
+        }
+        versions = prefix.versions
+        return prefix.jobState
     }
 
     private func evaluate(

@@ -155,6 +155,48 @@ public final class FramedConnection: @unchecked Sendable {
             prefixSize: PullReplyPrefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 
+    /// Sends an exchange: header, the prefix (clock report and base versions) and the flat gradient in one
+    /// `writev`.
+    public func sendExchange(
+        prefix: ExchangePrefix, floats: UnsafeBufferPointer<Float>, requestID: UInt64
+    ) throws(TransportError) {
+        precondition(Int(prefix.count) == floats.count, "exchange prefix count must match the float count")
+        try sendTensorFrame(
+            header: FrameHeader(
+                type: .exchange, flags: [], payloadLength: UInt32(prefix.size + floats.count * 4),
+                requestID: requestID),
+            prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
+    }
+
+    /// Sends an exchange reply: header, the prefix (job state and versions) and the flat weights in one `writev`.
+    public func sendExchangeReply(
+        prefix: ExchangeReplyPrefix, floats: UnsafeBufferPointer<Float>, requestID: UInt64
+    ) throws(TransportError) {
+        precondition(Int(prefix.count) == floats.count, "exchange reply prefix count must match the float count")
+        try sendTensorFrame(
+            header: FrameHeader(
+                type: .exchangeReply, flags: .reply, payloadLength: UInt32(prefix.size + floats.count * 4),
+                requestID: requestID),
+            prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
+    }
+
+    /// Sends a push acknowledgement from a stack buffer: no allocation on the small-message reply path.
+    public func sendPushAck(_ ack: PushAck, requestID: UInt64) throws(TransportError) {
+        try sendTensorFrame(
+            header: FrameHeader(
+                type: .pushAck, flags: .reply, payloadLength: UInt32(PushAck.size), requestID: requestID),
+            prefixSize: PushAck.size, encodePrefix: { ack.encode(into: $0) },
+            floats: UnsafeBufferPointer(start: nil, count: 0))
+    }
+
+    /// Sends a pull request from a stack buffer, with no allocation.
+    public func sendPull(_ pull: Pull, requestID: UInt64) throws(TransportError) {
+        try sendTensorFrame(
+            header: FrameHeader(type: .pull, flags: [], payloadLength: UInt32(Pull.size), requestID: requestID),
+            prefixSize: Pull.size, encodePrefix: { pull.encode(into: $0) },
+            floats: UnsafeBufferPointer(start: nil, count: 0))
+    }
+
     private func sendTensorFrame(
         header: FrameHeader, prefixSize: Int, encodePrefix: (UnsafeMutableRawBufferPointer) -> Void,
         floats: UnsafeBufferPointer<Float>

@@ -162,7 +162,7 @@ public struct PullReplyPrefix: Sendable, Equatable {
 }
 
 /// Checks that the bytes after a tensor prefix are exactly `declared` float32 values.
-private func validateFloats(
+func validateFloats(
     declared: UInt32,
     payloadLength: Int,
     prefixSize: Int,

@@ -55,6 +55,14 @@ public enum MessageCodec {
             writer.writeInteger(UInt32(reply.floats.count))
             writer.writeInteger(reply.version)
             writer.writeFloats(reply.floats)
+        case .exchange(let exchange):
+            writer = ByteWriter(capacity: exchange.prefix.size + 4 * exchange.gradient.count)
+            writeEncoded(exchange.prefix.size, into: &writer) { exchange.prefix.encode(into: $0) }
+            writer.writeFloats(exchange.gradient)
+        case .exchangeReply(let reply):
+            writer = ByteWriter(capacity: reply.prefix.size + 4 * reply.weights.count)
+            writeEncoded(reply.prefix.size, into: &writer) { reply.prefix.encode(into: $0) }
+            writer.writeFloats(reply.weights)
         case .clock(let clock):
             writer.writeInteger(clock.rank)
             writer.writeInteger(UInt32(0))
@@ -236,6 +244,31 @@ public enum MessageCodec {
                 floats: floats(try reader.bytes(count: 4 * Int(prefix.count)))
             )
         )
+    }
+
+    static func decodeExchange(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let prefix = try ExchangePrefix.decode(reader.bytes)
+        try ExchangePrefix.validate(prefix, payloadLength: reader.bytes.count)
+        _ = try reader.bytes(count: prefix.size)
+        return .exchange(Exchange(prefix: prefix, gradient: floats(try reader.bytes(count: 4 * Int(prefix.count)))))
+    }
+
+    static func decodeExchangeReply(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let prefix = try ExchangeReplyPrefix.decode(reader.bytes)
+        try ExchangeReplyPrefix.validate(prefix, payloadLength: reader.bytes.count)
+        _ = try reader.bytes(count: prefix.size)
+        return .exchangeReply(
+            ExchangeReply(prefix: prefix, weights: floats(try reader.bytes(count: 4 * Int(prefix.count)))))
+    }
+
+    /// Appends `size` bytes that `encode` writes into a temporary buffer.
+    private static func writeEncoded(
+        _ size: Int, into writer: inout ByteWriter, _ encode: (UnsafeMutableRawBufferPointer) -> Void
+    ) {
+        withUnsafeTemporaryAllocation(byteCount: size, alignment: 8) { buffer in
+            encode(buffer)
+            writer.writeBytes(UnsafeRawBufferPointer(buffer))
+        }
     }
 
     static func decodeClock(_ reader: inout PayloadReader) throws(WireError) -> Message {

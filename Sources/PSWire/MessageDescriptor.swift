@@ -50,6 +50,11 @@ struct MessageDescriptor: Sendable {
         .init(.pull, "pull", .request, minimum: 16, MessageCodec.decodePull),
         .init(.pullReply, "pullReply", .reply, minimum: PullReplyPrefix.size, MessageCodec.decodePullReply),
         .init(.pushPull, "pushPull", .request, minimum: PushPrefix.size, MessageCodec.decodePushPull),
+        .init(
+            .exchange, "exchange", .request, minimum: ExchangePrefix.size(shardCount: 0), MessageCodec.decodeExchange),
+        .init(
+            .exchangeReply, "exchangeReply", .reply, minimum: ExchangeReplyPrefix.size(shardCount: 0),
+            MessageCodec.decodeExchangeReply),
         .init(.clock, "clock", .request, minimum: 32, MessageCodec.decodeClock),
         .init(.clockAck, "clockAck", .reply, minimum: 16, MessageCodec.decodeClockAck),
         .init(.heartbeat, "heartbeat", .request, minimum: 16, MessageCodec.decodeHeartbeat),

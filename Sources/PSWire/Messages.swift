@@ -234,6 +234,18 @@ public struct PushAck: Sendable, Equatable {
         self.version = version
         self.staleness = staleness
     }
+
+    /// The payload size in bytes.
+    public static let size = 24
+
+    /// Writes the 24-byte payload (the same bytes as `MessageCodec.encodePayload`) with no allocation.
+    public func encode(into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= Self.size, "a push ack needs 24 bytes")
+        buffer.storeBytes(of: shard.littleEndian, toByteOffset: 0, as: UInt32.self)
+        buffer.storeBytes(of: status.rawValue.littleEndian, toByteOffset: 4, as: UInt32.self)
+        buffer.storeBytes(of: version.littleEndian, toByteOffset: 8, as: UInt64.self)
+        buffer.storeBytes(of: staleness.littleEndian, toByteOffset: 16, as: UInt64.self)
+    }
 }
 
 /// A request for one shard's weights (`pull`, 0x0014).
@@ -247,6 +259,17 @@ public struct Pull: Sendable, Equatable {
     public init(shard: UInt32, clock: UInt64) {
         self.shard = shard
         self.clock = clock
+    }
+
+    /// The payload size in bytes.
+    public static let size = 16
+
+    /// Writes the 16-byte payload (the same bytes as `MessageCodec.encodePayload`) with no allocation.
+    public func encode(into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= Self.size, "a pull needs 16 bytes")
+        buffer.storeBytes(of: shard.littleEndian, toByteOffset: 0, as: UInt32.self)
+        buffer.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
+        buffer.storeBytes(of: clock.littleEndian, toByteOffset: 8, as: UInt64.self)
     }
 }
 
@@ -512,6 +535,8 @@ public enum Message: Sendable, Equatable {
     case pull(Pull)
     case pullReply(PullReply)
     case pushPull(Push)
+    case exchange(Exchange)
+    case exchangeReply(ExchangeReply)
     case clock(ClockReport)
     case clockAck(ClockAck)
     case heartbeat(Heartbeat)
@@ -543,6 +568,8 @@ public enum Message: Sendable, Equatable {
         case .pull: .pull
         case .pullReply: .pullReply
         case .pushPull: .pushPull
+        case .exchange: .exchange
+        case .exchangeReply: .exchangeReply
         case .clock: .clock
         case .clockAck: .clockAck
         case .heartbeat: .heartbeat

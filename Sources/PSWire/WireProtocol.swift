@@ -48,6 +48,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let pullReply = MessageType(rawValue: 0x0015)
     /// A push answered with the weights after it is applied.
     public static let pushPull = MessageType(rawValue: 0x0016)
+    /// A worker's whole step: every shard's gradient, the clock report, and a request for the next weights.
+    public static let exchange = MessageType(rawValue: 0x0017)
+    /// Reply to `exchange`: every shard's weights for the next step.
+    public static let exchangeReply = MessageType(rawValue: 0x0018)
     /// A worker finished a step.
     public static let clock = MessageType(rawValue: 0x0020)
     /// Reply to `clock`.

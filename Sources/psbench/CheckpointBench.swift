@@ -24,24 +24,29 @@ enum CheckpointBench {
     /// One model of `bytes` (4 float32 tensors, SGD so the checkpoint holds exactly the weights), 4 shards.
     static func measure(bytes: Int, root: String, repeats: Int) throws -> [BenchRow] {
         let count = bytes / 4 / 4
+        let memcpy = memcpyTime(bytes: bytes, repeats: repeats)
+        // Peak resident memory from here to the end of the first checkpoint write, as a multiple of the model.
+        let residentBefore = resetPeakResident()
         let store = ShardStore(
-            shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1)
+            shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1,
+            keepsSnapshotBuffers: true)
         try store.register(
             (0..<4).map { TensorSpec(name: "t\($0)", shape: [count], initializer: .uniform(low: -1, high: 1, seed: 1)) }
         )
         let label = formatBytes(bytes)
 
-        // The pause: ShardStore.snapshot (what completeStep does under the locks) vs one memcpy of the model.
+        // The pause: ShardStore.snapshot (what completeStep does under the locks) vs one memcpy of the model. As in
+        // the server, the previous snapshot's buffers go back to the store (the checkpoint writer recycles them).
         var pauses: [UInt64] = []
         var snapshot: ModelSnapshot? = nil
         for _ in 0..<repeats {
+            if let previous = snapshot { store.recycle(previous) }
             snapshot = nil
             let start = MonotonicClock.nanoseconds()
             snapshot = store.snapshot()
             pauses.append(MonotonicClock.nanoseconds() - start)
         }
         guard let snapshot else { throw BenchError("no model to snapshot") }
-        let memcpy = memcpyTime(bytes: bytes, repeats: repeats)
 
         let tensors = snapshot.tensors.enumerated().map { index, tensor in
             CheckpointTensor(
@@ -53,11 +58,15 @@ enum CheckpointBench {
         var writes: [UInt64] = []
         var reads: [UInt64] = []
         var written = ""
+        var peakGrowth: Double? = nil
         for _ in 0..<repeats {
             let start = MonotonicClock.nanoseconds()
             written = try CheckpointWriter.write(
                 root: root + "/ckpt", manifest: manifest, tensors: tensors, keepLast: 1)
             writes.append(MonotonicClock.nanoseconds() - start)
+            if peakGrowth == nil, let residentBefore, let peak = residentKiB(field: "VmHWM") {
+                peakGrowth = Double(max(peak - residentBefore, 0)) * 1024
+            }
             let readStart = MonotonicClock.nanoseconds()
             let loaded = try CheckpointReader.load(directory: written)
             let restoreStore = ShardStore(
@@ -95,7 +104,15 @@ enum CheckpointBench {
         }
         try? FileManager.default.removeItem(atPath: file)
 
-        return [
+        var rows: [BenchRow] = []
+        if let peakGrowth {
+            rows.append(
+                BenchRow(
+                    name: "server peak RSS growth \(label) (store, snapshot buffers, first checkpoint write)",
+                    value: peakGrowth / 1_048_576, unit: "MiB", baseline: Double(bytes) / 1_048_576,
+                    baselineName: "model bytes", lowerIsBetter: true))
+        }
+        return rows + [
             BenchRow(
                 name: "checkpoint write \(label) (4 .npy + manifest, CRC, fsyncs, renames)",
                 value: median(writes) / 1e6,
@@ -108,6 +125,24 @@ enum CheckpointBench {
                 name: "training pause \(label) (copy under the shard locks)", value: median(pauses) / 1e6, unit: "ms",
                 baseline: memcpy / 1e6, baselineName: "one memcpy", lowerIsBetter: true),
         ]
+    }
+
+    /// Resets the kernel's peak-RSS mark (`/proc/self/clear_refs`, "5") and returns the current RSS in KiB,
+    /// or nil where that is not possible.
+    static func resetPeakResident() -> Int? {
+        guard let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return nil }
+        handle.write(Data("5".utf8))
+        try? handle.close()
+        return residentKiB(field: "VmRSS")
+    }
+
+    /// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`).
+    static func residentKiB(field: String) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
+            return Int(line.dropFirst(field.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "")
+        }
+        return nil
     }
 
     /// Median nanoseconds of one memcpy of `bytes` (destination touched first).

@@ -13,7 +13,6 @@ enum ServerBench {
     static func run(quick: Bool) throws -> [BenchRow] {
         var rows: [BenchRow] = []
         let sizes = quick ? [4 << 10, 4 << 20, 64 << 20] : [4 << 10, 256 << 10, 4 << 20, 64 << 20, 256 << 20]
-        let memcpyRate = memcpyBandwidth(bytes: 64 << 20)
         for size in sizes {
             let iterations = max(3, min(2000, (quick ? 128 << 20 : 1 << 30) / size))
             let rawEcho = try WireBench.rawStream(size: size, iterations: max(iterations / 2, 2), echo: true)
@@ -30,6 +29,10 @@ enum ServerBench {
                     rows.append(
                         BenchRow(
                             name: "push-pull \(label)", value: result.pushPull, unit: "GB/s", baseline: rawEcho,
+                            baselineName: "raw echo"))
+                    rows.append(
+                        BenchRow(
+                            name: "exchange \(label)", value: result.exchange, unit: "GB/s", baseline: rawEcho,
                             baselineName: "raw echo"))
                     rows.append(
                         BenchRow(
@@ -53,11 +56,12 @@ enum ServerBench {
             BenchRow(
                 name: "4 KiB push round trip (median)", value: pushRTT, unit: "us", baseline: rawRTT,
                 baselineName: "raw 64 B ping-pong", lowerIsBetter: true))
-        for kind in [OptimizerKind.sgd, .adam] {
+        for kind in OptimizerKind.allCases {
+            let (apply, memcpy) = applyRate(kind: kind, bytes: 64 << 20)
             rows.append(
                 BenchRow(
-                    name: "\(kind.rawValue) apply, 64 MiB of gradient", value: applyRate(kind: kind, bytes: 64 << 20),
-                    unit: "GB/s", baseline: memcpyRate, baselineName: "memcpy"))
+                    name: "\(kind.rawValue) apply, 64 MiB of gradient", value: apply, unit: "GB/s", baseline: memcpy,
+                    baselineName: "memcpy"))
         }
         return rows
     }
@@ -66,6 +70,8 @@ enum ServerBench {
         var push = 0.0
         var pull = 0.0
         var pushPull = 0.0
+        /// One `exchange` frame carrying every shard's slice, answered by one frame with every shard's weights.
+        var exchange = 0.0
     }
 
     static func measure(size: Int, shards: Int, clients: Int, iterations: Int) throws -> Goodput {
@@ -89,14 +95,26 @@ enum ServerBench {
         var result = Goodput()
         let maxPayloadBytes = config.maxFrameBytes
         let port = server.port
-        for phase in 0..<3 {
+        for phase in 0..<4 {
             let seconds = try runClients(clients) { index in
                 let client = try ParameterClient.connect(
                     host: "127.0.0.1", port: port, role: .worker, name: "c\(index)", maxPayloadBytes: maxPayloadBytes)
                 defer { client.close() }
                 var gradient = [Float](repeating: 0, count: count)
                 var weights = [Float](repeating: 0, count: count)
+                let zeroVersions = [UInt64](repeating: 0, count: shards)
                 return try measureLoop(iterations: iterations) {
+                    if phase == 3 {
+                        try gradient.withUnsafeBufferPointer { g in
+                            try weights.withUnsafeMutableBufferPointer { w in
+                                _ = try client.exchange(
+                                    rank: 0, clock: 0, loss: 0, samples: 0, baseVersions: zeroVersions, gradient: g,
+                                    into: w
+                                ).wait()
+                            }
+                        }
+                        return
+                    }
                     var handles: [RequestHandle] = []
                     try gradient.withUnsafeMutableBufferPointer { g in
                         try weights.withUnsafeMutableBufferPointer { w in
@@ -122,7 +140,8 @@ enum ServerBench {
             switch phase {
             case 0: result.push = rate
             case 1: result.pull = rate
-            default: result.pushPull = rate
+            case 2: result.pushPull = rate
+            default: result.exchange = rate
             }
         }
         return result
@@ -183,37 +202,28 @@ enum ServerBench {
         return median(samples) / 1000
     }
 
-    static func memcpyBandwidth(bytes: Int) -> Double {
-        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
-        let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
-        defer {
-            source.deallocate()
-            destination.deallocate()
-        }
-        source.initializeMemory(as: UInt8.self, repeating: 3)
-        destination.initializeMemory(as: UInt8.self, repeating: 0)
-        var best = Double.infinity
-        for _ in 0..<5 {
-            let start = MonotonicClock.nanoseconds()
-            destination.copyMemory(from: UnsafeRawBufferPointer(source))
-            best = min(best, Double(MonotonicClock.nanoseconds() - start))
-        }
-        return Double(bytes) / best
-    }
-
-    static func applyRate(kind: OptimizerKind, bytes: Int) -> Double {
+    /// The best of several applies of `kind` to `bytes` of gradient and, alternated with them, the best of as many
+    /// memcpys of the same bytes (so both see the same background load), as bytes of gradient per second.
+    static func applyRate(kind: OptimizerKind, bytes: Int) -> (apply: Double, memcpy: Double) {
         let count = bytes / 4
         var state = OptimizerState(config: OptimizerConfig(kind: kind, learningRate: 1e-6), count: count)
         var weights = [Float](repeating: 0.5, count: count)
         var gradient = [Float](repeating: 0.1, count: count)
-        var best = Double.infinity
-        for _ in 0..<5 {
-            let start = MonotonicClock.nanoseconds()
+        var copy = [Float](repeating: 0, count: count)
+        var bestApply = Double.infinity
+        var bestCopy = Double.infinity
+        for _ in 0..<7 {
+            var start = MonotonicClock.nanoseconds()
             weights.withUnsafeMutableBufferPointer { w in
                 gradient.withUnsafeMutableBufferPointer { g in state.apply(weights: w, gradient: g) }
             }
-            best = min(best, Double(MonotonicClock.nanoseconds() - start))
+            bestApply = min(bestApply, Double(MonotonicClock.nanoseconds() - start))
+            start = MonotonicClock.nanoseconds()
+            copy.withUnsafeMutableBufferPointer { destination in
+                gradient.withUnsafeBufferPointer { _ = destination.update(fromContentsOf: $0) }
+            }
+            bestCopy = min(bestCopy, Double(MonotonicClock.nanoseconds() - start))
         }
-        return Double(bytes) / best
+        return (Double(bytes) / bestApply, Double(bytes) / bestCopy)
     }
 }

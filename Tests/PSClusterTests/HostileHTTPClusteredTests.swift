@@ -10,7 +10,7 @@ final class HostileHTTPClusteredTests: XCTestCase {
         let cluster = try LocalCluster()
         try cluster.startServer([
             "--shards", "2", "--workers", "2", "--model", "mlp:32", "--data", "digits", "--batch", "16",
-            "--epochs", "400", "--mode", "bsp", "--metrics-port", "0",
+            "--epochs", "20000", "--mode", "bsp", "--metrics-port", "0",
         ])
         let port = try cluster.metricsPort()
         guard let serverPID = cluster.server?.processID else { throw ClusterError("no server") }

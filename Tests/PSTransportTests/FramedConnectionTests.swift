@@ -39,6 +39,33 @@ final class FramedConnectionTests: XCTestCase {
         XCTAssertEqual(destination, floats)
     }
 
+    /// The stack-buffer senders put exactly the bytes of the generic encoder on the wire.
+    func test_sendPushAckAndSendPull_sameBytesAsTheGenericEncoder() throws {
+        let (client, server) = try makePair()
+        defer {
+            client.close()
+            server.close()
+        }
+        let ack = PushAck(shard: 3, status: .appliedScaled, version: 1 << 40, staleness: 2)
+        let pull = Pull(shard: 7, clock: 99)
+        try server.sendPushAck(ack, requestID: 11)
+        try server.send(.pushAck(ack), requestID: 11)
+        try client.sendPull(pull, requestID: 12)
+        try client.send(.pull(pull), requestID: 12)
+        for (reader, message) in [(client, Message.pushAck(ack)), (server, Message.pull(pull))] {
+            var frames: [[UInt8]] = []
+            for _ in 0..<2 {
+                let header = try XCTUnwrap(try reader.readHeader())
+                var bytes = [UInt8](repeating: 0, count: WireProtocol.headerSize)
+                bytes.withUnsafeMutableBytes { header.encode(into: $0) }
+                bytes += Array(try reader.readPayload(length: Int(header.payloadLength)))
+                frames.append(bytes)
+            }
+            XCTAssertEqual(frames[0], frames[1], "\(message.type.name)")
+            XCTAssertEqual(frames[0], MessageCodec.encodeFrame(message, requestID: message == .pull(pull) ? 12 : 11))
+        }
+    }
+
     func test_pullReply_roundTrips_andControlMessagesDecode() throws {
         let (client, server) = try makePair()
         defer {

@@ -65,6 +65,21 @@ enum Golden {
             message: .pushPull(Push(shard: 2, clock: 5, baseVersion: 4, floats: [0.25, 0.0, -0.5]))
         ),
         GoldenExample(
+            requestID: 12,
+            message: .exchange(
+                Exchange(
+                    prefix: ExchangePrefix(
+                        rank: 1, clock: 5, loss: 0.5, samples: 64, baseVersions: [5, 5], count: 0),
+                    gradient: [0.25, -0.5, 1.0]))
+        ),
+        GoldenExample(
+            requestID: 12,
+            message: .exchangeReply(
+                ExchangeReply(
+                    prefix: ExchangeReplyPrefix(jobState: .running, minClock: 6, versions: [6, 6], count: 0),
+                    weights: [0.125, -0.75, 1.0]))
+        ),
+        GoldenExample(
             requestID: 10,
             message: .error(ErrorMessage(code: .unknownShard, message: "shard 5 does not exist (3 shards)"))
         ),

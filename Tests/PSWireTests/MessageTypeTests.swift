@@ -8,6 +8,7 @@ final class MessageTypeTests: XCTestCase {
             (.error, 0x04, "error", true), (.register, 0x10, "register", false),
             (.registered, 0x11, "registered", true), (.push, 0x12, "push", false), (.pushAck, 0x13, "pushAck", true),
             (.pull, 0x14, "pull", false), (.pullReply, 0x15, "pullReply", true), (.pushPull, 0x16, "pushPull", false),
+            (.exchange, 0x17, "exchange", false), (.exchangeReply, 0x18, "exchangeReply", true),
             (.clock, 0x20, "clock", false), (.clockAck, 0x21, "clockAck", true),
             (.heartbeat, 0x22, "heartbeat", false), (.heartbeatAck, 0x23, "heartbeatAck", true),
             (.metrics, 0x24, "metrics", false), (.metricsAck, 0x25, "metricsAck", true), (.leave, 0x26, "leave", false),

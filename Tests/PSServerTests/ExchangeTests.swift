@@ -1,0 +1,147 @@
+import Foundation
+import PSClient
+import PSCoordinator
+import PSMath
+import PSPosix
+import PSServer
+import PSWire
+import XCTest
+
+/// The combined step exchange (`exchange`): one request carries every shard's gradient and the clock, and the
+/// reply carries the next step's weights once the mode's wait rule allows, under each mode.
+final class ExchangeTests: XCTestCase {
+    private func job(mode: ConsistencyMode, staleness: UInt64 = 0, workers: Int) -> JobDescription {
+        JobDescription(
+            model: "softmax", data: "synthetic", test: nil, labelColumn: "", batchPerWorker: 4, epochs: 1, seed: 1,
+            mode: mode.rawValue, staleness: staleness, workers: workers, trainRows: 400, featureCount: 1,
+            classCount: 2, stepsPerEpoch: 400 / (4 * workers), totalSteps: 400 / (4 * workers))
+    }
+
+    private func harness(
+        mode: ConsistencyMode, staleness: UInt64 = 0, workers: Int, shards: Int
+    ) throws -> ServerHarness {
+        try ServerHarness(shards: shards) { config in
+            config.mode = mode
+            config.staleness = staleness
+            config.job = self.job(mode: mode, staleness: staleness, workers: workers)
+        }
+    }
+
+    /// One exchange; returns the reply's prefix and the weights it carried.
+    private static func exchange(
+        _ client: ParameterClient, clock: UInt64, gradient: [Float], baseVersions: [UInt64], loss: Double = 0.5
+    ) throws -> (ExchangeReplyPrefix, [Float]) {
+        var weights = [Float](repeating: .nan, count: gradient.count)
+        let reply = try gradient.withUnsafeBufferPointer { g in
+            try weights.withUnsafeMutableBufferPointer { w in
+                try client.exchange(
+                    rank: client.rank ?? 0, clock: clock, loss: loss, samples: 4, baseVersions: baseVersions,
+                    gradient: g, into: w
+                ).wait()
+            }
+        }
+        guard case .exchanged(let prefix) = reply else { throw ClientError.protocolViolation("got \(reply)") }
+        return (prefix, weights)
+    }
+
+    /// Runs `body` on its own thread; `join` waits for it and rethrows its error (handed over under a lock).
+    private final class Background: Sendable {
+        private let result = LockedValue<Result<(ExchangeReplyPrefix, [Float]), any Error>?>(nil)
+
+        init(_ body: @escaping @Sendable () throws -> (ExchangeReplyPrefix, [Float])) {
+            Thread { [result] in
+                let outcome = Result { try body() }
+                result.withLockAndBroadcast { $0 = outcome }
+            }.start()
+        }
+
+        func join() throws -> (ExchangeReplyPrefix, [Float]) {
+            let outcome = result.wait(
+                until: nil,
+                while: { value in
+                    if case .none = value { return true }
+                    return false
+                }
+            ) { value, _ in value }
+            return try outcome!.get()
+        }
+    }
+
+    /// BSP: the first worker's reply waits for the barrier, so both replies hold the mean of both gradients.
+    func test_bsp_twoWorkersTwoShards_repliesCarryTheStepAfterTheBarrier() throws {
+        let harness = try harness(mode: .bsp, workers: 2, shards: 2)
+        let a = try harness.client(name: "a")
+        let b = try harness.client(name: "b")
+        defer {
+            a.close()
+            b.close()
+        }
+        _ = try a.register(zeroTensors([3, 2]))
+        let first = Background { try Self.exchange(a, clock: 0, gradient: [2, 4, 6, 8, 10], baseVersions: [0, 0]) }
+        let (bPrefix, bWeights) = try Self.exchange(b, clock: 0, gradient: [4, 2, 0, -2, -4], baseVersions: [0, 0])
+        let (aPrefix, aWeights) = try first.join()
+        XCTAssertEqual(aWeights, [-3, -3, -3, -3, -3], "sgd lr 1 on the mean of both gradients")
+        XCTAssertEqual(bWeights, aWeights)
+        XCTAssertEqual(aPrefix.versions, [1, 1])
+        XCTAssertEqual(bPrefix.versions, [1, 1])
+        XCTAssertEqual(aPrefix.jobState, .running)
+
+        // Step 1 the same way: the barrier holds again until both have pushed.
+        let second = Background { try Self.exchange(a, clock: 1, gradient: [1, 1, 1, 1, 1], baseVersions: [1, 1]) }
+        let (_, bStep1) = try Self.exchange(b, clock: 1, gradient: [1, 1, 1, 1, 1], baseVersions: [1, 1])
+        XCTAssertEqual(try second.join().1, [-4, -4, -4, -4, -4])
+        XCTAssertEqual(bStep1, [-4, -4, -4, -4, -4])
+    }
+
+    /// Async: the reply comes at once with the gradient applied; versions advance per exchange.
+    func test_async_oneWorker_replyHoldsTheWeightsAfterTheApply() throws {
+        let harness = try harness(mode: .async, workers: 1, shards: 3)
+        let client = try harness.client(name: "solo")
+        defer { client.close() }
+        _ = try client.register(zeroTensors([4]))
+        let (p1, w1) = try Self.exchange(client, clock: 0, gradient: [1, 2, 3, 4], baseVersions: [0, 0, 0])
+        XCTAssertEqual(w1, [-1, -2, -3, -4])
+        XCTAssertEqual(p1.versions, [1, 1, 1])
+        let (p2, w2) = try Self.exchange(client, clock: 1, gradient: [1, 1, 1, 1], baseVersions: p1.versions)
+        XCTAssertEqual(w2, [-2, -3, -4, -5])
+        XCTAssertEqual(p2.versions, [2, 2, 2])
+        XCTAssertEqual(p2.minClock, 2)
+    }
+
+    /// SSP with staleness 1: a worker two steps ahead of the other waits in its exchange until the other clocks,
+    /// and its reply then includes the other's applied gradient.
+    func test_ssp_fastWorkerWaitsForTheSlowOne_thenSeesItsGradient() throws {
+        let harness = try harness(mode: .ssp, staleness: 1, workers: 2, shards: 2)
+        let fast = try harness.client(name: "fast")
+        let slow = try harness.client(name: "slow")
+        defer {
+            fast.close()
+            slow.close()
+        }
+        _ = try fast.register(zeroTensors([2]))
+        let (p0, w0) = try Self.exchange(fast, clock: 0, gradient: [1, 1], baseVersions: [0, 0])
+        XCTAssertEqual(w0, [-1, -1], "step 1 is within the bound of the slow worker's clock 0")
+        // Step 2 is two ahead of the slow worker's clock 0: this exchange waits for it.
+        let waiting = Background { try Self.exchange(fast, clock: 1, gradient: [1, 1], baseVersions: p0.versions) }
+        let (_, slowWeights) = try Self.exchange(slow, clock: 0, gradient: [10, 10], baseVersions: [0, 0])
+        let (fastPrefix, fastWeights) = try waiting.join()
+        // Had the reply not waited for the slow worker's clock, it would hold [-2, -2].
+        XCTAssertEqual(fastWeights, [-12, -12], "the fast worker's two gradients and the slow worker's one")
+        XCTAssertEqual(fastPrefix.versions, [3, 3])
+        XCTAssertTrue(slowWeights == [-11, -11] || slowWeights == [-12, -12], "\(slowWeights)")
+    }
+
+    /// A gradient with a wrong shard count is refused with nothing applied, and the connection stays usable.
+    func test_wrongShardCount_isRefused_andTheConnectionStays() throws {
+        let harness = try harness(mode: .async, workers: 1, shards: 2)
+        let client = try harness.client(name: "solo")
+        defer { client.close() }
+        _ = try client.register(zeroTensors([2]))
+        XCTAssertThrowsError(try Self.exchange(client, clock: 0, gradient: [1, 1], baseVersions: [0, 0, 0])) { error in
+            guard case ClientError.remote(.lengthMismatch, _) = error else { return XCTFail("\(error)") }
+        }
+        let (prefix, weights) = try Self.exchange(client, clock: 0, gradient: [1, 1], baseVersions: [0, 0])
+        XCTAssertEqual(weights, [-1, -1])
+        XCTAssertEqual(prefix.versions, [1, 1])
+    }
+}
