@@ -43,7 +43,8 @@ public final class ParameterServer: Sendable {
         let metrics = try config.metricsPath.map { try MetricsFile(path: $0) }
         self.metrics = metrics
         let store = ShardStore(
-            shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1)
+            shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1,
+            maxModelBytes: config.maxModelBytes)
         self.store = store
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(

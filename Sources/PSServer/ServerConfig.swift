@@ -1,5 +1,6 @@
 import PSCoordinator
 import PSMath
+import PSPosix
 import PSWire
 
 /// Everything `psserver` is configured with; validated once at start-up (`validate()`), every default documented.
@@ -12,6 +13,10 @@ public struct ServerConfig: Sendable {
     public var shardCount: Int = 4
     /// Largest accepted frame payload (default 512 MiB).
     public var maxFrameBytes: Int = WireProtocol.defaultMaxPayloadBytes
+    /// The most memory the registered model may take on this server (`ShardStore.footprintBytes`: weights,
+    /// optimizer state and work buffers); default half the physical memory, so that a registration cannot make
+    /// the server allocate more than the host holds. A larger registration gets a `resourceExhausted` error frame.
+    public var maxModelBytes: Int = ServerConfig.defaultMaxModelBytes
     /// Shared token a handshake must present; nil accepts any client.
     public var token: String? = nil
     /// Accept NaN and Inf in gradients (default: reject them with an error frame).
@@ -52,6 +57,9 @@ public struct ServerConfig: Sendable {
 
     public init() {}
 
+    /// Half the physical memory (4 GiB if it cannot be read): the default `--max-model-bytes`.
+    public static let defaultMaxModelBytes: Int = (Host.physicalMemoryBytes() ?? (8 << 30)) / 2
+
     /// The longest accepted timeout or interval in seconds (a year): every such flag must be positive, finite and
     /// at most this, so converting it to nanoseconds (`UInt64`) or milliseconds (`Int64`) cannot overflow.
     public static let maxSeconds: Double = 365 * 86_400
@@ -66,6 +74,9 @@ public struct ServerConfig: Sendable {
         }
         guard maxFrameBytes >= 4096, maxFrameBytes <= Int(UInt32.max) else {
             throw ConfigError("--max-frame-bytes must be between 4096 and \(UInt32.max), got \(maxFrameBytes)")
+        }
+        guard maxModelBytes >= 1 else {
+            throw ConfigError("--max-model-bytes must be at least 1, got \(maxModelBytes)")
         }
         try Self.requireSeconds(workerTimeoutSeconds, flag: "--worker-timeout")
         try Self.requireSeconds(waitTimeoutSeconds, flag: "--wait-timeout")
@@ -95,6 +106,13 @@ public struct ServerConfig: Sendable {
             throw ConfigError(
                 "--model: the largest of --shards \(shardCount) shards holds \(largest) floats, more than a "
                     + "--max-frame-bytes \(maxFrameBytes) frame carries; raise --shards or --max-frame-bytes")
+        }
+        let footprint = ShardStore.footprintBytes(
+            elementCount: totalElements, optimizer: optimizer, workerSlots: job?.workers ?? 1)
+        guard jobTensors.isEmpty || footprint <= maxModelBytes else {
+            throw ConfigError(
+                "--model needs \(footprint) bytes of server memory (weights, optimizer state, work buffers), more "
+                    + "than --max-model-bytes \(maxModelBytes)")
         }
         // The planner builds the job from validated flags; this catches a job built by hand (an embedding program,
         // a test) before the coordinator sizes its membership and barrier by it.

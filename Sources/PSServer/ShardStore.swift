@@ -29,14 +29,48 @@ public final class ShardStore: Sendable {
     public let shardCount: Int
     let optimizer: OptimizerConfig
     let workerSlots: Int
+    /// The most bytes a model may take in this store (`footprintBytes`); a larger registration is refused.
+    public let maxModelBytes: Int
     private let model = LockedValue<ShardedModel?>(nil)
 
     /// Creates an empty store; `workerSlots` is how many BSP gradients a shard can hold per step (K).
-    public init(shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int) {
+    public init(shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int, maxModelBytes: Int = Int.max) {
         precondition(shardCount >= 1, "a store needs at least one shard")
         self.shardCount = shardCount
         self.optimizer = optimizer
         self.workerSlots = max(workerSlots, 1)
+        self.maxModelBytes = maxModelBytes
+    }
+
+    /// The bytes a model of `elementCount` floats takes in a store, at its peak: the weights, the copy they are
+    /// built in, the BSP work buffer, one vector per optimizer state slot and one held gradient per worker slot
+    /// (4 bytes per element each). Saturates at `Int.max`.
+    public static func footprintBytes(elementCount: Int, optimizer: OptimizerConfig, workerSlots: Int) -> Int {
+        let vectors = 3 + optimizer.stateSlotNames.count + max(workerSlots, 1)
+        let (perVector, overflow1) = elementCount.multipliedReportingOverflow(by: 4)
+        let (total, overflow2) = perVector.multipliedReportingOverflow(by: vectors)
+        return overflow1 || overflow2 ? Int.max : total
+    }
+
+    /// Refuses a model that is over `maxModelBytes` or that the system cannot allocate now (`resourceExhausted`),
+    /// so that a registration the process cannot hold is an error frame, not a trap in the array allocation.
+    private func checkMemory(_ tensors: [TensorSpec]) throws(RegistrationError) {
+        let elements = tensors.reduce(0) { $0.addingReportingOverflow($1.elementCount).partialValue }
+        let bytes = Self.footprintBytes(elementCount: elements, optimizer: optimizer, workerSlots: workerSlots)
+        guard bytes <= maxModelBytes else {
+            throw RegistrationError(
+                code: .resourceExhausted,
+                description:
+                    "the model's \(elements) floats need \(bytes) bytes of server memory (weights, optimizer state "
+                    + "and work buffers), more than --max-model-bytes \(maxModelBytes)")
+        }
+        guard Host.canAllocate(bytes: bytes) else {
+            throw RegistrationError(
+                code: .resourceExhausted,
+                description:
+                    "the model's \(elements) floats need \(bytes) bytes of server memory and the system refused to "
+                    + "allocate them (a memory limit such as ulimit -v?); nothing was registered")
+        }
     }
 
     /// The registered model, or nil before the first registration.
@@ -54,6 +88,11 @@ public final class ShardStore: Sendable {
                     return existing
                 }
             }
+            do throws(RegistrationError) {
+                try checkMemory(tensors)
+            } catch {
+                return .failure(error)
+            }
             let built = buildModel(tensors)
             existing = built
             return .success(built)
@@ -67,6 +106,7 @@ public final class ShardStore: Sendable {
         optimizerSlots: [String: [String: [Float]]], version: UInt64
     ) throws(RegistrationError) {
         try validateNames(tensors)
+        try checkMemory(tensors)
         // The values come from checkpoint files: one of another length would overrun a slice copy below.
         for tensor in tensors {
             let count = tensor.elementCount

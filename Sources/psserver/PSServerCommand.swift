@@ -27,6 +27,9 @@ struct PSServerCommand {
             Option(
                 "max-frame-bytes", value: "bytes", help: "Largest accepted frame payload.",
                 default: "\(512 << 20)"),
+            Option(
+                "max-model-bytes", value: "bytes",
+                help: "Most server memory a model may take (weights, optimizer state, buffers); default half the RAM."),
             Option("token", value: "token", help: "Shared secret clients must present.", environment: "PS_TOKEN"),
             Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
             Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
@@ -95,6 +98,8 @@ struct PSServerCommand {
         config.port = try arguments.required("port", as: UInt16.self)
         config.shardCount = try arguments.required("shards", as: Int.self)
         config.maxFrameBytes = try arguments.required("max-frame-bytes", as: Int.self)
+        config.maxModelBytes =
+            try arguments.value("max-model-bytes", as: Int.self) ?? ServerConfig.defaultMaxModelBytes
         config.token = arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }
         config.allowNonFinite = arguments.has("allow-nonfinite")
         guard let mode = ConsistencyMode(rawValue: arguments.string("mode") ?? "bsp") else {

@@ -93,6 +93,18 @@ final class ParameterServerTests: XCTestCase {
         }
     }
 
+    func test_register_overMaxModelBytes_isResourceExhausted_andTheServerKeepsServing() throws {
+        let harness = try ServerHarness(shards: 2) { $0.maxModelBytes = 64 << 10 }
+        let client = try harness.client()
+        XCTAssertThrowsError(try client.register(zeroTensors([1 << 20]))) {
+            guard case ClientError.remote(let code, let message) = $0 else { return XCTFail("\($0)") }
+            XCTAssertEqual(code, .resourceExhausted)
+            XCTAssertTrue(message.contains("--max-model-bytes 65536"), message)
+        }
+        // Nothing was registered; a model that fits is accepted on the same connection.
+        XCTAssertEqual(try client.register(zeroTensors([100])).totalElements, 100)
+    }
+
     func test_push_beforeRegistration_isRefused() throws {
         let harness = try ServerHarness(shards: 1)
         let client = try harness.client()
