@@ -57,6 +57,20 @@ final class ConnectionHandler {
     /// The frame loop: runs until the peer closes, a frame is malformed, or a request ends the connection.
     func run() {
         log.info("connection-open", ["id": session.id, "peer": connection.peer])
+        let config = server.config
+        let handshakeDeadline = MonotonicClock.deadline(afterSeconds: config.handshakeTimeoutSeconds)
+        let tick = min(1, config.handshakeTimeoutSeconds, config.frameTimeoutSeconds)
+        do {
+            // Before hello the whole hello (waiting included) must arrive by the handshake deadline; after it,
+            // waiting between frames is free and each frame has --frame-timeout.
+            try connection.setReadDeadlines(
+                tick: .nanoseconds(Int64(tick * 1e9)), frame: .nanoseconds(Int64(config.handshakeTimeoutSeconds * 1e9)),
+                keepWaiting: { [session] in session.role != nil || MonotonicClock.nanoseconds() < handshakeDeadline })
+            try connection.setSendTimeout(.nanoseconds(Int64(config.sendTimeoutSeconds * 1e9)))
+        } catch {
+            log.warning("connection-setup-failed", ["id": session.id, "error": error])
+            return
+        }
         var closeReason = "peer closed"
         while true {
             let header: FrameHeader
@@ -66,6 +80,7 @@ final class ConnectionHandler {
             } catch {
                 closeReason = describe(error)
                 reportMalformed(error, requestID: 0)
+                reportTimeout(error)
                 break
             }
             do {
@@ -77,6 +92,7 @@ final class ConnectionHandler {
             } catch {
                 closeReason = describe(error)
                 reportMalformed(error, requestID: header.requestID)
+                reportTimeout(error)
                 break
             }
         }
@@ -94,6 +110,18 @@ final class ConnectionHandler {
         log.warning("malformed-frame", ["id": session.id, "peer": connection.peer, "error": wireError])
     }
 
+    /// Tells a peer that ran past a read deadline why it is being closed (best effort: it may not be reading).
+    private func reportTimeout(_ error: TransportError) {
+        guard case .socket(.timedOut(let operation)) = error, operation != "write" else { return }
+        let config = server.config
+        let text =
+            session.role == nil
+            ? "no complete hello within --handshake-timeout \(config.handshakeTimeoutSeconds) s; closing"
+            : "frame not complete within --frame-timeout \(config.frameTimeoutSeconds) s; closing"
+        try? connection.sendError(.timeout, text, requestID: 0)
+        log.warning("connection-timeout", ["id": session.id, "peer": connection.peer, "reason": text])
+    }
+
     private func describe(_ error: TransportError) -> String {
         if case .socket(.endOfStream) = error { return "peer closed mid-frame" }
         return "\(error)"
@@ -108,6 +136,14 @@ final class ConnectionHandler {
                 .unknownMessageType, "unknown message type 0x\(String(header.type.rawValue, radix: 16))",
                 to: requestID)
             return true
+        }
+        if session.role == nil, Int(header.payloadLength) > ServerConfig.maxPreHandshakePayloadBytes {
+            // Not read: an unauthenticated peer cannot make the server buffer a large frame.
+            try session.replyError(
+                .frameTooLarge,
+                "a frame before the handshake may carry at most \(ServerConfig.maxPreHandshakePayloadBytes) bytes, "
+                    + "not \(header.payloadLength)", to: requestID)
+            return false
         }
         if session.role == nil, header.type != .hello {
             try connection.skipPayload(length: Int(header.payloadLength))
@@ -172,6 +208,7 @@ final class ConnectionHandler {
         }
         session.role = hello.role
         session.name = hello.name
+        connection.setFrameBudget(.nanoseconds(Int64(server.config.frameTimeoutSeconds * 1e9)))
         var startStep: UInt64 = 0
         var assignedRank: Int32 = -1
         if hello.role == .worker, let coordinator = server.coordinator {

@@ -138,7 +138,21 @@ public final class ParameterServer: Sendable {
             let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
             let connection = FramedConnection(
                 socket: accepted.socket, peer: accepted.peer, maxPayloadBytes: config.maxFrameBytes)
-            connections.withLock { $0[id] = connection }
+            let limit = config.maxConnections
+            let admitted = connections.withLock { open in
+                guard open.count < limit else { return false }
+                open[id] = connection
+                return true
+            }
+            guard admitted else {
+                // A fresh socket's send buffer is empty, so this small frame does not block the accept thread.
+                try? connection.setSendTimeout(.seconds(1))
+                try? connection.sendError(
+                    .resourceExhausted, "the server is at --max-connections \(limit); try again later", requestID: 0)
+                connection.close()
+                log.warning("connection-refused", ["peer": accepted.peer, "reason": "max-connections \(limit)"])
+                continue
+            }
             let thread = Thread { [self] in
                 let handler = ConnectionHandler(server: self, connection: connection, id: id)
                 handler.run()

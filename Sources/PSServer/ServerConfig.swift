@@ -36,6 +36,20 @@ public struct ServerConfig: Sendable {
     /// How long one server-side wait (a pull waiting for a step or for the job to start) may last before the
     /// worker is told to retry (default 30 s).
     public var waitTimeoutSeconds: Double = 30
+    /// A new connection must have sent its whole `hello` within this many seconds (default 10).
+    public var handshakeTimeoutSeconds: Double = 10
+    /// Once a frame's first byte arrived, the whole frame must arrive within this many seconds (default 60);
+    /// waiting between frames is not bounded once a connection has said hello.
+    public var frameTimeoutSeconds: Double = 60
+    /// A reply that makes no progress for this many seconds (the peer does not read) closes the connection
+    /// (default 60).
+    public var sendTimeoutSeconds: Double = 60
+    /// Most connections open at once (default 1024), each one thread; the next gets a `resourceExhausted` error
+    /// frame and is closed.
+    public var maxConnections: Int = 1024
+    /// The largest frame accepted before `hello` was accepted (64 KiB): a `hello` is a few hundred bytes, so an
+    /// unauthenticated peer cannot make the server buffer a large frame.
+    public static let maxPreHandshakePayloadBytes = 64 << 10
     /// The training job; nil makes the server a plain parameter store whose clients register their own tensors.
     public var job: JobDescription? = nil
     /// Model registered at start-up for the job.
@@ -80,6 +94,12 @@ public struct ServerConfig: Sendable {
         }
         try Self.requireSeconds(workerTimeoutSeconds, flag: "--worker-timeout")
         try Self.requireSeconds(waitTimeoutSeconds, flag: "--wait-timeout")
+        try Self.requireSeconds(handshakeTimeoutSeconds, flag: "--handshake-timeout")
+        try Self.requireSeconds(frameTimeoutSeconds, flag: "--frame-timeout")
+        try Self.requireSeconds(sendTimeoutSeconds, flag: "--send-timeout")
+        guard maxConnections >= 1, maxConnections <= 100_000 else {
+            throw ConfigError("--max-connections must be between 1 and 100000, got \(maxConnections)")
+        }
         // Status and metrics report the bound as a JSON integer.
         guard staleness <= UInt64(Int.max) else {
             throw ConfigError("--staleness must be at most \(Int.max), got \(staleness)")

@@ -61,6 +61,16 @@ struct PSServerCommand {
             Option(
                 "wait-timeout", value: "seconds", help: "Longest single server-side wait before a retry is asked.",
                 default: "30"),
+            Option(
+                "handshake-timeout", value: "seconds", help: "Close a connection that has not sent hello by then.",
+                default: "10"),
+            Option(
+                "frame-timeout", value: "seconds", help: "Close a connection whose started frame is not done by then.",
+                default: "60"),
+            Option(
+                "send-timeout", value: "seconds", help: "Close a connection that does not read replies for this long.",
+                default: "60"),
+            Option("max-connections", value: "n", help: "Most open connections; more are refused.", default: "1024"),
             Option("checkpoint-dir", value: "dir", help: "Directory for checkpoints and the final weights."),
             Option("checkpoint-every-steps", value: "n", help: "Checkpoint every n completed steps."),
             Option("checkpoint-every-seconds", value: "s", help: "Checkpoint every s seconds."),
@@ -114,6 +124,10 @@ struct PSServerCommand {
         config.stalePolicy = policy
         config.workerTimeoutSeconds = try arguments.required("worker-timeout", as: Double.self)
         config.waitTimeoutSeconds = try arguments.required("wait-timeout", as: Double.self)
+        config.handshakeTimeoutSeconds = try arguments.required("handshake-timeout", as: Double.self)
+        config.frameTimeoutSeconds = try arguments.required("frame-timeout", as: Double.self)
+        config.sendTimeoutSeconds = try arguments.required("send-timeout", as: Double.self)
+        config.maxConnections = try arguments.required("max-connections", as: Int.self)
         guard let kind = OptimizerKind(rawValue: arguments.string("optimizer") ?? "sgd") else {
             throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam or adagrad")
         }
