@@ -184,8 +184,7 @@ final class ConnectionHandler {
         case .export(let request):
             try control.export(path: request.path, session: session, requestID: requestID)
         case .shutdown:
-            try control.shutdown(session: session, requestID: requestID)
-            return false
+            return try control.shutdown(session: session, requestID: requestID)
         default:
             try session.replyError(
                 .invalidState, "\(message.type.name) is not a request a server accepts", to: requestID)

@@ -60,6 +60,9 @@ public struct ServerConfig: Sendable {
     public var checkpointEverySeconds: Double? = nil
     /// Keep only the newest N checkpoints (nil: keep all).
     public var keepCheckpoints: Int? = nil
+    /// The only directory `export` writes under (`--export-dir`); nil: `<checkpoint-dir>/exports`, and no export
+    /// at all without a checkpoint directory.
+    public var exportDirectory: String? = nil
     /// Checkpoint directory (or `latest`) to resume from.
     public var restore: String? = nil
     /// File receiving one JSON object per line (step and epoch records).
@@ -150,6 +153,11 @@ public struct ServerConfig: Sendable {
             throw ConfigError(
                 "\(flag) must be a positive number of seconds, at most \(Int(maxSeconds)), got \(seconds)")
         }
+    }
+
+    /// Where exports go: `--export-dir`, else `<checkpoint-dir>/exports`; nil when neither is configured.
+    public var resolvedExportDirectory: String? {
+        exportDirectory ?? checkpointDirectory.map { $0 + "/exports" }
     }
 
     /// The staleness rule for non-BSP pushes.

@@ -164,6 +164,16 @@ public final class ShardStore: Sendable {
             guard !tensor.name.isEmpty else {
                 throw RegistrationError(code: .invalidArgument, description: "tensor names must not be empty")
             }
+            // Names become file names in checkpoints and exports: no path may be smuggled in through them.
+            guard !tensor.name.contains("/"), !tensor.name.contains("\0"), tensor.name != ".", tensor.name != "..",
+                tensor.name.utf8.count <= 200
+            else {
+                throw RegistrationError(
+                    code: .invalidArgument,
+                    description:
+                        "tensor name '\(tensor.name)' is refused: names become file names, so they may not contain "
+                        + "'/' or NUL, be '.' or '..', or exceed 200 bytes")
+            }
             guard seen.insert(tensor.name).inserted else {
                 throw RegistrationError(
                     code: .registrationConflict, description: "tensor '\(tensor.name)' is listed twice")

@@ -72,6 +72,9 @@ struct PSServerCommand {
                 default: "60"),
             Option("max-connections", value: "n", help: "Most open connections; more are refused.", default: "1024"),
             Option("checkpoint-dir", value: "dir", help: "Directory for checkpoints and the final weights."),
+            Option(
+                "export-dir", value: "dir",
+                help: "The only directory psctl export writes under (default <checkpoint-dir>/exports)."),
             Option("checkpoint-every-steps", value: "n", help: "Checkpoint every n completed steps."),
             Option("checkpoint-every-seconds", value: "s", help: "Checkpoint every s seconds."),
             Option("keep-checkpoints", value: "n", help: "Keep only the newest n checkpoints."),
@@ -146,6 +149,7 @@ struct PSServerCommand {
         }
         config.optimizer = optimizer
         config.checkpointDirectory = arguments.string("checkpoint-dir")
+        config.exportDirectory = arguments.string("export-dir")
         config.checkpointEverySteps = try arguments.value("checkpoint-every-steps", as: UInt64.self)
         config.checkpointEverySeconds = try arguments.value("checkpoint-every-seconds", as: Double.self)
         config.keepCheckpoints = try arguments.value("keep-checkpoints", as: Int.self)

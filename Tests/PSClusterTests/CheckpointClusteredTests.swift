@@ -323,9 +323,10 @@ final class CheckpointClusteredTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(step ?? 0, 5)
         XCTAssertLessThan(step ?? 84, 84, "taken while the job was running")
 
-        let exportDirectory = cluster.directory.path + "/export"
+        // A relative path lands under the server's export directory (<checkpoint-dir>/exports by default).
+        let exportDirectory = cluster.checkpointDirectory + "/exports/export"
         let export = try ChildProcess(
-            binary: "psctl", arguments: ["export", exportDirectory, "--server", "127.0.0.1:\(cluster.port)"])
+            binary: "psctl", arguments: ["export", "export", "--server", "127.0.0.1:\(cluster.port)"])
         XCTAssertEqual(export.wait(timeout: .seconds(60)), 0, export.standardError)
         XCTAssertTrue(export.standardOutput.contains("exported weights to \(exportDirectory)"), export.standardOutput)
         let shapes = ["fc1.weight": [64, 32], "fc1.bias": [32], "fc2.weight": [32, 10], "fc2.bias": [10]]
