@@ -311,6 +311,8 @@ public struct JobCoordinator: Sendable {
             settings.mode == .bsp
             ? max(releasedSteps, barrier.firstUnstartedStep)
             : membership.worker(named: name)?.clock ?? restoredClocks[name] ?? 0
+        let fillsVacancy =
+            membership.worker(named: name) == nil && membership.workers.contains { $0.state == .vacant }
         let (result, membershipDirectives) = membership.join(name: name, now: now, activeFromStep: activeFrom)
         switch result {
         case .rejected(let reason):
@@ -345,7 +347,7 @@ public struct JobCoordinator: Sendable {
                             ("start_step", "\(activeFrom)"),
                         ]
                     )))
-            if settings.mode == .bsp, rejoined {
+            if settings.mode == .bsp, rejoined || fillsVacancy {
                 directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
             }
             return (.success(JoinAccepted(rank: rank, startStep: activeFrom, rejoined: rejoined)), directives)
@@ -417,10 +419,22 @@ public struct JobCoordinator: Sendable {
     /// A worker finished (`finished`) or gave up: it is no longer expected; the barrier may proceed and the job may
     /// end.
     public mutating func onLeave(rank: WorkerID, finished: Bool, now: UInt64) -> [JobDirective] {
-        _ = membership.onLeave(rank: rank, now: now)
         var directives: [JobDirective] = [
             .log(LogRecord(.info, "worker-left", [("rank", "\(rank)"), ("reason", finished ? "finished" : "error")]))
         ]
+        // A worker that fails before its first push (its data was refused) must not keep a rank from the worker
+        // that replaces it: the rank becomes vacant and the next new name takes it.
+        if !finished, let name = membership.worker(rank: rank)?.name,
+            membership.vacate(rank: rank, reason: "left with an error before its first push")
+        {
+            directives.append(.log(LogRecord(.warning, "rank-released", [("name", name), ("rank", "\(rank)")])))
+            if jobStarted, membership.workers.allSatisfy({ $0.pushes == 0 }) {
+                // Nobody has pushed: the job waits for all K workers again rather than start short of one.
+                jobStarted = false
+            }
+        } else {
+            _ = membership.onLeave(rank: rank, now: now)
+        }
         directives += flushLosses(now: now)
         if settings.mode == .bsp {
             directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)

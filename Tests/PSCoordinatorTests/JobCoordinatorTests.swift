@@ -197,6 +197,31 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertFalse(events(job.onTick(now: 12 * second)).contains("worker-dead"))
     }
 
+    func test_leave_withErrorBeforeTheJobStarted_freesTheRankForTheNextName() {
+        var job = coordinator(workers: 3)
+        join(&job, "a")
+        join(&job, "b")
+        XCTAssertEqual(join(&job, "wrong-data").0?.rank, 2)
+        // The third worker is refused for its data and leaves with an error before any push.
+        let left = job.onLeave(rank: 2, finished: false, now: 1)
+        XCTAssertEqual(events(left), ["worker-left", "rank-released"])
+        XCTAssertEqual(job.membership.worker(rank: 2)?.state, .vacant)
+        let (replacement, directives) = join(&job, "c", connection: 9, now: 2)
+        XCTAssertEqual(replacement?.rank, 2, "the correct third worker takes the freed rank")
+        XCTAssertTrue(events(directives).contains("job-started"), "\(events(directives))")
+        XCTAssertTrue(job.mayPull(step: 0))
+    }
+
+    func test_leave_withErrorAfterPushing_keepsTheRank() {
+        var job = coordinator(workers: 2)
+        join(&job, "a")
+        join(&job, "b")
+        _ = runStep(&job, 0, ranks: [0, 1])
+        _ = job.onLeave(rank: 1, finished: false, now: 1)
+        XCTAssertEqual(job.membership.worker(rank: 1)?.state, .left)
+        XCTAssertNil(join(&job, "c").0, "a rank whose gradients count belongs to its name")
+    }
+
     func test_leave_lastWorkerFinishes_finishJobIssuedExactlyOnce() {
         var job = coordinator()
         join(&job, "a")
