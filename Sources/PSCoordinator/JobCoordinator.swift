@@ -149,6 +149,8 @@ public struct JoinRefusal: Error, Sendable, Equatable {
         case jobFinished
         /// Every rank is assigned to another name.
         case jobFull
+        /// A live worker with the same name is connected and heard from: two workers were given one `--name`.
+        case nameInUse
     }
 
     public let kind: Kind
@@ -303,10 +305,29 @@ public struct JobCoordinator: Sendable {
     /// so it never pushes to a step some shard already holds or applied without it; in SSP/async it resumes at the
     /// clock its name reached (before a server restart: the checkpoint's clock), a new name at 0. A rejoin closes
     /// the connection of the name's previous incarnation and, in BSP, may complete a step that waited for it.
+    ///
+    /// A name whose worker is live, whose connection is still open (`previousConnectionHungUp` false, and not
+    /// reported by `onConnectionClosed`) and that was heard from within a third of the worker timeout is in use:
+    /// the hello is refused (`nameInUse`) instead of stealing the rank from a worker that is alive. A restarted
+    /// worker whose old connection closed, or whose old connection went silent, takes its rank back as before.
     public mutating func onJoin(
-        name: String, connection: UInt64, now: UInt64
+        name: String, connection: UInt64, now: UInt64, previousConnectionHungUp: Bool = false
     ) -> (Result<JoinAccepted, JoinRefusal>, [JobDirective]) {
         if jobFinished { return (.failure(JoinRefusal(kind: .jobFinished, reason: "the job has finished")), []) }
+        if let existing = membership.worker(named: name), existing.state == .live,
+            let previous = connectionOfRank[existing.rank], previous != connection, !previousConnectionHungUp
+        {
+            let silence = now >= existing.lastSeen ? now - existing.lastSeen : 0
+            if silence < settings.workerTimeoutNanos / 3 {
+                let reason =
+                    "a worker named '\(name)' is already connected and alive (rank \(existing.rank), heard from "
+                    + "\(silence / 1_000_000) ms ago); give every worker its own --name"
+                return (
+                    .failure(JoinRefusal(kind: .nameInUse, reason: reason)),
+                    [.log(LogRecord(.warning, "duplicate-name", [("name", name), ("rank", "\(existing.rank)")]))]
+                )
+            }
+        }
         let activeFrom: UInt64 =
             settings.mode == .bsp
             ? max(releasedSteps, barrier.firstUnstartedStep)
@@ -370,6 +391,18 @@ public struct JobCoordinator: Sendable {
         }
         awaitingRestoredWorkers = true
         return []
+    }
+
+    /// A worker's connection closed: a later hello with its name is a restart, not a duplicate.
+    public mutating func onConnectionClosed(connection: UInt64) {
+        for (rank, id) in connectionOfRank where id == connection {
+            connectionOfRank[rank] = nil
+        }
+    }
+
+    /// The connection that joined as `name`, if its worker is known and the connection still open.
+    public func connection(ofName name: String) -> UInt64? {
+        membership.worker(named: name).flatMap { connectionOfRank[$0.rank] }
     }
 
     /// A heartbeat (with the worker's clock when it sent one): refreshes liveness.

@@ -96,6 +96,7 @@ final class ConnectionHandler {
                 break
             }
         }
+        if session.rank != nil { server.coordinator?.connectionClosed(session.id) }
         if let rank = session.rank, server.coordinator != nil {
             // The worker's liveness now depends on heartbeats from a new connection; the ticker declares it dead
             // after --worker-timeout if none comes.
@@ -211,11 +212,15 @@ final class ConnectionHandler {
         var startStep: UInt64 = 0
         var assignedRank: Int32 = -1
         if hello.role == .worker, let coordinator = server.coordinator {
-            let (result, directives) = coordinator.join(name: hello.name, connectionID: session.id)
+            let server = self.server
+            let (result, directives) = coordinator.join(name: hello.name, connectionID: session.id) { previous in
+                // A poll on the old socket, outside the coordinator's lock; a closed one counts as hung up.
+                server.connections.withLock { $0[previous] }?.peerHasHungUp() ?? true
+            }
             server.carryOut(directives)
             switch result {
             case .failure(let refusal):
-                let code: ErrorCode = refusal.kind == .jobFinished ? .invalidState : .jobFull
+                let code: ErrorCode = refusal.kind == .jobFull ? .jobFull : .invalidState
                 try session.reply(.reject(Reject(code: code, reason: refusal.reason)), to: requestID)
                 log.warning("join-refused", ["name": hello.name, "reason": refusal.reason])
                 return false

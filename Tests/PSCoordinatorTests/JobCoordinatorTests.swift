@@ -70,6 +70,30 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertTrue(refusal.reason.contains("job is full"), refusal.reason)
     }
 
+    func test_join_liveNameAgain_whileTheFirstIsAlive_isRefusedNamingTheConflict() {
+        var job = coordinator()
+        join(&job, "a", connection: 1)
+        join(&job, "b", connection: 2)
+        let (result, directives) = job.onJoin(name: "a", connection: 3, now: second)
+        guard case .failure(let refusal) = result else { return XCTFail("a second live 'a' was accepted") }
+        XCTAssertEqual(refusal.kind, .nameInUse)
+        XCTAssertTrue(refusal.reason.contains("a worker named 'a' is already connected"), refusal.reason)
+        XCTAssertEqual(events(directives), ["duplicate-name"])
+        XCTAssertFalse(directives.contains(.closeConnection(1)), "the live worker keeps its connection")
+        // Once its connection closed (the process was killed), the name may come back at once.
+        job.onConnectionClosed(connection: 1)
+        XCTAssertEqual(join(&job, "a", connection: 3, now: second).0?.rejoined, true)
+    }
+
+    func test_join_liveNameAgain_silentOldConnection_isReplaced() {
+        var job = coordinator()
+        join(&job, "a", connection: 1)
+        join(&job, "b", connection: 2)
+        let (again, directives) = join(&job, "a", connection: 3, now: 4 * second)
+        XCTAssertEqual(again?.rank, 0, "silent for more than a third of the worker timeout: a stuck connection")
+        XCTAssertTrue(directives.contains(.closeConnection(1)))
+    }
+
     func test_join_liveNameAgain_closesTheOldConnectionAndStartsAtFirstUnstartedStep() {
         var job = coordinator()
         join(&job, "a", connection: 1)
@@ -77,7 +101,9 @@ final class JobCoordinatorTests: XCTestCase {
         _ = runStep(&job, 0, ranks: [0, 1])
         XCTAssertEqual(job.releasedSteps, 1)
         _ = job.onBSPPush(shard: 0, step: 1, rank: 1, now: 0)
-        let (again, directives) = join(&job, "a", connection: 3)
+        // The old connection's peer hung up (the worker was killed and restarted before its timeout).
+        let (result, directives) = job.onJoin(name: "a", connection: 3, now: 0, previousConnectionHungUp: true)
+        let again = try? result.get()
         XCTAssertEqual(again, JoinAccepted(rank: 0, startStep: 2, rejoined: true), "step 1 already started")
         XCTAssertTrue(directives.contains(.closeConnection(1)))
         XCTAssertTrue(
