@@ -33,7 +33,7 @@ struct ControlService {
                 .checkpointFailed, "the server was started without --checkpoint-dir", to: requestID)
             return
         }
-        switch takeCheckpoint(checkpoints, wait: wait) {
+        switch takeCheckpoint(checkpoints, wait: wait, seconds: server.config.waitTimeoutSeconds) {
         case .success(let written):
             try session.reply(
                 .checkpointReply(CheckpointReply(step: written.step, durable: written.durable, path: written.path)),
@@ -45,11 +45,10 @@ struct ControlService {
 
     /// In BSP while the job runs, asks for a checkpoint at the next step boundary and waits for it to be taken;
     /// otherwise takes one now under all shard locks. With `wait`, also waits until it is durable.
-    private func takeCheckpoint(
-        _ checkpoints: CheckpointManager, wait: Bool
+    func takeCheckpoint(
+        _ checkpoints: CheckpointManager, wait: Bool, seconds: Double
     ) -> Result<CheckpointManager.Written, CheckpointError> {
         let root = checkpoints.root
-        let seconds = server.config.waitTimeoutSeconds
         let ticket: Int
         let step: UInt64
         if let coordinator = server.coordinator, server.config.mode == .bsp, coordinator.isRunning {
@@ -69,7 +68,7 @@ struct ControlService {
             server.coordinator?.checkpointTaken(step: step)
         }
         let path = root + "/" + CheckpointWriter.directoryName(step: step)
-        if wait, let error = checkpoints.waitFor(ticket: ticket, seconds: 600) {
+        if wait, let error = checkpoints.waitFor(ticket: ticket, seconds: max(seconds, 1)) {
             return .failure(CheckpointError(file: path, message: error))
         }
         return .success(CheckpointManager.Written(step: step, path: path, durable: wait))

@@ -112,6 +112,24 @@ public final class ParameterServer: Sendable {
         exitCode.withLockAndBroadcast { if $0 == nil { $0 = code } }
     }
 
+    /// Stops on SIGTERM/SIGINT: a server running a job first takes a checkpoint at the next step boundary (BSP;
+    /// at once in SSP/async) and waits until it is durable, all within `--stop-timeout`, so that a restarted
+    /// server with `--restore latest` continues the job; then stops with exit code 0.
+    public func stopForSignal(_ name: String) {
+        if let checkpoints, let coordinator, coordinator.isRunning, !stopped.load(ordering: .acquiring) {
+            log.info("stop-checkpoint-started", ["reason": name, "timeout_s": config.stopTimeoutSeconds])
+            switch ControlService(server: self).takeCheckpoint(
+                checkpoints, wait: true, seconds: config.stopTimeoutSeconds)
+            {
+            case .success(let written):
+                log.info("stop-checkpoint", ["path": written.path, "step": written.step])
+            case .failure(let error):
+                log.error("stop-checkpoint-failed", ["error": error.description])
+            }
+        }
+        stop(exitCode: 0, reason: name)
+    }
+
     /// Counts a request as in flight for the duration of `body` (`stop` waits for in-flight requests).
     func serving<R>(_ body: () throws(TransportError) -> R) throws(TransportError) -> R {
         activeRequests.wrappingAdd(1, ordering: .acquiringAndReleasing)

@@ -44,6 +44,9 @@ public struct ServerConfig: Sendable {
     /// A reply that makes no progress for this many seconds (the peer does not read) closes the connection
     /// (default 60).
     public var sendTimeoutSeconds: Double = 60
+    /// On SIGTERM/SIGINT, how long a running job's stop checkpoint (next step boundary, then durable) may take
+    /// before the server stops without it (default 30 s).
+    public var stopTimeoutSeconds: Double = 30
     /// Most connections open at once (default 1024), each one thread; the next gets a `resourceExhausted` error
     /// frame and is closed.
     public var maxConnections: Int = 1024
@@ -100,6 +103,7 @@ public struct ServerConfig: Sendable {
         try Self.requireSeconds(handshakeTimeoutSeconds, flag: "--handshake-timeout")
         try Self.requireSeconds(frameTimeoutSeconds, flag: "--frame-timeout")
         try Self.requireSeconds(sendTimeoutSeconds, flag: "--send-timeout")
+        try Self.requireSeconds(stopTimeoutSeconds, flag: "--stop-timeout")
         guard maxConnections >= 1, maxConnections <= 100_000 else {
             throw ConfigError("--max-connections must be between 1 and 100000, got \(maxConnections)")
         }

@@ -70,6 +70,10 @@ struct PSServerCommand {
             Option(
                 "send-timeout", value: "seconds", help: "Close a connection that does not read replies for this long.",
                 default: "60"),
+            Option(
+                "stop-timeout", value: "seconds",
+                help: "On SIGTERM/SIGINT, wait this long for a checkpoint at the next step, then exit 0.",
+                default: "30"),
             Option("max-connections", value: "n", help: "Most open connections; more are refused.", default: "1024"),
             Option("checkpoint-dir", value: "dir", help: "Directory for checkpoints and the final weights."),
             Option(
@@ -96,12 +100,24 @@ struct PSServerCommand {
             throw UsageError("Invalid value for '--log-level <level>': expected debug, info, warning or error")
         }
         let log = Logger(component: "psserver", minimumLevel: level)
+        // Installed before anything else starts a thread; a signal that arrives before the server exists is kept
+        // and stops it as soon as it does.
+        let target = LockedValue<(server: ParameterServer?, signal: Int32?)>((nil, nil))
+        Signals.handleTermination { signal in
+            let server = target.withLock { state -> ParameterServer? in
+                if state.server == nil { state.signal = signal }
+                return state.server
+            }
+            server?.stopForSignal(signal == SIGINT ? "SIGINT" : "SIGTERM")
+        }
         let config = try makeConfig(arguments)
         let server = try ParameterServer(config: config, log: log)
-        Signals.handleTermination { signal in
-            server.stop(exitCode: 0, reason: signal == SIGINT ? "SIGINT" : "SIGTERM")
+        let early = target.withLock { state -> Int32? in
+            state.server = server
+            return state.signal
         }
         server.start()
+        if let early { server.stopForSignal(early == SIGINT ? "SIGINT" : "SIGTERM") }
         return server.waitUntilStopped()
     }
 
@@ -131,6 +147,7 @@ struct PSServerCommand {
         config.frameTimeoutSeconds = try arguments.required("frame-timeout", as: Double.self)
         config.sendTimeoutSeconds = try arguments.required("send-timeout", as: Double.self)
         config.maxConnections = try arguments.required("max-connections", as: Int.self)
+        config.stopTimeoutSeconds = try arguments.required("stop-timeout", as: Double.self)
         guard let kind = OptimizerKind(rawValue: arguments.string("optimizer") ?? "sgd") else {
             throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam or adagrad")
         }

@@ -380,7 +380,7 @@ private func startServer(_ cluster: LocalCluster, _ flags: [String], environment
 }
 
 /// The server's status document.
-private func serverStatus(port: UInt16) throws -> [String: Any] {
+func serverStatus(port: UInt16) throws -> [String: Any] {
     let client = try ParameterClient.connect(host: "127.0.0.1", port: port, role: .control, name: "ckpt-test")
     defer { client.close() }
     let reply = try client.request(.status(StatusRequest())).wait(timeout: .seconds(10))
