@@ -53,6 +53,7 @@ struct ControlService {
         let step: UInt64
         if let coordinator = server.coordinator, server.config.mode == .bsp, coordinator.isRunning {
             let before = checkpoints.requestedWrites
+            checkpoints.noteExplicitRequest()
             coordinator.requestCheckpoint()
             guard let taken = checkpoints.waitForCheckpoint(after: before, seconds: seconds) else {
                 return .failure(

@@ -233,6 +233,11 @@ public final class ParameterServer: Sendable {
     /// Snapshots the model (the training pause) and queues the checkpoint write; then tells the coordinator,
     /// which releases the BSP step the checkpoint waited at.
     func takeCheckpoint(step: UInt64, final: Bool = false) {
+        if let checkpoints, !final, !checkpoints.admitScheduled(step: step) {
+            // Skipped: no snapshot taken, so memory holds at most the one being written; the step goes on.
+            coordinator?.checkpointTaken(step: step)
+            return
+        }
         if let checkpoints, let snapshot = store.snapshot() {
             checkpoints.take(snapshot: snapshot, step: step, context: checkpointContext(), final: final)
         }
@@ -297,6 +302,6 @@ public final class ParameterServer: Sendable {
             uptimeSeconds: Double(MonotonicClock.nanoseconds() - startNanos) / 1e9,
             connections: connections.withLock { $0.count }, shardCount: config.shardCount, shards: shards,
             tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
-            jobStatus: coordinator?.jobStatus())
+            jobStatus: coordinator?.jobStatus(), checkpointsSkipped: checkpoints?.skippedCheckpoints)
     }
 }
