@@ -87,7 +87,8 @@ final class CheckpointManager: Sendable {
                 state.explicitRequests -= 1
                 return (true, false)
             }
-            guard state.writing || !state.queue.isEmpty else { return (true, false) }
+            // Busy until the newest queued write completed (the writer clears `writing` a moment later).
+            guard state.completedWrites < state.requestedWrites else { return (true, false) }
             state.skipped += 1
             return (false, state.skipped == 1)
         }
