@@ -183,6 +183,8 @@ public struct JobCoordinator: Sendable {
     /// boundary is being snapshotted.
     public private(set) var releasedSteps: UInt64
     public private(set) var jobStarted = false
+    /// Workers that left saying they finished their share; a job that ends with none did not do its work.
+    public private(set) var workersFinished = 0
     public private(set) var jobFinished = false
     public private(set) var stopping = false
     /// Set once `finishJob` was issued.
@@ -455,6 +457,7 @@ public struct JobCoordinator: Sendable {
         var directives: [JobDirective] = [
             .log(LogRecord(.info, "worker-left", [("rank", "\(rank)"), ("reason", finished ? "finished" : "error")]))
         ]
+        if finished, membership.worker(rank: rank)?.state == .live { workersFinished += 1 }
         // A worker that fails before its first push (its data was refused) must not keep a rank from the worker
         // that replaces it: the rank becomes vacant and the next new name takes it.
         if !finished, let name = membership.worker(rank: rank)?.name,

@@ -41,6 +41,22 @@ public enum FileSystem {
         }
     }
 
+    /// Checks that files can be created in `directory`: creates (`O_CREAT | O_EXCL`) and removes a probe file.
+    ///
+    /// Used at start-up so that an unwritable checkpoint directory is an error then, not when the first
+    /// checkpoint or the final weights cannot be written.
+    public static func probeWritable(directory: String) throws(FileError) {
+        let probe = directory + "/.swiftps-probe-\(getpid())"
+        let descriptor: Int32
+        do {
+            descriptor = try valueOrErrno { open(probe, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600) }
+        } catch {
+            throw FileError(operation: "create", path: probe, errno: error)
+        }
+        _ = try? nothingOrErrno(retryOnInterrupt: false) { close(descriptor) }
+        _ = unlink(probe)
+    }
+
     /// Kills this process with `SIGKILL` at once, as a crash would: no cleanup, no buffered output flushed.
     ///
     /// Only for crash-recovery tests (for example a checkpoint writer interrupted half-way).

@@ -46,6 +46,15 @@ public final class ParameterServer: Sendable {
             shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1,
             maxModelBytes: config.maxModelBytes)
         self.store = store
+        if let directory = config.checkpointDirectory {
+            // Probed now: an unwritable directory must stop the start, not the end of a job.
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            do {
+                try FileSystem.probeWritable(directory: directory)
+            } catch {
+                throw ConfigError("--checkpoint-dir \(directory) is not writable: \(error)")
+            }
+        }
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
                 root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log)
@@ -266,9 +275,17 @@ public final class ParameterServer: Sendable {
                 log.error("final-checkpoint-failed", ["error": error])
             }
         }
-        log.info("job-finished", summary(coordinator.snapshot))
-        if !config.keepRunning {
-            stop(exitCode: 0, reason: "job finished")
+        let job = coordinator.snapshot
+        log.info("job-finished", summary(job))
+        // A job whose workers all left with an error did not do what it was asked: that is not a success.
+        let failed = job.workersFinished == 0
+        if failed {
+            log.error(
+                "job-failed",
+                ["reason": "no worker finished its share (every worker left with an error)", "steps": job.stepsDone])
+        }
+        if !config.keepRunning || failed {
+            stop(exitCode: failed ? 1 : 0, reason: failed ? "job failed" : "job finished")
         }
     }
 

@@ -77,6 +77,18 @@ final class CommandLineTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 20)
     }
 
+    func test_psserver_unwritableCheckpointDir_failsAtStartUp() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-unwritable")
+        // A path under a regular file cannot be created, even by root (permission bits would not stop root).
+        let file = directory.path + "/file"
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
+        let flags = ["--host", "127.0.0.1", "--port", "0", "--model", "softmax", "--checkpoint-dir", file + "/ckpt"]
+        let result = try runBinary("psserver", flags)
+        XCTAssertEqual(result.code, 1, result.err)
+        XCTAssertTrue(result.err.contains("--checkpoint-dir \(file)/ckpt is not writable"), result.err)
+        XCTAssertFalse(result.err.contains("event=listening"), result.err)
+    }
+
     func test_psserver_missingData_isAClearError() throws {
         let result = try runBinary("psserver", ["--port", "0", "--model", "softmax", "--data", "/nonexistent/x.csv"])
         XCTAssertNotEqual(result.code, 0)

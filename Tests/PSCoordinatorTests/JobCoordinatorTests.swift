@@ -248,6 +248,15 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertNil(join(&job, "c").0, "a rank whose gradients count belongs to its name")
     }
 
+    func test_leave_everyWorkerLeavesWithAnError_jobEndsWithNoWorkerFinished() {
+        var job = coordinator(workers: 1)
+        join(&job, "a")
+        _ = runStep(&job, 0, ranks: [0])
+        let directives = job.onLeave(rank: 0, finished: false, now: 1)
+        XCTAssertEqual(directives.last, .finishJob)
+        XCTAssertEqual(job.workersFinished, 0, "the shell exits 1 for such a job")
+    }
+
     func test_leave_lastWorkerFinishes_finishJobIssuedExactlyOnce() {
         var job = coordinator()
         join(&job, "a")
@@ -258,6 +267,7 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(events(directives), ["worker-left"])
         XCTAssertEqual(directives.last, .finishJob)
         XCTAssertTrue(job.jobFinished)
+        XCTAssertEqual(job.workersFinished, 2)
         XCTAssertEqual(job.finishedAtNanos, 5)
         XCTAssertFalse(job.onTick(now: 6).contains(.finishJob), "finishJob is issued once")
         XCTAssertTrue(job.mayPull(step: 99), "a finished job answers every pull")
