@@ -50,7 +50,8 @@ struct PSServerCommand {
             Option("clip-value", value: "c", help: "Clip every gradient element to [-c, c]."),
             Option("beta1", value: "b1", help: "Adam's first-moment decay.", default: "0.9"),
             Option("beta2", value: "b2", help: "Adam's second-moment decay.", default: "0.999"),
-            Option("epsilon", value: "eps", help: "Adam/AdaGrad denominator epsilon.", default: "1e-8"),
+            Option(
+                "epsilon", value: "eps", help: "Adam/AdaGrad denominator epsilon (default: adam 1e-8, adagrad 1e-10)."),
             Option("mode", value: "bsp|ssp|async", help: "Consistency mode.", default: "bsp"),
             Option("staleness", value: "s", help: "SSP bound: how many clocks ahead a worker may run.", default: "0"),
             Option("max-gradient-staleness", value: "k", help: "Drop (or scale) pushes staler than k versions."),
@@ -158,7 +159,8 @@ struct PSServerCommand {
         optimizer.clipValue = try arguments.value("clip-value", as: Float.self)
         optimizer.beta1 = try arguments.required("beta1", as: Float.self)
         optimizer.beta2 = try arguments.required("beta2", as: Float.self)
-        optimizer.epsilon = try arguments.required("epsilon", as: Float.self)
+        // Unset: the optimizer's own conventional default (PyTorch's), set by OptimizerConfig(kind:).
+        if let epsilon = try arguments.value("epsilon", as: Float.self) { optimizer.epsilon = epsilon }
         do {
             try optimizer.validate()
         } catch {
