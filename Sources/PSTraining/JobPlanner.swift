@@ -37,7 +37,13 @@ public enum JobPlanner {
         } catch {
             throw PlanError("--model: \(error)")
         }
-        let source = try DataSource(parsing: request.data, labelColumn: request.labelColumn)
+        let source: DataSource
+        do {
+            source = try DataSource(parsing: request.data, labelColumn: request.labelColumn)
+        } catch {
+            // A spelling the parser refuses is a usage error; a file that cannot be loaded stays exit 1.
+            throw PlanError("--data: \(error)")
+        }
         let train = try source.loadTrain()
         var classes = train.classCount
         if kind != .linear {

@@ -137,6 +137,11 @@ struct PSServerCommand {
         }
         config.mode = mode
         config.staleness = try arguments.required("staleness", as: UInt64.self)
+        if config.staleness != 0, mode != .ssp {
+            throw UsageError(
+                "--staleness \(config.staleness) applies only to --mode ssp (it is the SSP bound), "
+                    + "not --mode \(mode.rawValue)")
+        }
         config.maxGradientStaleness = try arguments.value("max-gradient-staleness", as: UInt64.self)
         guard let policy = StalePolicy(rawValue: arguments.string("stale-policy") ?? "drop") else {
             throw UsageError("Invalid value for '--stale-policy <drop|scale>': expected drop or scale")
@@ -176,6 +181,12 @@ struct PSServerCommand {
         config.metricsPath = arguments.string("metrics-out")
         config.keepRunning = arguments.has("keep-running")
 
+        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed"]
+        if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {
+            throw UsageError(
+                "--\(given) is a training-job flag and needs --model (without --model the server is a plain "
+                    + "parameter store whose clients register their own tensors)")
+        }
         if let model = arguments.string("model") {
             var request = JobRequest()
             request.model = model

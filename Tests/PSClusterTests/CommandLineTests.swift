@@ -77,6 +77,24 @@ final class CommandLineTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 20)
     }
 
+    func test_valueErrorsAndMisplacedFlags_exit64WithUsage_namingTheFlag() throws {
+        let cases: [(String, [String], String)] = [
+            ("psserver", ["--port", "0", "--model", "softmax", "--data", "synthetic:0,5,3"], "--data"),
+            ("psserver", ["--port", "0", "--model", "softmax", "--mode", "bsp", "--staleness", "3"], "--staleness"),
+            ("psserver", ["--port", "0", "--batch", "32"], "--batch"),
+            ("psserver", ["--port", "0", "--workers", "3"], "--workers"),
+            ("psworker", ["--server", "127.0.0.1:1", "--log-level", "chatty"], "--log-level"),
+            ("psctl", [], "Missing subcommand"),
+        ]
+        for (binary, arguments, needle) in cases {
+            let result = try runBinary(binary, arguments)
+            XCTAssertEqual(result.code, 64, "\(binary) \(arguments): \(result.err)")
+            XCTAssertTrue(result.err.hasPrefix("Error: "), result.err)
+            XCTAssertTrue(result.err.contains(needle), "\(binary) \(arguments): \(result.err)")
+            XCTAssertTrue(result.err.contains("Usage: \(binary)"), result.err)
+        }
+    }
+
     func test_psserver_unwritableCheckpointDir_failsAtStartUp() throws {
         let directory = try TemporaryDirectory(prefix: "swiftps-unwritable")
         // A path under a regular file cannot be created, even by root (permission bits would not stop root).
