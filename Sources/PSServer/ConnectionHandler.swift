@@ -56,7 +56,8 @@ final class ConnectionHandler {
 
     /// The frame loop: runs until the peer closes, a frame is malformed, or a request ends the connection.
     func run() {
-        log.info("connection-open", ["id": session.id, "peer": connection.peer])
+        // Debug: every psctl call and health probe opens a connection; workers get an info line at handshake.
+        log.debug("connection-open", ["id": session.id, "peer": connection.peer])
         let config = server.config
         let handshakeDeadline = MonotonicClock.deadline(afterSeconds: config.handshakeTimeoutSeconds)
         let tick = min(1, config.handshakeTimeoutSeconds, config.frameTimeoutSeconds)
@@ -102,7 +103,9 @@ final class ConnectionHandler {
             // after --worker-timeout if none comes.
             log.info("worker-disconnected", ["name": session.name, "rank": rank])
         }
-        log.info("connection-close", ["id": session.id, "peer": connection.peer, "reason": closeReason])
+        log.log(
+            session.role == .worker || session.role == .server ? .info : .debug, "connection-close",
+            ["id": session.id, "peer": connection.peer, "reason": closeReason])
     }
 
     private func reportMalformed(_ error: TransportError, requestID: UInt64) {
@@ -240,7 +243,9 @@ final class ConnectionHandler {
         try session.reply(
             .welcome(Welcome(assignedID: UInt32(truncatingIfNeeded: session.id), rank: assignedRank, config: json)),
             to: requestID)
-        log.info("handshake", ["id": session.id, "role": "\(hello.role)", "name": hello.name])
+        log.log(
+            hello.role == .control ? .debug : .info, "handshake",
+            ["id": session.id, "role": "\(hello.role)", "name": hello.name])
         return true
     }
 }

@@ -177,3 +177,24 @@ final class CommandLineRangeTests: XCTestCase {
             "Error: --worker-timeout must be a positive number of seconds, at most 31536000, got 1e+20")
     }
 }
+
+/// An operator's `psctl` call (and so every health probe) leaves no info line on the server.
+final class QuietControlTests: XCTestCase {
+    func test_psctlStatus_logsNothingAtInfoOnTheServer() throws {
+        let server = try ChildProcess(
+            binary: "psserver", arguments: ["--host", "127.0.0.1", "--port", "0", "--log-level", "info"])
+        defer { _ = server.terminateAndWait() }
+        let line = try server.waitForLine(matching: "event=listening", in: .standardError, timeout: .seconds(60))
+        guard let port = ChildProcess.port(inLine: line.components(separatedBy: " shards=")[0]) else {
+            return XCTFail(line)
+        }
+        let before = server.standardError
+        for _ in 0..<3 {
+            let psctl = try ChildProcess(binary: "psctl", arguments: ["status", "--server", "127.0.0.1:\(port)"])
+            XCTAssertEqual(psctl.wait(timeout: .seconds(30)), 0, psctl.standardError)
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        let added = server.standardError.dropFirst(before.count)
+        XCTAssertFalse(added.contains("level=info"), String(added))
+    }
+}
