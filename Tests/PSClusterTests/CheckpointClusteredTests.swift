@@ -350,7 +350,9 @@ private func latestStep(_ root: String) -> UInt64? {
     guard let data = FileManager.default.contents(atPath: root + "/latest"),
         let text = String(data: data, encoding: .utf8)
     else { return nil }
-    return CheckpointWriter.step(ofDirectoryName: text.trimmingCharacters(in: .whitespacesAndNewlines))
+    // The first line names the directory; the second carries the manifest's CRC-32C.
+    let name = text.split(separator: "\n").first.map(String.init) ?? ""
+    return CheckpointWriter.step(ofDirectoryName: name.trimmingCharacters(in: .whitespaces))
 }
 
 /// Step records as step -> loss.
