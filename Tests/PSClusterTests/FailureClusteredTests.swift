@@ -83,8 +83,11 @@ final class FailureClusteredTests: XCTestCase {
             job(
                 workers: 2, epochs: 2,
                 ["--mode", "async", "--max-gradient-staleness", "0", "--stale-policy", "drop", "--keep-running"]))
+        // quick is slowed a little too: unslowed, it could run all 42 steps while the laggard still loads its data
+        // (a loaded machine), and then no push of the laggard is ever stale.
         let workers = try startInRankOrder(
-            cluster, ["quick", "laggard"], flags: ["laggard": ["--debug-step-delay-ms", "20"]])
+            cluster, ["quick", "laggard"],
+            flags: ["quick": ["--debug-step-delay-ms", "5"], "laggard": ["--debug-step-delay-ms", "20"]])
         for (name, worker) in workers {
             XCTAssertEqual(worker.wait(timeout: .seconds(120)), 0, "\(name): \(worker.standardError)")
         }
