@@ -198,3 +198,16 @@ final class QuietControlTests: XCTestCase {
         XCTAssertFalse(added.contains("level=info"), String(added))
     }
 }
+
+/// `psctl demo` with a server that cannot start fails at once with the server's error, not after 120 s.
+final class DemoFailureTests: XCTestCase {
+    func test_demo_badData_failsAsSoonAsTheServerExits_showingItsError() throws {
+        let start = Date()
+        let demo = try ChildProcess(binary: "psctl", arguments: ["demo", "--data", "/nonexistent/train.csv"])
+        let code = demo.wait(timeout: .seconds(60))
+        XCTAssertEqual(code, 1, demo.standardError)
+        XCTAssertTrue(demo.standardError.contains("psserver exited before it listened"), demo.standardError)
+        XCTAssertTrue(demo.standardError.contains("/nonexistent/train.csv"), demo.standardError)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 30)
+    }
+}
