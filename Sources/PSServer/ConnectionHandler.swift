@@ -66,7 +66,10 @@ final class ConnectionHandler {
             // waiting between frames is free and each frame has --frame-timeout.
             try connection.setReadDeadlines(
                 tick: .nanoseconds(Int64(tick * 1e9)), frame: .nanoseconds(Int64(config.handshakeTimeoutSeconds * 1e9)),
-                keepWaiting: { [session] in session.role != nil || MonotonicClock.nanoseconds() < handshakeDeadline })
+                // Weak: the connection stores this closure and the session holds the connection.
+                keepWaiting: { [weak session] in
+                    session?.role != nil || MonotonicClock.nanoseconds() < handshakeDeadline
+                })
             try connection.setSendTimeout(.nanoseconds(Int64(config.sendTimeoutSeconds * 1e9)))
         } catch {
             log.warning("connection-setup-failed", ["id": session.id, "error": error])
