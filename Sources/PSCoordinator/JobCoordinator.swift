@@ -173,8 +173,13 @@ public enum PushVerdict: Sendable, Equatable {
 /// reads the shell uses for its waits and for status. Nothing here logs, writes a file, or reads a clock.
 public struct JobCoordinator: Sendable {
     public let settings: JobSettings
-    /// When the job's coordinator was created (the origin of `elapsed` fields).
+    /// When the job's coordinator was created.
     public let startNanos: UInt64
+    /// When the job started (every worker joined): the origin of `elapsed` fields and of the summary's wall
+    /// time, so that waiting for workers is not counted as training time.
+    public private(set) var jobStartedAtNanos: UInt64? = nil
+    /// The origin of elapsed times: the job's start, or the coordinator's creation before it.
+    public var elapsedOrigin: UInt64 { jobStartedAtNanos ?? startNanos }
     public private(set) var membership: Membership
     public private(set) var barrier: BSPBarrier
     public let ssp: SSPBound
@@ -355,6 +360,7 @@ public struct JobCoordinator: Sendable {
             connectionOfRank[rank] = connection
             if !jobStarted, mayStartJob {
                 jobStarted = true
+                jobStartedAtNanos = now
                 directives.append(
                     .log(
                         LogRecord(
@@ -368,6 +374,8 @@ public struct JobCoordinator: Sendable {
                         [
                             ("name", name), ("rank", "\(rank)"), ("rejoined", "\(rejoined)"),
                             ("start_step", "\(activeFrom)"),
+                            // "1/2" while the job waits for its workers: how many of K have joined.
+                            ("joined", "\(membership.liveRanks.count)/\(settings.workers)"),
                         ]
                     )))
             if settings.mode == .bsp, rejoined || fillsVacancy {
@@ -549,7 +557,7 @@ public struct JobCoordinator: Sendable {
     public mutating func onEpoch(_ epoch: EpochRecord, now: UInt64) -> [JobDirective] {
         guard recordedEpochs.insert(epoch.epoch).inserted else { return [] }
         var record = epoch
-        record.elapsedNanos = now &- startNanos
+        record.elapsedNanos = now &- elapsedOrigin
         record.sequence = recordsIssued
         recordsIssued += 1
         lastEpoch = record
@@ -635,7 +643,7 @@ public struct JobCoordinator: Sendable {
                         clocks: Dictionary(workers.map { ($0.name, $0.clock) }, uniquingKeysWith: { $1 }),
                         liveClocks: Dictionary(
                             workers.filter { $0.state == .live }.map { ($0.name, $0.clock) }, uniquingKeysWith: { $1 }),
-                        staleDropped: staleDropped, staleScaled: staleScaled, elapsedNanos: now &- startNanos)))
+                        staleDropped: staleDropped, staleScaled: staleScaled, elapsedNanos: now &- elapsedOrigin)))
         }
         return records
     }

@@ -292,7 +292,8 @@ public final class ParameterServer: Sendable {
     /// The end-of-job summary line's fields.
     private func summary(_ job: JobCoordinator) -> KeyValuePairs<String, CustomStringConvertible> {
         let steps = job.stepsDone
-        let seconds = Double((job.finishedAtNanos ?? MonotonicClock.nanoseconds()) - job.startNanos) / 1e9
+        let end = job.finishedAtNanos ?? MonotonicClock.nanoseconds()
+        let seconds = Double(end &- min(end, job.elapsedOrigin)) / 1e9
         let description = coordinator?.job
         let samples = Double(steps) * Double((description?.batchPerWorker ?? 0) * (description?.workers ?? 0))
         return [

@@ -223,6 +223,23 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertFalse(events(job.onTick(now: 12 * second)).contains("worker-dead"))
     }
 
+    func test_join_logsHowManyOfKJoined_andElapsedCountsFromTheJobStart() {
+        var job = coordinator(workers: 2)
+        let (_, first) = join(&job, "a", now: 0)
+        XCTAssertTrue(logFields(first, "worker-joined").contains { $0 == ("joined", "1/2") }, "\(first)")
+        let (_, last) = join(&job, "b", now: 5 * second)
+        XCTAssertTrue(logFields(last, "worker-joined").contains { $0 == ("joined", "2/2") })
+        XCTAssertEqual(job.jobStartedAtNanos, 5 * second)
+        XCTAssertEqual(job.elapsedOrigin, 5 * second, "the wait for workers is not training time")
+    }
+
+    private func logFields(_ directives: [JobDirective], _ event: String) -> [(String, String)] {
+        for case .log(let record) in directives where record.event == event {
+            return record.fields.map { ($0.key, $0.value) }
+        }
+        return []
+    }
+
     func test_leave_withErrorBeforeTheJobStarted_freesTheRankForTheNextName() {
         var job = coordinator(workers: 3)
         join(&job, "a")
