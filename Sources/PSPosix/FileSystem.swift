@@ -41,6 +41,21 @@ public enum FileSystem {
         }
     }
 
+    /// Creates `path` and any missing parents (`mkdir -p`, mode 0755); an existing directory is fine.
+    public static func makeDirectories(path: String) throws(FileError) {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            prefix += "/" + component
+            do {
+                try nothingOrErrno { mkdir(prefix, 0o755) }
+            } catch {
+                var status = stat()
+                if error == .fileExists, stat(prefix, &status) == 0, status.st_mode & S_IFMT == S_IFDIR { continue }
+                throw FileError(operation: "mkdir", path: prefix, errno: error)
+            }
+        }
+    }
+
     /// Checks that files can be created in `directory`: creates (`O_CREAT | O_EXCL`) and removes a probe file.
     ///
     /// Used at start-up so that an unwritable checkpoint directory is an error then, not when the first

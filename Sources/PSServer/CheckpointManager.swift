@@ -311,7 +311,7 @@ final class CheckpointManager: Sendable {
 
     /// `psctl export`: the current weights only, as `.npy` files in `path` (no optimizer state).
     static func exportWeights(snapshot: ModelSnapshot, to path: String) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try FileSystem.makeDirectories(path: path)
         for (index, tensor) in snapshot.tensors.enumerated() {
             let values = snapshot.tensorValues(index, from: snapshot.weights)
             let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: tensor.shape) }

@@ -1,5 +1,6 @@
 import Foundation
 import PSCheckpoint
+import PSPosix
 import PSTransport
 import PSWire
 
@@ -100,8 +101,10 @@ struct ControlService {
             do {
                 try CheckpointManager.exportWeights(snapshot: snapshot, to: path)
                 return nil
-            } catch {
+            } catch let error as FileError {
                 return "\(error)"
+            } catch {
+                return ExportPath.sentence(error)
             }
         }
         switch outcome {
@@ -132,6 +135,17 @@ struct ControlService {
 
 /// Where an `export` request may write: only under the operator's export directory.
 enum ExportPath {
+    /// A Foundation file error as a sentence naming the path and the system's reason, instead of
+    /// "Error Domain=NSCocoaErrorDomain Code=512 …".
+    static func sentence(_ error: any Error) -> String {
+        let ns = error as NSError
+        let path = (ns.userInfo[NSFilePathErrorKey] as? String).map { "'\($0)': " } ?? ""
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return path + "\(Errno(rawValue: Int32(underlying.code)))"
+        }
+        return path + "cannot write there (Foundation error \(ns.code))"
+    }
+
     /// Why a requested export path is refused; names the path and the export directory.
     struct Refusal: Error, CustomStringConvertible {
         let description: String

@@ -352,6 +352,22 @@ final class ControlRoleTests: XCTestCase {
         guard case .exportReply? = try control.readMessage()?.message else { return XCTFail("absolute inside") }
     }
 
+    func test_export_toAnUnwritablePath_saysWhyInASentence() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-export-fail")
+        let root = directory.path + "/exports"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        // A regular file where a directory is needed: not writable even for root.
+        XCTAssertTrue(FileManager.default.createFile(atPath: root + "/file", contents: Data("x".utf8)))
+        let harness = try ServerHarness(shards: 1) { $0.exportDirectory = root }
+        let setup = try harness.client(name: "setup")
+        _ = try setup.register(zeroTensors([8]))
+        let control = try connect(harness, role: .control)
+        let (code, text) = try errorCode(control, .export(ExportRequest(path: "file/sub")))
+        XCTAssertEqual(code, .checkpointFailed, text)
+        XCTAssertTrue(text.hasPrefix("export to \(root)/file/sub failed: "), text)
+        XCTAssertFalse(text.contains("NSCocoaErrorDomain"), text)
+    }
+
     func test_register_tensorNameWithASlash_isRefused() throws {
         let harness = try ServerHarness(shards: 1)
         let client = try harness.client()
