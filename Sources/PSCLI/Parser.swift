@@ -157,7 +157,9 @@ struct Parser {
     func finish() throws(UsageError) -> ParseResult {
         let command = current
         if !command.subcommands.isEmpty && command.arguments.isEmpty {
-            return .help(CommandLineTool.helpText(for: command, path: pathNames))
+            // Help was not asked for: a command that needs a subcommand and got none is a usage error (exit 64).
+            let names = command.subcommands.map(\.name).joined(separator: ", ")
+            throw fail("Missing subcommand; valid subcommands: \(names)")
         }
         let variadic = command.arguments.last?.variadic == true
         let extra = variadic ? [] : positionals.dropFirst(command.arguments.count)

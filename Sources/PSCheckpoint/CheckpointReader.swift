@@ -51,7 +51,8 @@ public enum CheckpointReader {
         guard let text = String(data: data, encoding: .utf8) else {
             throw CheckpointError(file: pointer, message: "the pointer file is not text")
         }
-        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let name = lines.first ?? ""
         guard CheckpointWriter.step(ofDirectoryName: name) != nil else {
             throw CheckpointError(
                 file: pointer, message: "does not name a checkpoint directory (step-NNNNNNNNNN): '\(name)'")
@@ -60,10 +61,41 @@ public enum CheckpointReader {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue
         else {
+            // A crash while a checkpoint of the same step was replaced can leave `latest` dangling: fall back to
+            // the newest complete checkpoint (one with a manifest) rather than refuse to restore.
+            if let fallback = newestComplete(root: root) { return fallback }
             throw CheckpointError(
                 file: directory, message: "'\(pointer)' points to this directory, which does not exist")
         }
+        let prefix = CheckpointWriter.latestChecksumKey + " "
+        if let line = lines.dropFirst().first(where: { $0.hasPrefix(prefix) }) {
+            let expected = String(line.dropFirst(prefix.count))
+            let manifestPath = CheckpointWriter.path(directory, CheckpointManifest.fileName)
+            guard let manifest = FileManager.default.contents(atPath: manifestPath) else {
+                throw CheckpointError(
+                    file: manifestPath, message: "missing: the checkpoint 'latest' names is incomplete")
+            }
+            let actual = CheckpointWriter.hex(manifest.withUnsafeBytes { CRC32C.checksum($0) })
+            guard actual == expected.lowercased() else {
+                throw CheckpointError(
+                    file: manifestPath,
+                    message:
+                        "manifest CRC32C mismatch: '\(pointer)' says \(expected), the manifest has \(actual) "
+                        + "(edited or damaged after it was written)")
+            }
+        }
         return directory
+    }
+
+    /// The complete checkpoint (a `step-N` directory holding a manifest) with the highest step under `root`.
+    private static func newestComplete(root: String) -> String? {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        return
+            entries
+            .compactMap { name in CheckpointWriter.step(ofDirectoryName: name).map { (name: name, step: $0) } }
+            .sorted { $0.step > $1.step }
+            .map { CheckpointWriter.path(root, $0.name) }
+            .first { FileManager.default.fileExists(atPath: CheckpointWriter.path($0, CheckpointManifest.fileName)) }
     }
 
     /// Reads a checkpoint directory and verifies every file the manifest lists: present, CRC-32C equal, a

@@ -55,6 +55,14 @@ public struct CheckpointStateTensor: Sendable, Equatable {
 public enum CheckpointWriter {
     /// The name of the pointer file in the root.
     public static let latestFileName = "latest"
+    /// The key of `latest`'s second line, which carries the manifest's CRC-32C.
+    public static let latestChecksumKey = "manifest-crc32c"
+
+    /// `0x` and eight lower-case hex digits.
+    static func hex(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16)
+        return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
     /// The prefix of temporary entries in the root (interrupted writes).
     public static let temporaryPrefix = ".tmp-"
     /// Test hook: when set to n, the process kills itself (SIGKILL) after writing n files of a checkpoint (0: right
@@ -117,6 +125,7 @@ public enum CheckpointWriter {
             throw CheckpointError(file: temporary, message: "cannot create: \(error.localizedDescription)")
         }
         var written = 0
+        var manifestChecksum: UInt32 = 0
         do {
             try afterFileWritten(written)
             var manifest = template
@@ -152,6 +161,7 @@ public enum CheckpointWriter {
                 throw CheckpointError(file: manifestPath, message: "cannot encode the manifest: \(error)")
             }
             try writeDurably(manifestData, to: manifestPath)
+            manifestChecksum = manifestData.withUnsafeBytes { CRC32C.checksum($0) }
             written += 1
             try afterFileWritten(written)
             try fsyncDirectory(temporary)
@@ -161,7 +171,7 @@ public enum CheckpointWriter {
             throw error
         }
         try fsyncDirectory(root)
-        try updateLatest(root: root, name: name, pid: pid)
+        try updateLatest(root: root, name: name, manifestChecksum: manifestChecksum, pid: pid)
         if let keepLast { prune(root: root, keepLast: max(1, keepLast), keeping: name) }
         return target
     }
@@ -246,9 +256,12 @@ public enum CheckpointWriter {
         try? FileManager.default.removeItem(atPath: replaced)
     }
 
-    private static func updateLatest(root: String, name: String, pid: Int32) throws {
+    /// `latest` holds the directory name on its first line and the CRC-32C of that checkpoint's manifest on the
+    /// second (`manifest-crc32c 0x1a2b3c4d`), so an edited manifest is refused when restoring from `latest`.
+    private static func updateLatest(root: String, name: String, manifestChecksum: UInt32, pid: Int32) throws {
         let temporary = path(root, "\(temporaryPrefix)\(latestFileName)-\(pid)")
-        try writeDurably(Data((name + "\n").utf8), to: temporary)
+        let text = name + "\n" + latestChecksumKey + " " + hex(manifestChecksum) + "\n"
+        try writeDurably(Data(text.utf8), to: temporary)
         try renameReplacing(temporary, path(root, latestFileName))
         try fsyncDirectory(root)
     }

@@ -149,6 +149,8 @@ public struct JoinRefusal: Error, Sendable, Equatable {
         case jobFinished
         /// Every rank is assigned to another name.
         case jobFull
+        /// A live worker with the same name is connected and heard from: two workers were given one `--name`.
+        case nameInUse
     }
 
     public let kind: Kind
@@ -171,8 +173,13 @@ public enum PushVerdict: Sendable, Equatable {
 /// reads the shell uses for its waits and for status. Nothing here logs, writes a file, or reads a clock.
 public struct JobCoordinator: Sendable {
     public let settings: JobSettings
-    /// When the job's coordinator was created (the origin of `elapsed` fields).
+    /// When the job's coordinator was created.
     public let startNanos: UInt64
+    /// When the job started (every worker joined): the origin of `elapsed` fields and of the summary's wall
+    /// time, so that waiting for workers is not counted as training time.
+    public private(set) var jobStartedAtNanos: UInt64? = nil
+    /// The origin of elapsed times: the job's start, or the coordinator's creation before it.
+    public var elapsedOrigin: UInt64 { jobStartedAtNanos ?? startNanos }
     public private(set) var membership: Membership
     public private(set) var barrier: BSPBarrier
     public let ssp: SSPBound
@@ -181,6 +188,8 @@ public struct JobCoordinator: Sendable {
     /// boundary is being snapshotted.
     public private(set) var releasedSteps: UInt64
     public private(set) var jobStarted = false
+    /// Workers that left saying they finished their share; a job that ends with none did not do its work.
+    public private(set) var workersFinished = 0
     public private(set) var jobFinished = false
     public private(set) var stopping = false
     /// Set once `finishJob` was issued.
@@ -303,14 +312,35 @@ public struct JobCoordinator: Sendable {
     /// so it never pushes to a step some shard already holds or applied without it; in SSP/async it resumes at the
     /// clock its name reached (before a server restart: the checkpoint's clock), a new name at 0. A rejoin closes
     /// the connection of the name's previous incarnation and, in BSP, may complete a step that waited for it.
+    ///
+    /// A name whose worker is live, whose connection is still open (`previousConnectionHungUp` false, and not
+    /// reported by `onConnectionClosed`) and that was heard from within a third of the worker timeout is in use:
+    /// the hello is refused (`nameInUse`) instead of stealing the rank from a worker that is alive. A restarted
+    /// worker whose old connection closed, or whose old connection went silent, takes its rank back as before.
     public mutating func onJoin(
-        name: String, connection: UInt64, now: UInt64
+        name: String, connection: UInt64, now: UInt64, previousConnectionHungUp: Bool = false
     ) -> (Result<JoinAccepted, JoinRefusal>, [JobDirective]) {
         if jobFinished { return (.failure(JoinRefusal(kind: .jobFinished, reason: "the job has finished")), []) }
+        if let existing = membership.worker(named: name), existing.state == .live,
+            let previous = connectionOfRank[existing.rank], previous != connection, !previousConnectionHungUp
+        {
+            let silence = now >= existing.lastSeen ? now - existing.lastSeen : 0
+            if silence < settings.workerTimeoutNanos / 3 {
+                let reason =
+                    "a worker named '\(name)' is already connected and alive (rank \(existing.rank), heard from "
+                    + "\(silence / 1_000_000) ms ago); give every worker its own --name"
+                return (
+                    .failure(JoinRefusal(kind: .nameInUse, reason: reason)),
+                    [.log(LogRecord(.warning, "duplicate-name", [("name", name), ("rank", "\(existing.rank)")]))]
+                )
+            }
+        }
         let activeFrom: UInt64 =
             settings.mode == .bsp
             ? max(releasedSteps, barrier.firstUnstartedStep)
             : membership.worker(named: name)?.clock ?? restoredClocks[name] ?? 0
+        let fillsVacancy =
+            membership.worker(named: name) == nil && membership.workers.contains { $0.state == .vacant }
         let (result, membershipDirectives) = membership.join(name: name, now: now, activeFromStep: activeFrom)
         switch result {
         case .rejected(let reason):
@@ -330,6 +360,7 @@ public struct JobCoordinator: Sendable {
             connectionOfRank[rank] = connection
             if !jobStarted, mayStartJob {
                 jobStarted = true
+                jobStartedAtNanos = now
                 directives.append(
                     .log(
                         LogRecord(
@@ -343,9 +374,11 @@ public struct JobCoordinator: Sendable {
                         [
                             ("name", name), ("rank", "\(rank)"), ("rejoined", "\(rejoined)"),
                             ("start_step", "\(activeFrom)"),
+                            // "1/2" while the job waits for its workers: how many of K have joined.
+                            ("joined", "\(membership.liveRanks.count)/\(settings.workers)"),
                         ]
                     )))
-            if settings.mode == .bsp, rejoined {
+            if settings.mode == .bsp, rejoined || fillsVacancy {
                 directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
             }
             return (.success(JoinAccepted(rank: rank, startStep: activeFrom, rejoined: rejoined)), directives)
@@ -368,6 +401,18 @@ public struct JobCoordinator: Sendable {
         }
         awaitingRestoredWorkers = true
         return []
+    }
+
+    /// A worker's connection closed: a later hello with its name is a restart, not a duplicate.
+    public mutating func onConnectionClosed(connection: UInt64) {
+        for (rank, id) in connectionOfRank where id == connection {
+            connectionOfRank[rank] = nil
+        }
+    }
+
+    /// The connection that joined as `name`, if its worker is known and the connection still open.
+    public func connection(ofName name: String) -> UInt64? {
+        membership.worker(named: name).flatMap { connectionOfRank[$0.rank] }
     }
 
     /// A heartbeat (with the worker's clock when it sent one): refreshes liveness.
@@ -417,10 +462,23 @@ public struct JobCoordinator: Sendable {
     /// A worker finished (`finished`) or gave up: it is no longer expected; the barrier may proceed and the job may
     /// end.
     public mutating func onLeave(rank: WorkerID, finished: Bool, now: UInt64) -> [JobDirective] {
-        _ = membership.onLeave(rank: rank, now: now)
         var directives: [JobDirective] = [
             .log(LogRecord(.info, "worker-left", [("rank", "\(rank)"), ("reason", finished ? "finished" : "error")]))
         ]
+        if finished, membership.worker(rank: rank)?.state == .live { workersFinished += 1 }
+        // A worker that fails before its first push (its data was refused) must not keep a rank from the worker
+        // that replaces it: the rank becomes vacant and the next new name takes it.
+        if !finished, let name = membership.worker(rank: rank)?.name,
+            membership.vacate(rank: rank, reason: "left with an error before its first push")
+        {
+            directives.append(.log(LogRecord(.warning, "rank-released", [("name", name), ("rank", "\(rank)")])))
+            if jobStarted, membership.workers.allSatisfy({ $0.pushes == 0 }) {
+                // Nobody has pushed: the job waits for all K workers again rather than start short of one.
+                jobStarted = false
+            }
+        } else {
+            _ = membership.onLeave(rank: rank, now: now)
+        }
         directives += flushLosses(now: now)
         if settings.mode == .bsp {
             directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
@@ -499,7 +557,7 @@ public struct JobCoordinator: Sendable {
     public mutating func onEpoch(_ epoch: EpochRecord, now: UInt64) -> [JobDirective] {
         guard recordedEpochs.insert(epoch.epoch).inserted else { return [] }
         var record = epoch
-        record.elapsedNanos = now &- startNanos
+        record.elapsedNanos = now &- elapsedOrigin
         record.sequence = recordsIssued
         recordsIssued += 1
         lastEpoch = record
@@ -585,7 +643,7 @@ public struct JobCoordinator: Sendable {
                         clocks: Dictionary(workers.map { ($0.name, $0.clock) }, uniquingKeysWith: { $1 }),
                         liveClocks: Dictionary(
                             workers.filter { $0.state == .live }.map { ($0.name, $0.clock) }, uniquingKeysWith: { $1 }),
-                        staleDropped: staleDropped, staleScaled: staleScaled, elapsedNanos: now &- startNanos)))
+                        staleDropped: staleDropped, staleScaled: staleScaled, elapsedNanos: now &- elapsedOrigin)))
         }
         return records
     }

@@ -19,6 +19,9 @@ public enum WorkerState: String, Codable, Sendable {
     case dead
     /// Said it finished (or stopped) and is no longer expected.
     case left
+    /// Left with an error before its first push (for example refused for its data): its rank is free again and
+    /// the next new name takes it.
+    case vacant
 }
 
 /// What the coordinator knows about one worker, for the barrier, the SSP bound and `psctl status`.
@@ -117,6 +120,12 @@ public struct Membership: Sendable {
             workers[rank].rejoins += 1
             return (.joined(rank: rank, rejoined: true), directives)
         }
+        if let rank = workers.firstIndex(where: { $0.state == .vacant }) {
+            workers[rank] = WorkerRecord(
+                name: name, rank: rank, state: .live, clock: activeFromStep, lastSeen: now, joinedAt: now,
+                activeFromStep: activeFromStep, pushes: 0, rejoins: 0, stateReason: nil)
+            return (.joined(rank: rank, rejoined: false), [])
+        }
         guard workers.count < expectedWorkers else {
             return (.rejected(jobFullReason()), [])
         }
@@ -178,6 +187,17 @@ public struct Membership: Sendable {
         return directives
     }
 
+    /// Frees the rank of a live worker that never pushed (it left with an error, for example refused for its
+    /// data): the record stays for status as `vacant`, and the next new name takes the rank. Returns false (and
+    /// changes nothing) for a rank that is not live or that has pushed: its gradients are part of the job.
+    @discardableResult
+    public mutating func vacate(rank: WorkerID, reason: String) -> Bool {
+        guard isLive(rank), workers[rank].pushes == 0 else { return false }
+        workers[rank].state = .vacant
+        workers[rank].stateReason = reason
+        return true
+    }
+
     /// Declares a live worker dead at once (its connection failed, or it reported an error). Ignored for a rank
     /// that is unknown or not live.
     public mutating func declareDead(rank: WorkerID, reason: String) -> [MembershipDirective] {
@@ -223,9 +243,9 @@ public struct Membership: Sendable {
         workers.map(\.clock).max() ?? 0
     }
 
-    /// True once every rank `0..<expectedWorkers` has joined at least once.
+    /// True once every rank `0..<expectedWorkers` has joined at least once and none is vacant.
     public var allJoined: Bool {
-        workers.count == expectedWorkers
+        workers.count == expectedWorkers && !workers.contains { $0.state == .vacant }
     }
 
     /// True once every rank has joined and then left.

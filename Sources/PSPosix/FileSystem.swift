@@ -41,6 +41,37 @@ public enum FileSystem {
         }
     }
 
+    /// Creates `path` and any missing parents (`mkdir -p`, mode 0755); an existing directory is fine.
+    public static func makeDirectories(path: String) throws(FileError) {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            prefix += "/" + component
+            do {
+                try nothingOrErrno { mkdir(prefix, 0o755) }
+            } catch {
+                var status = stat()
+                if error == .fileExists, stat(prefix, &status) == 0, status.st_mode & S_IFMT == S_IFDIR { continue }
+                throw FileError(operation: "mkdir", path: prefix, errno: error)
+            }
+        }
+    }
+
+    /// Checks that files can be created in `directory`: creates (`O_CREAT | O_EXCL`) and removes a probe file.
+    ///
+    /// Used at start-up so that an unwritable checkpoint directory is an error then, not when the first
+    /// checkpoint or the final weights cannot be written.
+    public static func probeWritable(directory: String) throws(FileError) {
+        let probe = directory + "/.swiftps-probe-\(getpid())"
+        let descriptor: Int32
+        do {
+            descriptor = try valueOrErrno { open(probe, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600) }
+        } catch {
+            throw FileError(operation: "create", path: probe, errno: error)
+        }
+        _ = try? nothingOrErrno(retryOnInterrupt: false) { close(descriptor) }
+        _ = unlink(probe)
+    }
+
     /// Kills this process with `SIGKILL` at once, as a crash would: no cleanup, no buffered output flushed.
     ///
     /// Only for crash-recovery tests (for example a checkpoint writer interrupted half-way).

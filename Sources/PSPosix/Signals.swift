@@ -1,8 +1,12 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
 #endif
+
+/// The write end of the pipe the termination signal handler writes to (-1 before `handleTermination`).
+private let terminationPipe = Atomic<Int32>(-1)
 
 /// Process signals: ignoring `SIGPIPE`, handling `SIGTERM`/`SIGINT` on a dedicated thread, sending signals.
 public enum Signals {
@@ -16,21 +20,50 @@ public enum Signals {
         _ = signal(SIGPIPE, SIG_IGN)
     }
 
-    /// Blocks `SIGTERM` and `SIGINT` in the calling thread and starts a dedicated thread that waits for them
-    /// (`sigwait`) and calls `handler(signalNumber)` each time one arrives.
+    /// Makes `SIGTERM` and `SIGINT` stop the process cleanly whichever thread the kernel delivers them to, and
+    /// calls `handler(signalNumber)` on a dedicated thread each time one arrives.
     ///
-    /// Call it first thing in `main`, before any other thread starts: threads inherit the signal mask, so the
-    /// signals then reach only the waiting thread, and never interrupt a blocking call elsewhere.
+    /// Blocking the signals in `main` is not enough: threads that started earlier (OpenBLAS starts its worker
+    /// threads when the library is loaded, before `main`) do not inherit the mask, and a signal delivered to one
+    /// of them would kill the process with the default action. So a `sigaction` handler is installed for the
+    /// whole process: it only writes the signal number to a pipe (`write` is async-signal-safe), with
+    /// `SA_RESTART` so an interrupted call elsewhere resumes; the dedicated thread reads the pipe and calls
+    /// `handler`. The calling thread (and every thread it starts later) blocks the signals; only the dedicated
+    /// thread and threads that predate the call can take them.
     public static func handleTermination(_ handler: @escaping @Sendable (Int32) -> Void) {
+        var fds: [Int32] = [-1, -1]
+        let piped = pipe(&fds)
+        precondition(piped == 0, "pipe failed")
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        terminationPipe.store(fds[1], ordering: .releasing)
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { signalNumber in
+            var byte = UInt8(truncatingIfNeeded: signalNumber)
+            let fd = terminationPipe.load(ordering: .acquiring)
+            _ = write(fd, &byte, 1)
+        }
+        action.sa_flags = Int32(SA_RESTART)
+        sigemptyset(&action.sa_mask)
+        _ = sigaction(SIGTERM, &action, nil)
+        _ = sigaction(SIGINT, &action, nil)
         var signals = terminationSignalSet()
         let status = pthread_sigmask(SIG_BLOCK, &signals, nil)
         precondition(status == 0, "pthread_sigmask failed with \(status)")
+        let readEnd = fds[0]
         let thread = Thread {
-            var waitedFor = terminationSignalSet()
+            // This thread alone unblocks them, so that some thread always can take the signal (when no
+            // early thread exists, e.g. OPENBLAS_NUM_THREADS=1, every other thread blocks them).
+            var mine = terminationSignalSet()
+            _ = pthread_sigmask(SIG_UNBLOCK, &mine, nil)
             while true {
-                var received: Int32 = 0
-                if sigwait(&waitedFor, &received) == 0 {
-                    handler(received)
+                var byte: UInt8 = 0
+                let count = read(readEnd, &byte, 1)
+                if count == 1 {
+                    handler(Int32(byte))
+                } else if count < 0, errno == EINTR {
+                    continue
+                } else {
+                    return
                 }
             }
         }

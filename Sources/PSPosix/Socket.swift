@@ -204,8 +204,8 @@ public struct Socket: Sendable, Hashable {
         try setTimeoutOption(SO_RCVTIMEO, timeout, operation: "SO_RCVTIMEO")
     }
 
-    /// Sets `SO_SNDTIMEO`: a write blocked longer (a peer that never reads) throws
-    /// ``SocketError/timedOut(operation:)``; nil waits forever.
+    /// Sets `SO_SNDTIMEO`: a write that makes no progress for longer throws ``SocketError/timedOut(operation:)``
+    /// (a peer that does not read its replies); nil waits forever.
     public func setSendTimeout(_ timeout: Duration?) throws(SocketError) {
         try setTimeoutOption(SO_SNDTIMEO, timeout, operation: "SO_SNDTIMEO")
     }
@@ -267,6 +267,34 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
+    /// Like ``readExactly(into:)``, but a receive timeout only ends the read once `deadline` (monotonic
+    /// nanoseconds, see `MonotonicClock`) has passed: the receive timeout is then how often the deadline is
+    /// checked, and a peer that trickles bytes cannot keep the read going past it. A nil deadline behaves like
+    /// ``readExactly(into:)``.
+    public func readExactly(into buffer: UnsafeMutableRawBufferPointer, deadline: UInt64?) throws(SocketError) {
+        let received = try fill(buffer, deadline: deadline)
+        if received < buffer.count {
+            throw .endOfStream(expected: buffer.count, received: received)
+        }
+    }
+
+    /// Reads the start of a message: waits for the first byte as long as `keepWaiting` answers true at each
+    /// receive timeout (an idle peer), then fills the rest of `buffer` within `budget` nanoseconds of the first
+    /// byte (nil: one receive timeout, as ``readExactly(into:)``). Returns false on a clean end of stream before
+    /// the first byte; throws ``SocketError/timedOut(operation:)`` (operation `idle`) when `keepWaiting` says no.
+    public func readStart(
+        into buffer: UnsafeMutableRawBufferPointer, budget: UInt64?, keepWaiting: @escaping () -> Bool
+    ) throws(SocketError) -> Bool {
+        let received = try fill(buffer, budget: budget, keepWaiting: keepWaiting)
+        if received == 0 && buffer.count > 0 {
+            return false
+        }
+        if received < buffer.count {
+            throw .endOfStream(expected: buffer.count, received: received)
+        }
+        return true
+    }
+
     /// Like ``readExactly(into:)``, but returns false on a clean end of stream before the first byte (the peer
     /// closed between frames); an end of stream after some bytes still throws.
     public func readExactlyOrEOF(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Bool {
@@ -281,15 +309,31 @@ public struct Socket: Sendable, Hashable {
     }
 
     /// Reads until `buffer` is full or the stream ends; returns the number of bytes read.
-    private func fill(_ buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
+    ///
+    /// A receive timeout before the first byte asks `keepWaiting` (nil: throw); after it, the read goes on until
+    /// `deadline`, or until `budget` nanoseconds after the first byte (both nil: throw at the first timeout).
+    private func fill(
+        _ buffer: UnsafeMutableRawBufferPointer, deadline: UInt64? = nil, budget: UInt64? = nil,
+        keepWaiting: (() -> Bool)? = nil
+    ) throws(SocketError) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
         var offset = 0
+        var deadline = deadline
         while offset < buffer.count {
             let count: Int
             do {
                 count = try valueOrErrno { recv(fileDescriptor, base + offset, buffer.count - offset, 0) }
             } catch {
+                guard error == .wouldBlock else { throw Socket.readError(error) }
+                if offset == 0, let keepWaiting {
+                    if keepWaiting() { continue }
+                    throw .timedOut(operation: "idle")
+                }
+                if let limit = deadline, MonotonicClock.nanoseconds() < limit { continue }
                 throw Socket.readError(error)
+            }
+            if offset == 0, count > 0, count < buffer.count, deadline == nil, let budget {
+                deadline = MonotonicClock.nanoseconds() &+ budget
             }
             if count == 0 {
                 break

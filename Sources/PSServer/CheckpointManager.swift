@@ -28,6 +28,10 @@ final class CheckpointManager: Sendable {
         var requestedWrites = 0
         /// The step of the latest checkpoint queued (`requestedWrites` is its ticket).
         var lastTakenStep: UInt64 = 0
+        /// Checkpoints an operator (or a stop) asked for that the next boundary must take, even when busy.
+        var explicitRequests = 0
+        /// Scheduled checkpoints skipped because the previous write was still in flight.
+        var skipped: UInt64 = 0
     }
 
     /// A write waiting for the writer thread. The per-tensor arrays are cut out of the snapshot there, so
@@ -74,6 +78,41 @@ final class CheckpointManager: Sendable {
     }
 
     var lastWritten: String? { state.withLock { $0.lastWritten } }
+
+    /// Scheduled checkpoints skipped so far because the previous one was still being written.
+    var skippedCheckpoints: UInt64 { state.withLock { $0.skipped } }
+
+    /// Records that the next checkpoint is asked for explicitly (psctl checkpoint, a stop): it is taken even
+    /// when a write is in flight.
+    func noteExplicitRequest() {
+        state.withLock { $0.explicitRequests += 1 }
+    }
+
+    /// Whether a scheduled checkpoint may be taken now: at most one snapshot is in flight, so one that falls
+    /// due while the previous is still queued or being written is skipped (counted; logged the first time).
+    /// An explicit request is always taken. Returns false when the caller must skip it.
+    func admitScheduled(step: UInt64) -> Bool {
+        let (admit, firstSkip) = state.withLock { state -> (Bool, Bool) in
+            if state.explicitRequests > 0 {
+                state.explicitRequests -= 1
+                return (true, false)
+            }
+            // Busy until the newest queued write completed (the writer clears `writing` a moment later).
+            guard state.completedWrites < state.requestedWrites else { return (true, false) }
+            state.skipped += 1
+            return (false, state.skipped == 1)
+        }
+        if firstSkip {
+            log.warning(
+                "checkpoint-skipped",
+                [
+                    "step": step,
+                    "reason":
+                        "the previous checkpoint is still being written; later skips are only counted (status)",
+                ])
+        }
+        return admit
+    }
 
     /// How many checkpoints were queued so far (a ticket number; see `waitForTicket(after:seconds:)`).
     var requestedWrites: Int { state.withLock { $0.requestedWrites } }
@@ -289,7 +328,7 @@ final class CheckpointManager: Sendable {
 
     /// `psctl export`: the current weights only, as `.npy` files in `path` (no optimizer state).
     static func exportWeights(snapshot: ModelSnapshot, to path: String) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try FileSystem.makeDirectories(path: path)
         for (index, tensor) in snapshot.tensors.enumerated() {
             let values = snapshot.tensorValues(index, from: snapshot.weights)
             let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: tensor.shape) }

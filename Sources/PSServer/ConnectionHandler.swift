@@ -56,7 +56,25 @@ final class ConnectionHandler {
 
     /// The frame loop: runs until the peer closes, a frame is malformed, or a request ends the connection.
     func run() {
-        log.info("connection-open", ["id": session.id, "peer": connection.peer])
+        // Debug: every psctl call and health probe opens a connection; workers get an info line at handshake.
+        log.debug("connection-open", ["id": session.id, "peer": connection.peer])
+        let config = server.config
+        let handshakeDeadline = MonotonicClock.deadline(afterSeconds: config.handshakeTimeoutSeconds)
+        let tick = min(1, config.handshakeTimeoutSeconds, config.frameTimeoutSeconds)
+        do {
+            // Before hello the whole hello (waiting included) must arrive by the handshake deadline; after it,
+            // waiting between frames is free and each frame has --frame-timeout.
+            try connection.setReadDeadlines(
+                tick: .nanoseconds(Int64(tick * 1e9)), frame: .nanoseconds(Int64(config.handshakeTimeoutSeconds * 1e9)),
+                // Weak: the connection stores this closure and the session holds the connection.
+                keepWaiting: { [weak session] in
+                    session?.role != nil || MonotonicClock.nanoseconds() < handshakeDeadline
+                })
+            try connection.setSendTimeout(.nanoseconds(Int64(config.sendTimeoutSeconds * 1e9)))
+        } catch {
+            log.warning("connection-setup-failed", ["id": session.id, "error": error])
+            return
+        }
         var closeReason = "peer closed"
         while true {
             let header: FrameHeader
@@ -66,6 +84,7 @@ final class ConnectionHandler {
             } catch {
                 closeReason = describe(error)
                 reportMalformed(error, requestID: 0)
+                reportTimeout(error)
                 break
             }
             do {
@@ -77,21 +96,37 @@ final class ConnectionHandler {
             } catch {
                 closeReason = describe(error)
                 reportMalformed(error, requestID: header.requestID)
+                reportTimeout(error)
                 break
             }
         }
+        if session.rank != nil { server.coordinator?.connectionClosed(session.id) }
         if let rank = session.rank, server.coordinator != nil {
             // The worker's liveness now depends on heartbeats from a new connection; the ticker declares it dead
             // after --worker-timeout if none comes.
             log.info("worker-disconnected", ["name": session.name, "rank": rank])
         }
-        log.info("connection-close", ["id": session.id, "peer": connection.peer, "reason": closeReason])
+        log.log(
+            session.role == .worker || session.role == .server ? .info : .debug, "connection-close",
+            ["id": session.id, "peer": connection.peer, "reason": closeReason])
     }
 
     private func reportMalformed(_ error: TransportError, requestID: UInt64) {
         guard case .wire(let wireError) = error else { return }
         try? connection.sendError(wireError.code, "\(wireError)", requestID: requestID)
         log.warning("malformed-frame", ["id": session.id, "peer": connection.peer, "error": wireError])
+    }
+
+    /// Tells a peer that ran past a read deadline why it is being closed (best effort: it may not be reading).
+    private func reportTimeout(_ error: TransportError) {
+        guard case .socket(.timedOut(let operation)) = error, operation != "write" else { return }
+        let config = server.config
+        let text =
+            session.role == nil
+            ? "no complete hello within --handshake-timeout \(config.handshakeTimeoutSeconds) s; closing"
+            : "frame not complete within --frame-timeout \(config.frameTimeoutSeconds) s; closing"
+        try? connection.sendError(.timeout, text, requestID: 0)
+        log.warning("connection-timeout", ["id": session.id, "peer": connection.peer, "reason": text])
     }
 
     private func describe(_ error: TransportError) -> String {
@@ -108,6 +143,14 @@ final class ConnectionHandler {
                 .unknownMessageType, "unknown message type 0x\(String(header.type.rawValue, radix: 16))",
                 to: requestID)
             return true
+        }
+        if session.role == nil, Int(header.payloadLength) > ServerConfig.maxPreHandshakePayloadBytes {
+            // Not read: an unauthenticated peer cannot make the server buffer a large frame.
+            try session.replyError(
+                .frameTooLarge,
+                "a frame before the handshake may carry at most \(ServerConfig.maxPreHandshakePayloadBytes) bytes, "
+                    + "not \(header.payloadLength)", to: requestID)
+            return false
         }
         if session.role == nil, header.type != .hello {
             try connection.skipPayload(length: Int(header.payloadLength))
@@ -152,8 +195,7 @@ final class ConnectionHandler {
         case .export(let request):
             try control.export(path: request.path, session: session, requestID: requestID)
         case .shutdown:
-            try control.shutdown(session: session, requestID: requestID)
-            return false
+            return try control.shutdown(session: session, requestID: requestID)
         default:
             try session.replyError(
                 .invalidState, "\(message.type.name) is not a request a server accepts", to: requestID)
@@ -176,14 +218,19 @@ final class ConnectionHandler {
         }
         session.role = hello.role
         session.name = hello.name
+        connection.setFrameBudget(.nanoseconds(Int64(server.config.frameTimeoutSeconds * 1e9)))
         var startStep: UInt64 = 0
         var assignedRank: Int32 = -1
         if hello.role == .worker, let coordinator = server.coordinator {
-            let (result, directives) = coordinator.join(name: hello.name, connectionID: session.id)
+            let server = self.server
+            let (result, directives) = coordinator.join(name: hello.name, connectionID: session.id) { previous in
+                // A poll on the old socket, outside the coordinator's lock; a closed one counts as hung up.
+                server.connections.withLock { $0[previous] }?.peerHasHungUp() ?? true
+            }
             server.carryOut(directives)
             switch result {
             case .failure(let refusal):
-                let code: ErrorCode = refusal.kind == .jobFinished ? .invalidState : .jobFull
+                let code: ErrorCode = refusal.kind == .jobFull ? .jobFull : .invalidState
                 try session.reply(.reject(Reject(code: code, reason: refusal.reason)), to: requestID)
                 log.warning("join-refused", ["name": hello.name, "reason": refusal.reason])
                 return false
@@ -203,7 +250,9 @@ final class ConnectionHandler {
         try session.reply(
             .welcome(Welcome(assignedID: UInt32(truncatingIfNeeded: session.id), rank: assignedRank, config: json)),
             to: requestID)
-        log.info("handshake", ["id": session.id, "role": "\(hello.role)", "name": hello.name])
+        log.log(
+            hello.role == .control ? .debug : .info, "handshake",
+            ["id": session.id, "role": "\(hello.role)", "name": hello.name])
         return true
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import PSCheckpoint
+import PSPosix
 import PSTransport
 import PSWire
 
@@ -12,13 +13,28 @@ struct ControlService {
         try session.reply(.statusReply(StatusReply(json: server.status().json())), to: requestID)
     }
 
+    /// Checkpoint, export and shutdown are for the control role (psctl) only: a worker or a server connection
+    /// gets `unauthorized` and stays open. Returns whether the request may go on.
+    func requireControlRole(
+        _ request: String, session: Session, requestID: UInt64
+    ) throws(TransportError) -> Bool {
+        guard session.role != .control else { return true }
+        let role = session.role.map { "\($0)" } ?? "none"
+        try session.replyError(
+            .unauthorized,
+            "\(request) needs the control role (psctl); this connection said hello as \(role)", to: requestID)
+        server.log.warning("request-refused", ["id": session.id, "request": request, "role": role])
+        return false
+    }
+
     func checkpoint(wait: Bool, session: Session, requestID: UInt64) throws(TransportError) {
+        guard try requireControlRole("checkpoint", session: session, requestID: requestID) else { return }
         guard let checkpoints = server.checkpoints else {
             try session.replyError(
                 .checkpointFailed, "the server was started without --checkpoint-dir", to: requestID)
             return
         }
-        switch takeCheckpoint(checkpoints, wait: wait) {
+        switch takeCheckpoint(checkpoints, wait: wait, seconds: server.config.waitTimeoutSeconds) {
         case .success(let written):
             try session.reply(
                 .checkpointReply(CheckpointReply(step: written.step, durable: written.durable, path: written.path)),
@@ -30,15 +46,15 @@ struct ControlService {
 
     /// In BSP while the job runs, asks for a checkpoint at the next step boundary and waits for it to be taken;
     /// otherwise takes one now under all shard locks. With `wait`, also waits until it is durable.
-    private func takeCheckpoint(
-        _ checkpoints: CheckpointManager, wait: Bool
+    func takeCheckpoint(
+        _ checkpoints: CheckpointManager, wait: Bool, seconds: Double
     ) -> Result<CheckpointManager.Written, CheckpointError> {
         let root = checkpoints.root
-        let seconds = server.config.waitTimeoutSeconds
         let ticket: Int
         let step: UInt64
         if let coordinator = server.coordinator, server.config.mode == .bsp, coordinator.isRunning {
             let before = checkpoints.requestedWrites
+            checkpoints.noteExplicitRequest()
             coordinator.requestCheckpoint()
             guard let taken = checkpoints.waitForCheckpoint(after: before, seconds: seconds) else {
                 return .failure(
@@ -54,7 +70,7 @@ struct ControlService {
             server.coordinator?.checkpointTaken(step: step)
         }
         let path = root + "/" + CheckpointWriter.directoryName(step: step)
-        if wait, let error = checkpoints.waitFor(ticket: ticket, seconds: 600) {
+        if wait, let error = checkpoints.waitFor(ticket: ticket, seconds: max(seconds, 1)) {
             return .failure(CheckpointError(file: path, message: error))
         }
         return .success(CheckpointManager.Written(step: step, path: path, durable: wait))
@@ -62,7 +78,21 @@ struct ControlService {
 
     /// Writes the weights as `.npy` files on a thread of its own and waits for it (bounded): a slow disk holds up
     /// this operator's request, never a lock or another connection.
-    func export(path: String, session: Session, requestID: UInt64) throws(TransportError) {
+    func export(path requested: String, session: Session, requestID: UInt64) throws(TransportError) {
+        guard try requireControlRole("export", session: session, requestID: requestID) else { return }
+        guard let root = server.config.resolvedExportDirectory else {
+            try session.replyError(
+                .invalidState, "export needs --export-dir or --checkpoint-dir on the server", to: requestID)
+            return
+        }
+        let path: String
+        switch ExportPath.resolve(requested, under: root) {
+        case .success(let resolved):
+            path = resolved
+        case .failure(let refusal):
+            try session.replyError(.invalidArgument, refusal.description, to: requestID)
+            return
+        }
         guard let snapshot = server.store.snapshot() else {
             try session.replyError(.notRegistered, "nothing to export: no tensor is registered", to: requestID)
             return
@@ -71,8 +101,10 @@ struct ControlService {
             do {
                 try CheckpointManager.exportWeights(snapshot: snapshot, to: path)
                 return nil
-            } catch {
+            } catch let error as FileError {
                 return "\(error)"
+            } catch {
+                return ExportPath.sentence(error)
             }
         }
         switch outcome {
@@ -89,12 +121,67 @@ struct ControlService {
         }
     }
 
-    /// Acknowledges, then stops the server on another thread (this connection's thread is one it closes).
-    func shutdown(session: Session, requestID: UInt64) throws(TransportError) {
+    /// Acknowledges, then stops the server (returns false: the connection closes) on another thread (this connection's thread is one it closes).
+    func shutdown(session: Session, requestID: UInt64) throws(TransportError) -> Bool {
+        guard try requireControlRole("shutdown", session: session, requestID: requestID) else { return true }
         try session.reply(.shutdownAck, to: requestID)
         let server = self.server
         let thread = Thread { server.stop(exitCode: 0, reason: "shutdown requested") }
         thread.name = "psserver-shutdown"
         thread.start()
+        return false
+    }
+}
+
+/// Where an `export` request may write: only under the operator's export directory.
+enum ExportPath {
+    /// A Foundation file error as a sentence naming the path and the system's reason, instead of
+    /// "Error Domain=NSCocoaErrorDomain Code=512 …".
+    static func sentence(_ error: any Error) -> String {
+        let ns = error as NSError
+        let path = (ns.userInfo[NSFilePathErrorKey] as? String).map { "'\($0)': " } ?? ""
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return path + "\(Errno(rawValue: Int32(underlying.code)))"
+        }
+        return path + "cannot write there (Foundation error \(ns.code))"
+    }
+
+    /// Why a requested export path is refused; names the path and the export directory.
+    struct Refusal: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// The directory to write for `requested`: a relative path is taken under `root`; an absolute one must lie
+    /// under `root`; a `..` component, an empty path or a path that names `root` itself is refused.
+    static func resolve(_ requested: String, under root: String) -> Result<String, Refusal> {
+        let components = requested.split(separator: "/", omittingEmptySubsequences: true)
+        guard !components.isEmpty, !components.contains("..") else {
+            return .failure(
+                Refusal(
+                    description:
+                        "export path '\(requested)' is refused: it must name a directory under the export directory "
+                        + "\(root), without '..'"))
+        }
+        let rootComponents = root.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }
+        let relative: [Substring]
+        if requested.hasPrefix("/") {
+            let given = components.filter { $0 != "." }
+            guard root.hasPrefix("/"), given.count > rootComponents.count,
+                Array(given.prefix(rootComponents.count)) == rootComponents
+            else {
+                return .failure(
+                    Refusal(
+                        description:
+                            "export path '\(requested)' is outside the export directory \(root); give a path relative "
+                            + "to it (the server's --export-dir)"))
+            }
+            relative = Array(given.dropFirst(rootComponents.count))
+        } else {
+            relative = components.filter { $0 != "." }
+        }
+        guard !relative.isEmpty else {
+            return .failure(Refusal(description: "export path '\(requested)' names no directory under \(root)"))
+        }
+        return .success(root + "/" + relative.joined(separator: "/"))
     }
 }

@@ -45,8 +45,17 @@ final class Coordinator: Sendable {
 
     // MARK: Events (each returns the directives to carry out)
 
-    func join(name: String, connectionID: UInt64) -> (Result<JoinAccepted, JoinRefusal>, [JobDirective]) {
-        event { $0.onJoin(name: name, connection: connectionID, now: $1) }
+    /// `previousHungUp` checks (outside the lock) whether the name's earlier connection is gone.
+    func join(
+        name: String, connectionID: UInt64, previousHungUp: (UInt64) -> Bool
+    ) -> (Result<JoinAccepted, JoinRefusal>, [JobDirective]) {
+        let previous = instance.withLock { $0.connection(ofName: name) }
+        let hungUp = previous.map(previousHungUp) ?? false
+        return event { $0.onJoin(name: name, connection: connectionID, now: $1, previousConnectionHungUp: hungUp) }
+    }
+
+    func connectionClosed(_ connectionID: UInt64) {
+        instance.withLock { $0.onConnectionClosed(connection: connectionID) }
     }
 
     func restored(ranks: [String: Int]) -> [JobDirective] {

@@ -55,8 +55,17 @@ public final class ParameterServer: Sendable {
         let store = ShardStore(
             shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1,
             requiresIdenticalTensors: config.job != nil,
-            keepsSnapshotBuffers: config.checkpointDirectory != nil)
+            keepsSnapshotBuffers: config.checkpointDirectory != nil, maxModelBytes: config.maxModelBytes)
         self.store = store
+        if let directory = config.checkpointDirectory {
+            // Probed now: an unwritable directory must stop the start, not the end of a job.
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            do {
+                try FileSystem.probeWritable(directory: directory)
+            } catch {
+                throw ConfigError("--checkpoint-dir \(directory) is not writable: \(error)")
+            }
+        }
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
                 root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log,
@@ -169,6 +178,24 @@ public final class ParameterServer: Sendable {
         exitCode.withLockAndBroadcast { if $0 == nil { $0 = code } }
     }
 
+    /// Stops on SIGTERM/SIGINT: a server running a job first takes a checkpoint at the next step boundary (BSP;
+    /// at once in SSP/async) and waits until it is durable, all within `--stop-timeout`, so that a restarted
+    /// server with `--restore latest` continues the job; then stops with exit code 0.
+    public func stopForSignal(_ name: String) {
+        if let checkpoints, let coordinator, coordinator.isRunning, !stopped.load(ordering: .acquiring) {
+            log.info("stop-checkpoint-started", ["reason": name, "timeout_s": config.stopTimeoutSeconds])
+            switch ControlService(server: self).takeCheckpoint(
+                checkpoints, wait: true, seconds: config.stopTimeoutSeconds)
+            {
+            case .success(let written):
+                log.info("stop-checkpoint", ["path": written.path, "step": written.step])
+            case .failure(let error):
+                log.error("stop-checkpoint-failed", ["error": error.description])
+            }
+        }
+        stop(exitCode: 0, reason: name)
+    }
+
     /// Counts a request as in flight for the duration of `body` (`stop` waits for in-flight requests).
     func serving<R>(_ body: () throws(TransportError) -> R) throws(TransportError) -> R {
         activeRequests.wrappingAdd(1, ordering: .acquiringAndReleasing)
@@ -195,7 +222,21 @@ public final class ParameterServer: Sendable {
             let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
             let connection = FramedConnection(
                 socket: accepted.socket, peer: accepted.peer, maxPayloadBytes: config.maxFrameBytes)
-            connections.withLock { $0[id] = connection }
+            let limit = config.maxConnections
+            let admitted = connections.withLock { open in
+                guard open.count < limit else { return false }
+                open[id] = connection
+                return true
+            }
+            guard admitted else {
+                // A fresh socket's send buffer is empty, so this small frame does not block the accept thread.
+                try? connection.setSendTimeout(.seconds(1))
+                try? connection.sendError(
+                    .resourceExhausted, "the server is at --max-connections \(limit); try again later", requestID: 0)
+                connection.close()
+                log.warning("connection-refused", ["peer": accepted.peer, "reason": "max-connections \(limit)"])
+                continue
+            }
             let thread = Thread { [self] in
                 let handler = ConnectionHandler(server: self, connection: connection, id: id)
                 handler.run()
@@ -262,6 +303,11 @@ public final class ParameterServer: Sendable {
     /// Snapshots the model (the training pause) and queues the checkpoint write; then tells the coordinator,
     /// which releases the BSP step the checkpoint waited at.
     func takeCheckpoint(step: UInt64, final: Bool = false) {
+        if let checkpoints, !final, !checkpoints.admitScheduled(step: step) {
+            // Skipped: no snapshot taken, so memory holds at most the one being written; the step goes on.
+            coordinator?.checkpointTaken(step: step)
+            return
+        }
         if let checkpoints, let snapshot = store.snapshot() {
             checkpoints.take(snapshot: snapshot, step: step, context: checkpointContext(), final: final)
         }
@@ -290,16 +336,25 @@ public final class ParameterServer: Sendable {
                 log.error("final-checkpoint-failed", ["error": error])
             }
         }
-        log.info("job-finished", summary(coordinator.snapshot))
-        if !config.keepRunning {
-            stop(exitCode: 0, reason: "job finished")
+        let job = coordinator.snapshot
+        log.info("job-finished", summary(job))
+        // A job whose workers all left with an error did not do what it was asked: that is not a success.
+        let failed = job.workersFinished == 0
+        if failed {
+            log.error(
+                "job-failed",
+                ["reason": "no worker finished its share (every worker left with an error)", "steps": job.stepsDone])
+        }
+        if !config.keepRunning || failed {
+            stop(exitCode: failed ? 1 : 0, reason: failed ? "job failed" : "job finished")
         }
     }
 
     /// The end-of-job summary line's fields.
     private func summary(_ job: JobCoordinator) -> KeyValuePairs<String, CustomStringConvertible> {
         let steps = job.stepsDone
-        let seconds = Double((job.finishedAtNanos ?? MonotonicClock.nanoseconds()) - job.startNanos) / 1e9
+        let end = job.finishedAtNanos ?? MonotonicClock.nanoseconds()
+        let seconds = Double(end &- min(end, job.elapsedOrigin)) / 1e9
         let description = coordinator?.job
         let samples = Double(steps) * Double((description?.batchPerWorker ?? 0) * (description?.workers ?? 0))
         return [
@@ -326,6 +381,6 @@ public final class ParameterServer: Sendable {
             uptimeSeconds: Double(MonotonicClock.nanoseconds() - startNanos) / 1e9,
             connections: connections.withLock { $0.count }, shardCount: config.shardCount, shards: shards,
             tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
-            jobStatus: coordinator?.jobStatus())
+            jobStatus: coordinator?.jobStatus(), checkpointsSkipped: checkpoints?.skippedCheckpoints)
     }
 }

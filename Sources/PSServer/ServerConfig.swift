@@ -1,6 +1,7 @@
 import PSCoordinator
 import PSHTTP
 import PSMath
+import PSPosix
 import PSWire
 
 /// Everything `psserver` is configured with; validated once at start-up (`validate()`), every default documented.
@@ -13,6 +14,10 @@ public struct ServerConfig: Sendable {
     public var shardCount: Int = 4
     /// Largest accepted frame payload (default 512 MiB).
     public var maxFrameBytes: Int = WireProtocol.defaultMaxPayloadBytes
+    /// The most memory the registered model may take on this server (`ShardStore.footprintBytes`: weights,
+    /// optimizer state and work buffers); default half the physical memory, so that a registration cannot make
+    /// the server allocate more than the host holds. A larger registration gets a `resourceExhausted` error frame.
+    public var maxModelBytes: Int = ServerConfig.defaultMaxModelBytes
     /// Shared token a handshake must present; nil accepts any client.
     public var token: String? = nil
     /// Accept NaN and Inf in gradients (default: reject them with an error frame).
@@ -32,6 +37,23 @@ public struct ServerConfig: Sendable {
     /// How long one server-side wait (a pull waiting for a step or for the job to start) may last before the
     /// worker is told to retry (default 30 s).
     public var waitTimeoutSeconds: Double = 30
+    /// A new connection must have sent its whole `hello` within this many seconds (default 10).
+    public var handshakeTimeoutSeconds: Double = 10
+    /// Once a frame's first byte arrived, the whole frame must arrive within this many seconds (default 60);
+    /// waiting between frames is not bounded once a connection has said hello.
+    public var frameTimeoutSeconds: Double = 60
+    /// A reply that makes no progress for this many seconds (the peer does not read) closes the connection
+    /// (default 60).
+    public var sendTimeoutSeconds: Double = 60
+    /// On SIGTERM/SIGINT, how long a running job's stop checkpoint (next step boundary, then durable) may take
+    /// before the server stops without it (default 30 s).
+    public var stopTimeoutSeconds: Double = 30
+    /// Most connections open at once (default 1024), each one thread; the next gets a `resourceExhausted` error
+    /// frame and is closed.
+    public var maxConnections: Int = 1024
+    /// The largest frame accepted before `hello` was accepted (64 KiB): a `hello` is a few hundred bytes, so an
+    /// unauthenticated peer cannot make the server buffer a large frame.
+    public static let maxPreHandshakePayloadBytes = 64 << 10
     /// The training job; nil makes the server a plain parameter store whose clients register their own tensors.
     public var job: JobDescription? = nil
     /// Model registered at start-up for the job.
@@ -42,6 +64,9 @@ public struct ServerConfig: Sendable {
     public var checkpointEverySeconds: Double? = nil
     /// Keep only the newest N checkpoints (nil: keep all).
     public var keepCheckpoints: Int? = nil
+    /// The only directory `export` writes under (`--export-dir`); nil: `<checkpoint-dir>/exports`, and no export
+    /// at all without a checkpoint directory.
+    public var exportDirectory: String? = nil
     /// Checkpoint directory (or `latest`) to resume from.
     public var restore: String? = nil
     /// File receiving one JSON object per line (step and epoch records).
@@ -59,6 +84,9 @@ public struct ServerConfig: Sendable {
 
     public init() {}
 
+    /// Half the physical memory (4 GiB if it cannot be read): the default `--max-model-bytes`.
+    public static let defaultMaxModelBytes: Int = (Host.physicalMemoryBytes() ?? (8 << 30)) / 2
+
     /// The longest accepted timeout or interval in seconds (a year): every such flag must be positive, finite and
     /// at most this, so converting it to nanoseconds (`UInt64`) or milliseconds (`Int64`) cannot overflow.
     public static let maxSeconds: Double = 365 * 86_400
@@ -74,8 +102,18 @@ public struct ServerConfig: Sendable {
         guard maxFrameBytes >= 4096, maxFrameBytes <= Int(UInt32.max) else {
             throw ConfigError("--max-frame-bytes must be between 4096 and \(UInt32.max), got \(maxFrameBytes)")
         }
+        guard maxModelBytes >= 1 else {
+            throw ConfigError("--max-model-bytes must be at least 1, got \(maxModelBytes)")
+        }
         try Self.requireSeconds(workerTimeoutSeconds, flag: "--worker-timeout")
         try Self.requireSeconds(waitTimeoutSeconds, flag: "--wait-timeout")
+        try Self.requireSeconds(handshakeTimeoutSeconds, flag: "--handshake-timeout")
+        try Self.requireSeconds(frameTimeoutSeconds, flag: "--frame-timeout")
+        try Self.requireSeconds(sendTimeoutSeconds, flag: "--send-timeout")
+        try Self.requireSeconds(stopTimeoutSeconds, flag: "--stop-timeout")
+        guard maxConnections >= 1, maxConnections <= 100_000 else {
+            throw ConfigError("--max-connections must be between 1 and 100000, got \(maxConnections)")
+        }
         // Status and metrics report the bound as a JSON integer.
         guard staleness <= UInt64(Int.max) else {
             throw ConfigError("--staleness must be at most \(Int.max), got \(staleness)")
@@ -103,6 +141,13 @@ public struct ServerConfig: Sendable {
                 "--model: the largest of --shards \(shardCount) shards holds \(largest) floats, more than a "
                     + "--max-frame-bytes \(maxFrameBytes) frame carries; raise --shards or --max-frame-bytes")
         }
+        let footprint = ShardStore.footprintBytes(
+            elementCount: totalElements, optimizer: optimizer, workerSlots: job?.workers ?? 1)
+        guard jobTensors.isEmpty || footprint <= maxModelBytes else {
+            throw ConfigError(
+                "--model needs \(footprint) bytes of server memory (weights, optimizer state, work buffers), more "
+                    + "than --max-model-bytes \(maxModelBytes)")
+        }
         // The planner builds the job from validated flags; this catches a job built by hand (an embedding program,
         // a test) before the coordinator sizes its membership and barrier by it.
         if let job {
@@ -119,6 +164,11 @@ public struct ServerConfig: Sendable {
             throw ConfigError(
                 "\(flag) must be a positive number of seconds, at most \(Int(maxSeconds)), got \(seconds)")
         }
+    }
+
+    /// Where exports go: `--export-dir`, else `<checkpoint-dir>/exports`; nil when neither is configured.
+    public var resolvedExportDirectory: String? {
+        exportDirectory ?? checkpointDirectory.map { $0 + "/exports" }
     }
 
     /// The staleness rule for non-BSP pushes.

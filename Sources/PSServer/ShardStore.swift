@@ -32,6 +32,8 @@ public final class ShardStore: Sendable {
     /// Whether a later registration must list exactly the registered tensors (a training job: every worker
     /// trains the same model) rather than any subset of them (a plain store).
     let requiresIdenticalTensors: Bool
+    /// The most bytes a model may take in this store (`footprintBytes`); a larger registration is refused.
+    public let maxModelBytes: Int
     private let model = LockedValue<ShardedModel?>(nil)
     /// Whether the store keeps a spare set of snapshot buffers (a server that takes checkpoints).
     public let keepsSnapshotBuffers: Bool
@@ -39,6 +41,8 @@ public final class ShardStore: Sendable {
     private let spare = LockedValue<SnapshotBuffers?>(nil)
 
     /// Creates an empty store; `workerSlots` is how many BSP gradients a shard can hold per step (K).
+    ///
+    /// `maxModelBytes` bounds what a registration may make the store allocate (`footprintBytes`).
     ///
     /// With `requiresIdenticalTensors` (a job's store), a registration after the first must name the same tensors
     /// with the same shapes in the same order, or it is refused with a message naming the first difference.
@@ -48,7 +52,7 @@ public final class ShardStore: Sendable {
     /// plain copy with no allocation and no page faults; the price is one more copy of the model in memory.
     public init(
         shardCount: Int, optimizer: OptimizerConfig, workerSlots: Int, requiresIdenticalTensors: Bool = false,
-        keepsSnapshotBuffers: Bool = false
+        keepsSnapshotBuffers: Bool = false, maxModelBytes: Int = Int.max
     ) {
         precondition(shardCount >= 1, "a store needs at least one shard")
         self.shardCount = shardCount
@@ -56,6 +60,45 @@ public final class ShardStore: Sendable {
         self.workerSlots = max(workerSlots, 1)
         self.requiresIdenticalTensors = requiresIdenticalTensors
         self.keepsSnapshotBuffers = keepsSnapshotBuffers
+        self.maxModelBytes = maxModelBytes
+    }
+
+    /// The bytes a model of `elementCount` floats takes in a store, at its peak: the weights, the copy they are
+    /// built in, the BSP work buffer, one vector per optimizer state slot and one held gradient per worker slot
+    /// (4 bytes per element each). Saturates at `Int.max`.
+    public static func footprintBytes(elementCount: Int, optimizer: OptimizerConfig, workerSlots: Int) -> Int {
+        let vectors = 3 + optimizer.stateSlotNames.count + max(workerSlots, 1)
+        let (perVector, overflow1) = elementCount.multipliedReportingOverflow(by: 4)
+        let (total, overflow2) = perVector.multipliedReportingOverflow(by: vectors)
+        return overflow1 || overflow2 ? Int.max : total
+    }
+
+    /// Refuses a model that is over `maxModelBytes` or that the system cannot allocate now (`resourceExhausted`),
+    /// so that a registration the process cannot hold is an error frame, not a trap in the array allocation.
+    private func checkMemory(_ tensors: [TensorSpec]) throws(RegistrationError) {
+        let elements = tensors.reduce(0) { $0.addingReportingOverflow($1.elementCount).partialValue }
+        var bytes = Self.footprintBytes(elementCount: elements, optimizer: optimizer, workerSlots: workerSlots)
+        if keepsSnapshotBuffers {
+            // The preallocated snapshot: one more copy of the weights and of every optimizer state slot.
+            let snapshot =
+                Self.footprintBytes(elementCount: elements, optimizer: optimizer, workerSlots: 1)
+                / (4 + optimizer.stateSlotNames.count) * (1 + optimizer.stateSlotNames.count)
+            bytes = bytes.addingReportingOverflow(snapshot).overflow ? Int.max : bytes + snapshot
+        }
+        guard bytes <= maxModelBytes else {
+            throw RegistrationError(
+                code: .resourceExhausted,
+                description:
+                    "the model's \(elements) floats need \(bytes) bytes of server memory (weights, optimizer state "
+                    + "and work buffers), more than --max-model-bytes \(maxModelBytes)")
+        }
+        guard Host.canAllocate(bytes: bytes) else {
+            throw RegistrationError(
+                code: .resourceExhausted,
+                description:
+                    "the model's \(elements) floats need \(bytes) bytes of server memory and the system refused to "
+                    + "allocate them (a memory limit such as ulimit -v?); nothing was registered")
+        }
     }
 
     /// The registered model, or nil before the first registration.
@@ -77,6 +120,11 @@ public final class ShardStore: Sendable {
                     return existing
                 }
             }
+            do throws(RegistrationError) {
+                try checkMemory(tensors)
+            } catch {
+                return .failure(error)
+            }
             let built = buildModel(tensors)
             existing = built
             return .success(built)
@@ -92,6 +140,7 @@ public final class ShardStore: Sendable {
         optimizerSlots: [String: [String: [Float]]], version: UInt64
     ) throws(RegistrationError) {
         try validateNames(tensors)
+        try checkMemory(tensors)
         // The values come from checkpoint files: one of another length would overrun a slice copy below.
         for tensor in tensors {
             let count = tensor.elementCount
@@ -149,6 +198,16 @@ public final class ShardStore: Sendable {
         for tensor in tensors {
             guard !tensor.name.isEmpty else {
                 throw RegistrationError(code: .invalidArgument, description: "tensor names must not be empty")
+            }
+            // Names become file names in checkpoints and exports: no path may be smuggled in through them.
+            guard !tensor.name.contains("/"), !tensor.name.contains("\0"), tensor.name != ".", tensor.name != "..",
+                tensor.name.utf8.count <= 200
+            else {
+                throw RegistrationError(
+                    code: .invalidArgument,
+                    description:
+                        "tensor name '\(tensor.name)' is refused: names become file names, so they may not contain "
+                        + "'/' or NUL, be '.' or '..', or exceed 200 bytes")
             }
             guard seen.insert(tensor.name).inserted else {
                 throw RegistrationError(

@@ -62,7 +62,13 @@ public enum JobPlanner {
                 throw PlanError("--model: \(error) (or external, for a model its workers register)")
             }
         }
-        let source = try DataSource(parsing: request.data, labelColumn: request.labelColumn)
+        let source: DataSource
+        do {
+            source = try DataSource(parsing: request.data, labelColumn: request.labelColumn)
+        } catch {
+            // A spelling the parser refuses is a usage error; a file that cannot be loaded stays exit 1.
+            throw PlanError("--data: \(error)")
+        }
         let train = try source.loadTrain()
         var classes = train.classCount
         if let kind, kind != .linear {

@@ -9,8 +9,9 @@ import Synchronization  // Atomic
 /// written with one `writev` of header, prefix and the caller's float buffer, and read straight into a
 /// caller-chosen destination or into a receive buffer that is reused across messages.
 public final class FramedConnection: @unchecked Sendable {
-    // @unchecked Sendable: `receiveBuffer` is touched only by the single reader thread (documented contract of
-    // the read* methods); every other stored property is immutable, a LockedValue or an Atomic.
+    // @unchecked Sendable: `receiveBuffer`, `frameBudget`, `frameDeadline` and `keepWaitingWhenIdle` are touched
+    // only by the single reader thread (documented contract of the read* and setReadDeadlines methods); every
+    // other stored property is immutable, a LockedValue or an Atomic.
 
     /// The socket; owned by this connection, closed by `close()`, never handed out.
     private let socket: Socket
@@ -23,6 +24,12 @@ public final class FramedConnection: @unchecked Sendable {
     private let writeLock = LockedValue<UInt64>(0)
     private let closed = Atomic<Bool>(false)
     private var receiveBuffer: UnsafeMutableRawBufferPointer
+    /// How long a frame may take once its first byte arrived (nil: no bound beyond the receive timeout).
+    private var frameBudget: UInt64? = nil
+    /// When the frame being read must be complete (set by `readHeader` from `frameBudget`).
+    private var frameDeadline: UInt64? = nil
+    /// Asked at each receive timeout while no frame has started; nil: an idle timeout is an error.
+    private var keepWaitingWhenIdle: (() -> Bool)? = nil
 
     /// Wraps a connected socket.
     public init(socket: Socket, peer: String, maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes) {
@@ -52,7 +59,12 @@ public final class FramedConnection: @unchecked Sendable {
             (bytes: UnsafeMutableRawBufferPointer) throws(TransportError) -> FrameHeader? in
             let complete: Bool
             do throws(SocketError) {
-                complete = try socket.readExactlyOrEOF(into: bytes)
+                if let keepWaitingWhenIdle {
+                    complete = try socket.readStart(into: bytes, budget: frameBudget, keepWaiting: keepWaitingWhenIdle)
+                    frameDeadline = frameBudget.map { MonotonicClock.nanoseconds() &+ $0 }
+                } else {
+                    complete = try socket.readExactlyOrEOF(into: bytes)
+                }
             } catch {
                 throw .socket(error)
             }
@@ -75,7 +87,7 @@ public final class FramedConnection: @unchecked Sendable {
         }
         let target = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[0..<length])
         do throws(SocketError) {
-            try socket.readExactly(into: target)
+            try socket.readExactly(into: target, deadline: frameDeadline)
         } catch {
             throw .socket(error)
         }
@@ -86,7 +98,7 @@ public final class FramedConnection: @unchecked Sendable {
     public func readPayload(into destination: UnsafeMutableRawBufferPointer) throws(TransportError) {
         guard destination.count > 0 else { return }
         do throws(SocketError) {
-            try socket.readExactly(into: destination)
+            try socket.readExactly(into: destination, deadline: frameDeadline)
         } catch {
             throw .socket(error)
         }
@@ -254,6 +266,36 @@ public final class FramedConnection: @unchecked Sendable {
     public func setReceiveTimeout(_ timeout: Duration?) throws(TransportError) {
         do throws(SocketError) {
             try socket.setReceiveTimeout(timeout)
+        } catch {
+            throw .socket(error)
+        }
+    }
+
+    /// Bounds reading (reader thread only): `tick` is the receive timeout (`SO_RCVTIMEO`), how often an idle
+    /// wait asks `keepWaiting` whether to go on (false: the read throws a `timedOut("idle")` socket error); once a
+    /// frame's first byte arrived, the whole frame must arrive within `frame` or the read throws a timeout.
+    public func setReadDeadlines(
+        tick: Duration, frame: Duration, keepWaiting: @escaping () -> Bool
+    ) throws(TransportError) {
+        try setReceiveTimeout(tick)
+        setFrameBudget(frame)
+        keepWaitingWhenIdle = keepWaiting
+    }
+
+    /// Changes the frame budget set by ``setReadDeadlines(tick:frame:keepWaiting:)`` (reader thread only).
+    public func setFrameBudget(_ frame: Duration) {
+        let seconds = UInt64(clamping: frame.components.seconds)
+        frameBudget =
+            seconds > UInt64.max / 2_000_000_000
+            ? UInt64.max / 2
+            : seconds * 1_000_000_000 + UInt64(clamping: frame.components.attoseconds / 1_000_000_000)
+    }
+
+    /// Bounds how long one write may make no progress (`SO_SNDTIMEO`): a peer that does not read its replies
+    /// makes the send throw a timeout instead of blocking forever.
+    public func setSendTimeout(_ timeout: Duration?) throws(TransportError) {
+        do throws(SocketError) {
+            try socket.setSendTimeout(timeout)
         } catch {
             throw .socket(error)
         }

@@ -50,20 +50,22 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let invalidArgument = ErrorCode(rawValue: 19)
     /// The receiver hit a bug of its own.
     public static let internalError = ErrorCode(rawValue: 20)
+    /// The request would take more of a limited resource (memory, connections) than the receiver allows.
+    public static let resourceExhausted = ErrorCode(rawValue: 21)
 
     /// Every code protocol v1 defines, in code order.
     public static let allKnown: [ErrorCode] = [
         .malformedFrame, .unsupportedVersion, .unknownMessageType, .frameTooLarge, .unauthorized,
         .handshakeRequired, .unknownTensor, .unknownShard, .lengthMismatch, .nonFinite, .notRegistered,
         .registrationConflict, .invalidState, .timeout, .shuttingDown, .dataMismatch, .jobFull, .checkpointFailed,
-        .invalidArgument, .internalError,
+        .invalidArgument, .internalError, .resourceExhausted,
     ]
 
     private static let names = [
         "malformedFrame", "unsupportedVersion", "unknownMessageType", "frameTooLarge", "unauthorized",
         "handshakeRequired", "unknownTensor", "unknownShard", "lengthMismatch", "nonFinite", "notRegistered",
         "registrationConflict", "invalidState", "timeout", "shuttingDown", "dataMismatch", "jobFull",
-        "checkpointFailed", "invalidArgument", "internalError",
+        "checkpointFailed", "invalidArgument", "internalError", "resourceExhausted",
     ]
 
     /// Whether protocol v1 defines this code.

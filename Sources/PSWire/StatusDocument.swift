@@ -18,6 +18,9 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     /// The newest checkpoint directory written, when the server writes checkpoints.
     public var lastCheckpoint: String?
     public var jobStatus: JobStatus?
+    /// Scheduled checkpoints skipped because the previous one was still being written (absent without
+    /// `--checkpoint-dir`).
+    public var checkpointsSkipped: UInt64?
 
     /// One shard's counters.
     public struct Shard: Codable, Sendable, Equatable {
@@ -129,7 +132,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
 
     public init(
         mode: String, optimizer: String, uptimeSeconds: Double, connections: Int, shardCount: Int, shards: [Shard],
-        tensors: [TensorShape], lastCheckpoint: String?, jobStatus: JobStatus?
+        tensors: [TensorShape], lastCheckpoint: String?, jobStatus: JobStatus?, checkpointsSkipped: UInt64? = nil
     ) {
         self.mode = mode
         self.optimizer = optimizer
@@ -141,6 +144,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         self.staleDropped = shards.reduce(0) { $0 + $1.staleDropped }
         self.staleScaled = shards.reduce(0) { $0 + $1.staleScaled }
         self.lastCheckpoint = lastCheckpoint
+        self.checkpointsSkipped = checkpointsSkipped
         self.jobStatus = jobStatus
     }
 
@@ -151,6 +155,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         case staleDropped = "stale_dropped"
         case staleScaled = "stale_scaled"
         case lastCheckpoint = "last_checkpoint"
+        case checkpointsSkipped = "checkpoints_skipped"
     }
 
     // The job's fields sit at the top level of the document, beside the server's.
@@ -166,6 +171,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         staleDropped = try container.decode(UInt64.self, forKey: .staleDropped)
         staleScaled = try container.decode(UInt64.self, forKey: .staleScaled)
         lastCheckpoint = try container.decodeIfPresent(String.self, forKey: .lastCheckpoint)
+        checkpointsSkipped = try container.decodeIfPresent(UInt64.self, forKey: .checkpointsSkipped)
         let jobContainer = try decoder.container(keyedBy: JobStatus.CodingKeys.self)
         jobStatus = jobContainer.contains(.job) ? try JobStatus(from: decoder) : nil
     }
@@ -182,6 +188,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         try container.encode(staleDropped, forKey: .staleDropped)
         try container.encode(staleScaled, forKey: .staleScaled)
         try container.encodeIfPresent(lastCheckpoint, forKey: .lastCheckpoint)
+        try container.encodeIfPresent(checkpointsSkipped, forKey: .checkpointsSkipped)
         try jobStatus?.encode(to: encoder)
     }
 

@@ -63,7 +63,12 @@ enum Demo {
         guard let line = listening.wait(seconds: 120), let port = line.split(separator: ":").last.map(String.init),
             let portNumber = UInt16(port.prefix { $0.isNumber })
         else {
-            throw CtlError("psserver did not start listening within 120 s (log in \(directory))")
+            // The watcher returns as soon as the server's output ends: a server that exits fails the demo now.
+            if listening.hasEnded {
+                let reason = listening.lastError ?? "it printed no error line"
+                throw CtlError("psserver exited before it listened: \(reason)")
+            }
+            throw CtlError("psserver did not start listening within 120 s")
         }
         print("psserver listening on 127.0.0.1:\(portNumber); starting \(workers) workers")
         var workerProcesses: [Process] = []
@@ -117,6 +122,7 @@ enum Demo {
                     if echo(line) { print("[\(label)] \(line)") }
                 }
             }
+            watcher?.finish()
         }
         thread.start()
         return process
@@ -144,23 +150,45 @@ enum Demo {
     }
 }
 
-/// Waits for the first output line containing a pattern.
+/// Waits for the first output line containing a pattern, or for the output to end; remembers the last error line.
 final class LineWatcher: Sendable {
+    private struct State {
+        var found: String? = nil
+        var ended = false
+        var lastError: String? = nil
+    }
+
     let pattern: String
-    private let found = LockedValue<String?>(nil)
+    private let state = LockedValue(State())
 
     init(pattern: String) {
         self.pattern = pattern
     }
 
     func offer(_ line: String) {
-        guard line.contains(pattern) else { return }
-        found.withLockAndBroadcast { found in
-            if found == nil { found = line }
+        let isError = line.hasPrefix("Error:") || line.contains("level=error")
+        guard isError || line.contains(pattern) else { return }
+        state.withLockAndBroadcast { state in
+            if isError { state.lastError = line }
+            if line.contains(pattern), state.found == nil { state.found = line }
         }
     }
 
+    /// The output ended (the process exited): a waiter stops waiting.
+    func finish() {
+        state.withLockAndBroadcast { $0.ended = true }
+    }
+
+    /// Whether the output ended.
+    var hasEnded: Bool { state.withLock { $0.ended } }
+
+    /// The last `Error:` or `level=error` line seen.
+    var lastError: String? { state.withLock { $0.lastError } }
+
+    /// The matching line, or nil when the output ended or `seconds` passed first.
     func wait(seconds: Double) -> String? {
-        found.wait(until: MonotonicClock.deadline(afterSeconds: seconds), while: { $0 == nil }) { found, _ in found }
+        state.wait(
+            until: MonotonicClock.deadline(afterSeconds: seconds), while: { $0.found == nil && !$0.ended }
+        ) { state, _ in state.found }
     }
 }

@@ -31,7 +31,11 @@ struct PSCtlCommand {
             Command(
                 name: "export", abstract: "Write the current weights as .npy files into a directory on the server.",
                 options: connectionOptions,
-                arguments: [Argument("directory", help: "Directory on the server's disk.")]),
+                arguments: [
+                    Argument(
+                        "directory",
+                        help: "Directory under the server's --export-dir (default <checkpoint-dir>/exports).")
+                ]),
             Command(name: "shutdown", abstract: "Stop the server.", options: connectionOptions),
             Plot.command,
             Command(

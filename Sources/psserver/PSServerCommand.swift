@@ -27,6 +27,9 @@ struct PSServerCommand {
             Option(
                 "max-frame-bytes", value: "bytes", help: "Largest accepted frame payload.",
                 default: "\(512 << 20)"),
+            Option(
+                "max-model-bytes", value: "bytes",
+                help: "Most server memory a model may take (weights, optimizer state, buffers); default half the RAM."),
             Option("token", value: "token", help: "Shared secret clients must present.", environment: "PS_TOKEN"),
             Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
             Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
@@ -51,7 +54,8 @@ struct PSServerCommand {
             Option("clip-value", value: "c", help: "Clip every gradient element to [-c, c]."),
             Option("beta1", value: "b1", help: "Adam's first-moment decay.", default: "0.9"),
             Option("beta2", value: "b2", help: "Adam's second-moment decay.", default: "0.999"),
-            Option("epsilon", value: "eps", help: "Adam/AdaGrad denominator epsilon.", default: "1e-8"),
+            Option(
+                "epsilon", value: "eps", help: "Adam/AdaGrad denominator epsilon (default: adam 1e-8, adagrad 1e-10)."),
             Option("mode", value: "bsp|ssp|async", help: "Consistency mode.", default: "bsp"),
             Option("staleness", value: "s", help: "SSP bound: how many clocks ahead a worker may run.", default: "0"),
             Option("max-gradient-staleness", value: "k", help: "Drop (or scale) pushes staler than k versions."),
@@ -62,7 +66,24 @@ struct PSServerCommand {
             Option(
                 "wait-timeout", value: "seconds", help: "Longest single server-side wait before a retry is asked.",
                 default: "30"),
+            Option(
+                "handshake-timeout", value: "seconds", help: "Close a connection that has not sent hello by then.",
+                default: "10"),
+            Option(
+                "frame-timeout", value: "seconds", help: "Close a connection whose started frame is not done by then.",
+                default: "60"),
+            Option(
+                "send-timeout", value: "seconds", help: "Close a connection that does not read replies for this long.",
+                default: "60"),
+            Option(
+                "stop-timeout", value: "seconds",
+                help: "On SIGTERM/SIGINT, wait this long for a checkpoint at the next step, then exit 0.",
+                default: "30"),
+            Option("max-connections", value: "n", help: "Most open connections; more are refused.", default: "1024"),
             Option("checkpoint-dir", value: "dir", help: "Directory for checkpoints and the final weights."),
+            Option(
+                "export-dir", value: "dir",
+                help: "The only directory psctl export writes under (default <checkpoint-dir>/exports)."),
             Option("checkpoint-every-steps", value: "n", help: "Checkpoint every n completed steps."),
             Option("checkpoint-every-seconds", value: "s", help: "Checkpoint every s seconds."),
             Option("keep-checkpoints", value: "n", help: "Keep only the newest n checkpoints."),
@@ -86,12 +107,24 @@ struct PSServerCommand {
             throw UsageError("Invalid value for '--log-level <level>': expected debug, info, warning or error")
         }
         let log = Logger(component: "psserver", minimumLevel: level)
+        // Installed before anything else starts a thread; a signal that arrives before the server exists is kept
+        // and stops it as soon as it does.
+        let target = LockedValue<(server: ParameterServer?, signal: Int32?)>((nil, nil))
+        Signals.handleTermination { signal in
+            let server = target.withLock { state -> ParameterServer? in
+                if state.server == nil { state.signal = signal }
+                return state.server
+            }
+            server?.stopForSignal(signal == SIGINT ? "SIGINT" : "SIGTERM")
+        }
         let config = try makeConfig(arguments)
         let server = try ParameterServer(config: config, log: log)
-        Signals.handleTermination { signal in
-            server.stop(exitCode: 0, reason: signal == SIGINT ? "SIGINT" : "SIGTERM")
+        let early = target.withLock { state -> Int32? in
+            state.server = server
+            return state.signal
         }
         server.start()
+        if let early { server.stopForSignal(early == SIGINT ? "SIGINT" : "SIGTERM") }
         return server.waitUntilStopped()
     }
 
@@ -101,6 +134,8 @@ struct PSServerCommand {
         config.port = try arguments.required("port", as: UInt16.self)
         config.shardCount = try arguments.required("shards", as: Int.self)
         config.maxFrameBytes = try arguments.required("max-frame-bytes", as: Int.self)
+        config.maxModelBytes =
+            try arguments.value("max-model-bytes", as: Int.self) ?? ServerConfig.defaultMaxModelBytes
         config.token = arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }
         config.allowNonFinite = arguments.has("allow-nonfinite")
         guard let mode = ConsistencyMode(rawValue: arguments.string("mode") ?? "bsp") else {
@@ -108,6 +143,11 @@ struct PSServerCommand {
         }
         config.mode = mode
         config.staleness = try arguments.required("staleness", as: UInt64.self)
+        if config.staleness != 0, mode != .ssp {
+            throw UsageError(
+                "--staleness \(config.staleness) applies only to --mode ssp (it is the SSP bound), "
+                    + "not --mode \(mode.rawValue)")
+        }
         config.maxGradientStaleness = try arguments.value("max-gradient-staleness", as: UInt64.self)
         guard let policy = StalePolicy(rawValue: arguments.string("stale-policy") ?? "drop") else {
             throw UsageError("Invalid value for '--stale-policy <drop|scale>': expected drop or scale")
@@ -115,6 +155,11 @@ struct PSServerCommand {
         config.stalePolicy = policy
         config.workerTimeoutSeconds = try arguments.required("worker-timeout", as: Double.self)
         config.waitTimeoutSeconds = try arguments.required("wait-timeout", as: Double.self)
+        config.handshakeTimeoutSeconds = try arguments.required("handshake-timeout", as: Double.self)
+        config.frameTimeoutSeconds = try arguments.required("frame-timeout", as: Double.self)
+        config.sendTimeoutSeconds = try arguments.required("send-timeout", as: Double.self)
+        config.maxConnections = try arguments.required("max-connections", as: Int.self)
+        config.stopTimeoutSeconds = try arguments.required("stop-timeout", as: Double.self)
         guard let kind = OptimizerKind(rawValue: arguments.string("optimizer") ?? "sgd") else {
             throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam or adagrad")
         }
@@ -125,7 +170,8 @@ struct PSServerCommand {
         optimizer.clipValue = try arguments.value("clip-value", as: Float.self)
         optimizer.beta1 = try arguments.required("beta1", as: Float.self)
         optimizer.beta2 = try arguments.required("beta2", as: Float.self)
-        optimizer.epsilon = try arguments.required("epsilon", as: Float.self)
+        // Unset: the optimizer's own conventional default (PyTorch's), set by OptimizerConfig(kind:).
+        if let epsilon = try arguments.value("epsilon", as: Float.self) { optimizer.epsilon = epsilon }
         do {
             try optimizer.validate()
         } catch {
@@ -133,6 +179,7 @@ struct PSServerCommand {
         }
         config.optimizer = optimizer
         config.checkpointDirectory = arguments.string("checkpoint-dir")
+        config.exportDirectory = arguments.string("export-dir")
         config.checkpointEverySteps = try arguments.value("checkpoint-every-steps", as: UInt64.self)
         config.checkpointEverySeconds = try arguments.value("checkpoint-every-seconds", as: Double.self)
         config.keepCheckpoints = try arguments.value("keep-checkpoints", as: Int.self)
@@ -142,6 +189,12 @@ struct PSServerCommand {
         config.metricsPort = try arguments.value("metrics-port", as: UInt16.self)
         config.metricsHost = arguments.string("metrics-host")
 
+        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed"]
+        if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {
+            throw UsageError(
+                "--\(given) is a training-job flag and needs --model (without --model the server is a plain "
+                    + "parameter store whose clients register their own tensors)")
+        }
         if let model = arguments.string("model") {
             var request = JobRequest()
             request.model = model

@@ -64,7 +64,9 @@ struct PSWorkerCommand {
             } else {
                 options.progress = Terminal.isTerminal(fileDescriptor: 2) ? .bar : .lines
             }
-            let level = Logger.Level(name: arguments.string("log-level") ?? "info") ?? .info
+            guard let level = Logger.Level(name: arguments.string("log-level") ?? "info") else {
+                throw UsageError("Invalid value for '--log-level <level>': expected debug, info, warning or error")
+            }
             let worker = Worker(options: options, log: Logger(component: "psworker", minimumLevel: level))
             do {
                 try worker.run()

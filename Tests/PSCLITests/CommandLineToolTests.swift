@@ -362,7 +362,10 @@ final class CommandLineToolTests: XCTestCase {
         XCTAssertEqual(try help(Fixtures.psctl, ["--help"]), Self.psctlHelp)
         XCTAssertEqual(try help(Fixtures.psctl, ["-h"]), Self.psctlHelp)
         XCTAssertEqual(try help(Fixtures.psctl, ["help"]), Self.psctlHelp)
-        XCTAssertEqual(try help(Fixtures.psctl, []), Self.psctlHelp)
+        let bare = run(Fixtures.psctl, []) { _ in 0 }
+        XCTAssertEqual(bare.exitCode, 64, "no subcommand is a usage error, not help")
+        XCTAssertTrue(
+            bare.standardError.hasPrefix("Error: Missing subcommand; valid subcommands: status"), bare.standardError)
     }
 
     func test_help_subcommand_allSpellings() throws {

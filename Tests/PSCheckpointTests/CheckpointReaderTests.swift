@@ -147,6 +147,33 @@ final class CheckpointReaderTests: CheckpointTestCase {
         XCTAssertEqual(try CheckpointReader.resolve(root: root, spec: "latest"), path("step-0000000004"))
     }
 
+    func test_resolve_danglingLatest_fallsBackToTheNewestCompleteCheckpoint() throws {
+        try write(step: 3)
+        let four = try write(step: 4)
+        // A crash between the renames that replace an existing step-N leaves `latest` naming a missing directory.
+        try Data("step-0000000005\n".utf8).write(to: URL(fileURLWithPath: path("latest")))
+        XCTAssertEqual(try CheckpointReader.resolve(root: root, spec: "latest"), path("step-0000000004"))
+        try FileManager.default.removeItem(atPath: four + "/manifest.json")
+        XCTAssertEqual(
+            try CheckpointReader.resolve(root: root, spec: "latest"), path("step-0000000003"),
+            "an incomplete directory is skipped")
+    }
+
+    func test_resolve_latest_editedManifestStep_refusedByTheChecksumInLatest() throws {
+        let directory = try write(step: 3)
+        XCTAssertEqual(try CheckpointReader.resolve(root: root, spec: "latest"), directory)
+        let manifestPath = directory + "/manifest.json"
+        let text = try String(contentsOfFile: manifestPath, encoding: .utf8)
+        let edited = text.replacingOccurrences(
+            of: #""step"\s*:\s*3"#, with: #""step" : 30"#, options: .regularExpression)
+        XCTAssertNotEqual(edited, text)
+        try Data(edited.utf8).write(to: URL(fileURLWithPath: manifestPath))
+        XCTAssertThrowsError(try CheckpointReader.resolve(root: root, spec: "latest")) {
+            XCTAssertEqual(($0 as? CheckpointError)?.file, manifestPath)
+            XCTAssertTrue("\($0)".contains("manifest CRC32C mismatch"), "\($0)")
+        }
+    }
+
     func test_resolve_errorsNameWhatIsMissing() throws {
         XCTAssertThrowsError(try CheckpointReader.resolve(root: nil, spec: "latest")) {
             XCTAssertTrue("\($0)".contains("needs a checkpoint root"), "\($0)")

@@ -323,9 +323,10 @@ final class CheckpointClusteredTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(step ?? 0, 5)
         XCTAssertLessThan(step ?? 84, 84, "taken while the job was running")
 
-        let exportDirectory = cluster.directory.path + "/export"
+        // A relative path lands under the server's export directory (<checkpoint-dir>/exports by default).
+        let exportDirectory = cluster.checkpointDirectory + "/exports/export"
         let export = try ChildProcess(
-            binary: "psctl", arguments: ["export", exportDirectory, "--server", "127.0.0.1:\(cluster.port)"])
+            binary: "psctl", arguments: ["export", "export", "--server", "127.0.0.1:\(cluster.port)"])
         XCTAssertEqual(export.wait(timeout: .seconds(60)), 0, export.standardError)
         XCTAssertTrue(export.standardOutput.contains("exported weights to \(exportDirectory)"), export.standardOutput)
         let shapes = ["fc1.weight": [64, 32], "fc1.bias": [32], "fc2.weight": [32, 10], "fc2.bias": [10]]
@@ -349,7 +350,9 @@ private func latestStep(_ root: String) -> UInt64? {
     guard let data = FileManager.default.contents(atPath: root + "/latest"),
         let text = String(data: data, encoding: .utf8)
     else { return nil }
-    return CheckpointWriter.step(ofDirectoryName: text.trimmingCharacters(in: .whitespacesAndNewlines))
+    // The first line names the directory; the second carries the manifest's CRC-32C.
+    let name = text.split(separator: "\n").first.map(String.init) ?? ""
+    return CheckpointWriter.step(ofDirectoryName: name.trimmingCharacters(in: .whitespaces))
 }
 
 /// Step records as step -> loss.
@@ -379,7 +382,7 @@ private func startServer(_ cluster: LocalCluster, _ flags: [String], environment
 }
 
 /// The server's status document.
-private func serverStatus(port: UInt16) throws -> [String: Any] {
+func serverStatus(port: UInt16) throws -> [String: Any] {
     let client = try ParameterClient.connect(host: "127.0.0.1", port: port, role: .control, name: "ckpt-test")
     defer { client.close() }
     let reply = try client.request(.status(StatusRequest())).wait(timeout: .seconds(10))

@@ -77,6 +77,36 @@ final class CommandLineTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 20)
     }
 
+    func test_valueErrorsAndMisplacedFlags_exit64WithUsage_namingTheFlag() throws {
+        let cases: [(String, [String], String)] = [
+            ("psserver", ["--port", "0", "--model", "softmax", "--data", "synthetic:0,5,3"], "--data"),
+            ("psserver", ["--port", "0", "--model", "softmax", "--mode", "bsp", "--staleness", "3"], "--staleness"),
+            ("psserver", ["--port", "0", "--batch", "32"], "--batch"),
+            ("psserver", ["--port", "0", "--workers", "3"], "--workers"),
+            ("psworker", ["--server", "127.0.0.1:1", "--log-level", "chatty"], "--log-level"),
+            ("psctl", [], "Missing subcommand"),
+        ]
+        for (binary, arguments, needle) in cases {
+            let result = try runBinary(binary, arguments)
+            XCTAssertEqual(result.code, 64, "\(binary) \(arguments): \(result.err)")
+            XCTAssertTrue(result.err.hasPrefix("Error: "), result.err)
+            XCTAssertTrue(result.err.contains(needle), "\(binary) \(arguments): \(result.err)")
+            XCTAssertTrue(result.err.contains("Usage: \(binary)"), result.err)
+        }
+    }
+
+    func test_psserver_unwritableCheckpointDir_failsAtStartUp() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-unwritable")
+        // A path under a regular file cannot be created, even by root (permission bits would not stop root).
+        let file = directory.path + "/file"
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
+        let flags = ["--host", "127.0.0.1", "--port", "0", "--model", "softmax", "--checkpoint-dir", file + "/ckpt"]
+        let result = try runBinary("psserver", flags)
+        XCTAssertEqual(result.code, 1, result.err)
+        XCTAssertTrue(result.err.contains("--checkpoint-dir \(file)/ckpt is not writable"), result.err)
+        XCTAssertFalse(result.err.contains("event=listening"), result.err)
+    }
+
     func test_psserver_missingData_isAClearError() throws {
         let result = try runBinary("psserver", ["--port", "0", "--model", "softmax", "--data", "/nonexistent/x.csv"])
         XCTAssertNotEqual(result.code, 0)
@@ -145,5 +175,39 @@ final class CommandLineRangeTests: XCTestCase {
         XCTAssertEqual(
             process.standardError.split(separator: "\n").first,
             "Error: --worker-timeout must be a positive number of seconds, at most 31536000, got 1e+20")
+    }
+}
+
+/// An operator's `psctl` call (and so every health probe) leaves no info line on the server.
+final class QuietControlTests: XCTestCase {
+    func test_psctlStatus_logsNothingAtInfoOnTheServer() throws {
+        let server = try ChildProcess(
+            binary: "psserver", arguments: ["--host", "127.0.0.1", "--port", "0", "--log-level", "info"])
+        defer { _ = server.terminateAndWait() }
+        let line = try server.waitForLine(matching: "event=listening", in: .standardError, timeout: .seconds(60))
+        guard let port = ChildProcess.port(inLine: line.components(separatedBy: " shards=")[0]) else {
+            return XCTFail(line)
+        }
+        let before = server.standardError
+        for _ in 0..<3 {
+            let psctl = try ChildProcess(binary: "psctl", arguments: ["status", "--server", "127.0.0.1:\(port)"])
+            XCTAssertEqual(psctl.wait(timeout: .seconds(30)), 0, psctl.standardError)
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        let added = server.standardError.dropFirst(before.count)
+        XCTAssertFalse(added.contains("level=info"), String(added))
+    }
+}
+
+/// `psctl demo` with a server that cannot start fails at once with the server's error, not after 120 s.
+final class DemoFailureTests: XCTestCase {
+    func test_demo_badData_failsAsSoonAsTheServerExits_showingItsError() throws {
+        let start = Date()
+        let demo = try ChildProcess(binary: "psctl", arguments: ["demo", "--data", "/nonexistent/train.csv"])
+        let code = demo.wait(timeout: .seconds(60))
+        XCTAssertEqual(code, 1, demo.standardError)
+        XCTAssertTrue(demo.standardError.contains("psserver exited before it listened"), demo.standardError)
+        XCTAssertTrue(demo.standardError.contains("/nonexistent/train.csv"), demo.standardError)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 30)
     }
 }

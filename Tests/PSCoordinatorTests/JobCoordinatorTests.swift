@@ -70,6 +70,30 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertTrue(refusal.reason.contains("job is full"), refusal.reason)
     }
 
+    func test_join_liveNameAgain_whileTheFirstIsAlive_isRefusedNamingTheConflict() {
+        var job = coordinator()
+        join(&job, "a", connection: 1)
+        join(&job, "b", connection: 2)
+        let (result, directives) = job.onJoin(name: "a", connection: 3, now: second)
+        guard case .failure(let refusal) = result else { return XCTFail("a second live 'a' was accepted") }
+        XCTAssertEqual(refusal.kind, .nameInUse)
+        XCTAssertTrue(refusal.reason.contains("a worker named 'a' is already connected"), refusal.reason)
+        XCTAssertEqual(events(directives), ["duplicate-name"])
+        XCTAssertFalse(directives.contains(.closeConnection(1)), "the live worker keeps its connection")
+        // Once its connection closed (the process was killed), the name may come back at once.
+        job.onConnectionClosed(connection: 1)
+        XCTAssertEqual(join(&job, "a", connection: 3, now: second).0?.rejoined, true)
+    }
+
+    func test_join_liveNameAgain_silentOldConnection_isReplaced() {
+        var job = coordinator()
+        join(&job, "a", connection: 1)
+        join(&job, "b", connection: 2)
+        let (again, directives) = join(&job, "a", connection: 3, now: 4 * second)
+        XCTAssertEqual(again?.rank, 0, "silent for more than a third of the worker timeout: a stuck connection")
+        XCTAssertTrue(directives.contains(.closeConnection(1)))
+    }
+
     func test_join_liveNameAgain_closesTheOldConnectionAndStartsAtFirstUnstartedStep() {
         var job = coordinator()
         join(&job, "a", connection: 1)
@@ -77,7 +101,9 @@ final class JobCoordinatorTests: XCTestCase {
         _ = runStep(&job, 0, ranks: [0, 1])
         XCTAssertEqual(job.releasedSteps, 1)
         _ = job.onBSPPush(shard: 0, step: 1, rank: 1, now: 0)
-        let (again, directives) = join(&job, "a", connection: 3)
+        // The old connection's peer hung up (the worker was killed and restarted before its timeout).
+        let (result, directives) = job.onJoin(name: "a", connection: 3, now: 0, previousConnectionHungUp: true)
+        let again = try? result.get()
         XCTAssertEqual(again, JoinAccepted(rank: 0, startStep: 2, rejoined: true), "step 1 already started")
         XCTAssertTrue(directives.contains(.closeConnection(1)))
         XCTAssertTrue(
@@ -197,6 +223,57 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertFalse(events(job.onTick(now: 12 * second)).contains("worker-dead"))
     }
 
+    func test_join_logsHowManyOfKJoined_andElapsedCountsFromTheJobStart() {
+        var job = coordinator(workers: 2)
+        let (_, first) = join(&job, "a", now: 0)
+        XCTAssertTrue(logFields(first, "worker-joined").contains { $0 == ("joined", "1/2") }, "\(first)")
+        let (_, last) = join(&job, "b", now: 5 * second)
+        XCTAssertTrue(logFields(last, "worker-joined").contains { $0 == ("joined", "2/2") })
+        XCTAssertEqual(job.jobStartedAtNanos, 5 * second)
+        XCTAssertEqual(job.elapsedOrigin, 5 * second, "the wait for workers is not training time")
+    }
+
+    private func logFields(_ directives: [JobDirective], _ event: String) -> [(String, String)] {
+        for case .log(let record) in directives where record.event == event {
+            return record.fields.map { ($0.key, $0.value) }
+        }
+        return []
+    }
+
+    func test_leave_withErrorBeforeTheJobStarted_freesTheRankForTheNextName() {
+        var job = coordinator(workers: 3)
+        join(&job, "a")
+        join(&job, "b")
+        XCTAssertEqual(join(&job, "wrong-data").0?.rank, 2)
+        // The third worker is refused for its data and leaves with an error before any push.
+        let left = job.onLeave(rank: 2, finished: false, now: 1)
+        XCTAssertEqual(events(left), ["worker-left", "rank-released"])
+        XCTAssertEqual(job.membership.worker(rank: 2)?.state, .vacant)
+        let (replacement, directives) = join(&job, "c", connection: 9, now: 2)
+        XCTAssertEqual(replacement?.rank, 2, "the correct third worker takes the freed rank")
+        XCTAssertTrue(events(directives).contains("job-started"), "\(events(directives))")
+        XCTAssertTrue(job.mayPull(step: 0))
+    }
+
+    func test_leave_withErrorAfterPushing_keepsTheRank() {
+        var job = coordinator(workers: 2)
+        join(&job, "a")
+        join(&job, "b")
+        _ = runStep(&job, 0, ranks: [0, 1])
+        _ = job.onLeave(rank: 1, finished: false, now: 1)
+        XCTAssertEqual(job.membership.worker(rank: 1)?.state, .left)
+        XCTAssertNil(join(&job, "c").0, "a rank whose gradients count belongs to its name")
+    }
+
+    func test_leave_everyWorkerLeavesWithAnError_jobEndsWithNoWorkerFinished() {
+        var job = coordinator(workers: 1)
+        join(&job, "a")
+        _ = runStep(&job, 0, ranks: [0])
+        let directives = job.onLeave(rank: 0, finished: false, now: 1)
+        XCTAssertEqual(directives.last, .finishJob)
+        XCTAssertEqual(job.workersFinished, 0, "the shell exits 1 for such a job")
+    }
+
     func test_leave_lastWorkerFinishes_finishJobIssuedExactlyOnce() {
         var job = coordinator()
         join(&job, "a")
@@ -207,6 +284,7 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(events(directives), ["worker-left"])
         XCTAssertEqual(directives.last, .finishJob)
         XCTAssertTrue(job.jobFinished)
+        XCTAssertEqual(job.workersFinished, 2)
         XCTAssertEqual(job.finishedAtNanos, 5)
         XCTAssertFalse(job.onTick(now: 6).contains(.finishJob), "finishJob is issued once")
         XCTAssertTrue(job.mayPull(step: 99), "a finished job answers every pull")

@@ -3,6 +3,7 @@ import PSClient
 import PSMath
 import PSPosix
 import PSServer
+import PSTestSupport
 import PSTransport
 import PSWire
 import XCTest
@@ -90,6 +91,18 @@ final class ParameterServerTests: XCTestCase {
             XCTAssertEqual(code, .registrationConflict)
             XCTAssertTrue(message.contains("[4, 3]") && message.contains("[3, 4]"), message)
         }
+    }
+
+    func test_register_overMaxModelBytes_isResourceExhausted_andTheServerKeepsServing() throws {
+        let harness = try ServerHarness(shards: 2) { $0.maxModelBytes = 64 << 10 }
+        let client = try harness.client()
+        XCTAssertThrowsError(try client.register(zeroTensors([1 << 20]))) {
+            guard case ClientError.remote(let code, let message) = $0 else { return XCTFail("\($0)") }
+            XCTAssertEqual(code, .resourceExhausted)
+            XCTAssertTrue(message.contains("--max-model-bytes 65536"), message)
+        }
+        // Nothing was registered; a model that fits is accepted on the same connection.
+        XCTAssertEqual(try client.register(zeroTensors([100])).totalElements, 100)
     }
 
     func test_push_beforeRegistration_isRefused() throws {
@@ -279,5 +292,89 @@ final class ParameterServerTests: XCTestCase {
         }
         // Versions 0 and 1 are within the bound (staleness 0, 1); then staleness 2 > 1 is dropped, version stays 2.
         XCTAssertEqual(statuses, [.applied, .applied, .droppedStale, .droppedStale])
+    }
+}
+
+/// Only the control role may checkpoint, export or shut down; exports stay under the export directory.
+final class ControlRoleTests: XCTestCase {
+    private func connect(_ harness: ServerHarness, role: Role) throws -> FramedConnection {
+        let connection = try harness.rawConnection()
+        try connection.setReceiveTimeout(.seconds(10))
+        try connection.send(.hello(Hello(role: role, name: "\(role)")), requestID: 1)
+        guard case .welcome? = try connection.readMessage()?.message else {
+            throw ClientError.protocolViolation("expected welcome")
+        }
+        return connection
+    }
+
+    private func errorCode(_ connection: FramedConnection, _ message: Message) throws -> (ErrorCode?, String) {
+        try connection.send(message, requestID: 7)
+        guard case .error(let error)? = try connection.readMessage()?.message else { return (nil, "") }
+        return (error.code, error.message)
+    }
+
+    func test_worker_cannotCheckpointExportOrShutdown_andStaysConnected() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-roles")
+        let harness = try ServerHarness(shards: 1) { $0.checkpointDirectory = directory.path + "/ckpt" }
+        let setup = try harness.client(name: "setup")
+        _ = try setup.register(zeroTensors([8]))
+        let worker = try connect(harness, role: .worker)
+        for request: Message in [
+            .checkpoint(CheckpointRequest(wait: true)), .export(ExportRequest(path: "x")), .shutdown,
+        ] {
+            let (code, text) = try errorCode(worker, request)
+            XCTAssertEqual(code, .unauthorized, "\(request)")
+            XCTAssertTrue(text.contains("needs the control role"), text)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path + "/ckpt/exports/x"))
+        try worker.send(.status(StatusRequest()), requestID: 8)
+        guard case .statusReply? = try worker.readMessage()?.message else { return XCTFail("the server stopped") }
+    }
+
+    func test_export_isConfinedToTheExportDirectory() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-export")
+        let root = directory.path + "/exports"
+        let harness = try ServerHarness(shards: 1) { $0.exportDirectory = root }
+        let setup = try harness.client(name: "setup")
+        _ = try setup.register(zeroTensors([8]))
+        let control = try connect(harness, role: .control)
+        for path in ["../escape", "a/../../escape", directory.path + "/escape", "/etc/swiftps", "", root] {
+            let (code, text) = try errorCode(control, .export(ExportRequest(path: path)))
+            XCTAssertEqual(code, .invalidArgument, "'\(path)': \(text)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path + "/escape"))
+        try control.send(.export(ExportRequest(path: "snap")), requestID: 9)
+        guard case .exportReply(let reply)? = try control.readMessage()?.message else { return XCTFail("no reply") }
+        XCTAssertEqual(reply.path, root + "/snap")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/snap/t0.npy"))
+        try control.send(.export(ExportRequest(path: root + "/abs")), requestID: 10)
+        guard case .exportReply? = try control.readMessage()?.message else { return XCTFail("absolute inside") }
+    }
+
+    func test_export_toAnUnwritablePath_saysWhyInASentence() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-export-fail")
+        let root = directory.path + "/exports"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        // A regular file where a directory is needed: not writable even for root.
+        XCTAssertTrue(FileManager.default.createFile(atPath: root + "/file", contents: Data("x".utf8)))
+        let harness = try ServerHarness(shards: 1) { $0.exportDirectory = root }
+        let setup = try harness.client(name: "setup")
+        _ = try setup.register(zeroTensors([8]))
+        let control = try connect(harness, role: .control)
+        let (code, text) = try errorCode(control, .export(ExportRequest(path: "file/sub")))
+        XCTAssertEqual(code, .checkpointFailed, text)
+        XCTAssertTrue(text.hasPrefix("export to \(root)/file/sub failed: "), text)
+        XCTAssertFalse(text.contains("NSCocoaErrorDomain"), text)
+    }
+
+    func test_register_tensorNameWithASlash_isRefused() throws {
+        let harness = try ServerHarness(shards: 1)
+        let client = try harness.client()
+        XCTAssertThrowsError(
+            try client.register([TensorSpec(name: "../../etc/x", shape: [2], initializer: .zeros)])
+        ) {
+            guard case ClientError.remote(let code, _) = $0 else { return XCTFail("\($0)") }
+            XCTAssertEqual(code, .invalidArgument)
+        }
     }
 }

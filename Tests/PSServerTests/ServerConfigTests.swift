@@ -79,4 +79,13 @@ final class ServerConfigTests: XCTestCase {
         config.shardCount = 2
         XCTAssertNoThrow(try config.validate())
     }
+
+    func test_validate_jobModelOverMaxModelBytes_throwsNamingTheFlag() {
+        var config = ServerConfig()
+        config.maxModelBytes = 1000
+        config.jobTensors = [TensorSpec(name: "w", shape: [64, 16], initializer: .zeros)]
+        XCTAssertThrowsError(try config.validate()) { error in
+            XCTAssertTrue("\(error)".contains("more than --max-model-bytes 1000"), "\(error)")
+        }
+    }
 }

@@ -31,7 +31,7 @@ enum Golden {
         GoldenExample(requestID: 1, message: .hello(Hello(role: .worker, name: "worker-0", token: "s3cret"))),
         GoldenExample(
             requestID: 1,
-            message: .welcome(Welcome(assignedID: 7, rank: 0, config: #"{"mode":"bsp","shards":3}"#))
+            message: .welcome(Welcome(assignedID: 7, rank: 0, config: #"{"shardCount":3,"startStep":0}"#))
         ),
         GoldenExample(requestID: 1, message: .reject(Reject(code: .unauthorized, reason: "wrong token"))),
         GoldenExample(
@@ -81,7 +81,8 @@ enum Golden {
         ),
         GoldenExample(
             requestID: 10,
-            message: .error(ErrorMessage(code: .unknownShard, message: "shard 5 does not exist (3 shards)"))
+            message: .error(
+                ErrorMessage(code: .unknownShard, message: "shard 5 does not exist (the server has 3 shards)"))
         ),
         GoldenExample(
             requestID: 11,

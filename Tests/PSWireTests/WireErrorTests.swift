@@ -44,10 +44,10 @@ final class WireErrorTests: XCTestCase {
             "malformedFrame", "unsupportedVersion", "unknownMessageType", "frameTooLarge", "unauthorized",
             "handshakeRequired", "unknownTensor", "unknownShard", "lengthMismatch", "nonFinite", "notRegistered",
             "registrationConflict", "invalidState", "timeout", "shuttingDown", "dataMismatch", "jobFull",
-            "checkpointFailed", "invalidArgument", "internalError",
+            "checkpointFailed", "invalidArgument", "internalError", "resourceExhausted",
         ]
         XCTAssertEqual(ErrorCode.allKnown.map(\.name), expected)
-        XCTAssertEqual(ErrorCode.allKnown.map(\.rawValue), Array(1...20))
+        XCTAssertEqual(ErrorCode.allKnown.map(\.rawValue), Array(1...21))
         XCTAssertEqual(ErrorCode.frameTooLarge.description, "frameTooLarge (4)")
     }
 
