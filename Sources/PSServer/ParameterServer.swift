@@ -40,6 +40,8 @@ public final class ParameterServer: Sendable {
     private let requestsDrained = LockedValue<Bool>(false)
     let nextConnectionID = Atomic<UInt64>(1)
     let stopped = Atomic<Bool>(false)
+    /// A joined server's place in the coordinator's placement, once it registered (`--join`).
+    let joinedPlacement = LockedValue<JoinedPlacement?>(nil)
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
 
@@ -135,6 +137,11 @@ public final class ParameterServer: Sendable {
             let endpoints = ObservabilityEndpoints(server: self)
             http.start { endpoints.handle($0) }
             log.info("metrics-listening", ["address": "\(config.metricsHost ?? config.host):\(http.port)"])
+        }
+        if config.join != nil {
+            let joiner = Thread { [self] in joinCoordinator() }
+            joiner.name = "psserver-join"
+            joiner.start()
         }
         if coordinator != nil {
             let ticker = Thread { [self] in tickLoop() }
