@@ -328,11 +328,29 @@ public final class ParameterServer: Sendable {
                 staleDropped: shard.droppedStaleCount.load(ordering: .relaxed),
                 staleScaled: shard.scaledStaleCount.load(ordering: .relaxed))
         }
-        return StatusDocument(
+        var document = StatusDocument(
             mode: coordinator == nil ? "store" : config.mode.rawValue, optimizer: config.optimizer.kind.rawValue,
             uptimeSeconds: Double(MonotonicClock.nanoseconds() - startNanos) / 1e9,
             connections: connections.withLock { $0.count }, shardCount: config.shardCount, shards: shards,
             tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
             jobStatus: coordinator?.jobStatus())
+        document.servers = serverList()
+        return document
+    }
+
+    /// Scale-out: the servers registered so far (coordinator) or the placement this server joined; nil with one
+    /// server.
+    private func serverList() -> [StatusDocument.Server]? {
+        if let coordinator, config.servers > 1 {
+            let registered = coordinator.snapshot.placement(coordinatorAddress: "").map {
+                ServerPlacement.Server(address: $0.address, shards: $0.shards)
+            }
+            return StatusDocument.Server.list(ServerPlacement(servers: registered), selfIndex: 0)
+        }
+        if config.join != nil {
+            return joinedPlacement.withLock { $0 }.map { StatusDocument.Server.list($0.placement, selfIndex: $0.index) }
+                ?? []
+        }
+        return nil
     }
 }

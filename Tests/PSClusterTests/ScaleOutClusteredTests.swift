@@ -61,6 +61,20 @@ final class ScaleOutClusteredTests: XCTestCase {
         let first = try startJoinedServer(cluster, shards: 1, token: "t")
         defer { _ = first.terminateAndWait() }
         _ = try first.waitForLine(matching: "event=joined", in: .standardError, timeout: .seconds(60))
+        let status = try cluster.psctl(["status", "--token", "t"])
+        XCTAssertEqual(status.code, 0, status.output)
+        XCTAssertTrue(status.output.contains("SERVER  ADDRESS"), status.output)
+        XCTAssertTrue(status.output.contains("(coordinator)"), status.output)
+        XCTAssertTrue(status.output.contains("127.0.0.1:"), status.output)
+        let listening = try first.waitForLine(matching: "event=listening", in: .standardError, timeout: .seconds(10))
+        let joinedPort = try XCTUnwrap(ChildProcess.port(inLine: listening), listening)
+        let joinedStatus = try ChildProcess(
+            binary: "psctl",
+            arguments: ["status", "--json", "--token", "t", "--server", "127.0.0.1:\(joinedPort)", "--timeout", "10"])
+        XCTAssertEqual(joinedStatus.wait(timeout: .seconds(30)), 0, joinedStatus.standardError)
+        XCTAssertTrue(
+            joinedStatus.standardOutput.contains(#""first_shard":4,"index":1,"self":true,"shards":1"#),
+            joinedStatus.standardOutput)
         let extra = try startJoinedServer(cluster, shards: 1, token: "t")
         XCTAssertEqual(extra.wait(timeout: .seconds(60)), 1, extra.standardError)
         XCTAssertTrue(extra.standardError.contains("all 2 servers are registered"), extra.standardError)
