@@ -90,4 +90,37 @@ final class ScaleOutClusteredTests: XCTestCase {
         XCTAssertEqual(advertise.wait(timeout: .seconds(30)), 64)
         XCTAssertTrue(advertise.standardError.contains("--advertise is for a joined server"))
     }
+
+    /// The element-wise update does not depend on where shard boundaries fall: the same BSP job on 1, 4 and 5
+    /// shards ends with bitwise the same weights (the prerequisite for equality across servers, issue 11).
+    func test_bsp_sameJobOnOneFourAndFiveShards_endsBitwiseEqual() throws {
+        for optimizer in ["sgd", "adam"] { try assertSameWeightsForEveryShardCount(optimizer: optimizer) }
+    }
+
+    private func assertSameWeightsForEveryShardCount(optimizer: String) throws {
+        var finals: [[String: [UInt32]]] = []
+        for shards in [1, 4, 5] {
+            let cluster = try LocalCluster()
+            try cluster.startServer([
+                "--shards", "\(shards)", "--workers", "2", "--model", "mlp:16", "--data", "digits", "--batch", "32",
+                "--epochs", "2", "--seed", "3", "--optimizer", optimizer, "--lr", "0.01",
+            ])
+            for rank in 0..<2 { try cluster.startWorker(name: "w\(rank)", ["--quiet"]) }
+            cluster.waitForJob()
+            var tensors: [String: [UInt32]] = [:]
+            for name in ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"] {
+                tensors[name] = try cluster.finalTensor(name).values.map(\.bitPattern)
+            }
+            finals.append(tensors)
+        }
+        for (index, shards) in [4, 5].enumerated() {
+            for (name, values) in finals[0] {
+                let other = finals[index + 1][name] ?? []
+                let differing = zip(values, other).filter { $0 != $1 }.count
+                XCTAssertEqual(other.count, values.count, name)
+                XCTAssertEqual(
+                    differing, 0, "\(optimizer) \(name): \(differing) elements differ between --shards 1 and \(shards)")
+            }
+        }
+    }
 }
