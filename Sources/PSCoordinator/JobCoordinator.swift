@@ -283,8 +283,10 @@ public struct JobCoordinator: Sendable {
     /// Why a pull for `step` is not answered yet, for a timeout message.
     public func describeWait(step: UInt64) -> String {
         if !jobStarted {
-            return "the job has not started: \(membership.liveRanks.count) of \(settings.workers) workers joined, "
-                + "\(joinedServers.count + 1) of \(settings.servers) servers registered"
+            let servers =
+                settings.servers > 1 ? ", \(joinedServers.count + 1) of \(settings.servers) servers registered" : ""
+            return "the job has not started: \(membership.liveRanks.count) of \(settings.workers) workers joined"
+                + servers
         }
         switch settings.mode {
         case .bsp:

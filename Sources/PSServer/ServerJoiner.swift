@@ -18,15 +18,17 @@ extension ParameterServer {
     /// How one registration attempt ended.
     private enum JoinAttempt {
         case joined(JoinedPlacement)
-        /// The coordinator is not reachable yet or its wait timed out: try again.
-        case retry(String)
+        /// The coordinator is not reachable yet: try again, for at most `--wait-timeout`.
+        case unreachable(String)
+        /// The coordinator's wait for the other servers timed out: ask again (it is alive and answering).
+        case stillWaiting(String)
         /// The coordinator refused (token, too many servers, a finished job): give up.
         case fatal(String)
     }
 
     /// `psserver --join`: registers with the coordinator on its own thread, retrying while the coordinator is not
-    /// up (for at most `--wait-timeout`) or still waits for other servers; a refusal stops this server with exit
-    /// code 1 and the coordinator's reason.
+    /// reachable (for at most `--wait-timeout` in a row) and for as long as it answers that it still waits for
+    /// other servers; a refusal stops this server with exit code 1 and the coordinator's reason.
     func joinCoordinator() {
         guard let (host, port) = config.join else { return }
         let advertise = config.advertise ?? ":\(self.port)"
@@ -43,7 +45,10 @@ extension ParameterServer {
                         "total_shards": joined.placement.totalShards, "servers": joined.placement.servers.count,
                     ])
                 return
-            case .retry(let reason):
+            case .stillWaiting(let reason):
+                unreachableSince = nil
+                log.info("join-waiting", ["coordinator": "\(host):\(port)", "reason": reason])
+            case .unreachable(let reason):
                 let now = MonotonicClock.nanoseconds()
                 let since = unreachableSince ?? now
                 unreachableSince = since
@@ -70,7 +75,7 @@ extension ParameterServer {
         do throws(SocketError) {
             connection = try FramedConnection.connect(host: host, port: port, timeout: .seconds(5))
         } catch {
-            return .retry("\(error)")
+            return .unreachable("\(error)")
         }
         defer { connection.close() }
         do throws(TransportError) {
@@ -95,14 +100,14 @@ extension ParameterServer {
                 else { return .fatal("unreadable or inconsistent placement: \(joined.config)") }
                 return .joined(JoinedPlacement(index: Int(joined.serverIndex), placement: placement))
             case .error(let error) where error.code == .timeout:
-                return .retry(error.message)
+                return .stillWaiting(error.message)
             case .error(let error):
                 return .fatal(error.message)
             case let other:
                 return .fatal("expected serverJoined, got \(other?.type.name ?? "end of stream")")
             }
         } catch {
-            return .retry("\(error)")
+            return .unreachable("\(error)")
         }
     }
 }

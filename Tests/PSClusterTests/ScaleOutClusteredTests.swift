@@ -80,6 +80,15 @@ final class ScaleOutClusteredTests: XCTestCase {
         XCTAssertTrue(extra.standardError.contains("all 2 servers are registered"), extra.standardError)
     }
 
+    func test_join_noCoordinator_exitsOneAfterTheWaitTimeout() throws {
+        let joined = try ChildProcess(
+            binary: "psserver",
+            arguments: ["--host", "127.0.0.1", "--port", "0", "--join", "127.0.0.1:1", "--wait-timeout", "1"])
+        XCTAssertEqual(joined.wait(timeout: .seconds(30)), 1, joined.standardError)
+        XCTAssertTrue(
+            joined.standardError.contains("cannot register with the coordinator 127.0.0.1:1"), joined.standardError)
+    }
+
     func test_flags_joinWithModel_andAdvertiseWithoutJoin_areUsageErrors() throws {
         let withModel = try ChildProcess(
             binary: "psserver", arguments: ["--join", "127.0.0.1:1", "--model", "softmax", "--port", "0"])
