@@ -14,11 +14,14 @@ public struct JobSettings: Sendable, Equatable {
     public var checkpointEverySteps: UInt64?
     /// Checkpoint every this many seconds (nil: not by time).
     public var checkpointEverySeconds: Double?
+    /// M: the servers the job waits for before step 0, the coordinator's own included (`--servers`).
+    public var servers: Int
 
     public init(
         mode: ConsistencyMode, workers: Int, staleness: UInt64, shardCount: Int, workerTimeoutNanos: UInt64,
-        checkpointEverySteps: UInt64? = nil, checkpointEverySeconds: Double? = nil
+        checkpointEverySteps: UInt64? = nil, checkpointEverySeconds: Double? = nil, servers: Int = 1
     ) {
+        self.servers = servers
         self.mode = mode
         self.workers = workers
         self.staleness = staleness
@@ -157,6 +160,32 @@ public struct JoinRefusal: Error, Sendable, Equatable {
     public let reason: String
 }
 
+/// A server of the job and the number of shards it serves; index 0 is the coordinator's own.
+public struct RegisteredServer: Sendable, Equatable {
+    /// `host:port` workers use to reach it.
+    public let address: String
+    /// Its `--shards`.
+    public let shards: Int
+
+    public init(address: String, shards: Int) {
+        self.address = address
+        self.shards = shards
+    }
+}
+
+/// A joined server's `serverJoin` that was accepted.
+public struct ServerJoinAccepted: Sendable, Equatable {
+    /// The server's index: 0 is the coordinator, joined servers count up in registration order.
+    public let index: Int
+    /// Whether the address had registered before (a restarted server keeps its index and shards).
+    public let rejoined: Bool
+
+    public init(index: Int, rejoined: Bool) {
+        self.index = index
+        self.rejoined = rejoined
+    }
+}
+
 /// What a BSP push decided, before its directives are carried out.
 public enum PushVerdict: Sendable, Equatable {
     /// The gradient is held (and may have completed the shard's step: see the directives).
@@ -208,6 +237,8 @@ public struct JobCoordinator: Sendable {
     public private(set) var staleScaled: UInt64 = 0
     /// Restored from a checkpoint: the job waits until every worker named in it rejoined.
     public private(set) var awaitingRestoredWorkers = false
+    /// The servers that joined with `--join` (index 1, 2, ...), in registration order.
+    public private(set) var joinedServers: [RegisteredServer] = []
 
     private var restoredClocks: [String: UInt64]
     private var pendingLosses: [UInt64: [WorkerID: (loss: Double, samples: UInt64)]] = [:]
@@ -261,7 +292,10 @@ public struct JobCoordinator: Sendable {
     /// Why a pull for `step` is not answered yet, for a timeout message.
     public func describeWait(step: UInt64) -> String {
         if !jobStarted {
+            let servers =
+                settings.servers > 1 ? ", \(joinedServers.count + 1) of \(settings.servers) servers registered" : ""
             return "the job has not started: \(membership.liveRanks.count) of \(settings.workers) workers joined"
+                + servers
         }
         switch settings.mode {
         case .bsp:
@@ -358,15 +392,7 @@ public struct JobCoordinator: Sendable {
                 directives.append(.closeConnection(replaced))
             }
             connectionOfRank[rank] = connection
-            if !jobStarted, mayStartJob {
-                jobStarted = true
-                jobStartedAtNanos = now
-                directives.append(
-                    .log(
-                        LogRecord(
-                            .info, "job-started",
-                            [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)])))
-            }
+            directives += startJobIfReady(now: now)
             directives.append(
                 .log(
                     LogRecord(
@@ -383,6 +409,53 @@ public struct JobCoordinator: Sendable {
             }
             return (.success(JoinAccepted(rank: rank, startStep: activeFrom, rejoined: rejoined)), directives)
         }
+    }
+
+    // MARK: Servers
+
+    /// Whether all M servers (the coordinator's own included) have registered.
+    public var allServersRegistered: Bool { joinedServers.count + 1 >= settings.servers }
+
+    /// The placement once every server registered: the coordinator (index 0, `settings.shardCount` shards, at
+    /// `coordinatorAddress`) first, then the joined servers in registration order.
+    public func placement(coordinatorAddress: String) -> [RegisteredServer] {
+        [RegisteredServer(address: coordinatorAddress, shards: settings.shardCount)] + joinedServers
+    }
+
+    /// A joined server's `serverJoin`: its index, or a refusal when the job finished or all M servers registered.
+    ///
+    /// An address that registered before gets its index back (a restarted server keeps its shards); its shard
+    /// count must be the one it registered with. The last server to register may start the job.
+    public mutating func onServerJoin(
+        address: String, shards: Int, now: UInt64
+    ) -> (Result<ServerJoinAccepted, JoinRefusal>, [JobDirective]) {
+        if jobFinished { return (.failure(JoinRefusal(kind: .jobFinished, reason: "the job has finished")), []) }
+        if let known = joinedServers.firstIndex(where: { $0.address == address }) {
+            guard joinedServers[known].shards == shards else {
+                let reason =
+                    "server \(address) registered with \(joinedServers[known].shards) shards, now \(shards)"
+                return (.failure(JoinRefusal(kind: .jobFull, reason: reason)), [])
+            }
+            let log = LogRecord(
+                .info, "server-rejoined", [("address", address), ("index", "\(known + 1)"), ("shards", "\(shards)")])
+            return (.success(ServerJoinAccepted(index: known + 1, rejoined: true)), [.log(log)])
+        }
+        guard !allServersRegistered else {
+            let reason = "all \(settings.servers) servers are registered (--servers \(settings.servers))"
+            return (.failure(JoinRefusal(kind: .jobFull, reason: reason)), [])
+        }
+        joinedServers.append(RegisteredServer(address: address, shards: shards))
+        var directives: [JobDirective] = [
+            .log(
+                LogRecord(
+                    .info, "server-joined",
+                    [
+                        ("address", address), ("index", "\(joinedServers.count)"), ("shards", "\(shards)"),
+                        ("registered", "\(joinedServers.count + 1)/\(settings.servers)"),
+                    ]))
+        ]
+        directives += startJobIfReady(now: now)
+        return (.success(ServerJoinAccepted(index: joinedServers.count, rejoined: false)), directives)
     }
 
     /// After a restore: gives every worker named in the checkpoint its old rank back (its slice of the data order
@@ -577,8 +650,18 @@ public struct JobCoordinator: Sendable {
 
     /// Whether the job may start: every rank joined and, after a restore, every worker of the checkpoint is back.
     private var mayStartJob: Bool {
-        guard membership.allJoined else { return false }
+        guard membership.allJoined, allServersRegistered else { return false }
         return !awaitingRestoredWorkers || membership.liveRanks.count == settings.workers
+    }
+
+    /// Starts the job once every worker and every server is there.
+    private mutating func startJobIfReady(now: UInt64) -> [JobDirective] {
+        guard !jobStarted, mayStartJob else { return [] }
+        jobStarted = true
+        jobStartedAtNanos = now
+        var fields = [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)]
+        if settings.servers > 1 { fields.append(("servers", "\(settings.servers)")) }
+        return [.log(LogRecord(.info, "job-started", fields))]
     }
 
     /// Turns the barrier's directives into the shell's: applies stay applies; a completed step checkpoints or

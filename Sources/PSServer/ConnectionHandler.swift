@@ -188,6 +188,8 @@ final class ConnectionHandler {
             try job.epoch(epoch, session: session, requestID: requestID)
         case .leave(let leave):
             try job.leave(leave, session: session, requestID: requestID)
+        case .serverJoin(let join):
+            try job.serverJoin(join, session: session, requestID: requestID)
         case .status:
             try control.status(session: session, requestID: requestID)
         case .checkpoint(let request):

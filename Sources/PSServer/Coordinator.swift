@@ -21,7 +21,8 @@ final class Coordinator: Sendable {
         let settings = JobSettings(
             mode: config.mode, workers: job.workers, staleness: config.staleness, shardCount: config.shardCount,
             workerTimeoutNanos: UInt64(min(config.workerTimeoutSeconds * 1e9, Double(UInt64.max / 2))),
-            checkpointEverySteps: config.checkpointEverySteps, checkpointEverySeconds: config.checkpointEverySeconds)
+            checkpointEverySteps: config.checkpointEverySteps, checkpointEverySeconds: config.checkpointEverySeconds,
+            servers: config.servers)
         instance = LockedValue(
             JobCoordinator(
                 settings: settings, now: MonotonicClock.nanoseconds(), completedSteps: completedSteps,
@@ -56,6 +57,10 @@ final class Coordinator: Sendable {
 
     func connectionClosed(_ connectionID: UInt64) {
         instance.withLock { $0.onConnectionClosed(connection: connectionID) }
+    }
+
+    func serverJoin(address: String, shards: Int) -> (Result<ServerJoinAccepted, JoinRefusal>, [JobDirective]) {
+        event { $0.onServerJoin(address: address, shards: shards, now: $1) }
     }
 
     func restored(ranks: [String: Int]) -> [JobDirective] {
@@ -146,6 +151,13 @@ final class Coordinator: Sendable {
     /// Waits until a pull for `step` may be answered (see `JobCoordinator.mayPull`).
     func waitForStep(_ step: UInt64, rank: Int?, connection: FramedConnection) -> WaitOutcome {
         wait(rank: rank, connection: connection, until: { $0.mayPull(step: step) }) { $0.describeWait(step: step) }
+    }
+
+    /// Waits until all M servers registered (a joined server's `serverJoin` is answered then).
+    func waitForServers(connection: FramedConnection) -> WaitOutcome {
+        wait(rank: nil, connection: connection, until: { $0.allServersRegistered }) {
+            "\($0.joinedServers.count + 1) of \($0.settings.servers) servers registered"
+        }
     }
 
     /// BSP: waits until every step `rank` pushed has been applied, so its leave cannot lose a gradient.

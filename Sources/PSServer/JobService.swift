@@ -1,3 +1,4 @@
+import Foundation
 import PSCoordinator
 import PSTransport
 import PSWire
@@ -56,5 +57,65 @@ struct JobService {
         server.carryOut(coordinator.leave(rank: rank, finished: leave.reason.rawValue == 0))
         session.rank = nil
         try session.reply(.leaveAck, to: requestID)
+    }
+
+    /// A joined server registers (`serverJoin`): it gets its index and, once all M servers registered, the
+    /// placement (proto-docs/protocol.md, "serverJoin").
+    func serverJoin(_ join: ServerJoin, session: Session, requestID: UInt64) throws(TransportError) {
+        guard session.role == .server else {
+            try session.replyError(.invalidState, "serverJoin needs a hello with role server", to: requestID)
+            return
+        }
+        guard let coordinator = server.coordinator, server.config.servers > 1 else {
+            try session.replyError(
+                .invalidState, "this server is not a coordinator waiting for servers (--servers)", to: requestID)
+            return
+        }
+        guard let address = Self.resolve(advertise: join.advertise, peer: session.connection.peer) else {
+            try session.replyError(
+                .invalidArgument, "advertise '\(join.advertise)' is neither host:port nor :port", to: requestID)
+            return
+        }
+        let (result, directives) = coordinator.serverJoin(address: address, shards: Int(join.shards))
+        server.carryOut(directives)
+        let accepted: ServerJoinAccepted
+        switch result {
+        case .failure(let refusal):
+            try session.replyError(
+                refusal.kind == .jobFinished ? .invalidState : .jobFull, refusal.reason, to: requestID)
+            return
+        case .success(let value):
+            accepted = value
+        }
+        switch coordinator.waitForServers(connection: session.connection) {
+        case .ready:
+            let servers = coordinator.snapshot.placement(coordinatorAddress: "").map {
+                ServerPlacement.Server(address: $0.address, shards: $0.shards)
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let json = (try? encoder.encode(ServerPlacement(servers: servers))).flatMap {
+                String(data: $0, encoding: .utf8)
+            }
+            try session.reply(
+                .serverJoined(ServerJoined(serverIndex: UInt32(accepted.index), config: json ?? "{}")), to: requestID)
+        case .timedOut(let why):
+            try session.replyError(.timeout, why, to: requestID)
+        case .stopping:
+            try session.replyError(.shuttingDown, "the server is shutting down", to: requestID)
+        case .peerGone:
+            return
+        }
+    }
+
+    /// The address workers use for a joined server: its `host:port` as sent, or for `:port` the host the
+    /// coordinator sees the connection come from; nil for anything else.
+    static func resolve(advertise: String, peer: String) -> String? {
+        guard let colon = advertise.lastIndex(of: ":"), let port = UInt16(advertise[advertise.index(after: colon)...]),
+            port > 0
+        else { return nil }
+        if colon != advertise.startIndex { return advertise }
+        guard let peerColon = peer.lastIndex(of: ":"), peerColon != peer.startIndex else { return nil }
+        return "\(peer[..<peerColon]):\(port)"
     }
 }

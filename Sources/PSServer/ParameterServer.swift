@@ -40,6 +40,8 @@ public final class ParameterServer: Sendable {
     private let requestsDrained = LockedValue<Bool>(false)
     let nextConnectionID = Atomic<UInt64>(1)
     let stopped = Atomic<Bool>(false)
+    /// A joined server's place in the coordinator's placement, once it registered (`--join`).
+    let joinedPlacement = LockedValue<JoinedPlacement?>(nil)
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
 
@@ -144,6 +146,11 @@ public final class ParameterServer: Sendable {
             let endpoints = ObservabilityEndpoints(server: self)
             http.start { endpoints.handle($0) }
             log.info("metrics-listening", ["address": "\(config.metricsHost ?? config.host):\(http.port)"])
+        }
+        if config.join != nil {
+            let joiner = Thread { [self] in joinCoordinator() }
+            joiner.name = "psserver-join"
+            joiner.start()
         }
         if coordinator != nil {
             let ticker = Thread { [self] in tickLoop() }
@@ -376,11 +383,29 @@ public final class ParameterServer: Sendable {
                 staleDropped: shard.droppedStaleCount.load(ordering: .relaxed),
                 staleScaled: shard.scaledStaleCount.load(ordering: .relaxed))
         }
-        return StatusDocument(
+        var document = StatusDocument(
             mode: coordinator == nil ? "store" : config.mode.rawValue, optimizer: config.optimizer.kind.rawValue,
             uptimeSeconds: Double(MonotonicClock.nanoseconds() - startNanos) / 1e9,
             connections: connections.withLock { $0.count }, shardCount: config.shardCount, shards: shards,
             tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
             jobStatus: coordinator?.jobStatus(), checkpointsSkipped: checkpoints?.skippedCheckpoints)
+        document.servers = serverList()
+        return document
+    }
+
+    /// Scale-out: the servers registered so far (coordinator) or the placement this server joined; nil with one
+    /// server.
+    private func serverList() -> [StatusDocument.Server]? {
+        if let coordinator, config.servers > 1 {
+            let registered = coordinator.snapshot.placement(coordinatorAddress: "").map {
+                ServerPlacement.Server(address: $0.address, shards: $0.shards)
+            }
+            return StatusDocument.Server.list(ServerPlacement(servers: registered), selfIndex: 0)
+        }
+        if config.join != nil {
+            return joinedPlacement.withLock { $0 }.map { StatusDocument.Server.list($0.placement, selfIndex: $0.index) }
+                ?? []
+        }
+        return nil
     }
 }

@@ -81,6 +81,13 @@ public struct ServerConfig: Sendable {
     public var keepRunning: Bool = false
     /// Heartbeat interval workers are asked to use.
     public var heartbeatIntervalMillis: Int = 1000
+    /// M: the servers the coordinator waits for before step 0, itself included (`--servers`).
+    public var servers: Int = 1
+    /// The coordinator this server registers with (`--join HOST:PORT`); nil: this server is the coordinator.
+    public var join: (host: String, port: UInt16)? = nil
+    /// The address workers use to reach this joined server (`--advertise HOST:PORT`); nil: the address the
+    /// coordinator sees, with this server's listening port.
+    public var advertise: String? = nil
 
     public init() {}
 
@@ -117,6 +124,16 @@ public struct ServerConfig: Sendable {
         // Status and metrics report the bound as a JSON integer.
         guard staleness <= UInt64(Int.max) else {
             throw ConfigError("--staleness must be at most \(Int.max), got \(staleness)")
+        }
+        guard servers >= 1, servers <= WireProtocol.maxShardCount else {
+            throw ConfigError("--servers must be between 1 and \(WireProtocol.maxShardCount), got \(servers)")
+        }
+        if servers > 1, job == nil { throw ConfigError("--servers needs a training job: add --model") }
+        if join != nil {
+            if job != nil { throw ConfigError("--join takes the job from the coordinator: drop --model") }
+            if servers > 1 { throw ConfigError("--servers is the coordinator's flag: drop it with --join") }
+        } else if advertise != nil {
+            throw ConfigError("--advertise is for a joined server: add --join HOST:PORT")
         }
         if let keep = keepCheckpoints, keep < 1 { throw ConfigError("--keep-checkpoints must be at least 1") }
         if restore != nil, checkpointDirectory == nil, restore == "latest" {

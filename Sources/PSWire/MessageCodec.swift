@@ -105,6 +105,13 @@ public enum MessageCodec {
         case .exportReply(let reply):
             writer.writeInteger(reply.step)
             writer.writeString(reply.path)
+        case .serverJoin(let join):
+            writer.writeInteger(join.shards)
+            writer.writeString(join.advertise)
+        case .serverJoined(let joined):
+            writer.writeInteger(joined.serverIndex)
+            writer.writeInteger(UInt32(0))
+            writer.writeString(joined.config)
         case .metricsAck, .leaveAck, .shutdown, .shutdownAck:
             break
         }
@@ -347,6 +354,21 @@ public enum MessageCodec {
     static func decodeExportReply(_ reader: inout PayloadReader) throws(WireError) -> Message {
         let step = try reader.u64()
         return .exportReply(ExportReply(step: step, path: try reader.string("path")))
+    }
+
+    static func decodeServerJoin(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let shards = try reader.u32()
+        guard shards >= 1, shards <= UInt32(WireProtocol.maxShardCount) else {
+            throw .invalidField(
+                type: reader.type, field: "shards", reason: "\(shards) is not in 1...\(WireProtocol.maxShardCount)")
+        }
+        return .serverJoin(ServerJoin(shards: shards, advertise: try reader.string("advertise")))
+    }
+
+    static func decodeServerJoined(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let index = try reader.u32()
+        _ = try reader.u32()
+        return .serverJoined(ServerJoined(serverIndex: index, config: try reader.string("config")))
     }
 
     // MARK: register and registered

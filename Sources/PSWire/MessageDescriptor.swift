@@ -71,6 +71,8 @@ struct MessageDescriptor: Sendable {
         .init(.shutdownAck, "shutdownAck", .reply, minimum: 0) { _ in .shutdownAck },
         .init(.export, "export", .request, minimum: 4, MessageCodec.decodeExport),
         .init(.exportReply, "exportReply", .reply, minimum: 12, MessageCodec.decodeExportReply),
+        .init(.serverJoin, "serverJoin", .request, minimum: 8, MessageCodec.decodeServerJoin),
+        .init(.serverJoined, "serverJoined", .reply, minimum: 12, MessageCodec.decodeServerJoined),
     ]
 
     /// The rows of ``all`` by type code.

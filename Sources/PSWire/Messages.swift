@@ -522,6 +522,34 @@ public struct ExportReply: Sendable, Equatable {
     }
 }
 
+/// A joined server registers with the coordinator (`serverJoin`, 0x0040), after a `hello` with role server.
+public struct ServerJoin: Sendable, Equatable {
+    /// How many shards this server serves (`--shards`).
+    public var shards: UInt32
+    /// The address workers use to reach this server (`--advertise`); empty: the address the coordinator sees.
+    public var advertise: String
+
+    /// Creates a server join.
+    public init(shards: UInt32, advertise: String) {
+        self.shards = shards
+        self.advertise = advertise
+    }
+}
+
+/// The coordinator's answer to `serverJoin` (`serverJoined`, 0x0041), sent once every expected server registered.
+public struct ServerJoined: Sendable, Equatable {
+    /// This server's index: 0 is the coordinator, joined servers count up in registration order.
+    public var serverIndex: UInt32
+    /// The placement as UTF-8 JSON (`ServerPlacement`); opaque to the frame codec.
+    public var config: String
+
+    /// Creates a server-joined reply.
+    public init(serverIndex: UInt32, config: String) {
+        self.serverIndex = serverIndex
+        self.config = config
+    }
+}
+
 /// Any message of protocol v1, with its payload decoded.
 public enum Message: Sendable, Equatable {
     case hello(Hello)
@@ -553,6 +581,8 @@ public enum Message: Sendable, Equatable {
     case shutdownAck
     case export(ExportRequest)
     case exportReply(ExportReply)
+    case serverJoin(ServerJoin)
+    case serverJoined(ServerJoined)
 
     /// The message's type code.
     public var type: MessageType {
@@ -586,6 +616,8 @@ public enum Message: Sendable, Equatable {
         case .shutdownAck: .shutdownAck
         case .export: .export
         case .exportReply: .exportReply
+        case .serverJoin: .serverJoin
+        case .serverJoined: .serverJoined
         }
     }
 

@@ -22,6 +22,46 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     /// `--checkpoint-dir`).
     public var checkpointsSkipped: UInt64?
 
+    /// Scale-out: every server of the placement, in index order; absent with one server (no `--servers`/`--join`).
+    public var servers: [Server]? = nil
+
+    /// One server of a scale-out placement, as status reports it.
+    public struct Server: Codable, Sendable, Equatable {
+        /// 0 is the coordinator, joined servers count up in registration order.
+        public var index: Int
+        /// The address workers use; empty for the coordinator (the address workers named).
+        public var address: String
+        /// The shard numbers it owns: `[firstShard, firstShard + shards)`.
+        public var firstShard: Int
+        public var shards: Int
+        /// Whether this entry is the server that answered the status request.
+        public var isSelf: Bool
+
+        public init(index: Int, address: String, firstShard: Int, shards: Int, isSelf: Bool) {
+            self.index = index
+            self.address = address
+            self.firstShard = firstShard
+            self.shards = shards
+            self.isSelf = isSelf
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case index, address, shards
+            case firstShard = "first_shard"
+            case isSelf = "self"
+        }
+
+        /// The servers of `placement`, marking `selfIndex`.
+        public static func list(_ placement: ServerPlacement, selfIndex: Int) -> [Server] {
+            placement.servers.indices.map {
+                Server(
+                    index: $0, address: placement.servers[$0].address,
+                    firstShard: placement.firstShard(ofServer: $0), shards: placement.servers[$0].shards,
+                    isSelf: $0 == selfIndex)
+            }
+        }
+    }
+
     /// One shard's counters.
     public struct Shard: Codable, Sendable, Equatable {
         public var index: Int
@@ -156,6 +196,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         case staleScaled = "stale_scaled"
         case lastCheckpoint = "last_checkpoint"
         case checkpointsSkipped = "checkpoints_skipped"
+        case servers
     }
 
     // The job's fields sit at the top level of the document, beside the server's.
@@ -172,6 +213,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         staleScaled = try container.decode(UInt64.self, forKey: .staleScaled)
         lastCheckpoint = try container.decodeIfPresent(String.self, forKey: .lastCheckpoint)
         checkpointsSkipped = try container.decodeIfPresent(UInt64.self, forKey: .checkpointsSkipped)
+        servers = try container.decodeIfPresent([Server].self, forKey: .servers)
         let jobContainer = try decoder.container(keyedBy: JobStatus.CodingKeys.self)
         jobStatus = jobContainer.contains(.job) ? try JobStatus(from: decoder) : nil
     }
@@ -189,6 +231,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         try container.encode(staleScaled, forKey: .staleScaled)
         try container.encodeIfPresent(lastCheckpoint, forKey: .lastCheckpoint)
         try container.encodeIfPresent(checkpointsSkipped, forKey: .checkpointsSkipped)
+        try container.encodeIfPresent(servers, forKey: .servers)
         try jobStatus?.encode(to: encoder)
     }
 

@@ -84,6 +84,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let export = MessageType(rawValue: 0x0036)
     /// Reply to `export`.
     public static let exportReply = MessageType(rawValue: 0x0037)
+    /// A joined server (`psserver --join`) registers with the coordinator.
+    public static let serverJoin = MessageType(rawValue: 0x0040)
+    /// Reply to `serverJoin`, sent once every expected server has registered.
+    public static let serverJoined = MessageType(rawValue: 0x0041)
 
     /// Every type protocol v1 defines, in code order.
     public static let allKnown: [MessageType] = MessageDescriptor.all.map(\.type)

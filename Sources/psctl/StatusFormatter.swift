@@ -19,6 +19,15 @@ enum StatusFormatter {
                 out += "barrier waits \(job.barrierWaits)\n"
                 out += "stale pushes: dropped \(status.staleDropped) scaled \(status.staleScaled)\n"
             }
+            if let servers = status.servers {
+                out += "\nSERVER  ADDRESS                SHARDS\n"
+                for server in servers {
+                    let address = server.address.isEmpty ? "(coordinator)" : server.address
+                    let range = "\(server.firstShard)..<\(server.firstShard + server.shards)"
+                    out += pad(server.index, 6) + "  " + (address + String(repeating: " ", count: 21)).prefix(21)
+                    out += "  " + range + (server.isSelf ? "  (this server)" : "") + "\n"
+                }
+            }
             out += "\nSHARD  VERSION      ELEMENTS         BYTES     PUSHES      PULLS\n"
             for shard in status.shards {
                 out += pad(shard.index, 5) + "  " + pad(shard.version, 7) + "  " + pad(shard.elements, 12)

@@ -34,6 +34,13 @@ struct PSServerCommand {
             Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
             Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
             Option(
+                "servers", value: "m", help: "Servers the job waits for before step 0, this one included.",
+                default: "1"),
+            Option("join", value: "host:port", help: "Register with this coordinator and serve the shards it places."),
+            Option(
+                "advertise", value: "host:port",
+                help: "Address workers use to reach this joined server (default: as the coordinator sees it)."),
+            Option(
                 "model", value: "model",
                 help:
                     "softmax, linear, mlp:128, mlp:256,128, cnn:32,64,128, or external (the first worker's own "
@@ -188,6 +195,12 @@ struct PSServerCommand {
         config.keepRunning = arguments.has("keep-running")
         config.metricsPort = try arguments.value("metrics-port", as: UInt16.self)
         config.metricsHost = arguments.string("metrics-host")
+        config.servers = try arguments.required("servers", as: Int.self)
+        if let join = arguments.string("join") { config.join = try parseAddress(join, flag: "--join") }
+        if let advertise = arguments.string("advertise") {
+            _ = try parseAddress(advertise, flag: "--advertise")
+            config.advertise = advertise
+        }
 
         let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed"]
         if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {

@@ -43,6 +43,73 @@ final class JobCoordinatorTests: XCTestCase {
         return out
     }
 
+    // MARK: Servers
+
+    private func serverJob(servers: Int, workers: Int = 1) -> JobCoordinator {
+        JobCoordinator(
+            settings: JobSettings(
+                mode: .bsp, workers: workers, staleness: 0, shardCount: 2, workerTimeoutNanos: 10 * second,
+                servers: servers),
+            now: 0)
+    }
+
+    func test_serverJoin_workersFirst_jobStartsWhenTheLastServerRegisters() {
+        var job = serverJob(servers: 3)
+        XCTAssertFalse(job.allServersRegistered)
+        let (_, workerDirectives) = join(&job, "a")
+        XCTAssertEqual(events(workerDirectives), ["worker-joined"], "one of three servers: no start")
+        XCTAssertFalse(job.jobStarted)
+        XCTAssertTrue(job.describeWait(step: 0).contains("1 of 3 servers registered"), job.describeWait(step: 0))
+        let (first, firstDirectives) = job.onServerJoin(address: "10.0.0.2:7001", shards: 1, now: 0)
+        XCTAssertEqual(try? first.get(), ServerJoinAccepted(index: 1, rejoined: false))
+        XCTAssertEqual(events(firstDirectives), ["server-joined"])
+        XCTAssertFalse(job.jobStarted)
+        let (second, directives) = job.onServerJoin(address: "10.0.0.3:7002", shards: 3, now: 0)
+        XCTAssertEqual(try? second.get(), ServerJoinAccepted(index: 2, rejoined: false))
+        XCTAssertEqual(events(directives), ["server-joined", "job-started"])
+        XCTAssertTrue(job.jobStarted)
+        XCTAssertTrue(job.allServersRegistered)
+        XCTAssertEqual(
+            job.placement(coordinatorAddress: "10.0.0.1:7000"),
+            [
+                RegisteredServer(address: "10.0.0.1:7000", shards: 2),
+                RegisteredServer(address: "10.0.0.2:7001", shards: 1),
+                RegisteredServer(address: "10.0.0.3:7002", shards: 3),
+            ])
+    }
+
+    func test_serverJoin_serversFirst_jobStartsWhenTheLastWorkerJoins() {
+        var job = serverJob(servers: 2)
+        _ = job.onServerJoin(address: "b:1", shards: 1, now: 0)
+        XCTAssertTrue(job.allServersRegistered)
+        XCTAssertFalse(job.jobStarted, "no worker yet")
+        let (_, directives) = join(&job, "a")
+        XCTAssertEqual(events(directives), ["job-started", "worker-joined"])
+    }
+
+    func test_serverJoin_oneServer_isTheDefaultAndStartsAsBefore() {
+        var job = coordinator(workers: 1)
+        XCTAssertEqual(job.settings.servers, 1)
+        XCTAssertTrue(job.allServersRegistered)
+        let (result, _) = job.onServerJoin(address: "b:1", shards: 1, now: 0)
+        guard case .failure(let refusal) = result else { return XCTFail("a server beyond --servers is refused") }
+        XCTAssertEqual(refusal.kind, .jobFull)
+        XCTAssertTrue(refusal.reason.contains("--servers 1"), refusal.reason)
+        XCTAssertTrue(job.joinedServers.isEmpty)
+    }
+
+    func test_serverJoin_sameAddressAgain_keepsItsIndex_otherShardCountIsRefused() {
+        var job = serverJob(servers: 3)
+        _ = job.onServerJoin(address: "b:1", shards: 2, now: 0)
+        let (again, directives) = job.onServerJoin(address: "b:1", shards: 2, now: 0)
+        XCTAssertEqual(try? again.get(), ServerJoinAccepted(index: 1, rejoined: true))
+        XCTAssertEqual(events(directives), ["server-rejoined"])
+        XCTAssertEqual(job.joinedServers.count, 1)
+        let (changed, _) = job.onServerJoin(address: "b:1", shards: 3, now: 0)
+        guard case .failure(let refusal) = changed else { return XCTFail("a changed shard count is refused") }
+        XCTAssertTrue(refusal.reason.contains("registered with 2 shards, now 3"), refusal.reason)
+    }
+
     // MARK: Join
 
     func test_join_allWorkersArrive_startsJobOnceAndGivesRanksInOrder() {

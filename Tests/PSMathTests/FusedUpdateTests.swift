@@ -106,6 +106,39 @@ final class FusedUpdateTests: XCTestCase {
             lrScale: 0.5)
     }
 
+    /// The update of an element does not depend on how the vector is cut into shards (issue 11): the same steps
+    /// applied to the whole vector and to its pieces under the shared layout for 1, 4, 5 and 7 shards agree bitwise.
+    func test_everyRule_sameBitsForEveryShardSplit() {
+        let count = 1000
+        for kind in [OptimizerKind.sgd, .momentum, .adam, .adagrad] {
+            var results: [[UInt32]] = []
+            for shardCount in [1, 4, 5, 7] {
+                // The shared layout's split (PSWire.ShardLayout): shard s owns [s*N/S, (s+1)*N/S).
+                let range = { (s: Int) in (s * count / shardCount)..<((s + 1) * count / shardCount) }
+                var weights = randomFloats(count, seed: 3, scale: 1)
+                var states = (0..<shardCount).map {
+                    OptimizerState(
+                        config: OptimizerConfig(kind: kind, learningRate: 0.01), count: range($0).count)
+                }
+                for step in 0..<20 {
+                    var gradient = randomFloats(count, seed: UInt64(100 + step), scale: 1)
+                    for shard in 0..<shardCount {
+                        let slice = range(shard)
+                        weights.withUnsafeMutableBufferPointer { w in
+                            gradient.withUnsafeMutableBufferPointer { g in
+                                states[shard].apply(
+                                    weights: UnsafeMutableBufferPointer(rebasing: w[slice]),
+                                    gradient: UnsafeMutableBufferPointer(rebasing: g[slice]))
+                            }
+                        }
+                    }
+                }
+                results.append(weights.map(\.bitPattern))
+            }
+            XCTAssertTrue(results.allSatisfy { $0 == results[0] }, "\(kind) depends on the shard split")
+        }
+    }
+
     func test_adam_200Steps_bitwiseTheScalarFormula() {
         assertBitwiseScalar(OptimizerConfig(kind: .adam, learningRate: 0.01))
     }

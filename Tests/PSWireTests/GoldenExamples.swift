@@ -111,6 +111,15 @@ enum Golden {
         ),
         GoldenExample(requestID: 4, message: .export(ExportRequest(path: "/tmp/model"))),
         GoldenExample(requestID: 4, message: .exportReply(ExportReply(step: 5, path: "/tmp/model"))),
+        // A joined server's connection to the coordinator.
+        GoldenExample(requestID: 1, message: .serverJoin(ServerJoin(shards: 2, advertise: "10.0.0.2:7001"))),
+        GoldenExample(
+            requestID: 1,
+            message: .serverJoined(
+                ServerJoined(
+                    serverIndex: 1,
+                    config: #"{"servers":[{"address":"10.0.0.1:7000","shards":1},"#
+                        + #"{"address":"10.0.0.2:7001","shards":2}]}"#))),
         GoldenExample(requestID: 5, message: .shutdown),
         GoldenExample(requestID: 5, message: .shutdownAck),
     ]

@@ -16,7 +16,8 @@ final class MessageTypeTests: XCTestCase {
             (.statusReply, 0x31, "statusReply", true), (.checkpoint, 0x32, "checkpoint", false),
             (.checkpointReply, 0x33, "checkpointReply", true), (.shutdown, 0x34, "shutdown", false),
             (.shutdownAck, 0x35, "shutdownAck", true), (.export, 0x36, "export", false),
-            (.exportReply, 0x37, "exportReply", true),
+            (.exportReply, 0x37, "exportReply", true), (.serverJoin, 0x40, "serverJoin", false),
+            (.serverJoined, 0x41, "serverJoined", true),
         ]
         XCTAssertEqual(MessageType.allKnown, expected.map(\.0))
         for (type, code, name, isReply) in expected {

@@ -49,6 +49,31 @@ final class StatusDocumentTests: XCTestCase {
         XCTAssertNil(try StatusDocument.decode(json: json).jobStatus)
     }
 
+    func test_json_servers_absentWithOneServer_roundTripWithSeveral() throws {
+        let single = document(withJob: true).json()
+        XCTAssertFalse(single.contains("\"servers\""), "one server: no servers key, the document is as before")
+        var scaled = document(withJob: true)
+        let placement = ServerPlacement(servers: [.init(address: "", shards: 2), .init(address: "b:7001", shards: 3)])
+        scaled.servers = StatusDocument.Server.list(placement, selfIndex: 1)
+        XCTAssertEqual(
+            scaled.servers,
+            [
+                StatusDocument.Server(index: 0, address: "", firstShard: 0, shards: 2, isSelf: false),
+                StatusDocument.Server(index: 1, address: "b:7001", firstShard: 2, shards: 3, isSelf: true),
+            ])
+        let json = scaled.json()
+        XCTAssertTrue(json.contains(#"{"address":"b:7001","first_shard":2,"index":1,"self":true,"shards":3}"#), json)
+        XCTAssertEqual(try StatusDocument.decode(json: json), scaled)
+    }
+
+    func test_placement_shardMapAndRanges_followServerOrder() {
+        let placement = ServerPlacement(servers: [.init(address: "a", shards: 1), .init(address: "b", shards: 2)])
+        XCTAssertEqual(placement.totalShards, 3)
+        XCTAssertEqual(placement.shardMap, ["a", "b", "b"])
+        XCTAssertEqual(placement.shards(ofServer: 0), 0..<1)
+        XCTAssertEqual(placement.shards(ofServer: 1), 1..<3)
+    }
+
     func test_decode_notADocument_throws() {
         XCTAssertThrowsError(try StatusDocument.decode(json: "{\"mode\": 3}"))
     }
