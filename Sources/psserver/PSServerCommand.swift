@@ -34,9 +34,12 @@ struct PSServerCommand {
             Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
             Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
             Option(
-                "servers", value: "m", help: "Servers the job waits for before step 0, this one included.",
+                "servers", value: "m",
+                help: "Servers the job waits for before step 0, this one included (scale-out in progress: see README).",
                 default: "1"),
-            Option("join", value: "host:port", help: "Register with this coordinator and serve the shards it places."),
+            Option(
+                "join", value: "host:port",
+                help: "Register with this coordinator (scale-out in progress: the shards are not split yet)."),
             Option(
                 "advertise", value: "host:port",
                 help: "Address workers use to reach this joined server (default: as the coordinator sees it)."),
@@ -125,6 +128,15 @@ struct PSServerCommand {
             server?.stopForSignal(signal == SIGINT ? "SIGINT" : "SIGTERM")
         }
         let config = try makeConfig(arguments)
+        if config.join != nil || config.servers > 1 {
+            log.warning(
+                "scale-out-incomplete",
+                [
+                    "detail":
+                        "servers register and the job waits for all of them, but the coordinator still serves every "
+                        + "shard (README: Scale-out)"
+                ])
+        }
         let server = try ParameterServer(config: config, log: log)
         let early = target.withLock { state -> Int32? in
             state.server = server
