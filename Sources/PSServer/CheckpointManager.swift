@@ -132,9 +132,8 @@ final class CheckpointManager: Sendable {
                 if next.final {
                     path = try writeFinalDirectory(next)
                 } else {
-                    let (tensors, states) = files(of: next.snapshot)
                     path = try CheckpointWriter.write(
-                        root: root, manifest: next.manifest, tensors: tensors, optimizerStates: states, keepLast: keep)
+                        root: root, manifest: next.manifest, slices: slices(of: next.snapshot), keepLast: keep)
                 }
                 log.info("checkpoint-written", ["path": path, "step": next.manifest.step])
                 metrics.checkpointWritten(
@@ -158,23 +157,22 @@ final class CheckpointManager: Sendable {
         }
     }
 
-    /// The snapshot's tensors and optimizer state tensors, one array each (on the writer thread).
-    private func files(of snapshot: ModelSnapshot) -> (tensors: [CheckpointTensor], states: [CheckpointStateTensor]) {
-        var tensors: [CheckpointTensor] = []
-        var states: [CheckpointStateTensor] = []
+    /// The snapshot's tensors, then its optimizer state tensors, as ranges of its flat buffers (no copies).
+    private func slices(of snapshot: ModelSnapshot, withOptimizerState: Bool = true) -> [CheckpointSlice] {
+        var tensors: [CheckpointSlice] = []
+        var states: [CheckpointSlice] = []
         for (index, tensor) in snapshot.tensors.enumerated() {
+            let range = snapshot.tensorRange(index)
             tensors.append(
-                CheckpointTensor(
-                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)
-                ))
+                CheckpointSlice(name: tensor.name, shape: tensor.shape, storage: snapshot.weights, range: range))
+            guard withOptimizerState else { continue }
             for (slot, flat) in snapshot.optimizerSlots.enumerated() {
                 states.append(
-                    CheckpointStateTensor(
-                        tensor: tensor.name, slot: slotNames[slot], shape: tensor.shape,
-                        values: snapshot.tensorValues(index, from: flat)))
+                    CheckpointSlice(
+                        name: tensor.name, slot: slotNames[slot], shape: tensor.shape, storage: flat, range: range))
             }
         }
-        return (tensors, states)
+        return tensors + states
     }
 
     /// The final weights: a plain directory of `.npy` files (one per tensor) and the manifest, replaced atomically.
@@ -182,8 +180,8 @@ final class CheckpointManager: Sendable {
         let finalRoot = root + "/final-tmp-\(Host.processID())"
         try? FileManager.default.removeItem(atPath: finalRoot)
         let written = try CheckpointWriter.write(
-            root: finalRoot, manifest: pending.manifest, tensors: files(of: pending.snapshot).tensors,
-            optimizerStates: [], keepLast: 1)
+            root: finalRoot, manifest: pending.manifest,
+            slices: slices(of: pending.snapshot, withOptimizerState: false), keepLast: 1)
         let target = root + "/final"
         try? FileManager.default.removeItem(atPath: target)
         try FileManager.default.moveItem(atPath: written, toPath: target)

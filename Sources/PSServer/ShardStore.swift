@@ -327,9 +327,13 @@ public struct ModelSnapshot: Sendable {
 
     /// The values of tensor `index`, copied out of the flat vector.
     public func tensorValues(_ index: Int, from flat: [Float]) -> [Float] {
+        Array(flat[tensorRange(index)])
+    }
+
+    /// Where tensor `index` lies in the flat vectors.
+    public func tensorRange(_ index: Int) -> Range<Int> {
         let start = layout.tensorOffsets[index]
-        let count = tensors[index].shape.reduce(1, *)
-        return Array(flat[start..<(start + count)])
+        return start..<(start + tensors[index].shape.reduce(1, *))
     }
 }
 
