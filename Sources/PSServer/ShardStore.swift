@@ -189,6 +189,24 @@ public final class ShardStore: Sendable {
     private func buildModel(_ tensors: [TensorSpec], values: [String: [Float]]? = nil) -> ShardedModel {
         let counts = tensors.map { $0.shape.reduce(1, *) }
         let layout = ShardLayout(tensorElementCounts: counts, shardCount: shardCount)
+        if let values, tensors.allSatisfy({ values[$0.name] != nil }) {
+            // Every value given (a restore): each shard's array is filled straight from the tensors' pieces, one
+            // copy, with no flat intermediate.
+            let shards = (0..<shardCount).map { index in
+                let range = layout.range(ofShard: index)
+                let weights = [Float](unsafeUninitializedCapacity: range.count) { buffer, initialized in
+                    for piece in layout.pieces(ofShard: index) {
+                        let source = values[tensors[piece.tensorIndex].name] ?? []
+                        _ = UnsafeMutableBufferPointer(rebasing: buffer[piece.shardRange])
+                            .initialize(fromContentsOf: source[piece.tensorRange])
+                    }
+                    initialized = range.count
+                }
+                return Shard(
+                    index: index, range: range, weights: weights, optimizer: optimizer, workerSlots: workerSlots)
+            }
+            return ShardedModel(tensors: tensors, layout: layout, shards: shards)
+        }
         var flat = [Float](repeating: 0, count: layout.totalElements)
         let offsets = layout.tensorOffsets
         flat.withUnsafeMutableBufferPointer { all in

@@ -75,3 +75,54 @@ final class CheckpointDataPathTests: CheckpointTestCase {
         XCTAssertNil(latest())
     }
 }
+
+/// The restore fast path: header, then data read straight into the returned array with the CRC-32C computed
+/// chunk by chunk in the same pass.
+final class CheckpointReadPathTests: CheckpointTestCase {
+    /// One tensor of a little more than two read chunks, so that the CRC is continued across chunks.
+    private func writeLarge() throws -> (directory: String, values: [Float]) {
+        let count = 2 * CheckpointReader.readChunkBytes / 4 + 333
+        let values = (0..<count).map { Float(bitPattern: UInt32(truncatingIfNeeded: $0 &* 2_654_435_761)) }
+        let directory = try CheckpointWriter.write(
+            root: root, manifest: manifest(step: 1),
+            tensors: [CheckpointTensor(name: "big", shape: [count], values: values)])
+        return (directory, values)
+    }
+
+    func test_readVerified_returnsTheValuesBitwise_acrossChunks() throws {
+        let (directory, values) = try writeLarge()
+        let loaded = try CheckpointReader.load(directory: directory)
+        let entry = try XCTUnwrap(loaded.manifest.tensors.first)
+        let fast = try XCTUnwrap(CheckpointReader.readVerified(file: directory + "/big.npy", entry: entry))
+        XCTAssertEqual(fast.values.map(\.bitPattern), values.map(\.bitPattern))
+        // Bit patterns, not floats: the values include NaNs.
+        let slow = try NPY.read(path: directory + "/big.npy")
+        XCTAssertEqual(slow.values.map(\.bitPattern), values.map(\.bitPattern))
+        XCTAssertEqual(fast.shape, slow.shape)
+        XCTAssertEqual(loaded.tensors["big"]?.values.map(\.bitPattern), values.map(\.bitPattern))
+    }
+
+    func test_byteFlippedInTheLastChunk_isCaughtWithTheCRCMessage() throws {
+        let (directory, _) = try writeLarge()
+        let file = directory + "/big.npy"
+        var bytes = [UInt8](try XCTUnwrap(FileManager.default.contents(atPath: file)))
+        bytes[bytes.count - 7] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        let entry = try XCTUnwrap(
+            CheckpointManifest.decode(
+                try XCTUnwrap(FileManager.default.contents(atPath: directory + "/manifest.json")),
+                file: "manifest.json"
+            ).tensors.first)
+        XCTAssertNil(CheckpointReader.readVerified(file: file, entry: entry))
+        assertLoadFails(directory, file: file, contains: ["CRC32C mismatch: manifest says 0x", ", file has 0x"])
+    }
+
+    func test_fileLongerThanItsShape_isRefusedByTheSlowPathMessage() throws {
+        let directory = try write(step: 1)
+        let file = directory + "/fc1.bias.npy"
+        var bytes = [UInt8](try XCTUnwrap(FileManager.default.contents(atPath: file)))
+        bytes += [0, 0, 0, 0]
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        assertLoadFails(directory, file: file, contains: ["CRC32C mismatch"])
+    }
+}
