@@ -311,13 +311,21 @@ public enum CheckpointWriter {
         }
     }
 
+    /// Writes a small file (the manifest, the `latest` pointer) and fsyncs it once, on the same descriptor.
     private static func writeDurably(_ data: Data, to file: String) throws {
         do {
-            try data.write(to: URL(fileURLWithPath: file))
+            let output = try OpenFile.create(path: file)
+            do {
+                try data.withUnsafeBytes { try output.writeAll($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+                try output.synchronize()
+            } catch {
+                try? output.close()
+                throw error
+            }
+            try output.close()
         } catch {
-            throw CheckpointError(file: file, message: "cannot write: \(error.localizedDescription)")
+            throw CheckpointError(file: file, message: "cannot write: \(error)")
         }
-        try fsyncFile(file)
     }
 
     /// Renames the finished temporary directory to `root/name`; an existing checkpoint of the same step is moved
