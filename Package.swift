@@ -121,7 +121,7 @@ let package = Package(
             name: "PSServerTests",
             dependencies: [
                 "PSServer", "PSClient", "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSTestSupport",
-                "PSCoordinator",
+                "PSCoordinator", "PSCheckpoint",
             ]
         ),
         .testTarget(

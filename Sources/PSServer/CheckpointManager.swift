@@ -244,42 +244,46 @@ final class CheckpointManager: Sendable {
     /// (re-split over the store's shard count, whatever the checkpoint's).
     func restore(spec: String, into store: ShardStore, expectedTensors: [TensorSpec]) throws -> Restored {
         let directory = try CheckpointReader.resolve(root: root, spec: spec)
-        let loaded = try CheckpointReader.load(directory: directory)
-        let manifest = loaded.manifest
-        var tensors: [TensorSpec] = []
-        var values: [String: [Float]] = [:]
-        for entry in manifest.tensors {
-            guard let array = loaded.tensors[entry.name] else {
-                throw CheckpointError(file: directory + "/" + entry.file, message: "tensor \(entry.name) is missing")
-            }
-            tensors.append(TensorSpec(name: entry.name, shape: entry.shape, initializer: .zeros))
-            values[entry.name] = array.values
+        let manifest = try CheckpointReader.loadManifest(directory: directory)
+        // A damaged file is reported before anything else, as a full `CheckpointReader.load` would: when a check
+        // below fails, the whole checkpoint is read the plain way first, which throws any file's error.
+        func failing(_ error: Error) throws -> Error {
+            _ = try CheckpointReader.load(directory: directory)
+            return error
         }
+        let tensors = manifest.tensors.map { TensorSpec(name: $0.name, shape: $0.shape, initializer: .zeros) }
         if !expectedTensors.isEmpty {
             let expected = expectedTensors.map { "\($0.name)\($0.shape)" }
             let found = tensors.map { "\($0.name)\($0.shape)" }
             guard expected == found else {
-                throw CheckpointError(
-                    file: directory + "/manifest.json",
-                    message: "the checkpoint holds tensors \(found) but the job's model has \(expected)")
+                throw try failing(
+                    CheckpointError(
+                        file: directory + "/manifest.json",
+                        message: "the checkpoint holds tensors \(found) but the job's model has \(expected)"))
             }
         }
         guard manifest.optimizer.name == store.optimizer.kind.rawValue else {
-            throw CheckpointError(
-                file: directory + "/manifest.json",
-                message:
-                    "the checkpoint was written with optimizer \(manifest.optimizer.name), the server runs "
-                    + "\(store.optimizer.kind.rawValue)")
+            throw try failing(
+                CheckpointError(
+                    file: directory + "/manifest.json",
+                    message:
+                        "the checkpoint was written with optimizer \(manifest.optimizer.name), the server runs "
+                        + "\(store.optimizer.kind.rawValue)"))
+        }
+        let states: [String: NPYArray]
+        do {
+            states = try CheckpointReader.loadOptimizerStates(directory: directory, manifest: manifest)
+        } catch {
+            throw try failing(error)
         }
         var slots: [String: [String: [Float]]] = [:]
         for entry in manifest.optimizer.states {
-            guard let slot = entry.slot, let array = loaded.optimizerStates[entry.key] else { continue }
+            guard let slot = entry.slot, let array = states[entry.key] else { continue }
             slots[entry.name, default: [:]][slot] = array.values
         }
         let version = manifest.shardVersions.max() ?? manifest.step
-        try store.install(
-            tensors: tensors, values: values, optimizerStep: manifest.optimizer.step, optimizerSlots: slots,
-            version: version)
+        // The weights go straight from the files into the shards, each file's CRC verified in the same pass.
+        try store.installCheckpoint(directory: directory, manifest: manifest, optimizerSlots: slots, version: version)
         return Restored(
             path: directory, step: manifest.step, workerClocks: manifest.workerClocks,
             workerRanks: manifest.workerRanks)

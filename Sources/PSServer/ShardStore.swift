@@ -109,7 +109,57 @@ public final class ShardStore: Sendable {
                         + "the tensor \(count)")
             }
         }
-        let built = buildModel(tensors, values: values)
+        try finishInstall(
+            buildModel(tensors, values: values), optimizerStep: optimizerStep, optimizerSlots: optimizerSlots,
+            version: version)
+    }
+
+    /// Installs a checkpoint's model with every shard's weights read straight into the shard's own storage:
+    /// `fill` runs once per shard, in shard order, with the shard's pieces (in tensor order) and its uninitialised
+    /// weights, which it must fill completely, or throw, leaving the store unchanged. Walking the shards and their
+    /// pieces in that order visits the model's flat vector front to back, one tensor after the other.
+    public func install(
+        tensors: [TensorSpec], optimizerStep: UInt64, optimizerSlots: [String: [String: [Float]]], version: UInt64,
+        fillingShards fill: (_ pieces: [ShardPiece], _ weights: UnsafeMutableBufferPointer<Float>) throws -> Void
+    ) throws {
+        try validateNames(tensors)
+        try checkSlotCounts(tensors, optimizerSlots: optimizerSlots)
+        let counts = tensors.map(\.elementCount)
+        let layout = ShardLayout(tensorElementCounts: counts, shardCount: shardCount)
+        let shards = try (0..<shardCount).map { index in
+            let range = layout.range(ofShard: index)
+            let weights = try [Float](unsafeUninitializedCapacity: range.count) { buffer, initialized in
+                try fill(layout.pieces(ofShard: index), buffer)
+                initialized = range.count
+            }
+            return Shard(index: index, range: range, weights: weights, optimizer: optimizer, workerSlots: workerSlots)
+        }
+        try finishInstall(
+            ShardedModel(tensors: tensors, layout: layout, shards: shards), optimizerStep: optimizerStep,
+            optimizerSlots: optimizerSlots, version: version)
+    }
+
+    private func checkSlotCounts(
+        _ tensors: [TensorSpec], optimizerSlots: [String: [String: [Float]]]
+    ) throws(RegistrationError) {
+        for tensor in tensors {
+            let count = tensor.elementCount
+            for (slot, source) in (optimizerSlots[tensor.name] ?? [:]).sorted(by: { $0.key < $1.key })
+            where source.count != count {
+                throw RegistrationError(
+                    code: .invalidArgument,
+                    description:
+                        "checkpoint optimizer state '\(slot)' of tensor '\(tensor.name)' has \(source.count) values, "
+                        + "the tensor \(count)")
+            }
+        }
+    }
+
+    /// Restores the optimizer state and version into a built model's shards, then publishes the model.
+    private func finishInstall(
+        _ built: ShardedModel, optimizerStep: UInt64, optimizerSlots: [String: [String: [Float]]], version: UInt64
+    ) throws(RegistrationError) {
+        let tensors = built.tensors
         let slotNames = optimizer.stateSlotNames
         for shard in built.shards {
             var slots: [[Float]] = []

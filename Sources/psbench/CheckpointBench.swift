@@ -68,12 +68,13 @@ enum CheckpointBench {
                 peakGrowth = Double(max(peak - residentBefore, 0)) * 1024
             }
             let readStart = MonotonicClock.nanoseconds()
-            let loaded = try CheckpointReader.load(directory: written)
+            // As psserver --restore does: the manifest, then each file read straight into the shards' storage.
             let restoreStore = ShardStore(
                 shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1)
-            try restoreStore.install(
-                tensors: snapshot.tensors, values: loaded.tensors.mapValues(\.values), optimizerStep: 0,
-                optimizerSlots: [:], version: 1)
+            try restoreStore.installCheckpoint(
+                directory: written, manifest: try CheckpointReader.loadManifest(directory: written),
+                optimizerSlots: [:],
+                version: 1)
             reads.append(MonotonicClock.nanoseconds() - readStart)
         }
         try? FileManager.default.removeItem(atPath: root + "/ckpt")
