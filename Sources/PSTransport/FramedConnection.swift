@@ -250,6 +250,11 @@ public final class FramedConnection: @unchecked Sendable {
         socket.peerHasHungUp()
     }
 
+    /// Waits up to `milliseconds` for a frame's first byte (or end of stream); consumes nothing.
+    public func waitUntilReadable(milliseconds: Int32) -> Bool {
+        socket.waitUntilReadable(milliseconds: milliseconds)
+    }
+
     /// Bounds how long one read may block (nil: no bound); a read past it throws a timeout.
     public func setReceiveTimeout(_ timeout: Duration?) throws(TransportError) {
         do throws(SocketError) {
