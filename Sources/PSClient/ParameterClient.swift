@@ -8,8 +8,10 @@ import Synchronization
 /// return a handle to wait on, so a caller can put requests to every shard in flight before waiting on any
 /// (ps-lite's `ZPush`/`ZPull`/`Wait`).
 ///
-/// A reader thread matches replies to requests by request id. A pull reply's floats are read straight into the
-/// destination the caller passed to `pull`, which must stay valid until the handle's `wait` returns.
+/// Replies are matched to requests by request id. A caller in `wait` reads the socket itself when no other
+/// thread is reading (so a lone waiter's reply needs no hand-off between threads); a reader thread reads what
+/// arrives while nobody does. A pull reply's floats are read straight into the destination the caller passed to
+/// `pull`, which must stay valid until the handle's `wait` returns.
 ///
 /// ```swift
 /// let client = try ParameterClient.connect(host: "127.0.0.1", port: 7000, role: .worker, name: "w0")

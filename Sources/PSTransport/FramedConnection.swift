@@ -4,13 +4,14 @@ import Synchronization  // Atomic
 
 /// A TCP connection that carries PSWire frames, copy-free on the tensor path.
 ///
-/// Reading is done by exactly one thread (the connection's reader); writing may come from any thread and is
+/// Reading is done by one thread at a time (the connection's reader, or threads that hand a lock between them,
+/// which orders their reads); writing may come from any thread and is
 /// serialised by a per-connection write lock, so a frame is never interleaved with another. Tensor frames are
 /// written with one `writev` of header, prefix and the caller's float buffer, and read straight into a
 /// caller-chosen destination or into a receive buffer that is reused across messages.
 public final class FramedConnection: @unchecked Sendable {
-    // @unchecked Sendable: `receiveBuffer` is touched only by the single reader thread (documented contract of
-    // the read* methods); every other stored property is immutable, a LockedValue or an Atomic.
+    // @unchecked Sendable: `receiveBuffer` is touched only by the one thread reading at a time (documented
+    // contract of the read* methods); every other stored property is immutable, a LockedValue or an Atomic.
 
     /// The socket; owned by this connection, closed by `close()`, never handed out.
     private let socket: Socket
@@ -44,7 +45,7 @@ public final class FramedConnection: @unchecked Sendable {
         return FramedConnection(socket: socket, peer: "\(host):\(port)", maxPayloadBytes: maxPayloadBytes)
     }
 
-    // MARK: Reading (one reader thread only)
+    // MARK: Reading (one thread at a time)
 
     /// Reads the next frame header; nil when the peer closed the connection cleanly between frames.
     public func readHeader() throws(TransportError) -> FrameHeader? {
