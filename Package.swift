@@ -5,6 +5,7 @@
 //
 //   COpenBLAS      system library: Debian's OpenBLAS (cblas.h), nothing else
 //   CZlib          system library: zlib, only for gzip-compressed IDX files
+//   CCRC32C        our one C file: the SSE4.2 CRC32 instruction for PSCheckpoint's CRC-32C (Swift cannot reach it)
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
 //   PSPosix        the only module that calls Glibc for sockets, signals, processes and clocks
 //   PSLog          the logger: one key=value line per event on stderr, so that any layer can log
@@ -63,7 +64,8 @@ let package = Package(
             name: "PSData", dependencies: ["PSMath", "PSPosix", "PSCheckpoint", "CZlib"],
             resources: [.copy("Resources/digits")]),
         .target(name: "PSCoordinator"),
-        .target(name: "PSCheckpoint", dependencies: ["PSPosix"]),
+        .target(name: "CCRC32C"),
+        .target(name: "PSCheckpoint", dependencies: ["PSPosix", "CCRC32C"]),
         .target(name: "PSTransport", dependencies: ["PSWire", "PSPosix"]),
         .target(
             name: "PSServer",
@@ -119,7 +121,7 @@ let package = Package(
             name: "PSServerTests",
             dependencies: [
                 "PSServer", "PSClient", "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSTestSupport",
-                "PSCoordinator",
+                "PSCoordinator", "PSCheckpoint",
             ]
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import PSPosix
 
 /// A checkpoint read back and verified: its manifest and every tensor by name.
 public struct LoadedCheckpoint: Sendable, Equatable {
@@ -102,11 +103,7 @@ public enum CheckpointReader {
     /// float32 `.npy` of the listed shape. Any failure throws a `CheckpointError` naming the file.
     public static func load(directory: String) throws -> LoadedCheckpoint {
         let manifestPath = CheckpointWriter.path(directory, CheckpointManifest.fileName)
-        guard let manifestData = FileManager.default.contents(atPath: manifestPath) else {
-            throw CheckpointError(
-                file: manifestPath, message: "missing: not a checkpoint directory, or an incomplete one")
-        }
-        let manifest = try CheckpointManifest.decode(manifestData, file: manifestPath)
+        let manifest = try loadManifest(directory: directory)
         var tensors: [String: NPYArray] = [:]
         for entry in manifest.tensors {
             guard entry.slot == nil, tensors[entry.name] == nil else {
@@ -114,6 +111,15 @@ public enum CheckpointReader {
             }
             tensors[entry.name] = try loadEntry(entry, directory: directory, manifestPath: manifestPath)
         }
+        let states = try loadOptimizerStates(directory: directory, manifest: manifest)
+        return LoadedCheckpoint(directory: directory, manifest: manifest, tensors: tensors, optimizerStates: states)
+    }
+
+    /// Reads and verifies only the optimizer state files a manifest lists (by `tensor.slot`), as `load` does.
+    public static func loadOptimizerStates(
+        directory: String, manifest: CheckpointManifest
+    ) throws -> [String: NPYArray] {
+        let manifestPath = CheckpointWriter.path(directory, CheckpointManifest.fileName)
         var states: [String: NPYArray] = [:]
         for entry in manifest.optimizer.states {
             guard entry.slot != nil, states[entry.key] == nil else {
@@ -122,7 +128,17 @@ public enum CheckpointReader {
             }
             states[entry.key] = try loadEntry(entry, directory: directory, manifestPath: manifestPath)
         }
-        return LoadedCheckpoint(directory: directory, manifest: manifest, tensors: tensors, optimizerStates: states)
+        return states
+    }
+
+    /// Reads and decodes a checkpoint directory's manifest (the first step of `load`).
+    public static func loadManifest(directory: String) throws -> CheckpointManifest {
+        let manifestPath = CheckpointWriter.path(directory, CheckpointManifest.fileName)
+        guard let manifestData = FileManager.default.contents(atPath: manifestPath) else {
+            throw CheckpointError(
+                file: manifestPath, message: "missing: not a checkpoint directory, or an incomplete one")
+        }
+        return try CheckpointManifest.decode(manifestData, file: manifestPath)
     }
 
     private static func loadEntry(_ entry: TensorEntry, directory: String, manifestPath: String) throws -> NPYArray {
@@ -138,6 +154,8 @@ public enum CheckpointReader {
             throw CheckpointError(
                 file: file, message: "missing: listed in \(CheckpointManifest.fileName) as '\(entry.key)'")
         }
+        if let array = readVerified(file: file, entry: entry) { return array }
+        // Anything unusual (a damaged, truncated or foreign file): read it whole and say exactly what is wrong.
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: file))
@@ -168,6 +186,148 @@ public enum CheckpointReader {
                 file: file, message: "shape mismatch: manifest says \(entry.shape), file has \(array.shape)")
         }
         return array
+    }
+
+    /// Reads one tensor file of a checkpoint sequentially into caller memory (for example straight into shard
+    /// storage), piece by piece, computing its CRC-32C as it goes; once the last element is read it checks the
+    /// CRC against the manifest and that the file ends there. Any difference throws; callers then read the
+    /// checkpoint with `load(directory:)`, which names the precise problem.
+    public final class TensorStream {
+        private let input: OpenFile
+        private let entry: TensorEntry
+        private var crc: UInt32
+        private var remaining: Int
+
+        /// Opens `entry`'s file in `directory` and checks its header: float32, the listed shape, the right size.
+        /// A tensor with no elements is verified here.
+        public init(directory: String, entry: TensorEntry) throws {
+            guard !entry.file.isEmpty, !entry.file.contains("/"), entry.file != ".", entry.file != "..",
+                entry.dtype == "float32"
+            else { throw CheckpointError(file: directory, message: "'\(entry.key)' is not a float32 tensor file") }
+            let file = CheckpointWriter.path(directory, entry.file)
+            let input = try OpenFile.openForReading(path: file)
+            let header: [UInt8]
+            let count: Int
+            do {
+                let size = try input.size()
+                var preamble = [UInt8](repeating: 0, count: 10)
+                guard try preamble.withUnsafeMutableBytes({ try input.read(into: $0) }) == 10, preamble[6] == 1 else {
+                    throw CheckpointError(file: file, message: "not a version 1.0 .npy file")
+                }
+                var bytes = preamble + [UInt8](repeating: 0, count: Int(preamble[8]) | Int(preamble[9]) << 8)
+                let dictBytes = bytes.count - 10
+                guard
+                    try bytes.withUnsafeMutableBytes({
+                        try input.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[10...]))
+                    }) == dictBytes
+                else { throw CheckpointError(file: file, message: "truncated header") }
+                let parsed = try bytes.withUnsafeBytes { (raw) throws(NPYError) in try NPY.parseHeader(raw, file: file)
+                }
+                guard parsed.dtype == "<f4", parsed.shape == entry.shape, parsed.dataStart == bytes.count,
+                    size - parsed.dataStart == parsed.count * 4
+                else { throw CheckpointError(file: file, message: "not the float32 array the manifest lists") }
+                header = bytes
+                count = parsed.count
+            } catch {
+                try? input.close()
+                throw error
+            }
+            self.input = input
+            self.entry = entry
+            crc = CRC32C.checksum(header)
+            remaining = count * 4
+            if remaining == 0 { try verify() }
+        }
+
+        deinit { try? input.close() }
+
+        /// The bytes still to read.
+        public var remainingBytes: Int { remaining }
+
+        /// Reads the next `buffer.count` bytes of data into `buffer` (little-endian float32); after the last,
+        /// verifies the CRC-32C.
+        public func read(into buffer: UnsafeMutableRawBufferPointer) throws {
+            let file = input.path
+            guard buffer.count <= remaining else {
+                throw CheckpointError(file: file, message: "asked for more bytes than the tensor has")
+            }
+            var offset = 0
+            while offset < buffer.count {
+                let end = min(buffer.count, offset + readChunkBytes)
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<end])
+                guard try input.read(into: chunk) == chunk.count else {
+                    throw CheckpointError(file: file, message: "truncated")
+                }
+                crc = CRC32C.checksum(UnsafeRawBufferPointer(chunk), seed: crc)
+                offset = end
+            }
+            remaining -= buffer.count
+            if remaining == 0 { try verify() }
+        }
+
+        private func verify() throws {
+            var extra: UInt8 = 0
+            guard try withUnsafeMutableBytes(of: &extra, { try input.read(into: $0) }) == 0, crc == entry.crc32c else {
+                throw CheckpointError(file: input.path, message: "CRC32C mismatch or trailing bytes")
+            }
+        }
+    }
+
+    /// The bytes read (and checksummed) per `read` call on the fast path: small enough to still be in the
+    /// cache when the CRC reads them back.
+    static let readChunkBytes = 1 << 20
+
+    /// The fast path of `loadEntry`: reads the header, then the data straight into the array it returns, one
+    /// chunk at a time, computing the CRC-32C of each chunk right after reading it (one pass, no file-sized
+    /// buffer, no decode copy). Returns nil unless the file is exactly what the manifest says (a float32 `.npy`
+    /// of the listed shape, nothing more, the listed CRC); the caller then takes the slow path, which finds the
+    /// same bytes and reports the precise problem.
+    static func readVerified(file: String, entry: TensorEntry) -> NPYArray? {
+        guard let input = try? OpenFile.openForReading(path: file) else { return nil }
+        defer { try? input.close() }
+        guard let size = try? input.size() else { return nil }
+        // magic (6) + version (2) + length (2) + the dict: at most 10 + 65535 bytes for version 1.
+        var preamble = [UInt8](repeating: 0, count: 10)
+        guard (try? preamble.withUnsafeMutableBytes { try input.read(into: $0) }) == 10, preamble[6] == 1 else {
+            return nil
+        }
+        var header = preamble + [UInt8](repeating: 0, count: Int(preamble[8]) | Int(preamble[9]) << 8)
+        let dictBytes = header.count - 10
+        guard
+            (try? header.withUnsafeMutableBytes {
+                try input.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[10...]))
+            }) == dictBytes
+        else { return nil }
+        let parsed = header.withUnsafeBytes { try? NPY.parseHeader($0, file: file) }
+        guard let parsed, parsed.dtype == "<f4", parsed.shape == entry.shape, parsed.dataStart == header.count,
+            size - parsed.dataStart == parsed.count * 4
+        else { return nil }
+        var crc = CRC32C.checksum(header)
+        let count = parsed.count
+        var complete = true
+        let values = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let bytes = UnsafeMutableRawBufferPointer(buffer)
+            var offset = 0
+            while offset < bytes.count {
+                let end = min(bytes.count, offset + readChunkBytes)
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: bytes[offset..<end])
+                guard (try? input.read(into: chunk)) == chunk.count else {
+                    complete = false
+                    break
+                }
+                crc = CRC32C.checksum(UnsafeRawBufferPointer(chunk), seed: crc)
+                offset = end
+            }
+            if !complete { bytes.initializeMemory(as: UInt8.self, repeating: 0) }
+            initialized = count
+        }
+        guard complete, crc == entry.crc32c else { return nil }
+        #if _endian(little)
+            return NPYArray(shape: parsed.shape, values: values, dtype: parsed.dtype)
+        #else
+            let host = values.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) }
+            return NPYArray(shape: parsed.shape, values: host, dtype: parsed.dtype)
+        #endif
     }
 
     private static func hex(_ value: UInt32) -> String {

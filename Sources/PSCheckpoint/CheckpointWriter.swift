@@ -1,4 +1,5 @@
 import Foundation
+import PSPosix
 
 /// A parameter tensor to store in a checkpoint, whole (not per shard).
 public struct CheckpointTensor: Sendable, Equatable {
@@ -34,6 +35,30 @@ public struct CheckpointStateTensor: Sendable, Equatable {
         self.slot = slot
         self.shape = shape
         self.values = values
+    }
+}
+
+/// One data file of a checkpoint given as a range of a (shared, not copied) float array: a parameter tensor
+/// (`slot` nil) or one optimizer state tensor of it. The checkpoint writer writes it straight from `storage`.
+public struct CheckpointSlice: Sendable {
+    /// The parameter tensor's name.
+    public var name: String
+    /// The optimizer state slot (`adam_m`…), or nil for the parameter tensor itself.
+    public var slot: String?
+    /// The shape, outermost dimension first.
+    public var shape: [Int]
+    /// The array holding the elements (for example a snapshot's flat weights); only `range` is written.
+    public var storage: [Float]
+    /// The elements of `storage` that make up the tensor, in C order.
+    public var range: Range<Int>
+
+    /// Creates a slice; `range.count` must equal the product of `shape` and lie within `storage`.
+    public init(name: String, slot: String? = nil, shape: [Int], storage: [Float], range: Range<Int>) {
+        self.name = name
+        self.slot = slot
+        self.shape = shape
+        self.storage = storage
+        self.range = range
     }
 }
 
@@ -99,12 +124,44 @@ public enum CheckpointWriter {
             afterFileWritten: crashHookFromEnvironment())
     }
 
+    /// Writes a checkpoint whose files are ranges of shared arrays (a snapshot's flat buffers), with no
+    /// per-tensor copy; the files, manifest and layout are the same as `write(root:manifest:tensors:…)` would
+    /// write for the same values. Slices with a nil `slot` are the parameter tensors, in order; the others are
+    /// optimizer state tensors, each naming one of them.
+    @discardableResult
+    public static func write(
+        root: String, manifest: CheckpointManifest, slices: [CheckpointSlice], keepLast: Int? = nil
+    ) throws -> String {
+        try write(
+            root: root, manifest: manifest, slices: slices, keepLast: keepLast,
+            afterFileWritten: crashHookFromEnvironment())
+    }
+
     /// `write` with the crash hook injected: `afterFileWritten(n)` runs once the temporary directory exists
     /// (n = 0) and after each file is written and fsynced (n = 1, 2, …, the manifest last).
     static func write(
         root: String, manifest template: CheckpointManifest, tensors: [CheckpointTensor],
         optimizerStates: [CheckpointStateTensor], keepLast: Int?, afterFileWritten: (Int) throws -> Void
     ) throws -> String {
+        let slices =
+            tensors.map {
+                CheckpointSlice(name: $0.name, shape: $0.shape, storage: $0.values, range: 0..<$0.values.count)
+            }
+            + optimizerStates.map {
+                CheckpointSlice(
+                    name: $0.tensor, slot: $0.slot, shape: $0.shape, storage: $0.values, range: 0..<$0.values.count)
+            }
+        return try write(
+            root: root, manifest: template, slices: slices, keepLast: keepLast, afterFileWritten: afterFileWritten)
+    }
+
+    /// The slice form of `write` with the crash hook injected.
+    static func write(
+        root: String, manifest template: CheckpointManifest, slices: [CheckpointSlice], keepLast: Int?,
+        afterFileWritten: (Int) throws -> Void
+    ) throws -> String {
+        let tensors = slices.filter { $0.slot == nil }
+        let optimizerStates = slices.filter { $0.slot != nil }
         try validate(tensors: tensors, optimizerStates: optimizerStates, root: root)
         let files = FileManager.default
         do {
@@ -133,25 +190,36 @@ public enum CheckpointWriter {
             if manifest.createdAt.isEmpty { manifest.createdAt = ISO8601DateFormatter().string(from: Date()) }
             manifest.tensors = []
             manifest.optimizer.states = []
+            // Every data file in write order, with its header; a helper thread computes their CRC-32Cs while
+            // this thread writes and fsyncs them (the manifest, written last, needs them all).
             var offsets: [String: Int] = [:]
             var flatOffset = 0
+            var files: [PlannedFile] = []
             for tensor in tensors {
-                let entry = try writeTensor(
-                    name: tensor.name, slot: nil, shape: tensor.shape, values: tensor.values, flatOffset: flatOffset,
-                    directory: temporary)
-                manifest.tensors.append(entry)
+                files.append(PlannedFile(slice: tensor, flatOffset: flatOffset))
                 offsets[tensor.name] = flatOffset
-                flatOffset += tensor.values.count
+                flatOffset += tensor.range.count
+            }
+            for state in optimizerStates {
+                files.append(PlannedFile(slice: state, flatOffset: offsets[state.name] ?? 0))
+            }
+            let checksums = OverlappedChecksums(files)
+            defer { checksums.cancel() }
+            for file in files {
+                try writeDataFile(file, directory: temporary)
                 written += 1
                 try afterFileWritten(written)
             }
-            for state in optimizerStates {
-                let entry = try writeTensor(
-                    name: state.tensor, slot: state.slot, shape: state.shape, values: state.values,
-                    flatOffset: offsets[state.tensor] ?? 0, directory: temporary)
-                manifest.optimizer.states.append(entry)
-                written += 1
-                try afterFileWritten(written)
+            let crcs = try checksums.results(root: root)
+            for (file, crc) in zip(files, crcs) {
+                let entry = TensorEntry(
+                    name: file.slice.name, slot: file.slice.slot, shape: file.slice.shape, file: file.fileName,
+                    crc32c: crc, flatOffset: file.flatOffset)
+                if file.slice.slot == nil {
+                    manifest.tensors.append(entry)
+                } else {
+                    manifest.optimizer.states.append(entry)
+                }
             }
             let manifestPath = path(temporary, CheckpointManifest.fileName)
             let manifestData: Data
@@ -186,26 +254,34 @@ public enum CheckpointWriter {
     }
 
     private static func validate(
-        tensors: [CheckpointTensor], optimizerStates: [CheckpointStateTensor], root: String
+        tensors: [CheckpointSlice], optimizerStates: [CheckpointSlice], root: String
     ) throws {
+        for slice in tensors + optimizerStates {
+            guard slice.range.lowerBound >= 0, slice.range.upperBound <= slice.storage.count else {
+                throw CheckpointError(
+                    file: root,
+                    message: "'\(slice.name)' covers elements \(slice.range) of an array of \(slice.storage.count)")
+            }
+        }
         var names = Set<String>()
         for tensor in tensors {
             try checkFileNameStem(tensor.name, root: root)
-            try checkCount(tensor.values.count, shape: tensor.shape, what: "tensor '\(tensor.name)'", root: root)
+            try checkCount(tensor.range.count, shape: tensor.shape, what: "tensor '\(tensor.name)'", root: root)
             guard names.insert(tensor.name).inserted else {
                 throw CheckpointError(file: root, message: "tensor '\(tensor.name)' is listed twice")
             }
         }
         var keys = Set<String>()
         for state in optimizerStates {
-            try checkFileNameStem(state.slot, root: root)
-            let what = "optimizer state '\(state.tensor).\(state.slot)'"
-            guard names.contains(state.tensor) else {
+            let slot = state.slot ?? ""
+            try checkFileNameStem(slot, root: root)
+            let what = "optimizer state '\(state.name).\(slot)'"
+            guard names.contains(state.name) else {
                 throw CheckpointError(file: root, message: "\(what) belongs to no tensor of the checkpoint")
             }
-            try checkCount(state.values.count, shape: state.shape, what: what, root: root)
-            guard keys.insert("\(state.tensor).\(state.slot)").inserted,
-                !names.contains("\(state.tensor).\(state.slot)")
+            try checkCount(state.range.count, shape: state.shape, what: what, root: root)
+            guard keys.insert("\(state.name).\(slot)").inserted,
+                !names.contains("\(state.name).\(slot)")
             else {
                 throw CheckpointError(file: root, message: "\(what) is listed twice or clashes with a tensor name")
             }
@@ -224,23 +300,42 @@ public enum CheckpointWriter {
         }
     }
 
-    private static func writeTensor(
-        name: String, slot: String?, shape: [Int], values: [Float], flatOffset: Int, directory: String
-    ) throws -> TensorEntry {
-        let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: shape) }
-        let file = (slot.map { "\(name).\($0)" } ?? name) + ".npy"
-        try writeDurably(Data(bytes), to: path(directory, file))
-        return TensorEntry(
-            name: name, slot: slot, shape: shape, file: file, crc32c: CRC32C.checksum(bytes), flatOffset: flatOffset)
+    /// Writes one `.npy` file straight from its slice's storage (header and data in one `writev`) and fsyncs it
+    /// on the same descriptor.
+    private static func writeDataFile(_ file: PlannedFile, directory: String) throws {
+        let target = path(directory, file.fileName)
+        do {
+            let output = try OpenFile.create(path: target)
+            do {
+                try file.header.withUnsafeBytes { header in
+                    try file.withBody { body in try output.writeAll(header, body) }
+                }
+                try output.synchronize()
+            } catch {
+                try? output.close()
+                throw error
+            }
+            try output.close()
+        } catch {
+            throw CheckpointError(file: target, message: "cannot write: \(error)")
+        }
     }
 
+    /// Writes a small file (the manifest, the `latest` pointer) and fsyncs it once, on the same descriptor.
     private static func writeDurably(_ data: Data, to file: String) throws {
         do {
-            try data.write(to: URL(fileURLWithPath: file))
+            let output = try OpenFile.create(path: file)
+            do {
+                try data.withUnsafeBytes { try output.writeAll($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+                try output.synchronize()
+            } catch {
+                try? output.close()
+                throw error
+            }
+            try output.close()
         } catch {
-            throw CheckpointError(file: file, message: "cannot write: \(error.localizedDescription)")
+            throw CheckpointError(file: file, message: "cannot write: \(error)")
         }
-        try fsyncFile(file)
     }
 
     /// Renames the finished temporary directory to `root/name`; an existing checkpoint of the same step is moved

@@ -73,8 +73,21 @@ public enum NPY {
         return bytes
     }
 
-    /// Decodes a whole `.npy` file held in memory; `file` only names it in errors.
-    public static func decode(_ data: UnsafeRawBufferPointer, file: String) throws(NPYError) -> NPYArray {
+    /// What a `.npy` header declares: the shape, the dtype, the element size and where the data starts.
+    public struct Header: Sendable, Equatable {
+        public let shape: [Int]
+        public let dtype: String
+        public let elementSize: Int
+        /// The byte offset of the first element (magic, version, length and the dict before it).
+        public let dataStart: Int
+
+        /// The number of elements the shape holds.
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    /// Parses the header at the start of `data`, which must hold at least the whole header (the data may follow
+    /// or not); `file` only names it in errors.
+    public static func parseHeader(_ data: UnsafeRawBufferPointer, file: String) throws(NPYError) -> Header {
         func fail(_ message: String) -> NPYError { NPYError(file: file, message: message) }
         guard data.count >= 10 else {
             throw fail("truncated: \(data.count) bytes is shorter than the 10-byte .npy preamble")
@@ -105,7 +118,6 @@ public enum NPY {
         guard let shapeText = dictValue(header, key: "shape") else { throw fail("header has no 'shape'") }
         let dtype = descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
         let shape = try parseShape(shapeText, fail: fail)
-        let count = shape.reduce(1, *)
         let elementSize: Int
         switch dtype {
         case "<f4", "<i4": elementSize = 4
@@ -113,7 +125,18 @@ public enum NPY {
         case "|u1", "|i1", "<u1", "<i1": elementSize = 1
         default: throw fail("unsupported dtype \(dtype) (expected <f4, <f8, <i4, <i8 or |u1)")
         }
-        let dataStart = headerStart + headerLength
+        return Header(shape: shape, dtype: dtype, elementSize: elementSize, dataStart: headerStart + headerLength)
+    }
+
+    /// Decodes a whole `.npy` file held in memory; `file` only names it in errors.
+    public static func decode(_ data: UnsafeRawBufferPointer, file: String) throws(NPYError) -> NPYArray {
+        func fail(_ message: String) -> NPYError { NPYError(file: file, message: message) }
+        let header = try parseHeader(data, file: file)
+        let shape = header.shape
+        let dtype = header.dtype
+        let count = header.count
+        let elementSize = header.elementSize
+        let dataStart = header.dataStart
         let expected = count * elementSize
         guard data.count - dataStart == expected else {
             throw fail(

@@ -8,8 +8,10 @@ import Synchronization
 /// return a handle to wait on, so a caller can put requests to every shard in flight before waiting on any
 /// (ps-lite's `ZPush`/`ZPull`/`Wait`).
 ///
-/// A reader thread matches replies to requests by request id. A pull reply's floats are read straight into the
-/// destination the caller passed to `pull`, which must stay valid until the handle's `wait` returns.
+/// Replies are matched to requests by request id. A caller in `wait` reads the socket itself when no other
+/// thread is reading (so a lone waiter's reply needs no hand-off between threads); a reader thread reads what
+/// arrives while nobody does. A pull reply's floats are read straight into the destination the caller passed to
+/// `pull`, which must stay valid until the handle's `wait` returns.
 ///
 /// ```swift
 /// let client = try ParameterClient.connect(host: "127.0.0.1", port: 7000, role: .worker, name: "w0")
@@ -32,6 +34,10 @@ public final class ParameterClient: Sendable {
     let failure = LockedValue<TransportError?>(nil)
     /// Set by the reader thread as it ends, after it has released the descriptor.
     let readerDone = LockedValue(false)
+    /// The read token: true while one thread (the reader thread, or a caller waiting for its reply) reads
+    /// frames from the socket. Taking and releasing it orders those reads for ThreadSanitizer; the reader
+    /// thread keeps it when it ends, so nothing reads the descriptor after it is released.
+    let readToken = LockedValue(false)
     /// How long `wait` waits for a reply by default before it declares the connection broken.
     public let requestTimeout: Duration
 
@@ -220,6 +226,10 @@ public final class ParameterClient: Sendable {
 
     // MARK: Reader
 
+    /// The reader thread: reads whatever arrives while no caller is reading for itself (replies to callers that
+    /// have not reached `wait` yet, replies nobody waits for, end of stream), so the connection's failure is seen
+    /// even when nobody waits. It waits for readability first, without the token, so a caller can take the
+    /// token and read its own reply on its own thread.
     private func readLoop() {
         defer {
             // The reader is the last thread to touch the descriptor for reading, so it releases it.
@@ -227,37 +237,104 @@ public final class ParameterClient: Sendable {
             readerDone.withLockAndBroadcast { $0 = true }
         }
         while true {
+            guard connection.waitUntilReadable(milliseconds: 1_000) else { continue }
+            let taken = readToken.wait(until: MonotonicClock.deadline(afterSeconds: 1), while: { $0 }) {
+                held, timedOut -> Bool in
+                if timedOut { return false }
+                held = true
+                return true
+            }
+            guard taken else { continue }
+            // A caller may have read the frame in the meantime: read only when bytes are still there.
+            guard connection.waitUntilReadable(milliseconds: 0) else {
+                releaseReadToken()
+                continue
+            }
             do throws(TransportError) {
-                guard let header = try connection.readHeader() else {
-                    failAll(.socket(.endOfStream(expected: WireProtocol.headerSize, received: 0)))
-                    return
-                }
-                let request = pending.withLock { $0.removeValue(forKey: header.requestID) }
-                if header.type == .pullReply, let request, let destination = request.destination {
-                    try readPullReply(header: header, into: destination, request: request)
-                    continue
-                }
-                if header.type == .exchangeReply, let request, let destination = request.destination {
-                    try readExchangeReply(header: header, into: destination, request: request)
-                    continue
-                }
-                let payload = try connection.readPayload(length: Int(header.payloadLength))
-                let message: Message
-                do throws(WireError) {
-                    message = try MessageCodec.decodePayload(type: header.type, payload)
-                } catch {
-                    throw TransportError.wire(error)
-                }
-                guard let request else { continue }  // a reply nobody waits for any more
-                if case .error(let error) = message {
-                    request.complete(.failure(.remote(code: error.code, message: error.message)))
-                } else {
-                    request.complete(.success(.message(message)))
-                }
+                try connection.setReceiveTimeout(nil)
+                try readNextFrame()
             } catch {
+                // Keeps the token: nothing reads this connection again.
                 failAll(error)
                 return
             }
+            releaseReadToken()
+        }
+    }
+
+    private func releaseReadToken() {
+        readToken.withLockAndBroadcast { $0 = false }
+        // Callers waiting for their replies may take the token now.
+        for request in pending.withLock({ Array($0.values) }) { request.poke() }
+    }
+
+    /// Waits for `request`'s result until `deadline`, reading the socket on this thread whenever no other
+    /// thread is: the reply then needs no hand-off from the reader thread. Nil when the deadline passed.
+    func awaitResult(_ request: PendingRequest, deadline: UInt64) -> Result<Reply, TransportError>? {
+        while true {
+            let seen = request.pokes
+            if let result = request.currentResult { return result }
+            let mine = readToken.withLock { held -> Bool in
+                if held { return false }
+                held = true
+                return true
+            }
+            guard mine else {
+                // Another thread reads: sleep until this reply lands, the token is released, or the deadline.
+                guard request.wait(until: deadline, pokedAfter: seen) else { return nil }
+                continue
+            }
+            if let result = request.currentResult {
+                releaseReadToken()
+                return result
+            }
+            let now = MonotonicClock.nanoseconds()
+            guard now < deadline else {
+                releaseReadToken()
+                return nil
+            }
+            do throws(TransportError) {
+                try connection.setReceiveTimeout(.nanoseconds(Int64(deadline - now)))
+                try readNextFrame()
+            } catch .socket(.timedOut) {
+                // No reply in time; a frame may be half read, so the caller abandons the connection.
+                releaseReadToken()
+                return nil
+            } catch {
+                // The stream is unusable: fail every request and let the reader thread see the end and stop.
+                failAll(error)
+                connection.shutdown()
+            }
+            releaseReadToken()
+        }
+    }
+
+    /// Reads one frame and completes the request it answers (the caller holds the read token).
+    private func readNextFrame() throws(TransportError) {
+        guard let header = try connection.readHeader() else {
+            throw .socket(.endOfStream(expected: WireProtocol.headerSize, received: 0))
+        }
+        let request = pending.withLock { $0.removeValue(forKey: header.requestID) }
+        if header.type == .pullReply, let request, let destination = request.destination {
+            try readPullReply(header: header, into: destination, request: request)
+            return
+        }
+        if header.type == .exchangeReply, let request, let destination = request.destination {
+            try readExchangeReply(header: header, into: destination, request: request)
+            return
+        }
+        let payload = try connection.readPayload(length: Int(header.payloadLength))
+        let message: Message
+        do throws(WireError) {
+            message = try MessageCodec.decodePayload(type: header.type, payload)
+        } catch {
+            throw TransportError.wire(error)
+        }
+        guard let request else { return }  // a reply nobody waits for any more
+        if case .error(let error) = message {
+            request.complete(.failure(.remote(code: error.code, message: error.message)))
+        } else {
+            request.complete(.success(.message(message)))
         }
     }
 
@@ -392,7 +469,7 @@ public struct RequestHandle: Sendable {
     public func wait(timeout: Duration? = nil) throws(ClientError) -> Reply {
         let limit = timeout ?? client.requestTimeout
         let seconds = Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18
-        guard let result = request.wait(seconds: seconds) else {
+        guard let result = client.awaitResult(request, deadline: MonotonicClock.deadline(afterSeconds: seconds)) else {
             client.abandon()
             throw .timedOut("no reply within \(seconds) s")
         }
@@ -406,9 +483,16 @@ public struct RequestHandle: Sendable {
 
 /// One request's completion slot.
 final class PendingRequest: @unchecked Sendable {
-    // @unchecked Sendable: only the reader thread writes through `destination`, before `complete` takes the lock.
+    // @unchecked Sendable: only the thread holding the client's read token writes through `destination`, before
+    // `complete` takes the lock.
     let destination: UnsafeMutableRawBufferPointer?
-    private let result = LockedValue<Result<Reply, TransportError>?>(nil)
+    private let state = LockedValue(State())
+
+    private struct State {
+        var result: Result<Reply, TransportError>? = nil
+        /// Counts `poke` calls: the read token was released, so a sleeping waiter may take it.
+        var pokes = 0
+    }
 
     init(destination: UnsafeMutableRawBufferPointer?) {
         self.destination = destination
@@ -416,16 +500,22 @@ final class PendingRequest: @unchecked Sendable {
 
     /// Stores the first result and wakes the waiter; later results are dropped.
     func complete(_ value: Result<Reply, TransportError>) {
-        result.withLockAndBroadcast { result in
-            if result == nil { result = value }
+        state.withLockAndBroadcast { state in
+            if state.result == nil { state.result = value }
         }
     }
 
-    /// The result, or nil if none arrived within `seconds`.
-    func wait(seconds: Double) -> Result<Reply, TransportError>? {
-        result.wait(until: MonotonicClock.deadline(afterSeconds: seconds), while: { $0 == nil }) { result, _ in
-            result
-        }
+    /// Wakes the waiter without a result (the read token is free).
+    func poke() {
+        state.withLockAndBroadcast { $0.pokes += 1 }
+    }
+
+    var currentResult: Result<Reply, TransportError>? { state.withLock { $0.result } }
+    var pokes: Int { state.withLock { $0.pokes } }
+
+    /// Sleeps until a result arrives or a poke after `seen`; false when the deadline passed first.
+    func wait(until deadline: UInt64, pokedAfter seen: Int) -> Bool {
+        state.wait(until: deadline, while: { $0.result == nil && $0.pokes == seen })
     }
 }
 

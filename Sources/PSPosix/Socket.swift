@@ -441,6 +441,14 @@ public struct Socket: Sendable, Hashable {
         _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_WR))
     }
 
+    /// Waits up to `milliseconds` for the socket to become readable (data, end of stream or an error), with
+    /// `poll`; returns whether it did. Consumes nothing.
+    public func waitUntilReadable(milliseconds: Int32) -> Bool {
+        var entry = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
+        guard let ready = try? valueOrErrno({ poll(&entry, 1, milliseconds) }), ready > 0 else { return false }
+        return entry.revents != 0
+    }
+
     /// Whether the peer has closed or reset the connection, without consuming any byte (`poll` with
     /// `POLLRDHUP`, which reports a peer shutdown even while unread data is queued). Never blocks.
     public func peerHasHungUp() -> Bool {

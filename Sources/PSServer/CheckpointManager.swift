@@ -171,9 +171,8 @@ final class CheckpointManager: Sendable {
                 if next.final {
                     path = try writeFinalDirectory(next)
                 } else {
-                    let (tensors, states) = files(of: next.snapshot)
                     path = try CheckpointWriter.write(
-                        root: root, manifest: next.manifest, tensors: tensors, optimizerStates: states, keepLast: keep)
+                        root: root, manifest: next.manifest, slices: slices(of: next.snapshot), keepLast: keep)
                 }
                 log.info("checkpoint-written", ["path": path, "step": next.manifest.step])
                 metrics.checkpointWritten(
@@ -197,23 +196,22 @@ final class CheckpointManager: Sendable {
         }
     }
 
-    /// The snapshot's tensors and optimizer state tensors, one array each (on the writer thread).
-    private func files(of snapshot: ModelSnapshot) -> (tensors: [CheckpointTensor], states: [CheckpointStateTensor]) {
-        var tensors: [CheckpointTensor] = []
-        var states: [CheckpointStateTensor] = []
+    /// The snapshot's tensors, then its optimizer state tensors, as ranges of its flat buffers (no copies).
+    private func slices(of snapshot: ModelSnapshot, withOptimizerState: Bool = true) -> [CheckpointSlice] {
+        var tensors: [CheckpointSlice] = []
+        var states: [CheckpointSlice] = []
         for (index, tensor) in snapshot.tensors.enumerated() {
+            let range = snapshot.tensorRange(index)
             tensors.append(
-                CheckpointTensor(
-                    name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights)
-                ))
+                CheckpointSlice(name: tensor.name, shape: tensor.shape, storage: snapshot.weights, range: range))
+            guard withOptimizerState else { continue }
             for (slot, flat) in snapshot.optimizerSlots.enumerated() {
                 states.append(
-                    CheckpointStateTensor(
-                        tensor: tensor.name, slot: slotNames[slot], shape: tensor.shape,
-                        values: snapshot.tensorValues(index, from: flat)))
+                    CheckpointSlice(
+                        name: tensor.name, slot: slotNames[slot], shape: tensor.shape, storage: flat, range: range))
             }
         }
-        return (tensors, states)
+        return tensors + states
     }
 
     /// The final weights: a plain directory of `.npy` files (one per tensor) and the manifest, replaced atomically.
@@ -221,8 +219,8 @@ final class CheckpointManager: Sendable {
         let finalRoot = root + "/final-tmp-\(Host.processID())"
         try? FileManager.default.removeItem(atPath: finalRoot)
         let written = try CheckpointWriter.write(
-            root: finalRoot, manifest: pending.manifest, tensors: files(of: pending.snapshot).tensors,
-            optimizerStates: [], keepLast: 1)
+            root: finalRoot, manifest: pending.manifest,
+            slices: slices(of: pending.snapshot, withOptimizerState: false), keepLast: 1)
         let target = root + "/final"
         try? FileManager.default.removeItem(atPath: target)
         try FileManager.default.moveItem(atPath: written, toPath: target)
@@ -285,42 +283,46 @@ final class CheckpointManager: Sendable {
     /// (re-split over the store's shard count, whatever the checkpoint's).
     func restore(spec: String, into store: ShardStore, expectedTensors: [TensorSpec]) throws -> Restored {
         let directory = try CheckpointReader.resolve(root: root, spec: spec)
-        let loaded = try CheckpointReader.load(directory: directory)
-        let manifest = loaded.manifest
-        var tensors: [TensorSpec] = []
-        var values: [String: [Float]] = [:]
-        for entry in manifest.tensors {
-            guard let array = loaded.tensors[entry.name] else {
-                throw CheckpointError(file: directory + "/" + entry.file, message: "tensor \(entry.name) is missing")
-            }
-            tensors.append(TensorSpec(name: entry.name, shape: entry.shape, initializer: .zeros))
-            values[entry.name] = array.values
+        let manifest = try CheckpointReader.loadManifest(directory: directory)
+        // A damaged file is reported before anything else, as a full `CheckpointReader.load` would: when a check
+        // below fails, the whole checkpoint is read the plain way first, which throws any file's error.
+        func failing(_ error: Error) throws -> Error {
+            _ = try CheckpointReader.load(directory: directory)
+            return error
         }
+        let tensors = manifest.tensors.map { TensorSpec(name: $0.name, shape: $0.shape, initializer: .zeros) }
         if !expectedTensors.isEmpty {
             let expected = expectedTensors.map { "\($0.name)\($0.shape)" }
             let found = tensors.map { "\($0.name)\($0.shape)" }
             guard expected == found else {
-                throw CheckpointError(
-                    file: directory + "/manifest.json",
-                    message: "the checkpoint holds tensors \(found) but the job's model has \(expected)")
+                throw try failing(
+                    CheckpointError(
+                        file: directory + "/manifest.json",
+                        message: "the checkpoint holds tensors \(found) but the job's model has \(expected)"))
             }
         }
         guard manifest.optimizer.name == store.optimizer.kind.rawValue else {
-            throw CheckpointError(
-                file: directory + "/manifest.json",
-                message:
-                    "the checkpoint was written with optimizer \(manifest.optimizer.name), the server runs "
-                    + "\(store.optimizer.kind.rawValue)")
+            throw try failing(
+                CheckpointError(
+                    file: directory + "/manifest.json",
+                    message:
+                        "the checkpoint was written with optimizer \(manifest.optimizer.name), the server runs "
+                        + "\(store.optimizer.kind.rawValue)"))
+        }
+        let states: [String: NPYArray]
+        do {
+            states = try CheckpointReader.loadOptimizerStates(directory: directory, manifest: manifest)
+        } catch {
+            throw try failing(error)
         }
         var slots: [String: [String: [Float]]] = [:]
         for entry in manifest.optimizer.states {
-            guard let slot = entry.slot, let array = loaded.optimizerStates[entry.key] else { continue }
+            guard let slot = entry.slot, let array = states[entry.key] else { continue }
             slots[entry.name, default: [:]][slot] = array.values
         }
         let version = manifest.shardVersions.max() ?? manifest.step
-        try store.install(
-            tensors: tensors, values: values, optimizerStep: manifest.optimizer.step, optimizerSlots: slots,
-            version: version)
+        // The weights go straight from the files into the shards, each file's CRC verified in the same pass.
+        try store.installCheckpoint(directory: directory, manifest: manifest, optimizerSlots: slots, version: version)
         return Restored(
             path: directory, step: manifest.step, workerClocks: manifest.workerClocks,
             workerRanks: manifest.workerRanks)

@@ -158,7 +158,57 @@ public final class ShardStore: Sendable {
                         + "the tensor \(count)")
             }
         }
-        let built = buildModel(tensors, values: values)
+        try finishInstall(
+            buildModel(tensors, values: values), optimizerStep: optimizerStep, optimizerSlots: optimizerSlots,
+            version: version)
+    }
+
+    /// Installs a checkpoint's model with every shard's weights read straight into the shard's own storage:
+    /// `fill` runs once per shard, in shard order, with the shard's pieces (in tensor order) and its uninitialised
+    /// weights, which it must fill completely, or throw, leaving the store unchanged. Walking the shards and their
+    /// pieces in that order visits the model's flat vector front to back, one tensor after the other.
+    public func install(
+        tensors: [TensorSpec], optimizerStep: UInt64, optimizerSlots: [String: [String: [Float]]], version: UInt64,
+        fillingShards fill: (_ pieces: [ShardPiece], _ weights: UnsafeMutableBufferPointer<Float>) throws -> Void
+    ) throws {
+        try validateNames(tensors)
+        try checkSlotCounts(tensors, optimizerSlots: optimizerSlots)
+        let counts = tensors.map(\.elementCount)
+        let layout = ShardLayout(tensorElementCounts: counts, shardCount: shardCount)
+        let shards = try (0..<shardCount).map { index in
+            let range = layout.range(ofShard: index)
+            let weights = try [Float](unsafeUninitializedCapacity: range.count) { buffer, initialized in
+                try fill(layout.pieces(ofShard: index), buffer)
+                initialized = range.count
+            }
+            return Shard(index: index, range: range, weights: weights, optimizer: optimizer, workerSlots: workerSlots)
+        }
+        try finishInstall(
+            ShardedModel(tensors: tensors, layout: layout, shards: shards), optimizerStep: optimizerStep,
+            optimizerSlots: optimizerSlots, version: version)
+    }
+
+    private func checkSlotCounts(
+        _ tensors: [TensorSpec], optimizerSlots: [String: [String: [Float]]]
+    ) throws(RegistrationError) {
+        for tensor in tensors {
+            let count = tensor.elementCount
+            for (slot, source) in (optimizerSlots[tensor.name] ?? [:]).sorted(by: { $0.key < $1.key })
+            where source.count != count {
+                throw RegistrationError(
+                    code: .invalidArgument,
+                    description:
+                        "checkpoint optimizer state '\(slot)' of tensor '\(tensor.name)' has \(source.count) values, "
+                        + "the tensor \(count)")
+            }
+        }
+    }
+
+    /// Restores the optimizer state and version into a built model's shards, then publishes the model.
+    private func finishInstall(
+        _ built: ShardedModel, optimizerStep: UInt64, optimizerSlots: [String: [String: [Float]]], version: UInt64
+    ) throws(RegistrationError) {
+        let tensors = built.tensors
         let slotNames = optimizer.stateSlotNames
         for shard in built.shards {
             var slots: [[Float]] = []
@@ -248,6 +298,24 @@ public final class ShardStore: Sendable {
     private func buildModel(_ tensors: [TensorSpec], values: [String: [Float]]? = nil) -> ShardedModel {
         let counts = tensors.map { $0.shape.reduce(1, *) }
         let layout = ShardLayout(tensorElementCounts: counts, shardCount: shardCount)
+        if let values, tensors.allSatisfy({ values[$0.name] != nil }) {
+            // Every value given (a restore): each shard's array is filled straight from the tensors' pieces, one
+            // copy, with no flat intermediate.
+            let shards = (0..<shardCount).map { index in
+                let range = layout.range(ofShard: index)
+                let weights = [Float](unsafeUninitializedCapacity: range.count) { buffer, initialized in
+                    for piece in layout.pieces(ofShard: index) {
+                        let source = values[tensors[piece.tensorIndex].name] ?? []
+                        _ = UnsafeMutableBufferPointer(rebasing: buffer[piece.shardRange])
+                            .initialize(fromContentsOf: source[piece.tensorRange])
+                    }
+                    initialized = range.count
+                }
+                return Shard(
+                    index: index, range: range, weights: weights, optimizer: optimizer, workerSlots: workerSlots)
+            }
+            return ShardedModel(tensors: tensors, layout: layout, shards: shards)
+        }
         var flat = [Float](repeating: 0, count: layout.totalElements)
         let offsets = layout.tensorOffsets
         flat.withUnsafeMutableBufferPointer { all in
@@ -386,9 +454,13 @@ public struct ModelSnapshot: Sendable {
 
     /// The values of tensor `index`, copied out of the flat vector.
     public func tensorValues(_ index: Int, from flat: [Float]) -> [Float] {
+        Array(flat[tensorRange(index)])
+    }
+
+    /// Where tensor `index` lies in the flat vectors.
+    public func tensorRange(_ index: Int) -> Range<Int> {
         let start = layout.tensorOffsets[index]
-        let count = tensors[index].shape.reduce(1, *)
-        return Array(flat[start..<(start + count)])
+        return start..<(start + tensors[index].shape.reduce(1, *))
     }
 }
 

@@ -4,14 +4,15 @@ import Synchronization  // Atomic
 
 /// A TCP connection that carries PSWire frames, copy-free on the tensor path.
 ///
-/// Reading is done by exactly one thread (the connection's reader); writing may come from any thread and is
+/// Reading is done by one thread at a time (the connection's reader, or threads that hand a lock between them,
+/// which orders their reads); writing may come from any thread and is
 /// serialised by a per-connection write lock, so a frame is never interleaved with another. Tensor frames are
 /// written with one `writev` of header, prefix and the caller's float buffer, and read straight into a
 /// caller-chosen destination or into a receive buffer that is reused across messages.
 public final class FramedConnection: @unchecked Sendable {
     // @unchecked Sendable: `receiveBuffer`, `frameBudget`, `frameDeadline` and `keepWaitingWhenIdle` are touched
-    // only by the single reader thread (documented contract of the read* and setReadDeadlines methods); every
-    // other stored property is immutable, a LockedValue or an Atomic.
+    // only by the one thread reading at a time (documented contract of the read* and setReadDeadlines methods);
+    // every other stored property is immutable, a LockedValue or an Atomic.
 
     /// The socket; owned by this connection, closed by `close()`, never handed out.
     private let socket: Socket
@@ -51,7 +52,7 @@ public final class FramedConnection: @unchecked Sendable {
         return FramedConnection(socket: socket, peer: "\(host):\(port)", maxPayloadBytes: maxPayloadBytes)
     }
 
-    // MARK: Reading (one reader thread only)
+    // MARK: Reading (one thread at a time)
 
     /// Reads the next frame header; nil when the peer closed the connection cleanly between frames.
     public func readHeader() throws(TransportError) -> FrameHeader? {
@@ -260,6 +261,11 @@ public final class FramedConnection: @unchecked Sendable {
     /// must not outlive their peer.
     public func peerHasHungUp() -> Bool {
         socket.peerHasHungUp()
+    }
+
+    /// Waits up to `milliseconds` for a frame's first byte (or end of stream); consumes nothing.
+    public func waitUntilReadable(milliseconds: Int32) -> Bool {
+        socket.waitUntilReadable(milliseconds: milliseconds)
     }
 
     /// Bounds how long one read may block (nil: no bound); a read past it throws a timeout.

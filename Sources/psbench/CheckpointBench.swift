@@ -48,9 +48,10 @@ enum CheckpointBench {
         }
         guard let snapshot else { throw BenchError("no model to snapshot") }
 
-        let tensors = snapshot.tensors.enumerated().map { index, tensor in
-            CheckpointTensor(
-                name: tensor.name, shape: tensor.shape, values: snapshot.tensorValues(index, from: snapshot.weights))
+        // As the server's writer thread does: each file written straight from a range of the snapshot's buffer.
+        let slices = snapshot.tensors.enumerated().map { index, tensor in
+            CheckpointSlice(
+                name: tensor.name, shape: tensor.shape, storage: snapshot.weights, range: snapshot.tensorRange(index))
         }
         let manifest = CheckpointManifest(
             step: 1, mode: "bsp", shardCount: 4, shardVersions: snapshot.shardVersions,
@@ -61,19 +62,19 @@ enum CheckpointBench {
         var peakGrowth: Double? = nil
         for _ in 0..<repeats {
             let start = MonotonicClock.nanoseconds()
-            written = try CheckpointWriter.write(
-                root: root + "/ckpt", manifest: manifest, tensors: tensors, keepLast: 1)
+            written = try CheckpointWriter.write(root: root + "/ckpt", manifest: manifest, slices: slices, keepLast: 1)
             writes.append(MonotonicClock.nanoseconds() - start)
             if peakGrowth == nil, let residentBefore, let peak = residentKiB(field: "VmHWM") {
                 peakGrowth = Double(max(peak - residentBefore, 0)) * 1024
             }
             let readStart = MonotonicClock.nanoseconds()
-            let loaded = try CheckpointReader.load(directory: written)
+            // As psserver --restore does: the manifest, then each file read straight into the shards' storage.
             let restoreStore = ShardStore(
                 shardCount: 4, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1)
-            try restoreStore.install(
-                tensors: snapshot.tensors, values: loaded.tensors.mapValues(\.values), optimizerStep: 0,
-                optimizerSlots: [:], version: 1)
+            try restoreStore.installCheckpoint(
+                directory: written, manifest: try CheckpointReader.loadManifest(directory: written),
+                optimizerSlots: [:],
+                version: 1)
             reads.append(MonotonicClock.nanoseconds() - readStart)
         }
         try? FileManager.default.removeItem(atPath: root + "/ckpt")

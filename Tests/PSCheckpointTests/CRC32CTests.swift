@@ -1,5 +1,6 @@
-import PSCheckpoint
 import XCTest
+
+@testable import PSCheckpoint
 
 final class CRC32CTests: XCTestCase {
     /// Bit-at-a-time CRC-32C, the definition the table-driven version must match.
@@ -47,6 +48,26 @@ final class CRC32CTests: XCTestCase {
         for split in 0...bytes.count {
             let first = CRC32C.checksum(Array(bytes[..<split]))
             XCTAssertEqual(CRC32C.checksum(Array(bytes[split...]), seed: first), whole, "split at \(split)")
+        }
+    }
+}
+
+/// The hardware path (SSE4.2 CRC32 instruction) against the table path, on this machine's CPU.
+final class CRC32CHardwareTests: XCTestCase {
+    func test_hardwareAndTable_agreeForEveryLengthAlignmentAndSeed() throws {
+        try XCTSkipUnless(CRC32C.usesHardware, "this CPU has no SSE4.2 CRC32 instruction")
+        let bytes = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        bytes.withUnsafeBytes { all in
+            for start in 0..<9 {
+                for end in stride(from: start, through: all.count, by: 7) {
+                    let part = UnsafeRawBufferPointer(rebasing: all[start..<end])
+                    for seed: UInt32 in [0, 0xDEAD_BEEF] {
+                        XCTAssertEqual(
+                            CRC32C.checksum(part, seed: seed), CRC32C.tableChecksum(part, seed: seed),
+                            "bytes \(start)..<\(end), seed \(seed)")
+                    }
+                }
+            }
         }
     }
 }

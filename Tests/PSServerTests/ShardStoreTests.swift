@@ -100,4 +100,20 @@ final class ShardStoreTests: XCTestCase {
                 tensors: tensors, values: ["w": [1, 2, 3, 4]], optimizerStep: 0,
                 optimizerSlots: ["w": ["momentum": [0, 0, 0, 0]]], version: 3))
     }
+
+    /// `install` fills each shard straight from the tensors' pieces: the same shards as registering the values.
+    func test_install_shardsHoldTheGivenValuesInLayoutOrder() throws {
+        let store = ShardStore(shardCount: 3, optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.1), workerSlots: 1)
+        let tensors = [
+            TensorSpec(name: "a", shape: [2, 3], initializer: .zeros),
+            TensorSpec(name: "b", shape: [0], initializer: .zeros),
+            TensorSpec(name: "c", shape: [5], initializer: .zeros),
+        ]
+        let a: [Float] = [1, 2, 3, 4, 5, 6]
+        let c: [Float] = [-1, -2, -3, -4, -5]
+        try store.install(
+            tensors: tensors, values: ["a": a, "b": [], "c": c], optimizerStep: 0, optimizerSlots: [:], version: 2)
+        XCTAssertEqual(flatWeights(store), a + c)
+        XCTAssertEqual(store.snapshot()?.shardVersions, [2, 2, 2])
+    }
 }
