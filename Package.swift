@@ -5,7 +5,8 @@
 //
 //   COpenBLAS      system library: Debian's OpenBLAS (cblas.h), nothing else
 //   CZlib          system library: zlib, only for gzip-compressed IDX files
-//   CCRC32C        our one C file: the SSE4.2 CRC32 instruction for PSCheckpoint's CRC-32C (Swift cannot reach it)
+//   CCRC32C        our one C file: SSE4.2 CRC32 for PSCheckpoint's CRC-32C, one function behind a CPUID check
+//                  (Swift reaches the instruction only with the whole module built for SSE4.2)
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
 //   PSPosix        the only module that calls Glibc for sockets, signals, processes and clocks
 //   PSLog          the logger: one key=value line per event on stderr, so that any layer can log
