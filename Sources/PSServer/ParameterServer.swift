@@ -48,6 +48,11 @@ public final class ParameterServer: Sendable {
     /// Binds the listening socket, builds the store (registering the job's model or restoring a checkpoint).
     public init(config: ServerConfig, log: Logger = Logger(component: "psserver")) throws {
         try config.validate()
+        // Shard arithmetic runs on many threads at once (connections and ShardWorkers), each call on one shard:
+        // OpenBLAS must not start threads of its own inside those calls. Its pthread server is not safe against
+        // concurrent multi-threaded calls (a sanitized run crashed in cblas_saxpy), and one thread per call also
+        // keeps the server's arithmetic independent of OPENBLAS_NUM_THREADS.
+        BLAS.setThreadCount(1)
         self.config = config
         self.log = log
         let metrics = try config.metricsPath.map { try MetricsFile(path: $0, header: Self.runRecord(config)) }
