@@ -76,43 +76,19 @@ enum ScaleBench {
     }
 
     static func runJob(data: String, mode: String, workers: Int, epochs: Int) throws -> Result {
-        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let directory = NSTemporaryDirectory() + "psbench-scale-\(Host.processID())-\(mode)-\(workers)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let metrics = directory + "/metrics.jsonl"
-        var environment = ProcessInfo.processInfo.environment
-        environment["OPENBLAS_NUM_THREADS"] = "1"
-        let (server, port) = try startLocalServer(
-            binDirectory: binDirectory,
-            arguments: [
+        let records = try runLocalJob(
+            name: "scale-\(mode)-", workers: workers,
+            serverArguments: [
                 "--workers", "\(workers)", "--model", "mlp:128", "--data", data, "--batch", "64", "--epochs",
-                "\(epochs)", "--lr", "0.05", "--mode", mode, "--metrics-out", metrics,
-            ], logPath: directory + "/server.log", environment: environment)
-        defer { if server.isRunning { server.terminate() } }
-        var children: [Process] = []
-        for rank in 0..<workers {
-            let worker = Process()
-            worker.executableURL = binDirectory.appendingPathComponent("psworker")
-            worker.arguments = ["--server", "127.0.0.1:\(port)", "--name", "scale\(rank)", "--quiet"]
-            worker.standardError = FileHandle.nullDevice
-            worker.environment = environment
-            try worker.run()
-            children.append(worker)
-        }
-        for child in children { child.waitUntilExit() }
-        server.waitUntilExit()
+                "\(epochs)", "--lr", "0.05", "--mode", mode,
+            ])
         var samples = 0.0
         var first: Double? = nil
         var last = 0.0
         var epochSamples = 0.0
         var epochCount = 0.0
         var accuracy = 0.0
-        let text = try String(contentsOfFile: metrics, encoding: .utf8)
-        for line in text.split(separator: "\n") {
-            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                continue
-            }
+        for object in records {
             let seconds = (object["elapsed_s"] as? NSNumber)?.doubleValue ?? 0
             switch object["type"] as? String {
             case "step":

@@ -43,43 +43,21 @@ enum TrainBench {
     static func epochSeconds(data: String, workers: Int, batch: Int) throws -> (
         seconds: Double, samplesPerSecond: Double
     ) {
-        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let directory = NSTemporaryDirectory() + "psbench-train-\(Host.processID())-\(workers)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let metrics = directory + "/metrics.jsonl"
-        var environment = ProcessInfo.processInfo.environment
-        environment["OPENBLAS_NUM_THREADS"] = "1"
-        let (server, port) = try startLocalServer(
-            binDirectory: binDirectory,
-            arguments: [
+        let records = try runLocalJob(
+            name: "train", workers: workers,
+            serverArguments: [
                 "--workers", "\(workers)", "--model", "mlp:128", "--data", data, "--batch", "\(batch)", "--epochs", "1",
-                "--metrics-out", metrics,
-            ], logPath: directory + "/server.log", environment: environment)
-        defer { if server.isRunning { server.terminate() } }
-        var children: [Process] = []
-        for rank in 0..<workers {
-            let worker = Process()
-            worker.executableURL = binDirectory.appendingPathComponent("psworker")
-            worker.arguments = ["--server", "127.0.0.1:\(port)", "--name", "bench\(rank)", "--quiet"]
-            worker.environment = environment
-            try worker.run()
-            children.append(worker)
-        }
-        for child in children { child.waitUntilExit() }
-        server.waitUntilExit()
-        let text = try String(contentsOfFile: metrics, encoding: .utf8)
+            ])
         var first: (Int, Double)? = nil
         var last: (Int, Double)? = nil
-        for line in text.split(separator: "\n") {
-            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                object["type"] as? String == "step", let step = object["step"] as? Int,
+        for object in records {
+            guard object["type"] as? String == "step", let step = object["step"] as? Int,
                 let elapsed = object["elapsed_s"] as? Double
             else { continue }
             if first == nil { first = (step, elapsed) }
             last = (step, elapsed)
         }
-        guard let first, let last, last.0 > first.0 else { throw BenchError("no step records in \(metrics)") }
+        guard let first, let last, last.0 > first.0 else { throw BenchError("no step records (\(workers) workers)") }
         let perStep = (last.1 - first.1) / Double(last.0 - first.0)
         let steps = Double(last.0 + 1)
         let seconds = perStep * steps
