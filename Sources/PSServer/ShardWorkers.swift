@@ -75,6 +75,8 @@ final class ShardWorkers: Sendable {
         let batch = Batch(count: count, body: Body(run: body))
         queue.withLockAndBroadcast { $0.batches.append(batch) }
         batch.work()
+        // No deadline on purpose: what is left runs on a helper now (a shard lock and arithmetic, no I/O), and it
+        // writes into buffers this caller lent; returning before it finished would hand them back still in use.
         batch.finished.wait(until: nil, while: { $0 < count })
         queue.withLock { $0.batches.removeAll { $0 === batch } }
     }
@@ -86,6 +88,7 @@ final class ShardWorkers: Sendable {
 
     private func helperLoop() {
         while true {
+            // An idle helper sleeps until work or `stop` arrives; there is nothing to time out.
             let batch: Batch? = queue.wait(until: nil, while: { $0.batches.isEmpty && !$0.stopping }) { queue, _ in
                 queue.stopping ? nil : queue.batches.first
             }
