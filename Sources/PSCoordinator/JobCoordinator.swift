@@ -228,8 +228,6 @@ public struct JobCoordinator: Sendable {
     public private(set) var barrierWaits: UInt64 = 0
     /// The most recent epoch evaluation.
     public private(set) var lastEpoch: EpochRecord? = nil
-    /// The last step whose loss was recorded.
-    public private(set) var lastLossStep: UInt64? = nil
     /// Notable events (deaths), newest last, for status.
     public private(set) var events: [String] = []
     /// SSP/async pushes dropped or scaled by the stale-gradient bound.
@@ -714,7 +712,6 @@ public struct JobCoordinator: Sendable {
                 samples += reports[rank]!.samples
             }
             pendingLosses[step] = nil
-            lastLossStep = step
             let workers = membership.workers
             recordsIssued += 1
             records.append(
