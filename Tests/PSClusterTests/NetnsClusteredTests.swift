@@ -36,7 +36,9 @@ final class NetnsClusteredTests: XCTestCase {
         /// Every log, for failure messages.
         var diagnostics: String {
             var parts = ["--- netns.sh (status \(status)) ---", output]
-            for name in ["exitcodes", "server.log", "worker1.log", "worker2.log", "worker3.log", "psctl.log"] {
+            for name in [
+                "exitcodes", "server.log", "server2.log", "worker1.log", "worker2.log", "worker3.log", "psctl.log",
+            ] {
                 parts += ["--- \(name) ---", String(text(name).suffix(4000))]
             }
             return parts.joined(separator: "\n")
@@ -116,7 +118,9 @@ final class NetnsClusteredTests: XCTestCase {
             "PORT": "7000", "SUBNET": "10.231.7", "CHECKPOINT_DIR": "", "OPENBLAS_NUM_THREADS": "1", "PS_TOKEN": "",
             "PS_DATA_DIR": "", "EPOCHS": "", "EXTRA_SERVER_FLAGS": "", "EXTRA_WORKER_FLAGS": "", "LOSS_WORKER": "",
             "LOSS_PERCENT": "", "KILL_WORKER": "", "KILL_AFTER": "", "KILL_WHEN": "", "RESTART_WORKER": "0",
-            "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1",
+            "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1", "SERVERS": "1",
+            "JOINED_SHARDS": "", "EXTRA_JOINED_FLAGS": "", "SHAPE_RATE": "", "KILL_JOINED_SERVER": "",
+            "KILL_JOINED_SERVER_AFTER": "",
         ]
         environment.merge(settings.mapValues { $0.replacingOccurrences(of: "{OUT}", with: directory.path) }) { $1 }
         let process = try ChildProcess(
@@ -291,5 +295,43 @@ final class NetnsClusteredTests: XCTestCase {
         let epochs = run.records(type: "epoch")
         XCTAssertEqual(epochs.last?["epoch"] as? Int, 9, run.diagnostics)
         XCTAssertEqual(try run.finalWeights().count, 2)
+    }
+
+    /// Scale-out across hosts: a coordinator (2 shards) on srv and a joined server (3 shards) on host s2, which
+    /// advertises its own address; the three workers reach both over the bridge. The BSP job's final weights are
+    /// byte for byte those of the same job on one server (both runs in namespaces).
+    func test_twoServersOnTwoHosts_bspFinalWeightsEqualOneServerBitwise() throws {
+        let binaries = try requireNetns()
+        let settings = [
+            "EPOCHS": "2", "SHARDS": "2", "EXTRA_WORKER_FLAGS": "--quiet",
+            "EXTRA_SERVER_FLAGS": "--batch 32 --seed 0 --lr 0.1 --mode bsp --log-level info --server-timeout 20",
+        ]
+        let single = try runCluster("one", binaries: binaries, timeout: 120, settings)
+        assertSucceeded(single, lines: ["server 0", "worker1 0", "worker2 0", "worker3 0"])
+        let spread = try runCluster(
+            "two", binaries: binaries, timeout: 120,
+            settings.merging([
+                "SERVERS": "2", "JOINED_SHARDS": "3", "EXTRA_JOINED_FLAGS": "--log-level info --server-timeout 20",
+            ]) { $1 })
+        assertSucceeded(spread, lines: ["server 0", "server2 0", "worker1 0", "worker2 0", "worker3 0"])
+        XCTAssertTrue(
+            spread.output.contains("event=server-start") && spread.output.contains("host=s2 name=server2"),
+            spread.diagnostics)
+        let joined = spread.text("server2.log")
+        XCTAssertTrue(joined.contains("event=joined"), spread.diagnostics)
+        XCTAssertTrue(joined.contains("total_shards=5"), spread.diagnostics)
+        XCTAssertTrue(joined.contains("event=job-finished"), spread.diagnostics)
+        for address in ["10.231.7.2", "10.231.7.3", "10.231.7.4"] {
+            XCTAssertTrue(joined.contains("peer=\(address):"), "no worker connection from \(address) to server2")
+        }
+        XCTAssertTrue(spread.text("server.log").contains("servers=2"), spread.diagnostics)
+
+        let expected = try single.finalWeights()
+        let actual = try spread.finalWeights()
+        XCTAssertEqual(expected.keys.sorted(), ["fc1.bias.npy", "fc1.weight.npy"])
+        XCTAssertEqual(actual.keys.sorted(), expected.keys.sorted())
+        for (name, bytes) in expected {
+            XCTAssertEqual(actual[name], bytes, "\(name) differs between one server and two servers on two hosts")
+        }
     }
 }
