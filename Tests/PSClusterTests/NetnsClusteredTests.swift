@@ -334,4 +334,36 @@ final class NetnsClusteredTests: XCTestCase {
             XCTAssertEqual(actual[name], bytes, "\(name) differs between one server and two servers on two hosts")
         }
     }
+
+    /// netns.sh's KILL_JOINED_SERVER_AFTER: the joined server on host s2 is SIGKILLed after the first epoch and not
+    /// restarted; the coordinator ends the job with exit status 1 within --server-timeout plus a bound, naming the
+    /// server's address, and the run is cleaned up.
+    func test_joinedServerKilledOnItsHost_coordinatorEndsTheJobNamingIt() throws {
+        let binaries = try requireNetns()
+        let run = try runCluster(
+            "jkill", binaries: binaries, timeout: 120,
+            [
+                "EPOCHS": "50", "SERVERS": "2", "KILL_WHEN": "event=epoch epoch=0 ", "KILL_JOINED_SERVER_AFTER": "0.2",
+                "EXTRA_JOINED_FLAGS": "--log-level info",
+                "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10 --reconnect-timeout 5",
+                "EXTRA_SERVER_FLAGS": Self.jobFlags + " --mode bsp --server-timeout 3",
+            ])
+        XCTAssertEqual(run.status, 1, run.diagnostics)
+        XCTAssertTrue(run.exitLines.contains("server2 137 killed"), run.diagnostics)
+        XCTAssertTrue(run.exitLines.contains("server 1"), run.diagnostics)
+        let server = run.text("server.log")
+        XCTAssertTrue(server.contains("event=server-lost"), run.diagnostics)
+        XCTAssertTrue(server.contains("joined server 1 (10.231.7.232:7000)"), run.diagnostics)
+        let events = run.output.split(separator: "\n")
+        let seconds = { (line: Substring?) -> Double? in
+            line?.split(separator: " ").first { $0.hasPrefix("t=") }.flatMap { Double($0.dropFirst(2)) }
+        }
+        let killed = seconds(events.first { $0.contains("event=kill ") && $0.contains("name=server2") })
+        let ended = seconds(events.first { $0.contains("event=exit ") && $0.contains("name=server ") })
+        if let killed, let ended {
+            XCTAssertLessThan(ended - killed, 3 + 10, "the job ends within --server-timeout plus a bound")
+        } else {
+            XCTFail("no kill or exit event:\n\(run.output)")
+        }
+    }
 }
