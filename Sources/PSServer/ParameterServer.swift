@@ -44,6 +44,10 @@ public final class ParameterServer: Sendable {
     let nextConnectionID = Atomic<UInt64>(1)
     /// When the placement completed (joined servers are watched from then on).
     let placementNanos = Atomic<UInt64>(0)
+    /// Scale-out: why the job is rolling back to its last checkpoint, while it is (workers are refused then).
+    let rollingBack = LockedValue<String?>(nil)
+    /// The connections of joined workers (a rollback closes them and waits for them to end).
+    let workerConnectionIDs = LockedValue<Set<UInt64>>([])
     /// The joined servers whose silence was logged (the ticker's, to log each pause once).
     private let silentServersLogged = LockedValue<Set<Int>>([])
     let stopped = Atomic<Bool>(false)
@@ -59,8 +63,9 @@ public final class ParameterServer: Sendable {
     /// A coordinator of several servers: the whole model as laid out before the placement (or as its first worker
     /// registered it), which joined servers fetch their parts from.
     let initialModel = LockedValue<ModelSnapshot?>(nil)
-    /// The steps done when this server started (a restored checkpoint's step, or 0).
-    let initialCompletedSteps: UInt64
+    /// The steps done when this server started (a restored checkpoint's step, or 0), or when the job last rolled
+    /// back (scale-out): where the joined servers' model parts start.
+    let initialCompletedSteps: LockedValue<UInt64>
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
 
@@ -113,7 +118,7 @@ public final class ParameterServer: Sendable {
         } else if !config.jobTensors.isEmpty {
             try store.register(config.jobTensors)
         }
-        initialCompletedSteps = completedSteps
+        initialCompletedSteps = LockedValue(completedSteps)
         coordinator = config.job.map {
             Coordinator(config: config, job: $0, completedSteps: completedSteps, restoredClocks: restoredClocks)
         }

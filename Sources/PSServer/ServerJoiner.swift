@@ -168,6 +168,7 @@ extension ParameterServer {
                 do {
                     try install(part, floats: answer.floats, index: joined.index)
                     installed = true
+                    seen = part.sequence
                 } catch {
                     fail("cannot install the model part from the coordinator: \(error)")
                     return
@@ -176,11 +177,17 @@ extension ParameterServer {
                 Thread.sleep(forTimeInterval: 0.2)
             case .entries(let entries):
                 for entry in entries where entry.sequence > seen {
+                    seen = entry.sequence
+                    if entry.kind == .rollback {
+                        // Everything after it comes with the new model part.
+                        dropModel(reason: entry.reason)
+                        installed = false
+                        break
+                    }
                     guard follow(entry, connection: connection, index: joined.index, requestID: &requestID) else {
                         connection.close()
                         return
                     }
-                    seen = entry.sequence
                 }
             case .accepted:
                 break
@@ -249,6 +256,21 @@ extension ParameterServer {
             ["shards": "\(placement.owned)", "elements": n, "mode": part.mode.rawValue, "step": part.completedSteps])
     }
 
+    /// The coordinator rolled the job back: the model goes, and so does every connection (workers reconnect to
+    /// the coordinator first, and it welcomes none until every server has the rolled-back model).
+    private func dropModel(reason: String) {
+        log.warning("rollback", ["reason": reason])
+        joinedShards.withLockAndBroadcast { shards in
+            shards?.stop()
+            shards = nil
+        }
+        replaceStore(
+            ShardStore(
+                shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: 1,
+                maxModelBytes: config.maxModelBytes))
+        for connection in connections.withLock({ Array($0.values) }) { connection.shutdown() }
+    }
+
     /// Carries out one decision of the coordinator; false when this server must stop.
     private func follow(
         _ entry: LinkEntry, connection: FramedConnection, index: Int, requestID: inout UInt64
@@ -286,6 +308,8 @@ extension ParameterServer {
                 log.warning("snapshot-part-failed", ["step": entry.step, "error": error])
             }
             return true
+        case .rollback:
+            return true  // handled by the link loop
         case .finish:
             log.info("job-finished", ["reason": entry.reason])
             stop(exitCode: entry.exitCode, reason: entry.reason)

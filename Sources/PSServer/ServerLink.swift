@@ -52,6 +52,8 @@ struct ModelPart: Codable, Equatable {
     var allowNonFinite: Bool
     /// BSP: the steps every shard has applied (the restored checkpoint's step, or 0).
     var completedSteps: UInt64
+    /// The coordinator's last decision so far: the joined server syncs after it.
+    var sequence: UInt64
     var optimizerStep: UInt64
     /// One version per shard of this server.
     var versions: [UInt64]
@@ -69,6 +71,9 @@ struct LinkEntry: Codable, Equatable {
         case snapshot
         /// The job is over: exit with `exitCode`.
         case finish
+        /// The job rolled back to the checkpoint after `step` steps (a joined server restarted): drop the model
+        /// and every worker connection, fetch the model part again, then sync on.
+        case rollback
     }
 
     var sequence: UInt64
@@ -216,6 +221,39 @@ final class ServerLinks: Sendable {
         state.wait(
             until: MonotonicClock.deadline(afterSeconds: seconds),
             while: { state in (1...max(joined, 1)).contains { (state.delivered[$0] ?? 0) < sequence } && joined > 0 })
+    }
+
+    /// The sequence number of the last decision published (0 before any).
+    var lastSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
+
+    /// Scale-out rollback: forgets every snapshot being gathered and publishes the rollback decision.
+    func publishRollback(step: UInt64, reason: String) -> UInt64 {
+        state.withLockAndBroadcast { state in
+            state.gathers.removeAll()
+            let sequence = state.nextSequence
+            state.nextSequence += 1
+            state.entries.append(LinkEntry(sequence: sequence, kind: .rollback, step: step, reason: reason))
+            return sequence
+        }
+    }
+
+    /// Waits (until `deadline`) until every joined server has synced past `sequence`, that is, carried it out.
+    func waitUntilCarriedOut(_ sequence: UInt64, deadline: UInt64) -> Bool {
+        let joined = joinedCount
+        return state.wait(
+            until: deadline,
+            while: { state in !state.stopping && (1...max(joined, 1)).contains { (state.acked[$0] ?? 0) < sequence } }
+        ) { state, _ in
+            !(1...max(joined, 1)).contains { (state.acked[$0] ?? 0) < sequence }
+        }
+    }
+
+    /// A restarted joined server starts over: what it had seen before does not count.
+    func forget(server: Int) {
+        state.withLockAndBroadcast { state in
+            state.acked[server] = nil
+            state.delivered[server] = nil
+        }
     }
 
     /// Records a joined server's counters.

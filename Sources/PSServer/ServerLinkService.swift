@@ -114,7 +114,8 @@ struct ServerLinkService {
             tensors: whole.tensors.map { TensorShape(name: $0.name, shape: $0.shape) }, placement: placement,
             optimizer: config.optimizer, mode: config.mode, maxGradientStaleness: config.maxGradientStaleness,
             stalePolicy: config.stalePolicy, allowNonFinite: config.allowNonFinite,
-            completedSteps: server.initialCompletedSteps, optimizerStep: whole.optimizerStep,
+            completedSteps: server.initialCompletedSteps.withLock { $0 }, sequence: server.links?.lastSequence ?? 0,
+            optimizerStep: whole.optimizerStep,
             versions: Array(repeating: whole.shardVersions.max() ?? 0, count: shards.count),
             workers: config.job?.workers ?? 1)
         server.log.info("model-part-sent", ["server": index, "shards": "\(shards)", "elements": elements.count])

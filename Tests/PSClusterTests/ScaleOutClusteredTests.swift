@@ -1,4 +1,5 @@
 import Foundation
+import PSPosix
 import PSTestSupport
 import XCTest
 
@@ -272,5 +273,44 @@ final class ScaleOutClusteredTests: XCTestCase {
         try run.cluster.startWorker(name: "w1", ["--quiet", "--debug-step-delay-ms", "10"])
         _ = try finish(run)
         XCTAssertTrue(coordinator.standardError.contains("rejoined=true"), coordinator.standardError)
+    }
+
+    /// Issue 11's server failure: a joined server killed with SIGKILL mid-job and restarted with the same `--join`
+    /// and address rolls every server and worker back to the last checkpoint, and the job ends with final weights
+    /// byte-for-byte those of the same job never interrupted.
+    func test_joinedServerKilledAndRestarted_rollsBack_finalWeightsBitwiseEqual() throws {
+        let flags = [
+            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
+            "--checkpoint-every-steps", "20",
+        ]
+        let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
+
+        let cluster = try LocalCluster()
+        try cluster.startServer(
+            ["--servers", "2", "--shards", "1", "--workers", "2", "--data", "digits", "--server-timeout", "30"] + flags)
+        let probe = try Socket.listen(host: "127.0.0.1", port: 0)
+        let port = try probe.localPort()
+        probe.close()
+        let joinArguments = [
+            "--host", "127.0.0.1", "--port", "\(port)", "--join", "127.0.0.1:\(cluster.port)", "--shards", "2",
+            "--server-timeout", "30", "--log-level", "info",
+        ]
+        let first = try ChildProcess(binary: "psserver", arguments: joinArguments)
+        for rank in 0..<2 {
+            try cluster.startWorker(name: "w\(rank)", ["--quiet", "--debug-step-delay-ms", "5"], reconnectTimeout: 30)
+        }
+        guard let coordinator = cluster.server else { return XCTFail("no coordinator") }
+        _ = try coordinator.waitForLine(matching: "event=checkpoint-written", in: .standardError, timeout: .seconds(60))
+        Thread.sleep(forTimeInterval: 0.3)
+        first.kill(signal: SIGKILL)
+        _ = first.wait(timeout: .seconds(10))
+        let restarted = try ChildProcess(binary: "psserver", arguments: joinArguments)
+        let run = (files: [String: Data](), cluster: cluster, joined: [restarted])
+        let files = try finish(run)
+        XCTAssertTrue(coordinator.standardError.contains("event=rollback-done"), coordinator.standardError)
+        XCTAssertEqual(Set(files.keys), Set(uninterrupted.keys))
+        for (name, bytes) in uninterrupted {
+            XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the rollback")
+        }
     }
 }

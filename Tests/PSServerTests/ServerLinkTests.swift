@@ -1,6 +1,7 @@
 import Foundation
 import PSCoordinator
 import PSMath
+import PSPosix
 import PSWire
 import XCTest
 
@@ -95,7 +96,8 @@ final class ServerLinkTests: XCTestCase {
             tensors: [TensorShape(name: "w", shape: [2])],
             placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .bsp, maxGradientStaleness: nil,
-            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, optimizerStep: 0, versions: [0], workers: 2)
+            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, optimizerStep: 0, versions: [0],
+            workers: 2)
         let joined = JoinedShards(part: part, index: 0)
         let one: [Float] = [1, 1]
         let three: [Float] = [3, 3]
@@ -108,5 +110,37 @@ final class ServerLinkTests: XCTestCase {
         XCTAssertEqual(shard.state.withLock { $0.weights }, [-1, -1], "rank 1 was not released: the mean is rank 0's")
         XCTAssertTrue(joined.waitForCompleted(1, deadline: 0, peerGone: { false }))
         XCTAssertFalse(joined.waitForCompleted(2, deadline: 0, peerGone: { false }))
+    }
+
+    /// A checkpoint whose joined part never arrives (the server died mid-checkpoint) is not written: the gather
+    /// ends empty at its deadline, so `latest` keeps naming the previous checkpoint.
+    func test_gather_missingPart_endsEmptyAtTheDeadline() throws {
+        let store = ShardStore(shardCount: 1, optimizer: adam, workerSlots: 1)
+        try store.register(tensors)
+        let links = ServerLinks(servers: 2)
+        let gather = links.startGather(own: try XCTUnwrap(store.snapshot()), step: 3)
+        XCTAssertNil(links.finishGather(gather, deadline: MonotonicClock.deadline(afterSeconds: 0.05)))
+        XCTAssertFalse(
+            links.receive(
+                part: PartSnapshot(
+                    shards: 1..<2, elements: 0..<0, weights: [], optimizerSlots: [], optimizerStep: 0, versions: []),
+                server: 1, gather: gather), "a late part is not taken")
+    }
+
+    /// Decisions are numbered; what every joined server has synced past is dropped, and a rollback forgets the
+    /// snapshots being gathered.
+    func test_entries_areNumbered_andPrunedOnceSeen() throws {
+        let links = ServerLinks(servers: 3)
+        let first = links.publish(.release, step: 0, ranks: [0])
+        let second = links.publish(.release, step: 1, ranks: [0])
+        XCTAssertEqual(links.entries(after: 0, server: 1, seconds: 0).map(\.sequence), [first, second])
+        XCTAssertEqual(links.entries(after: first, server: 2, seconds: 0).map(\.sequence), [second])
+        XCTAssertEqual(links.entries(after: first, server: 1, seconds: 0).map(\.sequence), [second])
+        XCTAssertEqual(links.state.withLock { $0.entries.map(\.sequence) }, [second], "both servers saw the first")
+        let rollback = links.publishRollback(step: 0, reason: "test")
+        XCTAssertFalse(links.waitUntilCarriedOut(rollback, deadline: MonotonicClock.deadline(afterSeconds: 0.01)))
+        _ = links.entries(after: rollback, server: 1, seconds: 0)
+        _ = links.entries(after: rollback, server: 2, seconds: 0)
+        XCTAssertTrue(links.waitUntilCarriedOut(rollback, deadline: MonotonicClock.deadline(afterSeconds: 1)))
     }
 }
