@@ -482,12 +482,20 @@ public final class ParameterServer: Sendable {
 
     /// The status document `psctl status` prints.
     func status() -> StatusDocument {
-        let shards = (store.current?.shards ?? []).map { shard in
+        var shards = (store.current?.shards ?? []).map { shard in
             StatusDocument.Shard(
                 index: shard.index, version: shard.version, elements: shard.elementCount,
                 pushes: shard.pushCount.load(ordering: .relaxed), pulls: shard.pullCount.load(ordering: .relaxed),
                 staleDropped: shard.droppedStaleCount.load(ordering: .relaxed),
                 staleScaled: shard.scaledStaleCount.load(ordering: .relaxed))
+        }
+        if shards.isEmpty {
+            // Nothing registered yet: the shards --shards made are there, empty (a new user sees what it did).
+            let placement = store.currentPlacement
+            shards = placement.owned.map {
+                StatusDocument.Shard(
+                    index: $0, version: 0, elements: 0, pushes: 0, pulls: 0, staleDropped: 0, staleScaled: 0)
+            }
         }
         var document = StatusDocument(
             mode: coordinator == nil ? "store" : config.mode.rawValue, optimizer: config.optimizer.kind.rawValue,

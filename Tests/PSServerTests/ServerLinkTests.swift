@@ -143,4 +143,14 @@ final class ServerLinkTests: XCTestCase {
         _ = links.entries(after: rollback, server: 2, seconds: 0)
         XCTAssertTrue(links.waitUntilCarriedOut(rollback, deadline: MonotonicClock.deadline(afterSeconds: 1)))
     }
+
+    /// Issue 11 item 8: a plain store (`psserver --shards 4`, no model) shows its 4 shards, empty, before anything
+    /// is registered.
+    func test_status_plainStoreBeforeRegistration_listsItsEmptyShards() throws {
+        let harness = try ServerHarness(shards: 4)
+        let shards = harness.server.status().shards
+        XCTAssertEqual(shards.map(\.index), [0, 1, 2, 3])
+        XCTAssertTrue(shards.allSatisfy { $0.elements == 0 && $0.version == 0 })
+        XCTAssertEqual(harness.server.status().shardCount, 4)
+    }
 }
