@@ -44,6 +44,8 @@ public final class ParameterServer: Sendable {
     let nextConnectionID = Atomic<UInt64>(1)
     /// When the placement completed (joined servers are watched from then on).
     let placementNanos = Atomic<UInt64>(0)
+    /// SSP on several servers: the live ranks last sent to joined servers.
+    private let publishedLiveRanks = LockedValue<[Int]>([])
     /// Scale-out: why the job is rolling back to its last checkpoint, while it is (workers are refused then).
     let rollingBack = LockedValue<String?>(nil)
     /// The connections of joined workers (a rollback closes them and waits for them to end).
@@ -301,6 +303,7 @@ public final class ParameterServer: Sendable {
             Thread.sleep(forTimeInterval: interval)
             carryOut(coordinator.tick())
             checkJoinedServers()
+            publishMembership()
         }
     }
 
@@ -388,6 +391,18 @@ public final class ParameterServer: Sendable {
         guard let links else { return own }
         let gather = links.startGather(own: own, step: step)
         return links.finishGather(gather, deadline: MonotonicClock.deadline(afterSeconds: config.serverTimeoutSeconds))
+    }
+
+    /// SSP on several servers: tells joined servers when the live workers change (their staleness bound waits
+    /// only for live ones). Checked every tick.
+    private func publishMembership() {
+        guard let links, config.mode == .ssp, let coordinator else { return }
+        let live = coordinator.snapshot.membership.liveRanks
+        let changed = publishedLiveRanks.withLock { published -> Bool in
+            defer { published = live }
+            return published != live
+        }
+        if changed { links.publish(.membership, ranks: live) }
     }
 
     /// The coordinator's watch over joined servers: one that has not called for `--server-timeout` (it died, or

@@ -308,6 +308,9 @@ extension ParameterServer {
                 log.warning("snapshot-part-failed", ["step": entry.step, "error": error])
             }
             return true
+        case .membership:
+            joined.membership(entry.ranks)
+            return true
         case .rollback:
             return true  // handled by the link loop
         case .finish:

@@ -59,6 +59,10 @@ struct ModelPart: Codable, Equatable {
     var versions: [UInt64]
     /// K: the gradient slots each shard keeps.
     var workers: Int
+    /// SSP: how many clocks a worker may run ahead of the slowest live one (`--staleness`).
+    var staleness: UInt64
+    /// The live workers when the part was cut.
+    var liveRanks: [Int]
 }
 
 /// One decision of the coordinator, numbered so that a server applies them in order exactly once.
@@ -71,6 +75,8 @@ struct LinkEntry: Codable, Equatable {
         case snapshot
         /// The job is over: exit with `exitCode`.
         case finish
+        /// SSP: the live workers are now `ranks` (a death, a leave, a join); the staleness bound waits only for them.
+        case membership
         /// The job rolled back to the checkpoint after `step` steps (a joined server restarted): drop the model
         /// and every worker connection, fetch the model part again, then sync on.
         case rollback
@@ -307,6 +313,9 @@ final class JoinedShards: Sendable {
         var pending: [UInt64]
         /// Released steps not yet applied everywhere: step -> the ranks whose mean it is.
         var releases: [UInt64: [Int]] = [:]
+        /// SSP: the clock each rank's pushes to this server reached, and the live ranks (from the coordinator).
+        var clocks: [Int: UInt64] = [:]
+        var live: Set<Int> = []
         var stopping = false
 
         /// The steps every owned shard has applied.
@@ -321,7 +330,34 @@ final class JoinedShards: Sendable {
         self.part = part
         self.index = index
         steps = LockedValue(
-            Steps(pending: Array(repeating: part.completedSteps, count: part.placement.shards(ofServer: index).count)))
+            Steps(
+                pending: Array(repeating: part.completedSteps, count: part.placement.shards(ofServer: index).count),
+                live: Set(part.liveRanks)))
+    }
+
+    /// SSP: the live workers changed.
+    func membership(_ ranks: [Int]) {
+        steps.withLockAndBroadcast { $0.live = Set(ranks) }
+    }
+
+    /// SSP: `rank` pushed its step `clock - 1` here; waits (until `deadline`) until every live worker's pushes to
+    /// this server reached `clock - staleness`, so that the weights read now hold every update the bound
+    /// promises, as the coordinator's own exchange reply does. False on timeout or stop.
+    func waitForStaleness(rank: Int, clock: UInt64, deadline: UInt64, peerGone: () -> Bool) -> Bool {
+        let staleness = part.staleness
+        let needed = clock > staleness ? clock - staleness : 0
+        steps.withLockAndBroadcast { $0.clocks[rank] = max($0.clocks[rank] ?? 0, clock) }
+        let ready: (Steps) -> Bool = { steps in
+            steps.live.allSatisfy { (steps.clocks[$0] ?? 0) >= needed || $0 == rank }
+        }
+        while true {
+            let slice = min(deadline, MonotonicClock.deadline(afterSeconds: 0.25))
+            let (done, stopping) = steps.wait(until: slice, while: { !ready($0) && !$0.stopping }) { steps, _ in
+                (ready(steps), steps.stopping)
+            }
+            if done { return true }
+            if stopping || MonotonicClock.nanoseconds() >= deadline || peerGone() { return false }
+        }
     }
 
     var stalenessRule: StalenessRule {

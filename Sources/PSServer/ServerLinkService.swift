@@ -117,7 +117,8 @@ struct ServerLinkService {
             completedSteps: server.initialCompletedSteps.withLock { $0 }, sequence: server.links?.lastSequence ?? 0,
             optimizerStep: whole.optimizerStep,
             versions: Array(repeating: whole.shardVersions.max() ?? 0, count: shards.count),
-            workers: config.job?.workers ?? 1)
+            workers: config.job?.workers ?? 1, staleness: config.mode == .ssp ? config.staleness : .max,
+            liveRanks: server.coordinator?.snapshot.membership.liveRanks ?? [])
         server.log.info("model-part-sent", ["server": index, "shards": "\(shards)", "elements": elements.count])
         try session.reply(
             .serverCallReply(ServerCall(header: LinkCoding.encode(LinkReply.model(part: part)), floats: floats)),

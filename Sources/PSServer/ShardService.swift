@@ -359,6 +359,20 @@ struct ShardService {
                 shard.pushCount.wrappingAdd(1, ordering: .relaxed)
                 _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, rank: nil)
             }
+            if joined.part.mode == .ssp {
+                let connection = session.connection
+                guard
+                    joined.waitForStaleness(
+                        rank: rank, clock: step + 1,
+                        deadline: MonotonicClock.deadline(afterSeconds: server.config.waitTimeoutSeconds),
+                        peerGone: { connection.peerHasHungUp() })
+                else {
+                    try session.replyError(
+                        .timeout, "timed out waiting: step \(step + 1) must wait for the slowest worker; retry",
+                        to: requestID)
+                    return
+                }
+            }
         }
         try sendOwnedWeights(model, jobState: .running, minClock: step + 1, session: session, requestID: requestID)
     }

@@ -97,7 +97,7 @@ final class ServerLinkTests: XCTestCase {
             placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .bsp, maxGradientStaleness: nil,
             stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, optimizerStep: 0, versions: [0],
-            workers: 2)
+            workers: 2, staleness: .max, liveRanks: [0, 1])
         let joined = JoinedShards(part: part, index: 0)
         let one: [Float] = [1, 1]
         let three: [Float] = [3, 3]
@@ -152,5 +152,29 @@ final class ServerLinkTests: XCTestCase {
         XCTAssertEqual(shards.map(\.index), [0, 1, 2, 3])
         XCTAssertTrue(shards.allSatisfy { $0.elements == 0 && $0.version == 0 })
         XCTAssertEqual(harness.server.status().shardCount, 4)
+    }
+
+    /// SSP on a joined server: a worker's read at clock c waits until every live worker's pushes here reached
+    /// c - s; a worker the coordinator no longer counts as live is not waited for.
+    func test_joinedShards_sspBound_waitsForTheSlowestLiveWorker() {
+        let part = ModelPart(
+            tensors: [TensorShape(name: "w", shape: [2])],
+            placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
+            optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .ssp, maxGradientStaleness: nil,
+            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, optimizerStep: 0,
+            versions: [0], workers: 3, staleness: 1, liveRanks: [0, 1, 2])
+        let joined = JoinedShards(part: part, index: 0)
+        let soon = { MonotonicClock.deadline(afterSeconds: 0.05) }
+        XCTAssertTrue(joined.waitForStaleness(rank: 0, clock: 1, deadline: soon(), peerGone: { false }))
+        XCTAssertFalse(
+            joined.waitForStaleness(rank: 0, clock: 3, deadline: soon(), peerGone: { false }),
+            "ranks 1 and 2 have pushed nothing: clock 3 needs them at 2")
+        XCTAssertFalse(
+            joined.waitForStaleness(rank: 1, clock: 2, deadline: soon(), peerGone: { false }),
+            "rank 1 reached 2, but rank 2 has pushed nothing")
+        joined.membership([0, 1])
+        XCTAssertTrue(
+            joined.waitForStaleness(rank: 0, clock: 3, deadline: soon(), peerGone: { false }),
+            "rank 2 is no longer live; rank 1 is at 2")
     }
 }
