@@ -16,7 +16,7 @@ enum LinkRequest: Codable, Equatable {
     case fetchModel(server: Int)
     /// Asks for the coordinator's decisions after sequence number `after`; answered `.entries` at once when there
     /// are some, otherwise after at most about a second (the call is also the server's heartbeat).
-    case sync(server: Int, after: UInt64, stats: LinkStats)
+    case sync(server: Int, after: UInt64, stats: LinkStats, instance: UInt64)
     /// Hands in this server's part of the snapshot asked for by entry `gather` (floats: weights, then each
     /// optimizer slot, for the part's elements).
     case part(server: Int, gather: UInt64, optimizerStep: UInt64, versions: [UInt64])
@@ -36,6 +36,8 @@ enum LinkReply: Codable, Equatable {
     case notReady(reason: String)
     case entries(entries: [LinkEntry])
     case accepted
+    /// This coordinator does not know the caller's model part (it restarted): register again.
+    case reregister(reason: String)
     /// The call was refused; the reason is a sentence.
     case refused(reason: String)
 }
@@ -54,6 +56,9 @@ struct ModelPart: Codable, Equatable {
     var completedSteps: UInt64
     /// The coordinator's last decision so far: the joined server syncs after it.
     var sequence: UInt64
+    /// The coordinator process that cut the part (random per process): a sync naming another one is told to
+    /// register again.
+    var instance: UInt64
     var optimizerStep: UInt64
     /// One version per shard of this server.
     var versions: [UInt64]
@@ -139,6 +144,8 @@ final class ServerLinks: Sendable {
     let state = LockedValue(State())
     /// Joined servers: indices 1..<M.
     let joinedCount: Int
+    /// This coordinator process's number (see `ModelPart.instance`).
+    let instance = UInt64.random(in: 1...UInt64.max)
 
     init(servers: Int) {
         joinedCount = servers - 1

@@ -313,4 +313,51 @@ final class ScaleOutClusteredTests: XCTestCase {
             XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the rollback")
         }
     }
+
+    /// The coordinator's own death with two servers: restarted with `--restore latest` on its address, the joined
+    /// server registers again (its link is told the coordinator restarted) and takes its part of the checkpoint,
+    /// the workers reconnect, and the final weights equal the uninterrupted run's.
+    func test_coordinatorKilledAndRestored_joinedServerRegistersAgain_finalWeightsBitwiseEqual() throws {
+        let flags = [
+            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
+            "--checkpoint-every-steps", "20",
+        ]
+        let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
+        let cluster = try LocalCluster()
+        var ports: [UInt16] = []
+        for _ in 0..<2 {
+            let probe = try Socket.listen(host: "127.0.0.1", port: 0)
+            ports.append(try probe.localPort())
+            probe.close()
+        }
+        cluster.port = ports[0]
+        let coordinatorArguments =
+            [
+                "--host", "127.0.0.1", "--port", "\(ports[0])", "--checkpoint-dir", cluster.checkpointDirectory,
+                "--servers", "2", "--shards", "1", "--workers", "2", "--data", "digits", "--log-level", "info",
+            ] + flags
+        let first = try ChildProcess(binary: "psserver", arguments: coordinatorArguments)
+        _ = try first.waitForLine(matching: "event=listening", in: .standardError, timeout: .seconds(60))
+        let joined = try ChildProcess(
+            binary: "psserver",
+            arguments: [
+                "--host", "127.0.0.1", "--port", "\(ports[1])", "--join", "127.0.0.1:\(ports[0])", "--shards", "2",
+                "--log-level", "info",
+            ])
+        for rank in 0..<2 {
+            try cluster.startWorker(name: "w\(rank)", ["--quiet", "--debug-step-delay-ms", "5"], reconnectTimeout: 30)
+        }
+        _ = try first.waitForLine(matching: "event=checkpoint-written", in: .standardError, timeout: .seconds(60))
+        Thread.sleep(forTimeInterval: 0.3)
+        first.kill(signal: SIGKILL)
+        _ = first.wait(timeout: .seconds(10))
+        cluster.server = try ChildProcess(
+            binary: "psserver", arguments: coordinatorArguments + ["--restore", "latest"])
+        let files = try finish((files: [:], cluster: cluster, joined: [joined]))
+        XCTAssertTrue(joined.standardError.contains("event=link-reregister"), joined.standardError)
+        XCTAssertEqual(Set(files.keys), Set(uninterrupted.keys))
+        for (name, bytes) in uninterrupted {
+            XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the restore")
+        }
+    }
 }

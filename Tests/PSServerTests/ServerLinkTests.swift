@@ -20,8 +20,9 @@ final class ServerLinkTests: XCTestCase {
     func test_linkHeaders_areTheDocumentedJSON() {
         XCTAssertEqual(
             LinkCoding.encode(
-                LinkRequest.sync(server: 1, after: 41, stats: LinkStats(bytes: 1300, pushes: 84, pulls: 84))),
-            #"{"sync":{"after":41,"server":1,"stats":{"bytes":1300,"pulls":84,"pushes":84}}}"#)
+                LinkRequest.sync(
+                    server: 1, after: 41, stats: LinkStats(bytes: 1300, pushes: 84, pulls: 84), instance: 7)),
+            #"{"sync":{"after":41,"instance":7,"server":1,"stats":{"bytes":1300,"pulls":84,"pushes":84}}}"#)
         XCTAssertEqual(
             LinkCoding.encode(LinkRequest.part(server: 1, gather: 43, optimizerStep: 42, versions: [42])),
             #"{"part":{"gather":43,"optimizerStep":42,"server":1,"versions":[42]}}"#)
@@ -96,7 +97,8 @@ final class ServerLinkTests: XCTestCase {
             tensors: [TensorShape(name: "w", shape: [2])],
             placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .bsp, maxGradientStaleness: nil,
-            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, optimizerStep: 0, versions: [0],
+            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, instance: 1, optimizerStep: 0,
+            versions: [0],
             workers: 2, staleness: .max, liveRanks: [0, 1])
         let joined = JoinedShards(part: part, index: 0)
         let one: [Float] = [1, 1]
@@ -161,7 +163,7 @@ final class ServerLinkTests: XCTestCase {
             tensors: [TensorShape(name: "w", shape: [2])],
             placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .ssp, maxGradientStaleness: nil,
-            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, optimizerStep: 0,
+            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, instance: 1, optimizerStep: 0,
             versions: [0], workers: 3, staleness: 1, liveRanks: [0, 1, 2])
         let joined = JoinedShards(part: part, index: 0)
         let soon = { MonotonicClock.deadline(afterSeconds: 0.05) }
