@@ -207,6 +207,12 @@ public final class ParameterServer: Sendable {
     public func stop(exitCode code: Int32 = 0, reason: String) {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         log.info("stopping", ["reason": reason])
+        if let links {
+            // Joined servers stop with the coordinator (with its exit code); it waits until each was sent that
+            // (bounded), so none is left looking for a coordinator that is gone.
+            let finish = links.publish(.finish, exitCode: code, reason: reason)
+            links.waitUntilSeen(finish, seconds: 3)
+        }
         coordinator?.stop()
         links?.stop()
         joinedShards.withLock { $0 }?.stop()
@@ -457,12 +463,6 @@ public final class ParameterServer: Sendable {
             if let error = checkpoints.waitFor(ticket: final.ticket, seconds: 600) {
                 log.error("final-checkpoint-failed", ["error": error])
             }
-        }
-        if let links {
-            // Joined servers exit with the job, once they handed in their final parts; the coordinator stays up
-            // until each has seen that (bounded), so none is left waiting for a coordinator that is gone.
-            let finish = links.publish(.finish, reason: "the job finished")
-            links.waitUntilSeen(finish, seconds: 5)
         }
         let job = coordinator.snapshot
         log.info("job-finished", summary(job))

@@ -1,4 +1,5 @@
 import Foundation
+import PSCheckpoint
 import PSPosix
 import PSTestSupport
 import XCTest
@@ -220,6 +221,14 @@ final class ScaleOutClusteredTests: XCTestCase {
             XCTAssertTrue(pushes.allSatisfy { $0 > 0 }, "every server took pushes: \(status.output)")
             // Softmax on digits: 64 x 10 weights and 10 biases, split over the two servers.
             XCTAssertEqual(servers.compactMap { $0["bytes"] as? Int }.reduce(0, +), 4 * 650, status.output)
+            // psctl export gathers whole tensors from both servers, equal to the final weights.
+            let export = try ChildProcess(
+                binary: "psctl", arguments: ["export", "export", "--server", "127.0.0.1:\(run.cluster.port)"])
+            XCTAssertEqual(export.wait(timeout: .seconds(60)), 0, export.standardError)
+            for name in ["fc1.weight", "fc1.bias"] {
+                let exported = try NPY.read(path: run.cluster.checkpointDirectory + "/exports/export/\(name).npy")
+                XCTAssertEqual(exported.values, try run.cluster.finalTensor(name).values, "\(mode) \(name)")
+            }
             _ = run.cluster.server?.terminateAndWait()
             for process in run.joined { _ = process.wait(timeout: .seconds(30)) }
         }
