@@ -237,7 +237,16 @@ public struct JobCoordinator: Sendable {
     public private(set) var awaitingRestoredWorkers = false
     /// The servers that joined with `--join` (index 1, 2, ...), in registration order.
     public private(set) var joinedServers: [RegisteredServer] = []
+    /// Training samples the workers reported as processed (the sum over every recorded step): the summary's
+    /// samples/s counts these, not steps x batch x K, which overstates a job that went on without a worker.
+    public private(set) var samplesProcessed: UInt64 = 0
+    /// Why the job failed, when it ended without doing its work (the shell exits non-zero with it).
+    public private(set) var failureReason: String? = nil
 
+    /// Ranks freed by a worker that left with an error before its first push, and since when; a vacancy not
+    /// filled within the worker timeout is given up (`expiredVacancies`) like a death: the job goes on without it.
+    private var vacantSince: [WorkerID: UInt64] = [:]
+    private var expiredVacancies = Set<WorkerID>()
     private var restoredClocks: [String: UInt64]
     private var pendingLosses: [UInt64: [WorkerID: (loss: Double, samples: UInt64)]] = [:]
     private var recordedEpochs = Set<UInt32>()
@@ -390,6 +399,8 @@ public struct JobCoordinator: Sendable {
                 directives.append(.closeConnection(replaced))
             }
             connectionOfRank[rank] = connection
+            vacantSince[rank] = nil
+            expiredVacancies.remove(rank)
             directives += startJobIfReady(now: now)
             directives.append(
                 .log(
@@ -523,6 +534,7 @@ public struct JobCoordinator: Sendable {
                 directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
             }
         }
+        directives += expireVacancies(now: now)
         directives += finishIfDone(now: now)
         if settings.mode != .bsp, jobStarted, !jobFinished, schedule.isDue(step: checkpointStep, now: now) {
             directives.append(.takeCheckpoint(step: checkpointStep))
@@ -543,6 +555,8 @@ public struct JobCoordinator: Sendable {
             membership.vacate(rank: rank, reason: "left with an error before its first push")
         {
             directives.append(.log(LogRecord(.warning, "rank-released", [("name", name), ("rank", "\(rank)")])))
+            vacantSince[rank] = now
+            expiredVacancies.remove(rank)
             if jobStarted, membership.workers.allSatisfy({ $0.pushes == 0 }) {
                 // Nobody has pushed: the job waits for all K workers again rather than start short of one.
                 jobStarted = false
@@ -646,9 +660,13 @@ public struct JobCoordinator: Sendable {
 
     // MARK: Internals
 
-    /// Whether the job may start: every rank joined and, after a restore, every worker of the checkpoint is back.
+    /// Whether the job may start: every rank joined (or its vacancy was given up) and, after a restore, every worker
+    /// of the checkpoint is back.
     private var mayStartJob: Bool {
-        guard membership.allJoined, allServersRegistered else { return false }
+        let joined =
+            membership.workers.count == settings.workers
+            && membership.workers.allSatisfy { $0.state != .vacant || expiredVacancies.contains($0.rank) }
+        guard joined, allServersRegistered, !membership.liveRanks.isEmpty else { return false }
         return !awaitingRestoredWorkers || membership.liveRanks.count == settings.workers
     }
 
@@ -660,6 +678,37 @@ public struct JobCoordinator: Sendable {
         var fields = [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)]
         if settings.servers > 1 { fields.append(("servers", "\(settings.servers)")) }
         return [.log(LogRecord(.info, "job-started", fields))]
+    }
+
+    /// Gives up every vacancy older than the worker timeout, as for a death: the job starts (or goes on) without
+    /// the rank, and a job left with no live worker that never pushed fails with the reason.
+    private mutating func expireVacancies(now: UInt64) -> [JobDirective] {
+        var directives: [JobDirective] = []
+        for (rank, since) in vacantSince.sorted(by: { $0.key < $1.key })
+        where !expiredVacancies.contains(rank) && now &- since > settings.workerTimeoutNanos {
+            expiredVacancies.insert(rank)
+            let name = membership.worker(rank: rank)?.name ?? "?"
+            let reason =
+                "worker '\(name)' (rank \(rank)) left with an error before its first push and no worker replaced it "
+                + "within the worker timeout (\(settings.workerTimeoutNanos / 1_000_000) ms)"
+            events.append(reason)
+            directives.append(
+                .log(LogRecord(.warning, "rank-given-up", [("name", name), ("rank", "\(rank)"), ("reason", reason)])))
+        }
+        guard !directives.isEmpty, !jobFinished else { return directives }
+        if membership.liveRanks.isEmpty, membership.workers.allSatisfy({ $0.pushes == 0 }), workersFinished == 0 {
+            let failed = membership.workers.filter { $0.state == .vacant }.map { "'\($0.name)'" }
+            failureReason =
+                "no worker could start: \(failed.joined(separator: ", ")) left with an error before the first step "
+                + "and no replacement joined within the worker timeout"
+            jobFinished = true
+            return directives
+        }
+        directives += startJobIfReady(now: now)
+        if settings.mode == .bsp {
+            directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
+        }
+        return directives
     }
 
     /// Turns the barrier's directives into the shell's: applies stay applies; a completed step checkpoints or
@@ -712,6 +761,7 @@ public struct JobCoordinator: Sendable {
                 samples += reports[rank]!.samples
             }
             pendingLosses[step] = nil
+            samplesProcessed &+= samples
             let workers = membership.workers
             recordsIssued += 1
             records.append(

@@ -322,6 +322,39 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertTrue(job.mayPull(step: 0))
     }
 
+    func test_leave_oneOfTwoFailsItsData_noReplacement_jobGoesOnWithoutIt_countingOnlyProcessedSamples() {
+        var job = coordinator(workers: 2)
+        join(&job, "a")
+        join(&job, "b")
+        _ = job.onLeave(rank: 1, finished: false, now: 1 * second)
+        XCTAssertFalse(job.mayPull(step: 0), "the job waits for a replacement first")
+        XCTAssertEqual(events(job.onTick(now: 5 * second)), [], "within the worker timeout")
+        job.refreshLiveness(rank: 0, now: 11 * second)  // a waits for the job to start: it is alive
+        let given = job.onTick(now: 12 * second)
+        XCTAssertEqual(events(given), ["rank-given-up", "job-started"], "\(given)")
+        XCTAssertTrue(job.mayPull(step: 0))
+        XCTAssertEqual(job.jobStartedAtNanos, 12 * second)
+        for step in 0..<3 as Range<UInt64> {
+            _ = runStep(&job, step, ranks: [0])
+            _ = job.onClock(rank: 0, clock: step + 1, loss: 1, samples: 32, now: 13 * second)
+        }
+        XCTAssertEqual(job.samplesProcessed, 96, "3 steps x 32 rows of the one worker, not x 2")
+        XCTAssertEqual(job.onLeave(rank: 0, finished: true, now: 14 * second).last, .finishJob)
+        XCTAssertNil(job.failureReason)
+    }
+
+    func test_leave_onlyWorkerFailsItsData_noReplacement_jobFailsWithTheReason() {
+        var job = coordinator(workers: 1)
+        join(&job, "only")
+        _ = job.onLeave(rank: 0, finished: false, now: 1 * second)
+        XCTAssertFalse(job.onTick(now: 5 * second).contains(.finishJob))
+        let directives = job.onTick(now: 12 * second)
+        XCTAssertEqual(directives.last, .finishJob, "\(directives)")
+        XCTAssertEqual(job.workersFinished, 0)
+        XCTAssertTrue(job.failureReason?.contains("'only'") ?? false, job.failureReason ?? "nil")
+        XCTAssertFalse(job.mayPull(step: 0) && !job.jobFinished)
+    }
+
     func test_leave_withErrorAfterPushing_keepsTheRank() {
         var job = coordinator(workers: 2)
         join(&job, "a")
