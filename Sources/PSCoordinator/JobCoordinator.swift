@@ -93,6 +93,8 @@ public struct StepRecord: Sendable, Equatable {
 
 /// One epoch's evaluation on the test set, as the first worker to finish the epoch reported it.
 public struct EpochRecord: Sendable, Equatable {
+    // `epoch`: in a recorded epoch the epoch's number from 1 (after the first pass: 1); in the report given to
+    // `JobCoordinator.onEpoch`, the wire's index from 0.
     /// The record's place in the metrics file; filled in by the coordinator when it records the epoch.
     public var sequence: UInt64 = 0
     public let epoch: UInt32
@@ -639,9 +641,14 @@ public struct JobCoordinator: Sendable {
     }
 
     /// An epoch's evaluation: every worker reports each epoch; the first report is the record.
+    ///
+    /// `epoch.epoch` is the wire's index of the epoch just completed, from 0; the record, the log line, the
+    /// metrics file and the status number epochs from 1, as the worker's console does ("epoch 1/10").
     public mutating func onEpoch(_ epoch: EpochRecord, now: UInt64) -> [JobDirective] {
         guard recordedEpochs.insert(epoch.epoch).inserted else { return [] }
-        var record = epoch
+        var record = EpochRecord(
+            epoch: epoch.epoch == .max ? .max : epoch.epoch + 1, testLoss: epoch.testLoss,
+            testAccuracy: epoch.testAccuracy, samples: epoch.samples)
         record.elapsedNanos = now &- elapsedOrigin
         record.sequence = recordsIssued
         recordsIssued += 1
@@ -651,7 +658,7 @@ public struct JobCoordinator: Sendable {
                 LogRecord(
                     .info, "epoch",
                     [
-                        ("epoch", "\(epoch.epoch)"), ("test_loss", Self.fourDecimals(epoch.testLoss)),
+                        ("epoch", "\(record.epoch)"), ("test_loss", Self.fourDecimals(epoch.testLoss)),
                         ("test_accuracy", Self.fourDecimals(epoch.testAccuracy)),
                     ])),
             .recordEpoch(record),

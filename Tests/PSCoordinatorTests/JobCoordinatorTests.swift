@@ -480,7 +480,8 @@ final class JobCoordinatorTests: XCTestCase {
         let first = job.onEpoch(epoch, now: 10)
         XCTAssertEqual(events(first), ["epoch"])
         guard case .log(let record) = first[0] else { return XCTFail("a log line first") }
-        XCTAssertEqual(record.fields.map(\.value), ["0", "0.5123", "0.8750"])
+        XCTAssertEqual(record.fields.map(\.value), ["1", "0.5123", "0.8750"], "epochs count from 1, as on the console")
+        XCTAssertEqual(job.lastEpoch?.epoch, 1)
         XCTAssertEqual(job.onEpoch(epoch, now: 11), [], "the second report of an epoch is ignored")
         XCTAssertEqual(job.lastEpoch?.elapsedNanos, 10)
     }
