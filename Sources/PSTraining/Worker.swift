@@ -382,8 +382,9 @@ public final class Worker {
         do {
             let test: Dataset?
             if let path = options.testOverride ?? (dataProvider == nil ? job.test : nil) {
-                test = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
-                    .loadTrain()
+                let testSource = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
+                test = try testSource.loadTrain()
+                if let test, job.classCount > 0 { try testSource.requireClassLabels(test, classCount: job.classCount) }
             } else {
                 test = try source.loadTest()
             }
