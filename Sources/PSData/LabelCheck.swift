@@ -22,7 +22,8 @@ extension DataSource {
             guard let bytes = try? FileBytes.read(path) else { return nil }
             var seen = 0
             for (lineNumber, line) in Lines(bytes) {
-                let content = line.split(separator: UInt8(ascii: "#"), maxSplits: 1, omittingEmptySubsequences: false)[0]
+                let content = line.split(separator: UInt8(ascii: "#"), maxSplits: 1, omittingEmptySubsequences: false)[
+                    0]
                 guard content.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }) else { continue }
                 if seen == row { return lineNumber }
                 seen += 1

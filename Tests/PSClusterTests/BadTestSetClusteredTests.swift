@@ -19,7 +19,8 @@ final class BadTestSetClusteredTests: XCTestCase {
         cluster.waitForJob(timeout: 60)
         XCTAssertTrue(worker.standardError.contains("no-test-set"), worker.standardError)
         XCTAssertTrue(
-            worker.standardError.contains("\(testPath): line 2: label 12 is not a class index below the class count 10"),
+            worker.standardError.contains(
+                "\(testPath): line 2: label 12 is not a class index below the class count 10"),
             worker.standardError)
     }
 }

@@ -111,7 +111,10 @@ final class CommandLineTests: XCTestCase {
         let directory = try TemporaryDirectory(prefix: "swiftps-labels")
         let rows = (0..<8).map { "\($0 % 3),0.\($0),0.5" }
         let cases: [(String, String, [String])] = [
-            ("fraction.csv", (rows + ["3.5,0.1,0.2"]).joined(separator: "\n"), ["line 9: label 3.5 is not a class index"]),
+            (
+                "fraction.csv", (rows + ["3.5,0.1,0.2"]).joined(separator: "\n"),
+                ["line 9: label 3.5 is not a class index"]
+            ),
             (
                 "negative.csv", (["label,a,b"] + rows + ["-1,0.1,0.2"]).joined(separator: "\n"),
                 ["line 10: label -1 is negative", "write 0 for -1"]
@@ -127,7 +130,9 @@ final class CommandLineTests: XCTestCase {
             let result = try runBinary("psserver", ["--port", "0", "--model", "softmax", "--data", path])
             XCTAssertEqual(result.code, 1, "\(name): \(result.err)")
             XCTAssertTrue(result.err.hasPrefix("Error: \(path): "), result.err)
-            for needle in needles { XCTAssertTrue(result.err.contains(needle), "\(name) lacks \(needle): \(result.err)") }
+            for needle in needles {
+                XCTAssertTrue(result.err.contains(needle), "\(name) lacks \(needle): \(result.err)")
+            }
             XCTAssertFalse(result.err.contains("--model linear") && name == "negative.csv", result.err)
         }
     }
