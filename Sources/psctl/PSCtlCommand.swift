@@ -36,7 +36,16 @@ struct PSCtlCommand {
                         "directory",
                         help: "Directory under the server's --export-dir (default <checkpoint-dir>/exports).")
                 ]),
-            Command(name: "shutdown", abstract: "Stop the server.", options: connectionOptions),
+            Command(
+                name: "shutdown", abstract: "Stop the server.",
+                discussion: """
+                    A server running a job first takes a checkpoint at the next step boundary (bounded by its \
+                    --stop-timeout) and then exits 0, as on SIGTERM; its workers keep retrying for their \
+                    --reconnect-timeout, so a server restarted with --restore latest continues the job.
+                    """,
+                options: connectionOptions + [
+                    Option("no-checkpoint", help: "Stop at once, without the checkpoint at the next step.")
+                ]),
             Plot.command,
             Command(
                 name: "demo", abstract: "Run a local cluster (one psserver, two psworkers) on bundled or local data.",
@@ -142,8 +151,12 @@ struct PSCtlCommand {
     static func shutdown(_ arguments: ParsedArguments) throws -> Int32 {
         let (client, timeout) = try connect(arguments)
         defer { client.close() }
-        _ = try client.request(.shutdown).wait(timeout: timeout)
-        print("server is shutting down")
+        let checkpoint = !arguments.has("no-checkpoint")
+        _ = try client.request(.shutdown(ShutdownRequest(checkpoint: checkpoint))).wait(timeout: timeout)
+        print(
+            checkpoint
+                ? "server is shutting down (a running job checkpoints at the next step first)"
+                : "server is shutting down (no checkpoint)")
         return 0
     }
 }

@@ -120,7 +120,7 @@ enum Golden {
                     serverIndex: 1,
                     config: #"{"servers":[{"address":"10.0.0.1:7000","shards":1},"#
                         + #"{"address":"10.0.0.2:7001","shards":2}]}"#))),
-        GoldenExample(requestID: 5, message: .shutdown),
+        GoldenExample(requestID: 5, message: .shutdown()),
         GoldenExample(requestID: 5, message: .shutdownAck),
     ]
 
