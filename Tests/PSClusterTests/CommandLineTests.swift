@@ -24,6 +24,8 @@ final class CommandLineTests: XCTestCase {
             ),
             ("psctl", ["--help"], ["status", "checkpoint", "shutdown", "demo"]),
             ("psctl", ["checkpoint", "--help"], ["--wait", "--server <host:port>"]),
+            ("psctl", ["shutdown", "--help"], ["--no-checkpoint", "--restore latest"]),
+            ("psctl", ["run", "--help"], ["--workers <n>", "--timeout <seconds>", "<psserver-flags>", "torchrun"]),
             ("psbench", ["--help"], ["wire", "server", "train"]),
         ]
         for (binary, arguments, needles) in expectations {
