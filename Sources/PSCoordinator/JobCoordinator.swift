@@ -249,6 +249,10 @@ public struct JobCoordinator: Sendable {
     /// filled within the worker timeout is given up (`expiredVacancies`) like a death: the job goes on without it.
     private var vacantSince: [WorkerID: UInt64] = [:]
     private var expiredVacancies = Set<WorkerID>()
+    /// When the last `waiting-for-workers` line was issued (every `waitingLogIntervalNanos` until the job starts).
+    private var lastWaitingLog: UInt64? = nil
+    /// How often a job that waits for its workers says how many joined.
+    public static let waitingLogIntervalNanos: UInt64 = 10_000_000_000
     private var restoredClocks: [String: UInt64]
     private var pendingLosses: [UInt64: [WorkerID: (loss: Double, samples: UInt64)]] = [:]
     private var recordedEpochs = Set<UInt32>()
@@ -537,6 +541,7 @@ public struct JobCoordinator: Sendable {
             }
         }
         directives += expireVacancies(now: now)
+        directives += waitingLine(now: now)
         directives += finishIfDone(now: now)
         if settings.mode != .bsp, jobStarted, !jobFinished, schedule.isDue(step: checkpointStep, now: now) {
             directives.append(.takeCheckpoint(step: checkpointStep))
@@ -685,6 +690,21 @@ public struct JobCoordinator: Sendable {
         var fields = [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)]
         if settings.servers > 1 { fields.append(("servers", "\(settings.servers)")) }
         return [.log(LogRecord(.info, "job-started", fields))]
+    }
+
+    /// While the job waits for its workers (or servers): every 10 s, how many joined, so a job whose second worker
+    /// never comes is not silent (`waiting-for-workers joined=1/2 waited_s=20`).
+    private mutating func waitingLine(now: UInt64) -> [JobDirective] {
+        guard !jobStarted, !jobFinished, !stopping,
+            now &- (lastWaitingLog ?? startNanos) >= Self.waitingLogIntervalNanos
+        else { return [] }
+        lastWaitingLog = now
+        var fields = [
+            ("joined", "\(membership.liveRanks.count)/\(settings.workers)"),
+            ("waited_s", "\((now &- startNanos) / 1_000_000_000)"),
+        ]
+        if settings.servers > 1 { fields.append(("servers", "\(joinedServers.count + 1)/\(settings.servers)")) }
+        return [.log(LogRecord(.info, "waiting-for-workers", fields))]
     }
 
     /// Gives up every vacancy older than the worker timeout, as for a death: the job starts (or goes on) without

@@ -307,6 +307,23 @@ final class JobCoordinatorTests: XCTestCase {
         return []
     }
 
+    func test_tick_whileWaitingForWorkers_saysHowManyJoinedEvery10Seconds_untilTheJobStarts() {
+        var job = coordinator(workers: 2)
+        join(&job, "a", now: 1 * second)
+        XCTAssertEqual(events(job.onTick(now: 5 * second)), [])
+        job.refreshLiveness(rank: 0, now: 9 * second)
+        let first = job.onTick(now: 10 * second)
+        XCTAssertEqual(events(first), ["waiting-for-workers"])
+        XCTAssertTrue(logFields(first, "waiting-for-workers").contains { $0 == ("joined", "1/2") }, "\(first)")
+        XCTAssertTrue(logFields(first, "waiting-for-workers").contains { $0 == ("waited_s", "10") }, "\(first)")
+        XCTAssertEqual(events(job.onTick(now: 15 * second)), [], "once per 10 s")
+        job.refreshLiveness(rank: 0, now: 19 * second)
+        XCTAssertEqual(events(job.onTick(now: 20 * second)), ["waiting-for-workers"])
+        join(&job, "b", now: 21 * second)
+        job.refreshLiveness(rank: 0, now: 29 * second)
+        XCTAssertEqual(events(job.onTick(now: 30 * second)), [], "the job started")
+    }
+
     func test_leave_withErrorBeforeTheJobStarted_freesTheRankForTheNextName() {
         var job = coordinator(workers: 3)
         join(&job, "a")
