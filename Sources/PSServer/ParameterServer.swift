@@ -377,7 +377,11 @@ public final class ParameterServer: Sendable {
         return [
             "steps": steps, "epochs": description?.epochs ?? 0,
             "test_accuracy": job.lastEpoch.map { String(format: "%.4f", $0.testAccuracy) } ?? "n/a",
-            "wall_s": String(format: "%.2f", seconds), "samples": samples,
+            "wall_s": String(format: "%.2f", seconds),
+            // The wait for the workers before the job started, which wall_s does not count.
+            "waited_s": String(
+                format: "%.2f", Double((job.jobStartedAtNanos ?? job.startNanos) &- job.startNanos) / 1e9),
+            "samples": samples,
             "samples_per_s": String(format: "%.0f", Double(samples) / max(seconds, 1e-9)),
         ]
     }

@@ -33,4 +33,21 @@ final class ProgressClusteredTests: XCTestCase {
         XCTAssertTrue(cluster.server?.standardError.contains("event=epoch epoch=1 ") ?? false)
         XCTAssertTrue(cluster.server?.standardError.contains("event=epoch epoch=2 ") ?? false)
     }
+
+    func test_summary_wallTimeExcludesTheWaitForWorkers_whichItReportsAsWaited() throws {
+        let cluster = try LocalCluster()
+        try cluster.startServer(["--model", "softmax", "--data", "digits", "--batch", "64", "--epochs", "1"])
+        Thread.sleep(forTimeInterval: 2)
+        try cluster.startWorker(name: "late", ["--quiet"])
+        cluster.waitForJob(timeout: 120)
+        let summary = try XCTUnwrap(
+            cluster.server?.waitForLine(matching: "event=job-finished", in: .standardError, timeout: .seconds(1)))
+        func seconds(_ key: String) -> Double? {
+            guard let range = summary.range(of: " \(key)=") else { return nil }
+            return Double(summary[range.upperBound...].prefix { $0 != " " })
+        }
+        XCTAssertGreaterThanOrEqual(seconds("waited_s") ?? 0, 1.9, summary)
+        XCTAssertLessThan(
+            seconds("wall_s") ?? .infinity, seconds("waited_s") ?? 0, "a one-epoch digits job: \(summary)")
+    }
 }
