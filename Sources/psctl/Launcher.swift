@@ -198,7 +198,10 @@ enum Launcher {
                 let reason = listening.lastError ?? "it printed no error line"
                 throw CtlError("psserver exited before it listened: \(reason)")
             }
-            throw CtlError("psserver did not start listening within \(Int(min(listenTimeout, timeout))) s")
+            if timeout < listenTimeout {
+                throw CtlError("the job did not end within --timeout \(timeout) s (psserver was not listening yet)")
+            }
+            throw CtlError("psserver did not start listening within \(Int(listenTimeout)) s")
         }
         onListening(port)
         for rank in 0..<workers {

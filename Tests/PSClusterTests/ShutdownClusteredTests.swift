@@ -6,14 +6,14 @@ import XCTest
 /// retrying, and a server restarted with `--restore latest` continues the job; `--no-checkpoint` stops at once.
 final class ShutdownClusteredTests: XCTestCase {
     static let flags = [
-        "--workers", "2", "--model", "mlp:16", "--data", "digits", "--batch", "16", "--epochs", "3", "--mode", "bsp",
+        "--workers", "2", "--model", "mlp:16", "--data", "digits", "--batch", "16", "--epochs", "8", "--mode", "bsp",
         "--stop-timeout", "20", "--worker-timeout", "5",
     ]
 
     private func startJob(_ cluster: LocalCluster) throws {
         try cluster.startServer(Self.flags)
         for name in ["w0", "w1"] {
-            try cluster.startWorker(name: name, ["--quiet", "--debug-step-delay-ms", "15"], reconnectTimeout: 60)
+            try cluster.startWorker(name: name, ["--quiet", "--debug-step-delay-ms", "20"], reconnectTimeout: 60)
         }
         XCTAssertTrue(
             try waitUntil(timeout: .seconds(60)) {
