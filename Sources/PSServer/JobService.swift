@@ -89,16 +89,10 @@ struct JobService {
         }
         switch coordinator.waitForServers(connection: session.connection) {
         case .ready:
-            let servers = coordinator.snapshot.placement(coordinatorAddress: "").map {
-                ServerPlacement.Server(address: $0.address, shards: $0.shards)
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = .sortedKeys
-            let json = (try? encoder.encode(ServerPlacement(servers: servers))).flatMap {
-                String(data: $0, encoding: .utf8)
-            }
+            let placement = ServerLinkService.completePlacement(server: server, coordinator: coordinator)
             try session.reply(
-                .serverJoined(ServerJoined(serverIndex: UInt32(accepted.index), config: json ?? "{}")), to: requestID)
+                .serverJoined(ServerJoined(serverIndex: UInt32(accepted.index), config: LinkCoding.encode(placement))),
+                to: requestID)
         case .timedOut(let why):
             try session.replyError(.timeout, why, to: requestID)
         case .stopping:
