@@ -245,10 +245,12 @@ public struct JobCoordinator: Sendable {
     /// Why the job failed, when it ended without doing its work (the shell exits non-zero with it).
     public private(set) var failureReason: String? = nil
 
-    /// Ranks freed by a worker that left with an error before its first push, and since when; a vacancy not
-    /// filled within the worker timeout is given up (`expiredVacancies`) like a death: the job goes on without it.
-    private var vacantSince: [WorkerID: UInt64] = [:]
-    private var expiredVacancies = Set<WorkerID>()
+    /// Workers that left with an error before their first push (refused for their data, say) while the job had
+    /// not started, and when the last of them left. When no worker joined within the worker timeout after that,
+    /// the missing ones are given up like deaths (`gaveUpMissingWorkers`): the job starts with the workers it has.
+    private var failedBeforeStart: (names: [String], at: UInt64)? = nil
+    private var lastJoinNanos: UInt64 = 0
+    private var gaveUpMissingWorkers = false
     /// When the last `waiting-for-workers` line was issued (every `waitingLogIntervalNanos` until the job starts).
     private var lastWaitingLog: UInt64? = nil
     /// How often a job that waits for its workers says how many joined.
@@ -405,8 +407,7 @@ public struct JobCoordinator: Sendable {
                 directives.append(.closeConnection(replaced))
             }
             connectionOfRank[rank] = connection
-            vacantSince[rank] = nil
-            expiredVacancies.remove(rank)
+            lastJoinNanos = now
             directives += startJobIfReady(now: now)
             directives.append(
                 .log(
@@ -540,7 +541,7 @@ public struct JobCoordinator: Sendable {
                 directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
             }
         }
-        directives += expireVacancies(now: now)
+        directives += giveUpMissingWorkers(now: now)
         directives += waitingLine(now: now)
         directives += finishIfDone(now: now)
         if settings.mode != .bsp, jobStarted, !jobFinished, schedule.isDue(step: checkpointStep, now: now) {
@@ -562,8 +563,8 @@ public struct JobCoordinator: Sendable {
             membership.vacate(rank: rank, reason: "left with an error before its first push")
         {
             directives.append(.log(LogRecord(.warning, "rank-released", [("name", name), ("rank", "\(rank)")])))
-            vacantSince[rank] = now
-            expiredVacancies.remove(rank)
+            failedBeforeStart = ((failedBeforeStart?.names ?? []) + [name], now)
+            gaveUpMissingWorkers = false
             if jobStarted, membership.workers.allSatisfy({ $0.pushes == 0 }) {
                 // Nobody has pushed: the job waits for all K workers again rather than start short of one.
                 jobStarted = false
@@ -672,13 +673,11 @@ public struct JobCoordinator: Sendable {
 
     // MARK: Internals
 
-    /// Whether the job may start: every rank joined (or its vacancy was given up) and, after a restore, every worker
-    /// of the checkpoint is back.
+    /// Whether the job may start: every rank joined (or the missing ones were given up) and, after a restore, every
+    /// worker of the checkpoint is back.
     private var mayStartJob: Bool {
-        let joined =
-            membership.workers.count == settings.workers
-            && membership.workers.allSatisfy { $0.state != .vacant || expiredVacancies.contains($0.rank) }
-        guard joined, allServersRegistered, !membership.liveRanks.isEmpty else { return false }
+        guard membership.allJoined || gaveUpMissingWorkers, allServersRegistered, !membership.liveRanks.isEmpty
+        else { return false }
         return !awaitingRestoredWorkers || membership.liveRanks.count == settings.workers
     }
 
@@ -707,27 +706,31 @@ public struct JobCoordinator: Sendable {
         return [.log(LogRecord(.info, "waiting-for-workers", fields))]
     }
 
-    /// Gives up every vacancy older than the worker timeout, as for a death: the job starts (or goes on) without
-    /// the rank, and a job left with no live worker that never pushed fails with the reason.
-    private mutating func expireVacancies(now: UInt64) -> [JobDirective] {
-        var directives: [JobDirective] = []
-        for (rank, since) in vacantSince.sorted(by: { $0.key < $1.key })
-        where !expiredVacancies.contains(rank) && now &- since > settings.workerTimeoutNanos {
-            expiredVacancies.insert(rank)
-            let name = membership.worker(rank: rank)?.name ?? "?"
-            let reason =
-                "worker '\(name)' (rank \(rank)) left with an error before its first push and no worker replaced it "
-                + "within the worker timeout (\(settings.workerTimeoutNanos / 1_000_000) ms)"
-            events.append(reason)
-            directives.append(
-                .log(LogRecord(.warning, "rank-given-up", [("name", name), ("rank", "\(rank)"), ("reason", reason)])))
-        }
-        guard !directives.isEmpty, !jobFinished else { return directives }
-        if membership.liveRanks.isEmpty, membership.workers.allSatisfy({ $0.pushes == 0 }), workersFinished == 0 {
-            let failed = membership.workers.filter { $0.state == .vacant }.map { "'\($0.name)'" }
-            failureReason =
-                "no worker could start: \(failed.joined(separator: ", ")) left with an error before the first step "
-                + "and no replacement joined within the worker timeout"
+    /// A job that has not started, some of whose workers left with an error before their first push, and that no
+    /// worker joined for the worker timeout since: gives up the missing workers as for deaths. The job starts with
+    /// the workers it has or, with none, fails with the reason.
+    private mutating func giveUpMissingWorkers(now: UInt64) -> [JobDirective] {
+        guard !jobStarted, !jobFinished, !gaveUpMissingWorkers, let failed = failedBeforeStart,
+            now &- max(failed.at, lastJoinNanos) > settings.workerTimeoutNanos
+        else { return [] }
+        gaveUpMissingWorkers = true
+        let names = failed.names.map { "'\($0)'" }.joined(separator: ", ")
+        let live = membership.liveRanks.count
+        let reason =
+            "\(names) left with an error before the first step and no worker joined within the worker timeout "
+            + "(\(settings.workerTimeoutNanos / 1_000_000) ms)"
+        events.append(reason + "; the job goes on with \(live) of \(settings.workers) workers")
+        var directives: [JobDirective] = [
+            .log(
+                LogRecord(
+                    .warning, "workers-given-up",
+                    [
+                        ("failed", failed.names.joined(separator: ",")), ("joined", "\(live)/\(settings.workers)"),
+                        ("reason", reason),
+                    ]))
+        ]
+        if live == 0, membership.workers.allSatisfy({ $0.pushes == 0 }), workersFinished == 0 {
+            failureReason = "no worker could start: " + reason
             jobFinished = true
             return directives
         }

@@ -268,7 +268,8 @@ enum Launcher {
                 ? 128 + process.terminationStatus : process.terminationStatus
             children.withLockAndBroadcast { $0.exits[label] = code }
         }
-        try process.run()
+        // Spawned with SIGTERM and SIGINT unblocked, so that stopping a child (and Ctrl-C) works on it.
+        try Signals.withTerminationSignalsUnblocked { try process.run() }
         children.withLock { $0.processes.append(process) }
         let logPath = directory + "/\(label).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)

@@ -74,6 +74,24 @@ final class RunCommandTests: XCTestCase {
         XCTAssertFalse(line.isEmpty)
         let port = try XCTUnwrap(port(in: run.standardOutput))
         XCTAssertTrue(isListening(port))
+        // The workers (which install no handler of their own) were spawned with SIGTERM and SIGINT unblocked,
+        // although psctl blocks them in its own threads: SIGTERM stops them.
+        let children =
+            (try? String(contentsOfFile: "/proc/\(run.processID)/task/\(run.processID)/children", encoding: .utf8))?
+            .split(separator: " ").compactMap { Int32($0) } ?? []
+        var workersSeen = 0
+        for child in children {
+            guard let status = try? String(contentsOfFile: "/proc/\(child)/status", encoding: .utf8),
+                status.contains("Name:\tpsworker"),
+                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigBlk:") }),
+                let mask = UInt64(line.dropFirst("SigBlk:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+            else { continue }
+            workersSeen += 1
+            XCTAssertEqual(mask & (1 << (UInt64(SIGTERM) - 1) | 1 << (UInt64(SIGINT) - 1)), 0, line.description)
+        }
+        if FileManager.default.fileExists(atPath: "/proc/\(run.processID)/task/\(run.processID)/children") {
+            XCTAssertEqual(workersSeen, 2, "children \(children)")
+        }
         run.kill(signal: SIGINT)
         XCTAssertEqual(run.wait(timeout: .seconds(30)), 130, run.standardError)
         XCTAssertTrue(run.standardError.contains("stopped every process"), run.standardError)

@@ -24,7 +24,8 @@ final class StartupFailureClusteredTests: XCTestCase {
         XCTAssertTrue(bad.standardError.contains("/nonexistent/train.csv"), bad.standardError)
         cluster.waitForJob(timeout: 120)
         guard let server = cluster.server else { return XCTFail("no server") }
-        XCTAssertTrue(server.standardError.contains("event=rank-given-up name=bad"), server.standardError)
+        XCTAssertTrue(
+            server.standardError.contains("event=workers-given-up failed=bad joined=1/2"), server.standardError)
         let summary = try server.waitForLine(matching: "event=job-finished", in: .standardError, timeout: .seconds(1))
         let steps = Int(field("steps", in: summary) ?? "") ?? 0
         XCTAssertGreaterThan(steps, 0, summary)

@@ -348,7 +348,7 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(events(job.onTick(now: 5 * second)), [], "within the worker timeout")
         job.refreshLiveness(rank: 0, now: 11 * second)  // a waits for the job to start: it is alive
         let given = job.onTick(now: 12 * second)
-        XCTAssertEqual(events(given), ["rank-given-up", "job-started"], "\(given)")
+        XCTAssertEqual(events(given), ["workers-given-up", "job-started"], "\(given)")
         XCTAssertTrue(job.mayPull(step: 0))
         XCTAssertEqual(job.jobStartedAtNanos, 12 * second)
         for step in 0..<3 as Range<UInt64> {
@@ -358,6 +358,19 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(job.samplesProcessed, 96, "3 steps x 32 rows of the one worker, not x 2")
         XCTAssertEqual(job.onLeave(rank: 0, finished: true, now: 14 * second).last, .finishJob)
         XCTAssertNil(job.failureReason)
+    }
+
+    func test_leave_failedWorkerJoinedFirst_itsRankTakenByTheSecond_jobStillStartsAfterTheTimeout() {
+        var job = coordinator(workers: 2)
+        join(&job, "bad")
+        _ = job.onLeave(rank: 0, finished: false, now: 1 * second)
+        XCTAssertEqual(join(&job, "good", connection: 2, now: 2 * second).0?.rank, 0, "good takes the freed rank")
+        job.refreshLiveness(rank: 0, now: 11 * second)
+        XCTAssertEqual(events(job.onTick(now: 11 * second)), ["waiting-for-workers"], "10 s since good joined")
+        job.refreshLiveness(rank: 0, now: 12_500_000_000)
+        let given = job.onTick(now: 12_500_000_000)
+        XCTAssertEqual(events(given), ["workers-given-up", "job-started"], "\(given)")
+        XCTAssertTrue(job.mayPull(step: 0))
     }
 
     func test_leave_onlyWorkerFailsItsData_noReplacement_jobFailsWithTheReason() {
