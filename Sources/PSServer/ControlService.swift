@@ -133,12 +133,20 @@ struct ControlService {
         }
     }
 
-    /// Acknowledges, then stops the server (returns false: the connection closes) on another thread (this connection's thread is one it closes).
-    func shutdown(session: Session, requestID: UInt64) throws(TransportError) -> Bool {
+    /// Acknowledges, then stops the server (returns false: the connection closes) on another thread (this
+    /// connection's thread is one it closes). A server running a job first takes a checkpoint at the next step
+    /// boundary, as on SIGTERM, unless the request says `checkpoint: false` (`psctl shutdown --no-checkpoint`).
+    func shutdown(_ request: ShutdownRequest, session: Session, requestID: UInt64) throws(TransportError) -> Bool {
         guard try requireControlRole("shutdown", session: session, requestID: requestID) else { return true }
         try session.reply(.shutdownAck, to: requestID)
         let server = self.server
-        let thread = Thread { server.stop(exitCode: 0, reason: "shutdown requested") }
+        let thread = Thread {
+            if request.checkpoint {
+                server.stopForSignal("shutdown requested")
+            } else {
+                server.stop(exitCode: 0, reason: "shutdown requested (no checkpoint)")
+            }
+        }
         thread.name = "psserver-shutdown"
         thread.start()
         return false

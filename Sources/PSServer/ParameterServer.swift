@@ -471,7 +471,10 @@ public final class ParameterServer: Sendable {
         if failed {
             log.error(
                 "job-failed",
-                ["reason": "no worker finished its share (every worker left with an error)", "steps": job.stepsDone])
+                [
+                    "reason": job.failureReason ?? "no worker finished its share (every worker left with an error)",
+                    "steps": job.stepsDone,
+                ])
         }
         if !config.keepRunning || failed {
             stop(exitCode: failed ? 1 : 0, reason: failed ? "job failed" : "job finished")
@@ -484,12 +487,18 @@ public final class ParameterServer: Sendable {
         let end = job.finishedAtNanos ?? MonotonicClock.nanoseconds()
         let seconds = Double(end &- min(end, job.elapsedOrigin)) / 1e9
         let description = coordinator?.job
-        let samples = Double(steps) * Double((description?.batchPerWorker ?? 0) * (description?.workers ?? 0))
+        // The samples the workers reported as processed: a job that went on without a worker (one that could not
+        // load its data, say) did less than steps x batch x K.
+        let samples = job.samplesProcessed
         return [
             "steps": steps, "epochs": description?.epochs ?? 0,
             "test_accuracy": job.lastEpoch.map { String(format: "%.4f", $0.testAccuracy) } ?? "n/a",
             "wall_s": String(format: "%.2f", seconds),
-            "samples_per_s": String(format: "%.0f", samples / max(seconds, 1e-9)),
+            // The wait for the workers before the job started, which wall_s does not count.
+            "waited_s": String(
+                format: "%.2f", Double((job.jobStartedAtNanos ?? job.startNanos) &- job.startNanos) / 1e9),
+            "samples": samples,
+            "samples_per_s": String(format: "%.0f", Double(samples) / max(seconds, 1e-9)),
         ]
     }
 
