@@ -101,6 +101,7 @@ final class ConnectionHandler {
             }
         }
         if session.rank != nil { server.coordinator?.connectionClosed(session.id) }
+        if session.role == .worker { server.workerConnectionIDs.withLockAndBroadcast { _ = $0.remove(session.id) } }
         if let rank = session.rank, server.coordinator != nil {
             // The worker's liveness now depends on heartbeats from a new connection; the ticker declares it dead
             // after --worker-timeout if none comes.
@@ -198,8 +199,8 @@ final class ConnectionHandler {
             try control.checkpoint(wait: request.wait, session: session, requestID: requestID)
         case .export(let request):
             try control.export(path: request.path, session: session, requestID: requestID)
-        case .shutdown:
-            return try control.shutdown(session: session, requestID: requestID)
+        case .shutdown(let request):
+            return try control.shutdown(request, session: session, requestID: requestID)
         default:
             try session.replyError(
                 .invalidState, "\(message.type.name) is not a request a server accepts", to: requestID)
@@ -225,6 +226,13 @@ final class ConnectionHandler {
         connection.setFrameBudget(.nanoseconds(Int64(server.config.frameTimeoutSeconds * 1e9)))
         var startStep: UInt64 = 0
         var assignedRank: Int32 = -1
+        if hello.role == .worker, server.links != nil, let why = server.rollingBack.withLock({ $0 }) {
+            try session.reply(
+                .reject(
+                    Reject(code: .timeout, reason: "the job is rolling back to its last checkpoint (\(why)); retry")),
+                to: requestID)
+            return false
+        }
         if hello.role == .worker, let coordinator = server.coordinator, server.links != nil,
             server.completedPlacement.withLock({ $0 }) == nil
         {
@@ -254,6 +262,7 @@ final class ConnectionHandler {
                 return false
             case .success(let joined):
                 session.rank = joined.rank
+                server.workerConnectionIDs.withLock { _ = $0.insert(session.id) }
                 assignedRank = Int32(joined.rank)
                 startStep = joined.startStep
             }

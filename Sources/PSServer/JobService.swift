@@ -87,6 +87,12 @@ struct JobService {
         case .success(let value):
             accepted = value
         }
+        if accepted.rejoined, server.completedPlacement.withLock({ $0 }) != nil, coordinator.snapshot.jobStarted,
+            let failure = server.rollBack(restartedServer: accepted.index, address: address)
+        {
+            try session.replyError(.invalidState, failure, to: requestID)
+            return
+        }
         switch coordinator.waitForServers(connection: session.connection) {
         case .ready:
             let placement = ServerLinkService.completePlacement(server: server, coordinator: coordinator)

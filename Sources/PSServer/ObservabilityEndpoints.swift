@@ -230,7 +230,7 @@ struct ObservabilityEndpoints: Sendable {
                 Double(clockSpread(instance.membership))))
         if let epoch = instance.lastEpoch {
             families += [
-                .gauge("swiftps_epoch", help: "The last evaluated epoch.", Double(epoch.epoch)),
+                .gauge("swiftps_epoch", help: "The last evaluated epoch (counted from 1).", Double(epoch.epoch)),
                 .gauge("swiftps_test_loss", help: "Test loss after the last evaluated epoch.", epoch.testLoss),
                 .gauge(
                     "swiftps_test_accuracy_ratio", help: "Test accuracy (0 to 1) after the last evaluated epoch.",

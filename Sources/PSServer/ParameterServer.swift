@@ -44,6 +44,12 @@ public final class ParameterServer: Sendable {
     let nextConnectionID = Atomic<UInt64>(1)
     /// When the placement completed (joined servers are watched from then on).
     let placementNanos = Atomic<UInt64>(0)
+    /// SSP on several servers: the live ranks last sent to joined servers.
+    private let publishedLiveRanks = LockedValue<[Int]>([])
+    /// Scale-out: why the job is rolling back to its last checkpoint, while it is (workers are refused then).
+    let rollingBack = LockedValue<String?>(nil)
+    /// The connections of joined workers (a rollback closes them and waits for them to end).
+    let workerConnectionIDs = LockedValue<Set<UInt64>>([])
     /// The joined servers whose silence was logged (the ticker's, to log each pause once).
     private let silentServersLogged = LockedValue<Set<Int>>([])
     let stopped = Atomic<Bool>(false)
@@ -59,8 +65,9 @@ public final class ParameterServer: Sendable {
     /// A coordinator of several servers: the whole model as laid out before the placement (or as its first worker
     /// registered it), which joined servers fetch their parts from.
     let initialModel = LockedValue<ModelSnapshot?>(nil)
-    /// The steps done when this server started (a restored checkpoint's step, or 0).
-    let initialCompletedSteps: UInt64
+    /// The steps done when this server started (a restored checkpoint's step, or 0), or when the job last rolled
+    /// back (scale-out): where the joined servers' model parts start.
+    let initialCompletedSteps: LockedValue<UInt64>
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
 
@@ -113,7 +120,7 @@ public final class ParameterServer: Sendable {
         } else if !config.jobTensors.isEmpty {
             try store.register(config.jobTensors)
         }
-        initialCompletedSteps = completedSteps
+        initialCompletedSteps = LockedValue(completedSteps)
         coordinator = config.job.map {
             Coordinator(config: config, job: $0, completedSteps: completedSteps, restoredClocks: restoredClocks)
         }
@@ -200,6 +207,12 @@ public final class ParameterServer: Sendable {
     public func stop(exitCode code: Int32 = 0, reason: String) {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         log.info("stopping", ["reason": reason])
+        if let links {
+            // Joined servers stop with the coordinator (with its exit code); it waits until each was sent that
+            // (bounded), so none is left looking for a coordinator that is gone.
+            let finish = links.publish(.finish, exitCode: code, reason: reason)
+            links.waitUntilSeen(finish, seconds: 3)
+        }
         coordinator?.stop()
         links?.stop()
         joinedShards.withLock { $0 }?.stop()
@@ -296,6 +309,7 @@ public final class ParameterServer: Sendable {
             Thread.sleep(forTimeInterval: interval)
             carryOut(coordinator.tick())
             checkJoinedServers()
+            publishMembership()
         }
     }
 
@@ -385,6 +399,18 @@ public final class ParameterServer: Sendable {
         return links.finishGather(gather, deadline: MonotonicClock.deadline(afterSeconds: config.serverTimeoutSeconds))
     }
 
+    /// SSP on several servers: tells joined servers when the live workers change (their staleness bound waits
+    /// only for live ones). Checked every tick.
+    private func publishMembership() {
+        guard let links, config.mode == .ssp, let coordinator else { return }
+        let live = coordinator.snapshot.membership.liveRanks
+        let changed = publishedLiveRanks.withLock { published -> Bool in
+            defer { published = live }
+            return published != live
+        }
+        if changed { links.publish(.membership, ranks: live) }
+    }
+
     /// The coordinator's watch over joined servers: one that has not called for `--server-timeout` (it died, or
     /// its network did) ends the job with exit code 1 and a reason naming it; the last checkpoint stays intact.
     private func checkJoinedServers() {
@@ -438,12 +464,6 @@ public final class ParameterServer: Sendable {
                 log.error("final-checkpoint-failed", ["error": error])
             }
         }
-        if let links {
-            // Joined servers exit with the job, once they handed in their final parts; the coordinator stays up
-            // until each has seen that (bounded), so none is left waiting for a coordinator that is gone.
-            let finish = links.publish(.finish, reason: "the job finished")
-            links.waitUntilSeen(finish, seconds: 5)
-        }
         let job = coordinator.snapshot
         log.info("job-finished", summary(job))
         // A job whose workers all left with an error did not do what it was asked: that is not a success.
@@ -451,7 +471,10 @@ public final class ParameterServer: Sendable {
         if failed {
             log.error(
                 "job-failed",
-                ["reason": "no worker finished its share (every worker left with an error)", "steps": job.stepsDone])
+                [
+                    "reason": job.failureReason ?? "no worker finished its share (every worker left with an error)",
+                    "steps": job.stepsDone,
+                ])
         }
         if !config.keepRunning || failed {
             stop(exitCode: failed ? 1 : 0, reason: failed ? "job failed" : "job finished")
@@ -464,12 +487,18 @@ public final class ParameterServer: Sendable {
         let end = job.finishedAtNanos ?? MonotonicClock.nanoseconds()
         let seconds = Double(end &- min(end, job.elapsedOrigin)) / 1e9
         let description = coordinator?.job
-        let samples = Double(steps) * Double((description?.batchPerWorker ?? 0) * (description?.workers ?? 0))
+        // The samples the workers reported as processed: a job that went on without a worker (one that could not
+        // load its data, say) did less than steps x batch x K.
+        let samples = job.samplesProcessed
         return [
             "steps": steps, "epochs": description?.epochs ?? 0,
             "test_accuracy": job.lastEpoch.map { String(format: "%.4f", $0.testAccuracy) } ?? "n/a",
             "wall_s": String(format: "%.2f", seconds),
-            "samples_per_s": String(format: "%.0f", samples / max(seconds, 1e-9)),
+            // The wait for the workers before the job started, which wall_s does not count.
+            "waited_s": String(
+                format: "%.2f", Double((job.jobStartedAtNanos ?? job.startNanos) &- job.startNanos) / 1e9),
+            "samples": samples,
+            "samples_per_s": String(format: "%.0f", Double(samples) / max(seconds, 1e-9)),
         ]
     }
 
@@ -477,12 +506,20 @@ public final class ParameterServer: Sendable {
 
     /// The status document `psctl status` prints.
     func status() -> StatusDocument {
-        let shards = (store.current?.shards ?? []).map { shard in
+        var shards = (store.current?.shards ?? []).map { shard in
             StatusDocument.Shard(
                 index: shard.index, version: shard.version, elements: shard.elementCount,
                 pushes: shard.pushCount.load(ordering: .relaxed), pulls: shard.pullCount.load(ordering: .relaxed),
                 staleDropped: shard.droppedStaleCount.load(ordering: .relaxed),
                 staleScaled: shard.scaledStaleCount.load(ordering: .relaxed))
+        }
+        if shards.isEmpty {
+            // Nothing registered yet: the shards --shards made are there, empty (a new user sees what it did).
+            let placement = store.currentPlacement
+            shards = placement.owned.map {
+                StatusDocument.Shard(
+                    index: $0, version: 0, elements: 0, pushes: 0, pulls: 0, staleDropped: 0, staleScaled: 0)
+            }
         }
         var document = StatusDocument(
             mode: coordinator == nil ? "store" : config.mode.rawValue, optimizer: config.optimizer.kind.rawValue,

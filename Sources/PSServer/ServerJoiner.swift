@@ -33,6 +33,7 @@ extension ParameterServer {
         guard let (host, port) = config.join else { return }
         let advertise = config.advertise ?? ":\(self.port)"
         var unreachableSince: UInt64? = nil
+        var everJoined = false
         while !stopped.load(ordering: .acquiring) {
             switch attemptJoin(host: host, port: port, advertise: advertise) {
             case .joined(let joined):
@@ -44,8 +45,12 @@ extension ParameterServer {
                         "shards": "\(joined.shards.lowerBound)..<\(joined.shards.upperBound)",
                         "total_shards": joined.placement.totalShards, "servers": joined.placement.servers.count,
                     ])
-                runLink(host: host, port: port, joined: joined)
-                return
+                everJoined = true
+                guard runLink(host: host, port: port, joined: joined) == .reregister else { return }
+                // A restarted coordinator (`--restore latest`) does not know this server: register again and
+                // take the part it lays out.
+                dropModel(reason: "the coordinator restarted; registering again")
+                unreachableSince = nil
             case .stillWaiting(let reason):
                 unreachableSince = nil
                 log.info("join-waiting", ["coordinator": "\(host):\(port)", "reason": reason])
@@ -53,7 +58,9 @@ extension ParameterServer {
                 let now = MonotonicClock.nanoseconds()
                 let since = unreachableSince ?? now
                 unreachableSince = since
-                if Double(now - since) / 1e9 > config.waitTimeoutSeconds {
+                // A first registration waits --wait-timeout; one after losing the coordinator, --server-timeout.
+                let limit = everJoined ? config.serverTimeoutSeconds : config.waitTimeoutSeconds
+                if Double(now - since) / 1e9 > limit {
                     fail("cannot register with the coordinator \(host):\(port): \(reason)")
                     return
                 }
@@ -117,12 +124,15 @@ extension ParameterServer {
     /// A joined server's link to the coordinator, for the rest of its life: fetches its model part, then follows
     /// the coordinator's numbered decisions (BSP releases, snapshots, the end of the job) in order. A coordinator
     /// that cannot be reached for `--server-timeout` stops this server with exit code 1.
-    private func runLink(host: String, port: UInt16, joined: JoinedPlacement) {
+    private enum LinkEnd { case stopped, reregister }
+
+    private func runLink(host: String, port: UInt16, joined: JoinedPlacement) -> LinkEnd {
         var link: FramedConnection? = nil
         var lostSince: UInt64? = nil
         var installed = false
         var seen: UInt64 = 0
         var requestID: UInt64 = 10
+        var instance: UInt64 = 0
         while !stopped.load(ordering: .acquiring) {
             if link == nil {
                 link = openLink(host: host, port: port)
@@ -134,7 +144,7 @@ extension ParameterServer {
                         fail(
                             "lost the coordinator \(host):\(port) for --server-timeout \(config.serverTimeoutSeconds) s"
                         )
-                        return
+                        return .stopped
                     }
                     Thread.sleep(forTimeInterval: 0.5)
                     continue
@@ -144,7 +154,8 @@ extension ParameterServer {
             requestID += 1
             let request: LinkRequest =
                 installed
-                ? .sync(server: joined.index, after: seen, stats: linkStats()) : .fetchModel(server: joined.index)
+                ? .sync(server: joined.index, after: seen, stats: linkStats(), instance: instance)
+                : .fetchModel(server: joined.index)
             let answer: ServerCall
             do throws(TransportError) {
                 try connection.send(.serverCall(ServerCall(header: LinkCoding.encode(request))), requestID: requestID)
@@ -168,31 +179,44 @@ extension ParameterServer {
                 do {
                     try install(part, floats: answer.floats, index: joined.index)
                     installed = true
+                    seen = part.sequence
+                    instance = part.instance
                 } catch {
                     fail("cannot install the model part from the coordinator: \(error)")
-                    return
+                    return .stopped
                 }
             case .notReady:
                 Thread.sleep(forTimeInterval: 0.2)
             case .entries(let entries):
                 for entry in entries where entry.sequence > seen {
+                    seen = entry.sequence
+                    if entry.kind == .rollback {
+                        // Everything after it comes with the new model part.
+                        dropModel(reason: entry.reason)
+                        installed = false
+                        break
+                    }
                     guard follow(entry, connection: connection, index: joined.index, requestID: &requestID) else {
                         connection.close()
-                        return
+                        return .stopped
                     }
-                    seen = entry.sequence
                 }
             case .accepted:
                 break
+            case .reregister(let reason):
+                log.warning("link-reregister", ["reason": reason])
+                connection.close()
+                return .reregister
             case .refused(let reason):
                 fail("the coordinator refused this server's call: \(reason)")
-                return
+                return .stopped
             case nil:
                 fail("unreadable reply from the coordinator: \(answer.header)")
-                return
+                return .stopped
             }
         }
         link?.close()
+        return .stopped
     }
 
     /// This server's counters for the coordinator's status.
@@ -249,6 +273,21 @@ extension ParameterServer {
             ["shards": "\(placement.owned)", "elements": n, "mode": part.mode.rawValue, "step": part.completedSteps])
     }
 
+    /// The coordinator rolled the job back: the model goes, and so does every connection (workers reconnect to
+    /// the coordinator first, and it welcomes none until every server has the rolled-back model).
+    private func dropModel(reason: String) {
+        log.warning("rollback", ["reason": reason])
+        joinedShards.withLockAndBroadcast { shards in
+            shards?.stop()
+            shards = nil
+        }
+        replaceStore(
+            ShardStore(
+                shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: 1,
+                maxModelBytes: config.maxModelBytes))
+        for connection in connections.withLock({ Array($0.values) }) { connection.shutdown() }
+    }
+
     /// Carries out one decision of the coordinator; false when this server must stop.
     private func follow(
         _ entry: LinkEntry, connection: FramedConnection, index: Int, requestID: inout UInt64
@@ -286,6 +325,11 @@ extension ParameterServer {
                 log.warning("snapshot-part-failed", ["step": entry.step, "error": error])
             }
             return true
+        case .membership:
+            joined.membership(entry.ranks)
+            return true
+        case .rollback:
+            return true  // handled by the link loop
         case .finish:
             log.info("job-finished", ["reason": entry.reason])
             stop(exitCode: entry.exitCode, reason: entry.reason)

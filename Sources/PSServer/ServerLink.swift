@@ -16,7 +16,7 @@ enum LinkRequest: Codable, Equatable {
     case fetchModel(server: Int)
     /// Asks for the coordinator's decisions after sequence number `after`; answered `.entries` at once when there
     /// are some, otherwise after at most about a second (the call is also the server's heartbeat).
-    case sync(server: Int, after: UInt64, stats: LinkStats)
+    case sync(server: Int, after: UInt64, stats: LinkStats, instance: UInt64)
     /// Hands in this server's part of the snapshot asked for by entry `gather` (floats: weights, then each
     /// optimizer slot, for the part's elements).
     case part(server: Int, gather: UInt64, optimizerStep: UInt64, versions: [UInt64])
@@ -36,6 +36,8 @@ enum LinkReply: Codable, Equatable {
     case notReady(reason: String)
     case entries(entries: [LinkEntry])
     case accepted
+    /// This coordinator does not know the caller's model part (it restarted): register again.
+    case reregister(reason: String)
     /// The call was refused; the reason is a sentence.
     case refused(reason: String)
 }
@@ -52,11 +54,20 @@ struct ModelPart: Codable, Equatable {
     var allowNonFinite: Bool
     /// BSP: the steps every shard has applied (the restored checkpoint's step, or 0).
     var completedSteps: UInt64
+    /// The coordinator's last decision so far: the joined server syncs after it.
+    var sequence: UInt64
+    /// The coordinator process that cut the part (random per process): a sync naming another one is told to
+    /// register again.
+    var instance: UInt64
     var optimizerStep: UInt64
     /// One version per shard of this server.
     var versions: [UInt64]
     /// K: the gradient slots each shard keeps.
     var workers: Int
+    /// SSP: how many clocks a worker may run ahead of the slowest live one (`--staleness`).
+    var staleness: UInt64
+    /// The live workers when the part was cut.
+    var liveRanks: [Int]
 }
 
 /// One decision of the coordinator, numbered so that a server applies them in order exactly once.
@@ -69,6 +80,11 @@ struct LinkEntry: Codable, Equatable {
         case snapshot
         /// The job is over: exit with `exitCode`.
         case finish
+        /// SSP: the live workers are now `ranks` (a death, a leave, a join); the staleness bound waits only for them.
+        case membership
+        /// The job rolled back to the checkpoint after `step` steps (a joined server restarted): drop the model
+        /// and every worker connection, fetch the model part again, then sync on.
+        case rollback
     }
 
     var sequence: UInt64
@@ -128,6 +144,8 @@ final class ServerLinks: Sendable {
     let state = LockedValue(State())
     /// Joined servers: indices 1..<M.
     let joinedCount: Int
+    /// This coordinator process's number (see `ModelPart.instance`).
+    let instance = UInt64.random(in: 1...UInt64.max)
 
     init(servers: Int) {
         joinedCount = servers - 1
@@ -212,10 +230,43 @@ final class ServerLinks: Sendable {
 
     /// Waits (at most `seconds`) until every joined server has been sent the entries up to `sequence`.
     func waitUntilSeen(_ sequence: UInt64, seconds: Double) {
-        let joined = joinedCount
+        // Only servers that ever called are waited for (one that never registered will not call).
         state.wait(
             until: MonotonicClock.deadline(afterSeconds: seconds),
-            while: { state in (1...max(joined, 1)).contains { (state.delivered[$0] ?? 0) < sequence } && joined > 0 })
+            while: { state in state.lastHeard.keys.contains { (state.delivered[$0] ?? 0) < sequence } })
+    }
+
+    /// The sequence number of the last decision published (0 before any).
+    var lastSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
+
+    /// Scale-out rollback: forgets every snapshot being gathered and publishes the rollback decision.
+    func publishRollback(step: UInt64, reason: String) -> UInt64 {
+        state.withLockAndBroadcast { state in
+            state.gathers.removeAll()
+            let sequence = state.nextSequence
+            state.nextSequence += 1
+            state.entries.append(LinkEntry(sequence: sequence, kind: .rollback, step: step, reason: reason))
+            return sequence
+        }
+    }
+
+    /// Waits (until `deadline`) until every joined server has synced past `sequence`, that is, carried it out.
+    func waitUntilCarriedOut(_ sequence: UInt64, deadline: UInt64) -> Bool {
+        let joined = joinedCount
+        return state.wait(
+            until: deadline,
+            while: { state in !state.stopping && (1...max(joined, 1)).contains { (state.acked[$0] ?? 0) < sequence } }
+        ) { state, _ in
+            !(1...max(joined, 1)).contains { (state.acked[$0] ?? 0) < sequence }
+        }
+    }
+
+    /// A restarted joined server starts over: what it had seen before does not count.
+    func forget(server: Int) {
+        state.withLockAndBroadcast { state in
+            state.acked[server] = nil
+            state.delivered[server] = nil
+        }
     }
 
     /// Records a joined server's counters.
@@ -269,6 +320,9 @@ final class JoinedShards: Sendable {
         var pending: [UInt64]
         /// Released steps not yet applied everywhere: step -> the ranks whose mean it is.
         var releases: [UInt64: [Int]] = [:]
+        /// SSP: the clock each rank's pushes to this server reached, and the live ranks (from the coordinator).
+        var clocks: [Int: UInt64] = [:]
+        var live: Set<Int> = []
         var stopping = false
 
         /// The steps every owned shard has applied.
@@ -283,7 +337,34 @@ final class JoinedShards: Sendable {
         self.part = part
         self.index = index
         steps = LockedValue(
-            Steps(pending: Array(repeating: part.completedSteps, count: part.placement.shards(ofServer: index).count)))
+            Steps(
+                pending: Array(repeating: part.completedSteps, count: part.placement.shards(ofServer: index).count),
+                live: Set(part.liveRanks)))
+    }
+
+    /// SSP: the live workers changed.
+    func membership(_ ranks: [Int]) {
+        steps.withLockAndBroadcast { $0.live = Set(ranks) }
+    }
+
+    /// SSP: `rank` pushed its step `clock - 1` here; waits (until `deadline`) until every live worker's pushes to
+    /// this server reached `clock - staleness`, so that the weights read now hold every update the bound
+    /// promises, as the coordinator's own exchange reply does. False on timeout or stop.
+    func waitForStaleness(rank: Int, clock: UInt64, deadline: UInt64, peerGone: () -> Bool) -> Bool {
+        let staleness = part.staleness
+        let needed = clock > staleness ? clock - staleness : 0
+        steps.withLockAndBroadcast { $0.clocks[rank] = max($0.clocks[rank] ?? 0, clock) }
+        let ready: (Steps) -> Bool = { steps in
+            steps.live.allSatisfy { (steps.clocks[$0] ?? 0) >= needed || $0 == rank }
+        }
+        while true {
+            let slice = min(deadline, MonotonicClock.deadline(afterSeconds: 0.25))
+            let (done, stopping) = steps.wait(until: slice, while: { !ready($0) && !$0.stopping }) { steps, _ in
+                (ready(steps), steps.stopping)
+            }
+            if done { return true }
+            if stopping || MonotonicClock.nanoseconds() >= deadline || peerGone() { return false }
+        }
     }
 
     var stalenessRule: StalenessRule {

@@ -56,7 +56,13 @@ struct ServerLinkService {
         case .fetchModel(let index):
             links.heard(server: index)
             try fetchModel(server: index, session: session, requestID: requestID)
-        case .sync(let index, let after, let stats):
+        case .sync(let index, let after, let stats, let instance):
+            guard instance == links.instance else {
+                try reply(
+                    .reregister(reason: "this coordinator restarted since the model part was fetched"),
+                    session: session, requestID: requestID)
+                return
+            }
             links.report(stats, server: index)
             let entries = links.entries(after: after, server: index, seconds: 1)
             try reply(.entries(entries: entries), session: session, requestID: requestID)
@@ -114,9 +120,12 @@ struct ServerLinkService {
             tensors: whole.tensors.map { TensorShape(name: $0.name, shape: $0.shape) }, placement: placement,
             optimizer: config.optimizer, mode: config.mode, maxGradientStaleness: config.maxGradientStaleness,
             stalePolicy: config.stalePolicy, allowNonFinite: config.allowNonFinite,
-            completedSteps: server.initialCompletedSteps, optimizerStep: whole.optimizerStep,
+            completedSteps: server.initialCompletedSteps.withLock { $0 }, sequence: server.links?.lastSequence ?? 0,
+            instance: server.links?.instance ?? 0,
+            optimizerStep: whole.optimizerStep,
             versions: Array(repeating: whole.shardVersions.max() ?? 0, count: shards.count),
-            workers: config.job?.workers ?? 1)
+            workers: config.job?.workers ?? 1, staleness: config.mode == .ssp ? config.staleness : .max,
+            liveRanks: server.coordinator?.snapshot.membership.liveRanks ?? [])
         server.log.info("model-part-sent", ["server": index, "shards": "\(shards)", "elements": elements.count])
         try session.reply(
             .serverCallReply(ServerCall(header: LinkCoding.encode(LinkReply.model(part: part)), floats: floats)),

@@ -240,7 +240,7 @@ struct ShardService {
         let step = prefix.clock
         let rejections = LockedValue<[String]>([])
         let base = elements.lowerBound
-        server.shardWorkers.forEach(shards.count) { [self] index in
+        server.shardWorkers.forEach(shards.count, elements: elements.count) { [self] index in
             let shard = shards[index]
             let slice = UnsafeMutableBufferPointer(
                 rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
@@ -289,7 +289,7 @@ struct ShardService {
         let versions = LockedValue([UInt64](repeating: 0, count: shards.count))
         session.sendBuffer.withUnsafeMutableBufferPointer { buffer in
             let destination = buffer  // forEach returns only after every copy into it finished
-            server.shardWorkers.forEach(shards.count) { index in
+            server.shardWorkers.forEach(shards.count, elements: elements.count) { index in
                 let shard = shards[index]
                 let local = (shard.range.lowerBound - base)..<(shard.range.upperBound - base)
                 let version = shard.state.withLock { state in
@@ -328,7 +328,7 @@ struct ShardService {
                     to: requestID)
                 return
             }
-            server.shardWorkers.forEach(shards.count) { index in
+            server.shardWorkers.forEach(shards.count, elements: gradient.count) { index in
                 let shard = shards[index]
                 let slice = UnsafeBufferPointer(
                     rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
@@ -352,12 +352,26 @@ struct ShardService {
             }
         } else {
             let baseVersions = prefix.baseVersions
-            server.shardWorkers.forEach(shards.count) { [self] index in
+            server.shardWorkers.forEach(shards.count, elements: gradient.count) { [self] index in
                 let shard = shards[index]
                 let slice = UnsafeMutableBufferPointer(
                     rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
                 shard.pushCount.wrappingAdd(1, ordering: .relaxed)
                 _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, rank: nil)
+            }
+            if joined.part.mode == .ssp {
+                let connection = session.connection
+                guard
+                    joined.waitForStaleness(
+                        rank: rank, clock: step + 1,
+                        deadline: MonotonicClock.deadline(afterSeconds: server.config.waitTimeoutSeconds),
+                        peerGone: { connection.peerHasHungUp() })
+                else {
+                    try session.replyError(
+                        .timeout, "timed out waiting: step \(step + 1) must wait for the slowest worker; retry",
+                        to: requestID)
+                    return
+                }
             }
         }
         try sendOwnedWeights(model, jobState: .running, minClock: step + 1, session: session, requestID: requestID)

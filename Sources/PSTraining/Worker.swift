@@ -200,6 +200,8 @@ public final class Worker {
         let totalSteps = options.debugMaxSteps.map { min($0, job.totalSteps) } ?? job.totalSteps
         let started = Date()
         var samplesDone = 0
+        // The epoch's training losses on this worker so far: the epoch line shows their mean, not the last batch's.
+        var epochLoss = (sum: 0.0, steps: 0)
         var pullNanos: UInt64 = 0
         // Whether `parameters` hold the weights for `step` (the last exchange brought them).
         var havePulled = false
@@ -259,6 +261,7 @@ public final class Worker {
                 pullNanos += MonotonicClock.nanoseconds() - exchangeStart
                 step += 1
                 samplesDone += job.batchPerWorker
+                epochLoss = (epochLoss.sum + loss, epochLoss.steps + 1)
                 if state == .finished { break }
                 let epochEnded = step % job.stepsPerEpoch == 0 || step == totalSteps
                 if epochEnded {
@@ -281,15 +284,20 @@ public final class Worker {
                             ).wait()
                         }
                         report(
-                            epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                            accuracy: result?.accuracy, started: started, samples: samplesDone)
+                            epoch: epoch, of: job.epochs, step: step, total: totalSteps,
+                            loss: epochLoss.sum / Double(epochLoss.steps), accuracy: result?.accuracy,
+                            started: started, samples: samplesDone, batch: job.batchPerWorker)
                     } else {
                         report(
-                            epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                            accuracy: nil, started: started, samples: samplesDone)
+                            epoch: epoch, of: job.epochs, step: step, total: totalSteps,
+                            loss: epochLoss.sum / Double(epochLoss.steps), accuracy: nil, started: started,
+                            samples: samplesDone, batch: job.batchPerWorker)
                     }
+                    epochLoss = (0, 0)
                 } else if options.progress == .bar {
-                    drawBar(step: step, total: totalSteps, loss: loss)
+                    drawBar(
+                        step: step, total: totalSteps, loss: epochLoss.sum / Double(epochLoss.steps),
+                        started: started, samples: samplesDone, batch: job.batchPerWorker)
                 }
             } catch .remote(.timeout, let message) {
                 log.info("waiting", ["reason": message])
@@ -316,6 +324,7 @@ public final class Worker {
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
+                epochLoss = (0, 0)
                 log.info("resumed", ["rank": rank, "step": step])
             }
         }
@@ -391,8 +400,9 @@ public final class Worker {
         do {
             let test: Dataset?
             if let path = options.testOverride ?? (dataProvider == nil ? job.test : nil) {
-                test = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
-                    .loadTrain()
+                let testSource = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
+                test = try testSource.loadTrain()
+                if let test, job.classCount > 0 { try testSource.requireClassLabels(test, classCount: job.classCount) }
             } else {
                 test = try source.loadTest()
             }
@@ -588,14 +598,15 @@ public final class Worker {
 
     // MARK: Progress
 
+    /// The epoch line; `epoch` is the index from 0 (the console numbers from 1), `loss` the epoch's mean.
     private func report(
         epoch: Int, of epochs: Int, step: Int, total: Int, loss: Double, accuracy: Double?, started: Date,
-        samples: Int
+        samples: Int, batch: Int
     ) {
-        let rate = Double(samples) / max(Date().timeIntervalSince(started), 1e-9)
-        var line = String(format: "epoch %d/%d  step %d/%d  loss %.4f", epoch + 1, epochs, step, total, loss)
-        if let accuracy { line += String(format: "  test accuracy %.4f", accuracy) }
-        line += String(format: "  %.0f samples/s", rate)
+        let rate = ProgressText.rate(samples: samples, seconds: Date().timeIntervalSince(started))
+        let line = ProgressText.epochLine(
+            epoch: epoch + 1, of: epochs, step: step, total: total, meanLoss: loss, accuracy: accuracy, rate: rate,
+            secondsLeft: ProgressText.secondsLeft(steps: total - step, batch: batch, rate: rate))
         switch options.progress {
         case .quiet: return
         case .bar: FileHandle.standardError.write(Data(("\r\u{1B}[2K" + line + "\n").utf8))
@@ -603,13 +614,12 @@ public final class Worker {
         }
     }
 
-    private func drawBar(step: Int, total: Int, loss: Double) {
-        let width = 30
-        let filled = total > 0 ? width * step / total : width
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let text = String(
-            format: "\r[%@] %3d%%  step %d/%d  loss %.4f", bar, 100 * step / max(total, 1), step, total, loss)
-        FileHandle.standardError.write(Data(text.utf8))
+    private func drawBar(step: Int, total: Int, loss: Double, started: Date, samples: Int, batch: Int) {
+        let rate = ProgressText.rate(samples: samples, seconds: Date().timeIntervalSince(started))
+        let text = ProgressText.bar(
+            step: step, total: total, meanLoss: loss, rate: rate,
+            secondsLeft: ProgressText.secondsLeft(steps: total - step, batch: batch, rate: rate))
+        FileHandle.standardError.write(Data(("\r" + text).utf8))
     }
 }
 

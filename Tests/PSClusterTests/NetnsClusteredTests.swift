@@ -225,7 +225,7 @@ final class NetnsClusteredTests: XCTestCase {
         let run = try runCluster(
             "kill", binaries: binaries,
             [
-                "EPOCHS": "10", "KILL_WORKER": "2", "KILL_AFTER": "0.2", "KILL_WHEN": "event=epoch epoch=0 ",
+                "EPOCHS": "10", "KILL_WORKER": "2", "KILL_AFTER": "0.2", "KILL_WHEN": "event=epoch epoch=1 ",
                 "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10",
                 "EXTRA_SERVER_FLAGS": Self.jobFlags + " --worker-timeout 2 --metrics-out {OUT}/metrics.jsonl",
             ])
@@ -237,7 +237,7 @@ final class NetnsClusteredTests: XCTestCase {
         // Rank 0 evaluates the epochs; nobody takes that over when it dies (a known gap), so every epoch is
         // evaluated only when the killed worker2 was not rank 0.
         if !server.contains("event=worker-joined name=worker2 rank=0 ") {
-            XCTAssertEqual(run.records(type: "epoch").last?["epoch"] as? Int, 9, "the job evaluated every epoch")
+            XCTAssertEqual(run.records(type: "epoch").last?["epoch"] as? Int, 10, "the job evaluated every epoch")
         }
         XCTAssertEqual(try run.finalWeights().count, 2)
     }
@@ -293,7 +293,7 @@ final class NetnsClusteredTests: XCTestCase {
         // The restarted server writes the metrics file anew: its epochs run up to the last one, evaluated by
         // whichever worker has rank 0 after the restore.
         let epochs = run.records(type: "epoch")
-        XCTAssertEqual(epochs.last?["epoch"] as? Int, 9, run.diagnostics)
+        XCTAssertEqual(epochs.last?["epoch"] as? Int, 10, run.diagnostics)
         XCTAssertEqual(try run.finalWeights().count, 2)
     }
 

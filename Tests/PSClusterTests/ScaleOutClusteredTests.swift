@@ -1,4 +1,6 @@
 import Foundation
+import PSCheckpoint
+import PSPosix
 import PSTestSupport
 import XCTest
 
@@ -219,6 +221,14 @@ final class ScaleOutClusteredTests: XCTestCase {
             XCTAssertTrue(pushes.allSatisfy { $0 > 0 }, "every server took pushes: \(status.output)")
             // Softmax on digits: 64 x 10 weights and 10 biases, split over the two servers.
             XCTAssertEqual(servers.compactMap { $0["bytes"] as? Int }.reduce(0, +), 4 * 650, status.output)
+            // psctl export gathers whole tensors from both servers, equal to the final weights.
+            let export = try ChildProcess(
+                binary: "psctl", arguments: ["export", "export", "--server", "127.0.0.1:\(run.cluster.port)"])
+            XCTAssertEqual(export.wait(timeout: .seconds(60)), 0, export.standardError)
+            for name in ["fc1.weight", "fc1.bias"] {
+                let exported = try NPY.read(path: run.cluster.checkpointDirectory + "/exports/export/\(name).npy")
+                XCTAssertEqual(exported.values, try run.cluster.finalTensor(name).values, "\(mode) \(name)")
+            }
             _ = run.cluster.server?.terminateAndWait()
             for process in run.joined { _ = process.wait(timeout: .seconds(30)) }
         }
@@ -272,5 +282,91 @@ final class ScaleOutClusteredTests: XCTestCase {
         try run.cluster.startWorker(name: "w1", ["--quiet", "--debug-step-delay-ms", "10"])
         _ = try finish(run)
         XCTAssertTrue(coordinator.standardError.contains("rejoined=true"), coordinator.standardError)
+    }
+
+    /// Issue 11's server failure: a joined server killed with SIGKILL mid-job and restarted with the same `--join`
+    /// and address rolls every server and worker back to the last checkpoint, and the job ends with final weights
+    /// byte-for-byte those of the same job never interrupted.
+    func test_joinedServerKilledAndRestarted_rollsBack_finalWeightsBitwiseEqual() throws {
+        let flags = [
+            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
+            "--checkpoint-every-steps", "20",
+        ]
+        let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
+
+        let cluster = try LocalCluster()
+        try cluster.startServer(
+            ["--servers", "2", "--shards", "1", "--workers", "2", "--data", "digits", "--server-timeout", "30"] + flags)
+        let probe = try Socket.listen(host: "127.0.0.1", port: 0)
+        let port = try probe.localPort()
+        probe.close()
+        let joinArguments = [
+            "--host", "127.0.0.1", "--port", "\(port)", "--join", "127.0.0.1:\(cluster.port)", "--shards", "2",
+            "--server-timeout", "30", "--log-level", "info",
+        ]
+        let first = try ChildProcess(binary: "psserver", arguments: joinArguments)
+        for rank in 0..<2 {
+            try cluster.startWorker(name: "w\(rank)", ["--quiet", "--debug-step-delay-ms", "5"], reconnectTimeout: 30)
+        }
+        guard let coordinator = cluster.server else { return XCTFail("no coordinator") }
+        _ = try coordinator.waitForLine(matching: "event=checkpoint-written", in: .standardError, timeout: .seconds(60))
+        Thread.sleep(forTimeInterval: 0.3)
+        first.kill(signal: SIGKILL)
+        _ = first.wait(timeout: .seconds(10))
+        let restarted = try ChildProcess(binary: "psserver", arguments: joinArguments)
+        let run = (files: [String: Data](), cluster: cluster, joined: [restarted])
+        let files = try finish(run)
+        XCTAssertTrue(coordinator.standardError.contains("event=rollback-done"), coordinator.standardError)
+        XCTAssertEqual(Set(files.keys), Set(uninterrupted.keys))
+        for (name, bytes) in uninterrupted {
+            XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the rollback")
+        }
+    }
+
+    /// The coordinator's own death with two servers: restarted with `--restore latest` on its address, the joined
+    /// server registers again (its link is told the coordinator restarted) and takes its part of the checkpoint,
+    /// the workers reconnect, and the final weights equal the uninterrupted run's.
+    func test_coordinatorKilledAndRestored_joinedServerRegistersAgain_finalWeightsBitwiseEqual() throws {
+        let flags = [
+            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
+            "--checkpoint-every-steps", "20",
+        ]
+        let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
+        let cluster = try LocalCluster()
+        var ports: [UInt16] = []
+        for _ in 0..<2 {
+            let probe = try Socket.listen(host: "127.0.0.1", port: 0)
+            ports.append(try probe.localPort())
+            probe.close()
+        }
+        cluster.port = ports[0]
+        let coordinatorArguments =
+            [
+                "--host", "127.0.0.1", "--port", "\(ports[0])", "--checkpoint-dir", cluster.checkpointDirectory,
+                "--servers", "2", "--shards", "1", "--workers", "2", "--data", "digits", "--log-level", "info",
+            ] + flags
+        let first = try ChildProcess(binary: "psserver", arguments: coordinatorArguments)
+        _ = try first.waitForLine(matching: "event=listening", in: .standardError, timeout: .seconds(60))
+        let joined = try ChildProcess(
+            binary: "psserver",
+            arguments: [
+                "--host", "127.0.0.1", "--port", "\(ports[1])", "--join", "127.0.0.1:\(ports[0])", "--shards", "2",
+                "--log-level", "info",
+            ])
+        for rank in 0..<2 {
+            try cluster.startWorker(name: "w\(rank)", ["--quiet", "--debug-step-delay-ms", "5"], reconnectTimeout: 30)
+        }
+        _ = try first.waitForLine(matching: "event=checkpoint-written", in: .standardError, timeout: .seconds(60))
+        Thread.sleep(forTimeInterval: 0.3)
+        first.kill(signal: SIGKILL)
+        _ = first.wait(timeout: .seconds(10))
+        cluster.server = try ChildProcess(
+            binary: "psserver", arguments: coordinatorArguments + ["--restore", "latest"])
+        let files = try finish((files: [:], cluster: cluster, joined: [joined]))
+        XCTAssertTrue(joined.standardError.contains("event=link-reregister"), joined.standardError)
+        XCTAssertEqual(Set(files.keys), Set(uninterrupted.keys))
+        for (name, bytes) in uninterrupted {
+            XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the restore")
+        }
     }
 }

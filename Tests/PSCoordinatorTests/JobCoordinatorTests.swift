@@ -87,6 +87,28 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(events(directives), ["job-started", "worker-joined"])
     }
 
+    /// A joined server restarted mid-job: the job goes back to the checkpoint's step with its clocks and ranks,
+    /// keeps its registered servers (so the placement stays), and starts again once the checkpoint's workers are
+    /// back.
+    func test_rolledBack_keepsServers_andRestartsAtTheCheckpointStep() {
+        var job = serverJob(servers: 2)
+        _ = job.onServerJoin(address: "b:1", shards: 1, now: 0)
+        _ = join(&job, "a")
+        XCTAssertTrue(job.jobStarted)
+        var rolled = job.rolledBack(completedSteps: 20, restoredClocks: ["a": 20], now: 5)
+        _ = rolled.onRestored(ranks: ["a": 0], now: 5)
+        XCTAssertEqual(rolled.joinedServers, [RegisteredServer(address: "b:1", shards: 1)])
+        XCTAssertTrue(rolled.allServersRegistered)
+        XCTAssertFalse(rolled.jobStarted, "waits for the checkpoint's workers")
+        XCTAssertEqual(rolled.barrier.completedSteps, 20)
+        XCTAssertEqual(rolled.releasedSteps, 20)
+        let (result, directives) = rolled.onJoin(name: "a", connection: 9, now: 6)
+        XCTAssertEqual(try? result.get().startStep, 20)
+        XCTAssertTrue(events(directives).contains("job-started"), "\(events(directives))")
+        let (again, _) = rolled.onServerJoin(address: "b:1", shards: 1, now: 7)
+        XCTAssertEqual(try? again.get(), ServerJoinAccepted(index: 1, rejoined: true))
+    }
+
     func test_serverJoin_oneServer_isTheDefaultAndStartsAsBefore() {
         var job = coordinator(workers: 1)
         XCTAssertEqual(job.settings.servers, 1)
@@ -307,6 +329,23 @@ final class JobCoordinatorTests: XCTestCase {
         return []
     }
 
+    func test_tick_whileWaitingForWorkers_saysHowManyJoinedEvery10Seconds_untilTheJobStarts() {
+        var job = coordinator(workers: 2)
+        join(&job, "a", now: 1 * second)
+        XCTAssertEqual(events(job.onTick(now: 5 * second)), [])
+        job.refreshLiveness(rank: 0, now: 9 * second)
+        let first = job.onTick(now: 10 * second)
+        XCTAssertEqual(events(first), ["waiting-for-workers"])
+        XCTAssertTrue(logFields(first, "waiting-for-workers").contains { $0 == ("joined", "1/2") }, "\(first)")
+        XCTAssertTrue(logFields(first, "waiting-for-workers").contains { $0 == ("waited_s", "10") }, "\(first)")
+        XCTAssertEqual(events(job.onTick(now: 15 * second)), [], "once per 10 s")
+        job.refreshLiveness(rank: 0, now: 19 * second)
+        XCTAssertEqual(events(job.onTick(now: 20 * second)), ["waiting-for-workers"])
+        join(&job, "b", now: 21 * second)
+        job.refreshLiveness(rank: 0, now: 29 * second)
+        XCTAssertEqual(events(job.onTick(now: 30 * second)), [], "the job started")
+    }
+
     func test_leave_withErrorBeforeTheJobStarted_freesTheRankForTheNextName() {
         var job = coordinator(workers: 3)
         join(&job, "a")
@@ -320,6 +359,52 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(replacement?.rank, 2, "the correct third worker takes the freed rank")
         XCTAssertTrue(events(directives).contains("job-started"), "\(events(directives))")
         XCTAssertTrue(job.mayPull(step: 0))
+    }
+
+    func test_leave_oneOfTwoFailsItsData_noReplacement_jobGoesOnWithoutIt_countingOnlyProcessedSamples() {
+        var job = coordinator(workers: 2)
+        join(&job, "a")
+        join(&job, "b")
+        _ = job.onLeave(rank: 1, finished: false, now: 1 * second)
+        XCTAssertFalse(job.mayPull(step: 0), "the job waits for a replacement first")
+        XCTAssertEqual(events(job.onTick(now: 5 * second)), [], "within the worker timeout")
+        job.refreshLiveness(rank: 0, now: 11 * second)  // a waits for the job to start: it is alive
+        let given = job.onTick(now: 12 * second)
+        XCTAssertEqual(events(given), ["workers-given-up", "job-started"], "\(given)")
+        XCTAssertTrue(job.mayPull(step: 0))
+        XCTAssertEqual(job.jobStartedAtNanos, 12 * second)
+        for step in 0..<3 as Range<UInt64> {
+            _ = runStep(&job, step, ranks: [0])
+            _ = job.onClock(rank: 0, clock: step + 1, loss: 1, samples: 32, now: 13 * second)
+        }
+        XCTAssertEqual(job.samplesProcessed, 96, "3 steps x 32 rows of the one worker, not x 2")
+        XCTAssertEqual(job.onLeave(rank: 0, finished: true, now: 14 * second).last, .finishJob)
+        XCTAssertNil(job.failureReason)
+    }
+
+    func test_leave_failedWorkerJoinedFirst_itsRankTakenByTheSecond_jobStillStartsAfterTheTimeout() {
+        var job = coordinator(workers: 2)
+        join(&job, "bad")
+        _ = job.onLeave(rank: 0, finished: false, now: 1 * second)
+        XCTAssertEqual(join(&job, "good", connection: 2, now: 2 * second).0?.rank, 0, "good takes the freed rank")
+        job.refreshLiveness(rank: 0, now: 11 * second)
+        XCTAssertEqual(events(job.onTick(now: 11 * second)), ["waiting-for-workers"], "10 s since good joined")
+        job.refreshLiveness(rank: 0, now: 12_500_000_000)
+        let given = job.onTick(now: 12_500_000_000)
+        XCTAssertEqual(events(given), ["workers-given-up", "job-started"], "\(given)")
+        XCTAssertTrue(job.mayPull(step: 0))
+    }
+
+    func test_leave_onlyWorkerFailsItsData_noReplacement_jobFailsWithTheReason() {
+        var job = coordinator(workers: 1)
+        join(&job, "only")
+        _ = job.onLeave(rank: 0, finished: false, now: 1 * second)
+        XCTAssertFalse(job.onTick(now: 5 * second).contains(.finishJob))
+        let directives = job.onTick(now: 12 * second)
+        XCTAssertEqual(directives.last, .finishJob, "\(directives)")
+        XCTAssertEqual(job.workersFinished, 0)
+        XCTAssertTrue(job.failureReason?.contains("'only'") ?? false, job.failureReason ?? "nil")
+        XCTAssertFalse(job.mayPull(step: 0) && !job.jobFinished)
     }
 
     func test_leave_withErrorAfterPushing_keepsTheRank() {
@@ -447,7 +532,8 @@ final class JobCoordinatorTests: XCTestCase {
         let first = job.onEpoch(epoch, now: 10)
         XCTAssertEqual(events(first), ["epoch"])
         guard case .log(let record) = first[0] else { return XCTFail("a log line first") }
-        XCTAssertEqual(record.fields.map(\.value), ["0", "0.5123", "0.8750"])
+        XCTAssertEqual(record.fields.map(\.value), ["1", "0.5123", "0.8750"], "epochs count from 1, as on the console")
+        XCTAssertEqual(job.lastEpoch?.epoch, 1)
         XCTAssertEqual(job.onEpoch(epoch, now: 11), [], "the second report of an epoch is ignored")
         XCTAssertEqual(job.lastEpoch?.elapsedNanos, 10)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import PSCoordinator
 import PSMath
+import PSPosix
 import PSWire
 import XCTest
 
@@ -19,8 +20,9 @@ final class ServerLinkTests: XCTestCase {
     func test_linkHeaders_areTheDocumentedJSON() {
         XCTAssertEqual(
             LinkCoding.encode(
-                LinkRequest.sync(server: 1, after: 41, stats: LinkStats(bytes: 1300, pushes: 84, pulls: 84))),
-            #"{"sync":{"after":41,"server":1,"stats":{"bytes":1300,"pulls":84,"pushes":84}}}"#)
+                LinkRequest.sync(
+                    server: 1, after: 41, stats: LinkStats(bytes: 1300, pushes: 84, pulls: 84), instance: 7)),
+            #"{"sync":{"after":41,"instance":7,"server":1,"stats":{"bytes":1300,"pulls":84,"pushes":84}}}"#)
         XCTAssertEqual(
             LinkCoding.encode(LinkRequest.part(server: 1, gather: 43, optimizerStep: 42, versions: [42])),
             #"{"part":{"gather":43,"optimizerStep":42,"server":1,"versions":[42]}}"#)
@@ -95,7 +97,9 @@ final class ServerLinkTests: XCTestCase {
             tensors: [TensorShape(name: "w", shape: [2])],
             placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .bsp, maxGradientStaleness: nil,
-            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, optimizerStep: 0, versions: [0], workers: 2)
+            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, instance: 1, optimizerStep: 0,
+            versions: [0],
+            workers: 2, staleness: .max, liveRanks: [0, 1])
         let joined = JoinedShards(part: part, index: 0)
         let one: [Float] = [1, 1]
         let three: [Float] = [3, 3]
@@ -108,5 +112,71 @@ final class ServerLinkTests: XCTestCase {
         XCTAssertEqual(shard.state.withLock { $0.weights }, [-1, -1], "rank 1 was not released: the mean is rank 0's")
         XCTAssertTrue(joined.waitForCompleted(1, deadline: 0, peerGone: { false }))
         XCTAssertFalse(joined.waitForCompleted(2, deadline: 0, peerGone: { false }))
+    }
+
+    /// A checkpoint whose joined part never arrives (the server died mid-checkpoint) is not written: the gather
+    /// ends empty at its deadline, so `latest` keeps naming the previous checkpoint.
+    func test_gather_missingPart_endsEmptyAtTheDeadline() throws {
+        let store = ShardStore(shardCount: 1, optimizer: adam, workerSlots: 1)
+        try store.register(tensors)
+        let links = ServerLinks(servers: 2)
+        let gather = links.startGather(own: try XCTUnwrap(store.snapshot()), step: 3)
+        XCTAssertNil(links.finishGather(gather, deadline: MonotonicClock.deadline(afterSeconds: 0.05)))
+        XCTAssertFalse(
+            links.receive(
+                part: PartSnapshot(
+                    shards: 1..<2, elements: 0..<0, weights: [], optimizerSlots: [], optimizerStep: 0, versions: []),
+                server: 1, gather: gather), "a late part is not taken")
+    }
+
+    /// Decisions are numbered; what every joined server has synced past is dropped, and a rollback forgets the
+    /// snapshots being gathered.
+    func test_entries_areNumbered_andPrunedOnceSeen() throws {
+        let links = ServerLinks(servers: 3)
+        let first = links.publish(.release, step: 0, ranks: [0])
+        let second = links.publish(.release, step: 1, ranks: [0])
+        XCTAssertEqual(links.entries(after: 0, server: 1, seconds: 0).map(\.sequence), [first, second])
+        XCTAssertEqual(links.entries(after: first, server: 2, seconds: 0).map(\.sequence), [second])
+        XCTAssertEqual(links.entries(after: first, server: 1, seconds: 0).map(\.sequence), [second])
+        XCTAssertEqual(links.state.withLock { $0.entries.map(\.sequence) }, [second], "both servers saw the first")
+        let rollback = links.publishRollback(step: 0, reason: "test")
+        XCTAssertFalse(links.waitUntilCarriedOut(rollback, deadline: MonotonicClock.deadline(afterSeconds: 0.01)))
+        _ = links.entries(after: rollback, server: 1, seconds: 0)
+        _ = links.entries(after: rollback, server: 2, seconds: 0)
+        XCTAssertTrue(links.waitUntilCarriedOut(rollback, deadline: MonotonicClock.deadline(afterSeconds: 1)))
+    }
+
+    /// Issue 11 item 8: a plain store (`psserver --shards 4`, no model) shows its 4 shards, empty, before anything
+    /// is registered.
+    func test_status_plainStoreBeforeRegistration_listsItsEmptyShards() throws {
+        let harness = try ServerHarness(shards: 4)
+        let shards = harness.server.status().shards
+        XCTAssertEqual(shards.map(\.index), [0, 1, 2, 3])
+        XCTAssertTrue(shards.allSatisfy { $0.elements == 0 && $0.version == 0 })
+        XCTAssertEqual(harness.server.status().shardCount, 4)
+    }
+
+    /// SSP on a joined server: a worker's read at clock c waits until every live worker's pushes here reached
+    /// c - s; a worker the coordinator no longer counts as live is not waited for.
+    func test_joinedShards_sspBound_waitsForTheSlowestLiveWorker() {
+        let part = ModelPart(
+            tensors: [TensorShape(name: "w", shape: [2])],
+            placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
+            optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .ssp, maxGradientStaleness: nil,
+            stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, instance: 1, optimizerStep: 0,
+            versions: [0], workers: 3, staleness: 1, liveRanks: [0, 1, 2])
+        let joined = JoinedShards(part: part, index: 0)
+        let soon = { MonotonicClock.deadline(afterSeconds: 0.05) }
+        XCTAssertTrue(joined.waitForStaleness(rank: 0, clock: 1, deadline: soon(), peerGone: { false }))
+        XCTAssertFalse(
+            joined.waitForStaleness(rank: 0, clock: 3, deadline: soon(), peerGone: { false }),
+            "ranks 1 and 2 have pushed nothing: clock 3 needs them at 2")
+        XCTAssertFalse(
+            joined.waitForStaleness(rank: 1, clock: 2, deadline: soon(), peerGone: { false }),
+            "rank 1 reached 2, but rank 2 has pushed nothing")
+        joined.membership([0, 1])
+        XCTAssertTrue(
+            joined.waitForStaleness(rank: 0, clock: 3, deadline: soon(), peerGone: { false }),
+            "rank 2 is no longer live; rank 1 is at 2")
     }
 }
