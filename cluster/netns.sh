@@ -50,8 +50,11 @@
 #   RESTART_WORKER=1                 restart it with the same --name one second later
 #   KILL_SERVER_AFTER=s              SIGKILL the server s seconds after the workers were started
 #   KILL_JOINED_SERVER_AFTER=s       SIGKILL joined server KILL_JOINED_SERVER (default $SERVERS,
-#                                    the last one) s seconds after the workers were started (never
-#                                    restarted: the coordinator ends the job after --server-timeout)
+#                                    the last one) s seconds after the workers were started
+#   RESTART_JOINED_SERVER=1          restart it one second later with the same flags (it registers
+#                                    again and the coordinator rolls the job back to the last
+#                                    checkpoint); without it the coordinator ends the job after
+#                                    --server-timeout
 #   KILL_WHEN=regex                  count the kill delays from the first line of server.log that
 #                                    matches this extended regex (e.g. 'event=checkpoint-written')
 #                                    instead of from the workers' start; no match, no kill
@@ -103,6 +106,7 @@ RESTART_WORKER=${RESTART_WORKER:-0}
 KILL_SERVER_AFTER=${KILL_SERVER_AFTER:-}
 KILL_JOINED_SERVER=${KILL_JOINED_SERVER:-}
 KILL_JOINED_SERVER_AFTER=${KILL_JOINED_SERVER_AFTER:-}
+RESTART_JOINED_SERVER=${RESTART_JOINED_SERVER:-0}
 KILL_WHEN=${KILL_WHEN:-}
 STOP_WITH_PARENT=${STOP_WITH_PARENT:-0}
 readonly PARENT_PID=$PPID
@@ -467,7 +471,7 @@ wait_for_server() {
 
 do_run() {
     local i name rc kill_worker_at=-1 kill_server_at=-1 restart_worker_at=-1 restart_server_at=-1
-    local kill_joined_at=-1
+    local kill_joined_at=-1 restart_joined_at=-1
     local t workers_started extra=() all_done kill_armed=1
     [[ -n ${BIN_DIR:-} ]] || die 2 "BIN_DIR is required (directory with psserver, psworker, psctl)"
     for name in psserver psworker psctl; do
@@ -579,7 +583,17 @@ do_run() {
         fi
         if ((kill_armed == 1 && kill_joined_at >= 0 && t >= kill_joined_at)); then
             kill_joined_at=-1
-            kill_process "server$KILL_JOINED_SERVER" || true
+            if kill_process "server$KILL_JOINED_SERVER" && [[ $RESTART_JOINED_SERVER == 1 ]]; then
+                restart_joined_at=$((t + 1000))
+            fi
+        fi
+        if ((restart_joined_at >= 0 && t >= restart_joined_at)); then
+            name="server$KILL_JOINED_SERVER"
+            if reap "$name"; then
+                restart_joined_at=-1
+                INTENT[$name]=""
+                start_joined_server "$KILL_JOINED_SERVER"
+            fi
         fi
         if ((restart_worker_at >= 0 && t >= restart_worker_at)); then
             name="worker$KILL_WORKER"
@@ -598,7 +612,7 @@ do_run() {
         fi
         all_done=1
         for name in "${NAMES[@]}"; do reap "$name" || all_done=0; done
-        if ((all_done == 1 && restart_worker_at < 0 && restart_server_at < 0 &&
+        if ((all_done == 1 && restart_worker_at < 0 && restart_server_at < 0 && restart_joined_at < 0 &&
             kill_worker_at < 0 && kill_server_at < 0 && kill_joined_at < 0)); then
             break
         fi

@@ -111,6 +111,12 @@ run_case kill-joined-server 0 WORKERS=2 SERVERS=2 EXTRA_WORKER_FLAGS="--debug-st
 expect_line "$OUTDIR/exitcodes" "server2 137 killed"
 expect_line "$OUTDIR/exitcodes" "server 0"
 
+run_case kill-restart-joined 0 WORKERS=2 SERVERS=2 EXTRA_WORKER_FLAGS="--debug-step-delay-ms 150" \
+    KILL_JOINED_SERVER_AFTER=0.3 RESTART_JOINED_SERVER=1
+expect_line "$OUTDIR/exitcodes" "server2 137 killed"
+expect_line "$OUTDIR/exitcodes" "server2 0"
+[[ $(grep -c 'event=server-start .*name=server2' "$WORK/$CASE.stdout") == 2 ]] || fail "server2 should start twice"
+
 run_case packet-loss 0 WORKERS=2 LOSS_WORKER=all LOSS_PERCENT=30
 grep -q 'event=loss .*host=w2 percent=30' "$WORK/$CASE.stdout" || fail "no loss event"
 

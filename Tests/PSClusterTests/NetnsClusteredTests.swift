@@ -120,7 +120,7 @@ final class NetnsClusteredTests: XCTestCase {
             "LOSS_PERCENT": "", "KILL_WORKER": "", "KILL_AFTER": "", "KILL_WHEN": "", "RESTART_WORKER": "0",
             "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1", "SERVERS": "1",
             "JOINED_SHARDS": "", "EXTRA_JOINED_FLAGS": "", "SHAPE_RATE": "", "KILL_JOINED_SERVER": "",
-            "KILL_JOINED_SERVER_AFTER": "",
+            "KILL_JOINED_SERVER_AFTER": "", "RESTART_JOINED_SERVER": "0",
         ]
         environment.merge(settings.mapValues { $0.replacingOccurrences(of: "{OUT}", with: directory.path) }) { $1 }
         let process = try ChildProcess(
@@ -343,7 +343,7 @@ final class NetnsClusteredTests: XCTestCase {
         let run = try runCluster(
             "jkill", binaries: binaries, timeout: 120,
             [
-                "EPOCHS": "50", "SERVERS": "2", "KILL_WHEN": "event=epoch epoch=0 ", "KILL_JOINED_SERVER_AFTER": "0.2",
+                "EPOCHS": "50", "SERVERS": "2", "KILL_WHEN": "event=epoch epoch=1 ", "KILL_JOINED_SERVER_AFTER": "0.2",
                 "EXTRA_JOINED_FLAGS": "--log-level info",
                 "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10 --reconnect-timeout 5",
                 "EXTRA_SERVER_FLAGS": Self.jobFlags + " --mode bsp --server-timeout 3",
@@ -364,6 +364,37 @@ final class NetnsClusteredTests: XCTestCase {
             XCTAssertLessThan(ended - killed, 3 + 10, "the job ends within --server-timeout plus a bound")
         } else {
             XCTFail("no kill or exit event:\n\(run.output)")
+        }
+    }
+
+    /// Issue 11's server failure across hosts: the joined server on s2 is SIGKILLed after the first checkpoint and
+    /// restarted one second later on the same address (netns.sh RESTART_JOINED_SERVER); the coordinator rolls the
+    /// job back to that checkpoint and the final weights are byte for byte those of the uninterrupted run.
+    func test_joinedServerKilledAndRestartedOnItsHost_bspFinalWeightsEqualUninterrupted() throws {
+        let binaries = try requireNetns()
+        let settings = [
+            "EPOCHS": "3", "SERVERS": "2", "SHARDS": "1", "JOINED_SHARDS": "2",
+            "EXTRA_JOINED_FLAGS": "--log-level info --server-timeout 30",
+            "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10 --reconnect-timeout 30",
+            "EXTRA_SERVER_FLAGS": Self.jobFlags + " --mode bsp --server-timeout 30 --checkpoint-every-steps 10",
+        ]
+        let uninterrupted = try runCluster("juni", binaries: binaries, timeout: 180, settings)
+        assertSucceeded(uninterrupted, lines: ["server 0", "server2 0", "worker1 0", "worker2 0", "worker3 0"])
+        let run = try runCluster(
+            "jrst", binaries: binaries, timeout: 180,
+            settings.merging([
+                "KILL_WHEN": "event=checkpoint-written", "KILL_JOINED_SERVER_AFTER": "0.2",
+                "RESTART_JOINED_SERVER": "1",
+            ]) { $1 })
+        assertSucceeded(
+            run, lines: ["server2 137 killed", "server2 0", "server 0", "worker1 0", "worker2 0", "worker3 0"])
+        XCTAssertTrue(run.text("server.log").contains("event=rollback-done"), run.diagnostics)
+        let expected = try uninterrupted.finalWeights()
+        let actual = try run.finalWeights()
+        XCTAssertEqual(expected.keys.sorted(), ["fc1.bias.npy", "fc1.weight.npy"])
+        XCTAssertEqual(actual.keys.sorted(), expected.keys.sorted())
+        for (name, bytes) in expected {
+            XCTAssertEqual(actual[name], bytes, "\(name) differs from the uninterrupted run after the rollback")
         }
     }
 }
