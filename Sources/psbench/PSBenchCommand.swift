@@ -61,6 +61,8 @@ struct PSBenchCommand {
                     Option("loopback-only", help: "Only the loopback rows (no root needed)."),
                     Option("shaped-only", help: "Only the rate-limited rows."),
                     Option("timeout", value: "seconds", help: "Bound on each run.", default: "600"),
+                    Option(
+                        "repeat", value: "n", help: "Rounds over every configuration; the best counts.", default: "1"),
                     Option("netns-script", value: "path", help: "cluster/netns.sh (default: found above the binary)."),
                 ]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
@@ -110,6 +112,7 @@ struct PSBenchCommand {
                 settings.shardsPerServer = try arguments.required("shards", as: Int.self, in: 1...64)
                 settings.timeoutSeconds = try arguments.required("timeout", as: Int.self, in: 10...86_400)
                 settings.script = arguments.string("netns-script")
+                settings.repeats = try arguments.required("repeat", as: Int.self, in: 1...20)
                 settings.loopback = !arguments.has("shaped-only")
                 settings.shaped = !arguments.has("loopback-only")
                 try ScaleOutBench.run(settings)

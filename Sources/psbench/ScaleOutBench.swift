@@ -28,6 +28,8 @@ enum ScaleOutBench {
         var loopback = true
         var shaped = true
         var timeoutSeconds = 600
+        /// Rounds over every configuration (alternated, so all see the same background load); the best counts.
+        var repeats = 1
         var script: String? = nil
 
         /// H of `mlp:H` over 61 features and 2 classes: `64 H + 2` floats.
@@ -55,18 +57,17 @@ enum ScaleOutBench {
         let describe =
             "\(settings.workers) workers, BSP, \(settings.model) on \(settings.data) "
             + "(\(String(format: "%.1f", Double(settings.modelBytes) / 1_048_576)) MiB of float32), "
-            + "\(settings.shardsPerServer) shards per server, \(settings.steps) measured steps"
+            + "\(settings.shardsPerServer) shards per server, \(settings.steps) measured steps, "
+            + "best of \(settings.repeats) round\(settings.repeats == 1 ? "" : "s")"
         if settings.shaped {
             guard Host.effectiveUserID() == 0 else {
                 throw BenchError("the shaped rows need root (network namespaces, tc); use --loopback-only otherwise")
             }
             let script = try findScript(settings.script)
             let linkRate = try bitsPerSecond(settings.rate) / 8
-            var results: [Measurement] = []
-            for servers in settings.servers {
+            let results = try best(of: settings.repeats, settings.servers) { servers in
                 progress("shaped \(settings.rate): \(servers) server(s), \(settings.workers) workers")
-                results.append(try measureInNamespaces(servers: servers, settings, script: script, bin: binDirectory))
-                progress(String(format: "  %.3f GB/s over %.2f s", results.last!.goodput / 1e9, results.last!.seconds))
+                return try measureInNamespaces(servers: servers, settings, script: script, bin: binDirectory)
             }
             print("\n### psbench scaleout: one host per process, every link \(settings.rate) (tbf, both directions)\n")
             print("\(describe).\n")
@@ -95,11 +96,9 @@ enum ScaleOutBench {
             }
         }
         if settings.loopback {
-            var results: [Measurement] = []
-            for servers in [1, 2] {
+            let results = try best(of: settings.repeats, [1, 2]) { servers in
                 progress("loopback: \(servers) server(s), \(settings.workers) workers")
-                results.append(try measureOnLoopback(servers: servers, settings, bin: binDirectory))
-                progress(String(format: "  %.3f GB/s over %.2f s", results.last!.goodput / 1e9, results.last!.seconds))
+                return try measureOnLoopback(servers: servers, settings, bin: binDirectory)
             }
             print("\n### psbench scaleout: loopback, no shaping, every process on this machine\n")
             print("\(describe).\n")
@@ -112,6 +111,19 @@ enum ScaleOutBench {
                         result.goodput / results[0].goodput, result.seconds / Double(result.steps)))
             }
         }
+    }
+
+    /// `rounds` rounds of `measure` over every server count; the highest goodput of each, in `counts`' order.
+    static func best(of rounds: Int, _ counts: [Int], _ measure: (Int) throws -> Measurement) throws -> [Measurement] {
+        var best: [Int: Measurement] = [:]
+        for _ in 0..<max(1, rounds) {
+            for servers in counts {
+                let result = try measure(servers)
+                progress(String(format: "  %.3f GB/s over %.2f s", result.goodput / 1e9, result.seconds))
+                if result.goodput > best[servers]?.goodput ?? 0 { best[servers] = result }
+            }
+        }
+        return counts.compactMap { best[$0] }
     }
 
     static func progress(_ line: String) {
