@@ -176,7 +176,8 @@ public final class Worker {
             throw error
         }
         let tensorLayout = TensorLayout(model.parameters)
-        let layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+        // A var: a server restored into another --shards count hands a reconnecting worker a new layout.
+        var layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
         var rank = connected.rank ?? 0
@@ -311,6 +312,12 @@ public final class Worker {
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
+                if connected.config.shardCount != layout.shardCount {
+                    log.info("reshard", ["from": layout.shardCount, "to": connected.config.shardCount])
+                    layout = ShardLayout(
+                        tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+                    versions = [UInt64](repeating: 0, count: layout.shardCount)
+                }
                 log.info("resumed", ["rank": rank, "step": step])
             }
         }
