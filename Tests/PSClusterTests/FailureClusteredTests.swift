@@ -217,11 +217,10 @@ final class FailureClusteredTests: XCTestCase {
         cluster.workers.removeAll()
         for name in ["w0", "w1", "w2"] { try cluster.startWorker(name: name) }
         cluster.waitForJob(timeout: 90)
-        let starts = ["w0", "w1", "w2"].map { name in
-            server.standardError.components(separatedBy: "event=worker-joined name=\(name) ").last?
-                .components(separatedBy: "start_step=").dropFirst().first.map { String($0.prefix { $0.isNumber }) }
-        }
-        XCTAssertEqual(Set(starts).count, 1, "all three rejoin at the same step: \(starts)")
+        // Whatever order they come back in (the straggler first lets the open step complete with the others'
+        // earlier pushes, which are exactly what they would push again), the weights are those of the
+        // uninterrupted run: before the fix a restarted worker skipped the open step, or nobody was expected at
+        // it and the job waited forever.
         let files = try FileManager.default.contentsOfDirectory(atPath: reference.checkpointDirectory + "/final")
             .filter { $0.hasSuffix(".npy") }
         XCTAssertFalse(files.isEmpty)
