@@ -16,13 +16,15 @@ release:
 # .ci/dist-check) proves it: no toolchain library in `ldd`, and every binary runs with the toolchain hidden.
 DIST_SCRATCH := .build-dist
 DIST_DIR := dist
+# Warnings are errors here as in every build; cluster/Dockerfile, whose toolchain release may differ, clears it.
+DIST_SWIFTFLAGS ?= -Xswiftc -warnings-as-errors
 
 dist:
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) -Xswiftc -warnings-as-errors \
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) $(DIST_SWIFTFLAGS) \
 	  --product psserver
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) -Xswiftc -warnings-as-errors \
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) $(DIST_SWIFTFLAGS) \
 	  --product psworker
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) -Xswiftc -warnings-as-errors \
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) $(DIST_SWIFTFLAGS) \
 	  --product psctl
 	rm -rf $(DIST_DIR) && mkdir -p $(DIST_DIR)
 	bin="$$($(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) --show-bin-path)" \
