@@ -176,7 +176,8 @@ public final class Worker {
             throw error
         }
         let tensorLayout = TensorLayout(model.parameters)
-        let layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+        // A var: a server restored into another --shards count hands a reconnecting worker a new layout.
+        var layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
         var rank = connected.rank ?? 0
@@ -320,11 +321,18 @@ public final class Worker {
                 havePulled = false
                 connected = try connect()
                 try checkWelcome(connected, previous: firstWelcome)
-                servers = try openServers(connected, layout: layout)
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
                 epochLoss = (0, 0)
+                if connected.config.shardCount != layout.shardCount {
+                    log.info("reshard", ["from": layout.shardCount, "to": connected.config.shardCount])
+                    layout = ShardLayout(
+                        tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+                    versions = [UInt64](repeating: 0, count: layout.shardCount)
+                }
+                // After the layout: a restored job may spread its shards differently over its servers.
+                servers = try openServers(connected, layout: layout)
                 log.info("resumed", ["rank": rank, "step": step])
             }
         }
