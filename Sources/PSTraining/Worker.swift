@@ -187,8 +187,9 @@ public final class Worker {
 
         var parameters = [Float](repeating: 0, count: layout.totalElements)
         var gradient = [Float](repeating: 0, count: layout.totalElements)
-        var features = [Float](repeating: 0, count: job.batchPerWorker * job.featureCount)
-        var labels = [Float](repeating: 0, count: job.batchPerWorker)
+        // The next step's batch is gathered on a producer thread while this one computes and exchanges.
+        let prefetcher = BatchPrefetcher(data: train, order: order, rowsPerBatch: job.batchPerWorker)
+        defer { prefetcher.stop() }
         var versions = [UInt64](repeating: 0, count: layout.shardCount)
         // Scale-out: one connection per joined server, as the welcome's shard map says.
         var servers = try openServers(connected, layout: layout)
@@ -219,13 +220,10 @@ public final class Worker {
                     pullNanos += MonotonicClock.nanoseconds() - pullStart
                     havePulled = true
                 }
-                let rows = order.rows(step: step, rank: rank)
-                features.withUnsafeMutableBufferPointer { f in
-                    labels.withUnsafeMutableBufferPointer { l in train.gather(rows: rows, into: f, labels: l) }
-                }
+                let batch = prefetcher.batch(step: step, rank: rank)
                 let loss = parameters.withUnsafeBufferPointer { p in
-                    features.withUnsafeBufferPointer { f in
-                        labels.withUnsafeBufferPointer { l in
+                    batch.features.withUnsafeBufferPointer { f in
+                        batch.labels.withUnsafeBufferPointer { l in
                             gradient.withUnsafeMutableBufferPointer { g in
                                 model.lossAndGradient(
                                     parameters: ParameterValues(flat: p, layout: tensorLayout),
