@@ -80,18 +80,10 @@ struct ShardService {
         // The gradient lands straight in the connection's reusable receive buffer.
         let raw = try connection.readPayload(length: floatBytes)
         let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
-        var bound: Double? = nil
-        if !rules.allowNonFinite {
-            let check = checkFinite(UnsafeBufferPointer(gradient))
-            if let bad = check.firstNonFinite {
-                try session.replyError(
-                    .nonFinite,
-                    "gradient for shard \(shardIndex) has a non-finite value (\(gradient[bad]) at element \(bad)); "
-                        + "nothing was applied", to: requestID)
-                return
-            }
-            bound = check.bound
-        }
+        guard
+            case .accepted(let bound) = try checkGradient(
+                gradient, named: "gradient for shard \(shardIndex)", session: session, requestID: requestID)
+        else { return }
         shard.pushCount.wrappingAdd(1, ordering: .relaxed)
         if rules.mode == .bsp, server.coordinator == nil {
             try session.replyError(
@@ -261,18 +253,10 @@ struct ShardService {
         }
         let raw = try connection.readPayload(length: floatBytes)
         let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
-        var bound: Double? = nil
-        if !rules.allowNonFinite {
-            let check = checkFinite(UnsafeBufferPointer(gradient))
-            if let bad = check.firstNonFinite {
-                try session.replyError(
-                    .nonFinite,
-                    "exchange gradient has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was "
-                        + "applied", to: requestID)
-                return
-            }
-            bound = check.bound
-        }
+        guard
+            case .accepted(let bound) = try checkGradient(
+                gradient, named: "exchange gradient", session: session, requestID: requestID)
+        else { return }
         let coordinator = server.coordinator
         let bsp = coordinator != nil && server.config.mode == .bsp
         if bsp && session.rank == nil {
@@ -529,6 +513,28 @@ struct ShardService {
             + "(psserver --allow-nonfinite accepts such updates)"
         server.log.error("job-failed", ["reason": reason])
         server.stop(exitCode: 1, reason: reason)
+    }
+
+    /// What the gradient check decided.
+    private enum GradientCheck {
+        /// Go on; `bound` is at least the gradient's largest `|g|` (nil: non-finite values are allowed).
+        case accepted(bound: Double?)
+        /// A NaN or infinity was found and answered with an error frame.
+        case refused
+    }
+
+    /// Refuses a gradient holding a NaN or infinity (unless `--allow-nonfinite`) with an error frame naming the
+    /// first bad element; otherwise returns the bound the update's finiteness proof uses.
+    private func checkGradient(
+        _ gradient: UnsafeMutableBufferPointer<Float>, named what: String, session: Session, requestID: UInt64
+    ) throws(TransportError) -> GradientCheck {
+        guard !rules.allowNonFinite else { return .accepted(bound: nil) }
+        let check = checkFinite(UnsafeBufferPointer(gradient))
+        guard let bad = check.firstNonFinite else { return .accepted(bound: check.bound) }
+        try session.replyError(
+            .nonFinite, "\(what) has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
+            to: requestID)
+        return .refused
     }
 
     /// The error text for a shard this server does not serve.
