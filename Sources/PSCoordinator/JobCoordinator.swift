@@ -367,8 +367,13 @@ public struct JobCoordinator: Sendable {
 
     /// A worker's hello: its rank and start step, or a refusal.
     ///
-    /// The join rule: in BSP a worker (new or rejoining) starts at the first step whose barrier has not started,
-    /// so it never pushes to a step some shard already holds or applied without it; in SSP/async it resumes at the
+    /// The join rule: in BSP a worker (new or rejoining) starts at the step being collected when no shard has
+    /// applied (or begun to apply) any of it, and the barrier waits for its push there: what its name pushed for
+    /// that step before is forgotten, because the new incarnation computes the same gradient again from the same
+    /// weights and data slice. So a worker killed and restarted before its timeout, even all of them at once with
+    /// a straggler that had not pushed, redoes the step and the run stays exact. When some shard has already
+    /// applied that step, the worker starts at the first step whose barrier has not started, so it never pushes
+    /// to a step applied without it. In SSP/async it resumes at the
     /// clock its name reached (before a server restart: the checkpoint's clock), a new name at 0. A rejoin closes
     /// the connection of the name's previous incarnation and, in BSP, may complete a step that waited for it.
     ///
@@ -394,9 +399,13 @@ public struct JobCoordinator: Sendable {
                 )
             }
         }
+        // BSP: the step being collected while no shard has applied any of it (a rejoining name's earlier pushes
+        // for it are forgotten below and pushed again), otherwise the first step whose barrier has not started.
+        let openStep = barrier.completedSteps
+        let joinsOpenStep = settings.mode == .bsp && barrier.isOpen(step: openStep)
         let activeFrom: UInt64 =
             settings.mode == .bsp
-            ? max(releasedSteps, barrier.firstUnstartedStep)
+            ? (joinsOpenStep ? openStep : max(releasedSteps, barrier.firstUnstartedStep))
             : membership.worker(named: name)?.clock ?? restoredClocks[name] ?? 0
         let fillsVacancy =
             membership.worker(named: name) == nil && membership.workers.contains { $0.state == .vacant }
@@ -405,6 +414,7 @@ public struct JobCoordinator: Sendable {
         case .rejected(let reason):
             return (.failure(JoinRefusal(kind: .jobFull, reason: reason)), [])
         case .joined(let rank, let rejoined):
+            if joinsOpenStep { barrier.forget(rank: rank, step: openStep) }
             var directives: [JobDirective] = []
             if membershipDirectives.contains(where: {
                 if case .closeReplacedConnection = $0 { return true } else { return false }

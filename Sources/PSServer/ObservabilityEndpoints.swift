@@ -141,6 +141,10 @@ struct ObservabilityEndpoints: Sendable {
             .counter(
                 "swiftps_stale_pushes_scaled_total", help: "Pushes applied scaled by the stale-gradient bound.",
                 totals.scaled),
+            .counter(
+                "swiftps_nonfinite_updates_refused_total",
+                help: "Updates refused because they would have made a weight NaN or infinite.",
+                Double(shards.reduce(UInt64(0)) { $0 + $1.refusedNonFiniteCount.load(ordering: .relaxed) })),
             .histogram(
                 "swiftps_barrier_wait_seconds",
                 help: "Time a worker's pull waited at the gate (BSP: the barrier; SSP: the staleness bound).",

@@ -70,6 +70,8 @@ public final class ParameterServer: Sendable {
     let initialCompletedSteps: LockedValue<UInt64>
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
+    /// Why the job failed and the server is stopping (a refused BSP step), for the workers' error frames.
+    let failureReason = LockedValue<String?>(nil)
 
     /// Binds the listening socket, builds the store (registering the job's model or restoring a checkpoint).
     public init(config: ServerConfig, log: Logger = Logger(component: "psserver")) throws {
@@ -347,15 +349,39 @@ public final class ParameterServer: Sendable {
     private func applyStep(shard: Int, step: UInt64, ranks: [Int]) {
         guard let coordinator, let model = store.current, shard < model.shards.count else { return }
         let started = MonotonicClock.nanoseconds()
-        let applied = model.shards[shard].state.withLock { $0.applyMean(step: step, ranks: ranks) }
+        let checksFinite = !config.allowNonFinite
+        let outcome = model.shards[shard].state.withLock {
+            $0.applyMean(step: step, ranks: ranks, checksFinite: checksFinite)
+        }
         serverMetrics.observe(serverMetrics.applyTime, since: started)
         // Scale-out: the coordinator's first shard decides the step's ranks for every server (each applies it
         // once it holds exactly those ranks' gradients), before the step can complete here.
         if shard == 0 { links?.publish(.release, step: step, ranks: ranks) }
-        if !applied {
+        switch outcome {
+        case .applied:
+            break
+        case .missingGradient:
             log.error("bsp-apply-missing-gradient", ["shard": shard, "step": step, "ranks": "\(ranks)"])
+        case .refusedNonFinite:
+            model.shards[shard].refusedNonFiniteCount.wrappingAdd(1, ordering: .relaxed)
+            failStep(shard: shard, step: step)
+            return  // the step is never completed, so no worker reads weights after it
         }
         carryOut(coordinator.applied(shard: shard, step: step))
+    }
+
+    /// BSP: a step's update was refused because it would have made weights non-finite. The shard keeps its
+    /// weights, the step is never released (no worker pulls weights after it, no checkpoint records it), the
+    /// workers' waits end with an error naming the step, and the server exits 1 with that reason.
+    private func failStep(shard: Int, step: UInt64) {
+        let reason =
+            "step \(step)'s update would make weights of shard \(shard) NaN or infinite; it was refused and the job "
+            + "stopped (psserver --allow-nonfinite accepts such updates)"
+        log.error("update-refused", ["shard": shard, "step": step, "reason": reason])
+        failureReason.withLock { if $0 == nil { $0 = reason } }
+        let thread = Thread { [self] in stop(exitCode: 1, reason: reason) }
+        thread.name = "psserver-fail"
+        thread.start()
     }
 
     /// Snapshots the model (the training pause) and queues the checkpoint write; then tells the coordinator,
@@ -528,6 +554,10 @@ public final class ParameterServer: Sendable {
             tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
             jobStatus: coordinator?.jobStatus(), checkpointsSkipped: checkpoints?.skippedCheckpoints)
         document.servers = serverList()
+        let refused = (store.current?.shards ?? []).reduce(UInt64(0)) {
+            $0 + $1.refusedNonFiniteCount.load(ordering: .relaxed)
+        }
+        document.nonFiniteRefused = refused > 0 ? refused : nil
         return document
     }
 

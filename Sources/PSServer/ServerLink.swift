@@ -377,17 +377,22 @@ final class JoinedShards: Sendable {
         steps.withLockAndBroadcast { $0.releases[step] = ranks }
     }
 
-    /// Applies every step of `shard` that is released and whose gradients are all held, in order.
-    func applyReady(_ shard: Shard, position: Int) {
+    /// Applies every step of `shard` that is released and whose gradients are all held, in order. Returns
+    /// `.refusedNonFinite` when a step's update would make a weight non-finite (nothing of it applied; the step
+    /// stays unapplied), otherwise `.applied` or `.missingGradient` for the last attempt.
+    @discardableResult
+    func applyReady(_ shard: Shard, position: Int) -> MeanOutcome {
+        let checksFinite = !part.allowNonFinite
         while true {
             let next: (step: UInt64, ranks: [Int])? = steps.withLock { steps in
                 let step = steps.pending[position]
                 return steps.releases[step].map { (step, $0) }
             }
-            guard let (step, ranks) = next else { return }
+            guard let (step, ranks) = next else { return .missingGradient }
             // Fails (nothing applied) while a listed rank's gradient has not arrived, or when another thread
             // applied the step first: its slots no longer hold that step.
-            guard shard.state.withLock({ $0.applyMean(step: step, ranks: ranks) }) else { return }
+            let outcome = shard.state.withLock { $0.applyMean(step: step, ranks: ranks, checksFinite: checksFinite) }
+            guard outcome == .applied else { return outcome }
             steps.withLockAndBroadcast { steps in
                 steps.pending[position] = step + 1
                 let done = steps.completed

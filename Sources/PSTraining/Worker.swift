@@ -176,7 +176,8 @@ public final class Worker {
             throw error
         }
         let tensorLayout = TensorLayout(model.parameters)
-        let layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+        // A var: a server restored into another --shards count hands a reconnecting worker a new layout.
+        var layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
         var rank = connected.rank ?? 0
@@ -186,8 +187,9 @@ public final class Worker {
 
         var parameters = [Float](repeating: 0, count: layout.totalElements)
         var gradient = [Float](repeating: 0, count: layout.totalElements)
-        var features = [Float](repeating: 0, count: job.batchPerWorker * job.featureCount)
-        var labels = [Float](repeating: 0, count: job.batchPerWorker)
+        // The next step's batch is gathered on a producer thread while this one computes and exchanges.
+        let prefetcher = BatchPrefetcher(data: train, order: order, rowsPerBatch: job.batchPerWorker)
+        defer { prefetcher.stop() }
         var versions = [UInt64](repeating: 0, count: layout.shardCount)
         // Scale-out: one connection per joined server, as the welcome's shard map says.
         var servers = try openServers(connected, layout: layout)
@@ -218,13 +220,10 @@ public final class Worker {
                     pullNanos += MonotonicClock.nanoseconds() - pullStart
                     havePulled = true
                 }
-                let rows = order.rows(step: step, rank: rank)
-                features.withUnsafeMutableBufferPointer { f in
-                    labels.withUnsafeMutableBufferPointer { l in train.gather(rows: rows, into: f, labels: l) }
-                }
+                let batch = prefetcher.batch(step: step, rank: rank)
                 let loss = parameters.withUnsafeBufferPointer { p in
-                    features.withUnsafeBufferPointer { f in
-                        labels.withUnsafeBufferPointer { l in
+                    batch.features.withUnsafeBufferPointer { f in
+                        batch.labels.withUnsafeBufferPointer { l in
                             gradient.withUnsafeMutableBufferPointer { g in
                                 model.lossAndGradient(
                                     parameters: ParameterValues(flat: p, layout: tensorLayout),
@@ -320,11 +319,18 @@ public final class Worker {
                 havePulled = false
                 connected = try connect()
                 try checkWelcome(connected, previous: firstWelcome)
-                servers = try openServers(connected, layout: layout)
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
                 epochLoss = (0, 0)
+                if connected.config.shardCount != layout.shardCount {
+                    log.info("reshard", ["from": layout.shardCount, "to": connected.config.shardCount])
+                    layout = ShardLayout(
+                        tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+                    versions = [UInt64](repeating: 0, count: layout.shardCount)
+                }
+                // After the layout: a restored job may spread its shards differently over its servers.
+                servers = try openServers(connected, layout: layout)
                 log.info("resumed", ["rank": rank, "step": step])
             }
         }

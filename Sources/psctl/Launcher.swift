@@ -156,6 +156,8 @@ enum Launcher {
     private struct Children {
         var processes: [Process] = []
         var exits: [String: Int32] = [:]
+        /// A signal arrived: its handler stops everything and exits 130, whatever the job's outcome.
+        var interrupted = false
     }
 
     private static let children = LockedValue(Children())
@@ -176,6 +178,7 @@ enum Launcher {
             }
         }
         Signals.handleTermination { signal in
+            children.withLock { $0.interrupted = true }
             stopAll()
             FileHandle.standardError.write(
                 Data("\npsctl: interrupted (signal \(signal)); stopped every process it started\n".utf8))
@@ -235,6 +238,10 @@ enum Launcher {
                             + "(last error: \(listening.lastError ?? "none"))")
                 }
             }
+        }
+        if children.withLock({ $0.interrupted }) {
+            // The signal handler owns the exit (130) once it has stopped every child; this outcome is not reported.
+            Thread.sleep(forTimeInterval: 60)
         }
         // The server is gone: workers leave at once after a finished job; a failed one leaves them retrying.
         let serverCode = children.withLock { $0.exits["server"] ?? 1 }
@@ -303,13 +310,23 @@ enum Launcher {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 
-    /// SIGTERM to every child still running, SIGKILL to those still running 3 s later.
+    /// SIGTERM to every child still running, SIGKILL to those still running 3 s later; returns once every child
+    /// has exited (bounded: a killed process ends at once, and 5 s more are allowed for it to be reaped).
     static func stopAll() {
         let all = children.withLock { $0.processes }
         for process in all where process.isRunning { process.terminate() }
-        children.wait(until: MonotonicClock.deadline(afterSeconds: 3), while: { _ in all.contains(where: \.isRunning) })
+        // Polled: nothing signals a child's exit to a condition here.
+        waitWhileRunning(all, seconds: 3)
         for process in all where process.isRunning {
             try? Signals.send(Signals.kill, toProcess: process.processIdentifier)
+        }
+        waitWhileRunning(all, seconds: 5)
+    }
+
+    private static func waitWhileRunning(_ processes: [Process], seconds: Double) {
+        let deadline = MonotonicClock.deadline(afterSeconds: seconds)
+        while processes.contains(where: \.isRunning), MonotonicClock.nanoseconds() < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
         }
     }
 }

@@ -31,7 +31,9 @@ struct PSServerCommand {
                 "max-model-bytes", value: "bytes",
                 help: "Most server memory a model may take (weights, optimizer state, buffers); default half the RAM."),
             Option("token", value: "token", help: "Shared secret clients must present.", environment: "PS_TOKEN"),
-            Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
+            Option(
+                "allow-nonfinite",
+                help: "Accept NaN/Inf gradients and updates that make weights NaN/Inf instead of refusing them."),
             Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
             Option(
                 "servers", value: "m",

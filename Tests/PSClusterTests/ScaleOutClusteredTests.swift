@@ -284,22 +284,30 @@ final class ScaleOutClusteredTests: XCTestCase {
         XCTAssertTrue(coordinator.standardError.contains("rejoined=true"), coordinator.standardError)
     }
 
+    /// The job the restart tests run: checkpoints every 20 steps, long enough to kill a process mid-run.
+    private static let restartJob = [
+        "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
+        "--checkpoint-every-steps", "20",
+    ]
+
+    /// A loopback port free a moment ago (a restarted process must come back on the same address).
+    private static func freePort() throws -> UInt16 {
+        let probe = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { probe.close() }
+        return try probe.localPort()
+    }
+
     /// Issue 11's server failure: a joined server killed with SIGKILL mid-job and restarted with the same `--join`
     /// and address rolls every server and worker back to the last checkpoint, and the job ends with final weights
     /// byte-for-byte those of the same job never interrupted.
     func test_joinedServerKilledAndRestarted_rollsBack_finalWeightsBitwiseEqual() throws {
-        let flags = [
-            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
-            "--checkpoint-every-steps", "20",
-        ]
+        let flags = Self.restartJob
         let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
 
         let cluster = try LocalCluster()
         try cluster.startServer(
             ["--servers", "2", "--shards", "1", "--workers", "2", "--data", "digits", "--server-timeout", "30"] + flags)
-        let probe = try Socket.listen(host: "127.0.0.1", port: 0)
-        let port = try probe.localPort()
-        probe.close()
+        let port = try Self.freePort()
         let joinArguments = [
             "--host", "127.0.0.1", "--port", "\(port)", "--join", "127.0.0.1:\(cluster.port)", "--shards", "2",
             "--server-timeout", "30", "--log-level", "info",
@@ -327,18 +335,10 @@ final class ScaleOutClusteredTests: XCTestCase {
     /// server registers again (its link is told the coordinator restarted) and takes its part of the checkpoint,
     /// the workers reconnect, and the final weights equal the uninterrupted run's.
     func test_coordinatorKilledAndRestored_joinedServerRegistersAgain_finalWeightsBitwiseEqual() throws {
-        let flags = [
-            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
-            "--checkpoint-every-steps", "20",
-        ]
+        let flags = Self.restartJob
         let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
         let cluster = try LocalCluster()
-        var ports: [UInt16] = []
-        for _ in 0..<2 {
-            let probe = try Socket.listen(host: "127.0.0.1", port: 0)
-            ports.append(try probe.localPort())
-            probe.close()
-        }
+        let ports = [try Self.freePort(), try Self.freePort()]
         cluster.port = ports[0]
         let coordinatorArguments =
             [

@@ -183,7 +183,7 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertTrue(directives.contains(.closeConnection(1)))
     }
 
-    func test_join_liveNameAgain_closesTheOldConnectionAndStartsAtFirstUnstartedStep() {
+    func test_join_liveNameAgain_closesTheOldConnectionAndRejoinsTheOpenStep() {
         var job = coordinator()
         join(&job, "a", connection: 1)
         join(&job, "b", connection: 2)
@@ -193,11 +193,69 @@ final class JobCoordinatorTests: XCTestCase {
         // The old connection's peer hung up (the worker was killed and restarted before its timeout).
         let (result, directives) = job.onJoin(name: "a", connection: 3, now: 0, previousConnectionHungUp: true)
         let again = try? result.get()
-        XCTAssertEqual(again, JoinAccepted(rank: 0, startStep: 2, rejoined: true), "step 1 already started")
+        XCTAssertEqual(
+            again, JoinAccepted(rank: 0, startStep: 1, rejoined: true), "no shard applied step 1: it redoes it")
         XCTAssertTrue(directives.contains(.closeConnection(1)))
-        XCTAssertTrue(
-            directives.contains(.apply(shard: 0, step: 1, ranks: [1])),
-            "step 1 no longer waits for the rejoined rank")
+        XCTAssertFalse(
+            directives.contains { if case .apply = $0 { return true } else { return false } },
+            "step 1 waits for the rejoined rank's push")
+        let (verdict, applies) = job.onBSPPush(shard: 0, step: 1, rank: 0, now: 0)
+        XCTAssertEqual(verdict, .accepted)
+        XCTAssertEqual(applies, [.apply(shard: 0, step: 1, ranks: [0, 1])], "the whole step, exactly")
+    }
+
+    func test_join_stepAlreadyAppliedOnOneShard_startsAtTheNextStep() {
+        var job = coordinator(shards: 2)
+        join(&job, "a", connection: 1)
+        join(&job, "b", connection: 2)
+        for rank in [0, 1] { _ = job.onBSPPush(shard: 0, step: 0, rank: rank, now: 0) }
+        _ = job.onBSPPush(shard: 1, step: 0, rank: 1, now: 0)
+        // Shard 0 applies step 0 (the shell has not reported back yet); shard 1 still waits for rank 0.
+        let (result, _) = job.onJoin(name: "a", connection: 3, now: 0, previousConnectionHungUp: true)
+        XCTAssertEqual(try? result.get().startStep, 1, "step 0 was applied on shard 0 without the new incarnation")
+    }
+
+    /// Issue 15 item 18: every BSP worker killed and restarted within a second, while a straggler had not pushed
+    /// step t and the others had. Every worker used to rejoin at step t + 1, nobody was expected at step t any
+    /// more, and the job waited forever. Now they all rejoin at step t and the job goes on.
+    func test_allWorkersRestartedBeforeTimeout_withAStraggler_everyoneRedoesTheStepAndTheJobGoesOn() {
+        var job = coordinator(workers: 3, shards: 2)
+        for (index, name) in ["a", "b", "c"].enumerated() { join(&job, name, connection: UInt64(index + 1)) }
+        for step: UInt64 in 0..<3 { _ = runStep(&job, step, ranks: [0, 1, 2]) }
+        XCTAssertEqual(job.releasedSteps, 3)
+        // Step 3: a and b pushed every shard, c (the straggler) nothing. All three are killed and restarted.
+        for shard in 0..<2 {
+            for rank in [0, 1] { XCTAssertEqual(job.onBSPPush(shard: shard, step: 3, rank: rank, now: 0).0, .accepted) }
+        }
+        var starts: [UInt64] = []
+        for (index, name) in ["a", "b", "c"].enumerated() {
+            job.onConnectionClosed(connection: UInt64(index + 1))
+            let (result, directives) = job.onJoin(
+                name: name, connection: UInt64(index + 10), now: second, previousConnectionHungUp: true)
+            starts.append((try? result.get().startStep) ?? 0)
+            XCTAssertFalse(
+                directives.contains { if case .apply = $0 { return true } else { return false } },
+                "nothing applies before the restarted workers push")
+        }
+        XCTAssertEqual(starts, [3, 3, 3], "every worker redoes step 3")
+        XCTAssertFalse(job.mayPull(step: 4))
+        XCTAssertTrue(job.mayPull(step: 3))
+        var applied: [JobDirective] = []
+        for shard in 0..<2 {
+            for rank in [2, 0, 1] {
+                let (verdict, directives) = job.onBSPPush(shard: shard, step: 3, rank: rank, now: second)
+                XCTAssertEqual(verdict, .accepted, "rank \(rank) shard \(shard)")
+                for case .apply(let s, let t, let ranks) in directives {
+                    applied.append(.apply(shard: s, step: t, ranks: ranks))
+                    _ = job.onApplied(shard: s, step: t, now: second)
+                }
+            }
+        }
+        XCTAssertEqual(
+            applied, [.apply(shard: 0, step: 3, ranks: [0, 1, 2]), .apply(shard: 1, step: 3, ranks: [0, 1, 2])],
+            "each shard applies step 3 once, with all three ranks")
+        XCTAssertEqual(job.releasedSteps, 4)
+        XCTAssertTrue(job.mayPull(step: 4))
     }
 
     func test_join_afterJobFinished_refusedAsFinished() {
