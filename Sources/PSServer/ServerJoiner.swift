@@ -154,7 +154,9 @@ extension ParameterServer {
             requestID += 1
             let request: LinkRequest =
                 installed
-                ? .sync(server: joined.index, after: seen, stats: linkStats(), instance: instance)
+                ? .sync(
+                    server: joined.index, after: seen, stats: linkStats(), instance: instance,
+                    stuck: joinedShards.withLock { $0 }?.stuckStep())
                 : .fetchModel(server: joined.index)
             let answer: ServerCall
             do throws(TransportError) {

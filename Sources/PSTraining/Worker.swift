@@ -38,6 +38,9 @@ public struct WorkerOptions: Sendable {
     public var debugStepDelayMillis = 0
     /// Testing aid: leave after this many steps (simulates a worker with less data).
     public var debugMaxSteps: Int? = nil
+    /// Testing aid: at this step, exit the process (code 3) right after sending to the first server of the
+    /// worker's send order (a worker that dies between its sends, in a scale-out job).
+    public var debugDieMidStep: Int? = nil
     /// Show a progress bar (terminal) or one line per epoch.
     public var progress: ProgressStyle = .lines
 
@@ -475,8 +478,8 @@ public final class Worker {
     /// step's loss and samples, and the request for the weights of step `clock + 1`, which land straight in
     /// `parameters`; returns the job's state as the clock report saw it.
     ///
-    /// In a scale-out job each server gets its own part (joined servers first, the coordinator last), every
-    /// request is sent before any reply is awaited, and the job state is the coordinator's.
+    /// In a scale-out job each server gets its own part (in the worker's `sendOrder`), every request is sent
+    /// before any reply is awaited, and the job state is the coordinator's.
     func exchange(
         _ servers: ServerSet, rank: Int, clock: UInt64, loss: Double, samples: Int, gradient: [Float],
         into parameters: inout [Float], versions: inout [UInt64]
@@ -484,17 +487,22 @@ public final class Worker {
         let baseVersions = versions
         let replies = try gradient.withUnsafeBufferPointer { (g) throws(ClientError) -> [Reply] in
             try parameters.withUnsafeMutableBufferPointer { (p) throws(ClientError) -> [Reply] in
-                var handles: [RequestHandle] = []
-                for member in servers.members {
-                    handles.append(
-                        try member.client.exchange(
+                var handles: [RequestHandle?] = Array(repeating: nil, count: servers.members.count)
+                for index in servers.sendOrder(rank: rank) {
+                    let member = servers.members[index]
+                    handles[index] =
+                        (try member.client.exchange(
                             rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
                             baseVersions: Array(baseVersions[member.shards]),
                             gradient: UnsafeBufferPointer(rebasing: g[member.elements]),
                             into: UnsafeMutableBufferPointer(rebasing: p[member.elements])))
+                    if options.debugDieMidStep == Int(clock) {
+                        log.warning("debug-die-mid-step", ["step": clock, "sent_to": index])
+                        exit(3)
+                    }
                 }
                 var replies: [Reply] = []
-                for handle in handles { replies.append(try handle.wait()) }
+                for handle in handles.compactMap({ $0 }) { replies.append(try handle.wait()) }
                 return replies
             }
         }

@@ -369,4 +369,43 @@ final class ScaleOutClusteredTests: XCTestCase {
             XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the restore")
         }
     }
+
+    /// A worker that dies between its sends (here: right after its push reached the coordinator, which then
+    /// releases the step with it) leaves the joined server without one gradient of a released step. The joined
+    /// server reports the step stuck, the coordinator rolls the job back to its last checkpoint, and with the
+    /// worker restarted the job ends bitwise as if nothing had happened.
+    func test_workerDiesBetweenItsSends_stuckStepRollsBack_finalWeightsBitwiseEqual() throws {
+        let flags = Self.restartJob + ["--worker-timeout", "4"]
+        let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
+        let run = try runJob(shards: [1, 2], flags: flags, workerFlags: ["--debug-step-delay-ms", "5"])
+        guard let coordinator = run.cluster.server else { return XCTFail("no coordinator") }
+        // Rank 1 sends to the coordinator first (its send order starts at member 1 of 2); w1 may hold rank 0 or 1,
+        // so the worker that dies mid-step is started as a third process under the name of the one that has rank 1.
+        _ = try coordinator.waitForLine(matching: "event=checkpoint-written", in: .standardError, timeout: .seconds(60))
+        let rank1 = try XCTUnwrap(
+            coordinator.standardError.split(separator: "\n").first {
+                $0.contains("event=worker-joined") && $0.contains("rank=1")
+            })
+        let name = rank1.contains("name=w0") ? "w0" : "w1"
+        let index = name == "w0" ? 0 : 1
+        run.cluster.workers[index].kill(signal: SIGKILL)
+        _ = run.cluster.workers[index].wait(timeout: .seconds(10))
+        let dying = try ChildProcess(
+            binary: "psworker",
+            arguments: [
+                "--server", "127.0.0.1:\(run.cluster.port)", "--name", name, "--quiet", "--debug-die-mid-step", "45",
+            ])
+        XCTAssertEqual(dying.wait(timeout: .seconds(60)), 3, dying.standardError)
+        run.cluster.workers[index] = try ChildProcess(
+            binary: "psworker",
+            arguments: [
+                "--server", "127.0.0.1:\(run.cluster.port)", "--name", name, "--quiet", "--reconnect-timeout", "30",
+            ])
+        let files = try finish(run)
+        XCTAssertTrue(coordinator.standardError.contains("event=step-stuck"), coordinator.standardError)
+        XCTAssertTrue(coordinator.standardError.contains("event=rollback-done"), coordinator.standardError)
+        for (name, bytes) in uninterrupted {
+            XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the rollback")
+        }
+    }
 }
