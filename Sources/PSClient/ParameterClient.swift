@@ -56,9 +56,8 @@ public final class ParameterClient: Sendable {
         }
         do {
             try connection.setReceiveTimeout(connectTimeout)
-            let hello = Hello(role: role, maxVersion: WireProtocol.version, name: name, token: token ?? "")
-            try connection.send(.hello(hello), requestID: 0)
-            guard let (_, reply) = try connection.readMessage() else {
+            let hello = Hello(role: role, maxVersion: WireProtocol.version, name: name)
+            guard let reply = try connection.handshake(hello, token: token) else {
                 throw ClientError.connect("\(host):\(port) closed the connection during the handshake")
             }
             try connection.setReceiveTimeout(nil)

@@ -80,9 +80,8 @@ extension ParameterServer {
         defer { connection.close() }
         do throws(TransportError) {
             try connection.setReceiveTimeout(.seconds(10))
-            let hello = Hello(role: .server, name: "server-\(advertise)", token: config.token ?? "")
-            try connection.send(.hello(hello), requestID: 0)
-            switch try connection.readMessage()?.message {
+            let hello = Hello(role: .server, name: "server-\(advertise)")
+            switch try connection.handshake(hello, token: config.token) {
             case .welcome: break
             case .reject(let reject): return .fatal(reject.reason)
             case .error(let error): return .fatal(error.message)
