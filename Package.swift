@@ -51,7 +51,7 @@ let package = Package(
         ),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        .target(name: "PSSecurity", dependencies: ["COpenSSL"]),
+        .target(name: "PSSecurity", dependencies: ["COpenSSL", "PSPosix"]),
         .target(name: "PSWire"),
         .target(name: "PSPosix"),
         .target(name: "PSLog", dependencies: ["PSPosix"]),
@@ -79,29 +79,32 @@ let package = Package(
                 "PSMetrics", "PSSecurity",
             ]
         ),
-        .target(name: "PSClient", dependencies: ["PSWire", "PSPosix", "PSTransport"]),
+        .target(name: "PSClient", dependencies: ["PSWire", "PSPosix", "PSTransport", "PSSecurity"]),
         .target(
             name: "PSTraining",
-            dependencies: ["PSClient", "PSWire", "PSPosix", "PSLog", "PSMath", "PSModel", "PSData"]
+            dependencies: ["PSClient", "PSWire", "PSPosix", "PSLog", "PSMath", "PSModel", "PSData", "PSSecurity"]
         ),
         .executableTarget(
             name: "psserver",
             dependencies: [
                 "PSServer", "PSTraining", "PSLog", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix",
+                "PSSecurity",
             ]
         ),
-        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix"]),
+        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix", "PSSecurity"]),
         // The example of the README's "Your own model": uses only the SwiftPS library product's modules.
         .executableTarget(name: "psexample", dependencies: ["PSTraining", "PSModel", "PSMath"]),
         .executableTarget(
             name: "psctl",
-            dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint", "PSPlot"]
+            dependencies: [
+                "PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint", "PSPlot", "PSSecurity",
+            ]
         ),
         .executableTarget(
             name: "psbench",
             dependencies: [
                 "PSWire", "PSPosix", "PSLog", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
-                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator", "PSPlot",
+                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator", "PSPlot", "PSSecurity",
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),
@@ -138,7 +141,9 @@ let package = Package(
         ),
         .testTarget(
             name: "PSClusterTests",
-            dependencies: ["PSClient", "PSWire", "PSPosix", "PSTransport", "PSCheckpoint", "PSTestSupport"]
+            dependencies: [
+                "PSClient", "PSWire", "PSPosix", "PSTransport", "PSCheckpoint", "PSTestSupport", "PSSecurity",
+            ]
         ),
     ]
 )

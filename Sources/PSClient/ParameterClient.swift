@@ -1,5 +1,6 @@
 import Foundation
 import PSPosix
+import PSSecurity
 import PSTransport
 import PSWire
 import Synchronization
@@ -45,12 +46,12 @@ public final class ParameterClient: Sendable {
     public static func connect(
         host: String, port: UInt16, role: Role = .worker, name: String, token: String? = nil,
         connectTimeout: Duration = .seconds(10), requestTimeout: Duration = .seconds(120),
-        maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes
+        maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes, tls: TLSContext? = nil
     ) throws(ClientError) -> ParameterClient {
         let connection: FramedConnection
         do throws(SocketError) {
             connection = try FramedConnection.connect(
-                host: host, port: port, timeout: connectTimeout, maxPayloadBytes: maxPayloadBytes)
+                host: host, port: port, timeout: connectTimeout, maxPayloadBytes: maxPayloadBytes, tls: tls)
         } catch {
             throw .connect("\(error)")
         }

@@ -88,6 +88,9 @@ final class ConnectionHandler {
                 closeReason = describe(error)
                 reportMalformed(error, requestID: 0)
                 reportTimeout(error)
+                if case .socket(.tls(let reason)) = error {
+                    log.warning("tls-refused", ["id": session.id, "peer": connection.peer, "reason": reason])
+                }
                 break
             }
             do {

@@ -73,7 +73,7 @@ extension ParameterServer {
     private func attemptJoin(host: String, port: UInt16, advertise: String) -> JoinAttempt {
         let connection: FramedConnection
         do throws(SocketError) {
-            connection = try FramedConnection.connect(host: host, port: port, timeout: .seconds(5))
+            connection = try FramedConnection.connect(host: host, port: port, timeout: .seconds(5), tls: tlsClient)
         } catch {
             return .unreachable("\(error)")
         }
