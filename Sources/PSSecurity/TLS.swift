@@ -65,6 +65,19 @@ public final class TLSContext: @unchecked Sendable {
         return tls
     }
 
+    /// A server context with a fresh self-signed certificate for 127.0.0.1 and a client context that trusts it
+    /// (and nothing else): for benchmarks and tests that need TLS without files.
+    public static func selfSignedPair() throws(SocketError) -> (server: TLSContext, client: TLSContext) {
+        let server = TLSContext(context: try makeContext(server: true), isServer: true, plaintextRefusal: [])
+        let client = TLSContext(context: try makeContext(server: false), isServer: false, plaintextRefusal: [])
+        ERR_clear_error()
+        guard psssl_self_signed_pair(server.context, client.context) == 1 else {
+            throw .tls("cannot make a self-signed certificate: \(errorQueue())")
+        }
+        SSL_CTX_set_verify(client.context, SSL_VERIFY_PEER, nil)
+        return (server, client)
+    }
+
     private static func makeContext(server: Bool) throws(SocketError) -> OpaquePointer {
         ERR_clear_error()
         guard let context = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()) else {
@@ -73,6 +86,7 @@ public final class TLSContext: @unchecked Sendable {
         _ = psssl_set_min_tls12(context)
         _ = psssl_ignore_unexpected_eof(context)
         _ = SSL_CTX_set_num_tickets(context, 0)
+        psssl_read_ahead(context)
         return context
     }
 
@@ -166,7 +180,9 @@ final class TLSStream: SocketLayer {
     }
 
     deinit {
-        close()
+        // Not `close()`: no close_notify from here, since the descriptor may already be closed (and its number
+        // reused by another connection). Socket.close() ends the layer before it closes the descriptor.
+        session.withLock { ssl in ssl.map { SSL_free($0) } }
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> SocketLayerProgress {
@@ -183,7 +199,8 @@ final class TLSStream: SocketLayer {
     }
 
     var bufferedByteCount: Int {
-        session.withLock { ssl in ssl.map { Int(SSL_pending($0)) } ?? 0 }
+        // With read-ahead, received records may wait undecrypted in OpenSSL's buffer (SSL_has_pending).
+        session.withLock { ssl in ssl.map { max(Int(SSL_pending($0)), Int(SSL_has_pending($0))) } ?? 0 }
     }
 
     func close() {
