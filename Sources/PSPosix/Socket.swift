@@ -447,10 +447,26 @@ public struct Socket: Sendable, Hashable {
         _ c: UnsafeRawBufferPointer = .init(start: nil, count: 0)
     ) throws(SocketError) {
         if layer != nil {
-            // The layer frames its own records: the buffers go in turn (a small header costs one small record).
-            try writeLayered(a)
-            try writeLayered(b)
-            try writeLayered(c)
+            // The layer frames its own records. A small frame goes as one record (one write); a large one's
+            // parts go in turn, its header in a small record of its own.
+            let total = a.count + b.count + c.count
+            guard total <= Socket.coalescedWriteLimit else {
+                try writeLayered(a)
+                try writeLayered(b)
+                try writeLayered(c)
+                return
+            }
+            try withUnsafeTemporaryAllocation(byteCount: total, alignment: 8) {
+                (joined: UnsafeMutableRawBufferPointer) throws(SocketError) in
+                if a.count > 0 { UnsafeMutableRawBufferPointer(rebasing: joined[0..<a.count]).copyMemory(from: a) }
+                if b.count > 0 {
+                    UnsafeMutableRawBufferPointer(rebasing: joined[a.count..<a.count + b.count]).copyMemory(from: b)
+                }
+                if c.count > 0 {
+                    UnsafeMutableRawBufferPointer(rebasing: joined[(a.count + b.count)...]).copyMemory(from: c)
+                }
+                try writeLayered(UnsafeRawBufferPointer(joined))
+            }
             return
         }
         var vectors = (iovec(), iovec(), iovec())
@@ -489,6 +505,9 @@ public struct Socket: Sendable, Hashable {
             first = advanceVectors(iov, first: first, count: count, by: written)
         }
     }
+
+    /// The largest frame a layered socket copies into one buffer, so that it travels as one TLS record.
+    static let coalescedWriteLimit = 16 << 10
 
     /// Writes all of `bytes` through the layer, waiting (bounded by the send timeout) whenever it must.
     private func writeLayered(_ bytes: UnsafeRawBufferPointer) throws(SocketError) {
