@@ -325,6 +325,16 @@ public struct JobCoordinator: Sendable {
         settings.mode == .bsp ? releasedSteps : membership.maxClock
     }
 
+    /// Scale-out: the same job rolled back to a checkpoint after `completedSteps` steps (a joined server restarted):
+    /// a fresh coordinator at that step with the checkpoint's clocks, keeping the registered servers. The caller
+    /// then gives the checkpoint's ranks back with `onRestored`, as after a restart.
+    public func rolledBack(completedSteps: UInt64, restoredClocks: [String: UInt64], now: UInt64) -> JobCoordinator {
+        var fresh = JobCoordinator(
+            settings: settings, now: now, completedSteps: completedSteps, restoredClocks: restoredClocks)
+        fresh.joinedServers = joinedServers
+        return fresh
+    }
+
     /// Every worker's clock and rank by name, for a checkpoint's manifest.
     public var workerClocksAndRanks: (clocks: [String: UInt64], ranks: [String: Int]) {
         var clocks: [String: UInt64] = [:]

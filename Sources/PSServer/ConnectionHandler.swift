@@ -107,6 +107,7 @@ final class ConnectionHandler {
             }
         }
         if session.rank != nil { server.coordinator?.connectionClosed(session.id) }
+        if session.role == .worker { server.workerConnectionIDs.withLockAndBroadcast { _ = $0.remove(session.id) } }
         if let rank = session.rank, server.coordinator != nil {
             // The worker's liveness now depends on heartbeats from a new connection; the ticker declares it dead
             // after --worker-timeout if none comes.
@@ -205,6 +206,8 @@ final class ConnectionHandler {
             try job.leave(leave, session: session, requestID: requestID)
         case .serverJoin(let join):
             try job.serverJoin(join, session: session, requestID: requestID)
+        case .serverCall(let call):
+            try ServerLinkService(server: server).handle(call, session: session, requestID: requestID)
         case .status:
             try control.status(session: session, requestID: requestID)
         case .checkpoint(let request):
@@ -259,6 +262,27 @@ final class ConnectionHandler {
         connection.setFrameBudget(.nanoseconds(Int64(server.config.frameTimeoutSeconds * 1e9)))
         var startStep: UInt64 = 0
         var assignedRank: Int32 = -1
+        if hello.role == .worker, server.links != nil, let why = server.rollingBack.withLock({ $0 }) {
+            try session.reply(
+                .reject(
+                    Reject(code: .timeout, reason: "the job is rolling back to its last checkpoint (\(why)); retry")),
+                to: requestID)
+            return false
+        }
+        if hello.role == .worker, let coordinator = server.coordinator, server.links != nil,
+            server.completedPlacement.withLock({ $0 }) == nil
+        {
+            // Scale-out: a worker's welcome carries the shard map, so it waits until every server registered.
+            switch coordinator.waitForServers(connection: connection) {
+            case .ready:
+                _ = ServerLinkService.completePlacement(server: server, coordinator: coordinator)
+            case .timedOut(let why):
+                try session.reply(.reject(Reject(code: .timeout, reason: "waiting for servers: \(why)")), to: requestID)
+                return false
+            case .stopping, .peerGone:
+                return false
+            }
+        }
         if hello.role == .worker, let coordinator = server.coordinator {
             let server = self.server
             let (result, directives) = coordinator.join(name: hello.name, connectionID: session.id) { previous in
@@ -274,14 +298,18 @@ final class ConnectionHandler {
                 return false
             case .success(let joined):
                 session.rank = joined.rank
+                server.workerConnectionIDs.withLock { _ = $0.insert(session.id) }
                 assignedRank = Int32(joined.rank)
                 startStep = joined.startStep
             }
         }
         let config = server.config
+        // The shard map: "" for a shard of this server; in a scale-out job the address of the server owning it.
+        let placement = server.completedPlacement.withLock { $0 }
+        let shardCount = placement?.totalShards ?? config.shardCount
         let welcome = WelcomeConfig(
-            job: config.job, startStep: startStep, shardCount: config.shardCount,
-            shardMap: Array(repeating: "", count: config.shardCount),
+            job: config.job, startStep: startStep, shardCount: shardCount,
+            shardMap: placement?.shardMap ?? Array(repeating: "", count: shardCount),
             tensors: server.store.current?.tensorShapes ?? [], heartbeatIntervalMillis: config.heartbeatIntervalMillis,
             rejectsNonFinite: !config.allowNonFinite)
         let json = (try? JSONEncoder().encode(welcome)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"

@@ -63,6 +63,15 @@ final class Coordinator: Sendable {
         event { $0.onServerJoin(address: address, shards: shards, now: $1) }
     }
 
+    /// Scale-out rollback: replaces the job's state with the checkpoint's (see `JobCoordinator.rolledBack`) and
+    /// gives its ranks back; every wait re-evaluates against the new state.
+    func rollBack(completedSteps: UInt64, restoredClocks: [String: UInt64], ranks: [String: Int]) -> [JobDirective] {
+        event { instance, now in
+            instance = instance.rolledBack(completedSteps: completedSteps, restoredClocks: restoredClocks, now: now)
+            return instance.onRestored(ranks: ranks, now: now)
+        }
+    }
+
     func restored(ranks: [String: Int]) -> [JobDirective] {
         event { $0.onRestored(ranks: ranks, now: $1) }
     }

@@ -87,18 +87,18 @@ struct JobService {
         case .success(let value):
             accepted = value
         }
+        if accepted.rejoined, server.completedPlacement.withLock({ $0 }) != nil, coordinator.snapshot.jobStarted,
+            let failure = server.rollBack(restartedServer: accepted.index, address: address)
+        {
+            try session.replyError(.invalidState, failure, to: requestID)
+            return
+        }
         switch coordinator.waitForServers(connection: session.connection) {
         case .ready:
-            let servers = coordinator.snapshot.placement(coordinatorAddress: "").map {
-                ServerPlacement.Server(address: $0.address, shards: $0.shards)
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = .sortedKeys
-            let json = (try? encoder.encode(ServerPlacement(servers: servers))).flatMap {
-                String(data: $0, encoding: .utf8)
-            }
+            let placement = ServerLinkService.completePlacement(server: server, coordinator: coordinator)
             try session.reply(
-                .serverJoined(ServerJoined(serverIndex: UInt32(accepted.index), config: json ?? "{}")), to: requestID)
+                .serverJoined(ServerJoined(serverIndex: UInt32(accepted.index), config: LinkCoding.encode(placement))),
+                to: requestID)
         case .timedOut(let why):
             try session.replyError(.timeout, why, to: requestID)
         case .stopping:

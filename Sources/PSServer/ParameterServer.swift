@@ -18,7 +18,10 @@ import Synchronization
 /// coordinator's lock was released.
 public final class ParameterServer: Sendable {
     public let config: ServerConfig
-    public let store: ShardStore
+    /// The shard store. A joined server replaces its placeholder once, with the store the coordinator's model
+    /// part describes (its optimizer and K); every other server keeps the one it started with.
+    public var store: ShardStore { storeBox.withLock { $0 } }
+    private let storeBox: LockedValue<ShardStore>
     /// Runs the per-shard parts of a multi-shard request at once (one helper fewer than the cores, at most one
     /// per shard beyond the requesting thread).
     let shardWorkers: ShardWorkers
@@ -44,9 +47,32 @@ public final class ParameterServer: Sendable {
     let activeRequests = Atomic<Int>(0)
     private let requestsDrained = LockedValue<Bool>(false)
     let nextConnectionID = Atomic<UInt64>(1)
+    /// When the placement completed (joined servers are watched from then on).
+    let placementNanos = Atomic<UInt64>(0)
+    /// SSP on several servers: the live ranks last sent to joined servers.
+    private let publishedLiveRanks = LockedValue<[Int]>([])
+    /// Scale-out: why the job is rolling back to its last checkpoint, while it is (workers are refused then).
+    let rollingBack = LockedValue<String?>(nil)
+    /// The connections of joined workers (a rollback closes them and waits for them to end).
+    let workerConnectionIDs = LockedValue<Set<UInt64>>([])
+    /// The joined servers whose silence was logged (the ticker's, to log each pause once).
+    private let silentServersLogged = LockedValue<Set<Int>>([])
     let stopped = Atomic<Bool>(false)
     /// A joined server's place in the coordinator's placement, once it registered (`--join`).
     let joinedPlacement = LockedValue<JoinedPlacement?>(nil)
+    /// A joined server's shards' rules and BSP steps, once it installed its model part.
+    let joinedShards = LockedValue<JoinedShards?>(nil)
+    /// A coordinator of several servers (`--servers` > 1): its end of the joined servers' links.
+    let links: ServerLinks?
+    /// A coordinator of several servers: the placement, once every server registered and the model was laid out
+    /// over it.
+    let completedPlacement = LockedValue<ServerPlacement?>(nil)
+    /// A coordinator of several servers: the whole model as laid out before the placement (or as its first worker
+    /// registered it), which joined servers fetch their parts from.
+    let initialModel = LockedValue<ModelSnapshot?>(nil)
+    /// The steps done when this server started (a restored checkpoint's step, or 0), or when the job last rolled
+    /// back (scale-out): where the joined servers' model parts start.
+    let initialCompletedSteps: LockedValue<UInt64>
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
 
@@ -81,7 +107,8 @@ public final class ParameterServer: Sendable {
             shardCount: config.shardCount, optimizer: config.optimizer, workerSlots: config.job?.workers ?? 1,
             requiresIdenticalTensors: config.job != nil,
             keepsSnapshotBuffers: config.checkpointDirectory != nil, maxModelBytes: config.maxModelBytes)
-        self.store = store
+        storeBox = LockedValue(store)
+        links = config.servers > 1 ? ServerLinks(servers: config.servers) : nil
         if let directory = config.checkpointDirectory {
             // Probed now: an unwritable directory must stop the start, not the end of a job.
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -111,6 +138,7 @@ public final class ParameterServer: Sendable {
         } else if !config.jobTensors.isEmpty {
             try store.register(config.jobTensors)
         }
+        initialCompletedSteps = LockedValue(completedSteps)
         coordinator = config.job.map {
             Coordinator(config: config, job: $0, completedSteps: completedSteps, restoredClocks: restoredClocks)
         }
@@ -153,6 +181,11 @@ public final class ParameterServer: Sendable {
         return fields
     }
 
+    /// A joined server installs the store its model part describes (once).
+    func replaceStore(_ store: ShardStore) {
+        storeBox.withLock { $0 = store }
+    }
+
     /// The port the observability endpoint is bound to, when there is one.
     public var metricsPort: UInt16? { http?.port }
 
@@ -193,6 +226,8 @@ public final class ParameterServer: Sendable {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         log.info("stopping", ["reason": reason])
         coordinator?.stop()
+        links?.stop()
+        joinedShards.withLock { $0 }?.stop()
         listener.shutdown()  // wakes the accept thread, which releases the descriptor
         http?.stop()
         // Give handlers in the middle of a request a moment to finish it before their sockets close.
@@ -299,6 +334,8 @@ public final class ParameterServer: Sendable {
         while !stopped.load(ordering: .acquiring) {
             Thread.sleep(forTimeInterval: interval)
             carryOut(coordinator.tick())
+            checkJoinedServers()
+            publishMembership()
         }
     }
 
@@ -338,6 +375,9 @@ public final class ParameterServer: Sendable {
         let started = MonotonicClock.nanoseconds()
         let applied = model.shards[shard].state.withLock { $0.applyMean(step: step, ranks: ranks) }
         serverMetrics.observe(serverMetrics.applyTime, since: started)
+        // Scale-out: the coordinator's first shard decides the step's ranks for every server (each applies it
+        // once it holds exactly those ranks' gradients), before the step can complete here.
+        if shard == 0 { links?.publish(.release, step: step, ranks: ranks) }
         if !applied {
             log.error("bsp-apply-missing-gradient", ["shard": shard, "step": step, "ranks": "\(ranks)"])
         }
@@ -352,10 +392,80 @@ public final class ParameterServer: Sendable {
             coordinator?.checkpointTaken(step: step)
             return
         }
-        if let checkpoints, let snapshot = store.snapshot() {
+        if let links, let checkpoints {
+            // The joined servers' parts arrive over their links; the write waits for them on a thread of its own
+            // while training goes on (each server snapshots at the same boundary: see `LinkEntry.snapshot`).
+            if let own = store.snapshot() {
+                let gather = links.startGather(own: own, step: step)
+                let context = checkpointContext()
+                let thread = Thread { [self] in
+                    let deadline = MonotonicClock.deadline(afterSeconds: config.serverTimeoutSeconds)
+                    guard let whole = links.finishGather(gather, deadline: deadline) else {
+                        log.error(
+                            "checkpoint-failed", ["step": step, "reason": "a joined server's part did not arrive"])
+                        return
+                    }
+                    checkpoints.take(snapshot: whole, step: step, context: context, final: final)
+                }
+                thread.name = "psserver-gather"
+                thread.start()
+            }
+        } else if let checkpoints, let snapshot = store.snapshot() {
             checkpoints.take(snapshot: snapshot, step: step, context: checkpointContext(), final: final)
         }
         coordinator?.checkpointTaken(step: step)
+    }
+
+    /// A snapshot of the whole model: the store's, or in a scale-out job the coordinator's own shards merged
+    /// with every joined server's part (each taken at `step` in BSP), waiting at most `--server-timeout` for them.
+    func wholeSnapshot(step: UInt64) -> ModelSnapshot? {
+        guard let own = store.snapshot() else { return nil }
+        guard let links else { return own }
+        let gather = links.startGather(own: own, step: step)
+        return links.finishGather(gather, deadline: MonotonicClock.deadline(afterSeconds: config.serverTimeoutSeconds))
+    }
+
+    /// SSP on several servers: tells joined servers when the live workers change (their staleness bound waits
+    /// only for live ones). Checked every tick.
+    private func publishMembership() {
+        guard let links, config.mode == .ssp, let coordinator else { return }
+        let live = coordinator.snapshot.membership.liveRanks
+        let changed = publishedLiveRanks.withLock { published -> Bool in
+            defer { published = live }
+            return published != live
+        }
+        if changed { links.publish(.membership, ranks: live) }
+    }
+
+    /// The coordinator's watch over joined servers: one that has not called for `--server-timeout` (it died, or
+    /// its network did) ends the job with exit code 1 and a reason naming it; the last checkpoint stays intact.
+    private func checkJoinedServers() {
+        guard let links, let placement = completedPlacement.withLock({ $0 }), let coordinator,
+            !coordinator.snapshot.jobFinished
+        else { return }
+        let since = placementNanos.load(ordering: .relaxed)
+        // A joined server syncs about once a second: a few seconds of silence pause the job (workers wait on it).
+        let quiet = Set(links.silentServers(seconds: min(3, config.serverTimeoutSeconds), since: since))
+        let newlyQuiet = silentServersLogged.withLock { logged -> [Int] in
+            defer { logged = quiet }
+            return quiet.subtracting(logged).sorted()
+        }
+        for index in newlyQuiet {
+            log.warning(
+                "server-silent",
+                [
+                    "index": index, "address": index < placement.servers.count ? placement.servers[index].address : "?",
+                    "detail": "the job waits for it until --server-timeout \(config.serverTimeoutSeconds) s",
+                ])
+        }
+        let silent = links.silentServers(seconds: config.serverTimeoutSeconds, since: since)
+        guard let index = silent.first else { return }
+        let address = index < placement.servers.count ? placement.servers[index].address : "?"
+        let reason =
+            "joined server \(index) (\(address)) has not been heard from for --server-timeout "
+            + "\(config.serverTimeoutSeconds) s; the last checkpoint is intact: restart every server with --restore latest"
+        log.error("server-lost", ["index": index, "address": address, "reason": reason])
+        stop(exitCode: 1, reason: reason)
     }
 
     /// The job facts a checkpoint manifest records.
@@ -371,7 +481,7 @@ public final class ParameterServer: Sendable {
     /// running.
     private func finishJob() {
         guard let coordinator else { return }
-        if let checkpoints, let snapshot = store.snapshot() {
+        if let checkpoints, let snapshot = wholeSnapshot(step: coordinator.checkpointStep) {
             let step = coordinator.checkpointStep
             let context = checkpointContext()
             checkpoints.take(snapshot: snapshot, step: step, context: context)
@@ -379,6 +489,12 @@ public final class ParameterServer: Sendable {
             if let error = checkpoints.waitFor(ticket: final.ticket, seconds: 600) {
                 log.error("final-checkpoint-failed", ["error": error])
             }
+        }
+        if let links {
+            // Joined servers exit with the job, once they handed in their final parts; the coordinator stays up
+            // until each has seen that (bounded), so none is left waiting for a coordinator that is gone.
+            let finish = links.publish(.finish, reason: "the job finished")
+            links.waitUntilSeen(finish, seconds: 5)
         }
         let job = coordinator.snapshot
         log.info("job-finished", summary(job))
@@ -413,12 +529,20 @@ public final class ParameterServer: Sendable {
 
     /// The status document `psctl status` prints.
     func status() -> StatusDocument {
-        let shards = (store.current?.shards ?? []).map { shard in
+        var shards = (store.current?.shards ?? []).map { shard in
             StatusDocument.Shard(
                 index: shard.index, version: shard.version, elements: shard.elementCount,
                 pushes: shard.pushCount.load(ordering: .relaxed), pulls: shard.pullCount.load(ordering: .relaxed),
                 staleDropped: shard.droppedStaleCount.load(ordering: .relaxed),
                 staleScaled: shard.scaledStaleCount.load(ordering: .relaxed))
+        }
+        if shards.isEmpty {
+            // Nothing registered yet: the shards --shards made are there, empty (a new user sees what it did).
+            let placement = store.currentPlacement
+            shards = placement.owned.map {
+                StatusDocument.Shard(
+                    index: $0, version: 0, elements: 0, pushes: 0, pulls: 0, staleDropped: 0, staleScaled: 0)
+            }
         }
         var document = StatusDocument(
             mode: coordinator == nil ? "store" : config.mode.rawValue, optimizer: config.optimizer.kind.rawValue,
@@ -437,7 +561,23 @@ public final class ParameterServer: Sendable {
             let registered = coordinator.snapshot.placement(coordinatorAddress: "").map {
                 ServerPlacement.Server(address: $0.address, shards: $0.shards)
             }
-            return StatusDocument.Server.list(ServerPlacement(servers: registered), selfIndex: 0)
+            var list = StatusDocument.Server.list(ServerPlacement(servers: registered), selfIndex: 0)
+            let own = store.current?.shards ?? []
+            let stats = links?.stats ?? [:]
+            let ages = links?.heartbeatAges() ?? [:]
+            for index in list.indices {
+                if index == 0 {
+                    list[index].bytes = own.reduce(0) { $0 + 4 * $1.elementCount }
+                    list[index].pushes = own.reduce(0) { $0 + $1.pushCount.load(ordering: .relaxed) }
+                    list[index].pulls = own.reduce(0) { $0 + $1.pullCount.load(ordering: .relaxed) }
+                } else if let reported = stats[index] {
+                    list[index].bytes = reported.bytes
+                    list[index].pushes = reported.pushes
+                    list[index].pulls = reported.pulls
+                }
+                list[index].heartbeatAgeSeconds = ages[index]
+            }
+            return list
         }
         if config.join != nil {
             return joinedPlacement.withLock { $0 }.map { StatusDocument.Server.list($0.placement, selfIndex: $0.index) }

@@ -40,6 +40,9 @@ public struct ServerConfig: Sendable {
     /// How long one server-side wait (a pull waiting for a step or for the job to start) may last before the
     /// worker is told to retry (default 30 s).
     public var waitTimeoutSeconds: Double = 30
+    /// Scale-out: how long a joined server may go unheard before the coordinator ends the job, and how long a
+    /// joined server keeps trying to reach a coordinator it lost (`--server-timeout`).
+    public var serverTimeoutSeconds: Double = 30
     /// A new connection must have sent its whole `hello` within this many seconds (default 10).
     public var handshakeTimeoutSeconds: Double = 10
     /// Once a frame's first byte arrived, the whole frame must arrive within this many seconds (default 60);
@@ -117,6 +120,7 @@ public struct ServerConfig: Sendable {
         }
         try Self.requireSeconds(workerTimeoutSeconds, flag: "--worker-timeout")
         try Self.requireSeconds(waitTimeoutSeconds, flag: "--wait-timeout")
+        try Self.requireSeconds(serverTimeoutSeconds, flag: "--server-timeout")
         try Self.requireSeconds(handshakeTimeoutSeconds, flag: "--handshake-timeout")
         if let problem = tls.problem(server: true) { throw ConfigError(problem) }
         try Self.requireSeconds(frameTimeoutSeconds, flag: "--frame-timeout")

@@ -19,7 +19,15 @@ struct ShardService {
             return
         }
         let registered: Result<ShardedModel, RegistrationError> = Result { () throws(RegistrationError) in
-            try server.store.register(register.tensors)
+            if server.links != nil, server.store.current == nil {
+                // Scale-out: the joined servers fetch their parts of the first registration's initial values.
+                let whole = ShardStore(shardCount: 1, optimizer: server.config.optimizer, workerSlots: 1)
+                try whole.register(register.tensors)
+                let model = try server.store.register(register.tensors)
+                if let snapshot = whole.snapshot() { server.initialModel.withLock { if $0 == nil { $0 = snapshot } } }
+                return model
+            }
+            return try server.store.register(register.tensors)
         }
         switch registered {
         case .success(let model):
@@ -49,20 +57,17 @@ struct ShardService {
             throw .wire(error)
         }
         let floatBytes = payloadLength - PushPrefix.size
-        guard let model = server.store.current else {
+        guard let model = currentModel() else {
             try connection.skipPayload(length: floatBytes)
             try session.replyError(.notRegistered, "push before any tensor was registered", to: requestID)
             return
         }
         let shardIndex = Int(prefix.shard)
-        guard shardIndex < model.shards.count else {
+        guard let shard = model.shard(shardIndex) else {
             try connection.skipPayload(length: floatBytes)
-            try session.replyError(
-                .unknownShard, "shard \(shardIndex) does not exist (the server has \(model.shards.count) shards)",
-                to: requestID)
+            try session.replyError(.unknownShard, Self.notOwned(shardIndex, model), to: requestID)
             return
         }
-        let shard = model.shards[shardIndex]
         guard Int(prefix.count) == shard.elementCount else {
             try connection.skipPayload(length: floatBytes)
             try session.replyError(
@@ -74,7 +79,7 @@ struct ShardService {
         // The gradient lands straight in the connection's reusable receive buffer.
         let raw = try connection.readPayload(length: floatBytes)
         let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
-        if !server.config.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
+        if !rules.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
             try session.replyError(
                 .nonFinite,
                 "gradient for shard \(shardIndex) has a non-finite value (\(gradient[bad]) at element \(bad)); "
@@ -82,6 +87,11 @@ struct ShardService {
             return
         }
         shard.pushCount.wrappingAdd(1, ordering: .relaxed)
+        if rules.mode == .bsp, server.coordinator == nil {
+            try session.replyError(
+                .invalidState, "a joined server takes BSP gradients in exchange requests only", to: requestID)
+            return
+        }
         if let coordinator = server.coordinator, server.config.mode == .bsp {
             try bspPush(
                 coordinator: coordinator, shard: shard, prefix: prefix, gradient: UnsafeBufferPointer(gradient),
@@ -111,7 +121,7 @@ struct ShardService {
     private func applyNow(
         shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, rank: Int?
     ) -> (status: PushStatus, version: UInt64, staleness: UInt64) {
-        let rule = server.config.stalenessRule
+        let rule = rules.stalenessRule
         let started = MonotonicClock.nanoseconds()
         let outcome: (status: PushStatus, version: UInt64, staleness: UInt64) = shard.state.withLock { state in
             switch rule.decide(currentVersion: state.version, baseVersion: baseVersion) {
@@ -188,22 +198,24 @@ struct ShardService {
             throw .wire(error)
         }
         let floatBytes = payloadLength - prefix.size
-        guard let model = server.store.current else {
+        guard let model = currentModel() else {
             try connection.skipPayload(length: floatBytes)
             try session.replyError(.notRegistered, "exchange before any tensor was registered", to: requestID)
             return
         }
-        guard shardCount == model.shards.count, Int(prefix.count) == model.layout.totalElements else {
+        // The server's own shards: all of them, or in a scale-out job its run of the layout.
+        let elements = model.ownedElements
+        guard shardCount == model.shards.count, Int(prefix.count) == elements.count else {
             try connection.skipPayload(length: floatBytes)
             try session.replyError(
                 .lengthMismatch,
                 "exchange carries \(shardCount) shards and \(prefix.count) floats but the server has "
-                    + "\(model.shards.count) shards and \(model.layout.totalElements) floats", to: requestID)
+                    + "\(model.shards.count) shards and \(elements.count) floats", to: requestID)
             return
         }
         let raw = try connection.readPayload(length: floatBytes)
         let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
-        if !server.config.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
+        if !rules.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
             try session.replyError(
                 .nonFinite,
                 "exchange gradient has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
@@ -216,15 +228,22 @@ struct ShardService {
             try session.replyError(.invalidState, "only a joined worker can push in bsp mode", to: requestID)
             return
         }
+        if let joined = server.joinedShards.withLock({ $0 }) {
+            try joinedExchange(
+                joined, model: model, prefix: prefix, gradient: gradient, session: session, requestID: requestID)
+            return
+        }
         // Every shard's slice at once, on the connection's thread and the server's shard helpers.
         let shards = model.shards
         let rank = session.rank
         let baseVersions = prefix.baseVersions
         let step = prefix.clock
         let rejections = LockedValue<[String]>([])
+        let base = elements.lowerBound
         server.shardWorkers.forEach(shards.count) { [self] index in
             let shard = shards[index]
-            let slice = UnsafeMutableBufferPointer(rebasing: gradient[shard.range])
+            let slice = UnsafeMutableBufferPointer(
+                rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
             shard.pushCount.wrappingAdd(1, ordering: .relaxed)
             if bsp, let coordinator, let rank {
                 shard.state.withLock { $0.hold(step: step, rank: rank, gradient: UnsafeBufferPointer(slice)) }
@@ -236,7 +255,7 @@ struct ShardService {
                 }
                 server.carryOut(directives)
             } else {
-                _ = applyNow(shard: shard, baseVersion: baseVersions[shard.index], gradient: slice, rank: rank)
+                _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, rank: rank)
             }
         }
         if let reason = rejections.withLock({ $0.first }) {
@@ -253,18 +272,29 @@ struct ShardService {
             minClock = slowest
         }
         guard try waitUntilReadable(step: prefix.clock + 1, session: session, requestID: requestID) else { return }
-        let total = model.layout.totalElements
-        if session.sendBuffer.count != total {
-            session.sendBuffer = [Float](repeating: 0, count: total)
+        try sendOwnedWeights(model, jobState: jobState, minClock: minClock, session: session, requestID: requestID)
+    }
+
+    /// Answers an exchange with every owned shard's weights and versions in one frame (copied under each shard's
+    /// lock on the shard helpers, sent after every lock is released).
+    private func sendOwnedWeights(
+        _ model: ShardedModel, jobState: JobState, minClock: UInt64, session: Session, requestID: UInt64
+    ) throws(TransportError) {
+        let shards = model.shards
+        let elements = model.ownedElements
+        let base = elements.lowerBound
+        if session.sendBuffer.count != elements.count {
+            session.sendBuffer = [Float](repeating: 0, count: elements.count)
         }
-        let versions = LockedValue([UInt64](repeating: 0, count: shardCount))
+        let versions = LockedValue([UInt64](repeating: 0, count: shards.count))
         session.sendBuffer.withUnsafeMutableBufferPointer { buffer in
             let destination = buffer  // forEach returns only after every copy into it finished
             server.shardWorkers.forEach(shards.count) { index in
                 let shard = shards[index]
+                let local = (shard.range.lowerBound - base)..<(shard.range.upperBound - base)
                 let version = shard.state.withLock { state in
                     state.weights.withUnsafeBufferPointer {
-                        _ = UnsafeMutableBufferPointer(rebasing: destination[shard.range]).update(fromContentsOf: $0)
+                        _ = UnsafeMutableBufferPointer(rebasing: destination[local]).update(fromContentsOf: $0)
                     }
                     return state.version
                 }
@@ -273,33 +303,141 @@ struct ShardService {
             }
         }
         let replyPrefix = ExchangeReplyPrefix(
-            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(total))
+            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(elements.count))
         try session.sendBuffer.withUnsafeBufferPointer { (floats) throws(TransportError) in
-            try connection.sendExchangeReply(prefix: replyPrefix, floats: floats, requestID: requestID)
+            try session.connection.sendExchangeReply(prefix: replyPrefix, floats: floats, requestID: requestID)
         }
+    }
+
+    /// A joined server's exchange. BSP: holds each shard's slice for the step under the worker's rank, applies
+    /// whatever the coordinator has released, and answers once every owned shard applied the step. SSP/async:
+    /// applies at once under the stale-gradient rule and answers (the coordinator's exchange enforces the bound).
+    private func joinedExchange(
+        _ joined: JoinedShards, model: ShardedModel, prefix: ExchangePrefix,
+        gradient: UnsafeMutableBufferPointer<Float>,
+        session: Session, requestID: UInt64
+    ) throws(TransportError) {
+        let shards = model.shards
+        let base = model.ownedElements.lowerBound
+        let rank = Int(prefix.rank)
+        let step = prefix.clock
+        if joined.part.mode == .bsp {
+            guard rank < joined.part.workers else {
+                try session.replyError(
+                    .invalidArgument, "rank \(rank) is not a rank of this job (K = \(joined.part.workers))",
+                    to: requestID)
+                return
+            }
+            server.shardWorkers.forEach(shards.count) { index in
+                let shard = shards[index]
+                let slice = UnsafeBufferPointer(
+                    rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
+                shard.pushCount.wrappingAdd(1, ordering: .relaxed)
+                shard.state.withLock { $0.hold(step: step, rank: rank, gradient: slice) }
+                joined.applyReady(shard, position: index)
+            }
+            let connection = session.connection
+            let ready = joined.waitForCompleted(
+                step + 1, deadline: MonotonicClock.deadline(afterSeconds: server.config.waitTimeoutSeconds),
+                peerGone: { connection.peerHasHungUp() })
+            guard ready else {
+                if server.stopped.load(ordering: .acquiring) {
+                    try session.replyError(.shuttingDown, "the server is shutting down", to: requestID)
+                } else {
+                    try session.replyError(
+                        .timeout, "timed out waiting: step \(step) is not released on this server yet; retry",
+                        to: requestID)
+                }
+                return
+            }
+        } else {
+            let baseVersions = prefix.baseVersions
+            server.shardWorkers.forEach(shards.count) { [self] index in
+                let shard = shards[index]
+                let slice = UnsafeMutableBufferPointer(
+                    rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
+                shard.pushCount.wrappingAdd(1, ordering: .relaxed)
+                _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, rank: nil)
+            }
+            if joined.part.mode == .ssp {
+                let connection = session.connection
+                guard
+                    joined.waitForStaleness(
+                        rank: rank, clock: step + 1,
+                        deadline: MonotonicClock.deadline(afterSeconds: server.config.waitTimeoutSeconds),
+                        peerGone: { connection.peerHasHungUp() })
+                else {
+                    try session.replyError(
+                        .timeout, "timed out waiting: step \(step + 1) must wait for the slowest worker; retry",
+                        to: requestID)
+                    return
+                }
+            }
+        }
+        try sendOwnedWeights(model, jobState: .running, minClock: step + 1, session: session, requestID: requestID)
     }
 
     // MARK: Pull
 
     /// Answers with the shard's weights once the mode's gate lets a worker at `step` read them.
     func pull(shard shardIndex: Int, step: UInt64, session: Session, requestID: UInt64) throws(TransportError) {
-        guard let model = server.store.current else {
+        guard let model = currentModel() else {
             try session.replyError(.notRegistered, "pull before any tensor was registered", to: requestID)
             return
         }
-        guard shardIndex < model.shards.count else {
-            try session.replyError(
-                .unknownShard, "shard \(shardIndex) does not exist (the server has \(model.shards.count) shards)",
-                to: requestID)
+        guard let shard = model.shard(shardIndex) else {
+            try session.replyError(.unknownShard, Self.notOwned(shardIndex, model), to: requestID)
             return
         }
         guard try waitUntilReadable(step: step, session: session, requestID: requestID) else { return }
-        try sendShard(model.shards[shardIndex], session: session, requestID: requestID)
+        try sendShard(shard, session: session, requestID: requestID)
+    }
+
+    /// The error text for a shard this server does not serve.
+    private static func notOwned(_ index: Int, _ model: ShardedModel) -> String {
+        model.ownsAll
+            ? "shard \(index) does not exist (the server has \(model.shards.count) shards)"
+            : "shard \(index) is not served here (this server owns shards \(model.owned.lowerBound)..<"
+                + "\(model.owned.upperBound) of \(model.layout.shardCount))"
+    }
+
+    /// The registered model; a joined server that has not installed its part yet waits for it (at most
+    /// `--wait-timeout`), since workers may reach it first.
+    private func currentModel() -> ShardedModel? {
+        if let model = server.store.current { return model }
+        guard server.config.join != nil else { return nil }
+        server.joinedShards.wait(
+            until: MonotonicClock.deadline(afterSeconds: server.config.waitTimeoutSeconds), while: { $0 == nil })
+        return server.store.current
+    }
+
+    /// The rules this server's shards follow: its own flags, or on a joined server the coordinator's.
+    private var rules: ShardRules {
+        if let joined = server.joinedShards.withLock({ $0 }) {
+            return ShardRules(
+                mode: joined.part.mode, stalenessRule: joined.stalenessRule, allowNonFinite: joined.part.allowNonFinite)
+        }
+        return ShardRules(
+            mode: server.coordinator == nil ? nil : server.config.mode, stalenessRule: server.config.stalenessRule,
+            allowNonFinite: server.config.allowNonFinite)
     }
 
     /// Waits until the mode's gate lets a worker at `step` read the weights; false (after an error reply) when
     /// the wait timed out or the server is stopping.
     private func waitUntilReadable(step: UInt64, session: Session, requestID: UInt64) throws(TransportError) -> Bool {
+        if let joined = server.joinedShards.withLock({ $0 }), joined.part.mode == .bsp, session.role == .worker {
+            let connection = session.connection
+            guard
+                joined.waitForCompleted(
+                    step, deadline: MonotonicClock.deadline(afterSeconds: server.config.waitTimeoutSeconds),
+                    peerGone: { connection.peerHasHungUp() })
+            else {
+                try session.replyError(
+                    .timeout, "timed out waiting: step \(step) is not applied here yet; retry", to: requestID)
+                return false
+            }
+            return true
+        }
         guard let coordinator = server.coordinator, session.role == .worker else { return true }
         let started = MonotonicClock.nanoseconds()
         let gate = coordinator.waitForStep(step, rank: session.rank, connection: session.connection)
@@ -335,6 +473,14 @@ struct ShardService {
             try session.connection.sendPullReply(prefix: prefix, floats: floats, requestID: requestID)
         }
     }
+}
+
+/// The rules a server's shards follow for pushes: the consistency mode (nil for a plain store), the
+/// stale-gradient rule and whether non-finite gradients are refused.
+struct ShardRules {
+    var mode: ConsistencyMode?
+    var stalenessRule: StalenessRule
+    var allowNonFinite: Bool
 }
 
 /// The index of the first NaN or infinity, if any.

@@ -2,17 +2,41 @@ import PSMath
 import PSPosix
 import PSWire
 
-/// The registered model: tensor list, layout and shards. Immutable once built; shards carry their own locks.
+/// The registered model: tensor list, layout and the shards this server owns. Immutable once built; shards carry
+/// their own locks.
+///
+/// With one server it owns every shard of the layout. In a scale-out job (`--servers`, `--join`) the layout spans
+/// every server's shards and `shards` holds only this server's contiguous run of them (`owned`); a shard's
+/// `index` is always its number in the whole layout.
 public final class ShardedModel: Sendable {
     public let tensors: [TensorSpec]
     public let layout: ShardLayout
+    /// The shards this server owns, in shard order.
     public let shards: [Shard]
+    /// The shard numbers of `shards`.
+    public let owned: Range<Int>
 
     init(tensors: [TensorSpec], layout: ShardLayout, shards: [Shard]) {
         self.tensors = tensors
         self.layout = layout
         self.shards = shards
+        let first = shards.first?.index ?? 0
+        owned = first..<(first + shards.count)
     }
+
+    /// The shard with number `index` in the whole layout, if this server owns it.
+    public func shard(_ index: Int) -> Shard? {
+        owned.contains(index) ? shards[index - owned.lowerBound] : nil
+    }
+
+    /// The part of the flat parameter vector this server's shards cover.
+    public var ownedElements: Range<Int> {
+        guard let first = shards.first, let last = shards.last else { return 0..<0 }
+        return first.range.lowerBound..<last.range.upperBound
+    }
+
+    /// Whether this server owns every shard of the layout.
+    public var ownsAll: Bool { owned == 0..<layout.shardCount }
 
     /// Tensor names and shapes, in layout order.
     public var tensorShapes: [TensorShape] { tensors.map { TensorShape(name: $0.name, shape: $0.shape) } }
@@ -26,7 +50,10 @@ public struct RegistrationError: Error, CustomStringConvertible, Sendable {
 
 /// The server's parameter store: registers tensors, lays them out over shards and takes consistent snapshots.
 public final class ShardStore: Sendable {
+    /// The shard count of a store with one server (`--shards`); a scale-out placement may change the layout's.
     public let shardCount: Int
+    /// How the next model built is laid out: over how many shards, and which of them this server owns.
+    private let placement: LockedValue<StorePlacement>
     let optimizer: OptimizerConfig
     let workerSlots: Int
     /// Whether a later registration must list exactly the registered tensors (a training job: every worker
@@ -56,6 +83,7 @@ public final class ShardStore: Sendable {
     ) {
         precondition(shardCount >= 1, "a store needs at least one shard")
         self.shardCount = shardCount
+        placement = LockedValue(StorePlacement(totalShards: shardCount, owned: 0..<shardCount))
         self.optimizer = optimizer
         self.workerSlots = max(workerSlots, 1)
         self.requiresIdenticalTensors = requiresIdenticalTensors
@@ -174,8 +202,9 @@ public final class ShardStore: Sendable {
         try validateNames(tensors)
         try checkSlotCounts(tensors, optimizerSlots: optimizerSlots)
         let counts = tensors.map(\.elementCount)
-        let layout = ShardLayout(tensorElementCounts: counts, shardCount: shardCount)
-        let shards = try (0..<shardCount).map { index in
+        let place = placement.withLock { $0 }
+        let layout = ShardLayout(tensorElementCounts: counts, shardCount: place.totalShards)
+        let shards = try place.owned.map { index in
             let range = layout.range(ofShard: index)
             let weights = try [Float](unsafeUninitializedCapacity: range.count) { buffer, initialized in
                 try fill(layout.pieces(ofShard: index), buffer)
@@ -297,11 +326,12 @@ public final class ShardStore: Sendable {
 
     private func buildModel(_ tensors: [TensorSpec], values: [String: [Float]]? = nil) -> ShardedModel {
         let counts = tensors.map { $0.shape.reduce(1, *) }
-        let layout = ShardLayout(tensorElementCounts: counts, shardCount: shardCount)
+        let place = placement.withLock { $0 }
+        let layout = ShardLayout(tensorElementCounts: counts, shardCount: place.totalShards)
         if let values, tensors.allSatisfy({ values[$0.name] != nil }) {
             // Every value given (a restore): each shard's array is filled straight from the tensors' pieces, one
             // copy, with no flat intermediate.
-            let shards = (0..<shardCount).map { index in
+            let shards = place.owned.map { index in
                 let range = layout.range(ofShard: index)
                 let weights = [Float](unsafeUninitializedCapacity: range.count) { buffer, initialized in
                     for piece in layout.pieces(ofShard: index) {
@@ -328,7 +358,7 @@ public final class ShardStore: Sendable {
                 }
             }
         }
-        let shards = (0..<shardCount).map { index in
+        let shards = place.owned.map { index in
             let range = layout.range(ofShard: index)
             return Shard(
                 index: index, range: range, weights: Array(flat[range]), optimizer: optimizer,
@@ -402,6 +432,107 @@ public final class ShardStore: Sendable {
     /// Whether a spare set of snapshot buffers is ready (for tests and benchmarks).
     public var hasSpareSnapshotBuffers: Bool { spare.withLock { $0 != nil } }
 
+    // MARK: Scale-out
+
+    /// How the next model is laid out (all shards owned, unless a scale-out placement said otherwise).
+    public var currentPlacement: StorePlacement { placement.withLock { $0 } }
+
+    /// A coordinator whose servers all registered: lays the registered model (if any) out again over
+    /// `newPlacement`, keeping every value, optimizer state and version, and keeps only its own shards. Later
+    /// registrations use the placement too. Returns the whole model as it was before (what the joined servers'
+    /// parts are cut from), or nil when nothing is registered yet.
+    @discardableResult
+    public func relayout(to newPlacement: StorePlacement) throws(RegistrationError) -> ModelSnapshot? {
+        guard let full = snapshot() else {
+            placement.withLock { $0 = newPlacement }
+            return nil
+        }
+        placement.withLock { $0 = newPlacement }
+        var values: [String: [Float]] = [:]
+        var slots: [String: [String: [Float]]] = [:]
+        for (index, tensor) in full.tensors.enumerated() {
+            values[tensor.name] = full.tensorValues(index, from: full.weights)
+            for (slot, name) in optimizer.stateSlotNames.enumerated() {
+                slots[tensor.name, default: [:]][name] = full.tensorValues(index, from: full.optimizerSlots[slot])
+            }
+        }
+        try install(
+            tensors: full.tensors, values: values, optimizerStep: full.optimizerStep, optimizerSlots: slots,
+            version: full.shardVersions.max() ?? 0)
+        return full
+    }
+
+    /// A joined server's model: `tensors` laid out over `newPlacement`, this server's shards filled from `weights`
+    /// and `slots` (the owned part of the flat weight and optimizer-slot vectors, in shard order) with one version
+    /// per owned shard.
+    public func installPart(
+        tensors: [TensorSpec], placement newPlacement: StorePlacement, weights: ArraySlice<Float>,
+        slots: [ArraySlice<Float>], optimizerStep: UInt64, versions: [UInt64]
+    ) throws(RegistrationError) {
+        try validateNames(tensors)
+        let layout = ShardLayout(tensorElementCounts: tensors.map(\.elementCount), shardCount: newPlacement.totalShards)
+        let ownedElements = layout.range(ofShards: newPlacement.owned)
+        let first = ownedElements.lowerBound
+        let end = ownedElements.upperBound
+        guard weights.count == end - first, slots.count == optimizer.stateSlotNames.count,
+            slots.allSatisfy({ $0.count == end - first }), versions.count == newPlacement.owned.count
+        else {
+            throw RegistrationError(
+                code: .invalidArgument,
+                description:
+                    "model part for shards \(newPlacement.owned) carries \(weights.count) weights, \(slots.count) "
+                    + "optimizer slots and \(versions.count) versions; the shards hold \(end - first) elements")
+        }
+        let base = weights.startIndex
+        var shards: [Shard] = []
+        for (position, index) in newPlacement.owned.enumerated() {
+            let range = layout.range(ofShard: index)
+            let local = (range.lowerBound - first)..<(range.upperBound - first)
+            let shard = Shard(
+                index: index, range: range,
+                weights: Array(weights[(base + local.lowerBound)..<(base + local.upperBound)]),
+                optimizer: optimizer, workerSlots: workerSlots)
+            let shardSlots = slots.map { slot in
+                Array(slot[(slot.startIndex + local.lowerBound)..<(slot.startIndex + local.upperBound)])
+            }
+            let restored: OptimizerState
+            do {
+                restored = try OptimizerState(
+                    config: optimizer, step: optimizerStep, slots: shardSlots, count: range.count)
+            } catch {
+                throw RegistrationError(code: .invalidArgument, description: "optimizer state: \(error)")
+            }
+            shard.state.withLock { state in
+                state.optimizer = restored
+                state.version = versions[position]
+            }
+            shards.append(shard)
+        }
+        placement.withLock { $0 = newPlacement }
+        model.withLock { $0 = ShardedModel(tensors: tensors, layout: layout, shards: shards) }
+    }
+
+    /// This server's part of a consistent snapshot: its shards' weights and optimizer slots (the owned part of the
+    /// flat vectors) and versions, copied under all of its shard locks.
+    public func partSnapshot() -> PartSnapshot? {
+        guard let model = current else { return nil }
+        let elements = model.ownedElements
+        let slotCount = optimizer.stateSlotNames.count
+        return Self.lockAll(model.shards[...]) { states in
+            var weights = [Float](repeating: 0, count: elements.count)
+            var slots = [[Float]](repeating: [Float](repeating: 0, count: elements.count), count: slotCount)
+            for (shard, state) in zip(model.shards, states) {
+                let local =
+                    (shard.range.lowerBound - elements.lowerBound)..<(shard.range.upperBound - elements.lowerBound)
+                weights.replaceSubrange(local, with: state.weights)
+                for slot in 0..<slotCount { slots[slot].replaceSubrange(local, with: state.optimizer.slots[slot]) }
+            }
+            return PartSnapshot(
+                shards: model.owned, elements: elements, weights: weights, optimizerSlots: slots,
+                optimizerStep: states.map(\.optimizer.step).max() ?? 0, versions: states.map(\.version))
+        }
+    }
+
     /// Calls `body` with the states of `shards` locked, taking the locks in order.
     private static func lockAll<R: Sendable>(
         _ shards: ArraySlice<Shard>, collected: [ShardState] = [], _ body: ([ShardState]) -> R
@@ -410,6 +541,18 @@ public final class ShardStore: Sendable {
         return first.state.withLock { state in
             lockAll(shards.dropFirst(), collected: collected + [state], body)
         }
+    }
+}
+
+/// How a store lays a model out: over `totalShards` shards, of which this server owns `owned`.
+public struct StorePlacement: Sendable, Equatable {
+    public var totalShards: Int
+    public var owned: Range<Int>
+
+    public init(totalShards: Int, owned: Range<Int>) {
+        precondition(totalShards >= 1 && owned.lowerBound >= 0 && owned.upperBound <= totalShards && !owned.isEmpty)
+        self.totalShards = totalShards
+        self.owned = owned
     }
 }
 
@@ -461,6 +604,52 @@ public struct ModelSnapshot: Sendable {
     public func tensorRange(_ index: Int) -> Range<Int> {
         let start = layout.tensorOffsets[index]
         return start..<(start + tensors[index].shape.reduce(1, *))
+    }
+}
+
+/// One server's part of a model snapshot (scale-out): its shards' slice of the flat vectors.
+public struct PartSnapshot: Sendable {
+    /// The shard numbers it covers.
+    public var shards: Range<Int>
+    /// The part of the flat vectors it covers.
+    public var elements: Range<Int>
+    public var weights: [Float]
+    /// One vector per optimizer state slot.
+    public var optimizerSlots: [[Float]]
+    public var optimizerStep: UInt64
+    /// One version per shard of `shards`.
+    public var versions: [UInt64]
+
+    public init(
+        shards: Range<Int>, elements: Range<Int>, weights: [Float], optimizerSlots: [[Float]], optimizerStep: UInt64,
+        versions: [UInt64]
+    ) {
+        self.shards = shards
+        self.elements = elements
+        self.weights = weights
+        self.optimizerSlots = optimizerSlots
+        self.optimizerStep = optimizerStep
+        self.versions = versions
+    }
+}
+
+extension ModelSnapshot {
+    /// The snapshot of the whole model from the coordinator's own snapshot (its shards filled, the rest not) and
+    /// every other server's part: each part's slice is copied in, versions follow shard order.
+    func merging(_ parts: [PartSnapshot], ownShards: Range<Int>) -> ModelSnapshot {
+        var weights = self.weights
+        var slots = optimizerSlots
+        var versions = Array(shardVersions.prefix(ownShards.count))
+        var step = optimizerStep
+        for part in parts.sorted(by: { $0.shards.lowerBound < $1.shards.lowerBound }) {
+            weights.replaceSubrange(part.elements, with: part.weights)
+            for slot in slots.indices { slots[slot].replaceSubrange(part.elements, with: part.optimizerSlots[slot]) }
+            versions += part.versions
+            step = max(step, part.optimizerStep)
+        }
+        return ModelSnapshot(
+            tensors: tensors, layout: layout, weights: weights, optimizerSlots: slots, optimizerStep: step,
+            shardVersions: versions)
     }
 }
 

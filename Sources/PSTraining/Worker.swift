@@ -192,6 +192,9 @@ public final class Worker {
         var features = [Float](repeating: 0, count: job.batchPerWorker * job.featureCount)
         var labels = [Float](repeating: 0, count: job.batchPerWorker)
         var versions = [UInt64](repeating: 0, count: layout.shardCount)
+        // Scale-out: one connection per joined server, as the welcome's shard map says.
+        var servers = try openServers(connected, layout: layout)
+        defer { servers.closeJoined() }
         let heartbeat = HeartbeatSender(intervalMillis: connected.config.heartbeatIntervalMillis)
         heartbeat.start(client: connected)
         defer { heartbeat.stop() }
@@ -212,7 +215,7 @@ public final class Worker {
                 heartbeat.clock = UInt64(step)
                 if !havePulled {
                     let pullStart = MonotonicClock.nanoseconds()
-                    try pullAll(connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
+                    try pullAll(servers, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
                     pullNanos += MonotonicClock.nanoseconds() - pullStart
                     havePulled = true
                 }
@@ -244,7 +247,7 @@ public final class Worker {
                     // One round trip: this step's gradient and clock go out, the next step's weights come back.
                     do {
                         state = try exchange(
-                            connected, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
+                            servers, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
                             gradient: gradient, into: &parameters, versions: &versions)
                         havePulled = true
                     } catch .remote(.timeout, let message) {
@@ -252,7 +255,7 @@ public final class Worker {
                         log.info("waiting", ["reason": message])
                     }
                 } else {
-                    try pushAll(connected, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
+                    try pushAll(servers, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
                     state = try sendClock(
                         connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
                 }
@@ -266,7 +269,7 @@ public final class Worker {
                     if let test {
                         if !havePulled {
                             try pullAll(
-                                connected, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
+                                servers, layout: layout, clock: UInt64(step), into: &parameters, versions: &versions)
                             havePulled = true
                         }
                         let result = evaluate(model, layout: tensorLayout, parameters: parameters, on: test)
@@ -307,10 +310,12 @@ public final class Worker {
                 // coordinator says (the current step after a rejoin, the checkpoint's step after a restore).
                 log.warning("connection-lost", ["error": error, "step": step])
                 heartbeat.stop()
+                servers.closeJoined()
                 connected.close()
                 havePulled = false
                 connected = try connect()
                 try checkWelcome(connected, previous: firstWelcome)
+                servers = try openServers(connected, layout: layout)
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
@@ -319,6 +324,7 @@ public final class Worker {
         }
         if options.progress == .bar { FileHandle.standardError.write(Data("\n".utf8)) }
         heartbeat.stop()
+        servers.closeJoined()
         leave(connected, reason: .finished)
         let seconds = Date().timeIntervalSince(started)
         log.info(
@@ -333,15 +339,27 @@ public final class Worker {
 
     // MARK: Connection
 
-    /// Connects and joins, retrying until --reconnect-timeout passes.
-    private func connect(role: Role = .worker) throws(WorkerError) -> ParameterClient {
+    /// The coordinator and, in a scale-out job, a connection to every joined server its welcome names.
+    private func openServers(_ coordinator: ParameterClient, layout: ShardLayout) throws(WorkerError) -> ServerSet {
+        try ServerSet.open(coordinator: coordinator, layout: layout) { (host, port) throws(WorkerError) in
+            try connect(host: host, port: port)
+        }
+    }
+
+    /// Connects and joins (the coordinator, unless `host` and `port` name a joined server), retrying until
+    /// --reconnect-timeout passes.
+    private func connect(role: Role = .worker, host: String? = nil, port: UInt16? = nil) throws(WorkerError)
+        -> ParameterClient
+    {
+        let host = host ?? options.host
+        let port = port ?? options.port
         let deadline = Date(timeIntervalSinceNow: options.reconnectTimeoutSeconds)
         var lastError = ""
         var attempt = 0
         while true {
             do {
                 let client = try ParameterClient.connect(
-                    host: options.host, port: options.port, role: role, name: options.name, token: options.token,
+                    host: host, port: port, role: role, name: options.name, token: options.token,
                     connectTimeout: .seconds(5), tls: options.tls)
                 return client
             } catch .rejected(let code, let reason) {
@@ -355,11 +373,11 @@ public final class Worker {
             attempt += 1
             if Date() >= deadline {
                 throw WorkerError(
-                    "cannot reach the server at \(options.host):\(options.port) for "
+                    "cannot reach the server at \(host):\(port) for "
                         + "\(Int(options.reconnectTimeoutSeconds)) s: \(lastError)")
             }
             if attempt == 1 {
-                log.warning("connect-retry", ["server": "\(options.host):\(options.port)", "error": lastError])
+                log.warning("connect-retry", ["server": "\(host):\(port)", "error": lastError])
             }
             Thread.sleep(forTimeInterval: min(0.2 * Double(attempt), 1.0))
         }
@@ -393,7 +411,7 @@ public final class Worker {
 
     /// Pulls every shard (all requests in flight before waiting on any) straight into the flat parameter vector.
     func pullAll(
-        _ client: ParameterClient, layout: ShardLayout, clock: UInt64, into parameters: inout [Float],
+        _ servers: ServerSet, layout: ShardLayout, clock: UInt64, into parameters: inout [Float],
         versions: inout [UInt64]
     ) throws(ClientError) {
         let count = layout.shardCount
@@ -403,7 +421,7 @@ public final class Worker {
             for shard in 0..<count {
                 let range = layout.range(ofShard: shard)
                 handles.append(
-                    try client.pull(
+                    try servers.client(forShard: shard).pull(
                         shard: shard, clock: clock, into: UnsafeMutableBufferPointer(rebasing: flat[range])))
             }
             for (shard, handle) in handles.enumerated() {
@@ -414,7 +432,7 @@ public final class Worker {
 
     /// Pushes every shard's slice of the gradient, then waits for all acknowledgements.
     func pushAll(
-        _ client: ParameterClient, layout: ShardLayout, clock: UInt64, gradient: [Float], versions: [UInt64]
+        _ servers: ServerSet, layout: ShardLayout, clock: UInt64, gradient: [Float], versions: [UInt64]
     ) throws(ClientError) {
         var handles: [RequestHandle] = []
         handles.reserveCapacity(layout.shardCount)
@@ -422,7 +440,7 @@ public final class Worker {
             for shard in 0..<layout.shardCount {
                 let range = layout.range(ofShard: shard)
                 handles.append(
-                    try client.push(
+                    try servers.client(forShard: shard).push(
                         shard: shard, clock: clock, baseVersion: versions[shard],
                         gradient: UnsafeBufferPointer(rebasing: flat[range])))
             }
@@ -443,24 +461,39 @@ public final class Worker {
     /// One step's network exchange in one round trip: the gradient of step `clock` (every shard's slice), the
     /// step's loss and samples, and the request for the weights of step `clock + 1`, which land straight in
     /// `parameters`; returns the job's state as the clock report saw it.
+    ///
+    /// In a scale-out job each server gets its own part (joined servers first, the coordinator last), every
+    /// request is sent before any reply is awaited, and the job state is the coordinator's.
     func exchange(
-        _ client: ParameterClient, rank: Int, clock: UInt64, loss: Double, samples: Int, gradient: [Float],
+        _ servers: ServerSet, rank: Int, clock: UInt64, loss: Double, samples: Int, gradient: [Float],
         into parameters: inout [Float], versions: inout [UInt64]
     ) throws(ClientError) -> JobState {
         let baseVersions = versions
-        let reply = try gradient.withUnsafeBufferPointer { (g) throws(ClientError) in
-            try parameters.withUnsafeMutableBufferPointer { (p) throws(ClientError) in
-                try client.exchange(
-                    rank: rank, clock: clock, loss: loss, samples: UInt64(samples), baseVersions: baseVersions,
-                    gradient: g, into: p
-                ).wait()
+        let replies = try gradient.withUnsafeBufferPointer { (g) throws(ClientError) -> [Reply] in
+            try parameters.withUnsafeMutableBufferPointer { (p) throws(ClientError) -> [Reply] in
+                var handles: [RequestHandle] = []
+                for member in servers.members {
+                    handles.append(
+                        try member.client.exchange(
+                            rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
+                            baseVersions: Array(baseVersions[member.shards]),
+                            gradient: UnsafeBufferPointer(rebasing: g[member.elements]),
+                            into: UnsafeMutableBufferPointer(rebasing: p[member.elements])))
+                }
+                var replies: [Reply] = []
+                for handle in handles { replies.append(try handle.wait()) }
+                return replies
             }
         }
-        guard case .exchanged(let prefix) = reply else {
-            throw .protocolViolation("expected an exchange reply, got \(reply)")
+        var state = JobState.running
+        for (member, reply) in zip(servers.members, replies) {
+            guard case .exchanged(let prefix) = reply, prefix.versions.count == member.shards.count else {
+                throw .protocolViolation("expected an exchange reply for shards \(member.shards), got \(reply)")
+            }
+            versions.replaceSubrange(member.shards, with: prefix.versions)
+            if member.isCoordinator { state = prefix.jobState }
         }
-        versions = prefix.versions
-        return prefix.jobState
+        return state
     }
 
     private func evaluate(

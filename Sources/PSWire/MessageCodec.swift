@@ -117,6 +117,12 @@ public enum MessageCodec {
             writer.writeInteger(joined.serverIndex)
             writer.writeInteger(UInt32(0))
             writer.writeString(joined.config)
+        case .serverCall(let call), .serverCallReply(let call):
+            writer = ByteWriter(capacity: 12 + call.header.utf8.count + 4 * call.floats.count)
+            writer.writeString(call.header)
+            writer.writeInteger(UInt32(call.floats.count))
+            writer.writeInteger(UInt32(0))
+            writer.writeFloats(call.floats)
         case .metricsAck, .leaveAck, .shutdown, .shutdownAck:
             break
         }
@@ -388,6 +394,17 @@ public enum MessageCodec {
         let index = try reader.u32()
         _ = try reader.u32()
         return .serverJoined(ServerJoined(serverIndex: index, config: try reader.string("config")))
+    }
+
+    /// `serverCall` and `serverCallReply`: header string, float count, reserved word, floats.
+    static func decodeServerCall(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let type = reader.type
+        let header = try reader.string("header")
+        let count = Int(try reader.u32())
+        _ = try reader.u32()
+        let values = floats(try reader.bytes(count: 4 * count))
+        let call = ServerCall(header: header, floats: values)
+        return type == .serverCall ? .serverCall(call) : .serverCallReply(call)
     }
 
     // MARK: register and registered

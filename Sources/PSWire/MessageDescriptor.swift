@@ -75,6 +75,8 @@ struct MessageDescriptor: Sendable {
         .init(.exportReply, "exportReply", .reply, minimum: 12, MessageCodec.decodeExportReply),
         .init(.serverJoin, "serverJoin", .request, minimum: 8, MessageCodec.decodeServerJoin),
         .init(.serverJoined, "serverJoined", .reply, minimum: 12, MessageCodec.decodeServerJoined),
+        .init(.serverCall, "serverCall", .request, minimum: 12, MessageCodec.decodeServerCall),
+        .init(.serverCallReply, "serverCallReply", .reply, minimum: 12, MessageCodec.decodeServerCall),
     ]
 
     /// The rows of ``all`` by type code.

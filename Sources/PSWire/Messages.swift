@@ -577,6 +577,23 @@ public struct ServerJoined: Sendable, Equatable {
     }
 }
 
+/// A call between a joined server and the coordinator over the joined server's server link (`serverCall`,
+/// 0x0042, and its reply `serverCallReply`, 0x0043): a JSON header, opaque to the frame codec, that names what is
+/// asked or answered (proto-docs/protocol.md, "serverCall"), and the float32 values that go with it (a model
+/// part, a snapshot part), possibly none.
+public struct ServerCall: Sendable, Equatable {
+    /// What the call asks or answers, as UTF-8 JSON.
+    public var header: String
+    /// The values that go with it.
+    public var floats: [Float]
+
+    /// Creates a server call.
+    public init(header: String, floats: [Float] = []) {
+        self.header = header
+        self.floats = floats
+    }
+}
+
 /// Any message of protocol v1, with its payload decoded.
 public enum Message: Sendable, Equatable {
     case hello(Hello)
@@ -612,6 +629,8 @@ public enum Message: Sendable, Equatable {
     case exportReply(ExportReply)
     case serverJoin(ServerJoin)
     case serverJoined(ServerJoined)
+    case serverCall(ServerCall)
+    case serverCallReply(ServerCall)
 
     /// The message's type code.
     public var type: MessageType {
@@ -649,6 +668,8 @@ public enum Message: Sendable, Equatable {
         case .exportReply: .exportReply
         case .serverJoin: .serverJoin
         case .serverJoined: .serverJoined
+        case .serverCall: .serverCall
+        case .serverCallReply: .serverCallReply
         }
     }
 

@@ -60,6 +60,12 @@ public struct ShardLayout: Sendable, Equatable, Codable {
         return boundary(s)..<boundary(s + 1)
     }
 
+    /// The flat range a contiguous run of shards covers (a scale-out server's part of the model).
+    public func range(ofShards shards: Range<Int>) -> Range<Int> {
+        precondition(!shards.isEmpty, "an empty run of shards")
+        return range(ofShard: shards.lowerBound).lowerBound..<range(ofShard: shards.upperBound - 1).upperBound
+    }
+
     /// The number of elements shard `s` owns.
     public func elementCount(ofShard s: Int) -> Int {
         range(ofShard: s).count

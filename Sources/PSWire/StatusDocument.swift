@@ -36,6 +36,13 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         public var shards: Int
         /// Whether this entry is the server that answered the status request.
         public var isSelf: Bool
+        /// The bytes of weights it holds, and the pushes and pulls its shards served (as last reported to the
+        /// coordinator; absent until known).
+        public var bytes: Int? = nil
+        public var pushes: UInt64? = nil
+        public var pulls: UInt64? = nil
+        /// Seconds since the coordinator last heard from it (joined servers, on the coordinator).
+        public var heartbeatAgeSeconds: Double? = nil
 
         public init(index: Int, address: String, firstShard: Int, shards: Int, isSelf: Bool) {
             self.index = index
@@ -46,9 +53,10 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case index, address, shards
+            case index, address, shards, bytes, pushes, pulls
             case firstShard = "first_shard"
             case isSelf = "self"
+            case heartbeatAgeSeconds = "heartbeat_age_s"
         }
 
         /// The servers of `placement`, marking `selfIndex`.

@@ -92,6 +92,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let serverJoin = MessageType(rawValue: 0x0040)
     /// Reply to `serverJoin`, sent once every expected server has registered.
     public static let serverJoined = MessageType(rawValue: 0x0041)
+    /// A joined server's call to the coordinator over its server link (model fetch, sync, snapshot part).
+    public static let serverCall = MessageType(rawValue: 0x0042)
+    /// Reply to `serverCall`.
+    public static let serverCallReply = MessageType(rawValue: 0x0043)
 
     /// Every type protocol v1 defines, in code order.
     public static let allKnown: [MessageType] = MessageDescriptor.all.map(\.type)

@@ -20,12 +20,17 @@ enum StatusFormatter {
                 out += "stale pushes: dropped \(status.staleDropped) scaled \(status.staleScaled)\n"
             }
             if let servers = status.servers {
-                out += "\nSERVER  ADDRESS                SHARDS\n"
+                out += "\nSERVER  ADDRESS                SHARDS            BYTES     PUSHES      PULLS  HEARTBEAT AGE\n"
                 for server in servers {
                     let address = server.address.isEmpty ? "(coordinator)" : server.address
                     let range = "\(server.firstShard)..<\(server.firstShard + server.shards)"
                     out += pad(server.index, 6) + "  " + (address + String(repeating: " ", count: 21)).prefix(21)
-                    out += "  " + range + (server.isSelf ? "  (this server)" : "") + "\n"
+                    out += "  " + (range + String(repeating: " ", count: 8)).prefix(8)
+                    out += "  " + pad(server.bytes.map { "\($0)" } ?? "-", 13)
+                    out += "  " + pad(server.pushes.map { "\($0)" } ?? "-", 9)
+                    out += "  " + pad(server.pulls.map { "\($0)" } ?? "-", 9)
+                    out += "  " + pad(server.heartbeatAgeSeconds.map { String(format: "%.1f s", $0) } ?? "-", 13)
+                    out += (server.isSelf ? "  (this server)" : "") + "\n"
                 }
             }
             out += "\nSHARD  VERSION      ELEMENTS         BYTES     PUSHES      PULLS\n"

@@ -83,6 +83,10 @@ struct PSServerCommand {
                 "wait-timeout", value: "seconds", help: "Longest single server-side wait before a retry is asked.",
                 default: "30"),
             Option(
+                "server-timeout", value: "seconds",
+                help: "Scale-out: end the job when a joined server is silent this long (and how long a joined "
+                    + "server looks for a lost coordinator).", default: "30"),
+            Option(
                 "handshake-timeout", value: "seconds", help: "Close a connection that has not sent hello by then.",
                 default: "10"),
             Option(
@@ -134,15 +138,6 @@ struct PSServerCommand {
             server?.stopForSignal(signal == SIGINT ? "SIGINT" : "SIGTERM")
         }
         let config = try makeConfig(arguments)
-        if config.join != nil || config.servers > 1 {
-            log.warning(
-                "scale-out-incomplete",
-                [
-                    "detail":
-                        "servers register and the job waits for all of them, but the coordinator still serves every "
-                        + "shard (README: Scale-out)"
-                ])
-        }
         let server = try ParameterServer(config: config, log: log)
         let early = target.withLock { state -> Int32? in
             state.server = server
@@ -183,6 +178,7 @@ struct PSServerCommand {
         config.stalePolicy = policy
         config.workerTimeoutSeconds = try arguments.required("worker-timeout", as: Double.self)
         config.waitTimeoutSeconds = try arguments.required("wait-timeout", as: Double.self)
+        config.serverTimeoutSeconds = try arguments.required("server-timeout", as: Double.self)
         config.handshakeTimeoutSeconds = try arguments.required("handshake-timeout", as: Double.self)
         config.frameTimeoutSeconds = try arguments.required("frame-timeout", as: Double.self)
         config.sendTimeoutSeconds = try arguments.required("send-timeout", as: Double.self)

@@ -87,6 +87,28 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(events(directives), ["job-started", "worker-joined"])
     }
 
+    /// A joined server restarted mid-job: the job goes back to the checkpoint's step with its clocks and ranks,
+    /// keeps its registered servers (so the placement stays), and starts again once the checkpoint's workers are
+    /// back.
+    func test_rolledBack_keepsServers_andRestartsAtTheCheckpointStep() {
+        var job = serverJob(servers: 2)
+        _ = job.onServerJoin(address: "b:1", shards: 1, now: 0)
+        _ = join(&job, "a")
+        XCTAssertTrue(job.jobStarted)
+        var rolled = job.rolledBack(completedSteps: 20, restoredClocks: ["a": 20], now: 5)
+        _ = rolled.onRestored(ranks: ["a": 0], now: 5)
+        XCTAssertEqual(rolled.joinedServers, [RegisteredServer(address: "b:1", shards: 1)])
+        XCTAssertTrue(rolled.allServersRegistered)
+        XCTAssertFalse(rolled.jobStarted, "waits for the checkpoint's workers")
+        XCTAssertEqual(rolled.barrier.completedSteps, 20)
+        XCTAssertEqual(rolled.releasedSteps, 20)
+        let (result, directives) = rolled.onJoin(name: "a", connection: 9, now: 6)
+        XCTAssertEqual(try? result.get().startStep, 20)
+        XCTAssertTrue(events(directives).contains("job-started"), "\(events(directives))")
+        let (again, _) = rolled.onServerJoin(address: "b:1", shards: 1, now: 7)
+        XCTAssertEqual(try? again.get(), ServerJoinAccepted(index: 1, rejoined: true))
+    }
+
     func test_serverJoin_oneServer_isTheDefaultAndStartsAsBefore() {
         var job = coordinator(workers: 1)
         XCTAssertEqual(job.settings.servers, 1)

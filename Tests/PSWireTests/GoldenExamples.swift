@@ -137,6 +137,19 @@ enum Golden {
                     serverIndex: 1,
                     config: #"{"servers":[{"address":"10.0.0.1:7000","shards":1},"#
                         + #"{"address":"10.0.0.2:7001","shards":2}]}"#))),
+        // A joined server's server link.
+        GoldenExample(
+            requestID: 8,
+            message: .serverCall(
+                ServerCall(
+                    header: #"{"part":{"gather":43,"optimizerStep":42,"server":1,"versions":[42]}}"#,
+                    floats: [0.5, -1]))),
+        GoldenExample(
+            requestID: 7,
+            message: .serverCallReply(
+                ServerCall(
+                    header: #"{"entries":{"entries":[{"exitCode":0,"kind":"release","ranks":[0,1],"reason":"","#
+                        + #""sequence":42,"step":41}]}}"#))),
         GoldenExample(requestID: 5, message: .shutdown),
         GoldenExample(requestID: 5, message: .shutdownAck),
     ]

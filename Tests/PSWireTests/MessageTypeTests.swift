@@ -18,7 +18,8 @@ final class MessageTypeTests: XCTestCase {
             (.checkpointReply, 0x33, "checkpointReply", true), (.shutdown, 0x34, "shutdown", false),
             (.shutdownAck, 0x35, "shutdownAck", true), (.export, 0x36, "export", false),
             (.exportReply, 0x37, "exportReply", true), (.serverJoin, 0x40, "serverJoin", false),
-            (.serverJoined, 0x41, "serverJoined", true),
+            (.serverJoined, 0x41, "serverJoined", true), (.serverCall, 0x42, "serverCall", false),
+            (.serverCallReply, 0x43, "serverCallReply", true),
         ]
         XCTAssertEqual(MessageType.allKnown, expected.map(\.0))
         for (type, code, name, isReply) in expected {
