@@ -39,14 +39,19 @@ final class TLSClusteredTests: XCTestCase {
         cluster.waitForJob()
     }
 
-    func test_joinedServer_registersOverMutualTLS() throws {
+    func test_twoServerJob_overMutualTLS_trainsToTheEnd() throws {
         guard let pki = try TestCertificates.make() else { throw XCTSkip("no openssl command") }
         let serverTLS = [
             "--tls-cert", pki.serverCertificatePath, "--tls-key", pki.serverKeyPath, "--tls-ca", pki.caPath,
         ]
         let cluster = try LocalCluster()
         try cluster.startServer(
-            ["--servers", "2", "--workers", "1", "--model", "softmax", "--data", "digits", "--token", "t"] + serverTLS)
+            [
+                "--servers", "2", "--shards", "2", "--workers", "1", "--model", "softmax", "--data", "digits",
+                "--batch", "64", "--epochs", "1", "--token", "t",
+            ] + serverTLS)
+        // The joined server registers and links to the coordinator over TLS (its certificate as the client's);
+        // the worker reaches both servers over TLS, from the welcome's shard map.
         let joined = try ChildProcess(
             binary: "psserver",
             arguments: [
@@ -56,5 +61,13 @@ final class TLSClusteredTests: XCTestCase {
         defer { _ = joined.terminateAndWait() }
         let line = try joined.waitForLine(matching: "event=joined", in: .standardError, timeout: .seconds(60))
         XCTAssertTrue(line.contains("index=1"), line)
+        try cluster.startWorker(
+            name: "w0",
+            [
+                "--quiet", "--token", "t", "--tls-cert", pki.clientCertificatePath, "--tls-key", pki.clientKeyPath,
+                "--tls-ca", pki.caPath,
+            ])
+        cluster.waitForJob()
+        XCTAssertTrue(cluster.server?.standardError.contains("servers=2") ?? false)
     }
 }
