@@ -53,3 +53,10 @@ done:
     EVP_PKEY_free(key);
     return ok;
 }
+
+// Initialises libssl and libcrypto without their atexit cleanup: SwiftPS processes exit while connection threads
+// may still hold TLS sessions, and a cleanup at exit would free what those threads then free again.
+static inline int psssl_init(void) {
+    return OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_SSL_STRINGS, NULL)
+        && OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
+}

@@ -82,6 +82,7 @@ public final class TLSContext: @unchecked Sendable {
         // OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a peer that went away would raise SIGPIPE. Every
         // SwiftPS binary ignores it already; a library user who turns TLS on gets the same.
         Signals.ignoreSIGPIPE()
+        guard openSSLReady else { throw .tls("OpenSSL failed to initialise") }
         ERR_clear_error()
         guard let context = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()) else {
             throw .tls("cannot create a TLS context: \(errorQueue())")
