@@ -515,6 +515,7 @@ public struct Socket: Sendable, Hashable {
         var offset = 0
         while offset < bytes.count {
             switch try layer.write(UnsafeRawBufferPointer(start: base + offset, count: bytes.count - offset)) {
+            case .done(0): throw .system(operation: "send", errno: .brokenPipe)  // a layer must not make no progress
             case .done(let written): offset += written
             case .wantWrite:
                 guard try waitFor(Int16(POLLOUT), timeout: SO_SNDTIMEO) else { throw .timedOut(operation: "write") }

@@ -199,7 +199,11 @@ final class TLSStream: SocketLayer {
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(SocketError) -> SocketLayerProgress {
         let count = Int32(clamping: bytes.count)
-        return try call { ssl in SSL_write(ssl, bytes.baseAddress, count) }
+        let progress = try call { ssl in SSL_write(ssl, bytes.baseAddress, count) }
+        // The end of the stream is no answer to a write: the peer is gone (without this, a writer would retry
+        // a zero-byte write for ever).
+        if progress == .done(0), count > 0 { throw .system(operation: "TLS write", errno: .brokenPipe) }
+        return progress
     }
 
     var bufferedByteCount: Int {

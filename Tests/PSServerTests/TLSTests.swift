@@ -98,6 +98,31 @@ final class TLSTests: XCTestCase {
         client.close()
     }
 
+    func test_serverThatClosesDuringTheTLSHandshake_failsTheClientPromptly() throws {
+        let pki = try certificates()
+        let listener = try Socket.listen(host: "127.0.0.1", port: 0)
+        let port = try listener.localPort()
+        let server = TestThread(name: "closing-server") {
+            defer { listener.close() }
+            let (socket, _) = try listener.accept()
+            socket.close()  // before any TLS byte is answered
+        }
+        let tls = try XCTUnwrap(try TLSFiles(ca: pki.caPath).clientContext())
+        // Before the fix the client's write retried a zero-byte write for ever: bounded here by the join.
+        let client = TestThread(name: "tls-client") { () -> String in
+            do {
+                _ = try ParameterClient.connect(
+                    host: "127.0.0.1", port: port, role: .control, name: "c", connectTimeout: .seconds(5), tls: tls)
+                return "connected"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let outcome = try client.join(timeout: .seconds(20))
+        XCTAssertNotEqual(outcome, "connected")
+        try server.join()
+    }
+
     func test_tlsFiles_badCombinationsAndFiles_areRefused() throws {
         XCTAssertNotNil(TLSFiles(certificate: "a.pem").problem(server: true))
         XCTAssertNotNil(TLSFiles(ca: "ca.pem").problem(server: true))
