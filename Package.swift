@@ -9,7 +9,8 @@
 //   CCRC32C        our one C file: SSE4.2 CRC32 for PSCheckpoint's CRC-32C, one function behind a CPUID check
 //                  (Swift reaches the instruction only with the whole module built for SSE4.2)
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
-//   PSSecurity     the only Swift module importing OpenSSL: the handshake's HMAC-SHA256, nonces, constant-time compare
+//   PSSecurity     the only Swift module importing OpenSSL: the handshake's HMAC-SHA256, nonces, constant-time
+//                  compare; TLS contexts and the TLS stream (a PSPosix SocketLayer)
 //   PSPosix        the only module that calls Glibc for sockets, signals, processes and clocks
 //   PSLog          the logger: one key=value line per event on stderr, so that any layer can log
 //   PSHTTP         a small HTTP/1.1 server for the observability endpoints: pure request parser, bounded server
