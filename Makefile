@@ -2,13 +2,39 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: build release test tsan lint format deps demo bench clean
+.PHONY: build release dist dist-check test tsan lint format deps demo bench clean
 
 build:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
 
 release:
 	$(SWIFT) build -c release -Xswiftc -warnings-as-errors
+
+# Self-contained binaries for a Debian host that has only OpenBLAS, zlib and OpenSSL (libopenblas0-pthread, zlib1g,
+# libssl3):
+# psserver, psworker and psctl linked with --static-swift-stdlib (Swift runtime, Foundation and Dispatch inside),
+# plus the PSData resource bundle the binaries find beside themselves, in dist/. `make dist-check` (also
+# .ci/dist-check) proves it: no toolchain library in `ldd`, and every binary runs with the toolchain hidden.
+DIST_SCRATCH := .build-dist
+DIST_DIR := dist
+# Warnings are errors here as in every build; cluster/Dockerfile, whose toolchain release may differ, clears it.
+DIST_SWIFTFLAGS ?= -Xswiftc -warnings-as-errors
+
+dist:
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) $(DIST_SWIFTFLAGS) \
+	  --product psserver
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) $(DIST_SWIFTFLAGS) \
+	  --product psworker
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) $(DIST_SWIFTFLAGS) \
+	  --product psctl
+	rm -rf $(DIST_DIR) && mkdir -p $(DIST_DIR)
+	bin="$$($(SWIFT) build -c release --static-swift-stdlib --scratch-path $(DIST_SCRATCH) --show-bin-path)" \
+	  && cp "$$bin/psserver" "$$bin/psworker" "$$bin/psctl" $(DIST_DIR)/ \
+	  && cp -R "$$bin/SwiftPS_PSData.resources" $(DIST_DIR)/
+	@echo "dist: $$(ls $(DIST_DIR) | tr '\n' ' ')"
+
+dist-check: dist
+	.ci/dist-check $(DIST_DIR)
 
 # Builds everything (warnings are errors), then runs the whole suite. Long soak/benchmark tests are gated
 # behind PS_SOAK=1; namespace tests run only as root.

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# netns.sh: the docker-compose topology (one psserver, N workers) on one Linux machine, one
-# network namespace per host, for the test suite. Needs root and iproute2.
+# netns.sh: the docker-compose topology (one psserver, or a coordinator plus joined servers, and N
+# workers) on one Linux machine, one network namespace per host, for the test suite. Needs root and
+# iproute2.
 #
 #   netns.sh up        create the namespaces and the links (no processes)
-#   netns.sh run       up + start the server + wait until it answers + start the workers + wait
-#                      for them (kill / restart / packet loss on request) + down
+#   netns.sh run       up + start the server + wait until it answers + start the joined servers
+#                      (SERVERS > 1) + start the workers + wait for them (kill / restart / packet
+#                      loss on request) + down
 #   netns.sh down      kill every process in the namespaces of $PREFIX and delete them
 #   netns.sh status    list the namespaces of $PREFIX (all netns.sh-style ones without PREFIX)
-#   netns.sh exec HOST CMD...   run CMD inside host HOST (srv, w1, w2...), bounded by $TIMEOUT
+#   netns.sh exec HOST CMD...   run CMD inside host HOST (srv, s2.., w1, w2...), bounded by $TIMEOUT
 #
-# Topology. Namespace $PREFIX-sw holds the bridge br0; hosts $PREFIX-srv (SUBNET.1) and
-# $PREFIX-w1..wN (SUBNET.2..N+1) each get one veth "eth0" whose peer v-<host> is a port of br0.
+# Topology. Namespace $PREFIX-sw holds the bridge br0; hosts $PREFIX-srv (SUBNET.1, the coordinator),
+# $PREFIX-s2..sM (SUBNET.232..230+M, joined servers, only when SERVERS > 1) and $PREFIX-w1..wN
+# (SUBNET.2..N+1) each get one veth "eth0" whose peer v-<host> is a port of br0.
 # Every link is created inside the switch namespace and its peer moved straight into the host
 # namespace (ip -n $PREFIX-sw link add v-$h type veth peer name eth0 netns $PREFIX-$h), so
 # nothing is created in the root namespace, and nothing here ever sends a packet from it: hosts
@@ -22,12 +25,20 @@
 #   BIN_DIR      directory with psserver, psworker, psctl (required by run)
 #   PORT         server port (default 7000)
 #   WORKERS      number of workers (default 3)
+#   SERVERS      number of servers (default 1): the coordinator on srv gets --servers M, joined
+#                servers 2..M run on hosts s2..sM as psserver --join SUBNET.1:PORT --advertise
+#                SUBNET.<230+j>:PORT --shards $JOINED_SHARDS, started once the coordinator answers
 #   SHARDS       --shards (default 4)
+#   JOINED_SHARDS  --shards of each joined server (default $SHARDS)
 #   DATA         --data (default digits)
 #   MODEL        --model (default softmax)
 #   EPOCHS       --epochs (passed only when set)
 #   CHECKPOINT_DIR  --checkpoint-dir (default $OUT/checkpoints)
 #   EXTRA_SERVER_FLAGS, EXTRA_WORKER_FLAGS  more flags, split on whitespace
+#   EXTRA_JOINED_FLAGS  more flags for every joined server (e.g. --server-timeout 10)
+#   SHAPE_RATE   e.g. 2gbit: every host's link is rate-limited both ways (tbf on the host's eth0
+#                and on its switch port v-<host>, burst $SHAPE_BURST (256kb), latency
+#                $SHAPE_LATENCY (50ms))
 #   TIMEOUT      bound on the whole run in seconds (default 300); also bounds `exec`
 #   READY_TIMEOUT  bound on waiting for the server to answer (default 60)
 #   OUT          directory for logs (default a new mktemp -d): server.log, worker<i>.log (a
@@ -38,7 +49,13 @@
 #   KILL_WORKER=i KILL_AFTER=s       SIGKILL worker i s seconds after the workers were started
 #   RESTART_WORKER=1                 restart it with the same --name one second later
 #   KILL_SERVER_AFTER=s              SIGKILL the server s seconds after the workers were started
-#   KILL_WHEN=regex                  count both kill delays from the first line of server.log that
+#   KILL_JOINED_SERVER_AFTER=s       SIGKILL joined server KILL_JOINED_SERVER (default $SERVERS,
+#                                    the last one) s seconds after the workers were started
+#   RESTART_JOINED_SERVER=1          restart it one second later with the same flags (it registers
+#                                    again and the coordinator rolls the job back to the last
+#                                    checkpoint); without it the coordinator ends the job after
+#                                    --server-timeout
+#   KILL_WHEN=regex                  count the kill delays from the first line of server.log that
 #                                    matches this extended regex (e.g. 'event=checkpoint-written')
 #                                    instead of from the workers' start; no match, no kill
 #   RESTART_SERVER=1                 restart it one second later with --restore latest
@@ -50,7 +67,8 @@
 #   netns event=server-start t=0.021 host=srv pid=4242 address=10.231.7.1:7000
 # $OUT/exitcodes: one line per process that ended, in the order they ended:
 #   <name> <exit status> [killed|timeout]      e.g. "worker2 137 killed", "worker2 0", "server 0"
-# A process still running at the deadline is recorded as "<name> 124 timeout".
+# A process still running at the deadline is recorded as "<name> 124 timeout". Joined server j is
+# named server<j> (log server<j>.log).
 #
 # Exit status: 0 all good (the server's and every worker's last run exited 0; an intentionally
 # killed run that was not restarted is ignored); 1 a process failed or the server never came up
@@ -66,7 +84,9 @@ PREFIX=${PREFIX:-psnet$$}
 SUBNET=${SUBNET:-10.231.7}
 PORT=${PORT:-7000}
 WORKERS=${WORKERS:-3}
+SERVERS=${SERVERS:-1}
 SHARDS=${SHARDS:-4}
+JOINED_SHARDS=${JOINED_SHARDS:-$SHARDS}
 DATA=${DATA:-digits}
 MODEL=${MODEL:-softmax}
 EPOCHS=${EPOCHS:-}
@@ -74,12 +94,19 @@ TIMEOUT=${TIMEOUT:-300}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 EXTRA_SERVER_FLAGS=${EXTRA_SERVER_FLAGS:-}
 EXTRA_WORKER_FLAGS=${EXTRA_WORKER_FLAGS:-}
+EXTRA_JOINED_FLAGS=${EXTRA_JOINED_FLAGS:-}
+SHAPE_RATE=${SHAPE_RATE:-}
+SHAPE_BURST=${SHAPE_BURST:-256kb}
+SHAPE_LATENCY=${SHAPE_LATENCY:-50ms}
 LOSS_WORKER=${LOSS_WORKER:-}
 LOSS_PERCENT=${LOSS_PERCENT:-}
 KILL_WORKER=${KILL_WORKER:-}
 KILL_AFTER=${KILL_AFTER:-}
 RESTART_WORKER=${RESTART_WORKER:-0}
 KILL_SERVER_AFTER=${KILL_SERVER_AFTER:-}
+KILL_JOINED_SERVER=${KILL_JOINED_SERVER:-}
+KILL_JOINED_SERVER_AFTER=${KILL_JOINED_SERVER_AFTER:-}
+RESTART_JOINED_SERVER=${RESTART_JOINED_SERVER:-0}
 KILL_WHEN=${KILL_WHEN:-}
 STOP_WITH_PARENT=${STOP_WITH_PARENT:-0}
 readonly PARENT_PID=$PPID
@@ -130,10 +157,13 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
 host_ns() { echo "$PREFIX-$1"; }
 
-# Namespaces that belong to $PREFIX (exact names only: sw, srv, w<N>).
+# Namespaces that belong to $PREFIX (exact names only: sw, srv, s<N>, w<N>).
 our_namespaces() {
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${PREFIX}-(sw|srv|w[0-9]+)\$" || true
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${PREFIX}-(sw|srv|s[0-9]+|w[0-9]+)\$" || true
 }
+
+# joined_address J: the address of joined server J (2..SERVERS).
+joined_address() { echo "$SUBNET.$((230 + $1))"; }
 
 # alive PID: the process exists and is not a zombie.
 alive() {
@@ -151,6 +181,12 @@ check_common() {
     fi
     if ! { is_uint "$WORKERS" && ((WORKERS >= 1 && WORKERS <= 200)); }; then
         die 2 "WORKERS must be 1..200"
+    fi
+    if ! { is_uint "$SERVERS" && ((SERVERS >= 1 && SERVERS <= 16)); }; then
+        die 2 "SERVERS must be 1..16"
+    fi
+    if [[ -n $SHAPE_RATE && ! $SHAPE_RATE =~ ^[0-9]+(\.[0-9]+)?[kmg]?bit$ ]]; then
+        die 2 "SHAPE_RATE must be a tc rate such as 500mbit or 2gbit (got '$SHAPE_RATE')"
     fi
     if ! { is_uint "$PORT" && ((PORT >= 1 && PORT <= 65535)); }; then
         die 2 "PORT must be 1..65535"
@@ -239,7 +275,14 @@ add_host() { # add_host NAME ADDRESS
     ip -n "$PREFIX-sw" link set "v-$h" master br0 up
     ip -n "$ns" addr add "$addr/24" dev eth0
     ip -n "$ns" link set eth0 up
-    event host "host=$h ns=$ns address=$addr"
+    if [[ -n $SHAPE_RATE ]]; then
+        # Both directions: what the host sends (its eth0) and what it receives (its switch port).
+        ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$SHAPE_RATE" burst "$SHAPE_BURST" \
+            latency "$SHAPE_LATENCY"
+        ip netns exec "$PREFIX-sw" tc qdisc add dev "v-$h" root tbf rate "$SHAPE_RATE" \
+            burst "$SHAPE_BURST" latency "$SHAPE_LATENCY"
+    fi
+    event host "host=$h ns=$ns address=$addr${SHAPE_RATE:+ rate=$SHAPE_RATE}"
 }
 
 add_loss() { # add_loss WORKER_INDEX
@@ -270,13 +313,16 @@ do_up() {
     ip -n "$PREFIX-sw" link add br0 type bridge
     ip -n "$PREFIX-sw" link set br0 up
     add_host srv "$SUBNET.1"
+    for ((i = 2; i <= SERVERS; i++)); do
+        add_host "s$i" "$(joined_address "$i")"
+    done
     for ((i = 1; i <= WORKERS; i++)); do
         add_host "w$i" "$SUBNET.$((i + 1))"
     done
     if [[ -n $LOSS_WORKER ]]; then
         while read -r i; do add_loss "$i"; done < <(loss_targets)
     fi
-    event up "workers=$WORKERS subnet=$SUBNET.0/24 server=$SUBNET.1:$PORT"
+    event up "workers=$WORKERS servers=$SERVERS subnet=$SUBNET.0/24 server=$SUBNET.1:$PORT"
 }
 
 do_status() {
@@ -284,7 +330,7 @@ do_status() {
     if [[ -n ${PREFIX_GIVEN:-} ]]; then
         lines=$(our_namespaces)
     else
-        lines=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^[A-Za-z][A-Za-z0-9_]*-(sw|srv|w[0-9]+)$' || true)
+        lines=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^[A-Za-z][A-Za-z0-9_]*-(sw|srv|s[0-9]+|w[0-9]+)$' || true)
     fi
     if [[ -z $lines ]]; then
         echo "no namespaces${PREFIX_GIVEN:+ with prefix $PREFIX}"
@@ -318,6 +364,18 @@ start_server() { # start_server [extra args...]
     PID[server]=$!
     ENDED[server]=0
     event server-start "host=srv pid=${PID[server]} address=$SUBNET.1:$PORT${1:+ extra=$*}"
+}
+
+start_joined_server() { # start_joined_server INDEX (2..SERVERS)
+    local j=$1 ns name="server$1" address extra=()
+    ns=$(host_ns "s$j")
+    address=$(joined_address "$j")
+    read -r -a extra <<<"$EXTRA_JOINED_FLAGS"
+    ip netns exec "$ns" "$BIN_DIR/psserver" --host 0.0.0.0 --port "$PORT" --join "$SUBNET.1:$PORT" \
+        --advertise "$address:$PORT" --shards "$JOINED_SHARDS" "${extra[@]}" >>"$OUT/$name.log" 2>&1 &
+    PID[$name]=$!
+    ENDED[$name]=0
+    event server-start "host=s$j name=$name pid=${PID[$name]} address=$address:$PORT join=$SUBNET.1:$PORT"
 }
 
 start_worker() { # start_worker INDEX
@@ -413,6 +471,7 @@ wait_for_server() {
 
 do_run() {
     local i name rc kill_worker_at=-1 kill_server_at=-1 restart_worker_at=-1 restart_server_at=-1
+    local kill_joined_at=-1 restart_joined_at=-1
     local t workers_started extra=() all_done kill_armed=1
     [[ -n ${BIN_DIR:-} ]] || die 2 "BIN_DIR is required (directory with psserver, psworker, psctl)"
     for name in psserver psworker psctl; do
@@ -430,6 +489,17 @@ do_run() {
     if [[ -n $KILL_SERVER_AFTER ]]; then
         kill_server_at=$(to_ms "$KILL_SERVER_AFTER")
     fi
+    if [[ -n $KILL_JOINED_SERVER_AFTER ]]; then
+        ((SERVERS >= 2)) || die 2 "KILL_JOINED_SERVER_AFTER needs SERVERS >= 2"
+        KILL_JOINED_SERVER=${KILL_JOINED_SERVER:-$SERVERS}
+        if ! { is_uint "$KILL_JOINED_SERVER" && ((KILL_JOINED_SERVER >= 2 && KILL_JOINED_SERVER <= SERVERS)); }; then
+            die 2 "KILL_JOINED_SERVER must be a joined server index in 2..$SERVERS"
+        fi
+        kill_joined_at=$(to_ms "$KILL_JOINED_SERVER_AFTER")
+    fi
+    if ! { is_uint "$JOINED_SHARDS" && ((JOINED_SHARDS >= 1)); }; then
+        die 2 "JOINED_SHARDS must be a positive number"
+    fi
     OUT=${OUT:-$(mktemp -d /tmp/netns-run.XXXXXX)}
     mkdir -p "$OUT"
     OUT=$(cd "$OUT" && pwd)
@@ -443,6 +513,7 @@ do_run() {
     SERVER_ARGS=(--host 0.0.0.0 --port "$PORT" --shards "$SHARDS" --workers "$WORKERS"
         --model "$MODEL" --data "$DATA" --checkpoint-dir "$CHECKPOINT_DIR")
     if [[ -n $EPOCHS ]]; then SERVER_ARGS+=(--epochs "$EPOCHS"); fi
+    if ((SERVERS > 1)); then SERVER_ARGS+=(--servers "$SERVERS"); fi
     read -r -a extra <<<"$EXTRA_SERVER_FLAGS"
     SERVER_ARGS+=("${extra[@]}")
 
@@ -452,7 +523,7 @@ do_run() {
     trap 'on_signal 130' INT
     trap 'on_signal 143' TERM
     trap '' PIPE
-    event run "out=$OUT timeout=${TIMEOUT}s workers=$WORKERS bin=$BIN_DIR"
+    event run "out=$OUT timeout=${TIMEOUT}s workers=$WORKERS servers=$SERVERS bin=$BIN_DIR"
     do_up
 
     start_server
@@ -468,6 +539,12 @@ do_run() {
     fi
 
     NAMES=(server)
+    # Joined servers register with the coordinator, which answers by now; workers need not wait
+    # for them (their hello is answered once every server has registered).
+    for ((i = 2; i <= SERVERS; i++)); do
+        NAMES+=("server$i")
+        start_joined_server "$i"
+    done
     for ((i = 1; i <= WORKERS; i++)); do
         NAMES+=("worker$i")
         start_worker "$i"
@@ -478,6 +555,7 @@ do_run() {
     else
         if ((kill_worker_at >= 0)); then kill_worker_at=$((workers_started + kill_worker_at)); fi
         if ((kill_server_at >= 0)); then kill_server_at=$((workers_started + kill_server_at)); fi
+        if ((kill_joined_at >= 0)); then kill_joined_at=$((workers_started + kill_joined_at)); fi
     fi
 
     # Supervise until every process has ended (and no restart is pending), or the deadline.
@@ -489,6 +567,7 @@ do_run() {
             event kill-armed "when=${KILL_WHEN// /_}"
             if ((kill_worker_at >= 0)); then kill_worker_at=$((t + kill_worker_at)); fi
             if ((kill_server_at >= 0)); then kill_server_at=$((t + kill_server_at)); fi
+            if ((kill_joined_at >= 0)); then kill_joined_at=$((t + kill_joined_at)); fi
         fi
         if ((kill_armed == 1 && kill_worker_at >= 0 && t >= kill_worker_at)); then
             kill_worker_at=-1
@@ -500,6 +579,20 @@ do_run() {
             kill_server_at=-1
             if kill_process server && [[ $RESTART_SERVER == 1 ]]; then
                 restart_server_at=$((t + 1000))
+            fi
+        fi
+        if ((kill_armed == 1 && kill_joined_at >= 0 && t >= kill_joined_at)); then
+            kill_joined_at=-1
+            if kill_process "server$KILL_JOINED_SERVER" && [[ $RESTART_JOINED_SERVER == 1 ]]; then
+                restart_joined_at=$((t + 1000))
+            fi
+        fi
+        if ((restart_joined_at >= 0 && t >= restart_joined_at)); then
+            name="server$KILL_JOINED_SERVER"
+            if reap "$name"; then
+                restart_joined_at=-1
+                INTENT[$name]=""
+                start_joined_server "$KILL_JOINED_SERVER"
             fi
         fi
         if ((restart_worker_at >= 0 && t >= restart_worker_at)); then
@@ -519,8 +612,8 @@ do_run() {
         fi
         all_done=1
         for name in "${NAMES[@]}"; do reap "$name" || all_done=0; done
-        if ((all_done == 1 && restart_worker_at < 0 && restart_server_at < 0 &&
-            kill_worker_at < 0 && kill_server_at < 0)); then
+        if ((all_done == 1 && restart_worker_at < 0 && restart_server_at < 0 && restart_joined_at < 0 &&
+            kill_worker_at < 0 && kill_server_at < 0 && kill_joined_at < 0)); then
             break
         fi
         if ((t >= RUN_DEADLINE)); then
@@ -537,10 +630,11 @@ do_run() {
         fi
         # Everything ended but a scheduled kill never fired (the job finished first).
         if ((all_done == 1)); then
-            if ((kill_worker_at >= 0 || kill_server_at >= 0)); then
+            if ((kill_worker_at >= 0 || kill_server_at >= 0 || kill_joined_at >= 0)); then
                 event kill-skipped "reason=job-ended-first"
                 kill_worker_at=-1
                 kill_server_at=-1
+                kill_joined_at=-1
             fi
         fi
         check_parent
@@ -567,7 +661,7 @@ do_exec() { # do_exec HOST CMD...
     (($# >= 2)) || die 2 "usage: $SCRIPT exec HOST CMD..."
     local h=$1 ns
     shift
-    [[ $h =~ ^(srv|w[0-9]+)$ ]] || die 2 "HOST must be srv or w<N> (got '$h')"
+    [[ $h =~ ^(srv|s[0-9]+|w[0-9]+)$ ]] || die 2 "HOST must be srv, s<N> or w<N> (got '$h')"
     ns=$(host_ns "$h")
     ip netns list | awk '{print $1}' | grep -qx "$ns" || die 2 "no namespace $ns (run up first)"
     exec timeout "$TIMEOUT" ip netns exec "$ns" "$@"

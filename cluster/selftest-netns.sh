@@ -99,6 +99,24 @@ run_case timeout 124 WORKERS=2 TIMEOUT=4 EXTRA_WORKER_FLAGS="--debug-step-delay-
 expect_line "$OUTDIR/exitcodes" "worker1 137 killed"
 expect_line "$OUTDIR/exitcodes" "server 124 timeout"
 
+run_case two-servers 0 WORKERS=2 SERVERS=3 SHAPE_RATE=500mbit EXTRA_WORKER_FLAGS="--debug-step-delay-ms 100"
+for name in server server2 server3 worker1 worker2; do expect_line "$OUTDIR/exitcodes" "$name 0"; done
+grep -q 'event=server-start .*host=s3 name=server3 .*address=10.231.[0-9]*.233:7000' "$WORK/$CASE.stdout" ||
+    fail "no server3 start on SUBNET.233"
+grep -q 'event=server-joined address=10.231.[0-9]*.232:7000' "$OUTDIR/server.log" || fail "server2 did not join"
+grep -q 'event=host .*host=s2 .*rate=500mbit' "$WORK/$CASE.stdout" || fail "s2 not shaped"
+
+run_case kill-joined-server 0 WORKERS=2 SERVERS=2 EXTRA_WORKER_FLAGS="--debug-step-delay-ms 150" \
+    KILL_JOINED_SERVER_AFTER=0.3
+expect_line "$OUTDIR/exitcodes" "server2 137 killed"
+expect_line "$OUTDIR/exitcodes" "server 0"
+
+run_case kill-restart-joined 0 WORKERS=2 SERVERS=2 EXTRA_WORKER_FLAGS="--debug-step-delay-ms 150" \
+    KILL_JOINED_SERVER_AFTER=0.3 RESTART_JOINED_SERVER=1
+expect_line "$OUTDIR/exitcodes" "server2 137 killed"
+expect_line "$OUTDIR/exitcodes" "server2 0"
+[[ $(grep -c 'event=server-start .*name=server2' "$WORK/$CASE.stdout") == 2 ]] || fail "server2 should start twice"
+
 run_case packet-loss 0 WORKERS=2 LOSS_WORKER=all LOSS_PERCENT=30
 grep -q 'event=loss .*host=w2 percent=30' "$WORK/$CASE.stdout" || fail "no loss event"
 

@@ -113,9 +113,16 @@ public enum CommandLineTool {
     /// information.` to standard error and exits 64; any other error thrown by `body` prints `Error: <description>`
     /// to standard error and exits 1.
     public static func main(_ command: Command, _ body: (ParsedArguments) throws -> Int32) -> Never {
+        main(command, arguments: Array(CommandLine.arguments.dropFirst()), body)
+    }
+
+    /// Like ``main(_:_:)``, with the arguments given (a tool that rewrites its command line first).
+    public static func main(
+        _ command: Command, arguments: [String], _ body: (ParsedArguments) throws -> Int32
+    ) -> Never {
         let outcome = run(
             command,
-            arguments: Array(CommandLine.arguments.dropFirst()),
+            arguments: arguments,
             environment: ProcessInfo.processInfo.environment,
             body
         )

@@ -78,6 +78,20 @@ public struct BSPBarrier: Sendable {
         return step
     }
 
+    /// True while no shard has applied `step` or started applying it, and every shard collects pushes for it:
+    /// a worker joining now can still take part in `step` on every shard.
+    public func isOpen(step: UInt64) -> Bool {
+        shards.allSatisfy { $0.pendingStep == step && !$0.applying }
+    }
+
+    /// Forgets the gradients `rank` holds for `step` on every shard that has not started applying it (the rank's
+    /// previous incarnation pushed them; its new incarnation, rejoining at `step`, pushes again).
+    public mutating func forget(rank: WorkerID, step: UInt64) {
+        for shard in shards.indices where shards[shard].pendingStep == step && !shards[shard].applying {
+            shards[shard].arrived.removeAll { $0 == rank }
+        }
+    }
+
     /// Records that `rank`'s gradient for (`shard`, `step`) arrived.
     ///
     /// Returns `.apply` when every rank expected at `step` has now pushed to this shard, `.hold` when some are

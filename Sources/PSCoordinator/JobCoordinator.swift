@@ -93,6 +93,8 @@ public struct StepRecord: Sendable, Equatable {
 
 /// One epoch's evaluation on the test set, as the first worker to finish the epoch reported it.
 public struct EpochRecord: Sendable, Equatable {
+    // `epoch`: in a recorded epoch the epoch's number from 1 (after the first pass: 1); in the report given to
+    // `JobCoordinator.onEpoch`, the wire's index from 0.
     /// The record's place in the metrics file; filled in by the coordinator when it records the epoch.
     public var sequence: UInt64 = 0
     public let epoch: UInt32
@@ -237,7 +239,22 @@ public struct JobCoordinator: Sendable {
     public private(set) var awaitingRestoredWorkers = false
     /// The servers that joined with `--join` (index 1, 2, ...), in registration order.
     public private(set) var joinedServers: [RegisteredServer] = []
+    /// Training samples the workers reported as processed (the sum over every recorded step): the summary's
+    /// samples/s counts these, not steps x batch x K, which overstates a job that went on without a worker.
+    public private(set) var samplesProcessed: UInt64 = 0
+    /// Why the job failed, when it ended without doing its work (the shell exits non-zero with it).
+    public private(set) var failureReason: String? = nil
 
+    /// Workers that left with an error before their first push (refused for their data, say) while the job had
+    /// not started, and when the last of them left. When no worker joined within the worker timeout after that,
+    /// the missing ones are given up like deaths (`gaveUpMissingWorkers`): the job starts with the workers it has.
+    private var failedBeforeStart: (names: [String], at: UInt64)? = nil
+    private var lastJoinNanos: UInt64 = 0
+    private var gaveUpMissingWorkers = false
+    /// When the last `waiting-for-workers` line was issued (every `waitingLogIntervalNanos` until the job starts).
+    private var lastWaitingLog: UInt64? = nil
+    /// How often a job that waits for its workers says how many joined.
+    public static let waitingLogIntervalNanos: UInt64 = 10_000_000_000
     private var restoredClocks: [String: UInt64]
     private var pendingLosses: [UInt64: [WorkerID: (loss: Double, samples: UInt64)]] = [:]
     private var recordedEpochs = Set<UInt32>()
@@ -350,8 +367,13 @@ public struct JobCoordinator: Sendable {
 
     /// A worker's hello: its rank and start step, or a refusal.
     ///
-    /// The join rule: in BSP a worker (new or rejoining) starts at the first step whose barrier has not started,
-    /// so it never pushes to a step some shard already holds or applied without it; in SSP/async it resumes at the
+    /// The join rule: in BSP a worker (new or rejoining) starts at the step being collected when no shard has
+    /// applied (or begun to apply) any of it, and the barrier waits for its push there: what its name pushed for
+    /// that step before is forgotten, because the new incarnation computes the same gradient again from the same
+    /// weights and data slice. So a worker killed and restarted before its timeout, even all of them at once with
+    /// a straggler that had not pushed, redoes the step and the run stays exact. When some shard has already
+    /// applied that step, the worker starts at the first step whose barrier has not started, so it never pushes
+    /// to a step applied without it. In SSP/async it resumes at the
     /// clock its name reached (before a server restart: the checkpoint's clock), a new name at 0. A rejoin closes
     /// the connection of the name's previous incarnation and, in BSP, may complete a step that waited for it.
     ///
@@ -377,9 +399,13 @@ public struct JobCoordinator: Sendable {
                 )
             }
         }
+        // BSP: the step being collected while no shard has applied any of it (a rejoining name's earlier pushes
+        // for it are forgotten below and pushed again), otherwise the first step whose barrier has not started.
+        let openStep = barrier.completedSteps
+        let joinsOpenStep = settings.mode == .bsp && barrier.isOpen(step: openStep)
         let activeFrom: UInt64 =
             settings.mode == .bsp
-            ? max(releasedSteps, barrier.firstUnstartedStep)
+            ? (joinsOpenStep ? openStep : max(releasedSteps, barrier.firstUnstartedStep))
             : membership.worker(named: name)?.clock ?? restoredClocks[name] ?? 0
         let fillsVacancy =
             membership.worker(named: name) == nil && membership.workers.contains { $0.state == .vacant }
@@ -388,6 +414,7 @@ public struct JobCoordinator: Sendable {
         case .rejected(let reason):
             return (.failure(JoinRefusal(kind: .jobFull, reason: reason)), [])
         case .joined(let rank, let rejoined):
+            if joinsOpenStep { barrier.forget(rank: rank, step: openStep) }
             var directives: [JobDirective] = []
             if membershipDirectives.contains(where: {
                 if case .closeReplacedConnection = $0 { return true } else { return false }
@@ -400,6 +427,7 @@ public struct JobCoordinator: Sendable {
                 directives.append(.closeConnection(replaced))
             }
             connectionOfRank[rank] = connection
+            lastJoinNanos = now
             directives += startJobIfReady(now: now)
             directives.append(
                 .log(
@@ -533,6 +561,8 @@ public struct JobCoordinator: Sendable {
                 directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
             }
         }
+        directives += giveUpMissingWorkers(now: now)
+        directives += waitingLine(now: now)
         directives += finishIfDone(now: now)
         if settings.mode != .bsp, jobStarted, !jobFinished, schedule.isDue(step: checkpointStep, now: now) {
             directives.append(.takeCheckpoint(step: checkpointStep))
@@ -553,6 +583,8 @@ public struct JobCoordinator: Sendable {
             membership.vacate(rank: rank, reason: "left with an error before its first push")
         {
             directives.append(.log(LogRecord(.warning, "rank-released", [("name", name), ("rank", "\(rank)")])))
+            failedBeforeStart = ((failedBeforeStart?.names ?? []) + [name], now)
+            gaveUpMissingWorkers = false
             if jobStarted, membership.workers.allSatisfy({ $0.pushes == 0 }) {
                 // Nobody has pushed: the job waits for all K workers again rather than start short of one.
                 jobStarted = false
@@ -635,9 +667,14 @@ public struct JobCoordinator: Sendable {
     }
 
     /// An epoch's evaluation: every worker reports each epoch; the first report is the record.
+    ///
+    /// `epoch.epoch` is the wire's index of the epoch just completed, from 0; the record, the log line, the
+    /// metrics file and the status number epochs from 1, as the worker's console does ("epoch 1/10").
     public mutating func onEpoch(_ epoch: EpochRecord, now: UInt64) -> [JobDirective] {
         guard recordedEpochs.insert(epoch.epoch).inserted else { return [] }
-        var record = epoch
+        var record = EpochRecord(
+            epoch: epoch.epoch == .max ? .max : epoch.epoch + 1, testLoss: epoch.testLoss,
+            testAccuracy: epoch.testAccuracy, samples: epoch.samples)
         record.elapsedNanos = now &- elapsedOrigin
         record.sequence = recordsIssued
         recordsIssued += 1
@@ -647,7 +684,7 @@ public struct JobCoordinator: Sendable {
                 LogRecord(
                     .info, "epoch",
                     [
-                        ("epoch", "\(epoch.epoch)"), ("test_loss", Self.fourDecimals(epoch.testLoss)),
+                        ("epoch", "\(record.epoch)"), ("test_loss", Self.fourDecimals(epoch.testLoss)),
                         ("test_accuracy", Self.fourDecimals(epoch.testAccuracy)),
                     ])),
             .recordEpoch(record),
@@ -656,9 +693,11 @@ public struct JobCoordinator: Sendable {
 
     // MARK: Internals
 
-    /// Whether the job may start: every rank joined and, after a restore, every worker of the checkpoint is back.
+    /// Whether the job may start: every rank joined (or the missing ones were given up) and, after a restore, every
+    /// worker of the checkpoint is back.
     private var mayStartJob: Bool {
-        guard membership.allJoined, allServersRegistered else { return false }
+        guard membership.allJoined || gaveUpMissingWorkers, allServersRegistered, !membership.liveRanks.isEmpty
+        else { return false }
         return !awaitingRestoredWorkers || membership.liveRanks.count == settings.workers
     }
 
@@ -670,6 +709,56 @@ public struct JobCoordinator: Sendable {
         var fields = [("workers", "\(settings.workers)"), ("mode", settings.mode.rawValue)]
         if settings.servers > 1 { fields.append(("servers", "\(settings.servers)")) }
         return [.log(LogRecord(.info, "job-started", fields))]
+    }
+
+    /// While the job waits for its workers (or servers): every 10 s, how many joined, so a job whose second worker
+    /// never comes is not silent (`waiting-for-workers joined=1/2 waited_s=20`).
+    private mutating func waitingLine(now: UInt64) -> [JobDirective] {
+        guard !jobStarted, !jobFinished, !stopping,
+            now &- (lastWaitingLog ?? startNanos) >= Self.waitingLogIntervalNanos
+        else { return [] }
+        lastWaitingLog = now
+        var fields = [
+            ("joined", "\(membership.liveRanks.count)/\(settings.workers)"),
+            ("waited_s", "\((now &- startNanos) / 1_000_000_000)"),
+        ]
+        if settings.servers > 1 { fields.append(("servers", "\(joinedServers.count + 1)/\(settings.servers)")) }
+        return [.log(LogRecord(.info, "waiting-for-workers", fields))]
+    }
+
+    /// A job that has not started, some of whose workers left with an error before their first push, and that no
+    /// worker joined for the worker timeout since: gives up the missing workers as for deaths. The job starts with
+    /// the workers it has or, with none, fails with the reason.
+    private mutating func giveUpMissingWorkers(now: UInt64) -> [JobDirective] {
+        guard !jobStarted, !jobFinished, !gaveUpMissingWorkers, let failed = failedBeforeStart,
+            now &- max(failed.at, lastJoinNanos) > settings.workerTimeoutNanos
+        else { return [] }
+        gaveUpMissingWorkers = true
+        let names = failed.names.map { "'\($0)'" }.joined(separator: ", ")
+        let live = membership.liveRanks.count
+        let reason =
+            "\(names) left with an error before the first step and no worker joined within the worker timeout "
+            + "(\(settings.workerTimeoutNanos / 1_000_000) ms)"
+        events.append(reason + "; the job goes on with \(live) of \(settings.workers) workers")
+        var directives: [JobDirective] = [
+            .log(
+                LogRecord(
+                    .warning, "workers-given-up",
+                    [
+                        ("failed", failed.names.joined(separator: ",")), ("joined", "\(live)/\(settings.workers)"),
+                        ("reason", reason),
+                    ]))
+        ]
+        if live == 0, membership.workers.allSatisfy({ $0.pushes == 0 }), workersFinished == 0 {
+            failureReason = "no worker could start: " + reason
+            jobFinished = true
+            return directives
+        }
+        directives += startJobIfReady(now: now)
+        if settings.mode == .bsp {
+            directives += barrierDirectives(barrier.onMembershipChange(membership: membership), now: now)
+        }
+        return directives
     }
 
     /// Turns the barrier's directives into the shell's: applies stay applies; a completed step checkpoints or
@@ -722,6 +811,7 @@ public struct JobCoordinator: Sendable {
                 samples += reports[rank]!.samples
             }
             pendingLosses[step] = nil
+            samplesProcessed &+= samples
             let workers = membership.workers
             recordsIssued += 1
             records.append(

@@ -412,3 +412,184 @@ public enum FusedUpdate {
         }
     }
 }
+
+/// Upper bounds on the magnitudes an update reads, from which `afterUpdate` proves that one more update cannot make
+/// a weight non-finite, so that the server's non-finite check costs O(1) per update instead of a pass over the
+/// weights (see `psbench server`'s "apply + non-finite check" rows).
+///
+/// The proof is conservative: when it cannot prove the update safe (some bound above `limit`), the caller applies
+/// the update on a copy-on-write backup, measures the result exactly (`measure`) and keeps the backup if a weight
+/// became NaN or infinite. Every bound is an upper bound on the float result, with a generous margin for rounding.
+///
+/// ```swift
+/// var bounds = MagnitudeBounds.measure(weights: w, state: state)        // one pass, once
+/// if let next = bounds.afterUpdate(config: config, gradient: maxAbsG, lrScale: 1) { apply(); bounds = next }
+/// ```
+public struct MagnitudeBounds: Sendable, Equatable {
+    /// At least the largest `|w|` (infinity when a weight is not finite).
+    public var weights: Double
+    /// At least the largest `|v|` of momentum's velocity or `|m|` of Adam's first moment (0 for other kinds).
+    public var state: Double
+    /// Adam: at least the largest `|m| / sqrt(v)` (0 where both are 0; infinity when unknown). Unlike `state` it
+    /// does not grow with the gradient, so Adam's proof does not loosen with weight decay.
+    public var ratio: Double
+
+    /// No bound may exceed this for an update to count as provably finite (float32's largest is about 3.4e38).
+    public static let limit: Double = 1e36
+
+    /// Bounds given as they are.
+    public init(weights: Double, state: Double, ratio: Double = .infinity) {
+        self.weights = weights
+        self.state = state
+        self.ratio = ratio
+    }
+
+    /// Exact bounds: the largest magnitudes in `weights` and in the state slot the proof uses (infinity for a
+    /// non-finite value).
+    public static func measure(weights: UnsafeBufferPointer<Float>, state: OptimizerState) -> MagnitudeBounds {
+        var tracked = 0.0
+        var ratio = Double.infinity
+        switch state.config.kind {
+        case .momentum:
+            tracked = state.slots[0].withUnsafeBufferPointer { maxMagnitude($0) }
+        case .adam:
+            tracked = state.slots[0].withUnsafeBufferPointer { maxMagnitude($0) }
+            ratio = 0
+            for (m, v) in zip(state.slots[0], state.slots[1]) {
+                guard m != 0 else { continue }
+                let root = Double(v).squareRoot()
+                ratio = root > 0 ? max(ratio, abs(Double(m)) / root) : .infinity  // NaN ends up infinite below
+            }
+            if !ratio.isFinite || ratio.isNaN { ratio = .infinity }
+        case .sgd, .adagrad:
+            break
+        }
+        return MagnitudeBounds(weights: maxMagnitude(weights), state: tracked, ratio: ratio)
+    }
+
+    /// The largest `|x|` over `values` (0 when empty), or infinity when one of them is NaN or infinite. One pass,
+    /// explicitly vectorised (a plain loop's float reductions stay scalar without reassociation).
+    public static func maxMagnitude(_ values: UnsafeBufferPointer<Float>) -> Double {
+        let scan = scan(values, magnitudes: true)
+        return scan.finite ? Double(scan.largest) : .infinity
+    }
+
+    /// Whether every element of `values` is finite: `maxMagnitude`'s pass without the maximum (what the
+    /// gradient check costs on its own, for the benchmark's baseline).
+    public static func allFinite(_ values: UnsafeBufferPointer<Float>) -> Bool {
+        scan(values, magnitudes: false).finite
+    }
+
+    @inline(__always)
+    private static func scan(_ values: UnsafeBufferPointer<Float>, magnitudes: Bool) -> (largest: Float, finite: Bool) {
+        guard let base = values.baseAddress else { return (0, true) }
+        #if DEBUG
+            // Unoptimised SIMD types cost a call per operation: debug builds (the tests) take the plain loop.
+            var largestSoFar: Float = 0
+            var poisonSoFar: Float = 0
+            for index in 0..<values.count {
+                let value = base[index]
+                let magnitude = value < 0 ? -value : value
+                if magnitude > largestSoFar { largestSoFar = magnitude }
+                poisonSoFar += value * 0
+            }
+            return (largestSoFar, poisonSoFar.isFinite && largestSoFar.isFinite)
+        #else
+            return scanVectorised(base: base, count: values.count, magnitudes: magnitudes)
+        #endif
+    }
+
+    @inline(__always)
+    private static func scanVectorised(
+        base: UnsafePointer<Float>, count: Int, magnitudes: Bool
+    ) -> (largest: Float, finite: Bool) {
+        let width = 16
+        let raw = UnsafeRawPointer(base)
+        var index = 0
+        var tailLargest: Float = 0
+        var tailPoison: Float = 0  // x * 0 is 0 for a finite x and NaN otherwise
+        if magnitudes {
+            // The largest bit pattern with the sign cleared, compared as integers: for non-negative floats that
+            // order is the numeric one, infinity and NaN (0x7f800000 and above) come out on top, and integer
+            // compares vectorise where `pointwiseMax` on floats (with its NaN rules) does not. Two accumulators
+            // keep the loop off a single dependency chain.
+            var largest = (SIMD16<Int32>(), SIMD16<Int32>())
+            let magnitude = SIMD16<Int32>(repeating: 0x7fff_ffff)
+            while index + 2 * width <= count {
+                let a = raw.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Int32>.self) & magnitude
+                let b = raw.loadUnaligned(fromByteOffset: (index + width) * 4, as: SIMD16<Int32>.self) & magnitude
+                largest.0.replace(with: a, where: a .> largest.0)
+                largest.1.replace(with: b, where: b .> largest.1)
+                index += 2 * width
+            }
+            while index < count {
+                tailLargest = Swift.max(tailLargest, abs(base[index]))
+                tailPoison += base[index] * 0
+                index += 1
+            }
+            let vectorLargest = Float(bitPattern: UInt32(pointwiseMax(largest.0, largest.1).max()))
+            let maximum = Swift.max(vectorLargest, tailLargest)
+            return (maximum, maximum.isFinite && tailPoison.isFinite)
+        }
+        var poison = (SIMD16<Float>(), SIMD16<Float>())
+        while index + 2 * width <= count {
+            poison.0 += raw.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self) * 0
+            poison.1 += raw.loadUnaligned(fromByteOffset: (index + width) * 4, as: SIMD16<Float>.self) * 0
+            index += 2 * width
+        }
+        while index < count {
+            tailPoison += base[index] * 0
+            index += 1
+        }
+        return (0, ((poison.0 + poison.1).sum() + tailPoison).isFinite)
+    }
+
+    /// The bounds after one update of `config` with every gradient element at most `gradient` in magnitude and
+    /// learning-rate factor `lrScale` (at most 1), or nil when they cannot prove every new weight finite.
+    ///
+    /// With `G` the bound on the gradient after clipping and weight decay (`min(gradient, clip) + wd * W`):
+    /// sgd moves a weight by at most `lr * G`; momentum's velocity is at most `mu * V + G` and the step `lr` times
+    /// that (Nesterov: `lr * (G + mu * V')`); Adam's step is at most `lr / (1 - beta1)` times the smaller of
+    /// `M' / eps` (`M' = beta1 * M + (1 - beta1) * G` bounds the first moment) and the bound on `|m| / sqrt(v)`,
+    /// which follows `R' = beta1 / sqrt(beta2) * R + (1 - beta1) / sqrt(1 - beta2)` and so stays small whatever the
+    /// gradient (an overflowing second moment only turns a step to 0); AdaGrad's step is at most `lr` (|g| / sqrt(s + g^2) <= 1), or `lr * G / eps` for a tiny `eps`.
+    public func afterUpdate(config: OptimizerConfig, gradient: Double, lrScale: Float) -> MagnitudeBounds? {
+        // Float32 rounds each operation by at most 2^-24 relative; a handful of them per element stays far inside
+        // these margins, which grow the bounds slowly enough to last tens of millions of updates between measures.
+        let margin = 1 + 1e-6
+        let lr = Double(config.learningRate) * Double(max(lrScale, 0))
+        var g = gradient * margin
+        if let clip = config.clipValue { g = min(g, Double(clip)) }
+        g += Double(config.weightDecay) * weights
+        var state = 0.0
+        var ratio = Double.infinity
+        let step: Double
+        switch config.kind {
+        case .sgd:
+            step = lr * g
+        case .momentum:
+            state = Double(config.momentum) * self.state + g
+            step = lr * (config.nesterov ? g + Double(config.momentum) * state : state)
+        case .adam:
+            let beta1 = Double(config.beta1)
+            let beta2 = Double(config.beta2)
+            state = beta1 * self.state + (1 - beta1) * g
+            let stepSize = lr / (1 - beta1)  // lr / (1 - beta1^t) for every t >= 1
+            guard stepSize * state <= Self.limit else { return nil }
+            // |m'| <= beta1 |m| + (1 - beta1) |g| and sqrt(v') >= max(sqrt(beta2 v), sqrt(1 - beta2) |g|), so
+            // |m'| / sqrt(v') <= beta1 / sqrt(beta2) * ratio + (1 - beta1) / sqrt(1 - beta2); the step divides by
+            // sqrt(v') / sqrt(1 - beta2^t) >= sqrt(v'). A g^2 that underflows adds at most (1 - beta1) 1e-19 / eps.
+            ratio =
+                (beta1 / beta2.squareRoot() * self.ratio + (1 - beta1) / (1 - beta2).squareRoot()
+                    + (1 - beta1) * 1.1e-19 / Double(config.epsilon)) * 1.0001
+            step = stepSize * min(state / Double(config.epsilon), ratio.isFinite ? ratio : .infinity)
+        case .adagrad:
+            step = config.epsilon >= 1e-18 ? lr * 1.01 : lr * g / Double(config.epsilon)
+            guard lr * g <= Self.limit else { return nil }
+        }
+        let next = MagnitudeBounds(weights: (weights + step * 1.001) * margin, state: state * margin, ratio: ratio)
+        let largest = [g, step, next.weights, next.state].max() ?? .infinity
+        guard largest.isFinite, largest <= Self.limit else { return nil }
+        return next
+    }
+}

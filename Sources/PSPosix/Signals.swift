@@ -79,6 +79,20 @@ public enum Signals {
         return signals
     }
 
+    /// Runs `body` with SIGTERM and SIGINT unblocked in the calling thread, then restores its mask.
+    ///
+    /// A child process inherits the mask of the thread that spawns it: one started from a thread that
+    /// `handleTermination` made block the signals could not be stopped with SIGTERM or Ctrl-C. Spawning inside this
+    /// call gives the child the default. A signal that arrives meanwhile runs the `handleTermination` handler as it
+    /// would on any thread.
+    public static func withTerminationSignalsUnblocked<Result>(_ body: () throws -> Result) rethrows -> Result {
+        var signals = terminationSignalSet()
+        var previous = sigset_t()
+        _ = pthread_sigmask(SIG_UNBLOCK, &signals, &previous)
+        defer { _ = pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        return try body()
+    }
+
     /// Sends `signal` to the process `processID` (`kill(2)`).
     public static func send(_ signal: Int32, toProcess processID: Int32) throws(Errno) {
         try nothingOrErrno { Glibc.kill(processID, signal) }

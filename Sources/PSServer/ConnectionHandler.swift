@@ -214,8 +214,8 @@ final class ConnectionHandler {
             try control.checkpoint(wait: request.wait, session: session, requestID: requestID)
         case .export(let request):
             try control.export(path: request.path, session: session, requestID: requestID)
-        case .shutdown:
-            return try control.shutdown(session: session, requestID: requestID)
+        case .shutdown(let request):
+            return try control.shutdown(request, session: session, requestID: requestID)
         default:
             try session.replyError(
                 .invalidState, "\(message.type.name) is not a request a server accepts", to: requestID)

@@ -62,8 +62,13 @@ struct ControlService {
             }
             (ticket, step) = taken
         } else {
-            guard let snapshot = server.store.snapshot() else {
-                return .failure(CheckpointError(file: root, message: "nothing is registered yet"))
+            let at = server.coordinator?.checkpointStep ?? 0
+            guard let snapshot = server.wholeSnapshot(step: at) else {
+                return .failure(
+                    CheckpointError(
+                        file: root,
+                        message: server.store.current == nil
+                            ? "nothing is registered yet" : "a joined server's part did not arrive in time"))
             }
             step = server.coordinator?.checkpointStep ?? (snapshot.shardVersions.max() ?? 0)
             ticket = checkpoints.take(snapshot: snapshot, step: step, context: server.checkpointContext()).ticket
@@ -93,8 +98,15 @@ struct ControlService {
             try session.replyError(.invalidArgument, refusal.description, to: requestID)
             return
         }
-        guard let snapshot = server.store.snapshot() else {
+        guard server.store.current != nil else {
             try session.replyError(.notRegistered, "nothing to export: no tensor is registered", to: requestID)
+            return
+        }
+        // In a scale-out job the weights are gathered from every server (at the current step boundary in BSP).
+        guard let snapshot = server.wholeSnapshot(step: server.coordinator?.checkpointStep ?? 0) else {
+            try session.replyError(
+                .checkpointFailed, "export: a joined server's part did not arrive within --server-timeout",
+                to: requestID)
             return
         }
         let outcome = BackgroundTask.run(name: "psserver-export", seconds: 600) { () -> String? in
@@ -121,12 +133,20 @@ struct ControlService {
         }
     }
 
-    /// Acknowledges, then stops the server (returns false: the connection closes) on another thread (this connection's thread is one it closes).
-    func shutdown(session: Session, requestID: UInt64) throws(TransportError) -> Bool {
+    /// Acknowledges, then stops the server (returns false: the connection closes) on another thread (this
+    /// connection's thread is one it closes). A server running a job first takes a checkpoint at the next step
+    /// boundary, as on SIGTERM, unless the request says `checkpoint: false` (`psctl shutdown --no-checkpoint`).
+    func shutdown(_ request: ShutdownRequest, session: Session, requestID: UInt64) throws(TransportError) -> Bool {
         guard try requireControlRole("shutdown", session: session, requestID: requestID) else { return true }
         try session.reply(.shutdownAck, to: requestID)
         let server = self.server
-        let thread = Thread { server.stop(exitCode: 0, reason: "shutdown requested") }
+        let thread = Thread {
+            if request.checkpoint {
+                server.stopForSignal("shutdown requested")
+            } else {
+                server.stop(exitCode: 0, reason: "shutdown requested (no checkpoint)")
+            }
+        }
         thread.name = "psserver-shutdown"
         thread.start()
         return false

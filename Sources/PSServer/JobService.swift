@@ -88,7 +88,8 @@ struct JobService {
             accepted = value
         }
         if accepted.rejoined, server.completedPlacement.withLock({ $0 }) != nil, coordinator.snapshot.jobStarted,
-            let failure = server.rollBack(restartedServer: accepted.index, address: address)
+            let failure = server.rollBack(
+                because: "joined server \(accepted.index) (\(address)) restarted", restartedServer: accepted.index)
         {
             try session.replyError(.invalidState, failure, to: requestID)
             return

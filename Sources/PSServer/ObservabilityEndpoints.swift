@@ -141,6 +141,10 @@ struct ObservabilityEndpoints: Sendable {
             .counter(
                 "swiftps_stale_pushes_scaled_total", help: "Pushes applied scaled by the stale-gradient bound.",
                 totals.scaled),
+            .counter(
+                "swiftps_nonfinite_updates_refused_total",
+                help: "Updates refused because they would have made a weight NaN or infinite.",
+                Double(shards.reduce(UInt64(0)) { $0 + $1.refusedNonFiniteCount.load(ordering: .relaxed) })),
             .histogram(
                 "swiftps_barrier_wait_seconds",
                 help: "Time a worker's pull waited at the gate (BSP: the barrier; SSP: the staleness bound).",
@@ -230,7 +234,7 @@ struct ObservabilityEndpoints: Sendable {
                 Double(clockSpread(instance.membership))))
         if let epoch = instance.lastEpoch {
             families += [
-                .gauge("swiftps_epoch", help: "The last evaluated epoch.", Double(epoch.epoch)),
+                .gauge("swiftps_epoch", help: "The last evaluated epoch (counted from 1).", Double(epoch.epoch)),
                 .gauge("swiftps_test_loss", help: "Test loss after the last evaluated epoch.", epoch.testLoss),
                 .gauge(
                     "swiftps_test_accuracy_ratio", help: "Test accuracy (0 to 1) after the last evaluated epoch.",

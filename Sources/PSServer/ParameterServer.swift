@@ -75,6 +75,8 @@ public final class ParameterServer: Sendable {
     let initialCompletedSteps: LockedValue<UInt64>
     /// Set once by `stop`; `waitUntilStopped` sleeps on it.
     private let exitCode = LockedValue<Int32?>(nil)
+    /// Why the job failed and the server is stopping (a refused BSP step), for the workers' error frames.
+    let failureReason = LockedValue<String?>(nil)
 
     /// Binds the listening socket, builds the store (registering the job's model or restoring a checkpoint).
     public init(config: ServerConfig, log: Logger = Logger(component: "psserver")) throws {
@@ -225,6 +227,12 @@ public final class ParameterServer: Sendable {
     public func stop(exitCode code: Int32 = 0, reason: String) {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         log.info("stopping", ["reason": reason])
+        if let links {
+            // Joined servers stop with the coordinator (with its exit code); it waits until each was sent that
+            // (bounded), so none is left looking for a coordinator that is gone.
+            let finish = links.publish(.finish, exitCode: code, reason: reason)
+            links.waitUntilSeen(finish, seconds: 3)
+        }
         coordinator?.stop()
         links?.stop()
         joinedShards.withLock { $0 }?.stop()
@@ -373,15 +381,39 @@ public final class ParameterServer: Sendable {
     private func applyStep(shard: Int, step: UInt64, ranks: [Int]) {
         guard let coordinator, let model = store.current, shard < model.shards.count else { return }
         let started = MonotonicClock.nanoseconds()
-        let applied = model.shards[shard].state.withLock { $0.applyMean(step: step, ranks: ranks) }
+        let checksFinite = !config.allowNonFinite
+        let outcome = model.shards[shard].state.withLock {
+            $0.applyMean(step: step, ranks: ranks, checksFinite: checksFinite)
+        }
         serverMetrics.observe(serverMetrics.applyTime, since: started)
         // Scale-out: the coordinator's first shard decides the step's ranks for every server (each applies it
         // once it holds exactly those ranks' gradients), before the step can complete here.
         if shard == 0 { links?.publish(.release, step: step, ranks: ranks) }
-        if !applied {
+        switch outcome {
+        case .applied:
+            break
+        case .missingGradient:
             log.error("bsp-apply-missing-gradient", ["shard": shard, "step": step, "ranks": "\(ranks)"])
+        case .refusedNonFinite:
+            model.shards[shard].refusedNonFiniteCount.wrappingAdd(1, ordering: .relaxed)
+            failStep(shard: shard, step: step)
+            return  // the step is never completed, so no worker reads weights after it
         }
         carryOut(coordinator.applied(shard: shard, step: step))
+    }
+
+    /// BSP: a step's update was refused because it would have made weights non-finite. The shard keeps its
+    /// weights, the step is never released (no worker pulls weights after it, no checkpoint records it), the
+    /// workers' waits end with an error naming the step, and the server exits 1 with that reason.
+    private func failStep(shard: Int, step: UInt64) {
+        let reason =
+            "step \(step)'s update would make weights of shard \(shard) NaN or infinite; it was refused and the job "
+            + "stopped (psserver --allow-nonfinite accepts such updates)"
+        log.error("update-refused", ["shard": shard, "step": step, "reason": reason])
+        failureReason.withLock { if $0 == nil { $0 = reason } }
+        let thread = Thread { [self] in stop(exitCode: 1, reason: reason) }
+        thread.name = "psserver-fail"
+        thread.start()
     }
 
     /// Snapshots the model (the training pause) and queues the checkpoint write; then tells the coordinator,
@@ -490,12 +522,6 @@ public final class ParameterServer: Sendable {
                 log.error("final-checkpoint-failed", ["error": error])
             }
         }
-        if let links {
-            // Joined servers exit with the job, once they handed in their final parts; the coordinator stays up
-            // until each has seen that (bounded), so none is left waiting for a coordinator that is gone.
-            let finish = links.publish(.finish, reason: "the job finished")
-            links.waitUntilSeen(finish, seconds: 5)
-        }
         let job = coordinator.snapshot
         log.info("job-finished", summary(job))
         // A job whose workers all left with an error did not do what it was asked: that is not a success.
@@ -503,7 +529,10 @@ public final class ParameterServer: Sendable {
         if failed {
             log.error(
                 "job-failed",
-                ["reason": "no worker finished its share (every worker left with an error)", "steps": job.stepsDone])
+                [
+                    "reason": job.failureReason ?? "no worker finished its share (every worker left with an error)",
+                    "steps": job.stepsDone,
+                ])
         }
         if !config.keepRunning || failed {
             stop(exitCode: failed ? 1 : 0, reason: failed ? "job failed" : "job finished")
@@ -516,12 +545,18 @@ public final class ParameterServer: Sendable {
         let end = job.finishedAtNanos ?? MonotonicClock.nanoseconds()
         let seconds = Double(end &- min(end, job.elapsedOrigin)) / 1e9
         let description = coordinator?.job
-        let samples = Double(steps) * Double((description?.batchPerWorker ?? 0) * (description?.workers ?? 0))
+        // The samples the workers reported as processed: a job that went on without a worker (one that could not
+        // load its data, say) did less than steps x batch x K.
+        let samples = job.samplesProcessed
         return [
             "steps": steps, "epochs": description?.epochs ?? 0,
             "test_accuracy": job.lastEpoch.map { String(format: "%.4f", $0.testAccuracy) } ?? "n/a",
             "wall_s": String(format: "%.2f", seconds),
-            "samples_per_s": String(format: "%.0f", samples / max(seconds, 1e-9)),
+            // The wait for the workers before the job started, which wall_s does not count.
+            "waited_s": String(
+                format: "%.2f", Double((job.jobStartedAtNanos ?? job.startNanos) &- job.startNanos) / 1e9),
+            "samples": samples,
+            "samples_per_s": String(format: "%.0f", Double(samples) / max(seconds, 1e-9)),
         ]
     }
 
@@ -551,6 +586,10 @@ public final class ParameterServer: Sendable {
             tensors: store.current?.tensorShapes ?? [], lastCheckpoint: checkpoints?.lastWritten,
             jobStatus: coordinator?.jobStatus(), checkpointsSkipped: checkpoints?.skippedCheckpoints)
         document.servers = serverList()
+        let refused = (store.current?.shards ?? []).reduce(UInt64(0)) {
+            $0 + $1.refusedNonFiniteCount.load(ordering: .relaxed)
+        }
+        document.nonFiniteRefused = refused > 0 ? refused : nil
         return document
     }
 

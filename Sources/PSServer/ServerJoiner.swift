@@ -153,7 +153,9 @@ extension ParameterServer {
             requestID += 1
             let request: LinkRequest =
                 installed
-                ? .sync(server: joined.index, after: seen, stats: linkStats(), instance: instance)
+                ? .sync(
+                    server: joined.index, after: seen, stats: linkStats(), instance: instance,
+                    stuck: joinedShards.withLock { $0 }?.stuckStep())
                 : .fetchModel(server: joined.index)
             let answer: ServerCall
             do throws(TransportError) {
@@ -295,7 +297,12 @@ extension ParameterServer {
         switch entry.kind {
         case .release:
             joined.release(step: entry.step, ranks: entry.ranks)
-            for (position, shard) in model.shards.enumerated() { joined.applyReady(shard, position: position) }
+            for (position, shard) in model.shards.enumerated()
+            where joined.applyReady(shard, position: position) == .refusedNonFinite {
+                shard.refusedNonFiniteCount.wrappingAdd(1, ordering: .relaxed)
+                ShardService(server: self).failJoinedStep(step: entry.step, shard: shard.index)
+                return false
+            }
             return true
         case .snapshot:
             if joined.part.mode == .bsp {

@@ -16,7 +16,10 @@ enum LinkRequest: Codable, Equatable {
     case fetchModel(server: Int)
     /// Asks for the coordinator's decisions after sequence number `after`; answered `.entries` at once when there
     /// are some, otherwise after at most about a second (the call is also the server's heartbeat).
-    case sync(server: Int, after: UInt64, stats: LinkStats, instance: UInt64)
+    ///
+    /// `stuck` names a released BSP step this server has waited on for `ModelPart.stuckSeconds`: a gradient of
+    /// it never arrived (its worker died between its sends), so the coordinator rolls the job back.
+    case sync(server: Int, after: UInt64, stats: LinkStats, instance: UInt64, stuck: UInt64? = nil)
     /// Hands in this server's part of the snapshot asked for by entry `gather` (floats: weights, then each
     /// optimizer slot, for the part's elements).
     case part(server: Int, gather: UInt64, optimizerStep: UInt64, versions: [UInt64])
@@ -66,6 +69,8 @@ struct ModelPart: Codable, Equatable {
     var workers: Int
     /// SSP: how many clocks a worker may run ahead of the slowest live one (`--staleness`).
     var staleness: UInt64
+    /// BSP: how long a released step may wait for a gradient before the server reports it stuck.
+    var stuckSeconds: Double
     /// The live workers when the part was cut.
     var liveRanks: [Int]
 }
@@ -230,10 +235,10 @@ final class ServerLinks: Sendable {
 
     /// Waits (at most `seconds`) until every joined server has been sent the entries up to `sequence`.
     func waitUntilSeen(_ sequence: UInt64, seconds: Double) {
-        let joined = joinedCount
+        // Only servers that ever called are waited for (one that never registered will not call).
         state.wait(
             until: MonotonicClock.deadline(afterSeconds: seconds),
-            while: { state in (1...max(joined, 1)).contains { (state.delivered[$0] ?? 0) < sequence } && joined > 0 })
+            while: { state in state.lastHeard.keys.contains { (state.delivered[$0] ?? 0) < sequence } })
     }
 
     /// The sequence number of the last decision published (0 before any).
@@ -318,8 +323,9 @@ final class JoinedShards: Sendable {
     struct Steps: Sendable {
         /// The step each owned shard applies next, by position in the owned range.
         var pending: [UInt64]
-        /// Released steps not yet applied everywhere: step -> the ranks whose mean it is.
+        /// Released steps not yet applied everywhere: step -> the ranks whose mean it is, and when it came.
         var releases: [UInt64: [Int]] = [:]
+        var releasedAt: [UInt64: UInt64] = [:]
         /// SSP: the clock each rank's pushes to this server reached, and the live ranks (from the coordinator).
         var clocks: [Int: UInt64] = [:]
         var live: Set<Int> = []
@@ -374,24 +380,44 @@ final class JoinedShards: Sendable {
 
     /// Records a release and returns the owned positions that may now apply.
     func release(step: UInt64, ranks: [Int]) {
-        steps.withLockAndBroadcast { $0.releases[step] = ranks }
+        let now = MonotonicClock.nanoseconds()
+        steps.withLockAndBroadcast { steps in
+            steps.releases[step] = ranks
+            steps.releasedAt[step] = now
+        }
     }
 
-    /// Applies every step of `shard` that is released and whose gradients are all held, in order.
-    func applyReady(_ shard: Shard, position: Int) {
+    /// The oldest released step some shard still waits on after `ModelPart.stuckSeconds`, if any.
+    func stuckStep() -> UInt64? {
+        let now = MonotonicClock.nanoseconds()
+        let limit = UInt64(max(part.stuckSeconds, 0) * 1e9)
+        return steps.withLock { steps in
+            let done = steps.completed
+            return steps.releasedAt.filter { $0.key >= done && now > $0.value && now - $0.value > limit }.keys.min()
+        }
+    }
+
+    /// Applies every step of `shard` that is released and whose gradients are all held, in order. Returns
+    /// `.refusedNonFinite` when a step's update would make a weight non-finite (nothing of it applied; the step
+    /// stays unapplied), otherwise `.applied` or `.missingGradient` for the last attempt.
+    @discardableResult
+    func applyReady(_ shard: Shard, position: Int) -> MeanOutcome {
+        let checksFinite = !part.allowNonFinite
         while true {
             let next: (step: UInt64, ranks: [Int])? = steps.withLock { steps in
                 let step = steps.pending[position]
                 return steps.releases[step].map { (step, $0) }
             }
-            guard let (step, ranks) = next else { return }
+            guard let (step, ranks) = next else { return .missingGradient }
             // Fails (nothing applied) while a listed rank's gradient has not arrived, or when another thread
             // applied the step first: its slots no longer hold that step.
-            guard shard.state.withLock({ $0.applyMean(step: step, ranks: ranks) }) else { return }
+            let outcome = shard.state.withLock { $0.applyMean(step: step, ranks: ranks, checksFinite: checksFinite) }
+            guard outcome == .applied else { return outcome }
             steps.withLockAndBroadcast { steps in
                 steps.pending[position] = step + 1
                 let done = steps.completed
                 steps.releases = steps.releases.filter { $0.key >= done }
+                steps.releasedAt = steps.releasedAt.filter { $0.key >= done }
             }
         }
     }

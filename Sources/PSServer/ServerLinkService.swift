@@ -56,7 +56,7 @@ struct ServerLinkService {
         case .fetchModel(let index):
             links.heard(server: index)
             try fetchModel(server: index, session: session, requestID: requestID)
-        case .sync(let index, let after, let stats, let instance):
+        case .sync(let index, let after, let stats, let instance, let stuck):
             guard instance == links.instance else {
                 try reply(
                     .reregister(reason: "this coordinator restarted since the model part was fetched"),
@@ -64,6 +64,13 @@ struct ServerLinkService {
                 return
             }
             links.report(stats, server: index)
+            if let stuck, server.rollingBack.withLock({ $0 }) == nil {
+                let reason =
+                    "joined server \(index) cannot apply released step \(stuck): a worker's gradient never arrived "
+                    + "(it died between its sends)"
+                server.log.error("step-stuck", ["server": index, "step": stuck])
+                _ = server.rollBack(because: reason, restartedServer: nil)
+            }
             let entries = links.entries(after: after, server: index, seconds: 1)
             try reply(.entries(entries: entries), session: session, requestID: requestID)
         case .part(let index, let gather, let optimizerStep, let versions):
@@ -125,6 +132,7 @@ struct ServerLinkService {
             optimizerStep: whole.optimizerStep,
             versions: Array(repeating: whole.shardVersions.max() ?? 0, count: shards.count),
             workers: config.job?.workers ?? 1, staleness: config.mode == .ssp ? config.staleness : .max,
+            stuckSeconds: 2 * config.workerTimeoutSeconds,
             liveRanks: server.coordinator?.snapshot.membership.liveRanks ?? [])
         server.log.info("model-part-sent", ["server": index, "shards": "\(shards)", "elements": elements.count])
         try session.reply(

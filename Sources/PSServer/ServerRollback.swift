@@ -3,8 +3,9 @@ import PSCheckpoint
 import PSPosix
 
 extension ParameterServer {
-    /// Scale-out: a joined server that died came back (same address) while the job runs. Its shards' state is
-    /// gone, so the whole job goes back to the last checkpoint, as after a coordinator restart with
+    /// Scale-out: a joined server that died came back (same address) while the job runs, so its shards' state is
+    /// gone; or a joined server cannot apply a released step because a worker died between its sends, so one of
+    /// that step's gradients will never arrive. Either way the whole job goes back to the last checkpoint, as after a coordinator restart with
     /// `--restore latest`: every worker connection closes, the coordinator reloads the checkpoint (its own shards,
     /// and the whole model for the joined servers' parts), every joined server drops its model and fetches its
     /// part again, and only then are workers welcomed back, at the checkpoint's step. In BSP the final weights are
@@ -12,17 +13,20 @@ extension ParameterServer {
     ///
     /// Returns nil once the rollback is under way (the joined servers' part finishes on a thread of its own), or
     /// the reason it cannot be done, after stopping the job with exit code 1.
-    func rollBack(restartedServer index: Int, address: String) -> String? {
+    func rollBack(because reason: String, restartedServer index: Int?) -> String? {
         guard let coordinator, let links, let checkpoints, checkpoints.lastWritten != nil else {
-            let reason =
-                "joined server \(index) (\(address)) restarted and its shards' state is lost, but there is no "
-                + "checkpoint to roll back to (--checkpoint-dir, --checkpoint-every-steps)"
-            log.error("rollback-failed", ["reason": reason])
-            stop(exitCode: 1, reason: reason)
-            return reason
+            let failure =
+                "\(reason), and there is no checkpoint to roll back to (--checkpoint-dir, --checkpoint-every-steps)"
+            log.error("rollback-failed", ["reason": failure])
+            stop(exitCode: 1, reason: failure)
+            return failure
         }
-        let reason = "joined server \(index) (\(address)) restarted"
-        rollingBack.withLock { $0 = reason }
+        let alreadyRollingBack = rollingBack.withLock { current -> Bool in
+            if current != nil { return true }
+            current = reason
+            return false
+        }
+        if alreadyRollingBack { return nil }
         log.warning("rollback-started", ["reason": reason])
         // No worker acts on the old state any more: their connections close (they reconnect, and are refused
         // until the rollback is done).
@@ -36,7 +40,7 @@ extension ParameterServer {
             let restored = try checkpoints.restore(spec: "latest", into: store, expectedTensors: config.jobTensors)
             initialModel.withLock { $0 = whole.snapshot() }
             initialCompletedSteps.withLock { $0 = restored.step }
-            links.forget(server: index)
+            if let index { links.forget(server: index) }
             carryOut(
                 coordinator.rollBack(
                     completedSteps: restored.step, restoredClocks: restored.workerClocks,

@@ -17,6 +17,8 @@ public final class Shard: Sendable {
     let pullCount = Atomic<UInt64>(0)
     let droppedStaleCount = Atomic<UInt64>(0)
     let scaledStaleCount = Atomic<UInt64>(0)
+    /// Updates refused because they would have made a weight NaN or infinite.
+    let refusedNonFiniteCount = Atomic<UInt64>(0)
 
     init(index: Int, range: Range<Int>, weights: [Float], optimizer: OptimizerConfig, workerSlots: Int) {
         precondition(weights.count == range.count, "shard weights must match the shard's range")
@@ -40,6 +42,17 @@ public final class Shard: Sendable {
 struct GradientSlot {
     var step: UInt64? = nil
     var values: [Float] = []
+    /// At least the largest `|g|` of `values` (infinity when unknown).
+    var bound: Double = .infinity
+}
+
+/// What a BSP `applyMean` did.
+enum MeanOutcome: Equatable {
+    case applied
+    /// A listed rank holds no gradient for the step: nothing applied.
+    case missingGradient
+    /// The update would have made a weight NaN or infinite: nothing applied, the held gradients dropped.
+    case refusedNonFinite
 }
 
 /// Everything a shard's lock protects.
@@ -51,6 +64,9 @@ struct ShardState: Sendable {
     var slots: [GradientSlot]
     /// Work buffer for the BSP mean, sized once.
     var scratch: [Float]
+    /// Bounds on the weights' and optimizer state's magnitudes that prove the next update finite without a pass
+    /// over the weights; nil until measured (lazily, by the first checked update) and after a restore.
+    var bounds: MagnitudeBounds? = nil
 
     /// Applies one gradient update (async/SSP path); the gradient buffer may be overwritten.
     mutating func apply(gradient: UnsafeMutableBufferPointer<Float>, lrScale: Float) {
@@ -60,8 +76,56 @@ struct ShardState: Sendable {
         version += 1
     }
 
-    /// Stores `rank`'s gradient for `step` (BSP), copying it out of the connection's receive buffer.
-    mutating func hold(step: UInt64, rank: Int, gradient: UnsafeBufferPointer<Float>) {
+    /// Applies one update unless it would make a weight NaN or infinite; false means refused, with the weights,
+    /// the optimizer state and the version exactly as before. `gradientBound` is at least the largest `|g|`; nil
+    /// turns the check off (`--allow-nonfinite`).
+    ///
+    /// Usually `MagnitudeBounds.afterUpdate` proves the update finite in O(1) and it is applied in place as
+    /// `apply` would. Otherwise the update is applied on a copy-on-write backup of the state (the weights and the
+    /// optimizer slots are copied by the first write), the result measured, and the backup put back if a weight
+    /// is not finite.
+    mutating func applyChecked(
+        gradient: UnsafeMutableBufferPointer<Float>, gradientBound: Double?, lrScale: Float
+    ) -> Bool {
+        guard let gradientBound else {
+            apply(gradient: gradient, lrScale: lrScale)
+            return true
+        }
+        if let next = currentBounds().afterUpdate(config: optimizer.config, gradient: gradientBound, lrScale: lrScale) {
+            apply(gradient: gradient, lrScale: lrScale)
+            bounds = next
+            return true
+        }
+        let backup = self
+        apply(gradient: gradient, lrScale: lrScale)
+        let measured = measureBounds()
+        guard measured.weights.isFinite else {
+            self = backup
+            return false
+        }
+        bounds = measured
+        return true
+    }
+
+    /// Whether `MagnitudeBounds` proves an update with gradient elements bounded by `gradientBound` finite.
+    mutating func provesFinite(gradientBound: Double) -> Bool {
+        currentBounds().afterUpdate(config: optimizer.config, gradient: gradientBound, lrScale: 1) != nil
+    }
+
+    private mutating func currentBounds() -> MagnitudeBounds {
+        if let bounds { return bounds }
+        let measured = measureBounds()
+        bounds = measured
+        return measured
+    }
+
+    private func measureBounds() -> MagnitudeBounds {
+        weights.withUnsafeBufferPointer { MagnitudeBounds.measure(weights: $0, state: optimizer) }
+    }
+
+    /// Stores `rank`'s gradient for `step` (BSP), copying it out of the connection's receive buffer; `bound` is at
+    /// least its largest `|g|`.
+    mutating func hold(step: UInt64, rank: Int, gradient: UnsafeBufferPointer<Float>, bound: Double = .infinity) {
         if slots[rank].values.count != gradient.count {
             slots[rank].values = [Float](repeating: 0, count: gradient.count)
         }
@@ -69,12 +133,18 @@ struct ShardState: Sendable {
             _ = destination.initialize(fromContentsOf: gradient)
         }
         slots[rank].step = step
+        slots[rank].bound = bound
     }
 
     /// Applies the mean of the held gradients of `ranks` for `step`, summed in rank order (bitwise reproducible).
-    /// Returns false (and applies nothing) if a listed rank holds no gradient for that step.
-    mutating func applyMean(step: UInt64, ranks: [Int]) -> Bool {
-        guard !ranks.isEmpty, ranks.allSatisfy({ $0 < slots.count && slots[$0].step == step }) else { return false }
+    /// Applies nothing if a listed rank holds no gradient for that step or, when `checksFinite`, if the update
+    /// would make a weight NaN or infinite (`applyChecked`).
+    mutating func applyMean(step: UInt64, ranks: [Int], checksFinite: Bool = false) -> MeanOutcome {
+        guard !ranks.isEmpty, ranks.allSatisfy({ $0 < slots.count && slots[$0].step == step }) else {
+            return .missingGradient
+        }
+        // The mean's elements are no larger than the largest held one (plus rounding, which the bounds allow for).
+        let meanBound = checksFinite ? ranks.map { slots[$0].bound }.max() ?? .infinity : nil
         let count = scratch.count
         scratch.withUnsafeMutableBufferPointer { sum in
             slots[ranks[0]].values.withUnsafeBufferPointer { first in
@@ -88,13 +158,16 @@ struct ShardState: Sendable {
             if ranks.count > 1 {
                 BLAS.sscal(count: count, alpha: 1 / Float(ranks.count), x: sum.baseAddress!)
             }
-            weights.withUnsafeMutableBufferPointer { w in
-                optimizer.apply(weights: w, gradient: sum, lrScale: 1)
-            }
         }
+        // The sum lives in `scratch`, which the update must not see move: hand it over and take it back after.
+        var sum: [Float] = []
+        swap(&sum, &scratch)
+        let applied = sum.withUnsafeMutableBufferPointer { gradient in
+            applyChecked(gradient: gradient, gradientBound: meanBound, lrScale: 1)
+        }
+        swap(&sum, &scratch)
         for rank in ranks { slots[rank].step = nil }
-        version += 1
-        return true
+        return applied ? .applied : .refusedNonFinite
     }
 
     /// Forgets whatever `rank` holds (it died or left).

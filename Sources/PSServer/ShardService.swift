@@ -1,4 +1,5 @@
 import PSCoordinator
+import PSMath
 import PSPosix
 import PSTransport
 import PSWire
@@ -79,13 +80,10 @@ struct ShardService {
         // The gradient lands straight in the connection's reusable receive buffer.
         let raw = try connection.readPayload(length: floatBytes)
         let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
-        if !rules.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
-            try session.replyError(
-                .nonFinite,
-                "gradient for shard \(shardIndex) has a non-finite value (\(gradient[bad]) at element \(bad)); "
-                    + "nothing was applied", to: requestID)
-            return
-        }
+        guard
+            case .accepted(let bound) = try checkGradient(
+                gradient, named: "gradient for shard \(shardIndex)", session: session, requestID: requestID)
+        else { return }
         shard.pushCount.wrappingAdd(1, ordering: .relaxed)
         if rules.mode == .bsp, server.coordinator == nil {
             try session.replyError(
@@ -95,18 +93,26 @@ struct ShardService {
         if let coordinator = server.coordinator, server.config.mode == .bsp {
             try bspPush(
                 coordinator: coordinator, shard: shard, prefix: prefix, gradient: UnsafeBufferPointer(gradient),
-                header: header, session: session)
+                bound: bound ?? .infinity, header: header, session: session)
         } else {
-            try asyncPush(shard: shard, prefix: prefix, gradient: gradient, header: header, session: session)
+            try asyncPush(
+                shard: shard, prefix: prefix, gradient: gradient, bound: bound, header: header, session: session)
         }
     }
 
     /// SSP/async (and a plain store): applies now, under the shard's lock, with the stale-gradient rule.
     private func asyncPush(
-        shard: Shard, prefix: PushPrefix, gradient: UnsafeMutableBufferPointer<Float>, header: FrameHeader,
-        session: Session
+        shard: Shard, prefix: PushPrefix, gradient: UnsafeMutableBufferPointer<Float>, bound: Double?,
+        header: FrameHeader, session: Session
     ) throws(TransportError) {
-        let outcome = applyNow(shard: shard, baseVersion: prefix.baseVersion, gradient: gradient, rank: session.rank)
+        guard
+            let outcome = applyNow(
+                shard: shard, baseVersion: prefix.baseVersion, gradient: gradient, bound: bound, rank: session.rank)
+        else {
+            try session.replyError(
+                .nonFinite, Self.refusedMessage(shards: [shard.index], version: shard.version), to: header.requestID)
+            return
+        }
         if header.type == .pushPull, outcome.status != .droppedStale {
             try sendShard(shard, session: session, requestID: header.requestID)
         } else {
@@ -117,24 +123,56 @@ struct ShardService {
         }
     }
 
-    /// SSP/async: applies `gradient` to `shard` under its lock with the stale-gradient rule, and counts it.
+    /// The error message of an update refused because it would have made weights non-finite.
+    static func refusedMessage(shards: [Int], version: UInt64? = nil) -> String {
+        let which = shards.count == 1 ? "shard \(shards[0])" : "shards \(shards)"
+        let at = version.map { " (kept at version \($0))" } ?? ""
+        return "update refused: it would make weights of \(which) NaN or infinite; nothing was applied\(at) "
+            + "(psserver --allow-nonfinite accepts such updates)"
+    }
+
+    /// SSP/async: applies `gradient` to `shard` under its lock with the stale-gradient rule, and counts it; nil
+    /// (nothing applied, counted as refused) when the update would make a weight non-finite. `bound` is at least
+    /// the gradient's largest `|g|`; nil turns that check off.
     private func applyNow(
-        shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, rank: Int?
-    ) -> (status: PushStatus, version: UInt64, staleness: UInt64) {
-        let rule = rules.stalenessRule
+        shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, bound: Double?, rank: Int?
+    ) -> (status: PushStatus, version: UInt64, staleness: UInt64)? {
         let started = MonotonicClock.nanoseconds()
-        let outcome: (status: PushStatus, version: UInt64, staleness: UInt64) = shard.state.withLock { state in
-            switch rule.decide(currentVersion: state.version, baseVersion: baseVersion) {
-            case .apply:
-                let staleness = StalenessRule.staleness(currentVersion: state.version, baseVersion: baseVersion)
-                state.apply(gradient: gradient, lrScale: 1)
-                return (.applied, state.version, staleness)
-            case .applyScaled(let scale, let staleness):
-                state.apply(gradient: gradient, lrScale: scale)
-                return (.appliedScaled, state.version, staleness)
-            case .drop(let staleness):
-                return (.droppedStale, state.version, staleness)
-            }
+        let decided = shard.state.withLock { state in
+            Self.decideAndApply(
+                &state, rule: rules.stalenessRule, baseVersion: baseVersion, gradient: gradient, bound: bound)
+        }
+        return account(shard: shard, outcome: decided, rank: rank, started: started)
+    }
+
+    /// The stale-gradient rule and the checked update for one shard whose lock the caller holds; nil when refused.
+    private static func decideAndApply(
+        _ state: inout ShardState, rule: StalenessRule, baseVersion: UInt64,
+        gradient: UnsafeMutableBufferPointer<Float>,
+        bound: Double?
+    ) -> (status: PushStatus, version: UInt64, staleness: UInt64)? {
+        switch rule.decide(currentVersion: state.version, baseVersion: baseVersion) {
+        case .apply:
+            let staleness = StalenessRule.staleness(currentVersion: state.version, baseVersion: baseVersion)
+            guard state.applyChecked(gradient: gradient, gradientBound: bound, lrScale: 1) else { return nil }
+            return (.applied, state.version, staleness)
+        case .applyScaled(let scale, let staleness):
+            guard state.applyChecked(gradient: gradient, gradientBound: bound, lrScale: scale) else { return nil }
+            return (.appliedScaled, state.version, staleness)
+        case .drop(let staleness):
+            return (.droppedStale, state.version, staleness)
+        }
+    }
+
+    /// Counts one shard's SSP/async outcome (nil: refused) in the shard's, the server's and the coordinator's
+    /// counters.
+    private func account(
+        shard: Shard, outcome decided: (status: PushStatus, version: UInt64, staleness: UInt64)?, rank: Int?,
+        started: UInt64
+    ) -> (status: PushStatus, version: UInt64, staleness: UInt64)? {
+        guard let outcome = decided else {
+            shard.refusedNonFiniteCount.wrappingAdd(1, ordering: .relaxed)
+            return nil
         }
         if outcome.status != .droppedStale {
             server.serverMetrics.observe(server.serverMetrics.applyTime, since: started)
@@ -148,14 +186,14 @@ struct ShardService {
     /// BSP: holds the gradient in the shard for the pending step; the push that completes the step applies it.
     private func bspPush(
         coordinator: Coordinator, shard: Shard, prefix: PushPrefix, gradient: UnsafeBufferPointer<Float>,
-        header: FrameHeader, session: Session
+        bound: Double, header: FrameHeader, session: Session
     ) throws(TransportError) {
         guard let rank = session.rank else {
             try session.replyError(.invalidState, "only a joined worker can push in bsp mode", to: header.requestID)
             return
         }
         let step = prefix.clock
-        shard.state.withLock { $0.hold(step: step, rank: rank, gradient: gradient) }
+        shard.state.withLock { $0.hold(step: step, rank: rank, gradient: gradient, bound: bound) }
         let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
         if case .rejected(let reason) = verdict {
             shard.state.withLock { $0.dropHeld(rank: rank) }
@@ -215,13 +253,10 @@ struct ShardService {
         }
         let raw = try connection.readPayload(length: floatBytes)
         let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
-        if !rules.allowNonFinite, let bad = firstNonFinite(UnsafeBufferPointer(gradient)) {
-            try session.replyError(
-                .nonFinite,
-                "exchange gradient has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
-                to: requestID)
-            return
-        }
+        guard
+            case .accepted(let bound) = try checkGradient(
+                gradient, named: "exchange gradient", session: session, requestID: requestID)
+        else { return }
         let coordinator = server.coordinator
         let bsp = coordinator != nil && server.config.mode == .bsp
         if bsp && session.rank == nil {
@@ -230,7 +265,8 @@ struct ShardService {
         }
         if let joined = server.joinedShards.withLock({ $0 }) {
             try joinedExchange(
-                joined, model: model, prefix: prefix, gradient: gradient, session: session, requestID: requestID)
+                joined, model: model, prefix: prefix, gradient: gradient, bound: bound, session: session,
+                requestID: requestID)
             return
         }
         // Every shard's slice at once, on the connection's thread and the server's shard helpers.
@@ -238,28 +274,48 @@ struct ShardService {
         let rank = session.rank
         let baseVersions = prefix.baseVersions
         let step = prefix.clock
-        let rejections = LockedValue<[String]>([])
+        let rejections = LockedValue<[(code: ErrorCode, reason: String)]>([])
         let base = elements.lowerBound
-        server.shardWorkers.forEach(shards.count) { [self] index in
+        var appliedAtomically = false
+        if !bsp, let bound,
+            !shards.allSatisfy({ shard in shard.state.withLock { $0.provesFinite(gradientBound: bound) } })
+        {
+            // Some shard's update is not provably finite: all of them at once under every shard lock, or none.
+            let refused = applyAllOrNothing(
+                shards[...], gradient: gradient, base: base, bound: bound, baseVersions: baseVersions, rank: rank)
+            if !refused.isEmpty {
+                try session.replyError(.nonFinite, Self.refusedMessage(shards: refused), to: requestID)
+                return
+            }
+            appliedAtomically = true
+        }
+        server.shardWorkers.forEach(shards.count, elements: elements.count) { [self] index in
             let shard = shards[index]
             let slice = UnsafeMutableBufferPointer(
                 rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
             shard.pushCount.wrappingAdd(1, ordering: .relaxed)
             if bsp, let coordinator, let rank {
-                shard.state.withLock { $0.hold(step: step, rank: rank, gradient: UnsafeBufferPointer(slice)) }
+                shard.state.withLock {
+                    $0.hold(step: step, rank: rank, gradient: UnsafeBufferPointer(slice), bound: bound ?? .infinity)
+                }
                 let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
                 if case .rejected(let reason) = verdict {
                     shard.state.withLock { $0.dropHeld(rank: rank) }
-                    rejections.withLock { $0.append(reason) }
+                    rejections.withLock { $0.append((.invalidState, reason)) }
                     return
                 }
                 server.carryOut(directives)
-            } else {
-                _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, rank: rank)
+            } else if !appliedAtomically,
+                applyNow(
+                    shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound, rank: rank)
+                    == nil
+            {
+                // Proved finite a moment ago: only a concurrent push to this very shard can have changed that.
+                rejections.withLock { $0.append((.nonFinite, Self.refusedMessage(shards: [shard.index]))) }
             }
         }
-        if let reason = rejections.withLock({ $0.first }) {
-            try session.replyError(.invalidState, reason, to: requestID)
+        if let rejection = rejections.withLock({ $0.first }) {
+            try session.replyError(rejection.code, rejection.reason, to: requestID)
             return
         }
         var jobState = JobState.running
@@ -289,7 +345,7 @@ struct ShardService {
         let versions = LockedValue([UInt64](repeating: 0, count: shards.count))
         session.sendBuffer.withUnsafeMutableBufferPointer { buffer in
             let destination = buffer  // forEach returns only after every copy into it finished
-            server.shardWorkers.forEach(shards.count) { index in
+            server.shardWorkers.forEach(shards.count, elements: elements.count) { index in
                 let shard = shards[index]
                 let local = (shard.range.lowerBound - base)..<(shard.range.upperBound - base)
                 let version = shard.state.withLock { state in
@@ -314,7 +370,7 @@ struct ShardService {
     /// applies at once under the stale-gradient rule and answers (the coordinator's exchange enforces the bound).
     private func joinedExchange(
         _ joined: JoinedShards, model: ShardedModel, prefix: ExchangePrefix,
-        gradient: UnsafeMutableBufferPointer<Float>,
+        gradient: UnsafeMutableBufferPointer<Float>, bound: Double?,
         session: Session, requestID: UInt64
     ) throws(TransportError) {
         let shards = model.shards
@@ -328,13 +384,16 @@ struct ShardService {
                     to: requestID)
                 return
             }
-            server.shardWorkers.forEach(shards.count) { index in
+            server.shardWorkers.forEach(shards.count, elements: gradient.count) { index in
                 let shard = shards[index]
                 let slice = UnsafeBufferPointer(
                     rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
                 shard.pushCount.wrappingAdd(1, ordering: .relaxed)
-                shard.state.withLock { $0.hold(step: step, rank: rank, gradient: slice) }
-                joined.applyReady(shard, position: index)
+                shard.state.withLock { $0.hold(step: step, rank: rank, gradient: slice, bound: bound ?? .infinity) }
+                if joined.applyReady(shard, position: index) == .refusedNonFinite {
+                    shard.refusedNonFiniteCount.wrappingAdd(1, ordering: .relaxed)
+                    failJoinedStep(step: step, shard: shard.index)
+                }
             }
             let connection = session.connection
             let ready = joined.waitForCompleted(
@@ -352,12 +411,12 @@ struct ShardService {
             }
         } else {
             let baseVersions = prefix.baseVersions
-            server.shardWorkers.forEach(shards.count) { [self] index in
+            server.shardWorkers.forEach(shards.count, elements: gradient.count) { [self] index in
                 let shard = shards[index]
                 let slice = UnsafeMutableBufferPointer(
                     rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
                 shard.pushCount.wrappingAdd(1, ordering: .relaxed)
-                _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, rank: nil)
+                _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound, rank: nil)
             }
             if joined.part.mode == .ssp {
                 let connection = session.connection
@@ -377,6 +436,58 @@ struct ShardService {
         try sendOwnedWeights(model, jobState: .running, minClock: step + 1, session: session, requestID: requestID)
     }
 
+    /// SSP/async `exchange` whose update some shard could not prove finite: takes every shard's lock in shard
+    /// order (as `ShardStore.snapshot` does), applies each slice with the stale-gradient rule, and if any shard
+    /// refuses puts every shard already updated back as it was (copy-on-write backups). Returns the refused
+    /// shards: empty when every slice was applied (or dropped as stale), and counted like `applyNow`.
+    private func applyAllOrNothing(
+        _ shards: ArraySlice<Shard>, gradient: UnsafeMutableBufferPointer<Float>, base: Int, bound: Double,
+        baseVersions: [UInt64], rank: Int?
+    ) -> [Int] {
+        let started = MonotonicClock.nanoseconds()
+        var outcomes: [(status: PushStatus, version: UInt64, staleness: UInt64)] = []
+        let refused = Self.lockAndApply(
+            shards, gradient: gradient, base: base, bound: bound, baseVersions: baseVersions,
+            rule: rules.stalenessRule, outcomes: &outcomes)
+        if let refused {
+            shards[refused].refusedNonFiniteCount.wrappingAdd(1, ordering: .relaxed)
+            return [shards[refused].index]
+        }
+        for (shard, outcome) in zip(shards, outcomes) {
+            _ = account(shard: shard, outcome: outcome, rank: rank, started: started)
+        }
+        return []
+    }
+
+    /// Applies the first shard's slice under its lock, then recurses into the rest with that lock still held;
+    /// on a refusal further in, restores this shard too. Returns the position of the refusing shard, if any.
+    private static func lockAndApply(
+        _ shards: ArraySlice<Shard>, gradient: UnsafeMutableBufferPointer<Float>, base: Int, bound: Double,
+        baseVersions: [UInt64], rule: StalenessRule,
+        outcomes: inout [(status: PushStatus, version: UInt64, staleness: UInt64)]
+    ) -> Int? {
+        guard let shard = shards.first else { return nil }
+        return shard.state.withLock { state -> Int? in
+            let backup = state
+            let slice = UnsafeMutableBufferPointer(
+                rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
+            guard
+                let outcome = decideAndApply(
+                    &state, rule: rule, baseVersion: baseVersions[shards.startIndex], gradient: slice, bound: bound)
+            else { return shards.startIndex }
+            outcomes.append(outcome)
+            if let refused = lockAndApply(
+                shards.dropFirst(), gradient: gradient, base: base, bound: bound, baseVersions: baseVersions,
+                rule: rule,
+                outcomes: &outcomes)
+            {
+                state = backup
+                return refused
+            }
+            return nil
+        }
+    }
+
     // MARK: Pull
 
     /// Answers with the shard's weights once the mode's gate lets a worker at `step` read them.
@@ -391,6 +502,39 @@ struct ShardService {
         }
         guard try waitUntilReadable(step: step, session: session, requestID: requestID) else { return }
         try sendShard(shard, session: session, requestID: requestID)
+    }
+
+    /// A joined server refused a BSP step whose update would make weights non-finite: the step can never be
+    /// applied here, so the server stops with exit code 1 naming it (the coordinator then sees it silent and ends
+    /// the job after `--server-timeout`, with the last checkpoint intact).
+    func failJoinedStep(step: UInt64, shard: Int) {
+        let reason =
+            "step \(step) refused on shard \(shard): its update would make weights NaN or infinite "
+            + "(psserver --allow-nonfinite accepts such updates)"
+        server.log.error("job-failed", ["reason": reason])
+        server.stop(exitCode: 1, reason: reason)
+    }
+
+    /// What the gradient check decided.
+    private enum GradientCheck {
+        /// Go on; `bound` is at least the gradient's largest `|g|` (nil: non-finite values are allowed).
+        case accepted(bound: Double?)
+        /// A NaN or infinity was found and answered with an error frame.
+        case refused
+    }
+
+    /// Refuses a gradient holding a NaN or infinity (unless `--allow-nonfinite`) with an error frame naming the
+    /// first bad element; otherwise returns the bound the update's finiteness proof uses.
+    private func checkGradient(
+        _ gradient: UnsafeMutableBufferPointer<Float>, named what: String, session: Session, requestID: UInt64
+    ) throws(TransportError) -> GradientCheck {
+        guard !rules.allowNonFinite else { return .accepted(bound: nil) }
+        let check = checkFinite(UnsafeBufferPointer(gradient))
+        guard let bad = check.firstNonFinite else { return .accepted(bound: check.bound) }
+        try session.replyError(
+            .nonFinite, "\(what) has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
+            to: requestID)
+        return .refused
     }
 
     /// The error text for a shard this server does not serve.
@@ -449,7 +593,11 @@ struct ShardService {
             try session.replyError(.timeout, "timed out waiting: \(why); retry", to: requestID)
             return false
         case .stopping:
-            try session.replyError(.shuttingDown, "the server is shutting down", to: requestID)
+            if let reason = server.failureReason.withLock({ $0 }) {
+                try session.replyError(.nonFinite, "the job failed: \(reason)", to: requestID)
+            } else {
+                try session.replyError(.shuttingDown, "the server is shutting down", to: requestID)
+            }
             return false
         case .peerGone:
             throw .closed
@@ -483,11 +631,11 @@ struct ShardRules {
     var allowNonFinite: Bool
 }
 
-/// The index of the first NaN or infinity, if any.
-func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
-    // Summing first is one fast pass; only a non-finite sum needs the element-wise search.
-    var sum: Float = 0
-    for value in values { sum += value * 0 }
-    if sum.isFinite { return nil }
-    return values.firstIndex { !$0.isFinite }
+/// The index of the first NaN or infinity, if any; otherwise the largest `|value|`, which bounds the gradient for
+/// the check that an update keeps every weight finite (`ShardState.applyChecked`).
+func checkFinite(_ values: UnsafeBufferPointer<Float>) -> (firstNonFinite: Int?, bound: Double) {
+    // One fast pass; only a non-finite result needs the element-wise search.
+    let bound = MagnitudeBounds.maxMagnitude(values)
+    if bound.isFinite { return (nil, bound) }
+    return (values.firstIndex { !$0.isFinite }, bound)
 }

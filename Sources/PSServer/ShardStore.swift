@@ -263,6 +263,7 @@ public final class ShardStore: Sendable {
             shard.state.withLock { state in
                 state.optimizer = restored
                 state.version = version
+                state.bounds = nil
             }
         }
         model.withLock { $0 = built }

@@ -5,9 +5,11 @@ import PSWire
 ///
 /// The welcome's shard map gives each shard's server: "" for the coordinator's own shards, `host:port` for a
 /// joined server's. Every server owns one contiguous run of shards, so each member covers one contiguous part
-/// of the flat parameter vector. A step's requests go to every joined server first and to the coordinator last,
-/// all before waiting on any reply: by the time the coordinator holds a worker's gradient (and may count it in a
-/// step's release), every joined server's copy is already written to its socket.
+/// of the flat parameter vector. A step's requests go to every server before any reply is awaited, each worker
+/// starting at a different server (`sendOrder`), so that the workers' pushes spread over every server's link
+/// instead of queueing at one after another. (A worker that dies between its sends can leave a joined server
+/// without its gradient of a step the coordinator released; that server reports the step stuck and the
+/// coordinator rolls the job back to its last checkpoint.)
 final class ServerSet {
     /// One server and the shards (and flat elements) it owns.
     struct Member {
@@ -18,7 +20,7 @@ final class ServerSet {
     }
 
     let coordinator: ParameterClient
-    /// Joined servers first (in shard order), the coordinator last: the order a step's requests go out in.
+    /// Joined servers first (in shard order), the coordinator last.
     let members: [Member]
     private let owner: [Int]
 
@@ -35,6 +37,12 @@ final class ServerSet {
 
     /// Whether the job spreads its shards over more than one server.
     var isScaleOut: Bool { members.count > 1 }
+
+    /// The order `rank` sends a step's requests in (indices into `members`): starting at member `rank mod M`.
+    func sendOrder(rank: Int) -> [Int] {
+        let count = members.count
+        return (0..<count).map { (max(rank, 0) + $0) % count }
+    }
 
     /// The client serving `shard`.
     func client(forShard shard: Int) -> ParameterClient { members[owner[shard]].client }

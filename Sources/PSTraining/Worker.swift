@@ -41,6 +41,9 @@ public struct WorkerOptions: Sendable {
     public var debugStepDelayMillis = 0
     /// Testing aid: leave after this many steps (simulates a worker with less data).
     public var debugMaxSteps: Int? = nil
+    /// Testing aid: at this step, exit the process (code 3) right after sending to the first server of the
+    /// worker's send order (a worker that dies between its sends, in a scale-out job).
+    public var debugDieMidStep: Int? = nil
     /// Show a progress bar (terminal) or one line per epoch.
     public var progress: ProgressStyle = .lines
 
@@ -179,7 +182,8 @@ public final class Worker {
             throw error
         }
         let tensorLayout = TensorLayout(model.parameters)
-        let layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+        // A var: a server restored into another --shards count hands a reconnecting worker a new layout.
+        var layout = ShardLayout(tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
         var rank = connected.rank ?? 0
@@ -189,8 +193,9 @@ public final class Worker {
 
         var parameters = [Float](repeating: 0, count: layout.totalElements)
         var gradient = [Float](repeating: 0, count: layout.totalElements)
-        var features = [Float](repeating: 0, count: job.batchPerWorker * job.featureCount)
-        var labels = [Float](repeating: 0, count: job.batchPerWorker)
+        // The next step's batch is gathered on a producer thread while this one computes and exchanges.
+        let prefetcher = BatchPrefetcher(data: train, order: order, rowsPerBatch: job.batchPerWorker)
+        defer { prefetcher.stop() }
         var versions = [UInt64](repeating: 0, count: layout.shardCount)
         // Scale-out: one connection per joined server, as the welcome's shard map says.
         var servers = try openServers(connected, layout: layout)
@@ -203,6 +208,8 @@ public final class Worker {
         let totalSteps = options.debugMaxSteps.map { min($0, job.totalSteps) } ?? job.totalSteps
         let started = Date()
         var samplesDone = 0
+        // The epoch's training losses on this worker so far: the epoch line shows their mean, not the last batch's.
+        var epochLoss = (sum: 0.0, steps: 0)
         var pullNanos: UInt64 = 0
         // Whether `parameters` hold the weights for `step` (the last exchange brought them).
         var havePulled = false
@@ -219,13 +226,10 @@ public final class Worker {
                     pullNanos += MonotonicClock.nanoseconds() - pullStart
                     havePulled = true
                 }
-                let rows = order.rows(step: step, rank: rank)
-                features.withUnsafeMutableBufferPointer { f in
-                    labels.withUnsafeMutableBufferPointer { l in train.gather(rows: rows, into: f, labels: l) }
-                }
+                let batch = prefetcher.batch(step: step, rank: rank)
                 let loss = parameters.withUnsafeBufferPointer { p in
-                    features.withUnsafeBufferPointer { f in
-                        labels.withUnsafeBufferPointer { l in
+                    batch.features.withUnsafeBufferPointer { f in
+                        batch.labels.withUnsafeBufferPointer { l in
                             gradient.withUnsafeMutableBufferPointer { g in
                                 model.lossAndGradient(
                                     parameters: ParameterValues(flat: p, layout: tensorLayout),
@@ -262,6 +266,7 @@ public final class Worker {
                 pullNanos += MonotonicClock.nanoseconds() - exchangeStart
                 step += 1
                 samplesDone += job.batchPerWorker
+                epochLoss = (epochLoss.sum + loss, epochLoss.steps + 1)
                 if state == .finished { break }
                 let epochEnded = step % job.stepsPerEpoch == 0 || step == totalSteps
                 if epochEnded {
@@ -284,15 +289,20 @@ public final class Worker {
                             ).wait()
                         }
                         report(
-                            epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                            accuracy: result?.accuracy, started: started, samples: samplesDone)
+                            epoch: epoch, of: job.epochs, step: step, total: totalSteps,
+                            loss: epochLoss.sum / Double(epochLoss.steps), accuracy: result?.accuracy,
+                            started: started, samples: samplesDone, batch: job.batchPerWorker)
                     } else {
                         report(
-                            epoch: epoch, of: job.epochs, step: step, total: totalSteps, loss: loss,
-                            accuracy: nil, started: started, samples: samplesDone)
+                            epoch: epoch, of: job.epochs, step: step, total: totalSteps,
+                            loss: epochLoss.sum / Double(epochLoss.steps), accuracy: nil, started: started,
+                            samples: samplesDone, batch: job.batchPerWorker)
                     }
+                    epochLoss = (0, 0)
                 } else if options.progress == .bar {
-                    drawBar(step: step, total: totalSteps, loss: loss)
+                    drawBar(
+                        step: step, total: totalSteps, loss: epochLoss.sum / Double(epochLoss.steps),
+                        started: started, samples: samplesDone, batch: job.batchPerWorker)
                 }
             } catch .remote(.timeout, let message) {
                 log.info("waiting", ["reason": message])
@@ -315,10 +325,18 @@ public final class Worker {
                 havePulled = false
                 connected = try connect()
                 try checkWelcome(connected, previous: firstWelcome)
-                servers = try openServers(connected, layout: layout)
                 heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
+                epochLoss = (0, 0)
+                if connected.config.shardCount != layout.shardCount {
+                    log.info("reshard", ["from": layout.shardCount, "to": connected.config.shardCount])
+                    layout = ShardLayout(
+                        tensorElementCounts: tensorLayout.counts, shardCount: connected.config.shardCount)
+                    versions = [UInt64](repeating: 0, count: layout.shardCount)
+                }
+                // After the layout: a restored job may spread its shards differently over its servers.
+                servers = try openServers(connected, layout: layout)
                 log.info("resumed", ["rank": rank, "step": step])
             }
         }
@@ -394,8 +412,9 @@ public final class Worker {
         do {
             let test: Dataset?
             if let path = options.testOverride ?? (dataProvider == nil ? job.test : nil) {
-                test = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
-                    .loadTrain()
+                let testSource = try DataSource(parsing: path, labelColumn: job.labelColumn == "last" ? .last : .first)
+                test = try testSource.loadTrain()
+                if let test, job.classCount > 0 { try testSource.requireClassLabels(test, classCount: job.classCount) }
             } else {
                 test = try source.loadTest()
             }
@@ -462,8 +481,8 @@ public final class Worker {
     /// step's loss and samples, and the request for the weights of step `clock + 1`, which land straight in
     /// `parameters`; returns the job's state as the clock report saw it.
     ///
-    /// In a scale-out job each server gets its own part (joined servers first, the coordinator last), every
-    /// request is sent before any reply is awaited, and the job state is the coordinator's.
+    /// In a scale-out job each server gets its own part (in the worker's `sendOrder`), every request is sent
+    /// before any reply is awaited, and the job state is the coordinator's.
     func exchange(
         _ servers: ServerSet, rank: Int, clock: UInt64, loss: Double, samples: Int, gradient: [Float],
         into parameters: inout [Float], versions: inout [UInt64]
@@ -471,17 +490,22 @@ public final class Worker {
         let baseVersions = versions
         let replies = try gradient.withUnsafeBufferPointer { (g) throws(ClientError) -> [Reply] in
             try parameters.withUnsafeMutableBufferPointer { (p) throws(ClientError) -> [Reply] in
-                var handles: [RequestHandle] = []
-                for member in servers.members {
-                    handles.append(
-                        try member.client.exchange(
+                var handles: [RequestHandle?] = Array(repeating: nil, count: servers.members.count)
+                for index in servers.sendOrder(rank: rank) {
+                    let member = servers.members[index]
+                    handles[index] =
+                        (try member.client.exchange(
                             rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
                             baseVersions: Array(baseVersions[member.shards]),
                             gradient: UnsafeBufferPointer(rebasing: g[member.elements]),
                             into: UnsafeMutableBufferPointer(rebasing: p[member.elements])))
+                    if options.debugDieMidStep == Int(clock) {
+                        log.warning("debug-die-mid-step", ["step": clock, "sent_to": index])
+                        exit(3)
+                    }
                 }
                 var replies: [Reply] = []
-                for handle in handles { replies.append(try handle.wait()) }
+                for handle in handles.compactMap({ $0 }) { replies.append(try handle.wait()) }
                 return replies
             }
         }
@@ -591,14 +615,15 @@ public final class Worker {
 
     // MARK: Progress
 
+    /// The epoch line; `epoch` is the index from 0 (the console numbers from 1), `loss` the epoch's mean.
     private func report(
         epoch: Int, of epochs: Int, step: Int, total: Int, loss: Double, accuracy: Double?, started: Date,
-        samples: Int
+        samples: Int, batch: Int
     ) {
-        let rate = Double(samples) / max(Date().timeIntervalSince(started), 1e-9)
-        var line = String(format: "epoch %d/%d  step %d/%d  loss %.4f", epoch + 1, epochs, step, total, loss)
-        if let accuracy { line += String(format: "  test accuracy %.4f", accuracy) }
-        line += String(format: "  %.0f samples/s", rate)
+        let rate = ProgressText.rate(samples: samples, seconds: Date().timeIntervalSince(started))
+        let line = ProgressText.epochLine(
+            epoch: epoch + 1, of: epochs, step: step, total: total, meanLoss: loss, accuracy: accuracy, rate: rate,
+            secondsLeft: ProgressText.secondsLeft(steps: total - step, batch: batch, rate: rate))
         switch options.progress {
         case .quiet: return
         case .bar: FileHandle.standardError.write(Data(("\r\u{1B}[2K" + line + "\n").utf8))
@@ -606,13 +631,12 @@ public final class Worker {
         }
     }
 
-    private func drawBar(step: Int, total: Int, loss: Double) {
-        let width = 30
-        let filled = total > 0 ? width * step / total : width
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let text = String(
-            format: "\r[%@] %3d%%  step %d/%d  loss %.4f", bar, 100 * step / max(total, 1), step, total, loss)
-        FileHandle.standardError.write(Data(text.utf8))
+    private func drawBar(step: Int, total: Int, loss: Double, started: Date, samples: Int, batch: Int) {
+        let rate = ProgressText.rate(samples: samples, seconds: Date().timeIntervalSince(started))
+        let text = ProgressText.bar(
+            step: step, total: total, meanLoss: loss, rate: rate,
+            secondsLeft: ProgressText.secondsLeft(steps: total - step, batch: batch, rate: rate))
+        FileHandle.standardError.write(Data(("\r" + text).utf8))
     }
 }
 

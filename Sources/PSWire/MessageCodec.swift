@@ -117,13 +117,16 @@ public enum MessageCodec {
             writer.writeInteger(joined.serverIndex)
             writer.writeInteger(UInt32(0))
             writer.writeString(joined.config)
+        case .shutdown(let request):
+            // The default (checkpoint first) is the empty payload v1 clients send; flags bit 0 skips it.
+            if !request.checkpoint { writer.writeInteger(UInt32(1)) }
         case .serverCall(let call), .serverCallReply(let call):
             writer = ByteWriter(capacity: 12 + call.header.utf8.count + 4 * call.floats.count)
             writer.writeString(call.header)
             writer.writeInteger(UInt32(call.floats.count))
             writer.writeInteger(UInt32(0))
             writer.writeFloats(call.floats)
-        case .metricsAck, .leaveAck, .shutdown, .shutdownAck:
+        case .metricsAck, .leaveAck, .shutdownAck:
             break
         }
         return writer.bytes
@@ -360,6 +363,11 @@ public enum MessageCodec {
 
     static func decodeCheckpoint(_ reader: inout PayloadReader) throws(WireError) -> Message {
         .checkpoint(CheckpointRequest(wait: try reader.u32() & 1 == 1))
+    }
+
+    static func decodeShutdown(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        guard reader.remaining > 0 else { return .shutdown(ShutdownRequest()) }
+        return .shutdown(ShutdownRequest(checkpoint: try reader.u32() & 1 == 0))
     }
 
     static func decodeCheckpointReply(_ reader: inout PayloadReader) throws(WireError) -> Message {
@@ -644,6 +652,9 @@ struct PayloadReader {
         }
         return string
     }
+
+    /// Bytes not read yet.
+    var remaining: Int { reader.remaining }
 
     /// Throws `trailingBytes` if any byte is left unread.
     func expectEnd() throws(WireError) {

@@ -69,7 +69,7 @@ struct MessageDescriptor: Sendable {
         .init(.statusReply, "statusReply", .reply, minimum: 4, MessageCodec.decodeStatusReply),
         .init(.checkpoint, "checkpoint", .request, minimum: 4, MessageCodec.decodeCheckpoint),
         .init(.checkpointReply, "checkpointReply", .reply, minimum: 20, MessageCodec.decodeCheckpointReply),
-        .init(.shutdown, "shutdown", .request, minimum: 0) { _ in .shutdown },
+        .init(.shutdown, "shutdown", .request, minimum: 0, MessageCodec.decodeShutdown),
         .init(.shutdownAck, "shutdownAck", .reply, minimum: 0) { _ in .shutdownAck },
         .init(.export, "export", .request, minimum: 4, MessageCodec.decodeExport),
         .init(.exportReply, "exportReply", .reply, minimum: 12, MessageCodec.decodeExportReply),

@@ -507,6 +507,19 @@ public struct CheckpointRequest: Sendable, Equatable {
     }
 }
 
+/// A request to stop the server (`shutdown`, 0x0034).
+public struct ShutdownRequest: Sendable, Equatable {
+    /// Whether a server running a job first takes a checkpoint at the next step boundary (bounded by its
+    /// `--stop-timeout`); false (flags bit 0, `psctl shutdown --no-checkpoint`) stops at once. An empty payload,
+    /// as protocol v1 clients before this field send, means true.
+    public var checkpoint: Bool
+
+    /// Creates a shutdown request.
+    public init(checkpoint: Bool = true) {
+        self.checkpoint = checkpoint
+    }
+}
+
 /// The answer to a checkpoint request (`checkpointReply`, 0x0033).
 public struct CheckpointReply: Sendable, Equatable {
     /// The step the checkpoint captures.
@@ -623,7 +636,7 @@ public enum Message: Sendable, Equatable {
     case statusReply(StatusReply)
     case checkpoint(CheckpointRequest)
     case checkpointReply(CheckpointReply)
-    case shutdown
+    case shutdown(ShutdownRequest = ShutdownRequest())
     case shutdownAck
     case export(ExportRequest)
     case exportReply(ExportReply)

@@ -21,6 +21,8 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     /// Scheduled checkpoints skipped because the previous one was still being written (absent without
     /// `--checkpoint-dir`).
     public var checkpointsSkipped: UInt64?
+    /// Updates refused because they would have made a weight NaN or infinite (absent when none was).
+    public var nonFiniteRefused: UInt64? = nil
 
     /// Scale-out: every server of the placement, in index order; absent with one server (no `--servers`/`--join`).
     public var servers: [Server]? = nil
@@ -204,6 +206,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         case staleScaled = "stale_scaled"
         case lastCheckpoint = "last_checkpoint"
         case checkpointsSkipped = "checkpoints_skipped"
+        case nonFiniteRefused = "nonfinite_refused"
         case servers
     }
 
@@ -221,6 +224,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         staleScaled = try container.decode(UInt64.self, forKey: .staleScaled)
         lastCheckpoint = try container.decodeIfPresent(String.self, forKey: .lastCheckpoint)
         checkpointsSkipped = try container.decodeIfPresent(UInt64.self, forKey: .checkpointsSkipped)
+        nonFiniteRefused = try container.decodeIfPresent(UInt64.self, forKey: .nonFiniteRefused)
         servers = try container.decodeIfPresent([Server].self, forKey: .servers)
         let jobContainer = try decoder.container(keyedBy: JobStatus.CodingKeys.self)
         jobStatus = jobContainer.contains(.job) ? try JobStatus(from: decoder) : nil
@@ -239,6 +243,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         try container.encode(staleScaled, forKey: .staleScaled)
         try container.encodeIfPresent(lastCheckpoint, forKey: .lastCheckpoint)
         try container.encodeIfPresent(checkpointsSkipped, forKey: .checkpointsSkipped)
+        try container.encodeIfPresent(nonFiniteRefused, forKey: .nonFiniteRefused)
         try container.encodeIfPresent(servers, forKey: .servers)
         try jobStatus?.encode(to: encoder)
     }

@@ -46,6 +46,25 @@ struct PSBenchCommand {
                         "output", short: "o", value: "file.svg", help: "Where to draw the plot.", default: "scale.svg"),
                     Option("repeat", value: "n", help: "Runs per configuration; the fastest counts.", default: "1"),
                 ]),
+            Command(
+                name: "scaleout",
+                abstract:
+                    "Push-pull goodput of 4 workers against 1, 2, 4 servers on rate-limited links (root, netns), "
+                    + "and 2 vs 1 server on loopback.",
+                options: [
+                    Option("rate", value: "rate", help: "tc rate of every host's link, both ways.", default: "2gbit"),
+                    Option("servers", value: "list", help: "Server counts, comma-separated.", default: "1,2,4"),
+                    Option("workers", value: "k", help: "Workers, one host each.", default: "4"),
+                    Option("model-mib", value: "mib", help: "Model size in MiB of float32.", default: "64"),
+                    Option("steps", value: "n", help: "Measured BSP steps (after one warm-up step).", default: "4"),
+                    Option("shards", value: "n", help: "--shards of every server.", default: "2"),
+                    Option("loopback-only", help: "Only the loopback rows (no root needed)."),
+                    Option("shaped-only", help: "Only the rate-limited rows."),
+                    Option("timeout", value: "seconds", help: "Bound on each run.", default: "600"),
+                    Option(
+                        "repeat", value: "n", help: "Rounds over every configuration; the best counts.", default: "1"),
+                    Option("netns-script", value: "path", help: "cluster/netns.sh (default: found above the binary)."),
+                ]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
         ])
 
@@ -78,6 +97,25 @@ struct PSBenchCommand {
                     quick: isQuick, data: arguments.string("data"), workerCounts: counts,
                     repeats: max(1, try arguments.required("repeat", as: Int.self)),
                     output: arguments.string("output") ?? "scale.svg")
+            }
+            if which == "scaleout" {
+                var settings = ScaleOutBench.Settings()
+                settings.rate = arguments.string("rate") ?? "2gbit"
+                _ = try ScaleOutBench.bitsPerSecond(settings.rate)
+                settings.servers = (arguments.string("servers") ?? "1,2,4").split(separator: ",").compactMap { Int($0) }
+                guard !settings.servers.isEmpty, settings.servers.allSatisfy({ $0 >= 1 && $0 <= 16 }) else {
+                    throw UsageError("--servers must be a comma-separated list of counts between 1 and 16")
+                }
+                settings.workers = try arguments.required("workers", as: Int.self, in: 1...64)
+                settings.modelMiB = try arguments.required("model-mib", as: Int.self, in: 1...1024)
+                settings.steps = try arguments.required("steps", as: Int.self, in: 1...1000)
+                settings.shardsPerServer = try arguments.required("shards", as: Int.self, in: 1...64)
+                settings.timeoutSeconds = try arguments.required("timeout", as: Int.self, in: 10...86_400)
+                settings.script = arguments.string("netns-script")
+                settings.repeats = try arguments.required("repeat", as: Int.self, in: 1...20)
+                settings.loopback = !arguments.has("shaped-only")
+                settings.shaped = !arguments.has("loopback-only")
+                try ScaleOutBench.run(settings)
             }
             if which == "checkpoint" {
                 printTable(

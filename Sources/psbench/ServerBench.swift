@@ -57,11 +57,15 @@ enum ServerBench {
                 name: "4 KiB push round trip (median)", value: pushRTT, unit: "us", baseline: rawRTT,
                 baselineName: "raw 64 B ping-pong", lowerIsBetter: true))
         for kind in OptimizerKind.allCases {
-            let (apply, memcpy) = applyRate(kind: kind, bytes: 64 << 20)
+            let rates = applyRate(kind: kind, bytes: 64 << 20)
             rows.append(
                 BenchRow(
-                    name: "\(kind.rawValue) apply, 64 MiB of gradient", value: apply, unit: "GB/s", baseline: memcpy,
-                    baselineName: "memcpy"))
+                    name: "\(kind.rawValue) apply, 64 MiB of gradient", value: rates.apply, unit: "GB/s",
+                    baseline: rates.memcpy, baselineName: "memcpy"))
+            rows.append(
+                BenchRow(
+                    name: "\(kind.rawValue) gradient check + apply + non-finite weight check", value: rates.checked,
+                    unit: "GB/s", baseline: rates.validated, baselineName: "gradient check + apply"))
         }
         return rows
     }
@@ -204,26 +208,56 @@ enum ServerBench {
 
     /// The best of several applies of `kind` to `bytes` of gradient and, alternated with them, the best of as many
     /// memcpys of the same bytes (so both see the same background load), as bytes of gradient per second.
-    static func applyRate(kind: OptimizerKind, bytes: Int) -> (apply: Double, memcpy: Double) {
+    ///
+    /// Also, alternated in the same loop, the server's push path with `--allow-nonfinite` off, without and with the
+    /// check that the update keeps every weight finite: `validated` is the gradient's NaN/Inf pass then the apply,
+    /// `checked` the same pass also taking the gradient's largest |g|, the O(1) `MagnitudeBounds` proof, then the
+    /// apply (what the server does now).
+    static func applyRate(
+        kind: OptimizerKind, bytes: Int
+    ) -> (apply: Double, memcpy: Double, validated: Double, checked: Double) {
         let count = bytes / 4
-        var state = OptimizerState(config: OptimizerConfig(kind: kind, learningRate: 1e-6), count: count)
+        let config = OptimizerConfig(kind: kind, learningRate: 1e-6)
+        var state = OptimizerState(config: config, count: count)
         var weights = [Float](repeating: 0.5, count: count)
         var gradient = [Float](repeating: 0.1, count: count)
         var copy = [Float](repeating: 0, count: count)
-        var bestApply = Double.infinity
-        var bestCopy = Double.infinity
+        var bounds = weights.withUnsafeBufferPointer { MagnitudeBounds.measure(weights: $0, state: state) }
+        var best = (apply: Double.infinity, copy: Double.infinity, validated: Double.infinity, checked: Double.infinity)
+        var refused = 0
         for _ in 0..<7 {
             var start = MonotonicClock.nanoseconds()
             weights.withUnsafeMutableBufferPointer { w in
                 gradient.withUnsafeMutableBufferPointer { g in state.apply(weights: w, gradient: g) }
             }
-            bestApply = min(bestApply, Double(MonotonicClock.nanoseconds() - start))
+            best.apply = min(best.apply, Double(MonotonicClock.nanoseconds() - start))
             start = MonotonicClock.nanoseconds()
             copy.withUnsafeMutableBufferPointer { destination in
                 gradient.withUnsafeBufferPointer { _ = destination.update(fromContentsOf: $0) }
             }
-            bestCopy = min(bestCopy, Double(MonotonicClock.nanoseconds() - start))
+            best.copy = min(best.copy, Double(MonotonicClock.nanoseconds() - start))
+            start = MonotonicClock.nanoseconds()
+            gradient.withUnsafeMutableBufferPointer { g in
+                // The gradient's NaN/Inf pass alone (the same vectorised scan, without the maximum).
+                if MagnitudeBounds.allFinite(UnsafeBufferPointer(g)) {
+                    weights.withUnsafeMutableBufferPointer { w in state.apply(weights: w, gradient: g) }
+                }
+            }
+            best.validated = min(best.validated, Double(MonotonicClock.nanoseconds() - start))
+            start = MonotonicClock.nanoseconds()
+            gradient.withUnsafeMutableBufferPointer { g in
+                let largest = MagnitudeBounds.maxMagnitude(UnsafeBufferPointer(g))
+                if largest.isFinite, let next = bounds.afterUpdate(config: config, gradient: largest, lrScale: 1) {
+                    weights.withUnsafeMutableBufferPointer { w in state.apply(weights: w, gradient: g) }
+                    bounds = next
+                } else {
+                    refused += 1
+                }
+            }
+            best.checked = min(best.checked, Double(MonotonicClock.nanoseconds() - start))
         }
-        return (Double(bytes) / bestApply, Double(bytes) / bestCopy)
+        precondition(refused == 0, "the benchmark's updates are finite; the bounds must prove it")
+        let rate = { (nanos: Double) in Double(bytes) / nanos }
+        return (rate(best.apply), rate(best.copy), rate(best.validated), rate(best.checked))
     }
 }

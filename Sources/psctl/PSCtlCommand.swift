@@ -40,14 +40,24 @@ struct PSCtlCommand {
                         "directory",
                         help: "Directory under the server's --export-dir (default <checkpoint-dir>/exports).")
                 ]),
-            Command(name: "shutdown", abstract: "Stop the server.", options: connectionOptions),
+            Command(
+                name: "shutdown", abstract: "Stop the server.",
+                discussion: """
+                    A server running a job first takes a checkpoint at the next step boundary (bounded by its \
+                    --stop-timeout) and then exits 0, as on SIGTERM; its workers keep retrying for their \
+                    --reconnect-timeout, so a server restarted with --restore latest continues the job.
+                    """,
+                options: connectionOptions + [
+                    Option("no-checkpoint", help: "Stop at once, without the checkpoint at the next step.")
+                ]),
             Plot.command,
+            Launcher.command,
             Command(
                 name: "demo", abstract: "Run a local cluster (one psserver, two psworkers) on bundled or local data.",
                 discussion: """
-                    Trains an MLP on Fashion-MNIST when Debian's dataset-fashion-mnist package is installed, \
-                    on the bundled digits data set otherwise, streams progress, prints the final accuracy and \
-                    stops every process it started (also on failure and Ctrl-C).
+                    A preset of psctl run: trains an MLP on Fashion-MNIST when Debian's dataset-fashion-mnist \
+                    package is installed, on the bundled digits data set otherwise, streams progress, prints the \
+                    final accuracy and stops every process it started (also on failure and Ctrl-C).
                     """,
                 options: [
                     Option("workers", value: "k", help: "Number of worker processes.", default: "2"),
@@ -61,10 +71,14 @@ struct PSCtlCommand {
 
     static func main() {
         Signals.ignoreSIGPIPE()
-        CommandLineTool.main(command) { arguments in
+        // psctl run passes every flag it does not know to psserver.
+        let tokens = Launcher.regroup(Array(CommandLine.arguments.dropFirst()))
+        CommandLineTool.main(command, arguments: tokens) { arguments in
             switch arguments.commandPath.last {
             case "demo":
                 return try Demo.run(arguments)
+            case "run":
+                return try Launcher.run(arguments)
             case "status":
                 return try status(arguments, json: arguments.has("json"), workersOnly: false)
             case "workers":
@@ -79,7 +93,7 @@ struct PSCtlCommand {
                 return try Plot.run(arguments)
             default:
                 throw UsageError(
-                    "Missing subcommand: expected status, workers, checkpoint, export, shutdown, plot or demo")
+                    "Missing subcommand: expected status, workers, checkpoint, export, shutdown, plot, run or demo")
             }
         }
     }
@@ -149,8 +163,12 @@ struct PSCtlCommand {
     static func shutdown(_ arguments: ParsedArguments) throws -> Int32 {
         let (client, timeout) = try connect(arguments)
         defer { client.close() }
-        _ = try client.request(.shutdown).wait(timeout: timeout)
-        print("server is shutting down")
+        let checkpoint = !arguments.has("no-checkpoint")
+        _ = try client.request(.shutdown(ShutdownRequest(checkpoint: checkpoint))).wait(timeout: timeout)
+        print(
+            checkpoint
+                ? "server is shutting down (a running job checkpoints at the next step first)"
+                : "server is shutting down (no checkpoint)")
         return 0
     }
 }

@@ -19,6 +19,9 @@ enum StatusFormatter {
                 out += "barrier waits \(job.barrierWaits)\n"
                 out += "stale pushes: dropped \(status.staleDropped) scaled \(status.staleScaled)\n"
             }
+            if let refused = status.nonFiniteRefused {
+                out += "non-finite updates refused: \(refused)\n"
+            }
             if let servers = status.servers {
                 out += "\nSERVER  ADDRESS                SHARDS            BYTES     PUSHES      PULLS  HEARTBEAT AGE\n"
                 for server in servers {

@@ -37,7 +37,9 @@ struct PSServerCommand {
             Option(
                 "tls-ca", value: "pem",
                 help: "Mutual TLS: clients must present a certificate from this CA (also checks --join's coordinator)."),
-            Option("allow-nonfinite", help: "Accept NaN/Inf gradients instead of rejecting them."),
+            Option(
+                "allow-nonfinite",
+                help: "Accept NaN/Inf gradients and updates that make weights NaN/Inf instead of refusing them."),
             Option("workers", value: "k", help: "Workers the job waits for before step 0.", default: "1"),
             Option(
                 "servers", value: "m",

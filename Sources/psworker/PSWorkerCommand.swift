@@ -36,6 +36,9 @@ struct PSWorkerCommand {
                 "debug-step-delay-ms", value: "ms",
                 help: "Testing aid: sleep this long every step, to make this worker a straggler.", default: "0"),
             Option("debug-max-steps", value: "n", help: "Testing aid: leave the job after n steps."),
+            Option(
+                "debug-die-mid-step", value: "n",
+                help: "Testing aid: exit (code 3) at step n after sending to the first server only."),
             Option("quiet", short: "q", help: "Print only errors and the final line."),
             Option("log-level", value: "level", help: "debug, info, warning or error.", default: "info"),
         ])
@@ -68,6 +71,7 @@ struct PSWorkerCommand {
             options.debugStepDelayMillis = try arguments.required(
                 "debug-step-delay-ms", as: Int.self, in: 0...Int(maxSeconds) * 1000)
             options.debugMaxSteps = try arguments.value("debug-max-steps", as: Int.self, in: 0...Int.max)
+            options.debugDieMidStep = try arguments.value("debug-die-mid-step", as: Int.self, in: 0...Int.max)
             if arguments.has("quiet") {
                 options.progress = .quiet
             } else {

@@ -91,6 +91,46 @@ final class CheckpointClusteredTests: XCTestCase {
         XCTAssertFalse(restoredEpochs.isEmpty, "rank 0 still evaluates after the restore")
     }
 
+    /// Issue 15 item 19: the server is SIGKILLed mid-run and restored into `--shards 3` (the job ran with 4)
+    /// while its workers keep running. They used to reconnect with their old layout and be refused; now they take
+    /// the layout from the new welcome, and since a run's arithmetic does not depend on the shard count, the
+    /// final weights are bitwise those of an uninterrupted 4-shard run.
+    func test_killedServer_restoredIntoAnotherShardCount_runningWorkersTakeTheNewLayout() throws {
+        let flags = Self.jobFlags(epochs: 2)
+        let reference = try LocalCluster()
+        try reference.startServer(flags)
+        try reference.startWorker(name: "w0", ["--quiet"])
+        try reference.startWorker(name: "w1", ["--quiet"])
+        reference.waitForJob()
+
+        let cluster = try LocalCluster()
+        try cluster.startServer(flags)
+        let port = cluster.port
+        let workerFlags = ["--reconnect-timeout", "60", "--debug-step-delay-ms", "8", "--log-level", "info"]
+        let w0 = try cluster.startWorker(name: "w0", workerFlags)
+        try cluster.startWorker(name: "w1", workerFlags)
+        XCTAssertTrue(
+            waitUntil(timeout: .seconds(60), poll: .milliseconds(2)) {
+                (latestStep(cluster.checkpointDirectory) ?? 0) >= 20
+            },
+            "no checkpoint at step >= 20 appeared")
+        cluster.server?.kill(signal: Signals.kill)
+        XCTAssertEqual(cluster.server?.wait(timeout: .seconds(10)), 137)
+        XCTAssertLessThan(latestStep(cluster.checkpointDirectory) ?? 0, 84, "the job must not have finished")
+
+        var resharded = flags
+        let shardsIndex = try XCTUnwrap(resharded.firstIndex(of: "--shards"))
+        resharded[shardsIndex + 1] = "3"
+        try cluster.startServer(resharded + ["--port", "\(port)"], restore: true)
+        cluster.waitForJob()
+        XCTAssertTrue(w0.standardError.contains("event=reshard from=4 to=3"), w0.standardError)
+        for name in Self.tensorNames {
+            let expected = try reference.finalTensor(name)
+            let actual = try cluster.finalTensor(name)
+            XCTAssertEqual(actual.values.map(\.bitPattern), expected.values.map(\.bitPattern), "\(name) differs")
+        }
+    }
+
     // MARK: 2. Crash during the write
 
     /// A server killed between the files of a checkpoint leaves the previous one intact and `latest` pointing at

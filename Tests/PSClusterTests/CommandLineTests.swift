@@ -24,6 +24,8 @@ final class CommandLineTests: XCTestCase {
             ),
             ("psctl", ["--help"], ["status", "checkpoint", "shutdown", "demo"]),
             ("psctl", ["checkpoint", "--help"], ["--wait", "--server <host:port>"]),
+            ("psctl", ["shutdown", "--help"], ["--no-checkpoint", "--restore latest"]),
+            ("psctl", ["run", "--help"], ["--workers <n>", "--timeout <seconds>", "<psserver-flags>", "torchrun"]),
             ("psbench", ["--help"], ["wire", "server", "train"]),
         ]
         for (binary, arguments, needles) in expectations {
@@ -105,6 +107,56 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(result.code, 1, result.err)
         XCTAssertTrue(result.err.contains("--checkpoint-dir \(file)/ckpt is not writable"), result.err)
         XCTAssertFalse(result.err.contains("event=listening"), result.err)
+    }
+
+    func test_psserver_badLabels_nameTheFileAndLine_withTheRightHint() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-labels")
+        let rows = (0..<8).map { "\($0 % 3),0.\($0),0.5" }
+        let cases: [(String, String, [String])] = [
+            (
+                "fraction.csv", (rows + ["3.5,0.1,0.2"]).joined(separator: "\n"),
+                ["line 9: label 3.5 is not a class index"]
+            ),
+            (
+                "negative.csv", (["label,a,b"] + rows + ["-1,0.1,0.2"]).joined(separator: "\n"),
+                ["line 10: label -1 is negative", "write 0 for -1"]
+            ),
+            (
+                "lastcolumn.csv", (0..<8).map { "0.\($0),0.5,\($0 % 3)" }.joined(separator: "\n"),
+                ["line 2: label 0.1 is not a class index", "--label-column last"]
+            ),
+        ]
+        for (name, text, needles) in cases {
+            let path = directory.path + "/" + name
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let result = try runBinary("psserver", ["--port", "0", "--model", "softmax", "--data", path])
+            XCTAssertEqual(result.code, 1, "\(name): \(result.err)")
+            XCTAssertTrue(result.err.hasPrefix("Error: \(path): "), result.err)
+            for needle in needles {
+                XCTAssertTrue(result.err.contains(needle), "\(name) lacks \(needle): \(result.err)")
+            }
+            XCTAssertFalse(result.err.contains("--model linear") && name == "negative.csv", result.err)
+        }
+    }
+
+    func test_psserver_badTestSet_missingOrWrongLabelColumn_isRefusedAtStartUp() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-testset")
+        let train = directory.path + "/train.csv"
+        let test = directory.path + "/test.csv"
+        try (0..<12).map { "\($0 % 3),0.\($0),0.5" }.joined(separator: "\n").write(
+            toFile: train, atomically: true, encoding: .utf8)
+        // The test set keeps its label last: read with --label-column first, its "labels" are 0.x.
+        try (0..<6).map { "0.\($0),0.5,\($0 % 3)" }.joined(separator: "\n").write(
+            toFile: test, atomically: true, encoding: .utf8)
+        let job = ["--port", "0", "--model", "softmax", "--data", train, "--batch", "2"]
+        let missing = try runBinary("psserver", job + ["--test", directory.path + "/nope.csv"])
+        XCTAssertEqual(missing.code, 1, missing.err)
+        XCTAssertTrue(missing.err.contains("nope.csv: no such file"), missing.err)
+        XCTAssertFalse(missing.err.contains("event=listening"), missing.err)
+        let column = try runBinary("psserver", job + ["--test", test])
+        XCTAssertEqual(column.code, 1, column.err)
+        XCTAssertTrue(column.err.contains("\(test): line 2: label 0.1 is not a class index"), column.err)
+        XCTAssertTrue(column.err.contains("--label-column last"), column.err)
     }
 
     func test_psserver_missingData_isAClearError() throws {

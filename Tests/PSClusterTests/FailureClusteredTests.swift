@@ -193,6 +193,45 @@ final class FailureClusteredTests: XCTestCase {
         XCTAssertEqual(try cluster.records(type: "epoch").count, 8)
     }
 
+    /// Issue 15 item 18: every BSP worker SIGKILLed at once and restarted within about a second (before the worker
+    /// timeout), while a straggler had not pushed the current step and the others had. Every worker used to rejoin
+    /// at the next step and the job waited forever; now they redo the open step and the job ends with the final
+    /// weights of an uninterrupted run, bit for bit.
+    func test_bsp_allWorkersKilledAndRestartedAtOnce_withAStraggler_finishesExactly() throws {
+        let flags = job(workers: 3, epochs: 2, ["--mode", "bsp", "--worker-timeout", "8", "--seed", "5"])
+        let reference = try LocalCluster()
+        try reference.startServer(flags)
+        try startInRankOrder(reference, ["w0", "w1", "w2"])
+        reference.waitForJob()
+
+        let cluster = try LocalCluster()
+        try cluster.startServer(flags)
+        // w2 is the straggler: most of the time w0 and w1 have pushed the open step and wait while w2 computes.
+        let workers = try startInRankOrder(
+            cluster, ["w0", "w1", "w2"], flags: ["w2": ["--debug-step-delay-ms", "700"]])
+        let server = try XCTUnwrap(cluster.server)
+        _ = try server.waitForLine(matching: "event=job-started", in: .standardError, timeout: .seconds(30))
+        Thread.sleep(forTimeInterval: 2.5)
+        for worker in workers.values { worker.kill(signal: Signals.kill) }
+        for worker in workers.values { XCTAssertEqual(worker.wait(timeout: .seconds(10)), 137) }
+        cluster.workers.removeAll()
+        for name in ["w0", "w1", "w2"] { try cluster.startWorker(name: name) }
+        cluster.waitForJob(timeout: 90)
+        // Whatever order they come back in (the straggler first lets the open step complete with the others'
+        // earlier pushes, which are exactly what they would push again), the weights are those of the
+        // uninterrupted run: before the fix a restarted worker skipped the open step, or nobody was expected at
+        // it and the job waited forever.
+        let files = try FileManager.default.contentsOfDirectory(atPath: reference.checkpointDirectory + "/final")
+            .filter { $0.hasSuffix(".npy") }
+        XCTAssertFalse(files.isEmpty)
+        for file in files {
+            let name = String(file.dropLast(4))
+            XCTAssertEqual(
+                try cluster.finalTensor(name).values.map(\.bitPattern),
+                try reference.finalTensor(name).values.map(\.bitPattern), "\(name) differs from the uninterrupted run")
+        }
+    }
+
     func test_bsp_killedWorkerRestarted_rejoinsWithItsRank() throws {
         try killedWorkerRestarted(mode: ["--mode", "bsp"])
     }

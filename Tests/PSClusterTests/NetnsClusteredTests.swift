@@ -36,7 +36,9 @@ final class NetnsClusteredTests: XCTestCase {
         /// Every log, for failure messages.
         var diagnostics: String {
             var parts = ["--- netns.sh (status \(status)) ---", output]
-            for name in ["exitcodes", "server.log", "worker1.log", "worker2.log", "worker3.log", "psctl.log"] {
+            for name in [
+                "exitcodes", "server.log", "server2.log", "worker1.log", "worker2.log", "worker3.log", "psctl.log",
+            ] {
                 parts += ["--- \(name) ---", String(text(name).suffix(4000))]
             }
             return parts.joined(separator: "\n")
@@ -116,7 +118,9 @@ final class NetnsClusteredTests: XCTestCase {
             "PORT": "7000", "SUBNET": "10.231.7", "CHECKPOINT_DIR": "", "OPENBLAS_NUM_THREADS": "1", "PS_TOKEN": "",
             "PS_DATA_DIR": "", "EPOCHS": "", "EXTRA_SERVER_FLAGS": "", "EXTRA_WORKER_FLAGS": "", "LOSS_WORKER": "",
             "LOSS_PERCENT": "", "KILL_WORKER": "", "KILL_AFTER": "", "KILL_WHEN": "", "RESTART_WORKER": "0",
-            "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1",
+            "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1", "SERVERS": "1",
+            "JOINED_SHARDS": "", "EXTRA_JOINED_FLAGS": "", "SHAPE_RATE": "", "KILL_JOINED_SERVER": "",
+            "KILL_JOINED_SERVER_AFTER": "", "RESTART_JOINED_SERVER": "0",
         ]
         environment.merge(settings.mapValues { $0.replacingOccurrences(of: "{OUT}", with: directory.path) }) { $1 }
         let process = try ChildProcess(
@@ -221,7 +225,7 @@ final class NetnsClusteredTests: XCTestCase {
         let run = try runCluster(
             "kill", binaries: binaries,
             [
-                "EPOCHS": "10", "KILL_WORKER": "2", "KILL_AFTER": "0.2", "KILL_WHEN": "event=epoch epoch=0 ",
+                "EPOCHS": "10", "KILL_WORKER": "2", "KILL_AFTER": "0.2", "KILL_WHEN": "event=epoch epoch=1 ",
                 "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10",
                 "EXTRA_SERVER_FLAGS": Self.jobFlags + " --worker-timeout 2 --metrics-out {OUT}/metrics.jsonl",
             ])
@@ -233,7 +237,7 @@ final class NetnsClusteredTests: XCTestCase {
         // Rank 0 evaluates the epochs; nobody takes that over when it dies (a known gap), so every epoch is
         // evaluated only when the killed worker2 was not rank 0.
         if !server.contains("event=worker-joined name=worker2 rank=0 ") {
-            XCTAssertEqual(run.records(type: "epoch").last?["epoch"] as? Int, 9, "the job evaluated every epoch")
+            XCTAssertEqual(run.records(type: "epoch").last?["epoch"] as? Int, 10, "the job evaluated every epoch")
         }
         XCTAssertEqual(try run.finalWeights().count, 2)
     }
@@ -289,7 +293,108 @@ final class NetnsClusteredTests: XCTestCase {
         // The restarted server writes the metrics file anew: its epochs run up to the last one, evaluated by
         // whichever worker has rank 0 after the restore.
         let epochs = run.records(type: "epoch")
-        XCTAssertEqual(epochs.last?["epoch"] as? Int, 9, run.diagnostics)
+        XCTAssertEqual(epochs.last?["epoch"] as? Int, 10, run.diagnostics)
         XCTAssertEqual(try run.finalWeights().count, 2)
+    }
+
+    /// Scale-out across hosts: a coordinator (2 shards) on srv and a joined server (3 shards) on host s2, which
+    /// advertises its own address; the three workers reach both over the bridge. The BSP job's final weights are
+    /// byte for byte those of the same job on one server (both runs in namespaces).
+    func test_twoServersOnTwoHosts_bspFinalWeightsEqualOneServerBitwise() throws {
+        let binaries = try requireNetns()
+        let settings = [
+            "EPOCHS": "2", "SHARDS": "2", "EXTRA_WORKER_FLAGS": "--quiet",
+            "EXTRA_SERVER_FLAGS": "--batch 32 --seed 0 --lr 0.1 --mode bsp --log-level info --server-timeout 20",
+        ]
+        let single = try runCluster("one", binaries: binaries, timeout: 120, settings)
+        assertSucceeded(single, lines: ["server 0", "worker1 0", "worker2 0", "worker3 0"])
+        let spread = try runCluster(
+            "two", binaries: binaries, timeout: 120,
+            settings.merging([
+                "SERVERS": "2", "JOINED_SHARDS": "3", "EXTRA_JOINED_FLAGS": "--log-level info --server-timeout 20",
+            ]) { $1 })
+        assertSucceeded(spread, lines: ["server 0", "server2 0", "worker1 0", "worker2 0", "worker3 0"])
+        XCTAssertTrue(
+            spread.output.contains("event=server-start") && spread.output.contains("host=s2 name=server2"),
+            spread.diagnostics)
+        let joined = spread.text("server2.log")
+        XCTAssertTrue(joined.contains("event=joined"), spread.diagnostics)
+        XCTAssertTrue(joined.contains("total_shards=5"), spread.diagnostics)
+        XCTAssertTrue(joined.contains("event=job-finished"), spread.diagnostics)
+        for address in ["10.231.7.2", "10.231.7.3", "10.231.7.4"] {
+            XCTAssertTrue(joined.contains("peer=\(address):"), "no worker connection from \(address) to server2")
+        }
+        XCTAssertTrue(spread.text("server.log").contains("servers=2"), spread.diagnostics)
+
+        let expected = try single.finalWeights()
+        let actual = try spread.finalWeights()
+        XCTAssertEqual(expected.keys.sorted(), ["fc1.bias.npy", "fc1.weight.npy"])
+        XCTAssertEqual(actual.keys.sorted(), expected.keys.sorted())
+        for (name, bytes) in expected {
+            XCTAssertEqual(actual[name], bytes, "\(name) differs between one server and two servers on two hosts")
+        }
+    }
+
+    /// netns.sh's KILL_JOINED_SERVER_AFTER: the joined server on host s2 is SIGKILLed after the first epoch and not
+    /// restarted; the coordinator ends the job with exit status 1 within --server-timeout plus a bound, naming the
+    /// server's address, and the run is cleaned up.
+    func test_joinedServerKilledOnItsHost_coordinatorEndsTheJobNamingIt() throws {
+        let binaries = try requireNetns()
+        let run = try runCluster(
+            "jkill", binaries: binaries, timeout: 120,
+            [
+                "EPOCHS": "50", "SERVERS": "2", "KILL_WHEN": "event=epoch epoch=1 ", "KILL_JOINED_SERVER_AFTER": "0.2",
+                "EXTRA_JOINED_FLAGS": "--log-level info",
+                "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10 --reconnect-timeout 5",
+                "EXTRA_SERVER_FLAGS": Self.jobFlags + " --mode bsp --server-timeout 3",
+            ])
+        XCTAssertEqual(run.status, 1, run.diagnostics)
+        XCTAssertTrue(run.exitLines.contains("server2 137 killed"), run.diagnostics)
+        XCTAssertTrue(run.exitLines.contains("server 1"), run.diagnostics)
+        let server = run.text("server.log")
+        XCTAssertTrue(server.contains("event=server-lost"), run.diagnostics)
+        XCTAssertTrue(server.contains("joined server 1 (10.231.7.232:7000)"), run.diagnostics)
+        let events = run.output.split(separator: "\n")
+        let seconds = { (line: Substring?) -> Double? in
+            line?.split(separator: " ").first { $0.hasPrefix("t=") }.flatMap { Double($0.dropFirst(2)) }
+        }
+        let killed = seconds(events.first { $0.contains("event=kill ") && $0.contains("name=server2") })
+        let ended = seconds(events.first { $0.contains("event=exit ") && $0.contains("name=server ") })
+        if let killed, let ended {
+            XCTAssertLessThan(ended - killed, 3 + 10, "the job ends within --server-timeout plus a bound")
+        } else {
+            XCTFail("no kill or exit event:\n\(run.output)")
+        }
+    }
+
+    /// Issue 11's server failure across hosts: the joined server on s2 is SIGKILLed after the first checkpoint and
+    /// restarted one second later on the same address (netns.sh RESTART_JOINED_SERVER); the coordinator rolls the
+    /// job back to that checkpoint and the final weights are byte for byte those of the uninterrupted run.
+    func test_joinedServerKilledAndRestartedOnItsHost_bspFinalWeightsEqualUninterrupted() throws {
+        let binaries = try requireNetns()
+        let settings = [
+            "EPOCHS": "3", "SERVERS": "2", "SHARDS": "1", "JOINED_SHARDS": "2",
+            "EXTRA_JOINED_FLAGS": "--log-level info --server-timeout 30",
+            "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 10 --reconnect-timeout 30",
+            "EXTRA_SERVER_FLAGS": Self.jobFlags + " --mode bsp --server-timeout 30 --checkpoint-every-steps 10",
+        ]
+        let uninterrupted = try runCluster("juni", binaries: binaries, timeout: 180, settings)
+        assertSucceeded(uninterrupted, lines: ["server 0", "server2 0", "worker1 0", "worker2 0", "worker3 0"])
+        let run = try runCluster(
+            "jrst", binaries: binaries, timeout: 180,
+            settings.merging([
+                "KILL_WHEN": "event=checkpoint-written", "KILL_JOINED_SERVER_AFTER": "0.2",
+                "RESTART_JOINED_SERVER": "1",
+            ]) { $1 })
+        assertSucceeded(
+            run, lines: ["server2 137 killed", "server2 0", "server 0", "worker1 0", "worker2 0", "worker3 0"])
+        XCTAssertTrue(run.text("server.log").contains("event=rollback-done"), run.diagnostics)
+        let expected = try uninterrupted.finalWeights()
+        let actual = try run.finalWeights()
+        XCTAssertEqual(expected.keys.sorted(), ["fc1.bias.npy", "fc1.weight.npy"])
+        XCTAssertEqual(actual.keys.sorted(), expected.keys.sorted())
+        for (name, bytes) in expected {
+            XCTAssertEqual(actual[name], bytes, "\(name) differs from the uninterrupted run after the rollback")
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PSCheckpoint
 import PSPosix
 import PSTestSupport
 import XCTest
@@ -227,6 +228,14 @@ final class ScaleOutClusteredTests: XCTestCase {
             XCTAssertTrue(pushes.allSatisfy { $0 > 0 }, "every server took pushes: \(status.output)")
             // Softmax on digits: 64 x 10 weights and 10 biases, split over the two servers.
             XCTAssertEqual(servers.compactMap { $0["bytes"] as? Int }.reduce(0, +), 4 * 650, status.output)
+            // psctl export gathers whole tensors from both servers, equal to the final weights.
+            let export = try ChildProcess(
+                binary: "psctl", arguments: ["export", "export", "--server", "127.0.0.1:\(run.cluster.port)"])
+            XCTAssertEqual(export.wait(timeout: .seconds(60)), 0, export.standardError)
+            for name in ["fc1.weight", "fc1.bias"] {
+                let exported = try NPY.read(path: run.cluster.checkpointDirectory + "/exports/export/\(name).npy")
+                XCTAssertEqual(exported.values, try run.cluster.finalTensor(name).values, "\(mode) \(name)")
+            }
             _ = run.cluster.server?.terminateAndWait()
             for process in run.joined { _ = process.wait(timeout: .seconds(30)) }
         }
@@ -282,22 +291,30 @@ final class ScaleOutClusteredTests: XCTestCase {
         XCTAssertTrue(coordinator.standardError.contains("rejoined=true"), coordinator.standardError)
     }
 
+    /// The job the restart tests run: checkpoints every 20 steps, long enough to kill a process mid-run.
+    private static let restartJob = [
+        "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
+        "--checkpoint-every-steps", "20",
+    ]
+
+    /// A loopback port free a moment ago (a restarted process must come back on the same address).
+    private static func freePort() throws -> UInt16 {
+        let probe = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { probe.close() }
+        return try probe.localPort()
+    }
+
     /// Issue 11's server failure: a joined server killed with SIGKILL mid-job and restarted with the same `--join`
     /// and address rolls every server and worker back to the last checkpoint, and the job ends with final weights
     /// byte-for-byte those of the same job never interrupted.
     func test_joinedServerKilledAndRestarted_rollsBack_finalWeightsBitwiseEqual() throws {
-        let flags = [
-            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
-            "--checkpoint-every-steps", "20",
-        ]
+        let flags = Self.restartJob
         let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
 
         let cluster = try LocalCluster()
         try cluster.startServer(
             ["--servers", "2", "--shards", "1", "--workers", "2", "--data", "digits", "--server-timeout", "30"] + flags)
-        let probe = try Socket.listen(host: "127.0.0.1", port: 0)
-        let port = try probe.localPort()
-        probe.close()
+        let port = try Self.freePort()
         let joinArguments = [
             "--host", "127.0.0.1", "--port", "\(port)", "--join", "127.0.0.1:\(cluster.port)", "--shards", "2",
             "--server-timeout", "30", "--log-level", "info",
@@ -325,18 +342,10 @@ final class ScaleOutClusteredTests: XCTestCase {
     /// server registers again (its link is told the coordinator restarted) and takes its part of the checkpoint,
     /// the workers reconnect, and the final weights equal the uninterrupted run's.
     func test_coordinatorKilledAndRestored_joinedServerRegistersAgain_finalWeightsBitwiseEqual() throws {
-        let flags = [
-            "--model", "mlp:16", "--batch", "8", "--epochs", "3", "--seed", "3", "--optimizer", "adam", "--lr", "0.01",
-            "--checkpoint-every-steps", "20",
-        ]
+        let flags = Self.restartJob
         let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
         let cluster = try LocalCluster()
-        var ports: [UInt16] = []
-        for _ in 0..<2 {
-            let probe = try Socket.listen(host: "127.0.0.1", port: 0)
-            ports.append(try probe.localPort())
-            probe.close()
-        }
+        let ports = [try Self.freePort(), try Self.freePort()]
         cluster.port = ports[0]
         let coordinatorArguments =
             [
@@ -365,6 +374,45 @@ final class ScaleOutClusteredTests: XCTestCase {
         XCTAssertEqual(Set(files.keys), Set(uninterrupted.keys))
         for (name, bytes) in uninterrupted {
             XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the restore")
+        }
+    }
+
+    /// A worker that dies between its sends (here: right after its push reached the coordinator, which then
+    /// releases the step with it) leaves the joined server without one gradient of a released step. The joined
+    /// server reports the step stuck, the coordinator rolls the job back to its last checkpoint, and with the
+    /// worker restarted the job ends bitwise as if nothing had happened.
+    func test_workerDiesBetweenItsSends_stuckStepRollsBack_finalWeightsBitwiseEqual() throws {
+        let flags = Self.restartJob + ["--worker-timeout", "4"]
+        let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
+        let run = try runJob(shards: [1, 2], flags: flags, workerFlags: ["--debug-step-delay-ms", "5"])
+        guard let coordinator = run.cluster.server else { return XCTFail("no coordinator") }
+        // Rank 1 sends to the coordinator first (its send order starts at member 1 of 2); w1 may hold rank 0 or 1,
+        // so the worker that dies mid-step is started as a third process under the name of the one that has rank 1.
+        _ = try coordinator.waitForLine(matching: "event=checkpoint-written", in: .standardError, timeout: .seconds(60))
+        let rank1 = try XCTUnwrap(
+            coordinator.standardError.split(separator: "\n").first {
+                $0.contains("event=worker-joined") && $0.contains("rank=1")
+            })
+        let name = rank1.contains("name=w0") ? "w0" : "w1"
+        let index = name == "w0" ? 0 : 1
+        run.cluster.workers[index].kill(signal: SIGKILL)
+        _ = run.cluster.workers[index].wait(timeout: .seconds(10))
+        let dying = try ChildProcess(
+            binary: "psworker",
+            arguments: [
+                "--server", "127.0.0.1:\(run.cluster.port)", "--name", name, "--quiet", "--debug-die-mid-step", "45",
+            ])
+        XCTAssertEqual(dying.wait(timeout: .seconds(60)), 3, dying.standardError)
+        run.cluster.workers[index] = try ChildProcess(
+            binary: "psworker",
+            arguments: [
+                "--server", "127.0.0.1:\(run.cluster.port)", "--name", name, "--quiet", "--reconnect-timeout", "30",
+            ])
+        let files = try finish(run)
+        XCTAssertTrue(coordinator.standardError.contains("event=step-stuck"), coordinator.standardError)
+        XCTAssertTrue(coordinator.standardError.contains("event=rollback-done"), coordinator.standardError)
+        for (name, bytes) in uninterrupted {
+            XCTAssertEqual(files[name], bytes, "\(name) differs from the uninterrupted run after the rollback")
         }
     }
 }

@@ -183,7 +183,7 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertTrue(directives.contains(.closeConnection(1)))
     }
 
-    func test_join_liveNameAgain_closesTheOldConnectionAndStartsAtFirstUnstartedStep() {
+    func test_join_liveNameAgain_closesTheOldConnectionAndRejoinsTheOpenStep() {
         var job = coordinator()
         join(&job, "a", connection: 1)
         join(&job, "b", connection: 2)
@@ -193,11 +193,69 @@ final class JobCoordinatorTests: XCTestCase {
         // The old connection's peer hung up (the worker was killed and restarted before its timeout).
         let (result, directives) = job.onJoin(name: "a", connection: 3, now: 0, previousConnectionHungUp: true)
         let again = try? result.get()
-        XCTAssertEqual(again, JoinAccepted(rank: 0, startStep: 2, rejoined: true), "step 1 already started")
+        XCTAssertEqual(
+            again, JoinAccepted(rank: 0, startStep: 1, rejoined: true), "no shard applied step 1: it redoes it")
         XCTAssertTrue(directives.contains(.closeConnection(1)))
-        XCTAssertTrue(
-            directives.contains(.apply(shard: 0, step: 1, ranks: [1])),
-            "step 1 no longer waits for the rejoined rank")
+        XCTAssertFalse(
+            directives.contains { if case .apply = $0 { return true } else { return false } },
+            "step 1 waits for the rejoined rank's push")
+        let (verdict, applies) = job.onBSPPush(shard: 0, step: 1, rank: 0, now: 0)
+        XCTAssertEqual(verdict, .accepted)
+        XCTAssertEqual(applies, [.apply(shard: 0, step: 1, ranks: [0, 1])], "the whole step, exactly")
+    }
+
+    func test_join_stepAlreadyAppliedOnOneShard_startsAtTheNextStep() {
+        var job = coordinator(shards: 2)
+        join(&job, "a", connection: 1)
+        join(&job, "b", connection: 2)
+        for rank in [0, 1] { _ = job.onBSPPush(shard: 0, step: 0, rank: rank, now: 0) }
+        _ = job.onBSPPush(shard: 1, step: 0, rank: 1, now: 0)
+        // Shard 0 applies step 0 (the shell has not reported back yet); shard 1 still waits for rank 0.
+        let (result, _) = job.onJoin(name: "a", connection: 3, now: 0, previousConnectionHungUp: true)
+        XCTAssertEqual(try? result.get().startStep, 1, "step 0 was applied on shard 0 without the new incarnation")
+    }
+
+    /// Issue 15 item 18: every BSP worker killed and restarted within a second, while a straggler had not pushed
+    /// step t and the others had. Every worker used to rejoin at step t + 1, nobody was expected at step t any
+    /// more, and the job waited forever. Now they all rejoin at step t and the job goes on.
+    func test_allWorkersRestartedBeforeTimeout_withAStraggler_everyoneRedoesTheStepAndTheJobGoesOn() {
+        var job = coordinator(workers: 3, shards: 2)
+        for (index, name) in ["a", "b", "c"].enumerated() { join(&job, name, connection: UInt64(index + 1)) }
+        for step: UInt64 in 0..<3 { _ = runStep(&job, step, ranks: [0, 1, 2]) }
+        XCTAssertEqual(job.releasedSteps, 3)
+        // Step 3: a and b pushed every shard, c (the straggler) nothing. All three are killed and restarted.
+        for shard in 0..<2 {
+            for rank in [0, 1] { XCTAssertEqual(job.onBSPPush(shard: shard, step: 3, rank: rank, now: 0).0, .accepted) }
+        }
+        var starts: [UInt64] = []
+        for (index, name) in ["a", "b", "c"].enumerated() {
+            job.onConnectionClosed(connection: UInt64(index + 1))
+            let (result, directives) = job.onJoin(
+                name: name, connection: UInt64(index + 10), now: second, previousConnectionHungUp: true)
+            starts.append((try? result.get().startStep) ?? 0)
+            XCTAssertFalse(
+                directives.contains { if case .apply = $0 { return true } else { return false } },
+                "nothing applies before the restarted workers push")
+        }
+        XCTAssertEqual(starts, [3, 3, 3], "every worker redoes step 3")
+        XCTAssertFalse(job.mayPull(step: 4))
+        XCTAssertTrue(job.mayPull(step: 3))
+        var applied: [JobDirective] = []
+        for shard in 0..<2 {
+            for rank in [2, 0, 1] {
+                let (verdict, directives) = job.onBSPPush(shard: shard, step: 3, rank: rank, now: second)
+                XCTAssertEqual(verdict, .accepted, "rank \(rank) shard \(shard)")
+                for case .apply(let s, let t, let ranks) in directives {
+                    applied.append(.apply(shard: s, step: t, ranks: ranks))
+                    _ = job.onApplied(shard: s, step: t, now: second)
+                }
+            }
+        }
+        XCTAssertEqual(
+            applied, [.apply(shard: 0, step: 3, ranks: [0, 1, 2]), .apply(shard: 1, step: 3, ranks: [0, 1, 2])],
+            "each shard applies step 3 once, with all three ranks")
+        XCTAssertEqual(job.releasedSteps, 4)
+        XCTAssertTrue(job.mayPull(step: 4))
     }
 
     func test_join_afterJobFinished_refusedAsFinished() {
@@ -329,6 +387,23 @@ final class JobCoordinatorTests: XCTestCase {
         return []
     }
 
+    func test_tick_whileWaitingForWorkers_saysHowManyJoinedEvery10Seconds_untilTheJobStarts() {
+        var job = coordinator(workers: 2)
+        join(&job, "a", now: 1 * second)
+        XCTAssertEqual(events(job.onTick(now: 5 * second)), [])
+        job.refreshLiveness(rank: 0, now: 9 * second)
+        let first = job.onTick(now: 10 * second)
+        XCTAssertEqual(events(first), ["waiting-for-workers"])
+        XCTAssertTrue(logFields(first, "waiting-for-workers").contains { $0 == ("joined", "1/2") }, "\(first)")
+        XCTAssertTrue(logFields(first, "waiting-for-workers").contains { $0 == ("waited_s", "10") }, "\(first)")
+        XCTAssertEqual(events(job.onTick(now: 15 * second)), [], "once per 10 s")
+        job.refreshLiveness(rank: 0, now: 19 * second)
+        XCTAssertEqual(events(job.onTick(now: 20 * second)), ["waiting-for-workers"])
+        join(&job, "b", now: 21 * second)
+        job.refreshLiveness(rank: 0, now: 29 * second)
+        XCTAssertEqual(events(job.onTick(now: 30 * second)), [], "the job started")
+    }
+
     func test_leave_withErrorBeforeTheJobStarted_freesTheRankForTheNextName() {
         var job = coordinator(workers: 3)
         join(&job, "a")
@@ -342,6 +417,52 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(replacement?.rank, 2, "the correct third worker takes the freed rank")
         XCTAssertTrue(events(directives).contains("job-started"), "\(events(directives))")
         XCTAssertTrue(job.mayPull(step: 0))
+    }
+
+    func test_leave_oneOfTwoFailsItsData_noReplacement_jobGoesOnWithoutIt_countingOnlyProcessedSamples() {
+        var job = coordinator(workers: 2)
+        join(&job, "a")
+        join(&job, "b")
+        _ = job.onLeave(rank: 1, finished: false, now: 1 * second)
+        XCTAssertFalse(job.mayPull(step: 0), "the job waits for a replacement first")
+        XCTAssertEqual(events(job.onTick(now: 5 * second)), [], "within the worker timeout")
+        job.refreshLiveness(rank: 0, now: 11 * second)  // a waits for the job to start: it is alive
+        let given = job.onTick(now: 12 * second)
+        XCTAssertEqual(events(given), ["workers-given-up", "job-started"], "\(given)")
+        XCTAssertTrue(job.mayPull(step: 0))
+        XCTAssertEqual(job.jobStartedAtNanos, 12 * second)
+        for step in 0..<3 as Range<UInt64> {
+            _ = runStep(&job, step, ranks: [0])
+            _ = job.onClock(rank: 0, clock: step + 1, loss: 1, samples: 32, now: 13 * second)
+        }
+        XCTAssertEqual(job.samplesProcessed, 96, "3 steps x 32 rows of the one worker, not x 2")
+        XCTAssertEqual(job.onLeave(rank: 0, finished: true, now: 14 * second).last, .finishJob)
+        XCTAssertNil(job.failureReason)
+    }
+
+    func test_leave_failedWorkerJoinedFirst_itsRankTakenByTheSecond_jobStillStartsAfterTheTimeout() {
+        var job = coordinator(workers: 2)
+        join(&job, "bad")
+        _ = job.onLeave(rank: 0, finished: false, now: 1 * second)
+        XCTAssertEqual(join(&job, "good", connection: 2, now: 2 * second).0?.rank, 0, "good takes the freed rank")
+        job.refreshLiveness(rank: 0, now: 11 * second)
+        XCTAssertEqual(events(job.onTick(now: 11 * second)), ["waiting-for-workers"], "10 s since good joined")
+        job.refreshLiveness(rank: 0, now: 12_500_000_000)
+        let given = job.onTick(now: 12_500_000_000)
+        XCTAssertEqual(events(given), ["workers-given-up", "job-started"], "\(given)")
+        XCTAssertTrue(job.mayPull(step: 0))
+    }
+
+    func test_leave_onlyWorkerFailsItsData_noReplacement_jobFailsWithTheReason() {
+        var job = coordinator(workers: 1)
+        join(&job, "only")
+        _ = job.onLeave(rank: 0, finished: false, now: 1 * second)
+        XCTAssertFalse(job.onTick(now: 5 * second).contains(.finishJob))
+        let directives = job.onTick(now: 12 * second)
+        XCTAssertEqual(directives.last, .finishJob, "\(directives)")
+        XCTAssertEqual(job.workersFinished, 0)
+        XCTAssertTrue(job.failureReason?.contains("'only'") ?? false, job.failureReason ?? "nil")
+        XCTAssertFalse(job.mayPull(step: 0) && !job.jobFinished)
     }
 
     func test_leave_withErrorAfterPushing_keepsTheRank() {
@@ -469,7 +590,8 @@ final class JobCoordinatorTests: XCTestCase {
         let first = job.onEpoch(epoch, now: 10)
         XCTAssertEqual(events(first), ["epoch"])
         guard case .log(let record) = first[0] else { return XCTFail("a log line first") }
-        XCTAssertEqual(record.fields.map(\.value), ["0", "0.5123", "0.8750"])
+        XCTAssertEqual(record.fields.map(\.value), ["1", "0.5123", "0.8750"], "epochs count from 1, as on the console")
+        XCTAssertEqual(job.lastEpoch?.epoch, 1)
         XCTAssertEqual(job.onEpoch(epoch, now: 11), [], "the second report of an epoch is ignored")
         XCTAssertEqual(job.lastEpoch?.elapsedNanos, 10)
     }

@@ -320,7 +320,7 @@ final class ControlRoleTests: XCTestCase {
         _ = try setup.register(zeroTensors([8]))
         let worker = try connect(harness, role: .worker)
         for request: Message in [
-            .checkpoint(CheckpointRequest(wait: true)), .export(ExportRequest(path: "x")), .shutdown,
+            .checkpoint(CheckpointRequest(wait: true)), .export(ExportRequest(path: "x")), .shutdown(),
         ] {
             let (code, text) = try errorCode(worker, request)
             XCTAssertEqual(code, .unauthorized, "\(request)")

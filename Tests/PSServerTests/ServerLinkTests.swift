@@ -99,7 +99,7 @@ final class ServerLinkTests: XCTestCase {
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .bsp, maxGradientStaleness: nil,
             stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, instance: 1, optimizerStep: 0,
             versions: [0],
-            workers: 2, staleness: .max, liveRanks: [0, 1])
+            workers: 2, staleness: .max, stuckSeconds: 0, liveRanks: [0, 1])
         let joined = JoinedShards(part: part, index: 0)
         let one: [Float] = [1, 1]
         let three: [Float] = [3, 3]
@@ -112,6 +112,14 @@ final class ServerLinkTests: XCTestCase {
         XCTAssertEqual(shard.state.withLock { $0.weights }, [-1, -1], "rank 1 was not released: the mean is rank 0's")
         XCTAssertTrue(joined.waitForCompleted(1, deadline: 0, peerGone: { false }))
         XCTAssertFalse(joined.waitForCompleted(2, deadline: 0, peerGone: { false }))
+        XCTAssertNil(joined.stuckStep(), "every released step is applied")
+        // Step 1 released with a rank whose gradient never comes (it died between its sends): reported stuck
+        // (stuckSeconds is 0 here).
+        one.withUnsafeBufferPointer { g in shard.state.withLock { $0.hold(step: 1, rank: 0, gradient: g) } }
+        joined.release(step: 1, ranks: [0, 1])
+        joined.applyReady(shard, position: 0)
+        Thread.sleep(forTimeInterval: 0.01)
+        XCTAssertEqual(joined.stuckStep(), 1)
     }
 
     /// A checkpoint whose joined part never arrives (the server died mid-checkpoint) is not written: the gather
@@ -164,7 +172,7 @@ final class ServerLinkTests: XCTestCase {
             placement: ServerPlacement(servers: [.init(address: "", shards: 1)]),
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 1), mode: .ssp, maxGradientStaleness: nil,
             stalePolicy: .drop, allowNonFinite: false, completedSteps: 0, sequence: 0, instance: 1, optimizerStep: 0,
-            versions: [0], workers: 3, staleness: 1, liveRanks: [0, 1, 2])
+            versions: [0], workers: 3, staleness: 1, stuckSeconds: 60, liveRanks: [0, 1, 2])
         let joined = JoinedShards(part: part, index: 0)
         let soon = { MonotonicClock.deadline(afterSeconds: 0.05) }
         XCTAssertTrue(joined.waitForStaleness(rank: 0, clock: 1, deadline: soon(), peerGone: { false }))

@@ -43,6 +43,17 @@ final class ShardWorkersTests: XCTestCase {
         XCTAssertEqual(failures.withLock { $0 }, 0)
     }
 
+    /// A small request (a few kilobytes over several shards) runs inline: waking a helper would cost more than
+    /// the work (psbench server's 4 KiB rows).
+    func test_forEach_smallWork_runsInOrderOnTheCallingThread() {
+        let workers = ShardWorkers(helpers: 2)
+        workers.start()
+        defer { workers.stop() }
+        var order: [Int] = []
+        workers.forEach(4, elements: 1024) { order.append($0) }
+        XCTAssertEqual(order, [0, 1, 2, 3])
+    }
+
     func test_forEach_withoutHelpersOrBeforeStart_runsInOrderOnTheCallingThread() {
         for workers in [ShardWorkers(helpers: 0), ShardWorkers(helpers: 2)] {
             var order: [Int] = []

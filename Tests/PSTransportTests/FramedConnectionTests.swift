@@ -127,7 +127,7 @@ final class FramedConnectionTests: XCTestCase {
         let (client, server) = try makePair()
         server.close()
         client.close()
-        XCTAssertThrowsError(try client.send(.shutdown, requestID: 1)) { error in
+        XCTAssertThrowsError(try client.send(.shutdown(), requestID: 1)) { error in
             XCTAssertEqual(error as? TransportError, .closed)
         }
     }

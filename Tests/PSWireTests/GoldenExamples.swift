@@ -150,7 +150,7 @@ enum Golden {
                 ServerCall(
                     header: #"{"entries":{"entries":[{"exitCode":0,"kind":"release","ranks":[0,1],"reason":"","#
                         + #""sequence":42,"step":41}]}}"#))),
-        GoldenExample(requestID: 5, message: .shutdown),
+        GoldenExample(requestID: 5, message: .shutdown()),
         GoldenExample(requestID: 5, message: .shutdownAck),
     ]
 

@@ -41,6 +41,7 @@ final class MessageCodecTests: XCTestCase {
             .leave(Leave(rank: 2, reason: .error)),
             .leave(Leave(rank: 2, reason: LeaveReason(rawValue: 40))),
             .checkpoint(CheckpointRequest(wait: false)),
+            .shutdown(ShutdownRequest(checkpoint: false)),
             .checkpointReply(CheckpointReply(step: 0, durable: false, path: "")),
             .statusReply(StatusReply(json: "{\"ünïcode\":\"日本\"}")),
         ]
@@ -386,8 +387,17 @@ final class MessageCodecTests: XCTestCase {
         }
     }
 
+    func test_shutdown_defaultIsTheEmptyV1Payload_noCheckpointIsFlagsBit0() throws {
+        XCTAssertEqual(MessageCodec.encodePayload(.shutdown()), [])
+        XCTAssertEqual(MessageCodec.encodePayload(.shutdown(ShutdownRequest(checkpoint: false))), [1, 0, 0, 0])
+        XCTAssertEqual(try MessageCodec.decodePayload(type: .shutdown, bytes: []), .shutdown(ShutdownRequest()))
+        XCTAssertEqual(
+            try MessageCodec.decodePayload(type: .shutdown, bytes: [1, 0, 0, 0]),
+            .shutdown(ShutdownRequest(checkpoint: false)))
+    }
+
     func test_decodeFrame_extraBytesAfterThePayload_throwsTrailingBytes() {
-        let frame = MessageCodec.encodeFrame(.shutdown, requestID: 5) + [0xaa]
+        let frame = MessageCodec.encodeFrame(.shutdown(), requestID: 5) + [0xaa]
         assertThrows(.trailingBytes(type: .shutdown, count: 1)) { try MessageCodec.decodeFrame(bytes: frame) }
     }
 

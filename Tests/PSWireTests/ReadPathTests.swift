@@ -139,7 +139,7 @@ final class ReadPathTests: XCTestCase {
 
     func test_readPath_badHeaderAfterGoodFrames_deliversTheGoodFramesFirst() {
         let good = MessageCodec.encodeFrame(.pull(Pull(shard: 1, clock: 5)), requestID: 8)
-        var bad = MessageCodec.encodeFrame(.shutdown, requestID: 9)
+        var bad = MessageCodec.encodeFrame(.shutdown(), requestID: 9)
         bad[0] = 0
         let result = ServerReadPath.read(good + good + bad + good)
         XCTAssertEqual(
@@ -156,9 +156,9 @@ final class ReadPathTests: XCTestCase {
     func test_readPath_unknownMessageType_isSkippedAndTheStreamGoesOn() {
         var unknown = MessageCodec.encodeFrame(.pull(Pull(shard: 1, clock: 5)), requestID: 8)
         unknown[6] = 0xff
-        let result = ServerReadPath.read(unknown + MessageCodec.encodeFrame(.shutdown, requestID: 9))
+        let result = ServerReadPath.read(unknown + MessageCodec.encodeFrame(.shutdown(), requestID: 9))
         XCTAssertEqual(result.skippedUnknownTypes, 1)
-        XCTAssertEqual(result.frames.map(\.message), [.shutdown])
+        XCTAssertEqual(result.frames.map(\.message), [.shutdown()])
         XCTAssertNil(result.error)
     }
 

@@ -5,7 +5,9 @@ namespaces, bridge, packet loss, kills, restarts and exit-code bookkeeping witho
 binaries. One file, dispatched on $FAKEPS_ROLE (psserver, psworker or psctl; the self-test writes one
 small wrapper per role). Requests: "STATUS" -> "OK"; "DONE <name>" -> "OK" (the server records the name in
 <checkpoint-dir>/done.txt and exits 0 once --workers distinct names are done; started with
---restore it keeps the names recorded by the previous run).
+--restore it keeps the names recorded by the previous run); "JOIN <address>" -> "OK" (logged as
+event=server-joined). A psserver started with --join sends JOIN once, then polls STATUS and
+exits 0 when the coordinator has gone away (1 when it never answered).
 """
 
 import os
@@ -32,7 +34,33 @@ def request(address, line, timeout=2.0):
         return s.makefile().readline().strip()
 
 
+def joined(args):
+    coordinator = flag(args, "--join")
+    advertise = flag(args, "--advertise", "")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if request(coordinator, "JOIN " + advertise) == "OK":
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            print("level=error event=coordinator-unreachable", file=sys.stderr, flush=True)
+            return 1
+        time.sleep(0.2)
+    print(f"level=info event=joined advertise={advertise}", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(0.2)
+        try:
+            request(coordinator, "STATUS")
+        except OSError:
+            print("level=info event=job-finished", file=sys.stderr, flush=True)
+            return 0
+
+
 def server(args):
+    if "--join" in args:
+        return joined(args)
     port = int(flag(args, "--port", "7000"))
     workers = int(flag(args, "--workers", "1"))
     directory = flag(args, "--checkpoint-dir", ".")
@@ -58,7 +86,10 @@ def server(args):
                 line = conn.makefile().readline().strip()
             except OSError:
                 continue
-            if line.startswith("DONE "):
+            if line.startswith("JOIN "):
+                print(f"level=info event=server-joined address={line.split(' ', 1)[1]}",
+                      file=sys.stderr, flush=True)
+            elif line.startswith("DONE "):
                 name = line.split(" ", 1)[1]
                 if name not in done:
                     done.add(name)
