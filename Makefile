@@ -10,7 +10,8 @@ build:
 release:
 	$(SWIFT) build -c release -Xswiftc -warnings-as-errors
 
-# Self-contained binaries for a Debian host that has only OpenBLAS and zlib (libopenblas0-pthread, zlib1g):
+# Self-contained binaries for a Debian host that has only OpenBLAS, zlib and OpenSSL (libopenblas0-pthread, zlib1g,
+# libssl3):
 # psserver, psworker and psctl linked with --static-swift-stdlib (Swift runtime, Foundation and Dispatch inside),
 # plus the PSData resource bundle the binaries find beside themselves, in dist/. `make dist-check` (also
 # .ci/dist-check) proves it: no toolchain library in `ldd`, and every binary runs with the toolchain hidden.
@@ -66,12 +67,13 @@ demo: deps release
 
 deps:
 	@if ! pkg-config --exists openblas 2>/dev/null || [ ! -e /usr/include/zlib.h ] \
-	    || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	    || ! pkg-config --exists openssl 2>/dev/null || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update && apt-get install -y libopenblas-dev zlib1g-dev pkg-config \
+	    apt-get update && apt-get install -y libopenblas-dev zlib1g-dev libssl-dev pkg-config \
 	      && (apt-get install -y dataset-fashion-mnist || echo "Fashion-MNIST unavailable; the demo uses digits"); \
-	  elif ! pkg-config --exists openblas 2>/dev/null || [ ! -e /usr/include/zlib.h ]; then \
-	    echo "Missing system packages. Run: sudo apt-get install -y libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist"; \
+	  elif ! pkg-config --exists openblas 2>/dev/null || [ ! -e /usr/include/zlib.h ] \
+	      || ! pkg-config --exists openssl 2>/dev/null; then \
+	    echo "Missing system packages. Run: sudo apt-get install -y libopenblas-dev zlib1g-dev libssl-dev pkg-config dataset-fashion-mnist"; \
 	    exit 1; \
 	  else \
 	    echo "Note: sudo apt-get install -y dataset-fashion-mnist gives the demo Fashion-MNIST (using digits now)."; \

@@ -5,9 +5,12 @@
 //
 //   COpenBLAS      system library: Debian's OpenBLAS (cblas.h), nothing else
 //   CZlib          system library: zlib, only for gzip-compressed IDX files
+//   COpenSSL       system library: Debian's OpenSSL 3 (libcrypto for HMAC-SHA256 and random nonces, libssl for TLS)
 //   CCRC32C        our one C file: SSE4.2 CRC32 for PSCheckpoint's CRC-32C, one function behind a CPUID check
 //                  (Swift reaches the instruction only with the whole module built for SSE4.2)
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
+//   PSSecurity     the only Swift module importing OpenSSL: the handshake's HMAC-SHA256, nonces, constant-time
+//                  compare; TLS contexts and the TLS stream (a PSPosix SocketLayer)
 //   PSPosix        the only module that calls Glibc for sockets, signals, processes and clocks
 //   PSLog          the logger: one key=value line per event on stderr, so that any layer can log
 //   PSHTTP         a small HTTP/1.1 server for the observability endpoints: pure request parser, bounded server
@@ -48,6 +51,8 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "PSSecurity", dependencies: ["COpenSSL", "PSPosix"]),
         .target(name: "PSWire"),
         .target(name: "PSPosix"),
         .target(name: "PSLog", dependencies: ["PSPosix"]),
@@ -67,43 +72,46 @@ let package = Package(
         .target(name: "PSCoordinator"),
         .target(name: "CCRC32C"),
         .target(name: "PSCheckpoint", dependencies: ["PSPosix", "CCRC32C"]),
-        .target(name: "PSTransport", dependencies: ["PSWire", "PSPosix"]),
+        .target(name: "PSTransport", dependencies: ["PSWire", "PSPosix", "PSSecurity"]),
         .target(
             name: "PSServer",
             dependencies: [
                 "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSCoordinator", "PSCheckpoint", "PSHTTP",
-                "PSMetrics",
+                "PSMetrics", "PSSecurity",
             ]
         ),
-        .target(name: "PSClient", dependencies: ["PSWire", "PSPosix", "PSTransport"]),
+        .target(name: "PSClient", dependencies: ["PSWire", "PSPosix", "PSTransport", "PSSecurity"]),
         .target(
             name: "PSTraining",
-            dependencies: ["PSClient", "PSWire", "PSPosix", "PSLog", "PSMath", "PSModel", "PSData"]
+            dependencies: ["PSClient", "PSWire", "PSPosix", "PSLog", "PSMath", "PSModel", "PSData", "PSSecurity"]
         ),
         .executableTarget(
             name: "psserver",
             dependencies: [
                 "PSServer", "PSTraining", "PSLog", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix",
+                "PSSecurity",
             ]
         ),
-        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix"]),
+        .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix", "PSSecurity"]),
         // The example of the README's "Your own model": uses only the SwiftPS library product's modules.
         .executableTarget(name: "psexample", dependencies: ["PSTraining", "PSModel", "PSMath"]),
         .executableTarget(
             name: "psctl",
-            dependencies: ["PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint", "PSPlot"]
+            dependencies: [
+                "PSClient", "PSWire", "PSTransport", "PSCLI", "PSPosix", "PSCheckpoint", "PSPlot", "PSSecurity",
+            ]
         ),
         .executableTarget(
             name: "psbench",
             dependencies: [
                 "PSWire", "PSPosix", "PSLog", "PSTransport", "PSCLI", "PSMath", "PSModel", "PSData", "PSServer",
-                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator", "PSPlot",
+                "PSClient", "PSCheckpoint", "PSTraining", "PSCoordinator", "PSPlot", "PSSecurity",
             ]
         ),
         .target(name: "PSTestSupport", dependencies: ["PSPosix", "PSWire"], path: "Tests/PSTestSupport"),
         // Test-only: a deliberate data race that proves a `make tsan` build is sanitized (ThreadSanitizerTests).
         .executableTarget(name: "pstsan-probe", dependencies: ["PSPosix"], path: "Tests/PSTSanProbe"),
-        .testTarget(name: "PSWireTests", dependencies: ["PSWire", "PSTestSupport"]),
+        .testTarget(name: "PSWireTests", dependencies: ["PSWire", "PSTestSupport", "PSSecurity"]),
         .testTarget(name: "PSPosixTests", dependencies: ["PSPosix", "PSTestSupport"]),
         .testTarget(name: "PSCLITests", dependencies: ["PSCLI", "PSTestSupport"]),
         .testTarget(name: "PSHTTPTests", dependencies: ["PSHTTP", "PSPosix", "PSTestSupport"]),
@@ -122,7 +130,7 @@ let package = Package(
             name: "PSServerTests",
             dependencies: [
                 "PSServer", "PSClient", "PSWire", "PSPosix", "PSLog", "PSTransport", "PSMath", "PSTestSupport",
-                "PSCoordinator", "PSCheckpoint",
+                "PSCoordinator", "PSCheckpoint", "PSSecurity",
             ]
         ),
         .testTarget(
@@ -134,7 +142,9 @@ let package = Package(
         ),
         .testTarget(
             name: "PSClusterTests",
-            dependencies: ["PSClient", "PSWire", "PSPosix", "PSTransport", "PSCheckpoint", "PSTestSupport"]
+            dependencies: [
+                "PSClient", "PSWire", "PSPosix", "PSTransport", "PSCheckpoint", "PSTestSupport", "PSSecurity",
+            ]
         ),
     ]
 )

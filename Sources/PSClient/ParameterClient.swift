@@ -1,5 +1,6 @@
 import Foundation
 import PSPosix
+import PSSecurity
 import PSTransport
 import PSWire
 import Synchronization
@@ -45,20 +46,19 @@ public final class ParameterClient: Sendable {
     public static func connect(
         host: String, port: UInt16, role: Role = .worker, name: String, token: String? = nil,
         connectTimeout: Duration = .seconds(10), requestTimeout: Duration = .seconds(120),
-        maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes
+        maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes, tls: TLSContext? = nil
     ) throws(ClientError) -> ParameterClient {
         let connection: FramedConnection
         do throws(SocketError) {
             connection = try FramedConnection.connect(
-                host: host, port: port, timeout: connectTimeout, maxPayloadBytes: maxPayloadBytes)
+                host: host, port: port, timeout: connectTimeout, maxPayloadBytes: maxPayloadBytes, tls: tls)
         } catch {
             throw .connect("\(error)")
         }
         do {
             try connection.setReceiveTimeout(connectTimeout)
-            let hello = Hello(role: role, maxVersion: WireProtocol.version, name: name, token: token ?? "")
-            try connection.send(.hello(hello), requestID: 0)
-            guard let (_, reply) = try connection.readMessage() else {
+            let hello = Hello(role: role, maxVersion: WireProtocol.version, name: name)
+            guard let reply = try connection.handshake(hello, token: token) else {
                 throw ClientError.connect("\(host):\(port) closed the connection during the handshake")
             }
             try connection.setReceiveTimeout(nil)

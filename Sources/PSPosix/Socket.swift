@@ -6,15 +6,38 @@
 ///
 /// A `Socket` is a value: copies share the descriptor, and the owner calls ``close()`` exactly once. Reads and
 /// writes loop until the whole buffer is transferred; `EINTR` is retried; `SIGPIPE` is never raised by a write
-/// (`MSG_NOSIGNAL`), so writing to a closed peer throws instead.
+/// (`MSG_NOSIGNAL`), so writing to a closed peer throws instead. A socket may carry a ``SocketLayer`` (TLS):
+/// every read and write below then goes through it, with the same timeouts and deadlines.
 public struct Socket: Sendable, Hashable {
     /// The underlying file descriptor.
     public let fileDescriptor: Int32
+    /// The protocol layered over the byte stream (TLS), or nil for plain TCP.
+    public let layer: (any SocketLayer)?
 
     /// Adopts an open socket descriptor; the new value owns it.
     public init(fileDescriptor: Int32) {
         self.fileDescriptor = fileDescriptor
+        layer = nil
     }
+
+    private init(fileDescriptor: Int32, layer: any SocketLayer) {
+        self.fileDescriptor = fileDescriptor
+        self.layer = layer
+    }
+
+    /// This socket with `layer` over its byte stream; the descriptor becomes non-blocking (the waits are `poll`s
+    /// bounded by the receive and send timeouts). Use only the returned value from then on.
+    public func layered(_ layer: any SocketLayer) throws(SocketError) -> Socket {
+        let flags = try systemCall("fcntl F_GETFL") { fcntl(fileDescriptor, F_GETFL) }
+        try systemCall("fcntl O_NONBLOCK") { fcntl(fileDescriptor, F_SETFL, flags | O_NONBLOCK) }
+        return Socket(fileDescriptor: fileDescriptor, layer: layer)
+    }
+
+    /// Sockets are the same when their descriptors are.
+    public static func == (a: Socket, b: Socket) -> Bool { a.fileDescriptor == b.fileDescriptor }
+
+    /// Hashes the descriptor.
+    public func hash(into hasher: inout Hasher) { hasher.combine(fileDescriptor) }
 
     // MARK: - Creating sockets
 
@@ -249,10 +272,58 @@ public struct Socket: Sendable, Hashable {
     /// Reads some bytes into `buffer` (one `recv`); returns how many, 0 at end of stream.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        guard let count = try receiveSome(base, buffer.count) else { throw .timedOut(operation: "read") }
+        return count
+    }
+
+    /// Copies up to `buffer.count` waiting bytes without consuming them and without waiting (`MSG_PEEK`,
+    /// `MSG_DONTWAIT`, on the descriptor itself, under any layer): the count (0 at end of stream), or nil when
+    /// nothing has arrived yet.
+    public func peek(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int? {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
         do {
-            return try valueOrErrno { recv(fileDescriptor, base, buffer.count, 0) }
+            return try valueOrErrno { recv(fileDescriptor, base, buffer.count, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }
         } catch {
+            if error == .wouldBlock { return nil }
             throw Socket.readError(error)
+        }
+    }
+
+    /// One read of at most `count` bytes: the count (0 at end of stream), or nil when the receive timeout expired.
+    private func receiveSome(_ base: UnsafeMutableRawPointer, _ count: Int) throws(SocketError) -> Int? {
+        if let layer {
+            while true {
+                switch try layer.read(into: UnsafeMutableRawBufferPointer(start: base, count: count)) {
+                case .done(let received): return received
+                case .wantRead: guard try waitFor(Int16(POLLIN), timeout: SO_RCVTIMEO) else { return nil }
+                case .wantWrite: guard try waitFor(Int16(POLLOUT), timeout: SO_SNDTIMEO) else { return nil }
+                }
+            }
+        }
+        do {
+            return try valueOrErrno { recv(fileDescriptor, base, count, 0) }
+        } catch {
+            if error == .wouldBlock { return nil }
+            throw Socket.readError(error)
+        }
+    }
+
+    /// A layered socket's wait: polls for `events` for at most the socket's `timeout` option (`SO_RCVTIMEO` or
+    /// `SO_SNDTIMEO`; unset waits without bound). Returns false when the time ran out; true when the descriptor is
+    /// ready, hung up or interrupted (the caller's next layer call finds out which).
+    private func waitFor(_ events: Int16, timeout option: Int32) throws(SocketError) -> Bool {
+        var value = timeval(tv_sec: 0, tv_usec: 0)
+        var length = socklen_t(MemoryLayout<timeval>.size)
+        try systemCall("getsockopt timeout") { getsockopt(fileDescriptor, SOL_SOCKET, option, &value, &length) }
+        let milliseconds =
+            value.tv_sec == 0 && value.tv_usec == 0
+            ? -1 : Int32(clamping: value.tv_sec * 1000 + (value.tv_usec + 999) / 1000)
+        var entry = pollfd(fd: fileDescriptor, events: events, revents: 0)
+        do {
+            return try valueOrErrno(retryOnInterrupt: false) { poll(&entry, 1, milliseconds) } > 0
+        } catch {
+            if error == .interrupted { return true }
+            throw .system(operation: "poll", errno: error)
         }
     }
 
@@ -320,17 +391,14 @@ public struct Socket: Sendable, Hashable {
         var offset = 0
         var deadline = deadline
         while offset < buffer.count {
-            let count: Int
-            do {
-                count = try valueOrErrno { recv(fileDescriptor, base + offset, buffer.count - offset, 0) }
-            } catch {
-                guard error == .wouldBlock else { throw Socket.readError(error) }
+            guard let count = try receiveSome(base + offset, buffer.count - offset) else {
+                // The receive timeout expired.
                 if offset == 0, let keepWaiting {
                     if keepWaiting() { continue }
                     throw .timedOut(operation: "idle")
                 }
                 if let limit = deadline, MonotonicClock.nanoseconds() < limit { continue }
-                throw Socket.readError(error)
+                throw .timedOut(operation: "read")
             }
             if offset == 0, count > 0, count < buffer.count, deadline == nil, let budget {
                 deadline = MonotonicClock.nanoseconds() &+ budget
@@ -356,6 +424,7 @@ public struct Socket: Sendable, Hashable {
     /// Writes all of `bytes`, looping over short writes (`send` with `MSG_NOSIGNAL`).
     public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(SocketError) {
         guard let base = bytes.baseAddress else { return }
+        if layer != nil { return try writeLayered(bytes) }
         var offset = 0
         while offset < bytes.count {
             do {
@@ -377,6 +446,29 @@ public struct Socket: Sendable, Hashable {
         _ b: UnsafeRawBufferPointer,
         _ c: UnsafeRawBufferPointer = .init(start: nil, count: 0)
     ) throws(SocketError) {
+        if layer != nil {
+            // The layer frames its own records. A small frame goes as one record (one write); a large one's
+            // parts go in turn, its header in a small record of its own.
+            let total = a.count + b.count + c.count
+            guard total <= Socket.coalescedWriteLimit else {
+                try writeLayered(a)
+                try writeLayered(b)
+                try writeLayered(c)
+                return
+            }
+            try withUnsafeTemporaryAllocation(byteCount: total, alignment: 8) {
+                (joined: UnsafeMutableRawBufferPointer) throws(SocketError) in
+                if a.count > 0 { UnsafeMutableRawBufferPointer(rebasing: joined[0..<a.count]).copyMemory(from: a) }
+                if b.count > 0 {
+                    UnsafeMutableRawBufferPointer(rebasing: joined[a.count..<a.count + b.count]).copyMemory(from: b)
+                }
+                if c.count > 0 {
+                    UnsafeMutableRawBufferPointer(rebasing: joined[(a.count + b.count)...]).copyMemory(from: c)
+                }
+                try writeLayered(UnsafeRawBufferPointer(joined))
+            }
+            return
+        }
         var vectors = (iovec(), iovec(), iovec())
         try withUnsafeMutablePointer(to: &vectors) { (tuple) throws(SocketError) in
             try tuple.withMemoryRebound(to: iovec.self, capacity: 3) { (iov) throws(SocketError) in
@@ -414,6 +506,25 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
+    /// The largest frame a layered socket copies into one buffer, so that it travels as one TLS record.
+    static let coalescedWriteLimit = 16 << 10
+
+    /// Writes all of `bytes` through the layer, waiting (bounded by the send timeout) whenever it must.
+    private func writeLayered(_ bytes: UnsafeRawBufferPointer) throws(SocketError) {
+        guard let layer, let base = bytes.baseAddress else { return }
+        var offset = 0
+        while offset < bytes.count {
+            switch try layer.write(UnsafeRawBufferPointer(start: base + offset, count: bytes.count - offset)) {
+            case .done(0): throw .system(operation: "send", errno: .brokenPipe)  // a layer must not make no progress
+            case .done(let written): offset += written
+            case .wantWrite:
+                guard try waitFor(Int16(POLLOUT), timeout: SO_SNDTIMEO) else { throw .timedOut(operation: "write") }
+            case .wantRead:
+                guard try waitFor(Int16(POLLIN), timeout: SO_RCVTIMEO) else { throw .timedOut(operation: "write") }
+            }
+        }
+    }
+
     private static func writeError(_ error: Errno) -> SocketError {
         switch error {
         case .wouldBlock: .timedOut(operation: "write")
@@ -444,6 +555,7 @@ public struct Socket: Sendable, Hashable {
     /// Waits up to `milliseconds` for the socket to become readable (data, end of stream or an error), with
     /// `poll`; returns whether it did. Consumes nothing.
     public func waitUntilReadable(milliseconds: Int32) -> Bool {
+        if let layer, layer.bufferedByteCount > 0 { return true }
         var entry = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
         guard let ready = try? valueOrErrno({ poll(&entry, 1, milliseconds) }), ready > 0 else { return false }
         return entry.revents != 0
@@ -458,8 +570,10 @@ public struct Socket: Sendable, Hashable {
         return entry.revents & (pollReadHangUp | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)) != 0
     }
 
-    /// Closes the descriptor (never retried after `EINTR`, as Linux releases it regardless). Ignores errors.
+    /// Ends the layer, if any, then closes the descriptor (never retried after `EINTR`, as Linux releases it
+    /// regardless). Ignores errors.
     public func close() {
+        layer?.close()
         _ = try? nothingOrErrno(retryOnInterrupt: false) { Glibc.close(fileDescriptor) }
     }
 }

@@ -14,6 +14,8 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
     case system(operation: String, errno: Errno)
     /// The socket was shut down or closed while the operation was in progress (or before it started).
     case closed
+    /// The TLS layer failed: a handshake refused (certificate, protocol) or a corrupt record; `reason` says which.
+    case tls(String)
 
     /// A sentence naming the address, the counts or the error number.
     public var description: String {
@@ -32,6 +34,8 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(operation) failed: \(errno)"
         case .closed:
             return "the socket is closed"
+        case .tls(let reason):
+            return "TLS: \(reason)"
         }
     }
 }

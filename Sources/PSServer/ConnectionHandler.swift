@@ -2,6 +2,7 @@ import Foundation
 import PSCoordinator
 import PSLog
 import PSPosix
+import PSSecurity
 import PSTransport
 import PSWire
 
@@ -15,6 +16,8 @@ final class Session {
     /// The worker's rank once a worker's hello was accepted (and until it left).
     var rank: Int? = nil
     var name = ""
+    /// The hello waiting for its `authenticate`, and the nonce it was challenged with (a server with a token).
+    var pendingChallenge: (hello: Hello, nonce: [UInt8])? = nil
     /// Reused buffer for pull replies: filled under the shard lock, sent after it is released.
     var sendBuffer: [Float] = []
 
@@ -85,6 +88,9 @@ final class ConnectionHandler {
                 closeReason = describe(error)
                 reportMalformed(error, requestID: 0)
                 reportTimeout(error)
+                if case .socket(.tls(let reason)) = error {
+                    log.warning("tls-refused", ["id": session.id, "peer": connection.peer, "reason": reason])
+                }
                 break
             }
             do {
@@ -153,10 +159,17 @@ final class ConnectionHandler {
                     + "not \(header.payloadLength)", to: requestID)
             return false
         }
-        if session.role == nil, header.type != .hello {
-            try connection.skipPayload(length: Int(header.payloadLength))
-            try session.replyError(.handshakeRequired, "the first frame must be hello", to: requestID)
-            return false
+        if session.role == nil {
+            // Before the handshake completes only its next step is accepted: hello, or the challenge's answer.
+            let expected: MessageType = session.pendingChallenge == nil ? .hello : .authenticate
+            if header.type != expected {
+                try connection.skipPayload(length: Int(header.payloadLength))
+                let text =
+                    expected == .hello
+                    ? "the first frame must be hello" : "the frame after a challenge must be authenticate"
+                try session.replyError(.handshakeRequired, text, to: requestID)
+                return false
+            }
         }
         if header.type == .exchange {
             try shards.exchange(header, session: session)
@@ -177,6 +190,8 @@ final class ConnectionHandler {
         switch message {
         case .hello(let hello):
             return try handshake(hello, requestID: requestID)
+        case .authenticate(let answer):
+            return try authenticate(answer, requestID: requestID)
         case .register(let register):
             try shards.register(register, session: session, requestID: requestID)
         case .pull(let pull):
@@ -210,17 +225,38 @@ final class ConnectionHandler {
 
     // MARK: Handshake
 
-    /// The first frame: checks the token, and for a worker joins the job (rank and start step).
+    /// The first frame. A server with a token answers it with a challenge (a fresh nonce) and admits the peer
+    /// only once `authenticate` proves the token; a server without one admits it at once.
     private func handshake(_ hello: Hello, requestID: UInt64) throws(TransportError) -> Bool {
         if session.role != nil {
             try session.replyError(.invalidState, "hello was already received on this connection", to: requestID)
             return true
         }
-        if let token = server.config.token, !constantTimeEquals(token, hello.token) {
-            try session.reply(.reject(Reject(code: .unauthorized, reason: "wrong or missing token")), to: requestID)
+        guard server.config.token != nil else { return try admit(hello, requestID: requestID) }
+        let nonce = Crypto.randomBytes(count: Challenge.size)
+        session.pendingChallenge = (hello, nonce)
+        try session.reply(.challenge(Challenge(nonce: nonce)), to: requestID)
+        return true
+    }
+
+    /// The answer to the challenge: HMAC-SHA256(token, nonce), compared in constant time. One try per connection.
+    private func authenticate(_ answer: Authenticate, requestID: UInt64) throws(TransportError) -> Bool {
+        guard session.role == nil, let pending = session.pendingChallenge, let token = server.config.token else {
+            try session.replyError(.invalidState, "authenticate answers a challenge; none is pending", to: requestID)
+            return true
+        }
+        session.pendingChallenge = nil
+        let expected = Crypto.hmacSHA256(token: token, message: pending.nonce)
+        guard Crypto.constantTimeEquals(expected, answer.mac) else {
+            try session.reply(.reject(Reject(code: .unauthorized, reason: "wrong token")), to: requestID)
             log.warning("handshake-rejected", ["peer": connection.peer, "reason": "bad token"])
             return false
         }
+        return try admit(pending.hello, requestID: requestID)
+    }
+
+    /// Admits an authenticated peer: its role and name, and for a worker a place in the job (rank and start step).
+    private func admit(_ hello: Hello, requestID: UInt64) throws(TransportError) -> Bool {
         session.role = hello.role
         session.name = hello.name
         connection.setFrameBudget(.nanoseconds(Int64(server.config.frameTimeoutSeconds * 1e9)))
@@ -285,17 +321,4 @@ final class ConnectionHandler {
             ["id": session.id, "role": "\(hello.role)", "name": hello.name])
         return true
     }
-}
-
-/// Compares two strings in time that depends only on their lengths, not on where they differ.
-func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-    let x = Array(a.utf8)
-    let y = Array(b.utf8)
-    var difference = UInt8(x.count == y.count ? 0 : 1)
-    for i in 0..<max(x.count, y.count) {
-        let left = i < x.count ? x[i] : 0
-        let right = i < y.count ? y[i] : 0
-        difference |= left ^ right
-    }
-    return difference == 0
 }

@@ -5,6 +5,7 @@ import PSHTTP
 import PSLog
 import PSMath
 import PSPosix
+import PSSecurity
 import PSTransport
 import PSWire
 import Synchronization
@@ -33,6 +34,10 @@ public final class ParameterServer: Sendable {
     /// The `--metrics-port` endpoint, when configured.
     let http: HTTPServer?
     let listener: Socket
+    /// TLS for accepted connections (`--tls-cert`/`--tls-key`), nil for plain TCP.
+    let tlsServer: TLSContext?
+    /// TLS towards the coordinator for `--join` (this server's certificate, verified against `--tls-ca`).
+    let tlsClient: TLSContext?
     /// The port actually bound (useful with port 0).
     public let port: UInt16
     let startNanos = MonotonicClock.nanoseconds()
@@ -83,6 +88,19 @@ public final class ParameterServer: Sendable {
         BLAS.setThreadCount(1)
         self.config = config
         self.log = log
+        do {
+            // A plaintext client is told, in clear, what it missed; then the server closes.
+            let refusal = MessageCodec.encodeFrame(
+                .error(
+                    ErrorMessage(
+                        code: .unauthorized,
+                        message: "this server requires TLS: connect with --tls-ca (and --tls-cert/--tls-key)")),
+                requestID: 0)
+            tlsServer = try config.tls.serverContext(plaintextRefusal: refusal)
+            tlsClient = config.join != nil && config.tls.enablesServer ? try config.tls.clientContext() : nil
+        } catch {
+            throw ConfigError("\(error)")
+        }
         let metrics = try config.metricsPath.map { try MetricsFile(path: $0, header: Self.runRecord(config)) }
         self.metrics = metrics
         let serverMetrics = ServerMetrics()
@@ -275,8 +293,19 @@ public final class ParameterServer: Sendable {
                 continue
             }
             let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
+            var socket = accepted.socket
+            if let tlsServer {
+                // No I/O here: the TLS handshake runs on the connection's thread, within --handshake-timeout.
+                do {
+                    socket = try tlsServer.secure(socket)
+                } catch {
+                    log.warning("tls-failed", ["peer": accepted.peer, "error": error])
+                    socket.close()
+                    continue
+                }
+            }
             let connection = FramedConnection(
-                socket: accepted.socket, peer: accepted.peer, maxPayloadBytes: config.maxFrameBytes)
+                socket: socket, peer: accepted.peer, maxPayloadBytes: config.maxFrameBytes)
             let limit = config.maxConnections
             let admitted = connections.withLock { open in
                 guard open.count < limit else { return false }
@@ -286,8 +315,11 @@ public final class ParameterServer: Sendable {
             guard admitted else {
                 // A fresh socket's send buffer is empty, so this small frame does not block the accept thread.
                 try? connection.setSendTimeout(.seconds(1))
-                try? connection.sendError(
-                    .resourceExhausted, "the server is at --max-connections \(limit); try again later", requestID: 0)
+                if tlsServer == nil {  // Over TLS the frame would need a handshake on this thread: just close.
+                    try? connection.sendError(
+                        .resourceExhausted, "the server is at --max-connections \(limit); try again later",
+                        requestID: 0)
+                }
                 connection.close()
                 log.warning("connection-refused", ["peer": accepted.peer, "reason": "max-connections \(limit)"])
                 continue

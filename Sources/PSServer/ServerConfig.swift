@@ -2,6 +2,7 @@ import PSCoordinator
 import PSHTTP
 import PSMath
 import PSPosix
+import PSSecurity
 import PSWire
 
 /// Everything `psserver` is configured with; validated once at start-up (`validate()`), every default documented.
@@ -20,6 +21,8 @@ public struct ServerConfig: Sendable {
     public var maxModelBytes: Int = ServerConfig.defaultMaxModelBytes
     /// Shared token a handshake must present; nil accepts any client.
     public var token: String? = nil
+    /// TLS (`--tls-cert`, `--tls-key`; `--tls-ca` for mutual TLS, and to verify the coordinator with `--join`).
+    public var tls = TLSFiles()
     /// Accept NaN and Inf in gradients (default: reject them with an error frame).
     public var allowNonFinite: Bool = false
     /// Optimizer applied on the shards.
@@ -119,6 +122,7 @@ public struct ServerConfig: Sendable {
         try Self.requireSeconds(waitTimeoutSeconds, flag: "--wait-timeout")
         try Self.requireSeconds(serverTimeoutSeconds, flag: "--server-timeout")
         try Self.requireSeconds(handshakeTimeoutSeconds, flag: "--handshake-timeout")
+        if let problem = tls.problem(server: true) { throw ConfigError(problem) }
         try Self.requireSeconds(frameTimeoutSeconds, flag: "--frame-timeout")
         try Self.requireSeconds(sendTimeoutSeconds, flag: "--send-timeout")
         try Self.requireSeconds(stopTimeoutSeconds, flag: "--stop-timeout")

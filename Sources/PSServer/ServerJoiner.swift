@@ -81,16 +81,15 @@ extension ParameterServer {
     private func attemptJoin(host: String, port: UInt16, advertise: String) -> JoinAttempt {
         let connection: FramedConnection
         do throws(SocketError) {
-            connection = try FramedConnection.connect(host: host, port: port, timeout: .seconds(5))
+            connection = try FramedConnection.connect(host: host, port: port, timeout: .seconds(5), tls: tlsClient)
         } catch {
             return .unreachable("\(error)")
         }
         defer { connection.close() }
         do throws(TransportError) {
             try connection.setReceiveTimeout(.seconds(10))
-            let hello = Hello(role: .server, name: "server-\(advertise)", token: config.token ?? "")
-            try connection.send(.hello(hello), requestID: 0)
-            switch try connection.readMessage()?.message {
+            let hello = Hello(role: .server, name: "server-\(advertise)")
+            switch try connection.handshake(hello, token: config.token) {
             case .welcome: break
             case .reject(let reject): return .fatal(reject.reason)
             case .error(let error): return .fatal(error.message)
@@ -235,14 +234,14 @@ extension ParameterServer {
             let connection: FramedConnection
             do throws(SocketError) {
                 connection = try FramedConnection.connect(
-                    host: host, port: port, timeout: .seconds(5), maxPayloadBytes: config.maxFrameBytes)
+                    host: host, port: port, timeout: .seconds(5), maxPayloadBytes: config.maxFrameBytes,
+                    tls: tlsClient)
             } catch {
                 throw .socket(error)
             }
             try connection.setReceiveTimeout(.seconds(Int64(config.serverTimeoutSeconds.rounded(.up)) + 10))
-            let hello = Hello(role: .server, name: "server-link", token: config.token ?? "")
-            try connection.send(.hello(hello), requestID: 0)
-            guard case .welcome = try connection.readMessage()?.message else {
+            let hello = Hello(role: .server, name: "server-link")
+            guard case .welcome = try connection.handshake(hello, token: config.token) else {
                 connection.close()
                 return nil
             }

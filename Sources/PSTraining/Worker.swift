@@ -5,6 +5,7 @@ import PSLog
 import PSMath
 import PSModel
 import PSPosix
+import PSSecurity
 import PSWire
 
 /// How a `psworker` is configured; the job itself comes from the server.
@@ -30,6 +31,8 @@ public struct WorkerOptions: Sendable {
     public var testOverride: String? = nil
     /// The shared secret the server requires, if any.
     public var token: String? = nil
+    /// TLS towards the servers (`--tls-ca`, and `--tls-cert`/`--tls-key` for mutual TLS); nil: plain TCP.
+    public var tls: TLSContext? = nil
     /// OpenBLAS threads (default 1: several processes usually share a machine).
     public var threads = 1
     /// How long to keep trying to reach the server before giving up.
@@ -375,7 +378,7 @@ public final class Worker {
             do {
                 let client = try ParameterClient.connect(
                     host: host, port: port, role: role, name: options.name, token: options.token,
-                    connectTimeout: .seconds(5))
+                    connectTimeout: .seconds(5), tls: options.tls)
                 return client
             } catch .rejected(let code, let reason) {
                 if code == .jobFull || code == .unauthorized || code == .invalidState {

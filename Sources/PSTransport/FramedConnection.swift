@@ -1,4 +1,5 @@
 import PSPosix
+import PSSecurity
 import PSWire
 import Synchronization  // Atomic
 
@@ -44,13 +45,26 @@ public final class FramedConnection: @unchecked Sendable {
         receiveBuffer.deallocate()
     }
 
-    /// Connects to `host:port`, with a deadline for the TCP handshake.
+    /// Connects to `host:port`, with a deadline for the TCP handshake; with `tls`, over TLS (the TLS handshake runs
+    /// on the first write, within the connection's timeouts, and checks that the certificate names `host`).
     public static func connect(
-        host: String, port: UInt16, timeout: Duration, maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes
+        host: String, port: UInt16, timeout: Duration, maxPayloadBytes: Int = WireProtocol.defaultMaxPayloadBytes,
+        tls: TLSContext? = nil
     ) throws(SocketError) -> FramedConnection {
-        let socket = try Socket.connect(host: host, port: port, timeout: timeout)
+        var socket = try Socket.connect(host: host, port: port, timeout: timeout)
+        if let tls {
+            do {
+                socket = try tls.secure(socket, serverName: host)
+            } catch {
+                socket.close()
+                throw error
+            }
+        }
         return FramedConnection(socket: socket, peer: "\(host):\(port)", maxPayloadBytes: maxPayloadBytes)
     }
+
+    /// Whether the connection runs over TLS.
+    public var isTLS: Bool { socket.layer != nil }
 
     // MARK: Reading (one thread at a time)
 

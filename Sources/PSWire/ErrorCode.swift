@@ -18,7 +18,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let unknownMessageType = ErrorCode(rawValue: 3)
     /// The payload length exceeds the receiver's maximum.
     public static let frameTooLarge = ErrorCode(rawValue: 4)
-    /// The handshake's token is wrong or missing.
+    /// The answer to the handshake's challenge is wrong (wrong token), or the role may not make the request.
     public static let unauthorized = ErrorCode(rawValue: 5)
     /// A request arrived before the handshake.
     public static let handshakeRequired = ErrorCode(rawValue: 6)

@@ -13,7 +13,6 @@ public enum MessageCodec {
             writer.writeInteger(UInt8(0))
             writer.writeInteger(hello.maxVersion)
             writer.writeString(hello.name)
-            writer.writeString(hello.token)
         case .welcome(let welcome):
             writer.writeInteger(welcome.assignedID)
             writer.writeInteger(welcome.rank)
@@ -26,6 +25,12 @@ public enum MessageCodec {
             writer.writeInteger(error.code.rawValue)
             writer.writeInteger(UInt16(0))
             writer.writeString(error.message)
+        case .challenge(let challenge):
+            writer.writeInteger(Challenge.hmacSHA256)
+            writer.writeInteger(UInt16(0))
+            for byte in challenge.nonce { writer.writeInteger(byte) }
+        case .authenticate(let authenticate):
+            for byte in authenticate.mac { writer.writeInteger(byte) }
         case .register(let register):
             encode(register, into: &writer)
         case .registered(let registered):
@@ -186,7 +191,21 @@ public enum MessageCodec {
             throw .invalidField(type: reader.type, field: "maxVersion", reason: "version 0 does not exist")
         }
         let name = try reader.string("name")
-        return .hello(Hello(role: role, maxVersion: maxVersion, name: name, token: try reader.string("token")))
+        return .hello(Hello(role: role, maxVersion: maxVersion, name: name))
+    }
+
+    static func decodeChallenge(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        let algorithm = try reader.u16()
+        guard algorithm == Challenge.hmacSHA256 else {
+            throw .invalidField(
+                type: reader.type, field: "algorithm", reason: "algorithm \(algorithm) is not 1 (HMAC-SHA256)")
+        }
+        _ = try reader.u16()
+        return .challenge(Challenge(nonce: Array(try reader.bytes(count: Challenge.size))))
+    }
+
+    static func decodeAuthenticate(_ reader: inout PayloadReader) throws(WireError) -> Message {
+        .authenticate(Authenticate(mac: Array(try reader.bytes(count: Challenge.size))))
     }
 
     static func decodeWelcome(_ reader: inout PayloadReader) throws(WireError) -> Message {

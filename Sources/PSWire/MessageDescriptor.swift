@@ -39,10 +39,12 @@ struct MessageDescriptor: Sendable {
 
     /// Every message type protocol v1 defines, in code order (proto-docs/protocol.md, "Message types").
     static let all: [MessageDescriptor] = [
-        .init(.hello, "hello", .request, minimum: 12, MessageCodec.decodeHello),
+        .init(.hello, "hello", .request, minimum: 8, MessageCodec.decodeHello),
         .init(.welcome, "welcome", .reply, minimum: 12, MessageCodec.decodeWelcome),
         .init(.reject, "reject", .reply, minimum: 8, MessageCodec.decodeReject),
         .init(.error, "error", .reply, minimum: 8, MessageCodec.decodeError),
+        .init(.challenge, "challenge", .reply, minimum: 4 + Challenge.size, MessageCodec.decodeChallenge),
+        .init(.authenticate, "authenticate", .request, minimum: Challenge.size, MessageCodec.decodeAuthenticate),
         .init(.register, "register", .request, minimum: 4, MessageCodec.decodeRegister),
         .init(.registered, "registered", .reply, minimum: 16, MessageCodec.decodeRegistered),
         .init(.push, "push", .request, minimum: PushPrefix.size, MessageCodec.decodePush),

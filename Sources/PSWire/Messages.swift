@@ -27,15 +27,42 @@ public struct Hello: Sendable, Equatable {
     public var maxVersion: UInt16
     /// The peer's name; a worker that reconnects with the same name gets its old rank back.
     public var name: String
-    /// The shared secret the server may require; empty for none.
-    public var token: String
 
-    /// Creates a hello.
-    public init(role: Role, maxVersion: UInt16 = WireProtocol.version, name: String, token: String = "") {
+    /// Creates a hello. It carries no secret: a server with a token answers it with a ``Challenge``.
+    public init(role: Role, maxVersion: UInt16 = WireProtocol.version, name: String) {
         self.role = role
         self.maxVersion = maxVersion
         self.name = name
-        self.token = token
+    }
+}
+
+/// A server's answer to a `hello` when it requires the shared token (`challenge`, 0x0005): a fresh random nonce,
+/// which the peer must answer with `authenticate` carrying HMAC-SHA256(token, nonce).
+public struct Challenge: Sendable, Equatable {
+    /// The size of the nonce, and of the HMAC-SHA256 tag that answers it, in bytes.
+    public static let size = 32
+    /// The only algorithm of protocol v1: HMAC-SHA256 keyed with the token's UTF-8 bytes, over the nonce.
+    public static let hmacSHA256: UInt16 = 1
+
+    /// 32 random bytes, never reused.
+    public var nonce: [UInt8]
+
+    /// Creates a challenge; `nonce` must hold exactly ``size`` bytes.
+    public init(nonce: [UInt8]) {
+        precondition(nonce.count == Self.size, "a challenge nonce has \(Self.size) bytes")
+        self.nonce = nonce
+    }
+}
+
+/// A peer's answer to a ``Challenge`` (`authenticate`, 0x0006): HMAC-SHA256 of the nonce under the token.
+public struct Authenticate: Sendable, Equatable {
+    /// The 32-byte tag.
+    public var mac: [UInt8]
+
+    /// Creates an answer; `mac` must hold exactly ``Challenge/size`` bytes.
+    public init(mac: [UInt8]) {
+        precondition(mac.count == Challenge.size, "an authenticate tag has \(Challenge.size) bytes")
+        self.mac = mac
     }
 }
 
@@ -586,6 +613,8 @@ public enum Message: Sendable, Equatable {
     case welcome(Welcome)
     case reject(Reject)
     case error(ErrorMessage)
+    case challenge(Challenge)
+    case authenticate(Authenticate)
     case register(Register)
     case registered(Registered)
     case push(Push)
@@ -623,6 +652,8 @@ public enum Message: Sendable, Equatable {
         case .welcome: .welcome
         case .reject: .reject
         case .error: .error
+        case .challenge: .challenge
+        case .authenticate: .authenticate
         case .register: .register
         case .registered: .registered
         case .push: .push

@@ -26,7 +26,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         self.rawValue = rawValue
     }
 
-    /// Handshake from a connecting peer (role, highest version, name, token).
+    /// Handshake from a connecting peer (role, highest version, name).
     public static let hello = MessageType(rawValue: 0x0001)
     /// Reply to `hello`: the peer is accepted.
     public static let welcome = MessageType(rawValue: 0x0002)
@@ -34,6 +34,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let reject = MessageType(rawValue: 0x0003)
     /// Reply to any request that failed.
     public static let error = MessageType(rawValue: 0x0004)
+    /// Reply to `hello` from a server with a token: a nonce to answer with `authenticate`.
+    public static let challenge = MessageType(rawValue: 0x0005)
+    /// Answers a `challenge` with HMAC-SHA256(token, nonce); answered by `welcome` or `reject`.
+    public static let authenticate = MessageType(rawValue: 0x0006)
     /// Registers the model's tensors.
     public static let register = MessageType(rawValue: 0x0010)
     /// Reply to `register`: the shard layout.

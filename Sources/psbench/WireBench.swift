@@ -1,5 +1,6 @@
 import Foundation
 import PSPosix
+import PSSecurity
 import PSTransport
 import PSWire
 
@@ -37,7 +38,88 @@ enum WireBench {
             BenchRow(
                 name: "64 B round trip (median)", value: framedRTT, unit: "us", baseline: rawRTT,
                 baselineName: "raw 64 B ping-pong", lowerIsBetter: true))
+        rows += try tlsRows(quick: quick)
         return rows
+    }
+
+    /// TLS (a self-signed P-256 certificate, the cipher suite OpenSSL negotiates: TLS 1.3, AES-256-GCM on this
+    /// hardware) against the same framed traffic over plain TCP, measured back to back in this run.
+    static func tlsRows(quick: Bool) throws -> [BenchRow] {
+        let tls = try TLSContext.selfSignedPair()
+        var rows: [BenchRow] = []
+        for size in [256 << 10, 4 << 20] {
+            let iterations = iterationsFor(size, quick: quick)
+            let plainOne = try framedStream(size: size, iterations: iterations, echo: false)
+            let tlsOne = try framedStream(size: size, iterations: iterations, echo: false, tls: tls)
+            rows.append(
+                BenchRow(
+                    name: "TLS one-way \(formatBytes(size))", value: tlsOne, unit: "GB/s", baseline: plainOne,
+                    baselineName: "framed, plain TCP"))
+            let plainEcho = try framedStream(size: size, iterations: max(iterations / 2, 2), echo: true)
+            let tlsEcho = try framedStream(size: size, iterations: max(iterations / 2, 2), echo: true, tls: tls)
+            rows.append(
+                BenchRow(
+                    name: "TLS echo \(formatBytes(size))", value: tlsEcho, unit: "GB/s", baseline: plainEcho,
+                    baselineName: "framed, plain TCP"))
+        }
+        let pings = quick ? 1000 : 5000
+        var plainRTT = Double.infinity
+        var tlsRTT = Double.infinity
+        for _ in 0..<5 {
+            plainRTT = min(plainRTT, try framedPingPong(iterations: pings))
+            tlsRTT = min(tlsRTT, try framedPingPong(iterations: pings, tls: tls))
+        }
+        rows.append(
+            BenchRow(
+                name: "TLS 64 B round trip (median)", value: tlsRTT, unit: "us", baseline: plainRTT,
+                baselineName: "framed, plain TCP", lowerIsBetter: true))
+        var plainConnect = Double.infinity
+        var tlsConnect = Double.infinity
+        for _ in 0..<5 {
+            plainConnect = min(plainConnect, try connectTime(tls: nil, count: quick ? 20 : 100))
+            tlsConnect = min(tlsConnect, try connectTime(tls: tls, count: quick ? 20 : 100))
+        }
+        rows.append(
+            BenchRow(
+                name: "TLS connect + first round trip (median)", value: tlsConnect, unit: "us",
+                baseline: plainConnect, baselineName: "plain TCP", lowerIsBetter: true))
+        return rows
+    }
+
+    /// The median time to connect, send one small frame and read the answer (the TLS handshake included).
+    static func connectTime(tls: (server: TLSContext, client: TLSContext)?, count: Int) throws -> Double {
+        let listener = try Socket.listen(host: "127.0.0.1", port: 0)
+        let port = try listener.localPort()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            defer { done.signal() }
+            for _ in 0..<count {
+                guard let (accepted, _) = try? listener.accept() else { return }
+                guard let socket = tls == nil ? accepted : try? tls?.server.secure(accepted) else {
+                    accepted.close()
+                    continue
+                }
+                let connection = FramedConnection(socket: socket, peer: "bench")
+                if let (header, _) = try? connection.readMessage() {
+                    try? connection.send(.metricsAck, requestID: header.requestID)
+                }
+                _ = try? connection.readHeader()  // until the client closes
+                connection.close()
+            }
+            listener.close()
+        }.start()
+        var samples: [UInt64] = []
+        for _ in 0..<count {
+            let start = MonotonicClock.nanoseconds()
+            let connection = try FramedConnection.connect(
+                host: "127.0.0.1", port: port, timeout: .seconds(5), tls: tls?.client)
+            try connection.send(.status(StatusRequest()), requestID: 1)
+            _ = try connection.readMessage()
+            samples.append(MonotonicClock.nanoseconds() - start)
+            connection.close()
+        }
+        done.wait()
+        return median(samples) / 1000
     }
 
     static func iterationsFor(_ size: Int, quick: Bool) -> Int {
@@ -86,9 +168,13 @@ enum WireBench {
         return Double(size) * Double(iterations) / seconds / 1e9
     }
 
-    static func framedStream(size: Int, iterations: Int, echo: Bool) throws -> Double {
+    static func framedStream(
+        size: Int, iterations: Int, echo: Bool, tls: (server: TLSContext, client: TLSContext)? = nil
+    ) throws -> Double {
         let count = size / 4
+        let serverTLS = tls?.server
         let (port, done) = try serve { socket in
+            guard let socket = serverTLS == nil ? socket : try? serverTLS?.secure(socket) else { return }
             let connection = FramedConnection(socket: socket, peer: "bench")
             var floats = [Float](repeating: 0, count: count)
             for _ in 0..<iterations {
@@ -109,7 +195,8 @@ enum WireBench {
             }
             if !echo { try? connection.send(.metricsAck, requestID: 0) }
         }
-        let connection = try FramedConnection.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+        let connection = try FramedConnection.connect(
+            host: "127.0.0.1", port: port, timeout: .seconds(5), tls: tls?.client)
         defer { connection.close() }
         var floats = [Float](repeating: 1, count: count)
         let start = MonotonicClock.nanoseconds()
@@ -159,8 +246,12 @@ enum WireBench {
     }
 
     /// A push of 10 floats (64-byte payload) answered by a push acknowledgement, as a worker would see it.
-    static func framedPingPong(iterations: Int) throws -> Double {
+    static func framedPingPong(
+        iterations: Int, tls: (server: TLSContext, client: TLSContext)? = nil
+    ) throws -> Double {
+        let serverTLS = tls?.server
         let (port, done) = try serve { socket in
+            guard let socket = serverTLS == nil ? socket : try? serverTLS?.secure(socket) else { return }
             let connection = FramedConnection(socket: socket, peer: "bench")
             var floats = [Float](repeating: 0, count: 10)
             for _ in 0..<iterations {
@@ -174,7 +265,8 @@ enum WireBench {
                 guard (try? connection.send(.pushAck(ack), requestID: header.requestID)) != nil else { return }
             }
         }
-        let connection = try FramedConnection.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+        let connection = try FramedConnection.connect(
+            host: "127.0.0.1", port: port, timeout: .seconds(5), tls: tls?.client)
         defer { connection.close() }
         let floats = [Float](repeating: 1, count: 10)
         var samples: [UInt64] = []

@@ -2,6 +2,7 @@ import Foundation
 import PSCLI
 import PSClient
 import PSPosix
+import PSSecurity
 import PSWire
 
 /// `psctl`: operate a running SwiftPS cluster, or start a local demo cluster.
@@ -12,6 +13,9 @@ struct PSCtlCommand {
             "server", short: "s", value: "host:port", help: "The coordinator's address.", default: "127.0.0.1:7000",
             environment: "PS_SERVER"),
         Option("token", value: "token", help: "Shared secret the server requires.", environment: "PS_TOKEN"),
+        Option("tls-ca", value: "pem", help: "Connect with TLS; the server's certificate must come from this CA."),
+        Option("tls-cert", value: "pem", help: "Mutual TLS: psctl's certificate chain (needs --tls-key)."),
+        Option("tls-key", value: "pem", help: "Private key of --tls-cert."),
         Option("timeout", value: "seconds", help: "Give up after this long.", default: "30"),
     ]
 
@@ -99,11 +103,14 @@ struct PSCtlCommand {
         // At most a year, so the milliseconds below fit an Int64; NaN and infinities are refused too.
         let seconds = try arguments.required("timeout", as: Double.self, in: 0.001...(365 * 86_400))
         let timeout = Duration.milliseconds(Int64(seconds * 1000))
+        let files = TLSFiles(
+            certificate: arguments.string("tls-cert"), key: arguments.string("tls-key"), ca: arguments.string("tls-ca"))
+        if let problem = files.problem(server: false) { throw UsageError(problem) }
         do {
             let client = try ParameterClient.connect(
                 host: host, port: port, role: .control, name: "psctl",
                 token: arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }, connectTimeout: timeout,
-                requestTimeout: timeout)
+                requestTimeout: timeout, tls: try files.clientContext())
             return (client, timeout)
         } catch {
             throw CtlError("cannot talk to \(host):\(port): \(error)")

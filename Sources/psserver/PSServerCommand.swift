@@ -5,6 +5,7 @@ import PSData
 import PSLog
 import PSMath
 import PSPosix
+import PSSecurity
 import PSServer
 import PSTraining
 
@@ -31,6 +32,11 @@ struct PSServerCommand {
                 "max-model-bytes", value: "bytes",
                 help: "Most server memory a model may take (weights, optimizer state, buffers); default half the RAM."),
             Option("token", value: "token", help: "Shared secret clients must present.", environment: "PS_TOKEN"),
+            Option("tls-cert", value: "pem", help: "Serve TLS with this certificate chain (needs --tls-key)."),
+            Option("tls-key", value: "pem", help: "Private key of --tls-cert."),
+            Option(
+                "tls-ca", value: "pem",
+                help: "Mutual TLS: clients must present a certificate from this CA (also checks --join's coordinator)."),
             Option(
                 "allow-nonfinite",
                 help: "Accept NaN/Inf gradients and updates that make weights NaN/Inf instead of refusing them."),
@@ -153,6 +159,9 @@ struct PSServerCommand {
         config.maxModelBytes =
             try arguments.value("max-model-bytes", as: Int.self) ?? ServerConfig.defaultMaxModelBytes
         config.token = arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }
+        config.tls = TLSFiles(
+            certificate: arguments.string("tls-cert"), key: arguments.string("tls-key"), ca: arguments.string("tls-ca"))
+        if let problem = config.tls.problem(server: true) { throw UsageError(problem) }
         config.allowNonFinite = arguments.has("allow-nonfinite")
         guard let mode = ConsistencyMode(rawValue: arguments.string("mode") ?? "bsp") else {
             throw UsageError("Invalid value for '--mode <bsp|ssp|async>': expected bsp, ssp or async")

@@ -2,6 +2,7 @@ import Foundation
 import PSCLI
 import PSLog
 import PSPosix
+import PSSecurity
 import PSTraining
 
 /// `psworker`: joins a SwiftPS job and trains on its partition of the data until the job ends.
@@ -24,6 +25,9 @@ struct PSWorkerCommand {
             Option("data", value: "path", help: "Where this worker finds the job's data on its own disk."),
             Option("test", value: "path", help: "Test set for the epoch evaluation (rank 0)."),
             Option("token", value: "token", help: "Shared secret the server requires.", environment: "PS_TOKEN"),
+            Option("tls-ca", value: "pem", help: "Connect with TLS; the servers' certificates must come from this CA."),
+            Option("tls-cert", value: "pem", help: "Mutual TLS: this worker's certificate chain (needs --tls-key)."),
+            Option("tls-key", value: "pem", help: "Private key of --tls-cert."),
             Option("threads", value: "n", help: "OpenBLAS threads for the gradient math.", default: "1"),
             Option(
                 "reconnect-timeout", value: "seconds", help: "How long to keep trying to reach the server.",
@@ -56,6 +60,11 @@ struct PSWorkerCommand {
             options.dataOverride = arguments.string("data")
             options.testOverride = arguments.string("test")
             options.token = arguments.string("token").flatMap { $0.isEmpty ? nil : $0 }
+            let tls = TLSFiles(
+                certificate: arguments.string("tls-cert"), key: arguments.string("tls-key"),
+                ca: arguments.string("tls-ca"))
+            if let problem = tls.problem(server: false) { throw UsageError(problem) }
+            options.tls = try tls.clientContext()
             options.threads = try arguments.required("threads", as: Int.self, in: 1...maxThreads)
             options.reconnectTimeoutSeconds = try arguments.required(
                 "reconnect-timeout", as: Double.self, in: 0...maxSeconds)

@@ -3,7 +3,7 @@ import PSTestSupport
 import XCTest
 
 /// Issue 15 item 15: `make dist` builds psserver, psworker and psctl with `--static-swift-stdlib`, and they run on
-/// a host with only OpenBLAS and zlib: `.ci/dist-check` finds no toolchain library in `ldd` and runs each binary's
+/// a host with only OpenBLAS, zlib and OpenSSL: `.ci/dist-check` finds no toolchain library in `ldd` and runs each binary's
 /// `--help` and a one-epoch `psctl demo` with the toolchain's directory hidden (as root). A static release build
 /// takes minutes, so the test is gated: PS_DIST=1 (CI runs `.ci/dist-check` through `make dist-check`).
 final class DistClusteredTests: XCTestCase {

@@ -51,7 +51,7 @@ final class ScaleOutClusteredTests: XCTestCase {
         let joined = try startJoinedServer(cluster, shards: 1, token: "wrong")
         XCTAssertEqual(joined.wait(timeout: .seconds(60)), 1, joined.standardError)
         XCTAssertTrue(
-            joined.standardError.contains("refused this server: wrong or missing token"), joined.standardError)
+            joined.standardError.contains("refused this server: wrong token"), joined.standardError)
     }
 
     func test_join_beyondServers_isRefused() throws {
@@ -62,6 +62,13 @@ final class ScaleOutClusteredTests: XCTestCase {
         let first = try startJoinedServer(cluster, shards: 1, token: "t")
         defer { _ = first.terminateAndWait() }
         _ = try first.waitForLine(matching: "event=joined", in: .standardError, timeout: .seconds(60))
+        // psctl authenticates by challenge-response too: no token and a wrong one are refused with the reason.
+        let tokenless = try cluster.psctl(["status"])
+        XCTAssertEqual(tokenless.code, 1, tokenless.output)
+        XCTAssertTrue(tokenless.output.contains("requires a token"), tokenless.output)
+        let wrong = try cluster.psctl(["status", "--token", "not-t"])
+        XCTAssertEqual(wrong.code, 1, wrong.output)
+        XCTAssertTrue(wrong.output.contains("wrong token"), wrong.output)
         let status = try cluster.psctl(["status", "--token", "t"])
         XCTAssertEqual(status.code, 0, status.output)
         XCTAssertTrue(status.output.contains("SERVER  ADDRESS"), status.output)

@@ -193,7 +193,7 @@ final class ParameterServerTests: XCTestCase {
     func test_unknownMessageType_getsErrorAndConnectionStays() throws {
         let harness = try ServerHarness(shards: 1)
         let connection = try harness.rawConnection()
-        try connection.send(.hello(Hello(role: .control, maxVersion: 1, name: "raw", token: "")), requestID: 1)
+        try connection.send(.hello(Hello(role: .control, maxVersion: 1, name: "raw")), requestID: 1)
         guard case .welcome? = try connection.readMessage()?.message else { return XCTFail("expected welcome") }
         var frame = [UInt8](repeating: 0, count: WireProtocol.headerSize + 4)
         frame.withUnsafeMutableBytes { bytes in

@@ -31,7 +31,7 @@ final class ServerFuzzTests: XCTestCase {
     private func session(shardSizes: [Int]) -> [[UInt8]] {
         var frames: [[UInt8]] = [
             MessageCodec.encodeFrame(
-                .hello(Hello(role: .worker, maxVersion: WireProtocol.version, name: "fuzz", token: "")), requestID: 1),
+                .hello(Hello(role: .worker, maxVersion: WireProtocol.version, name: "fuzz")), requestID: 1),
             MessageCodec.encodeFrame(.register(Register(tensors: zeroTensors([8, 5]))), requestID: 2),
         ]
         for (shard, size) in shardSizes.enumerated() {

@@ -23,12 +23,29 @@ struct DocHexBlock {
 }
 
 enum Golden {
+    /// The example challenge's nonce: the bytes 0x00 ... 0x1f (a real one is random).
+    static let challengeNonce: [UInt8] = Array(0..<32)
+    /// HMAC-SHA256 of ``challengeNonce`` under the token "s3cret" (checked against OpenSSL in `ChallengeTests`,
+    /// and equal to `openssl dgst -sha256 -hmac s3cret` of the nonce's bytes).
+    static let challengeAnswer: [UInt8] = hexBytes(
+        "336266fe4a9c85bad2b0189849d662fd93934ca115f67b8d98d972bae8cd3082")
+
+    static func hexBytes(_ hex: String) -> [UInt8] {
+        let digits = Array(hex.utf8)
+        return stride(from: 0, to: digits.count, by: 2).map {
+            UInt8(String(decoding: digits[$0..<$0 + 2], as: UTF8.self), radix: 16)!
+        }
+    }
+
     /// The messages the examples in proto-docs/protocol.md must decode to, in the document's order.
     ///
     /// One small model runs through them: `fc1.weight` [2, 3] and `fc1.bias` [3], 9 elements over 3 shards of 3.
     static let examples: [GoldenExample] = [
         // A worker's connection.
-        GoldenExample(requestID: 1, message: .hello(Hello(role: .worker, name: "worker-0", token: "s3cret"))),
+        GoldenExample(requestID: 1, message: .hello(Hello(role: .worker, name: "worker-0"))),
+        // A server with token "s3cret" challenges it; the worker answers HMAC-SHA256("s3cret", nonce).
+        GoldenExample(requestID: 1, message: .challenge(Challenge(nonce: challengeNonce))),
+        GoldenExample(requestID: 1, message: .authenticate(Authenticate(mac: challengeAnswer))),
         GoldenExample(
             requestID: 1,
             message: .welcome(Welcome(assignedID: 7, rank: 0, config: #"{"shardCount":3,"startStep":0}"#))

@@ -5,8 +5,8 @@ final class MessageCodecTests: XCTestCase {
     /// The golden examples plus variants that reach every branch of the codec.
     static let roundTripMessages: [Message] =
         Golden.examples.map(\.message) + [
-            .hello(Hello(role: .server, maxVersion: 3, name: "wörker-β ✓", token: "")),
-            .hello(Hello(role: .control, name: "", token: "t")),
+            .hello(Hello(role: .server, maxVersion: 3, name: "wörker-β ✓")),
+            .hello(Hello(role: .control, name: "")),
             .welcome(Welcome(assignedID: .max, rank: -1, config: "")),
             .reject(Reject(code: ErrorCode(rawValue: 999), reason: "a code from the future")),
             .error(ErrorMessage(code: .internalError, message: "")),

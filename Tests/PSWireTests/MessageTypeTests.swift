@@ -5,7 +5,8 @@ final class MessageTypeTests: XCTestCase {
     func test_messageType_knownTypes_haveTheirContractCodes() {
         let expected: [(MessageType, UInt16, String, Bool)] = [
             (.hello, 0x01, "hello", false), (.welcome, 0x02, "welcome", true), (.reject, 0x03, "reject", true),
-            (.error, 0x04, "error", true), (.register, 0x10, "register", false),
+            (.error, 0x04, "error", true), (.challenge, 0x05, "challenge", true),
+            (.authenticate, 0x06, "authenticate", false), (.register, 0x10, "register", false),
             (.registered, 0x11, "registered", true), (.push, 0x12, "push", false), (.pushAck, 0x13, "pushAck", true),
             (.pull, 0x14, "pull", false), (.pullReply, 0x15, "pullReply", true), (.pushPull, 0x16, "pushPull", false),
             (.exchange, 0x17, "exchange", false), (.exchangeReply, 0x18, "exchangeReply", true),
