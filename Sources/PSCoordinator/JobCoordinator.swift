@@ -103,6 +103,16 @@ public struct EpochRecord: Sendable, Equatable {
     public let samples: UInt64
     /// Filled in by the coordinator when it records the epoch.
     public var elapsedNanos: UInt64
+    /// Which weights were evaluated (filled in by the coordinator): the reporting worker's clock, i.e. the step
+    /// whose weights it pulled, and the slowest and fastest live workers' clocks then. In BSP every worker's
+    /// weights at an epoch's end are the same; in SSP/async they are a snapshot of a moving model.
+    public var weightsAtStep: UInt64? = nil
+    public var minClock: UInt64? = nil
+    public var maxClock: UInt64? = nil
+
+    /// The wire's epoch number of a report that evaluates the job's final weights, after every worker's last push
+    /// (SSP/async; `EpochMetrics.finalWeights`); it is not an epoch record.
+    public static let finalWeights = UInt32.max
 
     public init(epoch: UInt32, testLoss: Double, testAccuracy: Double, samples: UInt64, elapsedNanos: UInt64 = 0) {
         self.epoch = epoch
@@ -230,6 +240,11 @@ public struct JobCoordinator: Sendable {
     public private(set) var barrierWaits: UInt64 = 0
     /// The most recent epoch evaluation.
     public private(set) var lastEpoch: EpochRecord? = nil
+    /// SSP/async: the evaluation of the final weights, after every worker's last push (`EpochRecord.finalWeights`).
+    public private(set) var finalEvaluation: EpochRecord? = nil
+    /// The test accuracy the job reports: on the final weights when a worker evaluated them, else the last
+    /// epoch's.
+    public var reportedTestAccuracy: Double? { (finalEvaluation ?? lastEpoch)?.testAccuracy }
     /// Notable events (deaths), newest last, for status.
     public private(set) var events: [String] = []
     /// SSP/async pushes dropped or scaled by the stale-gradient bound.
@@ -670,11 +685,27 @@ public struct JobCoordinator: Sendable {
     ///
     /// `epoch.epoch` is the wire's index of the epoch just completed, from 0; the record, the log line, the
     /// metrics file and the status number epochs from 1, as the worker's console does ("epoch 1/10").
-    public mutating func onEpoch(_ epoch: EpochRecord, now: UInt64) -> [JobDirective] {
+    public mutating func onEpoch(_ epoch: EpochRecord, rank: WorkerID? = nil, now: UInt64) -> [JobDirective] {
+        if epoch.epoch == EpochRecord.finalWeights {
+            // The evaluation of the final weights: what the job's summary reports (the first such report).
+            guard finalEvaluation == nil else { return [] }
+            finalEvaluation = epoch
+            return [
+                .log(
+                    LogRecord(
+                        .info, "final-evaluation",
+                        [
+                            ("test_loss", Self.fourDecimals(epoch.testLoss)),
+                            ("test_accuracy", Self.fourDecimals(epoch.testAccuracy)),
+                        ]))
+            ]
+        }
         guard recordedEpochs.insert(epoch.epoch).inserted else { return [] }
         var record = EpochRecord(
-            epoch: epoch.epoch == .max ? .max : epoch.epoch + 1, testLoss: epoch.testLoss,
-            testAccuracy: epoch.testAccuracy, samples: epoch.samples)
+            epoch: epoch.epoch + 1, testLoss: epoch.testLoss, testAccuracy: epoch.testAccuracy, samples: epoch.samples)
+        record.weightsAtStep = rank.flatMap { membership.worker(rank: $0)?.clock }
+        record.minClock = membership.minLiveClock
+        record.maxClock = membership.maxClock
         record.elapsedNanos = now &- elapsedOrigin
         record.sequence = recordsIssued
         recordsIssued += 1

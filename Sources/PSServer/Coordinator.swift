@@ -91,10 +91,10 @@ final class Coordinator: Sendable {
         }
     }
 
-    func epoch(_ epoch: EpochMetrics) -> [JobDirective] {
+    func epoch(_ epoch: EpochMetrics, rank: Int?) -> [JobDirective] {
         let record = EpochRecord(
             epoch: epoch.epoch, testLoss: epoch.testLoss, testAccuracy: epoch.testAccuracy, samples: epoch.samples)
-        return event { $0.onEpoch(record, now: $1) }
+        return event { $0.onEpoch(record, rank: rank, now: $1) }
     }
 
     func tick() -> [JobDirective] {

@@ -39,11 +39,17 @@ extension StepRecord {
 extension EpochRecord {
     /// The metrics file's `epoch` line.
     var metricsFields: [String: MetricsValue] {
-        [
+        var fields: [String: MetricsValue] = [
             "type": .string("epoch"), "epoch": .int(Int(epoch)), "test_loss": .double(testLoss),
             "test_accuracy": .double(testAccuracy), "samples": .int(Int(samples)),
             "elapsed_s": .double(Double(elapsedNanos) / 1e9),
         ]
+        // Which weights the record evaluated: those of `weights_at_step`, while live workers were between
+        // `min_clock` and `max_clock` (equal in BSP).
+        if let weightsAtStep { fields["weights_at_step"] = .int(Int(weightsAtStep)) }
+        if let minClock { fields["min_clock"] = .int(Int(minClock)) }
+        if let maxClock { fields["max_clock"] = .int(Int(maxClock)) }
+        return fields
     }
 }
 

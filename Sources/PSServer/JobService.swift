@@ -40,7 +40,7 @@ struct JobService {
             try session.replyError(.invalidArgument, problem, to: requestID)
             return
         }
-        if let coordinator = server.coordinator { server.carryOut(coordinator.epoch(epoch)) }
+        if let coordinator = server.coordinator { server.carryOut(coordinator.epoch(epoch, rank: session.rank)) }
         try session.reply(.metricsAck, to: requestID)
     }
 

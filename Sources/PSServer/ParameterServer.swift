@@ -550,7 +550,8 @@ public final class ParameterServer: Sendable {
         let samples = job.samplesProcessed
         return [
             "steps": steps, "epochs": description?.epochs ?? 0,
-            "test_accuracy": job.lastEpoch.map { String(format: "%.4f", $0.testAccuracy) } ?? "n/a",
+            // On the final weights when a worker evaluated them (SSP/async), else the last epoch's.
+            "test_accuracy": job.reportedTestAccuracy.map { String(format: "%.4f", $0) } ?? "n/a",
             "wall_s": String(format: "%.2f", seconds),
             // The wait for the workers before the job started, which wall_s does not count.
             "waited_s": String(

@@ -116,6 +116,9 @@ public final class Worker {
     let log: Logger
     let modelFactory: ModelFactory?
     let dataProvider: (any DataProvider)?
+    /// The slowest live worker's clock, as the coordinator's last clock or exchange reply said (SSP/async: once it
+    /// reaches the last step, every worker's last push is applied and the weights are final).
+    private var slowestClock: UInt64 = 0
 
     /// A worker for the job at `options`' server.
     ///
@@ -341,6 +344,27 @@ public final class Worker {
             }
         }
         if options.progress == .bar { FileHandle.standardError.write(Data("\n".utf8)) }
+        // SSP/async: epoch records evaluate a moving model. A worker that finishes when every live worker's clock
+        // is at the last step (so every last push is applied) evaluates the final weights; the job's summary
+        // reports that accuracy.
+        if job.mode != "bsp", step >= job.totalSteps, slowestClock >= UInt64(job.totalSteps), let test {
+            do {
+                try pullAll(
+                    servers, layout: layout, clock: UInt64(job.totalSteps), into: &parameters, versions: &versions)
+                if let result = evaluate(model, layout: tensorLayout, parameters: parameters, on: test) {
+                    _ = try connected.request(
+                        .metrics(
+                            EpochMetrics(
+                                epoch: EpochMetrics.finalWeights, testLoss: result.loss,
+                                testAccuracy: result.accuracy ?? 0,
+                                samples: UInt64(job.totalSteps * job.batchPerWorker * job.workers)))
+                    ).wait()
+                    log.info("final-evaluation", ["test_accuracy": String(format: "%.4f", result.accuracy ?? 0)])
+                }
+            } catch {
+                log.warning("final-evaluation-failed", ["error": error])
+            }
+        }
         heartbeat.stop()
         servers.closeJoined()
         leave(connected, reason: .finished)
@@ -473,7 +497,10 @@ public final class Worker {
         let reply = try client.request(
             .clock(ClockReport(rank: UInt32(rank), clock: clock, loss: loss, samples: UInt64(samples)))
         ).wait()
-        if case .message(.clockAck(let ack)) = reply { return ack.jobState }
+        if case .message(.clockAck(let ack)) = reply {
+            slowestClock = ack.minClock
+            return ack.jobState
+        }
         return .running
     }
 
@@ -515,7 +542,10 @@ public final class Worker {
                 throw .protocolViolation("expected an exchange reply for shards \(member.shards), got \(reply)")
             }
             versions.replaceSubrange(member.shards, with: prefix.versions)
-            if member.isCoordinator { state = prefix.jobState }
+            if member.isCoordinator {
+                state = prefix.jobState
+                slowestClock = prefix.minClock
+            }
         }
         return state
     }

@@ -411,8 +411,12 @@ public struct HeartbeatAck: Sendable, Equatable {
 
 /// Evaluation results at the end of an epoch (`metrics`, 0x0024).
 public struct EpochMetrics: Sendable, Equatable {
-    /// The epoch just completed (0-based).
+    /// The epoch just completed (0-based), or `finalWeights`.
     public var epoch: UInt32
+
+    /// The `epoch` of a report that evaluates the job's final weights, after every worker's last push
+    /// (SSP/async); the server reports it as the job's accuracy instead of recording an epoch.
+    public static let finalWeights = UInt32.max
     /// The mean loss over the test split.
     public var testLoss: Double
     /// The accuracy over the test split, in [0, 1].

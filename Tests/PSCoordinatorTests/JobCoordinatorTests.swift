@@ -43,6 +43,37 @@ final class JobCoordinatorTests: XCTestCase {
         return out
     }
 
+    // MARK: Evaluations
+
+    /// Issue 15 item 11: in async/SSP an epoch record says which weights it evaluated (the reporting worker's
+    /// clock, and the live clocks then), and a report of the final weights is not an epoch record but what the
+    /// job reports as its accuracy.
+    func test_epoch_recordsTheEvaluatedWeights_andTheFinalEvaluationIsTheJobsAccuracy() {
+        var job = coordinator(mode: .async, workers: 2)
+        _ = join(&job, "a")
+        _ = join(&job, "b", connection: 1)
+        _ = job.onClock(rank: 0, clock: 10, loss: 1, samples: 1, now: 0)
+        _ = job.onClock(rank: 1, clock: 7, loss: 1, samples: 1, now: 0)
+        let directives = job.onEpoch(
+            EpochRecord(epoch: 0, testLoss: 1, testAccuracy: 0.5, samples: 10), rank: 0, now: 0)
+        guard case .recordEpoch(let record) = directives.last else { return XCTFail("\(directives)") }
+        XCTAssertEqual(record.epoch, 1)
+        XCTAssertEqual(record.weightsAtStep, 10)
+        XCTAssertEqual(record.minClock, 7)
+        XCTAssertEqual(record.maxClock, 10)
+        XCTAssertEqual(job.reportedTestAccuracy, 0.5)
+        let final = job.onEpoch(
+            EpochRecord(epoch: EpochRecord.finalWeights, testLoss: 0.2, testAccuracy: 0.9, samples: 20), rank: 1,
+            now: 0)
+        XCTAssertEqual(events(final), ["final-evaluation"], "no epoch record for the final weights")
+        XCTAssertEqual(job.reportedTestAccuracy, 0.9)
+        XCTAssertEqual(job.lastEpoch?.epoch, 1)
+        let second = job.onEpoch(
+            EpochRecord(epoch: EpochRecord.finalWeights, testLoss: 0.3, testAccuracy: 0.8, samples: 20), now: 0)
+        XCTAssertTrue(second.isEmpty, "the first final evaluation counts")
+        XCTAssertEqual(job.reportedTestAccuracy, 0.9)
+    }
+
     // MARK: Servers
 
     private func serverJob(servers: Int, workers: Int = 1) -> JobCoordinator {
