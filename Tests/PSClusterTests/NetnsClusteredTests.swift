@@ -274,6 +274,10 @@ final class NetnsClusteredTests: XCTestCase {
         XCTAssertEqual(field(joins[0], "rank"), field(rejoin, "rank"), "the rejoin keeps worker2's rank")
         XCTAssertEqual(field(joins[0], "rejoined"), "false")
         XCTAssertEqual(field(rejoin, "rejoined"), "true")
+        // The worker logs the rank and step it resumed at: those the server gave it.
+        let resumed = run.text("worker2.log").split(separator: "\n").first { $0.contains("event=resumed ") }
+        XCTAssertEqual(resumed.flatMap { field($0, "rank") }, field(rejoin, "rank"), run.diagnostics)
+        XCTAssertEqual(resumed.flatMap { field($0, "step") }, field(rejoin, "start_step"), run.diagnostics)
 
         let steps = run.records(type: "step").compactMap { record -> (step: Int, workers: Int)? in
             guard let step = record["step"] as? Int, let workers = record["workers"] as? Int else { return nil }
