@@ -46,6 +46,12 @@
 #   LOSS_WORKER=i[,j...]|all  LOSS_PERCENT=P   drop P % of the packets those workers send
 #                (nftables numgen on their output hook; needs the nft binary); a loss-count
 #                event (host=wI dropped=N) reports the drops when the job has ended
+#   PARTITION_WORKER=i PARTITION_AFTER=s PARTITION_FOR=s   cut worker i's host off the network s
+#                seconds after the workers were started (or after KILL_WHEN matched): an nftables
+#                table "partition" in its namespace drops every packet its eth0 sends or receives
+#                (partition-start event); PARTITION_FOR seconds later the table is deleted and the
+#                traffic flows again (partition-end event with the rule's drop count). PARTITION_FOR
+#                must be 0.1..600; the partition also ends when the job does (needs the nft binary)
 #   KILL_WORKER=i KILL_AFTER=s       SIGKILL worker i s seconds after the workers were started
 #   RESTART_WORKER=1                 restart it with the same --name one second later
 #   KILL_SERVER_AFTER=s              SIGKILL the server s seconds after the workers were started
@@ -100,6 +106,9 @@ SHAPE_BURST=${SHAPE_BURST:-256kb}
 SHAPE_LATENCY=${SHAPE_LATENCY:-50ms}
 LOSS_WORKER=${LOSS_WORKER:-}
 LOSS_PERCENT=${LOSS_PERCENT:-}
+PARTITION_WORKER=${PARTITION_WORKER:-}
+PARTITION_AFTER=${PARTITION_AFTER:-}
+PARTITION_FOR=${PARTITION_FOR:-}
 KILL_WORKER=${KILL_WORKER:-}
 KILL_AFTER=${KILL_AFTER:-}
 RESTART_WORKER=${RESTART_WORKER:-0}
@@ -224,6 +233,21 @@ check_loss() {
     loss_targets >/dev/null
 }
 
+check_partition() {
+    [[ -z $PARTITION_WORKER ]] && return 0
+    if ! { is_uint "$PARTITION_WORKER" && ((PARTITION_WORKER >= 1 && PARTITION_WORKER <= WORKERS)); }; then
+        die 2 "PARTITION_WORKER must be a worker index in 1..$WORKERS"
+    fi
+    [[ -n $PARTITION_AFTER && -n $PARTITION_FOR ]] ||
+        die 2 "PARTITION_WORKER needs PARTITION_AFTER and PARTITION_FOR (seconds)"
+    to_ms "$PARTITION_AFTER" >/dev/null
+    local span
+    span=$(to_ms "$PARTITION_FOR")
+    ((span >= 100 && span <= 600000)) || die 2 "PARTITION_FOR must be 0.1..600 seconds"
+    command -v nft >/dev/null ||
+        die 2 "PARTITION_WORKER needs nft: apt-get install -y --no-install-recommends nftables"
+}
+
 # --- up / down / status --------------------------------------------------------------------------
 
 # Refuse (before any trap is installed) when $PREFIX's namespaces exist already: they belong to
@@ -292,6 +316,29 @@ add_loss() { # add_loss WORKER_INDEX
     ip netns exec "$ns" nft add chain inet chaos out '{ type filter hook output priority 0; }'
     ip netns exec "$ns" nft add rule inet chaos out oifname eth0 numgen random mod 100 '<' "$LOSS_PERCENT" counter drop
     event loss "host=w$1 percent=$LOSS_PERCENT"
+}
+
+# partition_start I: drop every packet worker I's host sends or receives on eth0 (its own table, so
+# LOSS_WORKER's "chaos" table is left alone; the namespace's loopback still works).
+partition_start() {
+    local ns
+    ns=$(host_ns "w$1")
+    ip netns exec "$ns" nft add table inet partition
+    ip netns exec "$ns" nft add chain inet partition out '{ type filter hook output priority -10; }'
+    ip netns exec "$ns" nft add chain inet partition in '{ type filter hook input priority -10; }'
+    ip netns exec "$ns" nft add rule inet partition out oifname eth0 counter drop
+    ip netns exec "$ns" nft add rule inet partition in iifname eth0 counter drop
+    event partition-start "host=w$1 for=${PARTITION_FOR}s"
+}
+
+# partition_end I: delete the table again (a no-op when it is gone) and report its drops.
+partition_end() {
+    local ns dropped
+    ns=$(host_ns "w$1")
+    dropped=$(ip netns exec "$ns" nft list table inet partition 2>/dev/null |
+        grep -o 'counter packets [0-9]*' | awk '{s += $3} END {print s + 0}')
+    ip netns exec "$ns" nft delete table inet partition 2>/dev/null || true
+    event partition-end "host=w$1 dropped=${dropped:-0}"
 }
 
 # One loss-count event per lossy worker: how many packets its nftables rule dropped.
@@ -471,7 +518,7 @@ wait_for_server() {
 
 do_run() {
     local i name rc kill_worker_at=-1 kill_server_at=-1 restart_worker_at=-1 restart_server_at=-1
-    local kill_joined_at=-1 restart_joined_at=-1
+    local kill_joined_at=-1 restart_joined_at=-1 partition_at=-1 partition_end_at=-1
     local t workers_started extra=() all_done kill_armed=1
     [[ -n ${BIN_DIR:-} ]] || die 2 "BIN_DIR is required (directory with psserver, psworker, psctl)"
     for name in psserver psworker psctl; do
@@ -489,6 +536,8 @@ do_run() {
     if [[ -n $KILL_SERVER_AFTER ]]; then
         kill_server_at=$(to_ms "$KILL_SERVER_AFTER")
     fi
+    check_partition
+    if [[ -n $PARTITION_WORKER ]]; then partition_at=$(to_ms "$PARTITION_AFTER"); fi
     if [[ -n $KILL_JOINED_SERVER_AFTER ]]; then
         ((SERVERS >= 2)) || die 2 "KILL_JOINED_SERVER_AFTER needs SERVERS >= 2"
         KILL_JOINED_SERVER=${KILL_JOINED_SERVER:-$SERVERS}
@@ -556,6 +605,7 @@ do_run() {
         if ((kill_worker_at >= 0)); then kill_worker_at=$((workers_started + kill_worker_at)); fi
         if ((kill_server_at >= 0)); then kill_server_at=$((workers_started + kill_server_at)); fi
         if ((kill_joined_at >= 0)); then kill_joined_at=$((workers_started + kill_joined_at)); fi
+        if ((partition_at >= 0)); then partition_at=$((workers_started + partition_at)); fi
     fi
 
     # Supervise until every process has ended (and no restart is pending), or the deadline.
@@ -568,6 +618,16 @@ do_run() {
             if ((kill_worker_at >= 0)); then kill_worker_at=$((t + kill_worker_at)); fi
             if ((kill_server_at >= 0)); then kill_server_at=$((t + kill_server_at)); fi
             if ((kill_joined_at >= 0)); then kill_joined_at=$((t + kill_joined_at)); fi
+            if ((partition_at >= 0)); then partition_at=$((t + partition_at)); fi
+        fi
+        if ((kill_armed == 1 && partition_at >= 0 && t >= partition_at)); then
+            partition_at=-1
+            partition_start "$PARTITION_WORKER"
+            partition_end_at=$((t + $(to_ms "$PARTITION_FOR")))
+        fi
+        if ((partition_end_at >= 0 && t >= partition_end_at)); then
+            partition_end_at=-1
+            partition_end "$PARTITION_WORKER"
         fi
         if ((kill_armed == 1 && kill_worker_at >= 0 && t >= kill_worker_at)); then
             kill_worker_at=-1
@@ -613,7 +673,11 @@ do_run() {
         all_done=1
         for name in "${NAMES[@]}"; do reap "$name" || all_done=0; done
         if ((all_done == 1 && restart_worker_at < 0 && restart_server_at < 0 && restart_joined_at < 0 &&
-            kill_worker_at < 0 && kill_server_at < 0 && kill_joined_at < 0)); then
+            kill_worker_at < 0 && kill_server_at < 0 && kill_joined_at < 0 && partition_at < 0)); then
+            if ((partition_end_at >= 0)); then
+                partition_end_at=-1
+                partition_end "$PARTITION_WORKER"
+            fi
             break
         fi
         if ((t >= RUN_DEADLINE)); then
@@ -635,6 +699,10 @@ do_run() {
                 kill_worker_at=-1
                 kill_server_at=-1
                 kill_joined_at=-1
+            fi
+            if ((partition_at >= 0)); then
+                event partition-skipped "reason=job-ended-first"
+                partition_at=-1
             fi
         fi
         check_parent

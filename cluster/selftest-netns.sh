@@ -120,6 +120,16 @@ expect_line "$OUTDIR/exitcodes" "server2 0"
 run_case packet-loss 0 WORKERS=2 LOSS_WORKER=all LOSS_PERCENT=30
 grep -q 'event=loss .*host=w2 percent=30' "$WORK/$CASE.stdout" || fail "no loss event"
 
+# Worker 1's host is cut off (nftables drops all its traffic) while it tries to report DONE, then
+# healed: its retries get through once the partition ends, and the run succeeds.
+run_case partition-heal 0 WORKERS=2 EXTRA_WORKER_FLAGS="--debug-step-delay-ms 150" \
+    PARTITION_WORKER=1 PARTITION_AFTER=0.3 PARTITION_FOR=2
+expect_line "$OUTDIR/exitcodes" "worker1 0"
+expect_line "$OUTDIR/exitcodes" "server 0"
+grep -q 'event=partition-start .*host=w1 for=2s' "$WORK/$CASE.stdout" || fail "no partition-start event"
+grep -qE 'event=partition-end .*host=w1 dropped=[1-9]' "$WORK/$CASE.stdout" || fail "no drops at partition-end"
+run_case partition-bad 2 WORKERS=2 PARTITION_WORKER=3 PARTITION_AFTER=1 PARTITION_FOR=1
+
 run_case bad-subnet 2 SUBNET=192.168.1
 run_case no-bin-dir 2 BIN_DIR=/nonexistent
 

@@ -272,6 +272,9 @@ public struct JobCoordinator: Sendable {
     public static let waitingLogIntervalNanos: UInt64 = 10_000_000_000
     private var restoredClocks: [String: UInt64]
     private var pendingLosses: [UInt64: [WorkerID: (loss: Double, samples: UInt64)]] = [:]
+    /// The last step a step record was issued for; steps are recorded in order, so a report for it or an earlier
+    /// step comes too late (e.g. a worker that was declared dead, whose report arrives once its partition heals).
+    private var lastRecordedStep: UInt64? = nil
     private var recordedEpochs = Set<UInt32>()
     private var connectionOfRank: [WorkerID: UInt64] = [:]
     /// Step and epoch records issued so far (the next record's sequence number).
@@ -673,8 +676,10 @@ public struct JobCoordinator: Sendable {
     public mutating func onClock(
         rank: WorkerID, clock: UInt64, loss: Double, samples: UInt64, now: UInt64
     ) -> (phase: JobPhase, minClock: UInt64, directives: [JobDirective]) {
-        membership.onHeartbeat(rank: rank, clock: clock, now: now)
-        if clock > 0 {
+        let live = membership.onHeartbeat(rank: rank, clock: clock, now: now)
+        // Only a live worker's report of a step not yet recorded counts: a dead worker's late report (it comes
+        // back before it rejoins) would otherwise sit in front of every later step, or record its step again.
+        if clock > 0, live, lastRecordedStep.map({ clock - 1 > $0 }) ?? true {
             pendingLosses[clock - 1, default: [:]][rank] = (loss, samples)
         }
         let directives = flushLosses(now: now)
@@ -842,6 +847,7 @@ public struct JobCoordinator: Sendable {
                 samples += reports[rank]!.samples
             }
             pendingLosses[step] = nil
+            lastRecordedStep = step
             samplesProcessed &+= samples
             let workers = membership.workers
             recordsIssued += 1

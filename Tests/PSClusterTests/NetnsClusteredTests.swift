@@ -120,7 +120,8 @@ final class NetnsClusteredTests: XCTestCase {
             "LOSS_PERCENT": "", "KILL_WORKER": "", "KILL_AFTER": "", "KILL_WHEN": "", "RESTART_WORKER": "0",
             "KILL_SERVER_AFTER": "", "RESTART_SERVER": "0", "STOP_WITH_PARENT": "1", "SERVERS": "1",
             "JOINED_SHARDS": "", "EXTRA_JOINED_FLAGS": "", "SHAPE_RATE": "", "KILL_JOINED_SERVER": "",
-            "KILL_JOINED_SERVER_AFTER": "", "RESTART_JOINED_SERVER": "0",
+            "KILL_JOINED_SERVER_AFTER": "", "RESTART_JOINED_SERVER": "0", "PARTITION_WORKER": "",
+            "PARTITION_AFTER": "", "PARTITION_FOR": "",
         ]
         environment.merge(settings.mapValues { $0.replacingOccurrences(of: "{OUT}", with: directory.path) }) { $1 }
         let process = try ChildProcess(
@@ -238,6 +239,63 @@ final class NetnsClusteredTests: XCTestCase {
         // evaluated only when the killed worker2 was not rank 0.
         if !server.contains("event=worker-joined name=worker2 rank=0 ") {
             XCTAssertEqual(run.records(type: "epoch").last?["epoch"] as? Int, 10, "the job evaluated every epoch")
+        }
+        XCTAssertEqual(try run.finalWeights().count, 2)
+    }
+
+    /// Issue 15 item 23: worker 2's host is cut off (netns.sh PARTITION_WORKER: nftables drops all its traffic) for
+    /// 4 s after the first epoch, twice the --worker-timeout, then healed. The server declares it dead, the other
+    /// worker goes on alone, and worker 2 comes back and rejoins with its rank. Every process exits 0, and the
+    /// metrics file records every step from 0 to the last exactly once: no step is recorded (or applied) twice.
+    func test_workerPartitionedThenHealed_rejoinsAndNoStepIsRecordedTwice() throws {
+        let binaries = try requireNetns()
+        let run = try runCluster(
+            "part", binaries: binaries, timeout: 180,
+            [
+                "WORKERS": "2", "EPOCHS": "10", "KILL_WHEN": "event=epoch epoch=1 ", "PARTITION_WORKER": "2",
+                "PARTITION_AFTER": "0.2", "PARTITION_FOR": "4",
+                "EXTRA_WORKER_FLAGS": "--quiet --debug-step-delay-ms 30 --reconnect-timeout 30",
+                "EXTRA_SERVER_FLAGS": Self.jobFlags
+                    + " --mode bsp --worker-timeout 2 --metrics-out {OUT}/metrics.jsonl",
+            ])
+        assertSucceeded(run, lines: ["server 0", "worker1 0", "worker2 0"])
+        XCTAssertTrue(run.output.contains("event=partition-start"), run.diagnostics)
+        XCTAssertTrue(run.output.contains("event=partition-end"), run.diagnostics)
+        let server = run.text("server.log")
+        XCTAssertTrue(server.contains("event=worker-dead name=worker2"), run.diagnostics)
+
+        // worker2's first join and its rejoin: the same rank, and a start step the job had reached.
+        let joins = server.split(separator: "\n").filter { $0.contains("event=worker-joined name=worker2 ") }
+        let field = { (line: Substring, key: String) -> String? in
+            line.split(separator: " ").first { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
+        }
+        XCTAssertEqual(joins.count, 2, run.diagnostics)
+        guard joins.count == 2, let rejoin = joins.last else { return }
+        XCTAssertEqual(field(joins[0], "rank"), field(rejoin, "rank"), "the rejoin keeps worker2's rank")
+        XCTAssertEqual(field(joins[0], "rejoined"), "false")
+        XCTAssertEqual(field(rejoin, "rejoined"), "true")
+        // The worker logs the rank and step it resumed at: those the server gave it.
+        let resumed = run.text("worker2.log").split(separator: "\n").first { $0.contains("event=resumed ") }
+        XCTAssertEqual(resumed.flatMap { field($0, "rank") }, field(rejoin, "rank"), run.diagnostics)
+        XCTAssertEqual(resumed.flatMap { field($0, "step") }, field(rejoin, "start_step"), run.diagnostics)
+
+        let steps = run.records(type: "step").compactMap { record -> (step: Int, workers: Int)? in
+            guard let step = record["step"] as? Int, let workers = record["workers"] as? Int else { return nil }
+            return (step, workers)
+        }
+        XCTAssertFalse(steps.isEmpty, run.diagnostics)
+        let numbers = steps.map(\.step)
+        let repeated = Dictionary(grouping: numbers, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted()
+        XCTAssertEqual(repeated, [], "steps recorded more than once: \(steps.filter { repeated.contains($0.step) })")
+        XCTAssertEqual(numbers, Array(0..<(numbers.max() ?? -1) + 1), "every step from 0 to the last, in order")
+        // One worker recorded some steps alone while worker2 was dead; from its start step on both count again.
+        XCTAssertTrue(steps.contains { $0.workers == 1 }, "no step without worker2: \(steps)")
+        if let start = field(rejoin, "start_step").flatMap(Int.init) {
+            XCTAssertGreaterThan(start, 0)
+            XCTAssertLessThanOrEqual(start, (numbers.max() ?? 0) + 1)
+            XCTAssertEqual(steps.first { $0.step == start }?.workers, 2, "worker2 counts again from its start_step")
+        } else {
+            XCTFail("no start_step in \(rejoin)")
         }
         XCTAssertEqual(try run.finalWeights().count, 2)
     }

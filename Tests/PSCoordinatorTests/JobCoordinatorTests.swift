@@ -613,6 +613,96 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(second.sequence, 1)
     }
 
+    /// The step records' step numbers among `directives`.
+    private func recordedSteps(_ directives: [JobDirective]) -> [UInt64] {
+        directives.compactMap { if case .recordStep(let record) = $0 { return record.step } else { return nil } }
+    }
+
+    /// Issue 15 item 23: worker a (rank 0) is cut off after its push for step 2 got stuck; b goes on, a is declared
+    /// dead and step 2 is recorded with b alone. When the partition heals, a's late clock for step 2 arrives on its
+    /// old connection, then a rejoins. Step 2 must not be recorded a second time, and the later steps still are.
+    func test_clock_lateReportOfADeadWorker_forARecordedStep_isNotRecordedAgain() {
+        var job = coordinator(workers: 2)
+        join(&job, "a")
+        join(&job, "b", connection: 1)
+        var steps: [UInt64] = []
+        for step in 0..<2 as Range<UInt64> {
+            _ = runStep(&job, step, ranks: [0, 1])
+            steps += recordedSteps(job.onClock(rank: 0, clock: step + 1, loss: 1, samples: 4, now: 0).directives)
+            steps += recordedSteps(job.onClock(rank: 1, clock: step + 1, loss: 1, samples: 4, now: 0).directives)
+        }
+        // b pushes step 2 and reports it; a is silent.
+        XCTAssertEqual(job.onBSPPush(shard: 0, step: 2, rank: 1, now: 5 * second).0, .accepted)
+        steps += recordedSteps(job.onClock(rank: 1, clock: 3, loss: 2, samples: 4, now: 5 * second).directives)
+        let death = job.onTick(now: 11 * second)
+        XCTAssertEqual(events(death).first, "worker-dead")
+        steps += recordedSteps(death)
+        for case .apply(let shard, let step, _) in death {
+            steps += recordedSteps(job.onApplied(shard: shard, step: step, now: 11 * second))
+        }
+        XCTAssertEqual(steps, [0, 1, 2], "step 2 recorded with b alone")
+        // The heal: a's late report of step 2 (clock 3), then its rejoin.
+        steps += recordedSteps(job.onClock(rank: 0, clock: 3, loss: 9, samples: 4, now: 12 * second).directives)
+        let (rejoin, _) = join(&job, "a", connection: 2, now: 12 * second)
+        XCTAssertEqual(rejoin?.rank, 0)
+        XCTAssertEqual(rejoin?.rejoined, true)
+        let start = rejoin?.startStep ?? 0
+        XCTAssertEqual(start, 3, "a starts at the first step not yet applied")
+        for step in start..<start + 2 {
+            _ = runStep(&job, step, ranks: [0, 1], now: 12 * second)
+            steps += recordedSteps(
+                job.onClock(rank: 0, clock: step + 1, loss: 1, samples: 4, now: 12 * second).directives)
+            steps += recordedSteps(
+                job.onClock(rank: 1, clock: step + 1, loss: 1, samples: 4, now: 12 * second).directives)
+        }
+        XCTAssertEqual(steps, [0, 1, 2, 3, 4], "every step recorded once, in order")
+    }
+
+    /// The same partition, but a rejoins before the shell has carried out the apply of step 2 that a's death
+    /// released: step 2 was recorded with b alone, a starts at the next step, and both then report every step.
+    /// Step 2 is neither recorded nor applied a second time (this one passed before the fix too: it guards it).
+    func test_clock_rejoinIntoTheRecordedOpenStep_stepIsRecordedAndAppliedOnce() {
+        var job = coordinator(workers: 2)
+        join(&job, "a")
+        join(&job, "b", connection: 1)
+        var steps: [UInt64] = []
+        var applies: [UInt64] = []
+        for step in 0..<2 as Range<UInt64> {
+            _ = runStep(&job, step, ranks: [0, 1])
+            steps += recordedSteps(job.onClock(rank: 0, clock: step + 1, loss: 1, samples: 4, now: 0).directives)
+            steps += recordedSteps(job.onClock(rank: 1, clock: step + 1, loss: 1, samples: 4, now: 0).directives)
+        }
+        XCTAssertEqual(job.onBSPPush(shard: 0, step: 2, rank: 1, now: 5 * second).0, .accepted)
+        steps += recordedSteps(job.onClock(rank: 1, clock: 3, loss: 2, samples: 4, now: 5 * second).directives)
+        let death = job.onTick(now: 11 * second)
+        steps += recordedSteps(death)
+        var pendingApplies: [(Int, UInt64)] = []
+        for case .apply(let shard, let step, _) in death { pendingApplies.append((shard, step)) }
+        applies += pendingApplies.map(\.1)
+        XCTAssertEqual(steps, [0, 1, 2])
+        let (rejoin, rejoinDirectives) = join(&job, "a", connection: 2, now: 12 * second)
+        XCTAssertEqual(rejoin?.rank, 0)
+        for case .apply(_, let step, _) in rejoinDirectives { applies.append(step) }
+        let start = rejoin?.startStep ?? 0
+        for (shard, step) in pendingApplies { _ = job.onApplied(shard: shard, step: step, now: 12 * second) }
+        for step in start..<4 {
+            for rank in [0, 1] {
+                let (verdict, directives) = job.onBSPPush(shard: 0, step: step, rank: rank, now: 12 * second)
+                guard verdict == .accepted else { continue }
+                for case .apply(let s, let t, _) in directives {
+                    applies.append(t)
+                    steps += recordedSteps(job.onApplied(shard: s, step: t, now: 12 * second))
+                }
+            }
+            for rank in [0, 1] {
+                steps += recordedSteps(
+                    job.onClock(rank: rank, clock: step + 1, loss: 1, samples: 4, now: 12 * second).directives)
+            }
+        }
+        XCTAssertEqual(steps, Array(0...3), "every step recorded once (a started at \(start))")
+        XCTAssertEqual(applies.filter { $0 == 2 }.count, 1, "step 2 applied once: \(applies)")
+    }
+
     func test_epoch_reportedByEveryWorker_recordedOnce() {
         var job = coordinator()
         join(&job, "a")
