@@ -618,10 +618,9 @@ final class JobCoordinatorTests: XCTestCase {
         directives.compactMap { if case .recordStep(let record) = $0 { return record.step } else { return nil } }
     }
 
-    /// Issue 15 item 23: worker a (rank 0) is cut off after its push for step 2 got stuck; b goes on, a is declared
-    /// dead and step 2 is recorded with b alone. When the partition heals, a's late clock for step 2 arrives on its
-    /// old connection, then a rejoins. Step 2 must not be recorded a second time, and the later steps still are.
-    func test_clock_lateReportOfADeadWorker_forARecordedStep_isNotRecordedAgain() {
+    /// Two workers run steps 0 and 1; then b pushes and reports step 2 while a is silent, and the tick at 11 s
+    /// declares a dead. Returns the job, the steps recorded so far and the tick's directives.
+    private func partitionedAtStep2() -> (JobCoordinator, [UInt64], [JobDirective]) {
         var job = coordinator(workers: 2)
         join(&job, "a")
         join(&job, "b", connection: 1)
@@ -635,6 +634,17 @@ final class JobCoordinatorTests: XCTestCase {
         XCTAssertEqual(job.onBSPPush(shard: 0, step: 2, rank: 1, now: 5 * second).0, .accepted)
         steps += recordedSteps(job.onClock(rank: 1, clock: 3, loss: 2, samples: 4, now: 5 * second).directives)
         let death = job.onTick(now: 11 * second)
+        return (job, steps, death)
+    }
+
+    /// Issue 15 item 23: worker a (rank 0) is cut off after its push for step 2 got stuck; b goes on, a is declared
+    /// dead and step 2 is recorded with b alone. When the partition heals, a's late clock for step 2 arrives on its
+    /// old connection, then a rejoins. Step 2 must not be recorded a second time, and the later steps still are.
+    func test_clock_lateReportOfADeadWorker_forARecordedStep_isNotRecordedAgain() {
+        let partitioned = partitionedAtStep2()
+        var job = partitioned.0
+        var steps = partitioned.1
+        let death = partitioned.2
         XCTAssertEqual(events(death).first, "worker-dead")
         steps += recordedSteps(death)
         for case .apply(let shard, let step, _) in death {
@@ -662,19 +672,11 @@ final class JobCoordinatorTests: XCTestCase {
     /// released: step 2 was recorded with b alone, a starts at the next step, and both then report every step.
     /// Step 2 is neither recorded nor applied a second time (this one passed before the fix too: it guards it).
     func test_clock_rejoinIntoTheRecordedOpenStep_stepIsRecordedAndAppliedOnce() {
-        var job = coordinator(workers: 2)
-        join(&job, "a")
-        join(&job, "b", connection: 1)
-        var steps: [UInt64] = []
+        let partitioned = partitionedAtStep2()
+        var job = partitioned.0
+        var steps = partitioned.1
+        let death = partitioned.2
         var applies: [UInt64] = []
-        for step in 0..<2 as Range<UInt64> {
-            _ = runStep(&job, step, ranks: [0, 1])
-            steps += recordedSteps(job.onClock(rank: 0, clock: step + 1, loss: 1, samples: 4, now: 0).directives)
-            steps += recordedSteps(job.onClock(rank: 1, clock: step + 1, loss: 1, samples: 4, now: 0).directives)
-        }
-        XCTAssertEqual(job.onBSPPush(shard: 0, step: 2, rank: 1, now: 5 * second).0, .accepted)
-        steps += recordedSteps(job.onClock(rank: 1, clock: 3, loss: 2, samples: 4, now: 5 * second).directives)
-        let death = job.onTick(now: 11 * second)
         steps += recordedSteps(death)
         var pendingApplies: [(Int, UInt64)] = []
         for case .apply(let shard, let step, _) in death { pendingApplies.append((shard, step)) }
