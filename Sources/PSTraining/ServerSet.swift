@@ -5,11 +5,13 @@ import PSWire
 ///
 /// The welcome's shard map gives each shard's server: "" for the coordinator's own shards, `host:port` for a
 /// joined server's. Every server owns one contiguous run of shards, so each member covers one contiguous part
-/// of the flat parameter vector. A step's requests go to every server before any reply is awaited, each worker
-/// starting at a different server (`sendOrder`), so that the workers' pushes spread over every server's link
-/// instead of queueing at one after another. (A worker that dies between its sends can leave a joined server
-/// without its gradient of a step the coordinator released; that server reports the step stuck and the
-/// coordinator rolls the job back to its last checkpoint.)
+/// of the flat parameter vector. A step's requests go to every server before any reply is awaited (`sendOrder`):
+/// the joined servers first, each worker starting at a different one so that the workers' pushes spread over
+/// their links, and the coordinator last. Last, because by the time the coordinator holds a worker's gradient
+/// (and may count it in a step's release) every joined server's copy is already written to its socket, so a
+/// worker killed between its sends never leaves a joined server without a gradient of a released step. (A worker
+/// host that crashes with data unsent can: that server reports the step stuck and the coordinator rolls the job
+/// back to its last checkpoint.)
 final class ServerSet {
     /// One server and the shards (and flat elements) it owns.
     struct Member {
@@ -38,10 +40,12 @@ final class ServerSet {
     /// Whether the job spreads its shards over more than one server.
     var isScaleOut: Bool { members.count > 1 }
 
-    /// The order `rank` sends a step's requests in (indices into `members`): starting at member `rank mod M`.
+    /// The order `rank` sends a step's requests in (indices into `members`): the joined servers starting at
+    /// joined server `rank mod J`, then the coordinator (always last member).
     func sendOrder(rank: Int) -> [Int] {
-        let count = members.count
-        return (0..<count).map { (max(rank, 0) + $0) % count }
+        let joined = members.count - 1
+        guard joined > 0 else { return [0] }
+        return (0..<joined).map { (max(rank, 0) + $0) % joined } + [joined]
     }
 
     /// The client serving `shard`.

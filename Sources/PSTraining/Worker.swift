@@ -41,8 +41,8 @@ public struct WorkerOptions: Sendable {
     public var debugStepDelayMillis = 0
     /// Testing aid: leave after this many steps (simulates a worker with less data).
     public var debugMaxSteps: Int? = nil
-    /// Testing aid: at this step, exit the process (code 3) right after sending to the first server of the
-    /// worker's send order (a worker that dies between its sends, in a scale-out job).
+    /// Testing aid: at this step, send only the coordinator's part, then exit the process (code 3): what a worker
+    /// host that crashes with its sends to joined servers still unsent leaves behind, in a scale-out job.
     public var debugDieMidStep: Int? = nil
     /// Show a progress bar (terminal) or one line per epoch.
     public var progress: ProgressStyle = .lines
@@ -520,14 +520,15 @@ public final class Worker {
                 var handles: [RequestHandle?] = Array(repeating: nil, count: servers.members.count)
                 for index in servers.sendOrder(rank: rank) {
                     let member = servers.members[index]
+                    if options.debugDieMidStep == Int(clock), !member.isCoordinator { continue }
                     handles[index] =
                         (try member.client.exchange(
                             rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
                             baseVersions: Array(baseVersions[member.shards]),
                             gradient: UnsafeBufferPointer(rebasing: g[member.elements]),
                             into: UnsafeMutableBufferPointer(rebasing: p[member.elements])))
-                    if options.debugDieMidStep == Int(clock) {
-                        log.warning("debug-die-mid-step", ["step": clock, "sent_to": index])
+                    if options.debugDieMidStep == Int(clock), member.isCoordinator {
+                        log.warning("debug-die-mid-step", ["step": clock])
                         exit(3)
                     }
                 }

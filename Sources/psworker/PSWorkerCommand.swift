@@ -38,7 +38,7 @@ struct PSWorkerCommand {
             Option("debug-max-steps", value: "n", help: "Testing aid: leave the job after n steps."),
             Option(
                 "debug-die-mid-step", value: "n",
-                help: "Testing aid: exit (code 3) at step n after sending to the first server only."),
+                help: "Testing aid: at step n send only the coordinator's part, then exit (code 3)."),
             Option("quiet", short: "q", help: "Print only errors and the final line."),
             Option("log-level", value: "level", help: "debug, info, warning or error.", default: "info"),
         ])

@@ -378,17 +378,17 @@ final class ScaleOutClusteredTests: XCTestCase {
         }
     }
 
-    /// A worker that dies between its sends (here: right after its push reached the coordinator, which then
-    /// releases the step with it) leaves the joined server without one gradient of a released step. The joined
-    /// server reports the step stuck, the coordinator rolls the job back to its last checkpoint, and with the
-    /// worker restarted the job ends bitwise as if nothing had happened.
+    /// A worker whose gradient reaches the coordinator (which then releases the step with it) but not a joined
+    /// server: what a worker host that crashes with its sends unsent leaves behind (`--debug-die-mid-step` sends
+    /// only the coordinator's part, then exits). The joined server reports the step stuck, the coordinator rolls
+    /// the job back to its last checkpoint, and with the worker restarted the job ends bitwise as if nothing had
+    /// happened.
     func test_workerDiesBetweenItsSends_stuckStepRollsBack_finalWeightsBitwiseEqual() throws {
         let flags = Self.restartJob + ["--worker-timeout", "4"]
         let uninterrupted = try finish(runJob(shards: [1, 2], flags: flags))
         let run = try runJob(shards: [1, 2], flags: flags, workerFlags: ["--debug-step-delay-ms", "5"])
         guard let coordinator = run.cluster.server else { return XCTFail("no coordinator") }
-        // Rank 1 sends to the coordinator first (its send order starts at member 1 of 2); w1 may hold rank 0 or 1,
-        // so the worker that dies mid-step is started as a third process under the name of the one that has rank 1.
+        // The worker that dies mid-step is started under the name of the one that has rank 1.
         _ = try coordinator.waitForLine(matching: "event=checkpoint-written", in: .standardError, timeout: .seconds(60))
         let rank1 = try XCTUnwrap(
             coordinator.standardError.split(separator: "\n").first {
