@@ -18,7 +18,7 @@ enum LinkRequest: Codable, Equatable {
     /// are some, otherwise after at most about a second (the call is also the server's heartbeat).
     ///
     /// `stuck` names a released BSP step this server has waited on for `ModelPart.stuckSeconds`: a gradient of
-    /// it never arrived (its worker died between its sends), so the coordinator rolls the job back.
+    /// it never arrived (its worker's host crashed with it unsent), so the coordinator rolls the job back.
     case sync(server: Int, after: UInt64, stats: LinkStats, instance: UInt64, stuck: UInt64? = nil)
     /// Hands in this server's part of the snapshot asked for by entry `gather` (floats: weights, then each
     /// optimizer slot, for the part's elements).

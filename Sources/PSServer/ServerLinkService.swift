@@ -67,7 +67,7 @@ struct ServerLinkService {
             if let stuck, server.rollingBack.withLock({ $0 }) == nil {
                 let reason =
                     "joined server \(index) cannot apply released step \(stuck): a worker's gradient never arrived "
-                    + "(it died between its sends)"
+                    + "(its host crashed with it unsent?)"
                 server.log.error("step-stuck", ["server": index, "step": stuck])
                 _ = server.rollBack(because: reason, restartedServer: nil)
             }

@@ -4,9 +4,9 @@ import PSPosix
 
 extension ParameterServer {
     /// Scale-out: a joined server that died came back (same address) while the job runs, so its shards' state is
-    /// gone; or a joined server cannot apply a released step because a worker died between its sends, so one of
-    /// that step's gradients will never arrive. Either way the whole job goes back to the last checkpoint, as after a coordinator restart with
-    /// `--restore latest`: every worker connection closes, the coordinator reloads the checkpoint (its own shards,
+    /// gone; or a joined server cannot apply a released step because one of its gradients will never arrive (a
+    /// worker host crashed with it unsent). Either way the whole job goes back to the last checkpoint, as after a
+    /// coordinator restart with `--restore latest`: every worker connection closes, the coordinator reloads the checkpoint (its own shards,
     /// and the whole model for the joined servers' parts), every joined server drops its model and fetches its
     /// part again, and only then are workers welcomed back, at the checkpoint's step. In BSP the final weights are
     /// those of a run that was never interrupted.
