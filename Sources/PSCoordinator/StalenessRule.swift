@@ -28,6 +28,12 @@ public struct StalenessRule: Sendable, Equatable {
     /// What happens to a push beyond the bound.
     public let policy: StalePolicy
 
+    /// The rule the flags `--max-gradient-staleness k` and `--stale-policy` give: without k, `scale` scales every
+    /// stale push (bound 0) and `drop` drops none.
+    public init(maxGradientStaleness: UInt64?, policy: StalePolicy) {
+        self.init(maxStaleness: maxGradientStaleness ?? (policy == .scale ? 0 : nil), policy: policy)
+    }
+
     /// Creates a rule; `maxStaleness` nil means no bound.
     public init(maxStaleness: UInt64?, policy: StalePolicy) {
         self.maxStaleness = maxStaleness

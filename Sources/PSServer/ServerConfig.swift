@@ -198,8 +198,7 @@ public struct ServerConfig: Sendable {
 
     /// The staleness rule for non-BSP pushes.
     var stalenessRule: StalenessRule {
-        let threshold: UInt64? = maxGradientStaleness ?? (stalePolicy == .scale ? 0 : nil)
-        return StalenessRule(maxStaleness: threshold, policy: stalePolicy)
+        StalenessRule(maxGradientStaleness: maxGradientStaleness, policy: stalePolicy)
     }
 }
 

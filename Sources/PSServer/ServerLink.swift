@@ -144,6 +144,15 @@ final class ServerLinks: Sendable {
         /// Each joined server's counters, as it last reported them.
         var stats: [Int: LinkStats] = [:]
         var stopping = false
+
+        /// Appends a decision; returns its sequence number.
+        mutating func append(_ entry: LinkEntry) -> UInt64 {
+            var numbered = entry
+            numbered.sequence = nextSequence
+            nextSequence += 1
+            entries.append(numbered)
+            return numbered.sequence
+        }
     }
 
     let state = LockedValue(State())
@@ -156,26 +165,29 @@ final class ServerLinks: Sendable {
         joinedCount = servers - 1
     }
 
+    /// The joined servers' indices.
+    private var joinedIndices: ClosedRange<Int>? { joinedCount > 0 ? 1...joinedCount : nil }
+
+    /// Whether every joined server has synced past `sequence` (`acked` holds what each said it has).
+    private func allAcked(_ sequence: UInt64, _ state: State) -> Bool {
+        joinedIndices?.allSatisfy { (state.acked[$0] ?? 0) >= sequence } ?? true
+    }
+
     /// Appends a decision for every joined server; returns its sequence number.
     @discardableResult
     func publish(_ kind: LinkEntry.Kind, step: UInt64 = 0, ranks: [Int] = [], exitCode: Int32 = 0, reason: String = "")
         -> UInt64
     {
         state.withLockAndBroadcast { state in
-            let sequence = state.nextSequence
-            state.nextSequence += 1
-            state.entries.append(
-                LinkEntry(sequence: sequence, kind: kind, step: step, ranks: ranks, exitCode: exitCode, reason: reason))
-            return sequence
+            state.append(
+                LinkEntry(sequence: 0, kind: kind, step: step, ranks: ranks, exitCode: exitCode, reason: reason))
         }
     }
 
     /// Starts gathering a snapshot: publishes the entry that asks the joined servers for their parts.
     func startGather(own: ModelSnapshot, step: UInt64) -> UInt64 {
         state.withLockAndBroadcast { state in
-            let sequence = state.nextSequence
-            state.nextSequence += 1
-            state.entries.append(LinkEntry(sequence: sequence, kind: .snapshot, step: step))
+            let sequence = state.append(LinkEntry(sequence: 0, kind: .snapshot, step: step))
             state.gathers[sequence] = Gather(own: own)
             return sequence
         }
@@ -209,12 +221,12 @@ final class ServerLinks: Sendable {
     /// heard from.
     func entries(after: UInt64, server: Int, seconds: Double) -> [LinkEntry] {
         let now = MonotonicClock.nanoseconds()
-        let joined = joinedCount
+        let indices = joinedIndices
         state.withLockAndBroadcast { state in
             state.lastHeard[server] = now
             // What every joined server has seen is never asked for again.
             state.acked[server] = max(state.acked[server] ?? 0, after)
-            let seenByAll = (1...max(joined, 1)).map { state.acked[$0] ?? 0 }.min() ?? 0
+            let seenByAll = indices?.map { state.acked[$0] ?? 0 }.min() ?? 0
             if let first = state.entries.first, first.sequence <= seenByAll {
                 state.entries.removeAll { $0.sequence <= seenByAll }
             }
@@ -248,21 +260,14 @@ final class ServerLinks: Sendable {
     func publishRollback(step: UInt64, reason: String) -> UInt64 {
         state.withLockAndBroadcast { state in
             state.gathers.removeAll()
-            let sequence = state.nextSequence
-            state.nextSequence += 1
-            state.entries.append(LinkEntry(sequence: sequence, kind: .rollback, step: step, reason: reason))
-            return sequence
+            return state.append(LinkEntry(sequence: 0, kind: .rollback, step: step, reason: reason))
         }
     }
 
     /// Waits (until `deadline`) until every joined server has synced past `sequence`, that is, carried it out.
     func waitUntilCarriedOut(_ sequence: UInt64, deadline: UInt64) -> Bool {
-        let joined = joinedCount
-        return state.wait(
-            until: deadline,
-            while: { state in !state.stopping && (1...max(joined, 1)).contains { (state.acked[$0] ?? 0) < sequence } }
-        ) { state, _ in
-            !(1...max(joined, 1)).contains { (state.acked[$0] ?? 0) < sequence }
+        state.wait(until: deadline, while: { !$0.stopping && !allAcked(sequence, $0) }) { state, _ in
+            allAcked(sequence, state)
         }
     }
 
@@ -292,12 +297,12 @@ final class ServerLinks: Sendable {
     func silentServers(seconds: Double, since: UInt64) -> [Int] {
         let now = MonotonicClock.nanoseconds()
         let limit = UInt64(seconds * 1e9)
+        let indices = joinedIndices
         return state.withLock { state in
-            (1...max(joinedCount, 1)).filter { index in
-                guard index <= joinedCount else { return false }
+            indices?.filter { index in
                 let last = state.lastHeard[index] ?? since
                 return now > last && now - last > limit
-            }
+            } ?? []
         }
     }
 
@@ -360,22 +365,13 @@ final class JoinedShards: Sendable {
         let staleness = part.staleness
         let needed = clock > staleness ? clock - staleness : 0
         steps.withLockAndBroadcast { $0.clocks[rank] = max($0.clocks[rank] ?? 0, clock) }
-        let ready: (Steps) -> Bool = { steps in
+        return wait(deadline: deadline, peerGone: peerGone) { steps in
             steps.live.allSatisfy { (steps.clocks[$0] ?? 0) >= needed || $0 == rank }
-        }
-        while true {
-            let slice = min(deadline, MonotonicClock.deadline(afterSeconds: 0.25))
-            let (done, stopping) = steps.wait(until: slice, while: { !ready($0) && !$0.stopping }) { steps, _ in
-                (ready(steps), steps.stopping)
-            }
-            if done { return true }
-            if stopping || MonotonicClock.nanoseconds() >= deadline || peerGone() { return false }
         }
     }
 
     var stalenessRule: StalenessRule {
-        let threshold: UInt64? = part.maxGradientStaleness ?? (part.stalePolicy == .scale ? 0 : nil)
-        return StalenessRule(maxStaleness: threshold, policy: part.stalePolicy)
+        StalenessRule(maxGradientStaleness: part.maxGradientStaleness, policy: part.stalePolicy)
     }
 
     /// Records a release and returns the owned positions that may now apply.
@@ -424,10 +420,16 @@ final class JoinedShards: Sendable {
 
     /// Waits until every owned shard has applied `count` steps; false on timeout or stop.
     func waitForCompleted(_ count: UInt64, deadline: UInt64, peerGone: () -> Bool) -> Bool {
+        wait(deadline: deadline, peerGone: peerGone) { $0.completed >= count }
+    }
+
+    /// Waits until `ready` holds; false at `deadline`, on stop, or once `peerGone` (checked every quarter second,
+    /// outside the lock) says the waiting request's peer hung up.
+    private func wait(deadline: UInt64, peerGone: () -> Bool, until ready: (Steps) -> Bool) -> Bool {
         while true {
             let slice = min(deadline, MonotonicClock.deadline(afterSeconds: 0.25))
-            let (done, stopping) = steps.wait(until: slice, while: { $0.completed < count && !$0.stopping }) {
-                steps, _ in (steps.completed >= count, steps.stopping)
+            let (done, stopping) = steps.wait(until: slice, while: { !ready($0) && !$0.stopping }) { steps, _ in
+                (ready(steps), steps.stopping)
             }
             if done { return true }
             if stopping || MonotonicClock.nanoseconds() >= deadline || peerGone() { return false }
