@@ -258,14 +258,12 @@ extension ParameterServer {
             shardCount: config.shardCount, optimizer: part.optimizer, workerSlots: part.workers,
             requiresIdenticalTensors: true, maxModelBytes: config.maxModelBytes)
         let tensors = part.tensors.map { TensorSpec(name: $0.name, shape: $0.shape, initializer: .zeros) }
-        let slotCount = part.optimizer.stateSlotNames.count
-        let n = floats.count / (1 + slotCount)
-        guard n * (1 + slotCount) == floats.count else {
+        guard let (weights, slots) = PartFloats.split(floats, slotCount: part.optimizer.stateSlotNames.count) else {
             throw RegistrationError(code: .invalidArgument, description: "a model part of \(floats.count) floats")
         }
+        let n = weights.count
         try store.installPart(
-            tensors: tensors, placement: placement, weights: floats[0..<n],
-            slots: (0..<slotCount).map { floats[(n * ($0 + 1))..<(n * ($0 + 2))] }, optimizerStep: part.optimizerStep,
+            tensors: tensors, placement: placement, weights: weights, slots: slots, optimizerStep: part.optimizerStep,
             versions: part.versions)
         replaceStore(store)
         joinedShards.withLockAndBroadcast { $0 = JoinedShards(part: part, index: index) }
@@ -318,8 +316,7 @@ extension ParameterServer {
                 }
             }
             guard let part = store.partSnapshot() else { return true }
-            var floats = part.weights
-            for slot in part.optimizerSlots { floats += slot }
+            let floats = PartFloats.join(weights: part.weights, slots: part.optimizerSlots)
             let request = LinkRequest.part(
                 server: index, gather: entry.sequence, optimizerStep: part.optimizerStep, versions: part.versions)
             requestID += 1

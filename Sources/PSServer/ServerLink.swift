@@ -100,6 +100,23 @@ struct LinkEntry: Codable, Equatable {
     var reason: String = ""
 }
 
+/// The floats of a model part or snapshot part on the link: the weights, then each optimizer slot, all over the
+/// same elements.
+enum PartFloats {
+    static func join(weights: some Collection<Float>, slots: [some Collection<Float>]) -> [Float] {
+        var floats = Array(weights)
+        for slot in slots { floats += slot }
+        return floats
+    }
+
+    /// The weights and the `slotCount` slots, or nil when the floats do not split into that many equal runs.
+    static func split(_ floats: [Float], slotCount: Int) -> (weights: ArraySlice<Float>, slots: [ArraySlice<Float>])? {
+        let n = floats.count / (1 + slotCount)
+        guard n * (1 + slotCount) == floats.count else { return nil }
+        return (floats[0..<n], (0..<slotCount).map { floats[(n * ($0 + 1))..<(n * ($0 + 2))] })
+    }
+}
+
 extension ServerPlacement {
     /// The placement `StorePlacement` of server `index`.
     func storePlacement(ofServer index: Int) -> StorePlacement {

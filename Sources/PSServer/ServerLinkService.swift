@@ -94,10 +94,9 @@ struct ServerLinkService {
                     session: session, requestID: requestID)
                 return
             }
-            let n = elements.count
+            let (weights, slots) = PartFloats.split(call.floats, slotCount: slotCount)!  // the length was checked
             let part = PartSnapshot(
-                shards: shards, elements: elements, weights: Array(call.floats[0..<n]),
-                optimizerSlots: (0..<slotCount).map { Array(call.floats[(n * ($0 + 1))..<(n * ($0 + 2))]) },
+                shards: shards, elements: elements, weights: Array(weights), optimizerSlots: slots.map { Array($0) },
                 optimizerStep: optimizerStep, versions: versions)
             let taken = links.receive(part: part, server: index, gather: gather)
             try reply(
@@ -121,8 +120,7 @@ struct ServerLinkService {
         let layout = ShardLayout(
             tensorElementCounts: whole.tensors.map(\.elementCount), shardCount: placement.totalShards)
         let elements = layout.range(ofShards: shards)
-        var floats = Array(whole.weights[elements])
-        for slot in whole.optimizerSlots { floats += slot[elements] }
+        let floats = PartFloats.join(weights: whole.weights[elements], slots: whole.optimizerSlots.map { $0[elements] })
         let part = ModelPart(
             tensors: whole.tensors.map { TensorShape(name: $0.name, shape: $0.shape) }, placement: placement,
             optimizer: config.optimizer, mode: config.mode, maxGradientStaleness: config.maxGradientStaleness,
