@@ -21,7 +21,10 @@ struct PSBenchCommand {
                 options: [quick]),
             Command(
                 name: "train", abstract: "Seconds per epoch with 2 workers and 1 process; worker GFLOPS vs sgemm.",
-                options: [quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed).")]),
+                options: [
+                    quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
+                    Option("compute-only", help: "Only the forward+backward GFLOPS rows (no training runs)."),
+                ]),
             Command(
                 name: "modes",
                 abstract: "bsp, ssp S=1,2,4 and async with one slowed worker: waits, samples/s, accuracy.",
@@ -81,7 +84,10 @@ struct PSBenchCommand {
                 printTable("psbench server", try ServerBench.run(quick: isQuick))
             }
             if which == "train" || which == "all" {
-                printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
+                printTable(
+                    "psbench train",
+                    try TrainBench.run(
+                        quick: isQuick, data: arguments.string("data"), computeOnly: arguments.has("compute-only")))
             }
             if which == "modes" {
                 let delay = try arguments.required("delay-ms", as: Int.self, in: 0...3_600_000)
