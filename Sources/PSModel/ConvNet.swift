@@ -379,8 +379,9 @@ public final class ConvNet: TrainableModel {
                     let q3 = q2 + channels
                     let (gradient, value, code) = (pooledGradient + o, pooled + o, codes + o)
                     for c in 0..<channels {
-                        let routed = value[c] > 0 ? gradient[c] : 0
-                        let which = code[c]
+                        // Unconditional loads, so that the compiler can vectorise the selects.
+                        let (incoming, which) = (gradient[c], code[c])
+                        let routed = value[c] > 0 ? incoming : 0
                         q0[c] = which == 0 ? routed : 0
                         q1[c] = which == 1 ? routed : 0
                         q2[c] = which == 2 ? routed : 0

@@ -89,7 +89,7 @@ enum TrainBench {
         return 2 * Double(n * n * n) / best
     }
 
-    /// The best of 10 forward+backward passes of cnn:32,64,128 on 28x28x1 inputs, in GFLOPS
+    /// The best of 20 forward+backward passes of cnn:32,64,128 on 28x28x1 inputs, in GFLOPS
     /// (`ConvNet.Geometry.flopsPerRow`: the convolution and dense products only).
     static func cnnGFLOPS(batch: Int) throws -> Double {
         let geometry = try ConvNet.Geometry(
@@ -101,7 +101,7 @@ enum TrainBench {
         let features = (0..<(batch * 784)).map { Float($0 % 255) / 255 }
         let labels = (0..<batch).map { Float($0 % 10) }
         var best = Double.infinity
-        for _ in 0..<10 {
+        for _ in 0..<20 {
             let start = ThreadCPUClock.nanoseconds()
             parameters.withUnsafeBufferPointer { p in
                 features.withUnsafeBufferPointer { f in
