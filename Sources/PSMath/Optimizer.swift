@@ -329,8 +329,18 @@ public struct OptimizerState: Sendable, Equatable {
 /// LLVM's loop vectoriser turns it into SIMD code with a scalar tail; element-wise IEEE operations give the same
 /// bits in a vector lane as in the scalar formula, so the result does not depend on the vector width or the
 /// slice's alignment. Hand-checked: `psbench server`'s apply rows measure it against memcpy.
+///
+/// ```swift
+/// // What OptimizerState.apply does for AdaGrad on one shard's slice:
+/// FusedUpdate.adagrad(w: weights, g: gradient, s: squares, count: n,
+///                     prelude: FusedUpdate.Prelude(config: config), lr: 0.01, epsilon: 1e-10)
+/// ```
 public enum FusedUpdate {
     /// Clip and coupled weight decay, applied to each gradient element before the rule.
+    ///
+    /// ```swift
+    /// let prelude = FusedUpdate.Prelude(config: OptimizerConfig(kind: .momentum, learningRate: 0.1))
+    /// ```
     public struct Prelude: Sendable {
         /// The clip bound (`infinity` when clipping is off; a select then keeps `g` exactly, NaN included).
         public let clip: Float
