@@ -242,6 +242,9 @@ public final class RowSparseTable: Sendable {
         return true
     }
 
+    /// The number of updates applied (every shard counts each update, so shard 0's count is the table's).
+    public var version: UInt64 { shards[0].withLock { $0.version } }
+
     /// The whole table, `rows x width` row-major in global row order (for checkpoints and tests).
     public func denseWeights() -> [Float] {
         gatherGlobal { $0.weights }
