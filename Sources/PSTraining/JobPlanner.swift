@@ -51,6 +51,7 @@ public enum JobPlanner {
         guard request.epochs >= 1, request.epochs <= JobDescription.maxEpochs else {
             throw PlanError("--epochs must be between 1 and \(JobDescription.maxEpochs), got \(request.epochs)")
         }
+        if SparseModels.isSparse(request.model) { return try planSparse(request) }
         // `external`: the job's first worker registers its own model's tensors (see `Worker`).
         let kind: ModelKind?
         if request.model == JobPlanner.externalModel {

@@ -64,7 +64,13 @@ struct PSServerCommand {
             Option("batch", value: "b", help: "Rows per worker per step.", default: "64"),
             Option("epochs", value: "e", help: "Passes over the training data.", default: "10"),
             Option("seed", value: "seed", help: "Seed for the data order and the initialisation.", default: "0"),
-            Option("optimizer", value: "name", help: "sgd, momentum, adam or adagrad.", default: "sgd"),
+            Option(
+                "optimizer", value: "name",
+                help: "sgd, momentum, adam, adagrad, or ftrl (row-sparse models: FTRL-Proximal on the table, "
+                    + "AdaGrad on the dense part).", default: "sgd"),
+            Option("l1", value: "lambda1", help: "FTRL's L1 strength (--optimizer ftrl).", default: "0"),
+            Option("l2", value: "lambda2", help: "FTRL's L2 strength (--optimizer ftrl).", default: "0"),
+            Option("ftrl-beta", value: "beta", help: "FTRL's beta (--optimizer ftrl).", default: "1"),
             Option("lr", value: "rate", help: "Learning rate.", default: "0.1"),
             Option("momentum", value: "mu", help: "Momentum coefficient.", default: "0.9"),
             Option("nesterov", help: "Use Nesterov momentum."),
@@ -186,8 +192,17 @@ struct PSServerCommand {
         config.sendTimeoutSeconds = try arguments.required("send-timeout", as: Double.self)
         config.maxConnections = try arguments.required("max-connections", as: Int.self)
         config.stopTimeoutSeconds = try arguments.required("stop-timeout", as: Double.self)
-        guard let kind = OptimizerKind(rawValue: arguments.string("optimizer") ?? "sgd") else {
-            throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam or adagrad")
+        let optimizerName = arguments.string("optimizer") ?? "sgd"
+        if optimizerName == "ftrl" {
+            // FTRL is a row-sparse optimizer: the table gets it, the dense parameters AdaGrad.
+            var ftrl = RowOptimizerConfig(kind: .ftrl, learningRate: try arguments.required("lr", as: Float.self))
+            ftrl.l1 = try arguments.required("l1", as: Float.self)
+            ftrl.l2 = try arguments.required("l2", as: Float.self)
+            ftrl.ftrlBeta = try arguments.required("ftrl-beta", as: Float.self)
+            config.sparseOptimizer = ftrl
+        }
+        guard let kind = optimizerName == "ftrl" ? .adagrad : OptimizerKind(rawValue: optimizerName) else {
+            throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam, adagrad or ftrl")
         }
         var optimizer = OptimizerConfig(kind: kind, learningRate: try arguments.required("lr", as: Float.self))
         optimizer.momentum = try arguments.required("momentum", as: Float.self)
@@ -246,6 +261,13 @@ struct PSServerCommand {
                 let planned = try JobPlanner.plan(request)
                 config.job = planned.job
                 config.jobTensors = planned.tensors
+                if let sparse = SparseModels.model(for: planned.job) {
+                    config.sparseTables = [
+                        RowSparseTableSpec(name: sparse.table.name, rows: sparse.table.rows, width: sparse.table.width)
+                    ]
+                } else if config.sparseOptimizer != nil {
+                    throw UsageError("--optimizer ftrl is for row-sparse models (--model sparse-lr)")
+                }
             } catch let error as PlanError {
                 // Every PlanError names the flag it is about; data errors (which name the file) stay exit 1.
                 throw UsageError(error.description)

@@ -1,0 +1,82 @@
+import PSData
+import PSModel
+import PSWire
+
+/// The built-in row-sparse models (`--model sparse-lr`) and how a job declares them.
+///
+/// A sparse job's dense parameters (the bias) travel as every model's do; its row-sparse table is table 0 of
+/// the server (`sparsePull` / `sparsePush`), `featureCount x width` and zero-initialised.
+///
+/// ```swift
+/// SparseModels.isSparse("sparse-lr")                     // true
+/// let model = SparseModels.model(for: job)               // nil for a dense job
+/// let table = model?.table                                // RowSparseTableShape "weight", D x width
+/// ```
+public enum SparseModels {
+    /// The `--model` spellings of the row-sparse models.
+    public static let names = ["sparse-lr"]
+
+    /// Whether `model` names a row-sparse model.
+    public static func isSparse(_ model: String) -> Bool { names.contains(model) }
+
+    /// The job's row-sparse model, or nil for a dense job.
+    public static func model(for job: JobDescription) -> SparseLogisticRegression? {
+        guard isSparse(job.model), job.featureCount >= 1, job.classCount >= 2 else { return nil }
+        return SparseLogisticRegression(featureCount: job.featureCount, classCount: job.classCount)
+    }
+}
+
+extension JobPlanner {
+    /// Plans a row-sparse job: the data is read in CSR form (`SparseDataSource`: `synthetic-sparse:…` or a
+    /// LIBSVM file), the dense tensors are the model's bias.
+    static func planSparse(_ request: JobRequest) throws -> (job: JobDescription, tensors: [TensorSpec]) {
+        let source: SparseDataSource
+        do {
+            source = try SparseDataSource(parsing: request.data)
+        } catch {
+            throw PlanError("--data: \(error)")
+        }
+        let train = try source.loadTrain()
+        guard train.classCount >= 2 else {
+            throw PlanError(
+                "--model \(request.model) needs class labels (at least two classes; -1/+1 counts as 0/1) in \(source)")
+        }
+        let classes = train.classCount
+        if let testPath = request.test {
+            let test: SparseDataset
+            do {
+                test = try SparseDataSource(parsing: testPath).loadTrain()
+            } catch {
+                throw PlanError("--test: \(error)")
+            }
+            guard test.featureCount <= train.featureCount else {
+                throw PlanError(
+                    "--test: \(test.name) uses \(test.featureCount) features, the training data \(train.featureCount)")
+            }
+            try test.requireClassification(classCount: classes)
+        }
+        let (globalBatch, overflow) = request.workers.multipliedReportingOverflow(by: request.batchPerWorker)
+        guard !overflow, globalBatch <= train.rowCount else {
+            throw PlanError(
+                "--batch \(request.batchPerWorker) x --workers \(request.workers) (the global batch) is larger than "
+                    + "the \(train.rowCount) training rows")
+        }
+        let stepsPerEpoch = train.rowCount / globalBatch
+        let model = SparseLogisticRegression(featureCount: train.featureCount, classCount: classes)
+        let tensors = model.denseParameters.map {
+            TensorSpec(name: $0.name, shape: $0.shape, initializer: InitSpec($0.initializer))
+        }
+        let job = JobDescription(
+            model: request.model, data: request.data, test: request.test, labelColumn: request.labelColumn.rawValue,
+            batchPerWorker: request.batchPerWorker, epochs: request.epochs, seed: request.seed, mode: request.mode,
+            staleness: request.staleness, workers: request.workers, trainRows: train.rowCount,
+            featureCount: train.featureCount, classCount: classes, stepsPerEpoch: stepsPerEpoch,
+            totalSteps: stepsPerEpoch.multipliedReportingOverflow(by: request.epochs).partialValue)
+        do {
+            try job.validate()
+        } catch {
+            throw PlanError("--epochs \(request.epochs) over \(train.rowCount) rows overflows the step or sample count")
+        }
+        return (job, tensors)
+    }
+}

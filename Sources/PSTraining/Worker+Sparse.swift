@@ -1,0 +1,185 @@
+import Foundation
+import PSClient
+import PSData
+import PSLog
+import PSModel
+import PSPosix
+import PSWire
+
+/// The worker loop of a row-sparse model (`--model sparse-lr`).
+///
+/// Each step: the rows of this worker's batch (`DataOrder`, as for dense models) are gathered in CSR form; the
+/// table rows they touch (sorted, unique feature ids) are pulled with `sparsePull`; the model computes the loss
+/// and the gradients of those rows and of the dense bias; the rows' gradients go out with `sparsePush` *before*
+/// the dense gradient (so that when the BSP barrier applies the step, every rank's rows are held), then the dense
+/// gradient and the clock travel as for a dense model (`exchange`, or push + clock in async).
+///
+/// Limitation: a lost connection ends this worker with an error (the dense loop reconnects and resumes).
+extension Worker {
+    /// Whether the server's job trains a row-sparse model (a control connection, as `probeModel` makes).
+    func probeJobIsSparse() throws(WorkerError) -> Bool {
+        let probe = try connect(role: .control)
+        defer { probe.close() }
+        return probe.config.job.map { SparseModels.isSparse($0.model) } ?? false
+    }
+
+    func runSparse() throws(WorkerError) {
+        let connected = try connect()
+        try checkWelcome(connected)
+        guard let job = connected.config.job, let model = SparseModels.model(for: job) else {
+            leave(connected, reason: .error)
+            throw WorkerError("the server's job is not a row-sparse job this worker can train")
+        }
+        let train: SparseDataset
+        var test: SparseDataset?
+        do {
+            let source = try SparseDataSource(parsing: options.dataOverride ?? job.data)
+            (train, test) = try source.loadSplits()
+            if let path = options.testOverride ?? job.test {
+                test = try SparseDataSource(parsing: path).loadTrain()
+            }
+        } catch {
+            leave(connected, reason: .error)
+            throw WorkerError("cannot load the training data: \(error)")
+        }
+        guard train.rowCount == job.trainRows, train.featureCount == job.featureCount else {
+            leave(connected, reason: .error)
+            throw WorkerError(
+                "refused: this worker's data (\(train.name)) has \(train.rowCount) rows x \(train.featureCount) "
+                    + "features, but the job expects \(job.trainRows) rows x \(job.featureCount) features")
+        }
+        let expected = model.denseParameters.map { TensorShape(name: $0.name, shape: $0.shape) }
+        if let difference = TensorShape.firstDifference(expected: connected.config.tensors, actual: expected) {
+            leave(connected, reason: .error)
+            throw WorkerError("refused: the server's tensors do not match \(job.model): \(difference)")
+        }
+        if let test, test.featureCount > train.featureCount {
+            leave(connected, reason: .error)
+            throw WorkerError("the test split uses \(test.featureCount) features, the job \(train.featureCount)")
+        }
+        let layout = ShardLayout(tensorElementCounts: [model.width], shardCount: connected.config.shardCount)
+        let order = DataOrder(
+            rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
+        let rank = connected.rank ?? 0
+        let servers = try ServerSet.open(coordinator: connected, layout: layout) {
+            (host, port) throws(WorkerError) in try connect(host: host, port: port)
+        }
+        defer { servers.closeJoined() }
+        let heartbeat = HeartbeatSender(intervalMillis: connected.config.heartbeatIntervalMillis)
+        heartbeat.start(client: connected)
+        defer { heartbeat.stop() }
+
+        var bias = [Float](repeating: 0, count: model.width)
+        var versions = [UInt64](repeating: 0, count: layout.shardCount)
+        var rowGradient: [Float] = []
+        var biasGradient: [Float] = []
+        var step = Int(connected.config.startStep)
+        let totalSteps = options.debugMaxSteps.map { min($0, job.totalSteps) } ?? job.totalSteps
+        let started = Date()
+        var samplesDone = 0
+        var epochLoss = (sum: 0.0, steps: 0)
+        var pulledBytes = 0
+        var havePulled = false
+        log.info(
+            "training",
+            ["rank": rank, "start_step": step, "total_steps": totalSteps, "data": train.name, "model": job.model])
+        do throws(ClientError) {
+            while step < totalSteps {
+                heartbeat.clock = UInt64(step)
+                if !havePulled {
+                    try pullAll(servers, layout: layout, clock: UInt64(step), into: &bias, versions: &versions)
+                    havePulled = true
+                }
+                let batch = train.batch(rows: order.rows(step: step, rank: rank))
+                let examples = SparseExamples(
+                    rowStarts: batch.rowStarts, featureIds: batch.featureIds, values: batch.values,
+                    labels: batch.labels)
+                let touched = examples.touchedRows
+                let rows = try ParameterClient.sparseValues(
+                    try connected.sparsePull(table: 0, clock: UInt64(step), ids: touched).wait())
+                pulledBytes += 8 * touched.count + 4 * rows.count
+                let loss = model.lossAndGradient(
+                    examples, touched: touched, rows: rows, bias: bias, rowGradient: &rowGradient,
+                    biasGradient: &biasGradient)
+                // The rows first: the dense push below may complete the BSP step, which applies them too.
+                _ = try connected.sparsePush(table: 0, clock: UInt64(step), ids: touched, values: rowGradient).wait()
+                var state = JobState.running
+                if job.mode != "async" {
+                    do {
+                        state = try exchange(
+                            servers, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
+                            gradient: biasGradient, into: &bias, versions: &versions)
+                    } catch .remote(.timeout, let message) {
+                        log.info("waiting", ["reason": message])
+                        havePulled = false
+                    }
+                } else {
+                    try pushAll(
+                        servers, layout: layout, clock: UInt64(step), gradient: biasGradient, versions: versions)
+                    let reply = try connected.request(
+                        .clock(
+                            ClockReport(
+                                rank: UInt32(rank), clock: UInt64(step + 1), loss: loss,
+                                samples: UInt64(job.batchPerWorker)))
+                    ).wait()
+                    if case .message(.clockAck(let ack)) = reply { state = ack.jobState }
+                    havePulled = false
+                }
+                step += 1
+                samplesDone += job.batchPerWorker
+                epochLoss = (epochLoss.sum + loss, epochLoss.steps + 1)
+                if state == .finished { break }
+                if step % job.stepsPerEpoch == 0 || step == totalSteps {
+                    let epoch = (step - 1) / job.stepsPerEpoch
+                    var accuracy: Double? = nil
+                    if let test {
+                        if !havePulled {
+                            try pullAll(servers, layout: layout, clock: UInt64(step), into: &bias, versions: &versions)
+                            havePulled = true
+                        }
+                        let result = try evaluateSparse(
+                            model, on: test, bias: bias, client: connected, clock: UInt64(step))
+                        accuracy = result.accuracy
+                        _ = try connected.request(
+                            .metrics(
+                                EpochMetrics(
+                                    epoch: UInt32(epoch), testLoss: result.loss, testAccuracy: result.accuracy ?? 0,
+                                    samples: UInt64(step * job.batchPerWorker * job.workers)))
+                        ).wait()
+                    }
+                    report(
+                        epoch: epoch, of: job.epochs, step: step, total: totalSteps,
+                        loss: epochLoss.sum / Double(max(epochLoss.steps, 1)), accuracy: accuracy, started: started,
+                        samples: samplesDone, batch: job.batchPerWorker)
+                    epochLoss = (0, 0)
+                }
+            }
+        } catch {
+            heartbeat.stop()
+            leave(connected, reason: .error)
+            throw WorkerError("step \(step) failed: \(error)")
+        }
+        heartbeat.stop()
+        leave(connected, reason: .finished)
+        let seconds = Date().timeIntervalSince(started)
+        log.info(
+            "finished",
+            [
+                "steps": step, "seconds": String(format: "%.2f", seconds),
+                "samples_per_s": String(format: "%.0f", Double(samplesDone) / max(seconds, 1e-9)),
+                "sparse_pull_bytes_per_step": pulledBytes / max(step - Int(connected.config.startStep), 1),
+            ])
+    }
+
+    /// The test set's loss and accuracy: pulls the table rows the test set touches (at `clock`) and evaluates.
+    func evaluateSparse(
+        _ model: SparseLogisticRegression, on test: SparseDataset, bias: [Float], client: ParameterClient,
+        clock: UInt64
+    ) throws(ClientError) -> Evaluation {
+        let examples = SparseExamples(
+            rowStarts: test.rowStarts, featureIds: test.featureIds, values: test.values, labels: test.labels)
+        let touched = examples.touchedRows
+        let rows = try ParameterClient.sparseValues(try client.sparsePull(table: 0, clock: clock, ids: touched).wait())
+        return model.evaluate(examples, touched: touched, rows: rows, bias: bias)
+    }
+}
