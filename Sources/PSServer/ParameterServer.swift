@@ -113,9 +113,10 @@ public final class ParameterServer: Sendable {
             keepsSnapshotBuffers: config.checkpointDirectory != nil, maxModelBytes: config.maxModelBytes)
         storeBox = LockedValue(store)
         let sparseOptimizer = config.effectiveSparseOptimizer ?? RowOptimizerConfig(kind: .sgd, learningRate: 1)
-        sparseTables = config.sparseTables.map {
+        let sparseTables = config.sparseTables.map {
             RowSparseTable(spec: $0, shardCount: config.shardCount, optimizer: sparseOptimizer)
         }
+        self.sparseTables = sparseTables
         links = config.servers > 1 ? ServerLinks(servers: config.servers) : nil
         if let directory = config.checkpointDirectory {
             // Probed now: an unwritable directory must stop the start, not the end of a job.
@@ -129,7 +130,7 @@ public final class ParameterServer: Sendable {
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
                 root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log,
-                metrics: serverMetrics, store: store)
+                metrics: serverMetrics, store: store, sparseTables: sparseTables)
         }
         self.checkpoints = checkpoints
 

@@ -242,6 +242,30 @@ public final class RowSparseTable: Sendable {
         return true
     }
 
+    /// The lazy optimizer's configuration.
+    public var optimizerConfig: RowOptimizerConfig { shards[0].withLock { $0.optimizer.config } }
+
+    /// A copy of a table for a checkpoint: its weights and optimizer state in global row order.
+    public struct Copy: Sendable {
+        /// The table's shape.
+        public let spec: RowSparseTableSpec
+        /// `rows x width` weights.
+        public let weights: [Float]
+        /// The optimizer.
+        public let optimizer: RowOptimizerConfig
+        /// The optimizer's update count.
+        public let step: UInt64
+        /// The state slots in `optimizer.stateSlotNames` order.
+        public let slots: [[Float]]
+    }
+
+    /// Copies the table (shard by shard, each under its lock).
+    public func copy() -> Copy {
+        let state = optimizerState()
+        return Copy(
+            spec: spec, weights: denseWeights(), optimizer: optimizerConfig, step: state.step, slots: state.slots)
+    }
+
     /// The number of updates applied (every shard counts each update, so shard 0's count is the table's).
     public var version: UInt64 { shards[0].withLock { $0.version } }
 

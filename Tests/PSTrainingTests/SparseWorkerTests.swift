@@ -17,7 +17,9 @@ final class SparseWorkerTests: XCTestCase {
     static let data = "synthetic-sparse:4000,1000,10,5"
     static let learningRate: Float = 0.3
 
-    private func run(workers: Int, batch: Int, epochs: Int) throws -> (table: [Float], bias: [Float]) {
+    private func run(
+        workers: Int, batch: Int, epochs: Int, maxSteps: Int? = nil, configure: (inout ServerConfig) -> Void = { _ in }
+    ) throws -> (table: [Float], bias: [Float]) {
         Signals.ignoreSIGPIPE()
         var request = JobRequest()
         request.model = "sparse-lr"
@@ -38,6 +40,7 @@ final class SparseWorkerTests: XCTestCase {
         config.jobTensors = planned.tensors
         config.sparseTables = [RowSparseTableSpec(name: "weight", rows: model.table.rows, width: model.table.width)]
         config.keepRunning = true
+        configure(&config)
         let server = try ParameterServer(config: config, log: Logger(component: "test-server", minimumLevel: .error))
         server.start()
         defer { server.stop(reason: "test finished") }
@@ -50,6 +53,7 @@ final class SparseWorkerTests: XCTestCase {
             options.port = server.port
             options.progress = .quiet
             options.reconnectTimeoutSeconds = 5
+            options.debugMaxSteps = maxSteps
             let workerOptions = options
             let thread = Thread {
                 do {
@@ -144,5 +148,34 @@ final class SparseWorkerTests: XCTestCase {
         print("sparse-lr BSP 2 workers: test accuracy \(trained.accuracy!), full-batch LR \(reference.accuracy!)")
         XCTAssertGreaterThan(reference.accuracy!, 0.75)
         XCTAssertGreaterThanOrEqual(trained.accuracy!, reference.accuracy! - 0.01)
+    }
+
+    func test_checkpointStopAndRestore_resumesBitwiseWithTheTableAndFTRLState() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("sparse-ckpt-\(UUID().uuidString)")
+            .path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let ftrl = RowOptimizerConfig(kind: .ftrl, learningRate: 1, l1: 0.5, l2: 0.1)
+        let uninterrupted = try run(workers: 2, batch: 50, epochs: 1) { $0.sparseOptimizer = ftrl }
+        // The same job checkpointed every 20 steps; its workers leave after 30 steps and the server is dropped.
+        _ = try run(workers: 2, batch: 50, epochs: 1, maxSteps: 30) { config in
+            config.sparseOptimizer = ftrl
+            config.checkpointDirectory = root
+            config.checkpointEverySteps = 20
+        }
+        let checkpoint = root + "/step-0000000020"
+        XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoint + "/weight.ftrl_z.npy"))
+        // The checkpoint's table is a plain .npy of rows x width float32.
+        let npy = try Data(contentsOf: URL(fileURLWithPath: checkpoint + "/weight.npy"))
+        let header = String(decoding: npy.prefix(128), as: UTF8.self)
+        XCTAssertTrue(header.contains("'descr': '<f4'") && header.contains("'shape': (1000, 1)"), header)
+        // A new server restores step 20 and the workers finish the job from there.
+        let resumed = try run(workers: 2, batch: 50, epochs: 1) { config in
+            config.sparseOptimizer = ftrl
+            config.checkpointDirectory = root
+            config.restore = checkpoint
+        }
+        XCTAssertEqual(resumed.table, uninterrupted.table, "bitwise resume")
+        XCTAssertEqual(resumed.bias, uninterrupted.bias)
+        XCTAssertGreaterThan(uninterrupted.table.filter { $0 == 0 }.count, 500, "FTRL with L1: mostly exact zeros")
     }
 }
