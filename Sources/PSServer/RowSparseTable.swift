@@ -85,12 +85,26 @@ public struct RowSparseTableSpec: Sendable, Codable, Equatable {
     public var rows: Int
     /// The row width.
     public var width: Int
+    /// Initial values uniform in `[-initScale, initScale]` (0: zeros), element `i` of the table drawn from
+    /// splitmix64 seeded with `seed ^ i` (so any placement gives the same table).
+    public var initScale: Float
+    /// The seed of the initial values.
+    public var seed: UInt64
 
     /// Creates a spec.
-    public init(name: String, rows: Int, width: Int) {
+    public init(name: String, rows: Int, width: Int, initScale: Float = 0, seed: UInt64 = 0) {
         self.name = name
         self.rows = rows
         self.width = width
+        self.initScale = initScale
+        self.seed = seed
+    }
+
+    /// The initial value of element `index` (row-major) of the table.
+    public func initialValue(_ index: Int) -> Float {
+        guard initScale != 0 else { return 0 }
+        var generator = SplitMix64(seed: seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15))
+        return Float((generator.nextUnitDouble() * 2 - 1) * Double(initScale))
     }
 }
 
@@ -130,9 +144,18 @@ public final class RowSparseTable: Sendable {
         placement = RowPlacement(rows: spec.rows, shardCount: shardCount)
         shards = (0..<shardCount).map { shard in
             let rows = RowPlacement(rows: spec.rows, shardCount: shardCount).rowCount(shard: shard)
+            var weights = [Float](repeating: 0, count: rows * spec.width)
+            if spec.initScale != 0 {
+                for local in 0..<rows {
+                    let row = local * shardCount + shard
+                    for column in 0..<spec.width {
+                        weights[local * spec.width + column] = spec.initialValue(row * spec.width + column)
+                    }
+                }
+            }
             return LockedValue(
                 RowShardState(
-                    weights: [Float](repeating: 0, count: rows * spec.width),
+                    weights: weights,
                     optimizer: RowOptimizerState(config: optimizer, rows: rows, width: spec.width)))
         }
     }

@@ -14,7 +14,7 @@ extension ShardService {
             return
         }
         do {
-            try table.validate(ids: pull.ids, valueCount: nil)
+            try table.validate(ids: pull.ids.map(UInt64.init), valueCount: nil)
         } catch {
             try session.replyError(error.code, error.description, to: requestID)
             return
@@ -22,7 +22,7 @@ extension ShardService {
         guard try waitUntilReadable(step: pull.clock, session: session, requestID: requestID) else { return }
         let values: [Float]
         do {
-            values = try table.pull(ids: pull.ids)
+            values = try table.pull(ids: pull.ids.map(UInt64.init))
         } catch {
             try session.replyError(error.code, error.description, to: requestID)
             return
@@ -46,9 +46,9 @@ extension ShardService {
         }
         do throws(SparseRowsError) {
             if bsp, let rank {
-                try table.hold(rank: rank, step: push.clock, ids: push.ids, values: push.values)
+                try table.hold(rank: rank, step: push.clock, ids: push.ids.map(UInt64.init), values: push.values)
             } else {
-                try table.push(ids: push.ids, values: push.values)
+                try table.push(ids: push.ids.map(UInt64.init), values: push.values)
             }
         } catch {
             try session.replyError(error.code, "\(error.description); nothing was applied", to: requestID)

@@ -2,7 +2,7 @@ import PSData
 import PSModel
 import PSWire
 
-/// The built-in row-sparse models (`--model sparse-lr`) and how a job declares them.
+/// The built-in row-sparse models (`--model sparse-lr`, `--model sparse-mlp:E,H`) and how a job declares them.
 ///
 /// A sparse job's dense parameters (the bias) travel as every model's do; its row-sparse table is table 0 of
 /// the server (`sparsePull` / `sparsePush`), `featureCount x width` and zero-initialised.
@@ -13,16 +13,16 @@ import PSWire
 /// let table = model?.table                                // RowSparseTableShape "weight", D x width
 /// ```
 public enum SparseModels {
-    /// The `--model` spellings of the row-sparse models.
-    public static let names = ["sparse-lr"]
-
-    /// Whether `model` names a row-sparse model.
-    public static func isSparse(_ model: String) -> Bool { names.contains(model) }
+    /// Whether `model` names a row-sparse model (`sparse-lr`, or anything starting `sparse-`, which
+    /// `JobPlanner` then checks).
+    public static func isSparse(_ model: String) -> Bool { model.hasPrefix("sparse-") }
 
     /// The job's row-sparse model, or nil for a dense job.
-    public static func model(for job: JobDescription) -> SparseLogisticRegression? {
-        guard isSparse(job.model), job.featureCount >= 1, job.classCount >= 2 else { return nil }
-        return SparseLogisticRegression(featureCount: job.featureCount, classCount: job.classCount)
+    public static func model(for job: JobDescription) -> (any RowSparseModel)? {
+        guard let kind = SparseModelKind(parsing: job.model), job.featureCount >= 1, job.classCount >= 2 else {
+            return nil
+        }
+        return kind.makeModel(featureCount: job.featureCount, classCount: job.classCount, seed: job.seed)
     }
 }
 
@@ -30,6 +30,10 @@ extension JobPlanner {
     /// Plans a row-sparse job: the data is read in CSR form (`SparseDataSource`: `synthetic-sparse:…` or a
     /// LIBSVM file), the dense tensors are the model's bias.
     static func planSparse(_ request: JobRequest) throws -> (job: JobDescription, tensors: [TensorSpec]) {
+        guard let kind = SparseModelKind(parsing: request.model) else {
+            throw PlanError(
+                "--model \(request.model): expected sparse-lr or sparse-mlp:E,H (E and H between 1 and 4096)")
+        }
         let source: SparseDataSource
         do {
             source = try SparseDataSource(parsing: request.data)
@@ -62,7 +66,7 @@ extension JobPlanner {
                     + "the \(train.rowCount) training rows")
         }
         let stepsPerEpoch = train.rowCount / globalBatch
-        let model = SparseLogisticRegression(featureCount: train.featureCount, classCount: classes)
+        let model = kind.makeModel(featureCount: train.featureCount, classCount: classes, seed: request.seed)
         let tensors = model.denseParameters.map {
             TensorSpec(name: $0.name, shape: $0.shape, initializer: InitSpec($0.initializer))
         }

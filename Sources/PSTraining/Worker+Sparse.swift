@@ -6,11 +6,11 @@ import PSModel
 import PSPosix
 import PSWire
 
-/// The worker loop of a row-sparse model (`--model sparse-lr`).
+/// The worker loop of a row-sparse model (`--model sparse-lr`, `--model sparse-mlp:E,H`).
 ///
 /// Each step: the rows of this worker's batch (`DataOrder`, as for dense models) are gathered in CSR form; the
 /// table rows they touch (sorted, unique feature ids) are pulled with `sparsePull`; the model computes the loss
-/// and the gradients of those rows and of the dense bias; the rows' gradients go out with `sparsePush` *before*
+/// and the gradients of those rows and of the dense parameters; the rows' gradients go out with `sparsePush` *before*
 /// the dense gradient (so that when the BSP barrier applies the step, every rank's rows are held), then the dense
 /// gradient and the clock travel as for a dense model (`exchange`, or push + clock in async).
 ///
@@ -57,7 +57,8 @@ extension Worker {
             leave(connected, reason: .error)
             throw WorkerError("the test split uses \(test.featureCount) features, the job \(train.featureCount)")
         }
-        let layout = ShardLayout(tensorElementCounts: [model.width], shardCount: connected.config.shardCount)
+        let layout = ShardLayout(
+            tensorElementCounts: model.denseParameters.map(\.elementCount), shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
         let rank = connected.rank ?? 0
@@ -69,10 +70,10 @@ extension Worker {
         heartbeat.start(client: connected)
         defer { heartbeat.stop() }
 
-        var bias = [Float](repeating: 0, count: model.width)
+        var dense = [Float](repeating: 0, count: layout.totalElements)
         var versions = [UInt64](repeating: 0, count: layout.shardCount)
         var rowGradient: [Float] = []
-        var biasGradient: [Float] = []
+        var denseGradient: [Float] = []
         var step = Int(connected.config.startStep)
         let totalSteps = options.debugMaxSteps.map { min($0, job.totalSteps) } ?? job.totalSteps
         let started = Date()
@@ -87,7 +88,7 @@ extension Worker {
             while step < totalSteps {
                 heartbeat.clock = UInt64(step)
                 if !havePulled {
-                    try pullAll(servers, layout: layout, clock: UInt64(step), into: &bias, versions: &versions)
+                    try pullAll(servers, layout: layout, clock: UInt64(step), into: &dense, versions: &versions)
                     havePulled = true
                 }
                 let batch = train.batch(rows: order.rows(step: step, rank: rank))
@@ -99,8 +100,8 @@ extension Worker {
                     try connected.sparsePull(table: 0, clock: UInt64(step), ids: touched).wait())
                 pulledBytes += 8 * touched.count + 4 * rows.count
                 let loss = model.lossAndGradient(
-                    examples, touched: touched, rows: rows, bias: bias, rowGradient: &rowGradient,
-                    biasGradient: &biasGradient)
+                    examples, touched: touched, rows: rows, dense: dense, rowGradient: &rowGradient,
+                    denseGradient: &denseGradient)
                 // The rows first: the dense push below may complete the BSP step, which applies them too.
                 _ = try connected.sparsePush(table: 0, clock: UInt64(step), ids: touched, values: rowGradient).wait()
                 var state = JobState.running
@@ -108,14 +109,14 @@ extension Worker {
                     do {
                         state = try exchange(
                             servers, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
-                            gradient: biasGradient, into: &bias, versions: &versions)
+                            gradient: denseGradient, into: &dense, versions: &versions)
                     } catch .remote(.timeout, let message) {
                         log.info("waiting", ["reason": message])
                         havePulled = false
                     }
                 } else {
                     try pushAll(
-                        servers, layout: layout, clock: UInt64(step), gradient: biasGradient, versions: versions)
+                        servers, layout: layout, clock: UInt64(step), gradient: denseGradient, versions: versions)
                     let reply = try connected.request(
                         .clock(
                             ClockReport(
@@ -134,11 +135,11 @@ extension Worker {
                     var accuracy: Double? = nil
                     if let test {
                         if !havePulled {
-                            try pullAll(servers, layout: layout, clock: UInt64(step), into: &bias, versions: &versions)
+                            try pullAll(servers, layout: layout, clock: UInt64(step), into: &dense, versions: &versions)
                             havePulled = true
                         }
                         let result = try evaluateSparse(
-                            model, on: test, bias: bias, client: connected, clock: UInt64(step))
+                            model, on: test, dense: dense, client: connected, clock: UInt64(step))
                         accuracy = result.accuracy
                         _ = try connected.request(
                             .metrics(
@@ -173,13 +174,13 @@ extension Worker {
 
     /// The test set's loss and accuracy: pulls the table rows the test set touches (at `clock`) and evaluates.
     func evaluateSparse(
-        _ model: SparseLogisticRegression, on test: SparseDataset, bias: [Float], client: ParameterClient,
+        _ model: any RowSparseModel, on test: SparseDataset, dense: [Float], client: ParameterClient,
         clock: UInt64
     ) throws(ClientError) -> Evaluation {
         let examples = SparseExamples(
             rowStarts: test.rowStarts, featureIds: test.featureIds, values: test.values, labels: test.labels)
         let touched = examples.touchedRows
         let rows = try ParameterClient.sparseValues(try client.sparsePull(table: 0, clock: clock, ids: touched).wait())
-        return model.evaluate(examples, touched: touched, rows: rows, bias: bias)
+        return model.evaluate(examples, touched: touched, rows: rows, dense: dense)
     }
 }

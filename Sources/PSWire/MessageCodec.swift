@@ -132,7 +132,7 @@ public enum MessageCodec {
             writer = ByteWriter(capacity: 16 + 4 * reply.values.count)
             encode(reply, into: &writer)
         case .sparsePush(let push):
-            writer = ByteWriter(capacity: 16 + 8 * push.ids.count + 4 * push.values.count)
+            writer = ByteWriter(capacity: 16 + 4 * push.ids.count + 4 * push.values.count)
             encode(push, into: &writer)
         case .metricsAck, .leaveAck, .shutdownAck:
             break

@@ -6,11 +6,11 @@ public struct SparsePull: Sendable, Equatable {
     public var table: UInt32
     /// The step the puller is about to compute (BSP: the reply waits until step `clock - 1` is applied).
     public var clock: UInt64
-    /// Global row ids.
-    public var ids: [UInt64]
+    /// Global row ids (u32 on the wire: a table has at most 2^32 rows).
+    public var ids: [UInt32]
 
     /// Creates a request.
-    public init(table: UInt32, clock: UInt64, ids: [UInt64]) {
+    public init(table: UInt32, clock: UInt64, ids: [UInt32]) {
         self.table = table
         self.clock = clock
         self.ids = ids
@@ -44,12 +44,12 @@ public struct SparsePush: Sendable, Equatable {
     /// The step the gradient belongs to.
     public var clock: UInt64
     /// Sorted, unique global row ids.
-    public var ids: [UInt64]
+    public var ids: [UInt32]
     /// `ids.count x width` float32 gradient values, row after row.
     public var values: [Float]
 
     /// Creates a push.
-    public init(table: UInt32, clock: UInt64, ids: [UInt64], values: [Float]) {
+    public init(table: UInt32, clock: UInt64, ids: [UInt32], values: [Float]) {
         self.table = table
         self.clock = clock
         self.ids = ids
@@ -107,15 +107,15 @@ extension MessageCodec {
         let count = Int(try reader.u32())
         let clock = try reader.u64()
         let ids = try rowIds(&reader, count: count)
-        let floatBytes = reader.bytes.count - 16 - 8 * count
+        let floatBytes = reader.bytes.count - 16 - 4 * count
         guard floatBytes % 4 == 0 else { throw .misalignedPayload(type: reader.type, floatBytes: floatBytes) }
         let values = sparseFloats(try reader.bytes(count: floatBytes))
         return .sparsePush(SparsePush(table: table, clock: clock, ids: ids, values: values))
     }
 
-    private static func rowIds(_ reader: inout PayloadReader, count: Int) throws(WireError) -> [UInt64] {
-        let bytes = try reader.bytes(count: 8 * count)
-        return (0..<count).map { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)) }
+    private static func rowIds(_ reader: inout PayloadReader, count: Int) throws(WireError) -> [UInt32] {
+        let bytes = try reader.bytes(count: 4 * count)
+        return (0..<count).map { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
     }
 
     private static func sparseFloats(_ bytes: UnsafeRawBufferPointer) -> [Float] {

@@ -89,8 +89,8 @@ enum SparseBench {
             _ = try client.sparsePush(table: 0, clock: 0, ids: ids, values: gradient).wait()
             // pull request, its reply, push request, its pushAck
             sparseBytes =
-                (header + 16 + 8 * ids.count) + (header + 16 + 4 * values.count)
-                + (header + 16 + 8 * ids.count + 4 * values.count) + (header + 24)
+                (header + 16 + 4 * ids.count) + (header + 16 + 4 * values.count)
+                + (header + 16 + 4 * ids.count + 4 * values.count) + (header + 24)
             idsPerStep = ids.count
         }
         var weights = [Float](repeating: 0, count: count)

@@ -263,7 +263,9 @@ struct PSServerCommand {
                 config.jobTensors = planned.tensors
                 if let sparse = SparseModels.model(for: planned.job) {
                     config.sparseTables = [
-                        RowSparseTableSpec(name: sparse.table.name, rows: sparse.table.rows, width: sparse.table.width)
+                        RowSparseTableSpec(
+                            name: sparse.table.name, rows: sparse.table.rows, width: sparse.table.width,
+                            initScale: sparse.tableInitScale, seed: planned.job.seed)
                     ]
                 } else if config.sparseOptimizer != nil {
                     throw UsageError("--optimizer ftrl is for row-sparse models (--model sparse-lr)")

@@ -151,7 +151,7 @@ enum Golden {
                     header: #"{"entries":{"entries":[{"exitCode":0,"kind":"release","ranks":[0,1],"reason":"","#
                         + #""sequence":42,"step":41}]}}"#))),
         // Row-sparse tables.
-        GoldenExample(requestID: 10, message: .sparsePull(SparsePull(table: 0, clock: 5, ids: [3, 17, 1 << 32]))),
+        GoldenExample(requestID: 10, message: .sparsePull(SparsePull(table: 0, clock: 5, ids: [3, 17, UInt32.max]))),
         GoldenExample(
             requestID: 10,
             message: .sparsePullReply(SparsePullReply(table: 0, width: 2, values: [0.5, -1, 0.25, 0, 2, -0.5]))),

@@ -7,7 +7,7 @@ final class SparseMessageTests: XCTestCase {
         writer.writeInteger(UInt32(0))  // table
         writer.writeInteger(UInt32(1))  // count
         writer.writeInteger(UInt64(5))  // clock
-        writer.writeInteger(UInt64(3))  // id
+        writer.writeInteger(UInt32(3))  // id
         writer.writeFloats([0.5])
         writer.writeInteger(UInt8(1))  // one stray byte
         assertThrows(.misalignedPayload(type: .sparsePush, floatBytes: 5)) {
@@ -20,7 +20,7 @@ final class SparseMessageTests: XCTestCase {
         writer.writeInteger(UInt32(0))
         writer.writeInteger(UInt32.max)  // 2^32 - 1 ids declared, none present
         writer.writeInteger(UInt64(5))
-        assertThrows(.payloadTooShort(type: .sparsePull, minimum: 16 + 8 * Int(UInt32.max), got: 16)) {
+        assertThrows(.payloadTooShort(type: .sparsePull, minimum: 16 + 4 * Int(UInt32.max), got: 16)) {
             try MessageCodec.decodePayload(type: .sparsePull, bytes: writer.bytes)
         }
     }
