@@ -164,6 +164,16 @@ public struct ServerConfig: Sendable {
             for table in sparseTables where table.rows < 1 || table.width < 1 || table.rows > Int(UInt32.max) + 1 {
                 throw ConfigError("row-sparse table \(table.name) has a bad shape \(table.rows) x \(table.width)")
             }
+            // A table is held as rows x width floats plus one array per optimizer slot, every row allocated.
+            let arrays = 1 + sparse.stateSlotNames.count
+            let bytes = sparseTables.reduce(0.0) { $0 + Double($1.rows) * Double($1.width) * 4 * Double(arrays) }
+            guard bytes <= Double(maxModelBytes) else {
+                throw ConfigError(
+                    "the row-sparse tables (\(sparseTables.map { "\($0.name) \($0.rows) x \($0.width)" }.joined(separator: ", ")) "
+                        + "with \(sparse.kind) state) take \(Int(bytes)) bytes, more than --max-model-bytes "
+                        + "\(maxModelBytes): every row is allocated, so use fewer features (hash them) or raise the limit"
+                )
+            }
         }
         if join != nil {
             if job != nil { throw ConfigError("--join takes the job from the coordinator: drop --model") }

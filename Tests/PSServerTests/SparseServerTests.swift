@@ -118,6 +118,12 @@ final class SparseServerTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("--servers"), "\(error)")
         }
         config.servers = 1
+        config.sparseTables = [RowSparseTableSpec(name: "w", rows: 1 << 32, width: 1)]
+        config.maxModelBytes = 1 << 30
+        XCTAssertThrowsError(try config.validate()) { error in
+            XCTAssertTrue("\(error)".contains("more than --max-model-bytes"), "\(error)")
+        }
+        config.sparseTables = [RowSparseTableSpec(name: "w", rows: 10, width: 1)]
         config.optimizer = OptimizerConfig(kind: .momentum, learningRate: 0.1)
         XCTAssertThrowsError(try config.validate()) { error in
             XCTAssertTrue("\(error)".contains("no lazy row-sparse form"), "\(error)")
