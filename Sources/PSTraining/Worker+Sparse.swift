@@ -14,7 +14,8 @@ import PSWire
 /// the dense gradient (so that when the BSP barrier applies the step, every rank's rows are held), then the dense
 /// gradient and the clock travel as for a dense model (`exchange`, or push + clock in async).
 ///
-/// Limitation: a lost connection ends this worker with an error (the dense loop reconnects and resumes).
+/// A lost connection is retried as in the dense loop (for `--reconnect-timeout`): the worker rejoins under its
+/// name and resumes at the step the coordinator gives it (after a server restore: the checkpoint's step).
 extension Worker {
     /// Whether the server's job trains a row-sparse model (a control connection, as `probeModel` makes).
     func probeJobIsSparse() throws(WorkerError) -> Bool {
@@ -24,8 +25,8 @@ extension Worker {
     }
 
     func runSparse() throws(WorkerError) {
-        let connected = try connect()
-        try checkWelcome(connected)
+        var connected = try connect()
+        let firstWelcome = try checkWelcome(connected)
         guard let job = connected.config.job, let model = SparseModels.model(for: job) else {
             leave(connected, reason: .error)
             throw WorkerError("the server's job is not a row-sparse job this worker can train")
@@ -61,10 +62,13 @@ extension Worker {
             tensorElementCounts: model.denseParameters.map(\.elementCount), shardCount: connected.config.shardCount)
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
-        let rank = connected.rank ?? 0
-        let servers = try ServerSet.open(coordinator: connected, layout: layout) {
-            (host, port) throws(WorkerError) in try connect(host: host, port: port)
+        var rank = connected.rank ?? 0
+        func openServers(_ coordinator: ParameterClient) throws(WorkerError) -> ServerSet {
+            try ServerSet.open(coordinator: coordinator, layout: layout) {
+                (host, port) throws(WorkerError) in try connect(host: host, port: port)
+            }
         }
+        var servers = try openServers(connected)
         defer { servers.closeJoined() }
         let heartbeat = HeartbeatSender(intervalMillis: connected.config.heartbeatIntervalMillis)
         heartbeat.start(client: connected)
@@ -84,8 +88,9 @@ extension Worker {
         log.info(
             "training",
             ["rank": rank, "start_step": step, "total_steps": totalSteps, "data": train.name, "model": job.model])
-        do throws(ClientError) {
-            while step < totalSteps {
+        var finished = false
+        while step < totalSteps, !finished {
+            do throws(ClientError) {
                 heartbeat.clock = UInt64(step)
                 if !havePulled {
                     try pullAll(servers, layout: layout, clock: UInt64(step), into: &dense, versions: &versions)
@@ -98,21 +103,26 @@ extension Worker {
                 let touched = examples.touchedRows
                 let rows = try ParameterClient.sparseValues(
                     try connected.sparsePull(table: 0, clock: UInt64(step), ids: touched).wait())
-                pulledBytes += 8 * touched.count + 4 * rows.count
+                pulledBytes += 4 * touched.count + 4 * rows.count
                 let loss = model.lossAndGradient(
                     examples, touched: touched, rows: rows, dense: dense, rowGradient: &rowGradient,
                     denseGradient: &denseGradient)
+                if options.debugStepDelayMillis > 0 {
+                    Thread.sleep(forTimeInterval: Double(options.debugStepDelayMillis) / 1000)
+                }
                 // The rows first: the dense push below may complete the BSP step, which applies them too.
                 _ = try connected.sparsePush(table: 0, clock: UInt64(step), ids: touched, values: rowGradient).wait()
+                havePulled = false
                 var state = JobState.running
                 if job.mode != "async" {
                     do {
                         state = try exchange(
                             servers, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
                             gradient: denseGradient, into: &dense, versions: &versions)
+                        havePulled = true
                     } catch .remote(.timeout, let message) {
+                        // The server took the gradient and the clock; the weights are pulled next step.
                         log.info("waiting", ["reason": message])
-                        havePulled = false
                     }
                 } else {
                     try pushAll(
@@ -124,12 +134,14 @@ extension Worker {
                                 samples: UInt64(job.batchPerWorker)))
                     ).wait()
                     if case .message(.clockAck(let ack)) = reply { state = ack.jobState }
-                    havePulled = false
                 }
                 step += 1
                 samplesDone += job.batchPerWorker
                 epochLoss = (epochLoss.sum + loss, epochLoss.steps + 1)
-                if state == .finished { break }
+                if state == .finished {
+                    finished = true
+                    continue
+                }
                 if step % job.stepsPerEpoch == 0 || step == totalSteps {
                     let epoch = (step - 1) / job.stepsPerEpoch
                     var accuracy: Double? = nil
@@ -154,11 +166,31 @@ extension Worker {
                         samples: samplesDone, batch: job.batchPerWorker)
                     epochLoss = (0, 0)
                 }
+            } catch .remote(.timeout, let message) {
+                log.info("waiting", ["reason": message])
+                havePulled = false
+            } catch .remote(let code, let message) where code != .invalidState && code != .shuttingDown {
+                // The request itself was refused (bad rows, a shape mismatch): retrying cannot help.
+                heartbeat.stop()
+                leave(connected, reason: .error)
+                throw WorkerError("the server refused step \(step): \(message)")
+            } catch {
+                // The connection is gone (or the coordinator no longer counts this worker): reconnect under the
+                // same name and resume where the coordinator says (a restored checkpoint's step, say).
+                log.warning("connection-lost", ["error": error, "step": step])
+                heartbeat.stop()
+                servers.closeJoined()
+                connected.close()
+                havePulled = false
+                connected = try connect()
+                try checkWelcome(connected, previous: firstWelcome)
+                heartbeat.start(client: connected)
+                rank = connected.rank ?? rank
+                step = Int(connected.config.startStep)
+                epochLoss = (0, 0)
+                servers = try openServers(connected)
+                log.info("resumed", ["rank": rank, "step": step])
             }
-        } catch {
-            heartbeat.stop()
-            leave(connected, reason: .error)
-            throw WorkerError("step \(step) failed: \(error)")
         }
         heartbeat.stop()
         leave(connected, reason: .finished)
