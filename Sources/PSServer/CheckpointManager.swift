@@ -407,12 +407,16 @@ final class CheckpointManager: Sendable {
     }
 
     /// `psctl export`: the current weights only, as `.npy` files in `path` (no optimizer state).
-    static func exportWeights(snapshot: ModelSnapshot, to path: String) throws {
+    /// The row-sparse tables (`sparse`) are written as `rows x width` tensors next to the dense ones.
+    static func exportWeights(snapshot: ModelSnapshot, to path: String, sparse: [RowSparseTable.Copy] = []) throws {
         try FileSystem.makeDirectories(path: path)
-        for (index, tensor) in snapshot.tensors.enumerated() {
-            let values = snapshot.tensorValues(index, from: snapshot.weights)
-            let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: tensor.shape) }
-            let file = path + "/" + tensor.name + ".npy"
+        let dense = snapshot.tensors.enumerated().map { index, tensor in
+            (tensor.name, tensor.shape, snapshot.tensorValues(index, from: snapshot.weights))
+        }
+        let tables = sparse.map { ($0.spec.name, [$0.spec.rows, $0.spec.width], $0.weights) }
+        for (name, shape, values) in dense + tables {
+            let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: shape) }
+            let file = path + "/" + name + ".npy"
             let temporary = file + ".tmp"
             try Data(bytes).write(to: URL(fileURLWithPath: temporary))
             try FileSystem.fsync(path: temporary)
