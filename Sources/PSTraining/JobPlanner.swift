@@ -23,6 +23,8 @@ public struct JobRequest: Sendable {
     public var mode = "bsp"
     public var staleness: UInt64 = 0
     public var workers = 1
+    /// Row-sparse models: the feature count (the table's rows) of a LIBSVM file, instead of its largest index.
+    public var features: Int? = nil
 
     public init() {}
 }
@@ -52,6 +54,9 @@ public enum JobPlanner {
             throw PlanError("--epochs must be between 1 and \(JobDescription.maxEpochs), got \(request.epochs)")
         }
         if SparseModels.isSparse(request.model) { return try planSparse(request) }
+        if request.features != nil {
+            throw PlanError("--features is for the row-sparse models (a dense model reads libsvm:PATH,FEATURES)")
+        }
         // `external`: the job's first worker registers its own model's tensors (see `Worker`).
         let kind: ModelKind?
         if request.model == JobPlanner.externalModel {

@@ -34,11 +34,23 @@ extension JobPlanner {
             throw PlanError(
                 "--model \(request.model): expected sparse-lr or sparse-mlp:E,H (E and H between 1 and 4096)")
         }
-        let source: SparseDataSource
+        var source: SparseDataSource
         do {
             source = try SparseDataSource(parsing: request.data)
         } catch {
             throw PlanError("--data: \(error)")
+        }
+        var request = request
+        if let features = request.features {
+            guard features >= 1, features <= 1 << 32 else {
+                throw PlanError("--features must be between 1 and 2^32, got \(features)")
+            }
+            guard case .libsvm(let path, _) = source else {
+                throw PlanError("--features applies to LIBSVM data; synthetic-sparse:ROWS,FEATURES,NNZ names its own")
+            }
+            // Workers read the job's data spelling, so it carries the width.
+            source = .libsvm(path: path, featureCount: features)
+            request.data = source.description
         }
         let train = try source.loadTrain()
         guard train.classCount >= 2 else {

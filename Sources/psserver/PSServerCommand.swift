@@ -60,6 +60,9 @@ struct PSServerCommand {
                 "data", value: "data", help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES or a file.",
                 default: "digits"),
             Option("test", value: "path", help: "Test set (default: the data set's own test split)."),
+            Option(
+                "features", value: "d",
+                help: "Row-sparse models: the feature count of a LIBSVM file (default: its largest index)."),
             Option("label-column", value: "first|last", help: "Where CSV files keep the label.", default: "first"),
             Option("batch", value: "b", help: "Rows per worker per step.", default: "64"),
             Option("epochs", value: "e", help: "Passes over the training data.", default: "10"),
@@ -236,7 +239,7 @@ struct PSServerCommand {
             config.advertise = advertise
         }
 
-        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed"]
+        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed", "features"]
         if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {
             throw UsageError(
                 "--\(given) is a training-job flag and needs --model (without --model the server is a plain "
@@ -257,6 +260,7 @@ struct PSServerCommand {
             request.mode = mode.rawValue
             request.staleness = config.staleness
             request.workers = try arguments.required("workers", as: Int.self)
+            request.features = try arguments.value("features", as: Int.self)
             do {
                 let planned = try JobPlanner.plan(request)
                 config.job = planned.job
