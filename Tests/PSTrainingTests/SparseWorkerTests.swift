@@ -18,7 +18,8 @@ final class SparseWorkerTests: XCTestCase {
     static let learningRate: Float = 0.3
 
     private func run(
-        workers: Int, batch: Int, epochs: Int, maxSteps: Int? = nil, configure: (inout ServerConfig) -> Void = { _ in }
+        workers: Int, batch: Int, epochs: Int, maxSteps: Int? = nil, mode: ConsistencyMode = .bsp,
+        configure: (inout ServerConfig) -> Void = { _ in }
     ) throws -> (table: [Float], bias: [Float]) {
         Signals.ignoreSIGPIPE()
         var request = JobRequest()
@@ -27,14 +28,14 @@ final class SparseWorkerTests: XCTestCase {
         request.workers = workers
         request.batchPerWorker = batch
         request.epochs = epochs
-        request.mode = "bsp"
+        request.mode = mode.rawValue
         let planned = try JobPlanner.plan(request)
         let model = try XCTUnwrap(SparseModels.model(for: planned.job))
         var config = ServerConfig()
         config.host = "127.0.0.1"
         config.port = 0
         config.shardCount = 3
-        config.mode = .bsp
+        config.mode = mode
         config.optimizer = OptimizerConfig(kind: .adagrad, learningRate: Self.learningRate)
         config.job = planned.job
         config.jobTensors = planned.tensors
@@ -177,5 +178,18 @@ final class SparseWorkerTests: XCTestCase {
         XCTAssertEqual(resumed.table, uninterrupted.table, "bitwise resume")
         XCTAssertEqual(resumed.bias, uninterrupted.bias)
         XCTAssertGreaterThan(uninterrupted.table.filter { $0 == 0 }.count, 500, "FTRL with L1: mostly exact zeros")
+    }
+
+    func test_asyncTwoWorkers_applyRowsAsTheyArrive_andTrainTheTable() throws {
+        let trained = try run(workers: 2, batch: 50, epochs: 2, mode: .async)
+        let (_, test) = try SparseDataSource(parsing: Self.data).loadSplits()
+        let testSet = try XCTUnwrap(test)
+        let model = SparseLogisticRegression(featureCount: 1000, classCount: 2)
+        let examples = SparseExamples(
+            rowStarts: testSet.rowStarts, featureIds: testSet.featureIds, values: testSet.values,
+            labels: testSet.labels)
+        let evaluation = model.evaluate(
+            examples, touched: (0..<UInt64(1000)).map { $0 }, rows: trained.table, bias: trained.bias)
+        XCTAssertGreaterThan(evaluation.accuracy!, 0.8)
     }
 }
