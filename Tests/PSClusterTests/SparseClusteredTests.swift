@@ -55,4 +55,26 @@ final class SparseClusteredTests: XCTestCase {
             try reference.finalTensor("bias").values.map(\.bitPattern))
         XCTAssertGreaterThan(expected.values.filter { $0 == 0 }.count, 1000, "FTRL leaves most weights exactly zero")
     }
+
+    /// The command line refuses what row-sparse jobs do not support, naming the flag, with exit 64.
+    func test_psserver_sparseJobRefusals_areUsageErrors() throws {
+        let data = ["--model", "sparse-lr", "--data", "synthetic-sparse:200,100,4", "--port", "0"]
+        let cases: [([String], String)] = [
+            (["--servers", "2"], "Error: --servers 2: a model with row-sparse tables runs on one server only"),
+            (["--optimizer", "momentum"], "Error: --optimizer momentum has no lazy row-sparse form"),
+            (["--features", "10"], "Error: --features applies to LIBSVM data"),
+            (["--max-model-bytes", "100"], "more than --max-model-bytes 100"),
+        ]
+        for (flags, expected) in cases {
+            let process = try ChildProcess(binary: "psserver", arguments: data + flags, environment: [:])
+            let code = process.wait(timeout: .seconds(30))
+            XCTAssertEqual(code, 64, "\(flags): \(process.standardError)")
+            XCTAssertTrue(process.standardError.contains(expected), "\(flags): \(process.standardError)")
+        }
+        let dense = try ChildProcess(
+            binary: "psserver", arguments: ["--model", "softmax", "--optimizer", "ftrl", "--port", "0"],
+            environment: [:])
+        XCTAssertEqual(dense.wait(timeout: .seconds(30)), 64)
+        XCTAssertTrue(dense.standardError.contains("--optimizer ftrl is for row-sparse models"), dense.standardError)
+    }
 }
