@@ -19,11 +19,12 @@ final class SparseWorkerTests: XCTestCase {
 
     private func run(
         workers: Int, batch: Int, epochs: Int, maxSteps: Int? = nil, mode: ConsistencyMode = .bsp,
+        model modelName: String = "sparse-lr",
         configure: (inout ServerConfig) -> Void = { _ in }
-    ) throws -> (table: [Float], bias: [Float]) {
+    ) throws -> (table: [Float], dense: [Float]) {
         Signals.ignoreSIGPIPE()
         var request = JobRequest()
-        request.model = "sparse-lr"
+        request.model = modelName
         request.data = Self.data
         request.workers = workers
         request.batchPerWorker = batch
@@ -39,7 +40,11 @@ final class SparseWorkerTests: XCTestCase {
         config.optimizer = OptimizerConfig(kind: .adagrad, learningRate: Self.learningRate)
         config.job = planned.job
         config.jobTensors = planned.tensors
-        config.sparseTables = [RowSparseTableSpec(name: "weight", rows: model.table.rows, width: model.table.width)]
+        config.sparseTables = [
+            RowSparseTableSpec(
+                name: model.table.name, rows: model.table.rows, width: model.table.width,
+                initScale: model.tableInitScale, seed: planned.job.seed)
+        ]
         config.keepRunning = true
         configure(&config)
         let server = try ParameterServer(config: config, log: Logger(component: "test-server", minimumLevel: .error))
@@ -78,7 +83,7 @@ final class SparseWorkerTests: XCTestCase {
         let first = try run(workers: workers, batch: batch, epochs: epochs)
         let second = try run(workers: workers, batch: batch, epochs: epochs)
         XCTAssertEqual(first.table, second.table, "bitwise reproducible")
-        XCTAssertEqual(first.bias, second.bias)
+        XCTAssertEqual(first.dense, second.dense)
 
         // One process: each rank's gradient on its slice, summed in rank order, times 1/K, lazy AdaGrad.
         let (train, test) = try SparseDataSource(parsing: Self.data).loadSplits()
@@ -116,7 +121,7 @@ final class SparseWorkerTests: XCTestCase {
             }
         }
         XCTAssertEqual(first.table, table, "equals the one-process computation")
-        XCTAssertEqual(first.bias, bias)
+        XCTAssertEqual(first.dense, bias)
 
         // Accuracy within a point of full-batch logistic regression on the same data. That baseline is
         // single-threaded arithmetic, which ThreadSanitizer only slows down (`make tsan` sets PS_TSAN=1).
@@ -126,7 +131,7 @@ final class SparseWorkerTests: XCTestCase {
             rowStarts: testSet.rowStarts, featureIds: testSet.featureIds, values: testSet.values,
             labels: testSet.labels)
         let all = (0..<UInt64(train.featureCount)).map { $0 }
-        let trained = model.evaluate(testExamples, touched: all, rows: first.table, bias: first.bias)
+        let trained = model.evaluate(testExamples, touched: all, rows: first.table, bias: first.dense)
         var fullTable = [Float](repeating: 0, count: train.featureCount)
         var fullBias: [Float] = [0]
         var fullState = RowOptimizerState(
@@ -178,7 +183,7 @@ final class SparseWorkerTests: XCTestCase {
             config.restore = checkpoint
         }
         XCTAssertEqual(resumed.table, uninterrupted.table, "bitwise resume")
-        XCTAssertEqual(resumed.bias, uninterrupted.bias)
+        XCTAssertEqual(resumed.dense, uninterrupted.dense)
         XCTAssertGreaterThan(uninterrupted.table.filter { $0 == 0 }.count, 500, "FTRL with L1: mostly exact zeros")
     }
 
@@ -191,7 +196,24 @@ final class SparseWorkerTests: XCTestCase {
             rowStarts: testSet.rowStarts, featureIds: testSet.featureIds, values: testSet.values,
             labels: testSet.labels)
         let evaluation = model.evaluate(
-            examples, touched: (0..<UInt64(1000)).map { $0 }, rows: trained.table, bias: trained.bias)
+            examples, touched: (0..<UInt64(1000)).map { $0 }, rows: trained.table, bias: trained.dense)
         XCTAssertGreaterThan(evaluation.accuracy!, 0.8)
+    }
+
+    func test_sparseMLP_bspTwoWorkers_isBitwiseReproducibleAndLearns() throws {
+        let first = try run(workers: 2, batch: 50, epochs: 1, model: "sparse-mlp:4,8")
+        let second = try run(workers: 2, batch: 50, epochs: 1, model: "sparse-mlp:4,8")
+        XCTAssertEqual(first.table.count, 1000 * 4)
+        XCTAssertEqual(first.table, second.table, "bitwise reproducible")
+        XCTAssertEqual(first.dense, second.dense, "the dense layers too")
+        let (_, test) = try SparseDataSource(parsing: Self.data).loadSplits()
+        let testSet = try XCTUnwrap(test)
+        let model = SparseMLP(featureCount: 1000, classCount: 2, embedding: 4, hidden: 8, seed: 0)
+        let examples = SparseExamples(
+            rowStarts: testSet.rowStarts, featureIds: testSet.featureIds, values: testSet.values,
+            labels: testSet.labels)
+        let evaluation = model.evaluate(
+            examples, touched: (0..<UInt64(1000)).map { $0 }, rows: first.table, dense: first.dense)
+        XCTAssertGreaterThan(evaluation.accuracy!, 0.75)
     }
 }
