@@ -54,10 +54,12 @@ struct PSServerCommand {
             Option(
                 "model", value: "model",
                 help:
-                    "softmax, linear, mlp:128, mlp:256,128, cnn:32,64,128, or external (the first worker's own "
-                    + "model) (enables the job)."),
+                    "softmax, linear, mlp:128, mlp:256,128, cnn:32,64,128, sparse-lr, sparse-mlp:16,64, or external "
+                    + "(the first worker's own model) (enables the job)."),
             Option(
-                "data", value: "data", help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES or a file.",
+                "data", value: "data",
+                help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES, synthetic-sparse:ROWS,FEATURES,NNZ "
+                    + "(sparse models) or a file.",
                 default: "digits"),
             Option("test", value: "path", help: "Test set (default: the data set's own test split)."),
             Option(
