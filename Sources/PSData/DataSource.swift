@@ -79,6 +79,8 @@ public enum DataSource: Sendable, Equatable, Codable, CustomStringConvertible {
             self = .libsvm(path: text, featureCount: nil)
         } else if text.hasSuffix(".npy") {
             self = .npy(features: text, labels: String(text.dropLast(4)) + ".labels.npy")
+        } else if text.hasPrefix("synthetic-sparse:") {
+            throw fail("synthetic-sparse data is for the row-sparse models: --model sparse-lr or sparse-mlp:E,H")
         } else {
             throw fail(
                 "unknown data source; expected digits, fashion-mnist[:DIR], synthetic:ROWS,FEATURES,CLASSES[,SEED], "

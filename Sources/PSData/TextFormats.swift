@@ -55,6 +55,8 @@ enum CSV {
 }
 
 /// The LIBSVM / SVMlight format: `label index:value …` with 1-based increasing indices; absent features are 0.
+///
+/// Labels written as -1/+1 (every label -1 or +1) are read as classes 0 and 1.
 enum LIBSVM {
     /// Reads a LIBSVM file (plain or gzip); `featureCount` nil means the largest index seen.
     static func load(path: String, featureCount: Int?) throws(DataError) -> Dataset {
@@ -103,6 +105,7 @@ enum LIBSVM {
             }
         }
         guard !labels.isEmpty else { throw DataError(file: path, message: "no data rows") }
+        SparseLIBSVM.mapSignedBinaryLabels(&labels)
         let width = featureCount ?? largestIndex
         guard width > 0 else { throw DataError(file: path, message: "no features (no INDEX:VALUE pair in any row)") }
         let (total, overflow) = labels.count.multipliedReportingOverflow(by: width)

@@ -42,6 +42,8 @@ final class CheckpointManager: Sendable {
         let manifest: CheckpointManifest
         let snapshot: ModelSnapshot
         let ticket: Int
+        /// The row-sparse tables, copied when the dense snapshot was handed over.
+        var sparse: [RowSparseTable.Copy] = []
     }
 
     /// The job facts a manifest records besides the weights (nil fields for a plain store).
@@ -64,11 +66,15 @@ final class CheckpointManager: Sendable {
     let metrics: ServerMetrics
     /// The store whose snapshots this manager writes; each written snapshot's buffers go back to it.
     let store: ShardStore?
+    /// The job's row-sparse tables: every checkpoint copies them when it is taken and writes each as a
+    /// `rows x width` tensor with its optimizer state slots (`<name>.npy`, `<name>.ftrl_z.npy`, …).
+    let sparseTables: [RowSparseTable]
 
     init(
         root: String, keep: Int?, slotNames: [String], log: Logger, metrics: ServerMetrics = ServerMetrics(),
-        store: ShardStore? = nil
+        store: ShardStore? = nil, sparseTables: [RowSparseTable] = []
     ) {
+        self.sparseTables = sparseTables
         self.metrics = metrics
         self.store = store
         self.root = root
@@ -124,12 +130,20 @@ final class CheckpointManager: Sendable {
     func take(snapshot: ModelSnapshot, step: UInt64, context: JobContext, final: Bool = false)
         -> (ticket: Int, step: UInt64, path: String)
     {
-        let manifest = makeManifest(snapshot: snapshot, step: step, context: context)
+        var manifest = makeManifest(snapshot: snapshot, step: step, context: context)
+        let sparse = sparseTables.map { $0.copy() }
+        if let first = sparse.first {
+            manifest.job["sparse_tables"] = sparse.map(\.spec.name).joined(separator: ",")
+            manifest.job["sparse_optimizer"] = first.optimizer.kind.rawValue
+            manifest.job["sparse_optimizer_step"] = "\(first.step)"
+        }
         let (ticket, startWriter) = state.withLockAndBroadcast { state in
             state.requestedWrites += 1
             state.lastTakenStep = step
             state.queue.append(
-                PendingWrite(final: final, manifest: manifest, snapshot: snapshot, ticket: state.requestedWrites))
+                PendingWrite(
+                    final: final, manifest: manifest, snapshot: snapshot, ticket: state.requestedWrites, sparse: sparse)
+            )
             let start = !state.writing
             state.writing = true
             return (state.requestedWrites, start)
@@ -172,7 +186,8 @@ final class CheckpointManager: Sendable {
                     path = try writeFinalDirectory(next)
                 } else {
                     path = try CheckpointWriter.write(
-                        root: root, manifest: next.manifest, slices: slices(of: next.snapshot), keepLast: keep)
+                        root: root, manifest: next.manifest,
+                        slices: slices(of: next.snapshot) + Self.slices(of: next.sparse), keepLast: keep)
                 }
                 log.info("checkpoint-written", ["path": path, "step": next.manifest.step])
                 metrics.checkpointWritten(
@@ -214,13 +229,33 @@ final class CheckpointManager: Sendable {
         return tensors + states
     }
 
+    /// The row-sparse tables as `rows x width` tensors, then their optimizer state slots.
+    private static func slices(of tables: [RowSparseTable.Copy], withOptimizerState: Bool = true) -> [CheckpointSlice] {
+        var tensors: [CheckpointSlice] = []
+        var states: [CheckpointSlice] = []
+        for table in tables {
+            let shape = [table.spec.rows, table.spec.width]
+            tensors.append(
+                CheckpointSlice(
+                    name: table.spec.name, shape: shape, storage: table.weights, range: table.weights.indices))
+            guard withOptimizerState else { continue }
+            for (name, slot) in zip(table.optimizer.stateSlotNames, table.slots) {
+                states.append(
+                    CheckpointSlice(name: table.spec.name, slot: name, shape: shape, storage: slot, range: slot.indices)
+                )
+            }
+        }
+        return tensors + states
+    }
+
     /// The final weights: a plain directory of `.npy` files (one per tensor) and the manifest, replaced atomically.
     private func writeFinalDirectory(_ pending: PendingWrite) throws -> String {
         let finalRoot = root + "/final-tmp-\(Host.processID())"
         try? FileManager.default.removeItem(atPath: finalRoot)
         let written = try CheckpointWriter.write(
             root: finalRoot, manifest: pending.manifest,
-            slices: slices(of: pending.snapshot, withOptimizerState: false), keepLast: 1)
+            slices: slices(of: pending.snapshot, withOptimizerState: false)
+                + Self.slices(of: pending.sparse, withOptimizerState: false), keepLast: 1)
         let target = root + "/final"
         try? FileManager.default.removeItem(atPath: target)
         try FileManager.default.moveItem(atPath: written, toPath: target)
@@ -283,13 +318,17 @@ final class CheckpointManager: Sendable {
     /// (re-split over the store's shard count, whatever the checkpoint's).
     func restore(spec: String, into store: ShardStore, expectedTensors: [TensorSpec]) throws -> Restored {
         let directory = try CheckpointReader.resolve(root: root, spec: spec)
-        let manifest = try CheckpointReader.loadManifest(directory: directory)
+        var manifest = try CheckpointReader.loadManifest(directory: directory)
         // A damaged file is reported before anything else, as a full `CheckpointReader.load` would: when a check
         // below fails, the whole checkpoint is read the plain way first, which throws any file's error.
         func failing(_ error: Error) throws -> Error {
             _ = try CheckpointReader.load(directory: directory)
             return error
         }
+        // The row-sparse tables' tensors are restored into the tables; the rest is the dense model.
+        let sparseNames = Set(sparseTables.map(\.spec.name))
+        let sparseEntries = manifest.tensors.filter { sparseNames.contains($0.name) }
+        manifest.tensors.removeAll { sparseNames.contains($0.name) }
         let tensors = manifest.tensors.map { TensorSpec(name: $0.name, shape: $0.shape, initializer: .zeros) }
         if !expectedTensors.isEmpty {
             let expected = expectedTensors.map { "\($0.name)\($0.shape)" }
@@ -320,6 +359,8 @@ final class CheckpointManager: Sendable {
             guard let slot = entry.slot, let array = states[entry.key] else { continue }
             slots[entry.name, default: [:]][slot] = array.values
         }
+        try restoreSparseTables(directory: directory, manifest: manifest, entries: sparseEntries, slots: slots)
+        for name in sparseNames { slots[name] = nil }
         let version = manifest.shardVersions.max() ?? manifest.step
         // The weights go straight from the files into the shards, each file's CRC verified in the same pass.
         try store.installCheckpoint(directory: directory, manifest: manifest, optimizerSlots: slots, version: version)
@@ -328,13 +369,54 @@ final class CheckpointManager: Sendable {
             workerRanks: manifest.workerRanks)
     }
 
+    /// Restores every row-sparse table from its tensor and state slots; a table the checkpoint lacks, or one
+    /// written with another optimizer or shape, is an error naming the manifest.
+    private func restoreSparseTables(
+        directory: String, manifest: CheckpointManifest, entries: [TensorEntry], slots: [String: [String: [Float]]]
+    ) throws {
+        guard !sparseTables.isEmpty else { return }
+        let file = directory + "/manifest.json"
+        let loaded = try CheckpointReader.load(directory: directory)
+        for table in sparseTables {
+            let name = table.spec.name
+            let shape = [table.spec.rows, table.spec.width]
+            guard let entry = entries.first(where: { $0.name == name }), let values = loaded.tensors[name]?.values
+            else {
+                throw CheckpointError(file: file, message: "the checkpoint holds no row-sparse table \(name)")
+            }
+            guard entry.shape == shape else {
+                throw CheckpointError(
+                    file: file, message: "row-sparse table \(name) has shape \(entry.shape), the job's is \(shape)")
+            }
+            let kind = table.optimizerConfig.kind.rawValue
+            guard manifest.job["sparse_optimizer"] == kind,
+                let step = manifest.job["sparse_optimizer_step"].flatMap(UInt64.init)
+            else {
+                throw CheckpointError(
+                    file: file,
+                    message: "the row-sparse tables were written with optimizer "
+                        + "\(manifest.job["sparse_optimizer"] ?? "none"), the server runs \(kind)")
+            }
+            let tableSlots = table.optimizerConfig.stateSlotNames.map { slots[name]?[$0] ?? [] }
+            do {
+                try table.restore(weights: values, step: step, slots: tableSlots)
+            } catch {
+                throw CheckpointError(file: file, message: "row-sparse table \(name): \(error)")
+            }
+        }
+    }
+
     /// `psctl export`: the current weights only, as `.npy` files in `path` (no optimizer state).
-    static func exportWeights(snapshot: ModelSnapshot, to path: String) throws {
+    /// The row-sparse tables (`sparse`) are written as `rows x width` tensors next to the dense ones.
+    static func exportWeights(snapshot: ModelSnapshot, to path: String, sparse: [RowSparseTable.Copy] = []) throws {
         try FileSystem.makeDirectories(path: path)
-        for (index, tensor) in snapshot.tensors.enumerated() {
-            let values = snapshot.tensorValues(index, from: snapshot.weights)
-            let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: tensor.shape) }
-            let file = path + "/" + tensor.name + ".npy"
+        let dense = snapshot.tensors.enumerated().map { index, tensor in
+            (tensor.name, tensor.shape, snapshot.tensorValues(index, from: snapshot.weights))
+        }
+        let tables = sparse.map { ($0.spec.name, [$0.spec.rows, $0.spec.width], $0.weights) }
+        for (name, shape, values) in dense + tables {
+            let bytes = values.withUnsafeBufferPointer { NPY.encode(float32: $0, shape: shape) }
+            let file = path + "/" + name + ".npy"
             let temporary = file + ".tmp"
             try Data(bytes).write(to: URL(fileURLWithPath: temporary))
             try FileSystem.fsync(path: temporary)

@@ -206,6 +206,10 @@ final class ConnectionHandler {
             try job.leave(leave, session: session, requestID: requestID)
         case .serverJoin(let join):
             try job.serverJoin(join, session: session, requestID: requestID)
+        case .sparsePull(let pull):
+            try shards.sparsePull(pull, session: session, requestID: requestID)
+        case .sparsePush(let push):
+            try shards.sparsePush(push, session: session, requestID: requestID)
         case .serverCall(let call):
             try ServerLinkService(server: server).handle(call, session: session, requestID: requestID)
         case .status:

@@ -109,9 +109,10 @@ struct ControlService {
                 to: requestID)
             return
         }
+        let sparse = server.sparseTables.map { $0.copy() }
         let outcome = BackgroundTask.run(name: "psserver-export", seconds: 600) { () -> String? in
             do {
-                try CheckpointManager.exportWeights(snapshot: snapshot, to: path)
+                try CheckpointManager.exportWeights(snapshot: snapshot, to: path, sparse: sparse)
                 return nil
             } catch let error as FileError {
                 return "\(error)"

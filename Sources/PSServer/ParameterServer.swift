@@ -77,6 +77,8 @@ public final class ParameterServer: Sendable {
     private let exitCode = LockedValue<Int32?>(nil)
     /// Why the job failed and the server is stopping (a refused BSP step), for the workers' error frames.
     let failureReason = LockedValue<String?>(nil)
+    /// The job's row-sparse tables (`ServerConfig.sparseTables`), in wire order.
+    public let sparseTables: [RowSparseTable]
 
     /// Binds the listening socket, builds the store (registering the job's model or restoring a checkpoint).
     public init(config: ServerConfig, log: Logger = Logger(component: "psserver")) throws {
@@ -110,6 +112,11 @@ public final class ParameterServer: Sendable {
             requiresIdenticalTensors: config.job != nil,
             keepsSnapshotBuffers: config.checkpointDirectory != nil, maxModelBytes: config.maxModelBytes)
         storeBox = LockedValue(store)
+        let sparseOptimizer = config.effectiveSparseOptimizer ?? RowOptimizerConfig(kind: .sgd, learningRate: 1)
+        let sparseTables = config.sparseTables.map {
+            RowSparseTable(spec: $0, shardCount: config.shardCount, optimizer: sparseOptimizer)
+        }
+        self.sparseTables = sparseTables
         links = config.servers > 1 ? ServerLinks(servers: config.servers) : nil
         if let directory = config.checkpointDirectory {
             // Probed now: an unwritable directory must stop the start, not the end of a job.
@@ -123,7 +130,7 @@ public final class ParameterServer: Sendable {
         let checkpoints = config.checkpointDirectory.map {
             CheckpointManager(
                 root: $0, keep: config.keepCheckpoints, slotNames: config.optimizer.stateSlotNames, log: log,
-                metrics: serverMetrics, store: store)
+                metrics: serverMetrics, store: store, sparseTables: sparseTables)
         }
         self.checkpoints = checkpoints
 
@@ -386,6 +393,13 @@ public final class ParameterServer: Sendable {
             $0.applyMean(step: step, ranks: ranks, checksFinite: checksFinite)
         }
         serverMetrics.observe(serverMetrics.applyTime, since: started)
+        // Row-sparse tables apply the same step with the same ranks, before it can complete (their pushes came
+        // before each rank's dense gradient).
+        if shard == 0 {
+            for table in sparseTables where !table.applyStep(step, ranks: ranks) {
+                log.error("sparse-step-missing", ["table": table.spec.name, "step": step, "ranks": "\(ranks)"])
+            }
+        }
         // Scale-out: the coordinator's first shard decides the step's ranks for every server (each applies it
         // once it holds exactly those ranks' gradients), before the step can complete here.
         if shard == 0 { links?.publish(.release, step: step, ranks: ranks) }

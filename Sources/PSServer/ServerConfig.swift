@@ -64,6 +64,15 @@ public struct ServerConfig: Sendable {
     public var job: JobDescription? = nil
     /// Model registered at start-up for the job.
     public var jobTensors: [TensorSpec] = []
+    /// The job's row-sparse tables (a sparse model's), numbered in this order on the wire; zero-initialised.
+    public var sparseTables: [RowSparseTableSpec] = []
+    /// The lazy optimizer of the row-sparse tables; nil: the counterpart of `optimizer` (sgd, adagrad, adam).
+    public var sparseOptimizer: RowOptimizerConfig? = nil
+
+    /// The optimizer the row-sparse tables use, or nil when `optimizer` has no lazy form (momentum).
+    public var effectiveSparseOptimizer: RowOptimizerConfig? {
+        sparseOptimizer ?? RowOptimizerConfig(dense: optimizer)
+    }
     /// Directory for checkpoints and final weights.
     public var checkpointDirectory: String? = nil
     public var checkpointEverySteps: UInt64? = nil
@@ -137,6 +146,35 @@ public struct ServerConfig: Sendable {
             throw ConfigError("--servers must be between 1 and \(WireProtocol.maxShardCount), got \(servers)")
         }
         if servers > 1, job == nil { throw ConfigError("--servers needs a training job: add --model") }
+        if !sparseTables.isEmpty {
+            if servers > 1 {
+                throw ConfigError(
+                    "--servers \(servers): a model with row-sparse tables runs on one server only "
+                        + "(scale-out of row-sparse tables is not implemented); drop --servers")
+            }
+            guard let sparse = effectiveSparseOptimizer else {
+                throw ConfigError(
+                    "--optimizer \(optimizer.kind) has no lazy row-sparse form: use sgd, adagrad, adam or ftrl")
+            }
+            do {
+                try sparse.validate()
+            } catch {
+                throw ConfigError(error.message)
+            }
+            for table in sparseTables where table.rows < 1 || table.width < 1 || table.rows > Int(UInt32.max) + 1 {
+                throw ConfigError("row-sparse table \(table.name) has a bad shape \(table.rows) x \(table.width)")
+            }
+            // A table is held as rows x width floats plus one array per optimizer slot, every row allocated.
+            let arrays = 1 + sparse.stateSlotNames.count
+            let bytes = sparseTables.reduce(0.0) { $0 + Double($1.rows) * Double($1.width) * 4 * Double(arrays) }
+            guard bytes <= Double(maxModelBytes) else {
+                throw ConfigError(
+                    "the row-sparse tables (\(sparseTables.map { "\($0.name) \($0.rows) x \($0.width)" }.joined(separator: ", ")) "
+                        + "with \(sparse.kind) state) take \(Int(bytes)) bytes, more than --max-model-bytes "
+                        + "\(maxModelBytes): every row is allocated, so use fewer features (hash them) or raise the limit"
+                )
+            }
+        }
         if join != nil {
             if job != nil { throw ConfigError("--join takes the job from the coordinator: drop --model") }
             if servers > 1 { throw ConfigError("--servers is the coordinator's flag: drop it with --join") }

@@ -568,7 +568,7 @@ struct ShardService {
 
     /// Waits until the mode's gate lets a worker at `step` read the weights; false (after an error reply) when
     /// the wait timed out or the server is stopping.
-    private func waitUntilReadable(step: UInt64, session: Session, requestID: UInt64) throws(TransportError) -> Bool {
+    func waitUntilReadable(step: UInt64, session: Session, requestID: UInt64) throws(TransportError) -> Bool {
         if let joined = server.joinedShards.withLock({ $0 }), joined.part.mode == .bsp, session.role == .worker {
             let connection = session.connection
             guard

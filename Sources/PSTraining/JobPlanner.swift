@@ -23,6 +23,8 @@ public struct JobRequest: Sendable {
     public var mode = "bsp"
     public var staleness: UInt64 = 0
     public var workers = 1
+    /// Row-sparse models: the feature count (the table's rows) of a LIBSVM file, instead of its largest index.
+    public var features: Int? = nil
 
     public init() {}
 }
@@ -50,6 +52,10 @@ public enum JobPlanner {
         guard request.batchPerWorker >= 1 else { throw PlanError("--batch must be at least 1") }
         guard request.epochs >= 1, request.epochs <= JobDescription.maxEpochs else {
             throw PlanError("--epochs must be between 1 and \(JobDescription.maxEpochs), got \(request.epochs)")
+        }
+        if SparseModels.isSparse(request.model) { return try planSparse(request) }
+        if request.features != nil {
+            throw PlanError("--features is for the row-sparse models (a dense model reads libsvm:PATH,FEATURES)")
         }
         // `external`: the job's first worker registers its own model's tensors (see `Worker`).
         let kind: ModelKind?

@@ -139,6 +139,8 @@ public final class Worker {
     /// Runs the job to its end. Throws a `WorkerError` with a one-line reason on failure.
     public func run() throws(WorkerError) {
         BLAS.setThreadCount(options.threads)
+        // A row-sparse model (sparse-lr) has its own loop: Worker+Sparse.swift.
+        if modelFactory == nil, try probeJobIsSparse() { return try runSparse() }
         // A look at the job before joining it: a worker whose model cannot train the job never takes a rank.
         let model = try probeModel()
         var connected = try connect()
@@ -390,7 +392,7 @@ public final class Worker {
 
     /// Connects and joins (the coordinator, unless `host` and `port` name a joined server), retrying until
     /// --reconnect-timeout passes.
-    private func connect(role: Role = .worker, host: String? = nil, port: UInt16? = nil) throws(WorkerError)
+    func connect(role: Role = .worker, host: String? = nil, port: UInt16? = nil) throws(WorkerError)
         -> ParameterClient
     {
         let host = host ?? options.host
@@ -425,7 +427,7 @@ public final class Worker {
         }
     }
 
-    private func leave(_ client: ParameterClient, reason: LeaveReason) {
+    func leave(_ client: ParameterClient, reason: LeaveReason) {
         _ = try? client.request(.leave(Leave(rank: UInt32(max(client.rank ?? 0, 0)), reason: reason))).wait(
             timeout: .seconds(5))
         client.close()
@@ -647,7 +649,7 @@ public final class Worker {
     // MARK: Progress
 
     /// The epoch line; `epoch` is the index from 0 (the console numbers from 1), `loss` the epoch's mean.
-    private func report(
+    func report(
         epoch: Int, of epochs: Int, step: Int, total: Int, loss: Double, accuracy: Double?, started: Date,
         samples: Int, batch: Int
     ) {

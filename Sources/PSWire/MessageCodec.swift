@@ -126,6 +126,14 @@ public enum MessageCodec {
             writer.writeInteger(UInt32(call.floats.count))
             writer.writeInteger(UInt32(0))
             writer.writeFloats(call.floats)
+        case .sparsePull(let pull):
+            encode(pull, into: &writer)
+        case .sparsePullReply(let reply):
+            writer = ByteWriter(capacity: 16 + 4 * reply.values.count)
+            encode(reply, into: &writer)
+        case .sparsePush(let push):
+            writer = ByteWriter(capacity: 16 + 4 * push.ids.count + 4 * push.values.count)
+            encode(push, into: &writer)
         case .metricsAck, .leaveAck, .shutdownAck:
             break
         }

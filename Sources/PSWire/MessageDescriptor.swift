@@ -77,6 +77,9 @@ struct MessageDescriptor: Sendable {
         .init(.serverJoined, "serverJoined", .reply, minimum: 12, MessageCodec.decodeServerJoined),
         .init(.serverCall, "serverCall", .request, minimum: 12, MessageCodec.decodeServerCall),
         .init(.serverCallReply, "serverCallReply", .reply, minimum: 12, MessageCodec.decodeServerCall),
+        .init(.sparsePull, "sparsePull", .request, minimum: 16, MessageCodec.decodeSparsePull),
+        .init(.sparsePullReply, "sparsePullReply", .reply, minimum: 16, MessageCodec.decodeSparsePullReply),
+        .init(.sparsePush, "sparsePush", .request, minimum: 16, MessageCodec.decodeSparsePush),
     ]
 
     /// The rows of ``all`` by type code.

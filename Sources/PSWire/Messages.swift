@@ -648,6 +648,9 @@ public enum Message: Sendable, Equatable {
     case serverJoined(ServerJoined)
     case serverCall(ServerCall)
     case serverCallReply(ServerCall)
+    case sparsePull(SparsePull)
+    case sparsePullReply(SparsePullReply)
+    case sparsePush(SparsePush)
 
     /// The message's type code.
     public var type: MessageType {
@@ -687,6 +690,9 @@ public enum Message: Sendable, Equatable {
         case .serverJoined: .serverJoined
         case .serverCall: .serverCall
         case .serverCallReply: .serverCallReply
+        case .sparsePull: .sparsePull
+        case .sparsePullReply: .sparsePullReply
+        case .sparsePush: .sparsePush
         }
     }
 

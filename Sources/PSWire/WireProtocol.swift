@@ -96,6 +96,12 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let serverCall = MessageType(rawValue: 0x0042)
     /// Reply to `serverCall`.
     public static let serverCallReply = MessageType(rawValue: 0x0043)
+    /// Asks for some rows of a row-sparse table.
+    public static let sparsePull = MessageType(rawValue: 0x0050)
+    /// Reply to `sparsePull`: the rows' values.
+    public static let sparsePullReply = MessageType(rawValue: 0x0051)
+    /// A gradient for some rows of a row-sparse table; answered by `pushAck`.
+    public static let sparsePush = MessageType(rawValue: 0x0052)
 
     /// Every type protocol v1 defines, in code order.
     public static let allKnown: [MessageType] = MessageDescriptor.all.map(\.type)

@@ -68,6 +68,10 @@ struct PSBenchCommand {
                         "repeat", value: "n", help: "Rounds over every configuration; the best counts.", default: "1"),
                     Option("netns-script", value: "path", help: "cluster/netns.sh (default: found above the binary)."),
                 ]),
+            Command(
+                name: "sparse",
+                abstract: "Row-sparse steps (2^24 x 1, 2^20 x 16; batch 512 x 39 ids): bytes and steps/s vs dense.",
+                options: [quick]),
             Command(name: "all", abstract: "wire, server and train.", options: [quick]),
         ])
 
@@ -122,6 +126,9 @@ struct PSBenchCommand {
                 settings.loopback = !arguments.has("shaped-only")
                 settings.shaped = !arguments.has("loopback-only")
                 try ScaleOutBench.run(settings)
+            }
+            if which == "sparse" {
+                SparseBench.printRows(try SparseBench.run(quick: isQuick))
             }
             if which == "checkpoint" {
                 printTable(

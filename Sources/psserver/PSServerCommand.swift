@@ -54,17 +54,28 @@ struct PSServerCommand {
             Option(
                 "model", value: "model",
                 help:
-                    "softmax, linear, mlp:128, mlp:256,128, cnn:32,64,128, or external (the first worker's own "
-                    + "model) (enables the job)."),
+                    "softmax, linear, mlp:128, mlp:256,128, cnn:32,64,128, sparse-lr, sparse-mlp:16,64, or external "
+                    + "(the first worker's own model) (enables the job)."),
             Option(
-                "data", value: "data", help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES or a file.",
+                "data", value: "data",
+                help: "digits, fashion-mnist, synthetic:ROWS,FEATURES,CLASSES, synthetic-sparse:ROWS,FEATURES,NNZ "
+                    + "(sparse models) or a file.",
                 default: "digits"),
             Option("test", value: "path", help: "Test set (default: the data set's own test split)."),
+            Option(
+                "features", value: "d",
+                help: "Row-sparse models: the feature count of a LIBSVM file (default: its largest index)."),
             Option("label-column", value: "first|last", help: "Where CSV files keep the label.", default: "first"),
             Option("batch", value: "b", help: "Rows per worker per step.", default: "64"),
             Option("epochs", value: "e", help: "Passes over the training data.", default: "10"),
             Option("seed", value: "seed", help: "Seed for the data order and the initialisation.", default: "0"),
-            Option("optimizer", value: "name", help: "sgd, momentum, adam or adagrad.", default: "sgd"),
+            Option(
+                "optimizer", value: "name",
+                help: "sgd, momentum, adam, adagrad, or ftrl (row-sparse models: FTRL-Proximal on the table, "
+                    + "AdaGrad on the dense part).", default: "sgd"),
+            Option("l1", value: "lambda1", help: "FTRL's L1 strength (--optimizer ftrl).", default: "0"),
+            Option("l2", value: "lambda2", help: "FTRL's L2 strength (--optimizer ftrl).", default: "0"),
+            Option("ftrl-beta", value: "beta", help: "FTRL's beta (--optimizer ftrl).", default: "1"),
             Option("lr", value: "rate", help: "Learning rate.", default: "0.1"),
             Option("momentum", value: "mu", help: "Momentum coefficient.", default: "0.9"),
             Option("nesterov", help: "Use Nesterov momentum."),
@@ -186,8 +197,17 @@ struct PSServerCommand {
         config.sendTimeoutSeconds = try arguments.required("send-timeout", as: Double.self)
         config.maxConnections = try arguments.required("max-connections", as: Int.self)
         config.stopTimeoutSeconds = try arguments.required("stop-timeout", as: Double.self)
-        guard let kind = OptimizerKind(rawValue: arguments.string("optimizer") ?? "sgd") else {
-            throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam or adagrad")
+        let optimizerName = arguments.string("optimizer") ?? "sgd"
+        if optimizerName == "ftrl" {
+            // FTRL is a row-sparse optimizer: the table gets it, the dense parameters AdaGrad.
+            var ftrl = RowOptimizerConfig(kind: .ftrl, learningRate: try arguments.required("lr", as: Float.self))
+            ftrl.l1 = try arguments.required("l1", as: Float.self)
+            ftrl.l2 = try arguments.required("l2", as: Float.self)
+            ftrl.ftrlBeta = try arguments.required("ftrl-beta", as: Float.self)
+            config.sparseOptimizer = ftrl
+        }
+        guard let kind = optimizerName == "ftrl" ? .adagrad : OptimizerKind(rawValue: optimizerName) else {
+            throw UsageError("Invalid value for '--optimizer <name>': expected sgd, momentum, adam, adagrad or ftrl")
         }
         var optimizer = OptimizerConfig(kind: kind, learningRate: try arguments.required("lr", as: Float.self))
         optimizer.momentum = try arguments.required("momentum", as: Float.self)
@@ -221,7 +241,7 @@ struct PSServerCommand {
             config.advertise = advertise
         }
 
-        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed"]
+        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed", "features"]
         if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {
             throw UsageError(
                 "--\(given) is a training-job flag and needs --model (without --model the server is a plain "
@@ -242,10 +262,20 @@ struct PSServerCommand {
             request.mode = mode.rawValue
             request.staleness = config.staleness
             request.workers = try arguments.required("workers", as: Int.self)
+            request.features = try arguments.value("features", as: Int.self)
             do {
                 let planned = try JobPlanner.plan(request)
                 config.job = planned.job
                 config.jobTensors = planned.tensors
+                if let sparse = SparseModels.model(for: planned.job) {
+                    config.sparseTables = [
+                        RowSparseTableSpec(
+                            name: sparse.table.name, rows: sparse.table.rows, width: sparse.table.width,
+                            initScale: sparse.tableInitScale, seed: planned.job.seed)
+                    ]
+                } else if config.sparseOptimizer != nil {
+                    throw UsageError("--optimizer ftrl is for row-sparse models (--model sparse-lr)")
+                }
             } catch let error as PlanError {
                 // Every PlanError names the flag it is about; data errors (which name the file) stay exit 1.
                 throw UsageError(error.description)

@@ -151,8 +151,8 @@ final class LIBSVMTests: XCTestCase {
         let data = try DataSource.libsvm(path: path, featureCount: 4).loadTrain()
         XCTAssertEqual(data.featureCount, 4)
         XCTAssertEqual(data.features, [1, 0, 0, 0, 0, 1, 0, 0])
-        XCTAssertEqual(data.labels, [1, -1])
-        XCTAssertEqual(data.classCount, 0, "a negative label makes it regression data")
+        XCTAssertEqual(data.labels, [1, 0], "-1/+1 labels are the classes 0 and 1")
+        XCTAssertEqual(data.classCount, 2)
     }
 
     func test_load_gzip_readsTheSameRows() throws {

@@ -150,6 +150,15 @@ enum Golden {
                 ServerCall(
                     header: #"{"entries":{"entries":[{"exitCode":0,"kind":"release","ranks":[0,1],"reason":"","#
                         + #""sequence":42,"step":41}]}}"#))),
+        // Row-sparse tables.
+        GoldenExample(requestID: 10, message: .sparsePull(SparsePull(table: 0, clock: 5, ids: [3, 17, UInt32.max]))),
+        GoldenExample(
+            requestID: 10,
+            message: .sparsePullReply(SparsePullReply(table: 0, width: 2, values: [0.5, -1, 0.25, 0, 2, -0.5]))),
+        GoldenExample(
+            requestID: 11,
+            message: .sparsePush(SparsePush(table: 0, clock: 5, ids: [3, 17], values: [0.5, -1, 2, 0.25]))
+        ),
         GoldenExample(requestID: 5, message: .shutdown()),
         GoldenExample(requestID: 5, message: .shutdownAck),
     ]

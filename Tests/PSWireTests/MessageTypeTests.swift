@@ -19,7 +19,8 @@ final class MessageTypeTests: XCTestCase {
             (.shutdownAck, 0x35, "shutdownAck", true), (.export, 0x36, "export", false),
             (.exportReply, 0x37, "exportReply", true), (.serverJoin, 0x40, "serverJoin", false),
             (.serverJoined, 0x41, "serverJoined", true), (.serverCall, 0x42, "serverCall", false),
-            (.serverCallReply, 0x43, "serverCallReply", true),
+            (.serverCallReply, 0x43, "serverCallReply", true), (.sparsePull, 0x50, "sparsePull", false),
+            (.sparsePullReply, 0x51, "sparsePullReply", true), (.sparsePush, 0x52, "sparsePush", false),
         ]
         XCTAssertEqual(MessageType.allKnown, expected.map(\.0))
         for (type, code, name, isReply) in expected {

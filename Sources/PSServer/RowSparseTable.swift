@@ -1,0 +1,373 @@
+import PSMath
+import PSPosix
+import PSWire
+
+/// Where the rows of a row-sparse table live: row `r` of a table over `shardCount` shards is local row
+/// `r / shardCount` of shard `r % shardCount` (proto-docs/protocol.md, "Row-sparse tensors").
+///
+/// Round-robin placement spreads the hot low ids of a Zipf-distributed feature space over every shard.
+///
+/// ```swift
+/// let placement = RowPlacement(rows: 10, shardCount: 4)
+/// placement.shard(of: 6)        // 2
+/// placement.localRow(of: 6)     // 1
+/// placement.rowCount(shard: 3)  // 2 (rows 3 and 7)
+/// ```
+public struct RowPlacement: Sendable, Equatable {
+    /// The table's row count.
+    public let rows: Int
+    /// The number of shards.
+    public let shardCount: Int
+
+    /// A placement of `rows` rows over `shardCount` (>= 1) shards.
+    public init(rows: Int, shardCount: Int) {
+        precondition(rows >= 1 && shardCount >= 1, "RowPlacement: \(rows) rows over \(shardCount) shards")
+        self.rows = rows
+        self.shardCount = shardCount
+    }
+
+    /// The shard that holds global row `row`.
+    public func shard(of row: UInt64) -> Int { Int(row % UInt64(shardCount)) }
+
+    /// The position of global row `row` within its shard.
+    public func localRow(of row: UInt64) -> Int { Int(row / UInt64(shardCount)) }
+
+    /// The number of rows shard `shard` holds: `ceil((rows - shard) / shardCount)`.
+    public func rowCount(shard: Int) -> Int { (rows - shard + shardCount - 1) / shardCount }
+}
+
+/// Why a row-sparse request was refused; nothing of it was applied.
+public enum SparseRowsError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// `ids[index]` is not greater than `ids[index - 1]` (equal: a duplicate).
+    case notIncreasing(index: Int, previous: UInt64, id: UInt64)
+    /// A row id is not below the table's row count.
+    case outOfRange(index: Int, id: UInt64, rows: Int)
+    /// The number of values is not `ids.count * width`.
+    case valueCountMismatch(expected: Int, actual: Int)
+    /// A gradient value is NaN or infinite.
+    case nonFinite(index: Int)
+    /// No table of that id.
+    case unknownTable(UInt32)
+
+    /// The error code of the error frame that reports it.
+    public var code: ErrorCode {
+        switch self {
+        case .notIncreasing, .outOfRange: return .invalidArgument
+        case .valueCountMismatch: return .lengthMismatch
+        case .nonFinite: return .nonFinite
+        case .unknownTable: return .unknownTensor
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .notIncreasing(let index, let previous, let id):
+            let what = id == previous ? "a duplicate of" : "not greater than"
+            return
+                "row ids must be sorted and unique: id \(id) at index \(index) is \(what) the previous id \(previous)"
+        case .outOfRange(let index, let id, let rows):
+            return "row id \(id) at index \(index) is out of range: the table has \(rows) rows"
+        case .valueCountMismatch(let expected, let actual):
+            return "expected \(expected) values (row count x width), got \(actual)"
+        case .nonFinite(let index):
+            return "value \(index) is NaN or infinite"
+        case .unknownTable(let table):
+            return "no row-sparse table \(table)"
+        }
+    }
+}
+
+/// A row-sparse tensor declared by the job: `rows x width` float32, zero-initialised unless `initialValue` is set.
+public struct RowSparseTableSpec: Sendable, Codable, Equatable {
+    /// The tensor's name (checkpoint file names derive from it).
+    public var name: String
+    /// The number of rows (the feature count of a sparse-lr model).
+    public var rows: Int
+    /// The row width.
+    public var width: Int
+    /// Initial values uniform in `[-initScale, initScale]` (0: zeros), element `i` of the table drawn from
+    /// splitmix64 seeded with `seed ^ i` (so any placement gives the same table).
+    public var initScale: Float
+    /// The seed of the initial values.
+    public var seed: UInt64
+
+    /// Creates a spec.
+    public init(name: String, rows: Int, width: Int, initScale: Float = 0, seed: UInt64 = 0) {
+        self.name = name
+        self.rows = rows
+        self.width = width
+        self.initScale = initScale
+        self.seed = seed
+    }
+
+    /// The initial value of element `index` (row-major) of the table.
+    public func initialValue(_ index: Int) -> Float {
+        guard initScale != 0 else { return 0 }
+        var generator = SplitMix64(seed: seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15))
+        return Float((generator.nextUnitDouble() * 2 - 1) * Double(initScale))
+    }
+}
+
+/// One shard's rows of a row-sparse table: weights, lazy optimizer state, version and the BSP held pushes.
+struct RowShardState: Sendable {
+    var weights: [Float]
+    var optimizer: RowOptimizerState
+    var version: UInt64 = 0
+    /// BSP: per rank, the step and the (local rows, values) it pushed for it.
+    var held: [Int: (step: UInt64, rows: [Int], values: [Float])] = [:]
+}
+
+/// A row-sparse table split over shards by `RowPlacement`, each part under its own lock.
+///
+/// Pushes and pulls name sorted, unique global row ids; every request is validated in full before any lock is
+/// taken, so a bad one applies nothing. Async pushes apply at once (`push`); BSP pushes are held per rank
+/// (`hold`) and applied once per step by `applyStep`, which sums the ranks' rows in rank order and scales by
+/// `1 / K` exactly like the dense BSP mean, so a run is bitwise reproducible whatever the arrival order, and a
+/// row no rank touched is not updated (the lazy optimizer semantics of `RowOptimizerKind`).
+///
+/// ```swift
+/// let table = RowSparseTable(spec: RowSparseTableSpec(name: "w", rows: 1 << 20, width: 1), shardCount: 4,
+///                            optimizer: RowOptimizerConfig(kind: .adagrad, learningRate: 0.1))
+/// try table.push(ids: [3, 17], values: [0.5, -1])
+/// let rows = try table.pull(ids: [3, 17])   // 2 x width floats
+/// ```
+public final class RowSparseTable: Sendable {
+    /// The declared shape.
+    public let spec: RowSparseTableSpec
+    /// Where each row lives.
+    public let placement: RowPlacement
+    let shards: [LockedValue<RowShardState>]
+
+    /// A zero-initialised table with fresh optimizer state.
+    public init(spec: RowSparseTableSpec, shardCount: Int, optimizer: RowOptimizerConfig) {
+        self.spec = spec
+        placement = RowPlacement(rows: spec.rows, shardCount: shardCount)
+        shards = (0..<shardCount).map { shard in
+            let rows = RowPlacement(rows: spec.rows, shardCount: shardCount).rowCount(shard: shard)
+            var weights = [Float](repeating: 0, count: rows * spec.width)
+            if spec.initScale != 0 {
+                for local in 0..<rows {
+                    let row = local * shardCount + shard
+                    for column in 0..<spec.width {
+                        weights[local * spec.width + column] = spec.initialValue(row * spec.width + column)
+                    }
+                }
+            }
+            return LockedValue(
+                RowShardState(
+                    weights: weights,
+                    optimizer: RowOptimizerState(config: optimizer, rows: rows, width: spec.width)))
+        }
+    }
+
+    /// Checks a request: ids strictly increasing and below the row count, `valueCount` (when given) equal to
+    /// `ids.count * width`.
+    public func validate(ids: [UInt64], valueCount: Int?) throws(SparseRowsError) {
+        var previous: UInt64? = nil
+        for (index, id) in ids.enumerated() {
+            if let previous, id <= previous {
+                throw .notIncreasing(index: index, previous: previous, id: id)
+            }
+            guard id < UInt64(spec.rows) else { throw .outOfRange(index: index, id: id, rows: spec.rows) }
+            previous = id
+        }
+        if let valueCount, valueCount != ids.count * spec.width {
+            throw .valueCountMismatch(expected: ids.count * spec.width, actual: valueCount)
+        }
+    }
+
+    /// The rows `ids` (validated), `ids.count x width` floats in the order of `ids`.
+    public func pull(ids: [UInt64]) throws(SparseRowsError) -> [Float] {
+        try validate(ids: ids, valueCount: nil)
+        let width = spec.width
+        var result = [Float](repeating: 0, count: ids.count * width)
+        for (shard, part) in split(ids) {
+            shards[shard].withLock { state in
+                for (slot, local) in part {
+                    for column in 0..<width {
+                        result[slot * width + column] = state.weights[local * width + column]
+                    }
+                }
+            }
+        }
+        return result
+    }
+
+    /// Applies one gradient to the rows `ids` at once (async / SSP), after validating the whole request.
+    public func push(ids: [UInt64], values: [Float]) throws(SparseRowsError) {
+        try validate(ids: ids, valueCount: values.count)
+        try requireFinite(values)
+        let width = spec.width
+        for (shard, part) in split(ids) {
+            let (rows, gradient) = gather(part, values: values, width: width)
+            shards[shard].withLock { state in
+                gradient.withUnsafeBufferPointer {
+                    state.optimizer.apply(rows: rows, gradient: $0, weights: &state.weights)
+                }
+                state.version += 1
+            }
+        }
+    }
+
+    /// BSP: holds rank `rank`'s gradient for `step` (replacing an earlier one of the same rank), after validating
+    /// the whole request; `applyStep` applies it.
+    public func hold(rank: Int, step: UInt64, ids: [UInt64], values: [Float]) throws(SparseRowsError) {
+        try validate(ids: ids, valueCount: values.count)
+        try requireFinite(values)
+        let parts = split(ids)
+        for shard in 0..<shards.count {
+            let (rows, gradient) = gather(parts[shard] ?? [], values: values, width: spec.width)
+            shards[shard].withLock { $0.held[rank] = (step, rows, gradient) }
+        }
+    }
+
+    /// BSP: applies `step` as one update with the mean over `ranks` (each of which must hold a gradient for the
+    /// step; false and nothing applied otherwise): per shard, the held rows are summed in rank order, scaled by
+    /// `1 / ranks.count`, and the lazy optimizer applied to the union of the rows.
+    @discardableResult
+    public func applyStep(_ step: UInt64, ranks: [Int]) -> Bool {
+        let ordered = ranks.sorted()
+        let ready = shards.allSatisfy { shard in
+            shard.withLock { state in ordered.allSatisfy { state.held[$0]?.step == step } }
+        }
+        guard ready, !ordered.isEmpty else { return false }
+        let width = spec.width
+        let scale = 1 / Float(ordered.count)
+        for shard in shards {
+            shard.withLock { state in
+                var sums: [Int: [Float]] = [:]
+                for rank in ordered {
+                    let held = state.held[rank]!
+                    for (slot, row) in held.rows.enumerated() {
+                        let values = held.values[(slot * width)..<((slot + 1) * width)]
+                        if var sum = sums[row] {
+                            for column in 0..<width { sum[column] += values[values.startIndex + column] }
+                            sums[row] = sum
+                        } else {
+                            sums[row] = Array(values)
+                        }
+                    }
+                    state.held[rank] = nil
+                }
+                let rows = sums.keys.sorted()
+                var gradient: [Float] = []
+                gradient.reserveCapacity(rows.count * width)
+                for row in rows {
+                    let sum = sums[row]!
+                    gradient.append(contentsOf: ordered.count > 1 ? sum.map { $0 * scale } : sum)
+                }
+                gradient.withUnsafeBufferPointer {
+                    state.optimizer.apply(rows: rows, gradient: $0, weights: &state.weights)
+                }
+                state.version += 1
+            }
+        }
+        return true
+    }
+
+    /// The lazy optimizer's configuration.
+    public var optimizerConfig: RowOptimizerConfig { shards[0].withLock { $0.optimizer.config } }
+
+    /// A copy of a table for a checkpoint: its weights and optimizer state in global row order.
+    public struct Copy: Sendable {
+        /// The table's shape.
+        public let spec: RowSparseTableSpec
+        /// `rows x width` weights.
+        public let weights: [Float]
+        /// The optimizer.
+        public let optimizer: RowOptimizerConfig
+        /// The optimizer's update count.
+        public let step: UInt64
+        /// The state slots in `optimizer.stateSlotNames` order.
+        public let slots: [[Float]]
+    }
+
+    /// Copies the table (shard by shard, each under its lock).
+    public func copy() -> Copy {
+        let state = optimizerState()
+        return Copy(
+            spec: spec, weights: denseWeights(), optimizer: optimizerConfig, step: state.step, slots: state.slots)
+    }
+
+    /// The number of updates applied (every shard counts each update, so shard 0's count is the table's).
+    public var version: UInt64 { shards[0].withLock { $0.version } }
+
+    /// The whole table, `rows x width` row-major in global row order (for checkpoints and tests).
+    public func denseWeights() -> [Float] {
+        gatherGlobal { $0.weights }
+    }
+
+    /// Every optimizer state slot in global row order, in `stateSlotNames` order, and the step count.
+    public func optimizerState() -> (step: UInt64, slots: [[Float]]) {
+        let step = shards[0].withLock { $0.optimizer.step }
+        let names = shards[0].withLock { $0.optimizer.config.stateSlotNames }
+        return (step, names.indices.map { slot in gatherGlobal { $0.optimizer.slots[slot] } })
+    }
+
+    /// Replaces the weights and optimizer state with saved ones in global row order (a checkpoint's).
+    public func restore(weights: [Float], step: UInt64, slots: [[Float]]) throws(OptimizerError) {
+        let width = spec.width
+        guard weights.count == spec.rows * width else {
+            throw OptimizerError(
+                field: spec.name, message: "\(spec.name) has \(weights.count) values, expected \(spec.rows * width)")
+        }
+        for (shard, lock) in shards.enumerated() {
+            let rows = placement.rowCount(shard: shard)
+            func local(_ global: [Float]) -> [Float] {
+                var part = [Float](repeating: 0, count: rows * width)
+                for local in 0..<rows {
+                    let row = local * placement.shardCount + shard
+                    for column in 0..<width { part[local * width + column] = global[row * width + column] }
+                }
+                return part
+            }
+            let config = lock.withLock { $0.optimizer.config }
+            for slot in slots where slot.count != weights.count {
+                throw OptimizerError(field: spec.name, message: "optimizer state of \(slot.count) values")
+            }
+            let state = try RowOptimizerState(
+                config: config, rows: rows, width: width, step: step, slots: slots.map(local))
+            let part = local(weights)
+            lock.withLock {
+                $0.weights = part
+                $0.optimizer = state
+                $0.held = [:]
+            }
+        }
+    }
+
+    private func gatherGlobal(_ field: (RowShardState) -> [Float]) -> [Float] {
+        let width = spec.width
+        var result = [Float](repeating: 0, count: spec.rows * width)
+        for (shard, lock) in shards.enumerated() {
+            let part = lock.withLock { field($0) }
+            for local in 0..<placement.rowCount(shard: shard) {
+                let row = local * placement.shardCount + shard
+                for column in 0..<width { result[row * width + column] = part[local * width + column] }
+            }
+        }
+        return result
+    }
+
+    private func requireFinite(_ values: [Float]) throws(SparseRowsError) {
+        if let index = values.firstIndex(where: { !$0.isFinite }) { throw .nonFinite(index: index) }
+    }
+
+    /// Validated ids grouped by shard: (position in the request, local row), in request order.
+    private func split(_ ids: [UInt64]) -> [Int: [(slot: Int, local: Int)]] {
+        var parts: [Int: [(slot: Int, local: Int)]] = [:]
+        for (slot, id) in ids.enumerated() {
+            parts[placement.shard(of: id), default: []].append((slot, placement.localRow(of: id)))
+        }
+        return parts
+    }
+
+    private func gather(_ part: [(slot: Int, local: Int)], values: [Float], width: Int) -> ([Int], [Float]) {
+        var gradient: [Float] = []
+        gradient.reserveCapacity(part.count * width)
+        for (slot, _) in part {
+            gradient.append(contentsOf: values[(slot * width)..<((slot + 1) * width)])
+        }
+        return (part.map(\.local), gradient)
+    }
+}

@@ -1,0 +1,66 @@
+import PSCoordinator
+import PSTransport
+import PSWire
+
+/// Row-sparse requests (`sparsePull`, `sparsePush`; proto-docs/protocol.md, "Row-sparse tensors").
+///
+/// A request is validated in full (ids sorted, unique and in range, the value count, finite values) before any
+/// shard lock is taken; a bad one is answered with an error frame and applies nothing.
+extension ShardService {
+    func sparsePull(_ pull: SparsePull, session: Session, requestID: UInt64) throws(TransportError) {
+        guard let table = sparseTable(pull.table) else {
+            try session.replyError(
+                .unknownTensor, SparseRowsError.unknownTable(pull.table).description, to: requestID)
+            return
+        }
+        do {
+            try table.validate(ids: pull.ids.map(UInt64.init), valueCount: nil)
+        } catch {
+            try session.replyError(error.code, error.description, to: requestID)
+            return
+        }
+        guard try waitUntilReadable(step: pull.clock, session: session, requestID: requestID) else { return }
+        let values: [Float]
+        do {
+            values = try table.pull(ids: pull.ids.map(UInt64.init))
+        } catch {
+            try session.replyError(error.code, error.description, to: requestID)
+            return
+        }
+        try session.reply(
+            .sparsePullReply(SparsePullReply(table: pull.table, width: UInt32(table.spec.width), values: values)),
+            to: requestID)
+    }
+
+    func sparsePush(_ push: SparsePush, session: Session, requestID: UInt64) throws(TransportError) {
+        guard let table = sparseTable(push.table) else {
+            try session.replyError(
+                .unknownTensor, SparseRowsError.unknownTable(push.table).description, to: requestID)
+            return
+        }
+        let bsp = server.coordinator != nil && server.config.mode == .bsp
+        let rank = session.rank
+        if bsp, rank == nil {
+            try session.replyError(.invalidState, "only a joined worker can push in bsp mode", to: requestID)
+            return
+        }
+        do throws(SparseRowsError) {
+            if bsp, let rank {
+                try table.hold(rank: rank, step: push.clock, ids: push.ids.map(UInt64.init), values: push.values)
+            } else {
+                try table.push(ids: push.ids.map(UInt64.init), values: push.values)
+            }
+        } catch {
+            try session.replyError(error.code, "\(error.description); nothing was applied", to: requestID)
+            return
+        }
+        try session.reply(
+            .pushAck(
+                PushAck(shard: push.table, status: bsp ? .accepted : .applied, version: table.version, staleness: 0)),
+            to: requestID)
+    }
+
+    private func sparseTable(_ index: UInt32) -> RowSparseTable? {
+        Int(index) < server.sparseTables.count ? server.sparseTables[Int(index)] : nil
+    }
+}
