@@ -212,6 +212,25 @@ public final class ParameterClient: Sendable {
         return RequestHandle(client: self, request: request)
     }
 
+    /// Sends a whole training step like `exchange(rank:clock:loss:samples:baseVersions:gradient:into:)`, with the
+    /// gradient of `count` values compressed as `encoding` in `body` (see `GradientCodec`); the reply is the same.
+    public func exchange(
+        rank: Int, clock: UInt64, loss: Double, samples: UInt64, baseVersions: [UInt64], count: Int,
+        encoding: GradientEncoding, body: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>
+    ) throws(ClientError) -> RequestHandle {
+        let request = PendingRequest(destination: UnsafeMutableRawBufferPointer(destination))
+        let id = try enqueue(request)
+        let prefix = ExchangePrefix(
+            rank: UInt32(max(rank, 0)), clock: clock, loss: loss, samples: samples, baseVersions: baseVersions,
+            count: UInt32(count), encoding: encoding)
+        do {
+            try connection.sendExchange(prefix: prefix, body: body, requestID: id)
+        } catch {
+            throw fail(id, error)
+        }
+        return RequestHandle(client: self, request: request)
+    }
+
     private func enqueue(_ request: PendingRequest) throws(ClientError) -> UInt64 {
         if let error = failure.withLock({ $0 }) { throw .connectionLost("\(error)") }
         let id = nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue

@@ -23,6 +23,8 @@ public struct JobRequest: Sendable {
     public var mode = "bsp"
     public var staleness: UInt64 = 0
     public var workers = 1
+    /// Gradient compression for the job's exchanges (`--compression`).
+    public var compression: CompressionSetting = .none
 
     public init() {}
 }
@@ -122,12 +124,13 @@ public enum JobPlanner {
                 TensorSpec(name: parameter.name, shape: parameter.shape, initializer: InitSpec(parameter.initializer))
             }
         }
-        let job = JobDescription(
+        var job = JobDescription(
             model: request.model, data: request.data, test: request.test, labelColumn: request.labelColumn.rawValue,
             batchPerWorker: request.batchPerWorker, epochs: request.epochs, seed: request.seed, mode: request.mode,
             staleness: request.staleness, workers: request.workers, trainRows: train.rowCount,
             featureCount: train.featureCount, classCount: classes, stepsPerEpoch: stepsPerEpoch,
             totalSteps: stepsPerEpoch.multipliedReportingOverflow(by: request.epochs).partialValue)
+        job.compression = request.compression == .none ? nil : request.compression.description
         do {
             // What every worker checks on the welcome: the step and sample counts fit their integers.
             try job.validate()

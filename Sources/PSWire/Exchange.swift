@@ -16,20 +16,27 @@ public struct ExchangePrefix: Sendable, Equatable {
     public var samples: UInt64
     /// Each shard's version the gradient was computed from, in shard order.
     public var baseVersions: [UInt64]
-    /// The number of float32 values after the prefix (the model's element count).
+    /// The number of gradient values (the model's element count); with `encoding` `.none`, the float32 values
+    /// after the prefix.
     public var count: UInt32
+    /// How the gradient after the prefix is encoded (the word after `count`; 0, raw float32, by default).
+    public var encoding: GradientEncoding
 
     /// Creates a prefix from its fields.
-    public init(rank: UInt32, clock: UInt64, loss: Double, samples: UInt64, baseVersions: [UInt64], count: UInt32) {
+    public init(
+        rank: UInt32, clock: UInt64, loss: Double, samples: UInt64, baseVersions: [UInt64], count: UInt32,
+        encoding: GradientEncoding = .none
+    ) {
         self.rank = rank
         self.clock = clock
         self.loss = loss
         self.samples = samples
         self.baseVersions = baseVersions
         self.count = count
+        self.encoding = encoding
     }
 
-    /// The prefix size for `shardCount` shards: 32 fixed bytes, 8 per shard, then count and a reserved word.
+    /// The prefix size for `shardCount` shards: 32 fixed bytes, 8 per shard, then count and the encoding.
     public static func size(shardCount: Int) -> Int { fixedSize + 8 * shardCount + 8 }
 
     /// This prefix's size.
@@ -48,7 +55,7 @@ public struct ExchangePrefix: Sendable, Equatable {
         }
         let tail = Self.fixedSize + 8 * baseVersions.count
         buffer.storeBytes(of: count.littleEndian, toByteOffset: tail, as: UInt32.self)
-        buffer.storeBytes(of: UInt32(0), toByteOffset: tail + 4, as: UInt32.self)
+        buffer.storeBytes(of: encoding.rawValue.littleEndian, toByteOffset: tail + 4, as: UInt32.self)
     }
 
     /// Reads the fixed 32 bytes; returns the prefix without base versions and the shard count it announces, after
@@ -82,6 +89,8 @@ public struct ExchangePrefix: Sendable, Equatable {
             UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))
         }
         count = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * shardCount, as: UInt32.self))
+        encoding = GradientEncoding(
+            rawValue: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * shardCount + 4, as: UInt32.self)))
     }
 
     /// Reads a whole prefix from the start of a payload.
@@ -91,10 +100,20 @@ public struct ExchangePrefix: Sendable, Equatable {
         return prefix
     }
 
-    /// Checks that the floats after the prefix are exactly `count` whole float32 values.
+    /// Checks that the bytes after the prefix can hold `count` values in the prefix's encoding (exactly `count`
+    /// float32 values when uncompressed) and that the encoding is known.
     public static func validate(_ prefix: ExchangePrefix, payloadLength: Int) throws(WireError) {
-        try validateFloats(
-            declared: prefix.count, payloadLength: payloadLength, prefixSize: prefix.size, type: .exchange)
+        guard prefix.encoding != .none else {
+            try validateFloats(
+                declared: prefix.count, payloadLength: payloadLength, prefixSize: prefix.size, type: .exchange)
+            return
+        }
+        guard payloadLength >= prefix.size else {
+            throw .payloadTooShort(type: .exchange, minimum: prefix.size, got: payloadLength)
+        }
+        try GradientCodec.validateLength(
+            prefix.encoding, count: Int(prefix.count), shardCount: prefix.baseVersions.count,
+            bodyBytes: payloadLength - prefix.size, type: .exchange)
     }
 }
 
@@ -178,14 +197,26 @@ public struct ExchangeReplyPrefix: Sendable, Equatable {
 public struct Exchange: Sendable, Equatable {
     /// Everything but the gradient.
     public var prefix: ExchangePrefix
-    /// The flat gradient, every shard's slice in layout order.
+    /// The flat gradient, every shard's slice in layout order (empty when the gradient is compressed).
     public var gradient: [Float]
+    /// The compressed gradient's bytes, as `prefix.encoding` lays them out (empty when uncompressed).
+    public var compressed: [UInt8]
 
-    /// Creates an exchange; `prefix.count` is set from `gradient`.
+    /// Creates an uncompressed exchange; `prefix.count` is set from `gradient`.
     public init(prefix: ExchangePrefix, gradient: [Float]) {
         self.prefix = prefix
         self.prefix.count = UInt32(gradient.count)
+        self.prefix.encoding = .none
         self.gradient = gradient
+        self.compressed = []
+    }
+
+    /// Creates a compressed exchange: `prefix.count` and `prefix.encoding` say how many values `compressed`
+    /// encodes and how.
+    public init(prefix: ExchangePrefix, compressed: [UInt8]) {
+        self.prefix = prefix
+        self.gradient = []
+        self.compressed = compressed
     }
 }
 

@@ -26,6 +26,9 @@ public struct JobDescription: Codable, Sendable, Equatable {
     public var classCount: Int
     public var stepsPerEpoch: Int
     public var totalSteps: Int
+    /// How workers compress their exchange gradients: `fp16`, `bf16` or `topk:FRACTION`; nil (the key absent, so
+    /// an uncompressed job's welcome is unchanged) means none. See `CompressionSetting`.
+    public var compression: String? = nil
 
     public init(
         model: String, data: String, test: String?, labelColumn: String, batchPerWorker: Int, epochs: Int,

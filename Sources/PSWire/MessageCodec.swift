@@ -61,9 +61,11 @@ public enum MessageCodec {
             writer.writeInteger(reply.version)
             writer.writeFloats(reply.floats)
         case .exchange(let exchange):
-            writer = ByteWriter(capacity: exchange.prefix.size + 4 * exchange.gradient.count)
+            writer = ByteWriter(
+                capacity: exchange.prefix.size + 4 * exchange.gradient.count + exchange.compressed.count)
             writeEncoded(exchange.prefix.size, into: &writer) { exchange.prefix.encode(into: $0) }
             writer.writeFloats(exchange.gradient)
+            exchange.compressed.withUnsafeBytes { writer.writeBytes($0) }
         case .exchangeReply(let reply):
             writer = ByteWriter(capacity: reply.prefix.size + 4 * reply.weights.count)
             writeEncoded(reply.prefix.size, into: &writer) { reply.prefix.encode(into: $0) }
@@ -285,6 +287,14 @@ public enum MessageCodec {
         let prefix = try ExchangePrefix.decode(reader.bytes)
         try ExchangePrefix.validate(prefix, payloadLength: reader.bytes.count)
         _ = try reader.bytes(count: prefix.size)
+        guard prefix.encoding == .none else {
+            let body = try reader.bytes(count: reader.remaining)
+            if prefix.encoding == .topK {
+                try GradientCodec.validateTopKEntries(
+                    body, shardCount: prefix.baseVersions.count, count: Int(prefix.count), type: .exchange)
+            }
+            return .exchange(Exchange(prefix: prefix, compressed: Array(body)))
+        }
         return .exchange(Exchange(prefix: prefix, gradient: floats(try reader.bytes(count: 4 * Int(prefix.count)))))
     }
 

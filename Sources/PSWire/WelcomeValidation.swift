@@ -136,5 +136,14 @@ extension JobDescription {
         guard !steps.multipliedReportingOverflow(by: globalBatch).overflow else {
             throw fail("epochs", "\(epochs) over \(trainRows) rows is more samples than a 64-bit counter holds")
         }
+        guard compressionSetting != nil else {
+            throw fail("compression", "is \(compression ?? ""), expected none, fp16, bf16 or topk:FRACTION")
+        }
+    }
+
+    /// The job's gradient compression: `.none` when the key is absent, nil when it does not parse.
+    public var compressionSetting: CompressionSetting? {
+        guard let compression else { return CompressionSetting.none }
+        return CompressionSetting(parsing: compression)
     }
 }
