@@ -179,6 +179,7 @@ public final class ParameterServer: Sendable {
             fields["batch"] = .int(job.batchPerWorker)
             fields["epochs"] = .int(job.epochs)
             if config.mode == .ssp { fields["staleness"] = .int(Int(config.staleness)) }
+            if let compression = job.compression { fields["compression"] = .string(compression) }
         }
         return fields
     }

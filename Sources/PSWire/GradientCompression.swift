@@ -85,18 +85,36 @@ public enum CompressionSetting: Sendable, Equatable, CustomStringConvertible {
 public enum GradientCodec {
     // MARK: Half precision
 
-    /// IEEE binary16 bits of `value`, rounded to nearest even; finite values beyond ±65504 saturate to ±65504
-    /// (a gradient too large for fp16 still travels, clipped), NaN stays NaN.
+    /// IEEE binary16 bits of `value`, rounded to nearest even; finite values beyond ±65504 and infinities
+    /// saturate to ±65504 (a gradient too large for fp16 still travels, clipped), NaN stays NaN.
+    ///
+    /// Bit arithmetic rather than `Float16(_:)`, which on x86-64 without F16C is a library call per value.
     @inline(__always)
     public static func fp16Bits(_ value: Float) -> UInt16 {
-        if value.isNaN { return 0x7E00 }
-        let clamped = min(max(value, -65504), 65504)
-        return Float16(clamped).bitPattern
+        var bits = value.bitPattern
+        let sign = UInt16(truncatingIfNeeded: (bits >> 16) & 0x8000)
+        bits &= 0x7FFF_FFFF
+        if bits > 0x7F80_0000 { return sign | 0x7E00 }  // NaN
+        // 65520 (0x477FF000) and above round to infinity: saturate everything above 65504 instead.
+        if bits > 0x477F_E000 { return sign | 0x7BFF }
+        if bits < 0x3880_0000 {
+            // Subnormal or zero: adding 0.5 (exponent 126) aligns the 10 mantissa bits at the bottom, and the
+            // float addition rounds them to nearest even.
+            let aligned = (Float(bitPattern: bits) + Float(bitPattern: 126 << 23)).bitPattern
+            return sign | UInt16(truncatingIfNeeded: aligned &- (126 << 23))
+        }
+        // Normal: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even.
+        let odd = (bits >> 13) & 1
+        bits = bits &+ 0xC800_0FFF &+ odd  // ((15 - 127) << 23) + 0xFFF, wrapping
+        return sign | UInt16(truncatingIfNeeded: bits >> 13)
     }
+
+    /// Every binary16 bit pattern's float32 value, built once.
+    private static let fp16Table: [Float] = (0...UInt16.max).map { Float(Float16(bitPattern: $0)) }
 
     /// The float32 value of binary16 bits (exact).
     @inline(__always)
-    public static func float(fp16Bits bits: UInt16) -> Float { Float(Float16(bitPattern: bits)) }
+    public static func float(fp16Bits bits: UInt16) -> Float { fp16Table[Int(bits)] }
 
     /// bfloat16 bits of `value` (the high 16 bits of its float32, rounded to nearest even); NaN stays NaN.
     @inline(__always)
@@ -132,59 +150,47 @@ public enum GradientCodec {
 
     /// The indices of the `k` largest-magnitude values, ascending; ties go to the lower index, so the choice is a
     /// function of the values alone (BSP stays bitwise reproducible). NaN counts as larger than any number.
+    ///
+    /// A radix select on the magnitude bits (non-negative floats order as their bit patterns): three histogram
+    /// passes fix the k-th largest magnitude T and how many of the values equal to T are needed; a last pass takes
+    /// every value above T and the lowest-indexed ones equal to it. No sort, no per-element allocation.
     public static func topKIndices(_ values: UnsafeBufferPointer<Float>, k: Int) -> [UInt32] {
         let n = values.count
         guard k > 0 else { return [] }
         guard k < n else { return (0..<UInt32(n)).map { $0 } }
-        // Key: magnitude bits (monotone in |x| for non-negative floats, NaN above infinity), then the complement
-        // of the index, so that a larger key is a larger magnitude or, at equal magnitude, a lower index. Keys are
-        // unique, so the k largest form one well-defined set.
-        var keys = [UInt64](repeating: 0, count: n)
-        for index in 0..<n {
-            let magnitude = values[index].bitPattern & 0x7FFF_FFFF
-            keys[index] = UInt64(magnitude) << 32 | UInt64(~UInt32(index))
+        var threshold: UInt32 = 0  // the high bits of T found so far
+        var known: UInt32 = 0  // which bits of T are known
+        var needed = k  // how many values at or below the found prefix are still to take
+        let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: 2048)
+        defer { counts.deallocate() }
+        for (shift, width) in [(UInt32(20), UInt32(11)), (9, 11), (0, 9)] {
+            let bucketMask: UInt32 = 1 << width - 1
+            let (prefix, prefixMask) = (threshold, known)  // locals: the loop below must not touch captured state
+            counts.initialize(repeating: 0)
+            for value in values {
+                let magnitude = value.bitPattern & 0x7FFF_FFFF
+                if magnitude & prefixMask == prefix { counts[Int((magnitude >> shift) & bucketMask)] += 1 }
+            }
+            var bucket = Int(bucketMask)
+            while counts[bucket] < needed {
+                needed -= counts[bucket]
+                bucket -= 1
+            }
+            threshold |= UInt32(bucket) << shift
+            known |= bucketMask << shift
         }
-        let threshold = keys.withUnsafeMutableBufferPointer { selectKthLargest($0, k: k) }
         var indices: [UInt32] = []
         indices.reserveCapacity(k)
         for index in 0..<n {
             let magnitude = values[index].bitPattern & 0x7FFF_FFFF
-            if UInt64(magnitude) << 32 | UInt64(~UInt32(index)) >= threshold { indices.append(UInt32(index)) }
+            if magnitude > threshold {
+                indices.append(UInt32(index))
+            } else if magnitude == threshold, needed > 0 {
+                indices.append(UInt32(index))
+                needed -= 1
+            }
         }
         return indices
-    }
-
-    /// The k-th largest of unique keys (1-based), by quickselect with a median-of-three pivot; reorders `keys`.
-    private static func selectKthLargest(_ keys: UnsafeMutableBufferPointer<UInt64>, k: Int) -> UInt64 {
-        var low = 0
-        var high = keys.count - 1
-        let target = k - 1  // position in descending order
-        while low < high {
-            let middle = low + (high - low) / 2
-            let a = keys[low]
-            let b = keys[middle]
-            let c = keys[high]
-            let pivot = max(min(a, b), min(max(a, b), c))
-            var i = low
-            var j = high
-            while i <= j {
-                while keys[i] > pivot { i += 1 }
-                while keys[j] < pivot { j -= 1 }
-                if i <= j {
-                    keys.swapAt(i, j)
-                    i += 1
-                    j -= 1
-                }
-            }
-            if target <= j {
-                high = j
-            } else if target >= i {
-                low = i
-            } else {
-                return keys[target]
-            }
-        }
-        return keys[target]
     }
 
     /// The bytes one shard's top-k entry takes: u32 k, then k u32 indices and k float32 values.
@@ -233,9 +239,12 @@ public enum GradientCodec {
         try validateLength(encoding, count: count, shardCount: shardSizes.count, bodyBytes: body.count, type: type)
         switch encoding {
         case .fp16:
-            for index in 0..<count {
-                destination[index] = float(
-                    fp16Bits: UInt16(littleEndian: body.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self)))
+            fp16Table.withUnsafeBufferPointer { table in
+                for index in 0..<count {
+                    destination[index] =
+                        table[
+                            Int(UInt16(littleEndian: body.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self)))]
+                }
             }
         case .bf16:
             for index in 0..<count {

@@ -2,6 +2,7 @@ import Foundation
 import PSCLI
 import PSMath
 import PSPosix
+import PSWire
 
 /// `psbench`: throughput and latency benchmarks, each reported as a ratio to a baseline measured in the same run.
 @main
@@ -21,7 +22,13 @@ struct PSBenchCommand {
                 options: [quick]),
             Command(
                 name: "train", abstract: "Seconds per epoch with 2 workers and 1 process; worker GFLOPS vs sgemm.",
-                options: [quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed).")]),
+                options: [
+                    quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
+                    Option(
+                        "compression", value: "list",
+                        help: "Compare these compressions (e.g. fp16,topk:0.01) against none instead."),
+                    Option("epochs", value: "e", help: "Epochs per compression job.", default: "1"),
+                ]),
             Command(
                 name: "modes",
                 abstract: "bsp, ssp S=1,2,4 and async with one slowed worker: waits, samples/s, accuracy.",
@@ -81,7 +88,22 @@ struct PSBenchCommand {
                 printTable("psbench server", try ServerBench.run(quick: isQuick))
             }
             if which == "train" || which == "all" {
-                printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
+                if which == "train", let list = arguments.string("compression") {
+                    let compressions = list.split(separator: ",").map(String.init)
+                    guard !compressions.isEmpty, compressions.allSatisfy({ CompressionSetting(parsing: $0) != nil })
+                    else {
+                        throw UsageError(
+                            "Invalid value for '--compression <list>': expected a comma-separated list of fp16, bf16, "
+                                + "none or topk:FRACTION, got \(list)")
+                    }
+                    let epochs = try arguments.required("epochs", as: Int.self, in: 1...1000)
+                    printTable(
+                        "psbench train --compression",
+                        try TrainBench.compressionRows(
+                            data: arguments.string("data"), compressions: compressions, epochs: epochs))
+                } else {
+                    printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
+                }
             }
             if which == "modes" {
                 let delay = try arguments.required("delay-ms", as: Int.self, in: 0...3_600_000)

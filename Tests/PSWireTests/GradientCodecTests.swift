@@ -27,6 +27,22 @@ final class GradientCodecTests: XCTestCase {
         XCTAssertEqual(GradientCodec.fp16Bits(0.1), 0x2E66)
     }
 
+    func test_fp16Bits_agreeWithFloat16Conversion_andTheTableWithFloat16() {
+        var generator = SplitMix(seed: 3)
+        var checked = 0
+        while checked < 200_000 {
+            let value = Float(bitPattern: UInt32(truncatingIfNeeded: generator.next()))
+            guard !value.isNaN, abs(value) <= 65504 else { continue }
+            XCTAssertEqual(GradientCodec.fp16Bits(value), Float16(value).bitPattern, "\(value)")
+            checked += 1
+        }
+        for bits in 0...UInt16.max {
+            let expected = Float(Float16(bitPattern: bits))
+            let got = GradientCodec.float(fp16Bits: bits)
+            XCTAssertTrue(got.bitPattern == expected.bitPattern || (got.isNaN && expected.isNaN), "\(bits)")
+        }
+    }
+
     func test_bf16_representableValues_roundTripExactly() {
         for value: Float in [0, -0, 1, -3, 0.5, 1.5, 1e30, -1e-30, .infinity, -.infinity, 1.0078125] {
             let rounded = Float(bitPattern: value.bitPattern & 0xFFFF_0000)
