@@ -20,6 +20,8 @@ final class Session {
     var pendingChallenge: (hello: Hello, nonce: [UInt8])? = nil
     /// Reused buffer for pull replies: filled under the shard lock, sent after it is released.
     var sendBuffer: [Float] = []
+    /// Reused buffer for fp16/bf16 exchange replies (`--compress-pulls`).
+    var sendBytes: [UInt8] = []
     /// A compressed exchange's gradient, decoded to float32 (reused from step to step, freed with the session).
     private var decompressed = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
 

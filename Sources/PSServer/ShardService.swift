@@ -337,7 +337,9 @@ struct ShardService {
             minClock = slowest
         }
         guard try waitUntilReadable(step: prefix.clock + 1, session: session, requestID: requestID) else { return }
-        try sendOwnedWeights(model, jobState: jobState, minClock: minClock, session: session, requestID: requestID)
+        try sendOwnedWeights(
+            model, jobState: jobState, minClock: minClock, encoding: prefix.replyEncoding, session: session,
+            requestID: requestID)
     }
 
     /// Decodes a compressed exchange body into the session's decompression buffer, shard by shard as the model's
@@ -360,8 +362,12 @@ struct ShardService {
 
     /// Answers an exchange with every owned shard's weights and versions in one frame (copied under each shard's
     /// lock on the shard helpers, sent after every lock is released).
+    ///
+    /// With `encoding` fp16 or bf16 (the exchange asked for it: `psserver --compress-pulls`) the weights are
+    /// rounded into the session's byte buffer after the copy and travel at 2 bytes each.
     private func sendOwnedWeights(
-        _ model: ShardedModel, jobState: JobState, minClock: UInt64, session: Session, requestID: UInt64
+        _ model: ShardedModel, jobState: JobState, minClock: UInt64, encoding: GradientEncoding, session: Session,
+        requestID: UInt64
     ) throws(TransportError) {
         let shards = model.shards
         let elements = model.ownedElements
@@ -386,7 +392,22 @@ struct ShardService {
             }
         }
         let replyPrefix = ExchangeReplyPrefix(
-            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(elements.count))
+            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(elements.count),
+            encoding: encoding)
+        if encoding != .none {
+            if session.sendBytes.count != 2 * elements.count {
+                session.sendBytes = [UInt8](repeating: 0, count: 2 * elements.count)
+            }
+            session.sendBuffer.withUnsafeBufferPointer { floats in
+                session.sendBytes.withUnsafeMutableBytes { GradientCodec.encodeHalf(encoding, floats, into: $0) }
+            }
+            server.serverMetrics.exchangeWeightBytes.wrappingAdd(UInt64(2 * elements.count), ordering: .relaxed)
+            try session.sendBytes.withUnsafeBufferPointer { (bytes) throws(TransportError) in
+                try session.connection.sendExchangeReply(
+                    prefix: replyPrefix, body: UnsafeRawBufferPointer(bytes), requestID: requestID)
+            }
+            return
+        }
         server.serverMetrics.exchangeWeightBytes.wrappingAdd(UInt64(4 * elements.count), ordering: .relaxed)
         try session.sendBuffer.withUnsafeBufferPointer { (floats) throws(TransportError) in
             try session.connection.sendExchangeReply(prefix: replyPrefix, floats: floats, requestID: requestID)
@@ -461,7 +482,9 @@ struct ShardService {
                 }
             }
         }
-        try sendOwnedWeights(model, jobState: .running, minClock: step + 1, session: session, requestID: requestID)
+        try sendOwnedWeights(
+            model, jobState: .running, minClock: step + 1, encoding: prefix.replyEncoding, session: session,
+            requestID: requestID)
     }
 
     /// SSP/async `exchange` whose update some shard could not prove finite: takes every shard's lock in shard

@@ -25,6 +25,8 @@ public struct JobRequest: Sendable {
     public var workers = 1
     /// Gradient compression for the job's exchanges (`--compression`).
     public var compression: CompressionSetting = .none
+    /// Whether exchange replies carry fp16/bf16 weights too (`--compress-pulls`; needs fp16 or bf16).
+    public var compressPulls = false
 
     public init() {}
 }
@@ -131,6 +133,14 @@ public enum JobPlanner {
             featureCount: train.featureCount, classCount: classes, stepsPerEpoch: stepsPerEpoch,
             totalSteps: stepsPerEpoch.multipliedReportingOverflow(by: request.epochs).partialValue)
         job.compression = request.compression == .none ? nil : request.compression.description
+        if request.compressPulls {
+            guard request.compression == .fp16 || request.compression == .bf16 else {
+                throw PlanError(
+                    "--compress-pulls needs --compression fp16 or bf16 (weights travel as half floats), "
+                        + "not \(request.compression)")
+            }
+            job.compressPulls = true
+        }
         do {
             // What every worker checks on the welcome: the step and sample counts fit their integers.
             try job.validate()

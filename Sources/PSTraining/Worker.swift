@@ -121,6 +121,8 @@ public final class Worker {
     private var slowestClock: UInt64 = 0
     /// The job's gradient compression (nil: none), with top-k's residual; made when the job starts.
     private var compressor: GradientCompressor?
+    /// How exchange replies carry the weights: float32, or with `--compress-pulls` the compressor's fp16/bf16.
+    private var weightEncoding = GradientEncoding.none
     /// Bytes this worker's steps moved so far (gradients as sent, weights as received).
     public private(set) var traffic = WorkerTraffic()
 
@@ -225,6 +227,7 @@ public final class Worker {
         // Compressed gradients travel in exchanges only, so a compressed async job uses them too.
         if let setting = job.compressionSetting, setting != .none {
             compressor = GradientCompressor(setting: setting, elementCount: layout.totalElements)
+            if job.compressPulls == true { weightEncoding = setting.encoding }
         }
         let usesExchange = job.mode != "async" || compressor != nil
         log.info("training", ["rank": rank, "start_step": step, "total_steps": totalSteps, "data": "\(source)"])
@@ -545,7 +548,8 @@ public final class Worker {
                             try member.client.exchange(
                                 rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
                                 baseVersions: Array(baseVersions[member.shards]), count: member.elements.count,
-                                encoding: compressor.encoding, body: UnsafeRawBufferPointer(bytes), into: destination)
+                                encoding: compressor.encoding, body: UnsafeRawBufferPointer(bytes),
+                                replyEncoding: weightEncoding, into: destination)
                         }
                     } else {
                         sentBytes += 4 * member.elements.count
@@ -569,7 +573,7 @@ public final class Worker {
         traffic.steps += 1
         var state = JobState.running
         for (member, reply) in zip(servers.members, replies) {
-            traffic.weightBytes += UInt64(4 * member.elements.count)
+            traffic.weightBytes += UInt64((weightEncoding == .none ? 4 : 2) * member.elements.count)
             guard case .exchanged(let prefix) = reply, prefix.versions.count == member.shards.count else {
                 throw .protocolViolation("expected an exchange reply for shards \(member.shards), got \(reply)")
             }

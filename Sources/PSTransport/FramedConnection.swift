@@ -219,6 +219,18 @@ public final class FramedConnection: @unchecked Sendable {
             prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 
+    /// Sends an exchange reply whose weights travel compressed (`prefix.encoding` fp16 or bf16) in `body`.
+    public func sendExchangeReply(
+        prefix: ExchangeReplyPrefix, body: UnsafeRawBufferPointer, requestID: UInt64
+    ) throws(TransportError) {
+        precondition(prefix.encoding != .none, "a compressed exchange reply names its encoding")
+        try sendTensorFrame(
+            header: FrameHeader(
+                type: .exchangeReply, flags: .reply, payloadLength: UInt32(prefix.size + body.count),
+                requestID: requestID),
+            prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, body: body)
+    }
+
     /// Sends a push acknowledgement from a stack buffer: no allocation on the small-message reply path.
     public func sendPushAck(_ ack: PushAck, requestID: UInt64) throws(TransportError) {
         try sendTensorFrame(

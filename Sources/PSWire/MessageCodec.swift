@@ -67,9 +67,10 @@ public enum MessageCodec {
             writer.writeFloats(exchange.gradient)
             exchange.compressed.withUnsafeBytes { writer.writeBytes($0) }
         case .exchangeReply(let reply):
-            writer = ByteWriter(capacity: reply.prefix.size + 4 * reply.weights.count)
+            writer = ByteWriter(capacity: reply.prefix.size + 4 * reply.weights.count + reply.compressed.count)
             writeEncoded(reply.prefix.size, into: &writer) { reply.prefix.encode(into: $0) }
             writer.writeFloats(reply.weights)
+            reply.compressed.withUnsafeBytes { writer.writeBytes($0) }
         case .clock(let clock):
             writer.writeInteger(clock.rank)
             writer.writeInteger(UInt32(0))
@@ -302,6 +303,10 @@ public enum MessageCodec {
         let prefix = try ExchangeReplyPrefix.decode(reader.bytes)
         try ExchangeReplyPrefix.validate(prefix, payloadLength: reader.bytes.count)
         _ = try reader.bytes(count: prefix.size)
+        guard prefix.encoding == .none else {
+            return .exchangeReply(
+                ExchangeReply(prefix: prefix, compressed: Array(try reader.bytes(count: reader.remaining))))
+        }
         return .exchangeReply(
             ExchangeReply(prefix: prefix, weights: floats(try reader.bytes(count: 4 * Int(prefix.count)))))
     }

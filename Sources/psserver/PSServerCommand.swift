@@ -84,6 +84,8 @@ struct PSServerCommand {
                 help: "How workers compress exchange gradients (top-k keeps the residual on the worker).",
                 default: "none"),
             Option(
+                "compress-pulls", help: "Exchange replies carry the weights as fp16/bf16 too (needs --compression)."),
+            Option(
                 "worker-timeout", value: "seconds", help: "Declare a silent worker dead after this long.",
                 default: "10"),
             Option(
@@ -226,7 +228,9 @@ struct PSServerCommand {
             config.advertise = advertise
         }
 
-        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed", "compression"]
+        let jobFlags = [
+            "workers", "data", "test", "label-column", "batch", "epochs", "seed", "compression", "compress-pulls",
+        ]
         if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {
             throw UsageError(
                 "--\(given) is a training-job flag and needs --model (without --model the server is a plain "
@@ -254,6 +258,7 @@ struct PSServerCommand {
                         + "topk:FRACTION with 0 < FRACTION <= 1, got \(compression)")
             }
             request.compression = setting
+            request.compressPulls = arguments.has("compress-pulls")
             do {
                 let planned = try JobPlanner.plan(request)
                 config.job = planned.job
