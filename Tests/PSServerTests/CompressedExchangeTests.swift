@@ -11,8 +11,9 @@ import XCTest
 /// body (index out of range, unsorted, wrong length, non-finite values) refused with nothing applied while the
 /// connection stays usable.
 final class CompressedExchangeTests: XCTestCase {
-    private func harness(shards: Int) throws -> ServerHarness {
-        try ServerHarness(shards: shards) { config in
+    private func harness(shards: Int, learningRate: Float = 1) throws -> ServerHarness {
+        try ServerHarness(shards: shards, optimizer: OptimizerConfig(kind: .sgd, learningRate: learningRate)) {
+            config in
             config.mode = .async
             config.job = JobDescription(
                 model: "softmax", data: "synthetic", test: nil, labelColumn: "", batchPerWorker: 4, epochs: 1,
@@ -24,14 +25,14 @@ final class CompressedExchangeTests: XCTestCase {
     /// One compressed exchange; returns the reply's prefix and the weights it carried.
     private static func exchange(
         _ client: ParameterClient, clock: UInt64, count: Int, encoding: GradientEncoding, body: [UInt8],
-        baseVersions: [UInt64]
+        baseVersions: [UInt64], replyEncoding: GradientEncoding = .none
     ) throws -> (ExchangeReplyPrefix, [Float]) {
         var weights = [Float](repeating: .nan, count: count)
         let reply = try body.withUnsafeBytes { raw in
             try weights.withUnsafeMutableBufferPointer { w in
                 try client.exchange(
                     rank: client.rank ?? 0, clock: clock, loss: 0.5, samples: 4, baseVersions: baseVersions,
-                    count: count, encoding: encoding, body: raw, into: w
+                    count: count, encoding: encoding, body: raw, replyEncoding: replyEncoding, into: w
                 ).wait()
             }
         }
@@ -68,6 +69,30 @@ final class CompressedExchangeTests: XCTestCase {
         let (_, weights) = try Self.exchange(
             client, clock: 0, count: 3, encoding: .bf16, body: Self.half(.bf16, gradient), baseVersions: [0])
         XCTAssertEqual(weights, gradient.map { -GradientCodec.float(bf16Bits: GradientCodec.bf16Bits($0)) })
+    }
+
+    /// `--compress-pulls`: the exchange asks for fp16 (or bf16) weights and the reply carries them rounded, while
+    /// the server keeps float32.
+    func test_compressedReply_carriesTheWeightsRounded_serverKeepsFloat32() throws {
+        let harness = try harness(shards: 2, learningRate: 0.3)
+        let client = try harness.client(name: "solo")
+        defer { client.close() }
+        _ = try client.register(zeroTensors([5]))
+        let gradient: [Float] = [0.1, -2, 3.3, 0.5, 1e-3]
+        for (step, encoding) in [GradientEncoding.fp16, .bf16].enumerated() {
+            let (prefix, weights) = try Self.exchange(
+                client, clock: UInt64(step), count: 5, encoding: .fp16, body: Self.half(.fp16, gradient),
+                baseVersions: [UInt64(step), UInt64(step)], replyEncoding: encoding)
+            XCTAssertEqual(prefix.encoding, encoding)
+            let exact = try XCTUnwrap(harness.server.store.snapshot()).weights
+            let rounded = exact.map {
+                encoding == .fp16
+                    ? GradientCodec.float(fp16Bits: GradientCodec.fp16Bits($0))
+                    : GradientCodec.float(bf16Bits: GradientCodec.bf16Bits($0))
+            }
+            XCTAssertEqual(weights, rounded, "\(encoding)")
+            XCTAssertNotEqual(exact, rounded, "the server's weights are not rounded")
+        }
     }
 
     func test_topKExchange_appliesTheSentValuesOnly() throws {

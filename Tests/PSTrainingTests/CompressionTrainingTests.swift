@@ -24,7 +24,8 @@ final class CompressionTrainingTests: XCTestCase {
 
     /// Trains `model` on `data` in BSP with two workers and returns the final weights and their test accuracy.
     private func train(
-        compression: CompressionSetting, data: String = "digits", model: String = "mlp:32", batch: Int = 32,
+        compression: CompressionSetting, compressPulls: Bool = false, data: String = "digits", model: String = "mlp:32",
+        batch: Int = 32,
         epochs: Int = 8, learningRate: Float = 0.1, mode: ConsistencyMode = .bsp
     ) throws -> Run {
         Signals.ignoreSIGPIPE()
@@ -36,6 +37,7 @@ final class CompressionTrainingTests: XCTestCase {
         request.epochs = epochs
         request.mode = mode.rawValue
         request.compression = compression
+        request.compressPulls = compressPulls
         let planned = try JobPlanner.plan(request)
         var config = ServerConfig()
         config.host = "127.0.0.1"
@@ -102,6 +104,9 @@ final class CompressionTrainingTests: XCTestCase {
             XCTAssertEqual(first.weights.map(\.bitPattern), second.weights.map(\.bitPattern), "\(setting)")
             XCTAssertNotEqual(first.weights, plain.weights, "\(setting) changes what is applied")
         }
+        let first = try train(compression: .bf16, compressPulls: true, epochs: 1)
+        let second = try train(compression: .bf16, compressPulls: true, epochs: 1)
+        XCTAssertEqual(first.weights.map(\.bitPattern), second.weights.map(\.bitPattern), "bf16 with compressed pulls")
     }
 
     /// Digits (1797 rows), MLP-32, two workers, eight epochs: fp16 and top-k 5 % stay near the uncompressed accuracy,
@@ -110,9 +115,16 @@ final class CompressionTrainingTests: XCTestCase {
         let plain = try train(compression: .none)
         let fp16 = try train(compression: .fp16)
         let topK = try train(compression: .topK(fraction: 0.05))
+        let fp16Pulls = try train(compression: .fp16, compressPulls: true)
         print(
             "digits mlp:32 8 epochs test accuracy: none \(plain.accuracy), fp16 \(fp16.accuracy), "
-                + "topk:0.05 \(topK.accuracy)")
+                + "topk:0.05 \(topK.accuracy), fp16 with compressed pulls \(fp16Pulls.accuracy)")
+        XCTAssertEqual(fp16Pulls.accuracy, plain.accuracy, accuracy: 0.02)
+        // Half the weight bytes, but for each worker's first pull (float32).
+        let plainWeightBytes = Double(plain.traffic.map(\.weightBytes).reduce(0, +))
+        let pullWeightBytes = Double(fp16Pulls.traffic.map(\.weightBytes).reduce(0, +))
+        XCTAssertGreaterThan(pullWeightBytes, 0.5 * plainWeightBytes)
+        XCTAssertLessThan(pullWeightBytes, 0.51 * plainWeightBytes)
         XCTAssertGreaterThan(plain.accuracy, 0.8)
         XCTAssertEqual(fp16.accuracy, plain.accuracy, accuracy: 0.02)
         XCTAssertEqual(topK.accuracy, plain.accuracy, accuracy: 0.05)

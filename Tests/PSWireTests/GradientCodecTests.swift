@@ -178,6 +178,36 @@ final class GradientCodecTests: XCTestCase {
         XCTAssertEqual(try bytes.withUnsafeBytes { try ExchangePrefix.decode($0) }, prefix)
     }
 
+    func test_exchangePrefix_replyEncodingTravelsInTheSecondByte_highBitsRefused() throws {
+        let prefix = ExchangePrefix(
+            rank: 0, clock: 1, loss: 0, samples: 1, baseVersions: [1], count: 2, encoding: .fp16, replyEncoding: .bf16)
+        var bytes = [UInt8](repeating: 0, count: prefix.size)
+        bytes.withUnsafeMutableBytes { prefix.encode(into: $0) }
+        XCTAssertEqual(Array(bytes[(prefix.size - 4)...]), [1, 2, 0, 0])
+        XCTAssertEqual(try bytes.withUnsafeBytes { try ExchangePrefix.decode($0) }, prefix)
+        bytes[prefix.size - 2] = 1
+        XCTAssertThrowsError(try bytes.withUnsafeBytes { try ExchangePrefix.decode($0) }) {
+            XCTAssertTrue("\($0)".contains("high 16 bits must be 0"), "\($0)")
+        }
+        var topKReply = prefix
+        topKReply.replyEncoding = .topK
+        XCTAssertThrowsError(try ExchangePrefix.validate(topKReply, payloadLength: prefix.size + 4)) {
+            XCTAssertTrue("\($0)".contains("weights travel as 0 float32, 1 fp16 or 2 bf16"), "\($0)")
+        }
+    }
+
+    func test_compressedExchangeReply_roundTripsThroughTheCodec() throws {
+        let reply = ExchangeReply(
+            prefix: ExchangeReplyPrefix(jobState: .running, minClock: 6, versions: [6, 6], count: 3, encoding: .bf16),
+            compressed: [0x00, 0x3e, 0x40, 0xbf, 0x80, 0x3f])
+        let frame = MessageCodec.encodeFrame(.exchangeReply(reply), requestID: 16)
+        XCTAssertEqual(try MessageCodec.decodeFrame(bytes: frame).message, .exchangeReply(reply))
+        var wrong = reply
+        wrong.compressed.removeLast()
+        XCTAssertThrowsError(
+            try MessageCodec.decodeFrame(bytes: MessageCodec.encodeFrame(.exchangeReply(wrong), requestID: 1)))
+    }
+
     func test_compressedExchange_roundTripsThroughTheCodec() throws {
         let body = topKBody([(indices: [2], values: [1.0]), (indices: [0], values: [-0.5])])
         let exchange = Exchange(
