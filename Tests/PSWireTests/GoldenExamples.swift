@@ -117,6 +117,14 @@ enum Golden {
                     weights: [0.125, -0.75, 1.0]))
         ),
         GoldenExample(
+            requestID: 16,
+            message: .exchangeReply(
+                ExchangeReply(
+                    prefix: ExchangeReplyPrefix(
+                        jobState: .running, minClock: 6, versions: [6, 6], count: 3, encoding: .bf16),
+                    compressed: [0x00, 0x3e, 0x40, 0xbf, 0x80, 0x3f]))
+        ),
+        GoldenExample(
             requestID: 10,
             message: .error(
                 ErrorMessage(code: .unknownShard, message: "shard 5 does not exist (the server has 3 shards)"))
