@@ -26,7 +26,7 @@ struct PSBenchCommand {
                     quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
                     Option(
                         "compression", value: "list",
-                        help: "Compare these compressions (e.g. fp16,topk:0.01) against none instead."),
+                        help: "Compare these compressions (e.g. fp16,topk:0.01,fp16+pulls) against none instead."),
                     Option("epochs", value: "e", help: "Epochs per compression job.", default: "1"),
                 ]),
             Command(
@@ -90,11 +90,15 @@ struct PSBenchCommand {
             if which == "train" || which == "all" {
                 if which == "train", let list = arguments.string("compression") {
                     let compressions = list.split(separator: ",").map(String.init)
-                    guard !compressions.isEmpty, compressions.allSatisfy({ CompressionSetting(parsing: $0) != nil })
-                    else {
+                    let valid = compressions.allSatisfy { spelling in
+                        let pulls = spelling.hasSuffix("+pulls")
+                        let setting = CompressionSetting(parsing: pulls ? String(spelling.dropLast(6)) : spelling)
+                        return setting != nil && (!pulls || setting == .fp16 || setting == .bf16)
+                    }
+                    guard !compressions.isEmpty, valid else {
                         throw UsageError(
                             "Invalid value for '--compression <list>': expected a comma-separated list of fp16, bf16, "
-                                + "none or topk:FRACTION, got \(list)")
+                                + "none, topk:FRACTION, fp16+pulls or bf16+pulls, got \(list)")
                     }
                     let epochs = try arguments.required("epochs", as: Int.self, in: 1...1000)
                     printTable(

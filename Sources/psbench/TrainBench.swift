@@ -39,9 +39,10 @@ enum TrainBench {
         return rows
     }
 
-    /// `psbench train --compression fp16,topk:0.01`: the two-worker MLP-128 job (batch 64 each) uncompressed
-    /// and with each compression in the same run: gradient bytes per worker step, seconds per epoch and the final
-    /// test accuracy, each against the uncompressed job.
+    /// `psbench train --compression fp16,topk:0.01,bf16+pulls`: the two-worker MLP-128 job (batch 64 each)
+    /// uncompressed and with each compression in the same run (`+pulls`: with `--compress-pulls`): gradient and
+    /// weight bytes per worker step, seconds per epoch and the final test accuracy, each against the uncompressed
+    /// job.
     static func compressionRows(data: String?, compressions: [String], epochs: Int) throws -> [BenchRow] {
         let dataSet = data ?? defaultData
         let plain = try compressedJob(data: dataSet, compression: "none", epochs: epochs)
@@ -52,6 +53,11 @@ enum TrainBench {
                 BenchRow(
                     name: "\(dataSet) mlp:128 gradient bytes per worker step, \(compression)",
                     value: run.gradientBytesPerStep, unit: "B", baseline: plain.gradientBytesPerStep,
+                    baselineName: "uncompressed", lowerIsBetter: true))
+            rows.append(
+                BenchRow(
+                    name: "\(dataSet) mlp:128 weight bytes per worker step, \(compression)",
+                    value: run.weightBytesPerStep, unit: "B", baseline: plain.weightBytesPerStep,
                     baselineName: "uncompressed", lowerIsBetter: true))
             rows.append(
                 BenchRow(
@@ -72,25 +78,32 @@ enum TrainBench {
 
     /// One two-worker job with `--compression`; bytes per step from the workers' `finished` lines.
     static func compressedJob(data: String, compression: String, epochs: Int) throws -> (
-        gradientBytesPerStep: Double, epochSeconds: Double, accuracy: Double
+        gradientBytesPerStep: Double, weightBytesPerStep: Double, epochSeconds: Double, accuracy: Double
     ) {
+        let pulls = compression.hasSuffix("+pulls")
         let (records, logs) = try runLocalJobWithWorkerLogs(
             name: "compress", workers: 2,
             serverArguments: [
                 "--workers", "2", "--model", "mlp:128", "--data", data, "--batch", "64", "--epochs", "\(epochs)",
-                "--compression", compression,
-            ])
+                "--compression", pulls ? String(compression.dropLast("+pulls".count)) : compression,
+            ] + (pulls ? ["--compress-pulls"] : []))
         var bytes = 0.0
+        var weightBytes = 0.0
         var steps = 0.0
         for log in logs {
             guard let line = log.split(separator: "\n").last(where: { $0.contains("event=finished") }),
-                let sent = field("gradient_bytes", in: line), let done = field("steps", in: line)
+                let sent = field("gradient_bytes", in: line), let received = field("weight_bytes", in: line),
+                let done = field("steps", in: line)
             else { throw BenchError("a worker of the \(compression) job logged no finished line") }
             bytes += sent
+            weightBytes += received
             steps += done
         }
         let accuracy = records.last { $0["type"] as? String == "epoch" }?["test_accuracy"] as? Double ?? .nan
-        return (bytes / max(steps, 1), try epochSeconds(records: records, workers: 2, batch: 64).seconds, accuracy)
+        return (
+            bytes / max(steps, 1), weightBytes / max(steps, 1),
+            try epochSeconds(records: records, workers: 2, batch: 64).seconds, accuracy
+        )
     }
 
     /// The number after ` key=` in a log line.
