@@ -113,42 +113,52 @@ public final class ConvNet: TrainableModel {
     public let seed: UInt64
     /// The most rows one call computes at once (`evaluate` chunks larger inputs).
     public let maxBatch: Int
+    /// The images the convolution blocks process at a time (see `init`).
+    public let chunkRows: Int
     private let layout: TensorLayout
 
-    private let col1, act1, pool1, col2, act2, pool2, act3, logits: Workspace
-    private let dAct1, dPool1, dCol2, dAct2, dPool2, dAct3: Workspace
+    // Whole-batch state kept from the forward pass for the backward pass.
+    private let pool1, pool2, act3, logits, dPool2, dAct3: Workspace
     private let codes1, codes2: UnsafeMutablePointer<UInt8>
+    // Per-chunk scratch: im2col matrices, convolution outputs (reused for their gradients) and the first pool's
+    // gradient.
+    private let col1, act1, col2, act2, dPool1: Workspace
     private let ones: Workspace
 
     /// A network with workspaces for up to `maxBatch` rows.
-    public init(geometry: Geometry, seed: UInt64, maxBatch: Int) {
+    ///
+    /// The convolution blocks run `chunkRows` images at a time, forward and backward: im2col, the product and the
+    /// pooling of one chunk stay in the core's cache, where sgemm runs near its peak, instead of streaming
+    /// megabytes of im2col matrix through memory. The backward pass recomputes each chunk's im2col (cheap) rather
+    /// than keeping the whole batch's. The default sizes a chunk's second im2col matrix to at most about 384 KiB.
+    public init(geometry: Geometry, seed: UInt64, maxBatch: Int, chunkRows: Int? = nil) {
         precondition(maxBatch >= 1, "maxBatch must be at least 1, got \(maxBatch)")
         self.geometry = geometry
         self.seed = seed
         self.maxBatch = maxBatch
-        layout = TensorLayout(geometry.parameters(seed: seed))
         let g = geometry
-        let pixels1 = maxBatch * g.conv1Height * g.conv1Width
-        let pixels2 = maxBatch * g.conv2Height * g.conv2Width
-        let pooled1 = maxBatch * g.pool1Height * g.pool1Width * g.channels1
-        col1 = Workspace(pixels1 * 9 * g.channels)
-        act1 = Workspace(pixels1 * g.channels1)
-        dAct1 = Workspace(pixels1 * g.channels1)
-        pool1 = Workspace(pooled1)
-        dPool1 = Workspace(pooled1)
-        col2 = Workspace(pixels2 * 9 * g.channels1)
-        dCol2 = Workspace(pixels2 * 9 * g.channels1)
-        act2 = Workspace(pixels2 * g.channels2)
-        dAct2 = Workspace(pixels2 * g.channels2)
+        let col2BytesPerImage = g.conv2Height * g.conv2Width * 9 * g.channels1 * MemoryLayout<Float>.size
+        let chunk = min(max(chunkRows ?? (384 * 1024 / max(col2BytesPerImage, 1)), 1), maxBatch)
+        self.chunkRows = chunk
+        layout = TensorLayout(geometry.parameters(seed: seed))
+        let pooled1 = g.pool1Height * g.pool1Width * g.channels1
+        pool1 = Workspace(maxBatch * pooled1)
+        codes1 = .allocate(capacity: maxBatch * pooled1)
+        codes1.initialize(repeating: 0, count: maxBatch * pooled1)
         pool2 = Workspace(maxBatch * g.flattened)
         dPool2 = Workspace(maxBatch * g.flattened)
+        codes2 = .allocate(capacity: maxBatch * g.flattened)
+        codes2.initialize(repeating: 0, count: maxBatch * g.flattened)
         act3 = Workspace(maxBatch * g.hidden)
         dAct3 = Workspace(maxBatch * g.hidden)
         logits = Workspace(maxBatch * g.classes)
-        codes1 = .allocate(capacity: pooled1)
-        codes1.initialize(repeating: 0, count: pooled1)
-        codes2 = .allocate(capacity: maxBatch * g.flattened)
-        codes2.initialize(repeating: 0, count: maxBatch * g.flattened)
+        let pixels1 = chunk * g.conv1Height * g.conv1Width
+        let pixels2 = chunk * g.conv2Height * g.conv2Width
+        col1 = Workspace(pixels1 * 9 * g.channels)
+        act1 = Workspace(pixels1 * g.channels1)
+        col2 = Workspace(pixels2 * 9 * g.channels1)
+        act2 = Workspace(pixels2 * g.channels2)
+        dPool1 = Workspace(chunk * pooled1)
         ones = Workspace(maxBatch, value: 1)
     }
 
@@ -205,52 +215,61 @@ public final class ConvNet: TrainableModel {
 
     private func forward(_ p: ParameterValues, _ batch: Batch) {
         let g = geometry
-        let rows = batch.rows
         guard let input = batch.features.baseAddress else { preconditionFailure("empty batch") }
-        // Block 1: im2col, sgemm, bias + ReLU, pool.
-        let pixels1 = rows * g.conv1Height * g.conv1Width
-        Self.im2col(
-            input, rows: rows, height: g.height, width: g.width, channels: g.channels, into: col1.base)
-        Self.convolve(
-            col: col1.base, pixels: pixels1, depth: 9 * g.channels, weight: p[0], bias: p[1], outChannels: g.channels1,
-            into: act1.base)
-        Self.maxPool(
-            act1.base, rows: rows, height: g.conv1Height, width: g.conv1Width, channels: g.channels1, into: pool1.base,
-            codes: codes1)
-        // Block 2.
-        let pixels2 = rows * g.conv2Height * g.conv2Width
-        Self.im2col(
-            pool1.base, rows: rows, height: g.pool1Height, width: g.pool1Width, channels: g.channels1,
-            into: col2.base)
-        Self.convolve(
-            col: col2.base, pixels: pixels2, depth: 9 * g.channels1, weight: p[2], bias: p[3],
-            outChannels: g.channels2, into: act2.base)
-        Self.maxPool(
-            act2.base, rows: rows, height: g.conv2Height, width: g.conv2Width, channels: g.channels2,
-            into: pool2.base, codes: codes2)
-        // Dense layers: the ReLU hidden layer, then the logits.
-        Self.convolve(
-            col: pool2.base, pixels: rows, depth: g.flattened, weight: p[4], bias: p[5], outChannels: g.hidden,
-            into: act3.base)
-        Self.convolve(
-            col: act3.base, pixels: rows, depth: g.hidden, weight: p[6], bias: p[7], outChannels: g.classes,
-            into: logits.base, relu: false)
+        let pooled1 = g.pool1Height * g.pool1Width * g.channels1
+        for start in stride(from: 0, to: batch.rows, by: chunkRows) {
+            let count = min(chunkRows, batch.rows - start)
+            // Block 1: im2col, sgemm, then pool with the bias and ReLU applied to the pooled values only (the
+            // maximum of x + b is the maximum of x, plus b; ReLU commutes with the maximum).
+            Self.im2col(
+                input + start * g.inputCount, rows: count, height: g.height, width: g.width, channels: g.channels,
+                into: col1.base)
+            Self.multiply(
+                col1.base, pixels: count * g.conv1Height * g.conv1Width, depth: 9 * g.channels, by: p[0],
+                outChannels: g.channels1, into: act1.base)
+            Self.maxPool(
+                act1.base, rows: count, height: g.conv1Height, width: g.conv1Width, channels: g.channels1,
+                bias: p[1], into: pool1.base + start * pooled1, codes: codes1 + start * pooled1)
+            // Block 2.
+            Self.im2col(
+                pool1.base + start * pooled1, rows: count, height: g.pool1Height, width: g.pool1Width,
+                channels: g.channels1, into: col2.base)
+            Self.multiply(
+                col2.base, pixels: count * g.conv2Height * g.conv2Width, depth: 9 * g.channels1, by: p[2],
+                outChannels: g.channels2, into: act2.base)
+            Self.maxPool(
+                act2.base, rows: count, height: g.conv2Height, width: g.conv2Width, channels: g.channels2,
+                bias: p[3], into: pool2.base + start * g.flattened, codes: codes2 + start * g.flattened)
+        }
+        // Dense layers over the whole batch: the ReLU hidden layer, then the logits.
+        let rows = batch.rows
+        Self.multiply(pool2.base, pixels: rows, depth: g.flattened, by: p[4], outChannels: g.hidden, into: act3.base)
+        Self.addBias(p[5], to: act3.base, rows: rows, relu: true)
+        Self.multiply(act3.base, pixels: rows, depth: g.hidden, by: p[6], outChannels: g.classes, into: logits.base)
+        Self.addBias(p[7], to: logits.base, rows: rows, relu: false)
     }
 
-    /// `out[pixels][outChannels] = col[pixels][depth] · weight[depth][outChannels] + bias`, then ReLU unless told.
-    private static func convolve(
-        col: UnsafePointer<Float>, pixels: Int, depth: Int, weight: UnsafeBufferPointer<Float>,
-        bias: UnsafeBufferPointer<Float>, outChannels: Int, into out: UnsafeMutablePointer<Float>, relu: Bool = true
+    /// `out[pixels][outChannels] = input[pixels][depth] · weight[depth][outChannels]`.
+    private static func multiply(
+        _ input: UnsafePointer<Float>, pixels: Int, depth: Int, by weight: UnsafeBufferPointer<Float>,
+        outChannels: Int, into out: UnsafeMutablePointer<Float>
     ) {
         BLAS.sgemm(
-            transposeA: false, transposeB: false, m: pixels, n: outChannels, k: depth, alpha: 1, a: col, lda: depth,
+            transposeA: false, transposeB: false, m: pixels, n: outChannels, k: depth, alpha: 1, a: input, lda: depth,
             b: weight.baseAddress!, ldb: outChannels, beta: 0, c: out, ldc: outChannels)
-        for pixel in 0..<pixels {
-            let row = out + pixel * outChannels
+    }
+
+    /// Adds `bias` to every row of `values` (`rows x bias.count`), then ReLU when asked.
+    private static func addBias(
+        _ bias: UnsafeBufferPointer<Float>, to values: UnsafeMutablePointer<Float>, rows: Int, relu: Bool
+    ) {
+        let width = bias.count
+        for row in 0..<rows {
+            let outputs = values + row * width
             if relu {
-                for c in 0..<outChannels { row[c] = max(row[c] + bias[c], 0) }
+                for c in 0..<width { outputs[c] = max(outputs[c] + bias[c], 0) }
             } else {
-                for c in 0..<outChannels { row[c] += bias[c] }
+                for c in 0..<width { outputs[c] += bias[c] }
             }
         }
     }
@@ -268,7 +287,13 @@ public final class ConvNet: TrainableModel {
             for y in 0..<outHeight {
                 for x in 0..<outWidth {
                     for ky in 0..<3 {
-                        destination.update(from: image + ((y + ky) * width + x) * channels, count: run)
+                        let source = image + ((y + ky) * width + x) * channels
+                        if run <= 8 {
+                            // Single-channel images: a call to memmove per 3 floats would cost more than the copy.
+                            for i in 0..<run { destination[i] = source[i] }
+                        } else {
+                            destination.update(from: source, count: run)
+                        }
                         destination += run
                     }
                 }
@@ -298,11 +323,13 @@ public final class ConvNet: TrainableModel {
         }
     }
 
-    /// 2x2 stride-2 max-pool (floor), channels-last; `codes` records which of the window's four positions
-    /// (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) held each maximum (the first on ties).
+    /// 2x2 stride-2 max-pool (floor), channels-last, of a convolution's output before its bias and ReLU: writes
+    /// `max(maximum + bias, 0)` per channel, which equals pooling `max(x + bias, 0)`. `codes` records which of the
+    /// window's four positions (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) held each maximum (the
+    /// first on ties).
     static func maxPool(
         _ input: UnsafePointer<Float>, rows: Int, height: Int, width: Int, channels: Int,
-        into out: UnsafeMutablePointer<Float>, codes: UnsafeMutablePointer<UInt8>
+        bias: UnsafeBufferPointer<Float>, into out: UnsafeMutablePointer<Float>, codes: UnsafeMutablePointer<UInt8>
     ) {
         let (outHeight, outWidth) = (height / 2, width / 2)
         var o = 0
@@ -319,7 +346,7 @@ public final class ConvNet: TrainableModel {
                         if p1[c] > maximum { (maximum, which) = (p1[c], 1) }
                         if p2[c] > maximum { (maximum, which) = (p2[c], 2) }
                         if p3[c] > maximum { (maximum, which) = (p3[c], 3) }
-                        pooled[c] = maximum
+                        pooled[c] = max(maximum + bias[c], 0)
                         code[c] = which
                     }
                     o += channels
@@ -328,20 +355,21 @@ public final class ConvNet: TrainableModel {
         }
     }
 
-    /// The adjoint of `maxPool` followed by the ReLU mask: routes each pooled gradient to its maximum's position
-    /// when that maximum is positive (zero everywhere else), and adds the routed values per channel onto
-    /// `biasGradient` (a convolution's bias gradient is its output gradient summed over pixels).
+    /// The adjoint of `maxPool` and its ReLU: routes each pooled gradient to its maximum's position when the
+    /// pooled value is positive (zero everywhere else), and adds the routed values per channel onto
+    /// `biasGradient` (a convolution's bias gradient is its output gradient summed over pixels), which it zeroes
+    /// first when `resetBias`.
     static func unpool(
         _ pooledGradient: UnsafePointer<Float>, pooled: UnsafePointer<Float>, codes: UnsafePointer<UInt8>, rows: Int,
         height: Int, width: Int, channels: Int, into out: UnsafeMutablePointer<Float>,
-        biasGradient: UnsafeMutablePointer<Float>
+        biasGradient: UnsafeMutablePointer<Float>, resetBias: Bool
     ) {
         let (outHeight, outWidth) = (height / 2, width / 2)
         if height % 2 == 1 || width % 2 == 1 {
             // The dropped last row or column gets no gradient; the windows below overwrite everything else.
             out.update(repeating: 0, count: rows * height * width * channels)
         }
-        biasGradient.update(repeating: 0, count: channels)
+        if resetBias { biasGradient.update(repeating: 0, count: channels) }
         var o = 0
         for b in 0..<rows {
             for y in 0..<outHeight {
@@ -351,8 +379,9 @@ public final class ConvNet: TrainableModel {
                     let q3 = q2 + channels
                     let (gradient, value, code) = (pooledGradient + o, pooled + o, codes + o)
                     for c in 0..<channels {
-                        let routed = value[c] > 0 ? gradient[c] : 0
-                        let which = code[c]
+                        // Unconditional loads, so that the compiler can vectorise the selects.
+                        let (incoming, which) = (gradient[c], code[c])
+                        let routed = value[c] > 0 ? incoming : 0
                         q0[c] = which == 0 ? routed : 0
                         q1[c] = which == 1 ? routed : 0
                         q2[c] = which == 2 ? routed : 0
@@ -370,6 +399,7 @@ public final class ConvNet: TrainableModel {
     private func backward(_ p: ParameterValues, _ batch: Batch, _ gradient: GradientValues) {
         let g = geometry
         let rows = batch.rows
+        guard let input = batch.features.baseAddress else { preconditionFailure("empty batch") }
         // fc2 (the logits' deltas are in `logits`), then fc1 through its ReLU.
         denseBackward(
             input: act3.base, delta: logits.base, rows: rows, inWidth: g.hidden, outWidth: g.classes, weight: p[6],
@@ -377,46 +407,70 @@ public final class ConvNet: TrainableModel {
         denseBackward(
             input: pool2.base, delta: dAct3.base, rows: rows, inWidth: g.flattened, outWidth: g.hidden, weight: p[4],
             weightGradient: gradient[4], biasGradient: gradient[5], inputDelta: dPool2.base, inputActivation: nil)
-        // Block 2: un-pool onto the ReLU output's gradient through its mask (which also sums the bias
-        // gradient), then the convolution.
-        let pixels2 = rows * g.conv2Height * g.conv2Width
-        Self.unpool(
-            dPool2.base, pooled: pool2.base, codes: codes2, rows: rows, height: g.conv2Height, width: g.conv2Width,
-            channels: g.channels2, into: dAct2.base, biasGradient: gradient[3].baseAddress!)
-        denseBackward(
-            input: col2.base, delta: dAct2.base, rows: pixels2, inWidth: 9 * g.channels1, outWidth: g.channels2,
-            weight: p[2], weightGradient: gradient[2], biasGradient: nil, inputDelta: dCol2.base,
-            inputActivation: nil)
-        Self.col2im(
-            dCol2.base, rows: rows, height: g.pool1Height, width: g.pool1Width, channels: g.channels1,
-            into: dPool1.base)
-        // Block 1: the input needs no gradient.
-        let pixels1 = rows * g.conv1Height * g.conv1Width
-        Self.unpool(
-            dPool1.base, pooled: pool1.base, codes: codes1, rows: rows, height: g.conv1Height, width: g.conv1Width,
-            channels: g.channels1, into: dAct1.base, biasGradient: gradient[1].baseAddress!)
-        denseBackward(
-            input: col1.base, delta: dAct1.base, rows: pixels1, inWidth: 9 * g.channels, outWidth: g.channels1,
-            weight: p[0], weightGradient: gradient[0], biasGradient: nil, inputDelta: nil, inputActivation: nil)
+        // The convolution blocks chunk by chunk; the weight and bias gradients accumulate over the chunks in image
+        // order (the bias sums in exactly the whole batch's order).
+        let pooled1 = g.pool1Height * g.pool1Width * g.channels1
+        for start in stride(from: 0, to: rows, by: chunkRows) {
+            let (count, first) = (min(chunkRows, rows - start), start == 0)
+            // Block 2: un-pool onto the convolution output's gradient (through the ReLU's mask, summing the bias
+            // gradient), the weight gradient from the recomputed im2col, then the im2col gradient (into the
+            // im2col matrix's own space) folded back onto the first pool's output.
+            let pixels2 = count * g.conv2Height * g.conv2Width
+            Self.unpool(
+                dPool2.base + start * g.flattened, pooled: pool2.base + start * g.flattened,
+                codes: codes2 + start * g.flattened, rows: count, height: g.conv2Height, width: g.conv2Width,
+                channels: g.channels2, into: act2.base, biasGradient: gradient[3].baseAddress!, resetBias: first)
+            Self.im2col(
+                pool1.base + start * pooled1, rows: count, height: g.pool1Height, width: g.pool1Width,
+                channels: g.channels1, into: col2.base)
+            Self.weightGradient(
+                col2.base, delta: act2.base, pixels: pixels2, depth: 9 * g.channels1, outChannels: g.channels2,
+                into: gradient[2], accumulate: !first)
+            BLAS.sgemm(
+                transposeA: false, transposeB: true, m: pixels2, n: 9 * g.channels1, k: g.channels2, alpha: 1,
+                a: act2.base, lda: g.channels2, b: p[2].baseAddress!, ldb: g.channels2, beta: 0, c: col2.base,
+                ldc: 9 * g.channels1)
+            Self.col2im(
+                col2.base, rows: count, height: g.pool1Height, width: g.pool1Width, channels: g.channels1,
+                into: dPool1.base)
+            // Block 1: the same; the input needs no gradient.
+            Self.unpool(
+                dPool1.base, pooled: pool1.base + start * pooled1, codes: codes1 + start * pooled1, rows: count,
+                height: g.conv1Height, width: g.conv1Width, channels: g.channels1, into: act1.base,
+                biasGradient: gradient[1].baseAddress!, resetBias: first)
+            Self.im2col(
+                input + start * g.inputCount, rows: count, height: g.height, width: g.width, channels: g.channels,
+                into: col1.base)
+            Self.weightGradient(
+                col1.base, delta: act1.base, pixels: count * g.conv1Height * g.conv1Width, depth: 9 * g.channels,
+                outChannels: g.channels1, into: gradient[0], accumulate: !first)
+        }
     }
 
-    /// `dW = inputᵀ · delta`, `db` = column sums of `delta` (when given), and (when asked)
-    /// `inputDelta = delta · Wᵀ`, zeroed where `inputActivation` (a ReLU output) is not positive.
+    /// `weightGradient (+)= colᵀ · delta`: overwritten, or added to when `accumulate`.
+    private static func weightGradient(
+        _ col: UnsafePointer<Float>, delta: UnsafePointer<Float>, pixels: Int, depth: Int, outChannels: Int,
+        into weightGradient: UnsafeMutableBufferPointer<Float>, accumulate: Bool
+    ) {
+        BLAS.sgemm(
+            transposeA: true, transposeB: false, m: depth, n: outChannels, k: pixels, alpha: 1, a: col, lda: depth,
+            b: delta, ldb: outChannels, beta: accumulate ? 1 : 0, c: weightGradient.baseAddress!, ldc: outChannels)
+    }
+
+    /// `dW = inputᵀ · delta`, `db` = column sums of `delta`, and `inputDelta = delta · Wᵀ`, zeroed where
+    /// `inputActivation` (a ReLU output), when given, is not positive.
     private func denseBackward(
         input: UnsafePointer<Float>, delta: UnsafePointer<Float>, rows: Int, inWidth: Int, outWidth: Int,
         weight: UnsafeBufferPointer<Float>, weightGradient: UnsafeMutableBufferPointer<Float>,
-        biasGradient: UnsafeMutableBufferPointer<Float>?, inputDelta: UnsafeMutablePointer<Float>?,
+        biasGradient: UnsafeMutableBufferPointer<Float>, inputDelta: UnsafeMutablePointer<Float>,
         inputActivation: UnsafePointer<Float>?
     ) {
+        Self.weightGradient(
+            input, delta: delta, pixels: rows, depth: inWidth, outChannels: outWidth, into: weightGradient,
+            accumulate: false)
         BLAS.sgemm(
-            transposeA: true, transposeB: false, m: inWidth, n: outWidth, k: rows, alpha: 1, a: input, lda: inWidth,
-            b: delta, ldb: outWidth, beta: 0, c: weightGradient.baseAddress!, ldc: outWidth)
-        if let biasGradient {
-            BLAS.sgemm(
-                transposeA: false, transposeB: false, m: 1, n: outWidth, k: rows, alpha: 1, a: ones.base, lda: rows,
-                b: delta, ldb: outWidth, beta: 0, c: biasGradient.baseAddress!, ldc: outWidth)
-        }
-        guard let inputDelta else { return }
+            transposeA: false, transposeB: false, m: 1, n: outWidth, k: rows, alpha: 1, a: ones.base, lda: rows,
+            b: delta, ldb: outWidth, beta: 0, c: biasGradient.baseAddress!, ldc: outWidth)
         BLAS.sgemm(
             transposeA: false, transposeB: true, m: rows, n: inWidth, k: outWidth, alpha: 1, a: delta, lda: outWidth,
             b: weight.baseAddress!, ldb: outWidth, beta: 0, c: inputDelta, ldc: inWidth)

@@ -30,7 +30,8 @@ public struct RunMetrics: Sendable {
     /// Records: `{"type":"run", "mode", "workers", "model", …}` (the server's first line), `{"type":"step",
     /// "step", "loss", "workers", …}` and `{"type":"epoch", "epoch", "test_accuracy", "test_loss", …}`; other
     /// types are ignored, as are blank lines. A line that is not a JSON object, or a step or epoch record without
-    /// its numbers, is an error naming the line.
+    /// its numbers, is an error naming the line. A job rolled back or resumed from a checkpoint records the steps
+    /// (and epochs) after it again: a record whose step is not past the last one replaces it and everything after.
     public static func parse(_ text: String, name: String) throws(PlotError) -> RunMetrics {
         var run = RunMetrics(name: name)
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -52,12 +53,15 @@ public struct RunMetrics: Sendable {
                 guard let loss = number(object["loss"]) ?? (object["loss"] is NSNull ? .nan : nil) else {
                     throw PlotError("\(location): step record without a numeric \"loss\"")
                 }
+                // A rolled-back or resumed job replays steps from its checkpoint: the replay replaces them.
+                while let last = run.steps.last, last.step >= step { run.steps.removeLast() }
                 run.steps.append((step, loss))
                 if run.workers == nil { run.workers = (object["workers"] as? NSNumber)?.intValue }
             case "epoch":
                 guard let epoch = number(object["epoch"]), let accuracy = number(object["test_accuracy"]) else {
                     throw PlotError("\(location): epoch record without \"epoch\" and \"test_accuracy\"")
                 }
+                while let last = run.epochs.last, last.epoch >= epoch { run.epochs.removeLast() }
                 run.epochs.append((epoch, accuracy, number(object["test_loss"]) ?? .nan))
             default:
                 continue

@@ -11,3 +11,16 @@ public enum MonotonicClock {
         return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
     }
 }
+
+/// The calling thread's CPU time: `CLOCK_THREAD_CPUTIME_ID`.
+///
+/// For single-thread compute benchmarks on a shared machine: unlike wall time it does not count the time the
+/// thread waited for a core.
+public enum ThreadCPUClock {
+    /// Nanoseconds of CPU time the calling thread has used; only differences are meaningful.
+    public static func nanoseconds() -> UInt64 {
+        var time = timespec()
+        _ = clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+}

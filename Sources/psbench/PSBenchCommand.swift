@@ -24,6 +24,7 @@ struct PSBenchCommand {
                 name: "train", abstract: "Seconds per epoch with 2 workers and 1 process; worker GFLOPS vs sgemm.",
                 options: [
                     quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
+                    Option("compute-only", help: "Only the forward+backward GFLOPS rows (no training runs)."),
                     Option(
                         "compression", value: "list",
                         help: "Compare these compressions (e.g. fp16,topk:0.01,fp16+pulls) against none instead."),
@@ -106,7 +107,11 @@ struct PSBenchCommand {
                         try TrainBench.compressionRows(
                             data: arguments.string("data"), compressions: compressions, epochs: epochs))
                 } else {
-                    printTable("psbench train", try TrainBench.run(quick: isQuick, data: arguments.string("data")))
+                    printTable(
+                        "psbench train",
+                        try TrainBench.run(
+                            quick: isQuick, data: arguments.string("data"),
+                            computeOnly: arguments.has("compute-only")))
                 }
             }
             if which == "modes" {

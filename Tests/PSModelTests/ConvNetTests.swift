@@ -43,8 +43,8 @@ final class ConvNetTests: XCTestCase {
         }
     }
 
-    private func checkGradients(_ geometry: ConvNet.Geometry, rows: Int, seed: UInt64) {
-        let model = ConvNet(geometry: geometry, seed: seed, maxBatch: rows)
+    private func checkGradients(_ geometry: ConvNet.Geometry, rows: Int, seed: UInt64, chunkRows: Int? = nil) {
+        let model = ConvNet(geometry: geometry, seed: seed, maxBatch: rows, chunkRows: chunkRows)
         let layout = TensorLayout(model.parameters)
         let (x, y) = randomBatch(rows: rows, features: geometry.inputCount, classes: geometry.classes, seed: seed)
         var weights = initialWeights(model, seed: seed + 99)
@@ -83,6 +83,30 @@ final class ConvNetTests: XCTestCase {
         checkGradients(
             try ConvNet.Geometry(height: 15, width: 17, channels: 1, channels1: 1, channels2: 4, hidden: 3, classes: 2),
             rows: 4, seed: 3)
+    }
+
+    /// The convolution blocks run a few images at a time; a batch that splits into uneven chunks (2 + 1, or one
+    /// image each) gets the same, correct gradients.
+    func test_gradients_chunkedConvolutions_matchCentralDifferences_andTheUnchunkedPass() throws {
+        let geometry = try ConvNet.Geometry(
+            height: 12, width: 11, channels: 2, channels1: 3, channels2: 4, hidden: 5, classes: 3)
+        checkGradients(geometry, rows: 3, seed: 1, chunkRows: 2)
+        checkGradients(geometry, rows: 3, seed: 2, chunkRows: 1)
+        let rows = 5
+        let (x, y) = randomBatch(rows: rows, features: geometry.inputCount, classes: geometry.classes, seed: 6)
+        let whole = ConvNet(geometry: geometry, seed: 6, maxBatch: rows, chunkRows: rows)
+        let weights = initialWeights(whole, seed: 7)
+        var reference = [Float](repeating: .nan, count: whole.parameterCount)
+        let referenceLoss = loss(whole, weights, x, y, rows: rows, gradient: &reference)
+        for chunkRows in [1, 2, 3] {
+            let chunked = ConvNet(geometry: geometry, seed: 6, maxBatch: rows, chunkRows: chunkRows)
+            XCTAssertEqual(chunked.chunkRows, chunkRows)
+            var gradient = [Float](repeating: .nan, count: whole.parameterCount)
+            XCTAssertEqual(loss(chunked, weights, x, y, rows: rows, gradient: &gradient), referenceLoss)
+            for (index, (a, b)) in zip(gradient, reference).enumerated() {
+                XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(b)), "element \(index), \(chunkRows) images a chunk")
+            }
+        }
     }
 
     /// A direct convolution written from the definition (no im2col, no BLAS): the mean cross-entropy of `rows`.

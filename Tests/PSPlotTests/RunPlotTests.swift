@@ -65,6 +65,22 @@ final class RunPlotTests: XCTestCase {
         }
     }
 
+    /// A job rolled back to a checkpoint at step 2 replays steps 2 and 3 (and epoch 1): the plot keeps one point
+    /// per step, the replayed values.
+    func test_parse_replayedStepsAfterARollback_replaceTheFirstRecords() throws {
+        let lines = [
+            #"{"type":"step","step":0,"loss":4}"#, #"{"type":"step","step":1,"loss":3}"#,
+            #"{"type":"step","step":2,"loss":2}"#, #"{"type":"step","step":3,"loss":1.5}"#,
+            #"{"type":"epoch","epoch":1,"test_accuracy":0.5}"#,
+            #"{"type":"step","step":2,"loss":2.5}"#, #"{"type":"step","step":3,"loss":1.25}"#,
+            #"{"type":"epoch","epoch":1,"test_accuracy":0.6}"#, #"{"type":"step","step":4,"loss":1}"#,
+        ]
+        let run = try RunMetrics.parse(lines.joined(separator: "\n"), name: "rolled-back.jsonl")
+        XCTAssertEqual(run.steps.map(\.step), [0, 1, 2, 3, 4])
+        XCTAssertEqual(run.steps.map(\.loss), [4, 3, 2.5, 1.25, 1])
+        XCTAssertEqual(run.epochs.map(\.accuracy), [0.6])
+    }
+
     func test_ticks_coverTheRangeAtNiceValues() {
         XCTAssertEqual(Ticks.nice(low: 0.13, high: 0.91, count: 5), [0, 0.2, 0.4, 0.6, 0.8, 1])
         XCTAssertEqual(Ticks.nice(low: 0, high: 2, count: 6, integer: true), [0, 1, 2])
