@@ -151,46 +151,68 @@ public enum GradientCodec {
     /// The indices of the `k` largest-magnitude values, ascending; ties go to the lower index, so the choice is a
     /// function of the values alone (BSP stays bitwise reproducible). NaN counts as larger than any number.
     ///
-    /// A radix select on the magnitude bits (non-negative floats order as their bit patterns): three histogram
-    /// passes fix the k-th largest magnitude T and how many of the values equal to T are needed; a last pass takes
-    /// every value above T and the lowest-indexed ones equal to it. No sort, no per-element allocation.
+    /// A radix select on the magnitude bits (non-negative floats order as their bit patterns): a histogram of
+    /// the top 11 bits finds the bucket holding the k-th largest magnitude; one more pass takes every value of a
+    /// higher bucket and collects that bucket's values, among which two histogram passes over the remaining bits
+    /// find the threshold T and how many values equal to T are needed (the lowest-indexed ones). Two passes over
+    /// all the values, no sort of them.
     public static func topKIndices(_ values: UnsafeBufferPointer<Float>, k: Int) -> [UInt32] {
         let n = values.count
         guard k > 0 else { return [] }
         guard k < n else { return (0..<UInt32(n)).map { $0 } }
-        var threshold: UInt32 = 0  // the high bits of T found so far
-        var known: UInt32 = 0  // which bits of T are known
-        var needed = k  // how many values at or below the found prefix are still to take
         let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: 2048)
         defer { counts.deallocate() }
-        for (shift, width) in [(UInt32(20), UInt32(11)), (9, 11), (0, 9)] {
+        counts.initialize(repeating: 0)
+        for value in values { counts[Int((value.bitPattern & 0x7FFF_FFFF) >> 20)] += 1 }
+        var needed = k  // how many values of the threshold's bucket (and then of T itself) to take
+        var top = 2047
+        while counts[top] < needed {
+            needed -= counts[top]
+            top -= 1
+        }
+        let bucket = UInt32(top)
+        var taken: [UInt32] = []
+        taken.reserveCapacity(k)
+        var candidates: [UInt32] = []
+        candidates.reserveCapacity(counts[top])
+        for index in 0..<n {
+            let high = (values[index].bitPattern & 0x7FFF_FFFF) >> 20
+            if high > bucket {
+                taken.append(UInt32(index))
+            } else if high == bucket {
+                candidates.append(UInt32(index))
+            }
+        }
+        // The candidates share their top 11 bits: the next 11, then the last 9, fix T.
+        var threshold = bucket << 20
+        var known: UInt32 = 0x7FF0_0000
+        for (shift, width) in [(UInt32(9), UInt32(11)), (0, 9)] {
             let bucketMask: UInt32 = 1 << width - 1
-            let (prefix, prefixMask) = (threshold, known)  // locals: the loop below must not touch captured state
+            let (prefix, prefixMask) = (threshold, known)
             counts.initialize(repeating: 0)
-            for value in values {
-                let magnitude = value.bitPattern & 0x7FFF_FFFF
+            for index in candidates {
+                let magnitude = values[Int(index)].bitPattern & 0x7FFF_FFFF
                 if magnitude & prefixMask == prefix { counts[Int((magnitude >> shift) & bucketMask)] += 1 }
             }
-            var bucket = Int(bucketMask)
-            while counts[bucket] < needed {
-                needed -= counts[bucket]
-                bucket -= 1
+            var digit = Int(bucketMask)
+            while counts[digit] < needed {
+                needed -= counts[digit]
+                digit -= 1
             }
-            threshold |= UInt32(bucket) << shift
+            threshold |= UInt32(digit) << shift
             known |= bucketMask << shift
         }
-        var indices: [UInt32] = []
-        indices.reserveCapacity(k)
-        for index in 0..<n {
-            let magnitude = values[index].bitPattern & 0x7FFF_FFFF
+        for index in candidates {
+            let magnitude = values[Int(index)].bitPattern & 0x7FFF_FFFF
             if magnitude > threshold {
-                indices.append(UInt32(index))
+                taken.append(index)
             } else if magnitude == threshold, needed > 0 {
-                indices.append(UInt32(index))
+                taken.append(index)
                 needed -= 1
             }
         }
-        return indices
+        taken.sort()
+        return taken
     }
 
     /// The bytes one shard's top-k entry takes: u32 k, then k u32 indices and k float32 values.

@@ -111,6 +111,27 @@ final class GradientCodecTests: XCTestCase {
         XCTAssertEqual(indices(values, k: 50), expected)
     }
 
+    func test_topK_matchesASort_acrossSizesTiesAndZeros() {
+        var generator = SplitMix(seed: 11)
+        for (n, k, zeros, levels) in [
+            (1, 1, 0, 0), (2, 1, 0, 3), (100, 7, 50, 5), (3_000, 31, 90, 0), (3_000, 2_000, 60, 0),
+            (4_096, 4_000, 0, 2), (10_000, 100, 0, 0), (10_000, 9_999, 99, 0),
+        ] {
+            let values: [Float] = (0..<n).map { _ in
+                if Int(generator.next() % 100) < zeros { return generator.next() % 2 == 0 ? 0 : -0.0 }
+                let magnitude =
+                    levels > 0
+                    ? Float(generator.next() % UInt64(levels) + 1)
+                    : Float(bitPattern: UInt32(generator.next() % 0x7F80_0000))
+                return generator.next() % 2 == 0 ? magnitude : -magnitude
+            }
+            let expected = values.indices.sorted {
+                abs(values[$0]) > abs(values[$1]) || (abs(values[$0]) == abs(values[$1]) && $0 < $1)
+            }.prefix(k).sorted().map(UInt32.init)
+            XCTAssertEqual(indices(values, k: k), expected, "n \(n) k \(k) zeros \(zeros)% levels \(levels)")
+        }
+    }
+
     func test_topKCount_isTheCeilingAtLeastOne() {
         XCTAssertEqual(CompressionSetting.topKCount(fraction: 0.01, elements: 1000), 10)
         XCTAssertEqual(CompressionSetting.topKCount(fraction: 0.01, elements: 1001), 11)
