@@ -26,7 +26,8 @@ final class CompressionTrainingTests: XCTestCase {
     private func train(
         compression: CompressionSetting, compressPulls: Bool = false, data: String = "digits", model: String = "mlp:32",
         batch: Int = 32,
-        epochs: Int = 8, learningRate: Float = 0.1, mode: ConsistencyMode = .bsp
+        epochs: Int = 8, learningRate: Float = 0.1, mode: ConsistencyMode = .bsp,
+        staleness: UInt64 = 0
     ) throws -> Run {
         Signals.ignoreSIGPIPE()
         var request = JobRequest()
@@ -36,6 +37,7 @@ final class CompressionTrainingTests: XCTestCase {
         request.batchPerWorker = batch
         request.epochs = epochs
         request.mode = mode.rawValue
+        request.staleness = staleness
         request.compression = compression
         request.compressPulls = compressPulls
         let planned = try JobPlanner.plan(request)
@@ -44,6 +46,7 @@ final class CompressionTrainingTests: XCTestCase {
         config.port = 0
         config.shardCount = 3
         config.mode = mode
+        config.staleness = staleness
         config.optimizer = OptimizerConfig(kind: .sgd, learningRate: learningRate)
         config.job = planned.job
         config.jobTensors = planned.tensors
@@ -134,11 +137,16 @@ final class CompressionTrainingTests: XCTestCase {
         XCTAssertEqual(fp16.traffic.map(\.weightBytes), plain.traffic.map(\.weightBytes), "pulls stay float32")
     }
 
-    /// Async jobs use exchanges when compressed (async pushes carry no encoding), and train as well.
-    func test_async_topK_trainsThroughExchanges() throws {
-        let topK = try train(compression: .topK(fraction: 0.05), mode: .async)
-        XCTAssertGreaterThan(topK.accuracy, 0.8)
-        XCTAssertEqual(topK.traffic.map(\.steps), [UInt64(topK.totalSteps), UInt64(topK.totalSteps)])
+    /// SSP and async jobs train compressed too (async steps through exchanges when compressed: its pushes carry
+    /// no encoding).
+    func test_sspAndAsync_compressed_trainThroughExchanges() throws {
+        let ssp = try train(compression: .fp16, compressPulls: true, mode: .ssp, staleness: 1)
+        XCTAssertGreaterThan(ssp.accuracy, 0.8)
+        let async = try train(compression: .topK(fraction: 0.05), mode: .async)
+        XCTAssertGreaterThan(async.accuracy, 0.8)
+        for run in [ssp, async] {
+            XCTAssertEqual(run.traffic.map(\.steps), [UInt64(run.totalSteps), UInt64(run.totalSteps)])
+        }
     }
 
     /// Fashion-MNIST MLP-128, two workers x 64, two epochs: fp16 within 0.5 points and top-k 1 % within 1.5 points

@@ -168,6 +168,39 @@ final class GradientCodecTests: XCTestCase {
         }
     }
 
+    /// Random and mutated bodies: decoding either throws or fills exactly the dense values, never traps; a body
+    /// that decodes also passes the shard-size-free check a generic decoder makes.
+    func test_decode_randomAndMutatedBodies_throwOrDecode_neverTrap() {
+        var generator = SplitMix(seed: 21)
+        let valid = topKBody([(indices: [0, 3], values: [1, -2]), (indices: [1], values: [0.5])])
+        var decoded = 0
+        for iteration in 0..<3_000 {
+            let shardSizes = [Int(generator.next() % 6), Int(generator.next() % 6)]
+            var body: [UInt8]
+            if iteration % 2 == 0 {
+                body = valid
+                for _ in 0..<(1 + generator.next() % 3) {
+                    body[Int(generator.next() % UInt64(body.count))] = UInt8(truncatingIfNeeded: generator.next())
+                }
+                if generator.next() % 4 == 0 { body.removeLast(Int(generator.next() % 5)) }
+            } else {
+                body = (0..<Int(generator.next() % 40)).map { _ in UInt8(truncatingIfNeeded: generator.next() % 4) }
+            }
+            let encoding = GradientEncoding(rawValue: UInt32(generator.next() % 5))
+            if (try? decode(encoding, body, shardSizes: shardSizes)) != nil {
+                decoded += 1
+                if encoding == .topK {
+                    XCTAssertNoThrow(
+                        try body.withUnsafeBytes {
+                            try GradientCodec.validateTopKEntries(
+                                $0, shardCount: 2, count: shardSizes.reduce(0, +), type: .exchange)
+                        })
+                }
+            }
+        }
+        XCTAssertGreaterThan(decoded, 0)
+    }
+
     func test_unknownEncoding_andWrongHalfLength_areRefused() {
         XCTAssertThrowsError(try decode(GradientEncoding(rawValue: 9), [0, 0], shardSizes: [1])) {
             XCTAssertTrue("\($0)".contains("unknown gradient encoding 9"), "\($0)")
