@@ -6,7 +6,8 @@ import PSWire
 /// did not send) to the new gradient, sends the largest-magnitude `fraction` of each shard of that sum as
 /// (index, value) pairs, and keeps the rest as the next residual, so that the values sent plus the residual always
 /// equal the sum of the raw gradients: nothing is lost, only delayed. The residual lives in this worker process
-/// only: a restarted worker starts with none (what it had not sent is dropped).
+/// only: a restarted worker starts with none, and a worker that reconnects drops it (`dropResidual`), since a
+/// restored job rolls back past it and a lost connection leaves unknown whether the last gradient was taken.
 ///
 /// ```swift
 /// let compressor = GradientCompressor(setting: .topK(fraction: 0.01), elementCount: layout.totalElements)
@@ -24,6 +25,14 @@ public final class GradientCompressor {
         precondition(setting != .none, "an uncompressed job needs no compressor")
         self.setting = setting
         self.residual = [Float](repeating: 0, count: elementCount)
+    }
+
+    /// Zeroes the residual (a worker does after reconnecting); returns whether it held anything.
+    @discardableResult
+    public func dropResidual() -> Bool {
+        guard residual.contains(where: { $0 != 0 }) else { return false }
+        residual.withUnsafeMutableBufferPointer { $0.initialize(repeating: 0) }
+        return true
     }
 
     /// The wire encoding of this compressor's bodies.

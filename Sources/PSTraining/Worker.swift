@@ -343,6 +343,11 @@ public final class Worker {
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
                 epochLoss = (0, 0)
+                // Whether the server took the last compressed gradient is unknown, and a restore rolls back past
+                // what the residual remembers: it starts over empty.
+                if let compressor, compressor.dropResidual() {
+                    log.info("residual-dropped", ["compression": compressor.setting.description, "step": step])
+                }
                 if connected.config.shardCount != layout.shardCount {
                     log.info("reshard", ["from": layout.shardCount, "to": connected.config.shardCount])
                     layout = ShardLayout(

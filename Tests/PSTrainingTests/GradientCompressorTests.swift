@@ -36,6 +36,15 @@ final class GradientCompressorTests: XCTestCase {
         XCTAssertEqual(compressor.residual, [1.5, 0, 1, 0.5])
     }
 
+    func test_dropResidual_zeroesIt_andSaysWhetherItHeldAnything() {
+        let compressor = GradientCompressor(setting: .topK(fraction: 0.5), elementCount: 4)
+        XCTAssertFalse(compressor.dropResidual())
+        _ = [Float]([1, 2, 3, 4]).withUnsafeBufferPointer { compressor.compress($0, shards: [0..<4]) }
+        XCTAssertEqual(compressor.residual, [1, 2, 0, 0])
+        XCTAssertTrue(compressor.dropResidual())
+        XCTAssertEqual(compressor.residual, [0, 0, 0, 0])
+    }
+
     func test_topK_onlyTouchesTheResidualOfTheShardsItCompresses() {
         let compressor = GradientCompressor(setting: .topK(fraction: 0.5), elementCount: 6)
         _ = [Float]([1, 2, 3, 4, 5, 6]).withUnsafeBufferPointer { compressor.compress($0, shards: [2..<4, 4..<6]) }
