@@ -488,6 +488,9 @@ public final class Worker {
             for (shard, handle) in handles.enumerated() {
                 if case .pulled(_, let version) = try handle.wait() { versions[shard] = version }
             }
+            // Compressed pulls: weights are the half-format ones however they came, so a pull after a timeout or
+            // a reconnect gives the same gradient as an exchange reply would have.
+            if weightEncoding != .none { GradientCodec.roundHalf(weightEncoding, flat) }
         }
         traffic.weightBytes += UInt64(4 * parameters.count)
     }

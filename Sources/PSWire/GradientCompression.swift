@@ -146,6 +146,19 @@ public enum GradientCodec {
         }
     }
 
+    /// Rounds `values` in place to what an fp16 or bf16 encode and decode would give (a worker with compressed
+    /// pulls does this to float32 pulls, so its weights do not depend on which way they came).
+    public static func roundHalf(_ encoding: GradientEncoding, _ values: UnsafeMutableBufferPointer<Float>) {
+        precondition(encoding == .fp16 || encoding == .bf16, "roundHalf takes fp16 or bf16")
+        if encoding == .fp16 {
+            fp16Table.withUnsafeBufferPointer { table in
+                for index in values.indices { values[index] = table[Int(fp16Bits(values[index]))] }
+            }
+        } else {
+            for index in values.indices { values[index] = float(bf16Bits: bf16Bits(values[index])) }
+        }
+    }
+
     // MARK: Top-k
 
     /// The indices of the `k` largest-magnitude values, ascending; ties go to the lower index, so the choice is a

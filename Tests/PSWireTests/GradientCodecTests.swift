@@ -62,6 +62,22 @@ final class GradientCodecTests: XCTestCase {
         XCTAssertEqual(GradientCodec.float(bf16Bits: GradientCodec.bf16Bits(.greatestFiniteMagnitude)), .infinity)
     }
 
+    func test_roundHalf_equalsAnEncodeDecodeRoundTrip() {
+        var generator = SplitMix(seed: 5)
+        let values = (0..<2_000).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: generator.next())) }
+            .filter { !$0.isNaN }
+        for encoding in [GradientEncoding.fp16, .bf16] {
+            var rounded = values
+            rounded.withUnsafeMutableBufferPointer { GradientCodec.roundHalf(encoding, $0) }
+            let expected = values.map {
+                encoding == .fp16
+                    ? GradientCodec.float(fp16Bits: GradientCodec.fp16Bits($0))
+                    : GradientCodec.float(bf16Bits: GradientCodec.bf16Bits($0))
+            }
+            XCTAssertEqual(rounded.map(\.bitPattern), expected.map(\.bitPattern), "\(encoding)")
+        }
+    }
+
     func test_halfBodies_decodeToTheRoundedValues() throws {
         let values: [Float] = [0.1, -2, 3.14159, 1e-3, 0]
         for encoding in [GradientEncoding.fp16, .bf16] {
