@@ -89,7 +89,7 @@ let package = Package(
             name: "psserver",
             dependencies: [
                 "PSServer", "PSTraining", "PSLog", "PSCoordinator", "PSData", "PSMath", "PSCLI", "PSPosix",
-                "PSSecurity",
+                "PSSecurity", "PSWire",
             ]
         ),
         .executableTarget(name: "psworker", dependencies: ["PSTraining", "PSLog", "PSCLI", "PSPosix", "PSSecurity"]),

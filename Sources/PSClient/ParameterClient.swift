@@ -212,6 +212,27 @@ public final class ParameterClient: Sendable {
         return RequestHandle(client: self, request: request)
     }
 
+    /// Sends a whole training step like `exchange(rank:clock:loss:samples:baseVersions:gradient:into:)`, with the
+    /// gradient of `count` values compressed as `encoding` in `body` (see `GradientCodec`); the reply's weights
+    /// travel as `replyEncoding` (float32, fp16 or bf16) and land decoded in `destination`.
+    public func exchange(
+        rank: Int, clock: UInt64, loss: Double, samples: UInt64, baseVersions: [UInt64], count: Int,
+        encoding: GradientEncoding, body: UnsafeRawBufferPointer, replyEncoding: GradientEncoding = .none,
+        into destination: UnsafeMutableBufferPointer<Float>
+    ) throws(ClientError) -> RequestHandle {
+        let request = PendingRequest(destination: UnsafeMutableRawBufferPointer(destination))
+        let id = try enqueue(request)
+        let prefix = ExchangePrefix(
+            rank: UInt32(max(rank, 0)), clock: clock, loss: loss, samples: samples, baseVersions: baseVersions,
+            count: UInt32(count), encoding: encoding, replyEncoding: replyEncoding)
+        do {
+            try connection.sendExchange(prefix: prefix, body: body, requestID: id)
+        } catch {
+            throw fail(id, error)
+        }
+        return RequestHandle(client: self, request: request)
+    }
+
     private func enqueue(_ request: PendingRequest) throws(ClientError) -> UInt64 {
         if let error = failure.withLock({ $0 }) { throw .connectionLost("\(error)") }
         let id = nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -395,7 +416,18 @@ public final class ParameterClient: Sendable {
             throw .wire(error)
         }
         let floatBytes = length - prefix.size
-        if floatBytes == destination.count {
+        if prefix.encoding != .none, 4 * Int(prefix.count) == destination.count {
+            // fp16/bf16 weights: read into the connection's buffer, decoded into the destination.
+            let body = try connection.readPayload(length: floatBytes)
+            let floats = destination.bindMemory(to: Float.self)
+            do throws(WireError) {
+                try GradientCodec.decode(
+                    prefix.encoding, body: body, shardSizes: [floats.count], into: floats, type: .exchangeReply)
+            } catch {
+                throw .wire(error)
+            }
+            request.complete(.success(.exchanged(prefix)))
+        } else if prefix.encoding == .none, floatBytes == destination.count {
             try connection.readPayload(into: destination)
             request.complete(.success(.exchanged(prefix)))
         } else {

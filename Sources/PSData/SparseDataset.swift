@@ -98,6 +98,11 @@ public struct SparseDataset: Sendable, Equatable {
 }
 
 /// A batch of sparse rows in CSR form, as a worker computes on it.
+///
+/// ```swift
+/// // Row 0 has features 3 and 7, row 1 feature 2.
+/// let batch = SparseBatch(rowStarts: [0, 2, 3], featureIds: [3, 7, 2], values: [1, 1, 1], labels: [1, 0])
+/// ```
 public struct SparseBatch: Sendable, Equatable {
     /// `rowCount + 1` offsets into `featureIds` and `values`.
     public let rowStarts: [Int]

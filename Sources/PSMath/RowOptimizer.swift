@@ -23,6 +23,11 @@ public enum RowOptimizerKind: String, Sendable, Codable, CaseIterable {
 ///
 /// FTRL uses `learningRate` as its `alpha`, `ftrlBeta` as its `beta`, and `l1`, `l2`; Adam `beta1`, `beta2`,
 /// `epsilon`; AdaGrad `epsilon`.
+///
+/// ```swift
+/// let ftrl = RowOptimizerConfig(kind: .ftrl, learningRate: 1, l1: 0.5, l2: 0.1)
+/// try ftrl.validate()
+/// ```
 public struct RowOptimizerConfig: Sendable, Codable, Equatable {
     /// Which update rule.
     public var kind: RowOptimizerKind

@@ -45,6 +45,11 @@ extension SparseLogisticRegression: RowSparseModel {
 }
 
 /// The built-in row-sparse models by `--model` spelling: `sparse-lr` and `sparse-mlp:E,H`.
+///
+/// ```swift
+/// SparseModelKind(parsing: "sparse-mlp:16,32")   // .mlp(embedding: 16, hidden: 32)
+/// SparseModelKind(parsing: "mlp:128")            // nil: a dense model
+/// ```
 public enum SparseModelKind: Sendable, Equatable {
     /// Logistic regression over sparse features.
     case logisticRegression

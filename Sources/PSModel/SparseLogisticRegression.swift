@@ -3,6 +3,12 @@ import Foundation
 /// Rows of sparse examples in CSR form, as a row-sparse model computes on them.
 ///
 /// Row `r`'s features are `featureIds[rowStarts[r]..<rowStarts[r + 1]]` with the matching `values`.
+///
+/// ```swift
+/// // Two rows: {3: 1, 7: 0.5} with label 1, {2: 1} with label 0.
+/// let examples = SparseExamples(rowStarts: [0, 2, 3], featureIds: [3, 7, 2], values: [1, 0.5, 1], labels: [1, 0])
+/// examples.touchedRows   // [2, 3, 7]
+/// ```
 public struct SparseExamples: Sendable {
     /// `rows + 1` offsets into `featureIds` and `values`.
     public var rowStarts: [Int]
@@ -38,6 +44,10 @@ public struct SparseExamples: Sendable {
 }
 
 /// A row-sparse table a model declares: `rows x width`, zero-initialised on the server.
+///
+/// ```swift
+/// let table = RowSparseTableShape(name: "weight", rows: 1 << 24, width: 1)   // sparse-lr over 2^24 features
+/// ```
 public struct RowSparseTableShape: Sendable, Equatable {
     /// The tensor's name.
     public var name: String

@@ -9,6 +9,11 @@ import PSMath
 /// The table starts uniform in `[-0.05, 0.05]` (a zero table would give every gradient zero); the dense layers
 /// are Glorot-uniform from `seed * 1000 + layer`. The gradient of a touched embedding row is
 /// `sum over its entries of x * dh0`.
+///
+/// ```swift
+/// let model = SparseMLP(featureCount: 1 << 20, classCount: 2, embedding: 16, hidden: 32, seed: 0)
+/// model.table          // "embedding": 1048576 rows x 16
+/// ```
 public struct SparseMLP: RowSparseModel {
     /// The feature count (the table's row count).
     public let featureCount: Int

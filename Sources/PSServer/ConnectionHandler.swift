@@ -20,10 +20,25 @@ final class Session {
     var pendingChallenge: (hello: Hello, nonce: [UInt8])? = nil
     /// Reused buffer for pull replies: filled under the shard lock, sent after it is released.
     var sendBuffer: [Float] = []
+    /// Reused buffer for fp16/bf16 exchange replies (`--compress-pulls`).
+    var sendBytes: [UInt8] = []
+    /// A compressed exchange's gradient, decoded to float32 (reused from step to step, freed with the session).
+    private var decompressed = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
 
     init(id: UInt64, connection: FramedConnection) {
         self.id = id
         self.connection = connection
+    }
+
+    deinit { decompressed.deallocate() }
+
+    /// The decompression buffer, `count` floats long; valid until the next call or the session's end.
+    func decompressionBuffer(count: Int) -> UnsafeMutableBufferPointer<Float> {
+        if decompressed.count != count {
+            decompressed.deallocate()
+            decompressed = .allocate(capacity: count)
+        }
+        return decompressed
     }
 
     func reply(_ message: Message, to requestID: UInt64) throws(TransportError) {

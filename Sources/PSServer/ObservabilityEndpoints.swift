@@ -136,6 +136,13 @@ struct ObservabilityEndpoints: Sendable {
             .counter("swiftps_push_bytes_total", help: "Gradient bytes received by this server.", totals.pushBytes),
             .counter("swiftps_pull_bytes_total", help: "Weight bytes sent by this server.", totals.pullBytes),
             .counter(
+                "swiftps_exchange_gradient_wire_bytes_total",
+                help: "Gradient bytes of exchange requests as they travelled (after compression).",
+                Double(metrics.exchangeGradientBytes.load(ordering: .relaxed))),
+            .counter(
+                "swiftps_exchange_weight_wire_bytes_total", help: "Weight bytes of exchange replies.",
+                Double(metrics.exchangeWeightBytes.load(ordering: .relaxed))),
+            .counter(
                 "swiftps_stale_pushes_dropped_total", help: "Pushes dropped by the stale-gradient bound.",
                 totals.dropped),
             .counter(

@@ -186,6 +186,8 @@ public final class ParameterServer: Sendable {
             fields["batch"] = .int(job.batchPerWorker)
             fields["epochs"] = .int(job.epochs)
             if config.mode == .ssp { fields["staleness"] = .int(Int(config.staleness)) }
+            if let compression = job.compression { fields["compression"] = .string(compression) }
+            if job.compressPulls == true { fields["compress_pulls"] = .bool(true) }
         }
         return fields
     }

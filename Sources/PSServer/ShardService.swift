@@ -252,7 +252,16 @@ struct ShardService {
             return
         }
         let raw = try connection.readPayload(length: floatBytes)
-        let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
+        server.serverMetrics.exchangeGradientBytes.wrappingAdd(UInt64(floatBytes), ordering: .relaxed)
+        let gradient: UnsafeMutableBufferPointer<Float>
+        if prefix.encoding == .none {
+            gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
+        } else {
+            // Decompressed into the session's own buffer; from here on the step is an ordinary float32 one.
+            guard let dense = try decompress(raw, prefix: prefix, model: model, session: session, requestID: requestID)
+            else { return }
+            gradient = dense
+        }
         guard
             case .accepted(let bound) = try checkGradient(
                 gradient, named: "exchange gradient", session: session, requestID: requestID)
@@ -328,13 +337,37 @@ struct ShardService {
             minClock = slowest
         }
         guard try waitUntilReadable(step: prefix.clock + 1, session: session, requestID: requestID) else { return }
-        try sendOwnedWeights(model, jobState: jobState, minClock: minClock, session: session, requestID: requestID)
+        try sendOwnedWeights(
+            model, jobState: jobState, minClock: minClock, encoding: prefix.replyEncoding, session: session,
+            requestID: requestID)
+    }
+
+    /// Decodes a compressed exchange body into the session's decompression buffer, shard by shard as the model's
+    /// owned shards lay it out; nil (after an `invalidArgument` error reply, nothing applied) when the body is
+    /// malformed: an index out of its shard or not ascending, a wrong length, a k larger than its shard.
+    private func decompress(
+        _ body: UnsafeRawBufferPointer, prefix: ExchangePrefix, model: ShardedModel, session: Session,
+        requestID: UInt64
+    ) throws(TransportError) -> UnsafeMutableBufferPointer<Float>? {
+        let dense = session.decompressionBuffer(count: Int(prefix.count))
+        let shardSizes = model.shards.map(\.elementCount)
+        do {
+            try GradientCodec.decode(prefix.encoding, body: body, shardSizes: shardSizes, into: dense)
+        } catch {
+            try session.replyError(.invalidArgument, "refused, nothing applied: \(error)", to: requestID)
+            return nil
+        }
+        return dense
     }
 
     /// Answers an exchange with every owned shard's weights and versions in one frame (copied under each shard's
     /// lock on the shard helpers, sent after every lock is released).
+    ///
+    /// With `encoding` fp16 or bf16 (the exchange asked for it: `psserver --compress-pulls`) the weights are
+    /// rounded into the session's byte buffer after the copy and travel at 2 bytes each.
     private func sendOwnedWeights(
-        _ model: ShardedModel, jobState: JobState, minClock: UInt64, session: Session, requestID: UInt64
+        _ model: ShardedModel, jobState: JobState, minClock: UInt64, encoding: GradientEncoding, session: Session,
+        requestID: UInt64
     ) throws(TransportError) {
         let shards = model.shards
         let elements = model.ownedElements
@@ -359,7 +392,23 @@ struct ShardService {
             }
         }
         let replyPrefix = ExchangeReplyPrefix(
-            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(elements.count))
+            jobState: jobState, minClock: minClock, versions: versions.withLock { $0 }, count: UInt32(elements.count),
+            encoding: encoding)
+        if encoding != .none {
+            if session.sendBytes.count != 2 * elements.count {
+                session.sendBytes = [UInt8](repeating: 0, count: 2 * elements.count)
+            }
+            session.sendBuffer.withUnsafeBufferPointer { floats in
+                session.sendBytes.withUnsafeMutableBytes { GradientCodec.encodeHalf(encoding, floats, into: $0) }
+            }
+            server.serverMetrics.exchangeWeightBytes.wrappingAdd(UInt64(2 * elements.count), ordering: .relaxed)
+            try session.sendBytes.withUnsafeBufferPointer { (bytes) throws(TransportError) in
+                try session.connection.sendExchangeReply(
+                    prefix: replyPrefix, body: UnsafeRawBufferPointer(bytes), requestID: requestID)
+            }
+            return
+        }
+        server.serverMetrics.exchangeWeightBytes.wrappingAdd(UInt64(4 * elements.count), ordering: .relaxed)
         try session.sendBuffer.withUnsafeBufferPointer { (floats) throws(TransportError) in
             try session.connection.sendExchangeReply(prefix: replyPrefix, floats: floats, requestID: requestID)
         }
@@ -433,7 +482,9 @@ struct ShardService {
                 }
             }
         }
-        try sendOwnedWeights(model, jobState: .running, minClock: step + 1, session: session, requestID: requestID)
+        try sendOwnedWeights(
+            model, jobState: .running, minClock: step + 1, encoding: prefix.replyEncoding, session: session,
+            requestID: requestID)
     }
 
     /// SSP/async `exchange` whose update some shard could not prove finite: takes every shard's lock in shard

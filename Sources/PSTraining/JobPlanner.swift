@@ -25,6 +25,10 @@ public struct JobRequest: Sendable {
     public var workers = 1
     /// Row-sparse models: the feature count (the table's rows) of a LIBSVM file, instead of its largest index.
     public var features: Int? = nil
+    /// Gradient compression for the job's exchanges (`--compression`).
+    public var compression: CompressionSetting = .none
+    /// Whether exchange replies carry fp16/bf16 weights too (`--compress-pulls`; needs fp16 or bf16).
+    public var compressPulls = false
 
     public init() {}
 }
@@ -53,7 +57,14 @@ public enum JobPlanner {
         guard request.epochs >= 1, request.epochs <= JobDescription.maxEpochs else {
             throw PlanError("--epochs must be between 1 and \(JobDescription.maxEpochs), got \(request.epochs)")
         }
-        if SparseModels.isSparse(request.model) { return try planSparse(request) }
+        if SparseModels.isSparse(request.model) {
+            guard request.compression == .none, !request.compressPulls else {
+                throw PlanError(
+                    "--compression is for dense models' exchanges; \(request.model) moves only the rows a batch "
+                        + "touches, uncompressed")
+            }
+            return try planSparse(request)
+        }
         if request.features != nil {
             throw PlanError("--features is for the row-sparse models (a dense model reads libsvm:PATH,FEATURES)")
         }
@@ -128,12 +139,21 @@ public enum JobPlanner {
                 TensorSpec(name: parameter.name, shape: parameter.shape, initializer: InitSpec(parameter.initializer))
             }
         }
-        let job = JobDescription(
+        var job = JobDescription(
             model: request.model, data: request.data, test: request.test, labelColumn: request.labelColumn.rawValue,
             batchPerWorker: request.batchPerWorker, epochs: request.epochs, seed: request.seed, mode: request.mode,
             staleness: request.staleness, workers: request.workers, trainRows: train.rowCount,
             featureCount: train.featureCount, classCount: classes, stepsPerEpoch: stepsPerEpoch,
             totalSteps: stepsPerEpoch.multipliedReportingOverflow(by: request.epochs).partialValue)
+        job.compression = request.compression == .none ? nil : request.compression.description
+        if request.compressPulls {
+            guard request.compression == .fp16 || request.compression == .bf16 else {
+                throw PlanError(
+                    "--compress-pulls needs --compression fp16 or bf16 (weights travel as half floats), "
+                        + "not \(request.compression)")
+            }
+            job.compressPulls = true
+        }
         do {
             // What every worker checks on the welcome: the step and sample counts fit their integers.
             try job.validate()

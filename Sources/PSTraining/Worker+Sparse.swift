@@ -117,7 +117,8 @@ extension Worker {
                 if job.mode != "async" {
                     do {
                         state = try exchange(
-                            servers, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
+                            servers, layout: layout, rank: rank, clock: UInt64(step), loss: loss,
+                            samples: job.batchPerWorker,
                             gradient: denseGradient, into: &dense, versions: &versions)
                         havePulled = true
                     } catch .remote(.timeout, let message) {

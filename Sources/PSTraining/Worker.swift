@@ -119,6 +119,12 @@ public final class Worker {
     /// The slowest live worker's clock, as the coordinator's last clock or exchange reply said (SSP/async: once it
     /// reaches the last step, every worker's last push is applied and the weights are final).
     private var slowestClock: UInt64 = 0
+    /// The job's gradient compression (nil: none), with top-k's residual; made when the job starts.
+    private var compressor: GradientCompressor?
+    /// How exchange replies carry the weights: float32, or with `--compress-pulls` the compressor's fp16/bf16.
+    private var weightEncoding = GradientEncoding.none
+    /// Bytes this worker's steps moved so far (gradients as sent, weights as received).
+    public private(set) var traffic = WorkerTraffic()
 
     /// A worker for the job at `options`' server.
     ///
@@ -220,7 +226,12 @@ public final class Worker {
         var havePulled = false
         // BSP and SSP steps are one exchange each. Async keeps push, clock and pull: the async stale-gradient
         // cluster test needs the fast worker to still be running when the slow one pushes (README, issue 12).
-        let usesExchange = job.mode != "async"
+        // Compressed gradients travel in exchanges only, so a compressed async job uses them too.
+        if let setting = job.compressionSetting, setting != .none {
+            compressor = GradientCompressor(setting: setting, elementCount: layout.totalElements)
+            if job.compressPulls == true { weightEncoding = setting.encoding }
+        }
+        let usesExchange = job.mode != "async" || compressor != nil
         log.info("training", ["rank": rank, "start_step": step, "total_steps": totalSteps, "data": "\(source)"])
         while step < totalSteps {
             do {
@@ -256,8 +267,8 @@ public final class Worker {
                     // One round trip: this step's gradient and clock go out, the next step's weights come back.
                     do {
                         state = try exchange(
-                            servers, rank: rank, clock: UInt64(step), loss: loss, samples: job.batchPerWorker,
-                            gradient: gradient, into: &parameters, versions: &versions)
+                            servers, layout: layout, rank: rank, clock: UInt64(step), loss: loss,
+                            samples: job.batchPerWorker, gradient: gradient, into: &parameters, versions: &versions)
                         havePulled = true
                     } catch .remote(.timeout, let message) {
                         // The server took the gradient and the clock; only the weights were not ready: pulled next.
@@ -334,6 +345,11 @@ public final class Worker {
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
                 epochLoss = (0, 0)
+                // Whether the server took the last compressed gradient is unknown, and a restore rolls back past
+                // what the residual remembers: it starts over empty.
+                if let compressor, compressor.dropResidual() {
+                    log.info("residual-dropped", ["compression": compressor.setting.description, "step": step])
+                }
                 if connected.config.shardCount != layout.shardCount {
                     log.info("reshard", ["from": layout.shardCount, "to": connected.config.shardCount])
                     layout = ShardLayout(
@@ -378,6 +394,8 @@ public final class Worker {
                 "samples_per_s": String(format: "%.0f", Double(samplesDone) / max(seconds, 1e-9)),
                 // Time in pulls and exchanges (server-side waits for the barrier or the SSP bound, plus transfers).
                 "pull_wait_fraction": String(format: "%.3f", Double(pullNanos) / 1e9 / max(seconds, 1e-9)),
+                "compression": job.compression ?? "none",
+                "gradient_bytes": traffic.gradientBytes, "weight_bytes": traffic.weightBytes,
             ])
     }
 
@@ -472,7 +490,11 @@ public final class Worker {
             for (shard, handle) in handles.enumerated() {
                 if case .pulled(_, let version) = try handle.wait() { versions[shard] = version }
             }
+            // Compressed pulls: weights are the half-format ones however they came, so a pull after a timeout or
+            // a reconnect gives the same gradient as an exchange reply would have.
+            if weightEncoding != .none { GradientCodec.roundHalf(weightEncoding, flat) }
         }
+        traffic.weightBytes += UInt64(4 * parameters.count)
     }
 
     /// Pushes every shard's slice of the gradient, then waits for all acknowledgements.
@@ -491,6 +513,8 @@ public final class Worker {
             }
         }
         for handle in handles { _ = try handle.wait() }
+        traffic.gradientBytes += UInt64(4 * gradient.count)
+        traffic.steps += 1
     }
 
     private func sendClock(
@@ -512,10 +536,13 @@ public final class Worker {
     ///
     /// In a scale-out job each server gets its own part (in the worker's `sendOrder`), every request is sent
     /// before any reply is awaited, and the job state is the coordinator's.
+    ///
+    /// With a compressed job each server's part travels compressed (`GradientCompressor`, one entry per shard).
     func exchange(
-        _ servers: ServerSet, rank: Int, clock: UInt64, loss: Double, samples: Int, gradient: [Float],
-        into parameters: inout [Float], versions: inout [UInt64]
+        _ servers: ServerSet, layout: ShardLayout, rank: Int, clock: UInt64, loss: Double, samples: Int,
+        gradient: [Float], into parameters: inout [Float], versions: inout [UInt64]
     ) throws(ClientError) -> JobState {
+        var sentBytes = 0
         let baseVersions = versions
         let replies = try gradient.withUnsafeBufferPointer { (g) throws(ClientError) -> [Reply] in
             try parameters.withUnsafeMutableBufferPointer { (p) throws(ClientError) -> [Reply] in
@@ -523,12 +550,25 @@ public final class Worker {
                 for index in servers.sendOrder(rank: rank) {
                     let member = servers.members[index]
                     if options.debugDieMidStep == Int(clock), !member.isCoordinator { continue }
-                    handles[index] =
-                        (try member.client.exchange(
-                            rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
-                            baseVersions: Array(baseVersions[member.shards]),
-                            gradient: UnsafeBufferPointer(rebasing: g[member.elements]),
-                            into: UnsafeMutableBufferPointer(rebasing: p[member.elements])))
+                    let destination = UnsafeMutableBufferPointer(rebasing: p[member.elements])
+                    if let compressor {
+                        let body = compressor.compress(g, shards: member.shards.map { layout.range(ofShard: $0) })
+                        sentBytes += body.count
+                        handles[index] = try body.withUnsafeBufferPointer { (bytes) throws(ClientError) in
+                            try member.client.exchange(
+                                rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
+                                baseVersions: Array(baseVersions[member.shards]), count: member.elements.count,
+                                encoding: compressor.encoding, body: UnsafeRawBufferPointer(bytes),
+                                replyEncoding: weightEncoding, into: destination)
+                        }
+                    } else {
+                        sentBytes += 4 * member.elements.count
+                        handles[index] =
+                            (try member.client.exchange(
+                                rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
+                                baseVersions: Array(baseVersions[member.shards]),
+                                gradient: UnsafeBufferPointer(rebasing: g[member.elements]), into: destination))
+                    }
                     if options.debugDieMidStep == Int(clock), member.isCoordinator {
                         log.warning("debug-die-mid-step", ["step": clock])
                         exit(3)
@@ -539,8 +579,11 @@ public final class Worker {
                 return replies
             }
         }
+        traffic.gradientBytes += UInt64(sentBytes)
+        traffic.steps += 1
         var state = JobState.running
         for (member, reply) in zip(servers.members, replies) {
+            traffic.weightBytes += UInt64((weightEncoding == .none ? 4 : 2) * member.elements.count)
             guard case .exchanged(let prefix) = reply, prefix.versions.count == member.shards.count else {
                 throw .protocolViolation("expected an exchange reply for shards \(member.shards), got \(reply)")
             }

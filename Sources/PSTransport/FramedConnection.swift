@@ -195,6 +195,18 @@ public final class FramedConnection: @unchecked Sendable {
             prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 
+    /// Sends a compressed exchange: header, the prefix (whose `encoding` says how) and the encoded gradient
+    /// `body` in one `writev`.
+    public func sendExchange(
+        prefix: ExchangePrefix, body: UnsafeRawBufferPointer, requestID: UInt64
+    ) throws(TransportError) {
+        precondition(prefix.encoding != .none, "a compressed exchange names its encoding")
+        try sendTensorFrame(
+            header: FrameHeader(
+                type: .exchange, flags: [], payloadLength: UInt32(prefix.size + body.count), requestID: requestID),
+            prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, body: body)
+    }
+
     /// Sends an exchange reply: header, the prefix (job state and versions) and the flat weights in one `writev`.
     public func sendExchangeReply(
         prefix: ExchangeReplyPrefix, floats: UnsafeBufferPointer<Float>, requestID: UInt64
@@ -205,6 +217,18 @@ public final class FramedConnection: @unchecked Sendable {
                 type: .exchangeReply, flags: .reply, payloadLength: UInt32(prefix.size + floats.count * 4),
                 requestID: requestID),
             prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
+    }
+
+    /// Sends an exchange reply whose weights travel compressed (`prefix.encoding` fp16 or bf16) in `body`.
+    public func sendExchangeReply(
+        prefix: ExchangeReplyPrefix, body: UnsafeRawBufferPointer, requestID: UInt64
+    ) throws(TransportError) {
+        precondition(prefix.encoding != .none, "a compressed exchange reply names its encoding")
+        try sendTensorFrame(
+            header: FrameHeader(
+                type: .exchangeReply, flags: .reply, payloadLength: UInt32(prefix.size + body.count),
+                requestID: requestID),
+            prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, body: body)
     }
 
     /// Sends a push acknowledgement from a stack buffer: no allocation on the small-message reply path.
@@ -228,6 +252,14 @@ public final class FramedConnection: @unchecked Sendable {
         header: FrameHeader, prefixSize: Int, encodePrefix: (UnsafeMutableRawBufferPointer) -> Void,
         floats: UnsafeBufferPointer<Float>
     ) throws(TransportError) {
+        try sendTensorFrame(
+            header: header, prefixSize: prefixSize, encodePrefix: encodePrefix, body: UnsafeRawBufferPointer(floats))
+    }
+
+    private func sendTensorFrame(
+        header: FrameHeader, prefixSize: Int, encodePrefix: (UnsafeMutableRawBufferPointer) -> Void,
+        body: UnsafeRawBufferPointer
+    ) throws(TransportError) {
         guard Int(header.payloadLength) <= maxPayloadBytes else {
             throw .wire(.frameTooLarge(length: Int(header.payloadLength), maximum: maxPayloadBytes))
         }
@@ -235,9 +267,7 @@ public final class FramedConnection: @unchecked Sendable {
             (head: UnsafeMutableRawBufferPointer) throws(TransportError) in
             header.encode(into: UnsafeMutableRawBufferPointer(rebasing: head[0..<WireProtocol.headerSize]))
             encodePrefix(UnsafeMutableRawBufferPointer(rebasing: head[WireProtocol.headerSize...]))
-            try write(
-                UnsafeRawBufferPointer(head), UnsafeRawBufferPointer(floats),
-                UnsafeRawBufferPointer(start: nil, count: 0))
+            try write(UnsafeRawBufferPointer(head), body, UnsafeRawBufferPointer(start: nil, count: 0))
         }
     }
 

@@ -26,6 +26,12 @@ public struct JobDescription: Codable, Sendable, Equatable {
     public var classCount: Int
     public var stepsPerEpoch: Int
     public var totalSteps: Int
+    /// How workers compress their exchange gradients: `fp16`, `bf16` or `topk:FRACTION`; nil (the key absent, so
+    /// an uncompressed job's welcome is unchanged) means none. See `CompressionSetting`.
+    public var compression: String? = nil
+    /// Whether exchange replies carry the weights in the compression's fp16 or bf16 too (`--compress-pulls`); nil
+    /// (absent) means no.
+    public var compressPulls: Bool? = nil
 
     public init(
         model: String, data: String, test: String?, labelColumn: String, batchPerWorker: Int, epochs: Int,

@@ -61,13 +61,16 @@ public enum MessageCodec {
             writer.writeInteger(reply.version)
             writer.writeFloats(reply.floats)
         case .exchange(let exchange):
-            writer = ByteWriter(capacity: exchange.prefix.size + 4 * exchange.gradient.count)
+            writer = ByteWriter(
+                capacity: exchange.prefix.size + 4 * exchange.gradient.count + exchange.compressed.count)
             writeEncoded(exchange.prefix.size, into: &writer) { exchange.prefix.encode(into: $0) }
             writer.writeFloats(exchange.gradient)
+            exchange.compressed.withUnsafeBytes { writer.writeBytes($0) }
         case .exchangeReply(let reply):
-            writer = ByteWriter(capacity: reply.prefix.size + 4 * reply.weights.count)
+            writer = ByteWriter(capacity: reply.prefix.size + 4 * reply.weights.count + reply.compressed.count)
             writeEncoded(reply.prefix.size, into: &writer) { reply.prefix.encode(into: $0) }
             writer.writeFloats(reply.weights)
+            reply.compressed.withUnsafeBytes { writer.writeBytes($0) }
         case .clock(let clock):
             writer.writeInteger(clock.rank)
             writer.writeInteger(UInt32(0))
@@ -293,6 +296,14 @@ public enum MessageCodec {
         let prefix = try ExchangePrefix.decode(reader.bytes)
         try ExchangePrefix.validate(prefix, payloadLength: reader.bytes.count)
         _ = try reader.bytes(count: prefix.size)
+        guard prefix.encoding == .none else {
+            let body = try reader.bytes(count: reader.remaining)
+            if prefix.encoding == .topK {
+                try GradientCodec.validateTopKEntries(
+                    body, shardCount: prefix.baseVersions.count, count: Int(prefix.count), type: .exchange)
+            }
+            return .exchange(Exchange(prefix: prefix, compressed: Array(body)))
+        }
         return .exchange(Exchange(prefix: prefix, gradient: floats(try reader.bytes(count: 4 * Int(prefix.count)))))
     }
 
@@ -300,6 +311,10 @@ public enum MessageCodec {
         let prefix = try ExchangeReplyPrefix.decode(reader.bytes)
         try ExchangeReplyPrefix.validate(prefix, payloadLength: reader.bytes.count)
         _ = try reader.bytes(count: prefix.size)
+        guard prefix.encoding == .none else {
+            return .exchangeReply(
+                ExchangeReply(prefix: prefix, compressed: Array(try reader.bytes(count: reader.remaining))))
+        }
         return .exchangeReply(
             ExchangeReply(prefix: prefix, weights: floats(try reader.bytes(count: 4 * Int(prefix.count)))))
     }

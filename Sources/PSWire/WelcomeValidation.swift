@@ -136,5 +136,17 @@ extension JobDescription {
         guard !steps.multipliedReportingOverflow(by: globalBatch).overflow else {
             throw fail("epochs", "\(epochs) over \(trainRows) rows is more samples than a 64-bit counter holds")
         }
+        guard let setting = compressionSetting else {
+            throw fail("compression", "is \(compression ?? ""), expected none, fp16, bf16 or topk:FRACTION")
+        }
+        guard compressPulls != true || setting == .fp16 || setting == .bf16 else {
+            throw fail("compressPulls", "is true, but job.compression \(setting) is not fp16 or bf16")
+        }
+    }
+
+    /// The job's gradient compression: `.none` when the key is absent, nil when it does not parse.
+    public var compressionSetting: CompressionSetting? {
+        guard let compression else { return CompressionSetting.none }
+        return CompressionSetting(parsing: compression)
     }
 }

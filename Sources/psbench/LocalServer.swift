@@ -31,6 +31,14 @@ func startLocalServer(
 func runLocalJob(name: String, workers: Int, serverArguments: [String], seconds: Double = 1800) throws
     -> [[String: Any]]
 {
+    try runLocalJobWithWorkerLogs(name: name, workers: workers, serverArguments: serverArguments, seconds: seconds)
+        .records
+}
+
+/// `runLocalJob`, also returning every worker's log (its stderr), in rank order.
+func runLocalJobWithWorkerLogs(name: String, workers: Int, serverArguments: [String], seconds: Double = 1800) throws
+    -> (records: [[String: Any]], workerLogs: [String])
+{
     let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     let directory = NSTemporaryDirectory() + "psbench-\(name)-\(Host.processID())-\(workers)"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -47,7 +55,9 @@ func runLocalJob(name: String, workers: Int, serverArguments: [String], seconds:
         let worker = Process()
         worker.executableURL = binDirectory.appendingPathComponent("psworker")
         worker.arguments = ["--server", "127.0.0.1:\(port)", "--name", "\(name)\(rank)", "--quiet"]
-        worker.standardError = FileHandle.nullDevice
+        let workerLog = directory + "/worker\(rank).log"
+        _ = FileManager.default.createFile(atPath: workerLog, contents: nil)
+        worker.standardError = FileHandle(forWritingAtPath: workerLog)
         worker.environment = environment
         try worker.run()
         processes.append(worker)
@@ -60,7 +70,11 @@ func runLocalJob(name: String, workers: Int, serverArguments: [String], seconds:
         Thread.sleep(forTimeInterval: 0.05)
     }
     let text = try String(contentsOfFile: metrics, encoding: .utf8)
-    return try text.split(separator: "\n").compactMap {
+    let records = try text.split(separator: "\n").compactMap {
         try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
     }
+    let logs = (0..<workers).map {
+        (try? String(contentsOfFile: directory + "/worker\($0).log", encoding: .utf8)) ?? ""
+    }
+    return (records, logs)
 }

@@ -2,6 +2,7 @@ import Foundation
 import PSCLI
 import PSMath
 import PSPosix
+import PSWire
 
 /// `psbench`: throughput and latency benchmarks, each reported as a ratio to a baseline measured in the same run.
 @main
@@ -24,6 +25,10 @@ struct PSBenchCommand {
                 options: [
                     quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
                     Option("compute-only", help: "Only the forward+backward GFLOPS rows (no training runs)."),
+                    Option(
+                        "compression", value: "list",
+                        help: "Compare these compressions (e.g. fp16,topk:0.01,fp16+pulls) against none instead."),
+                    Option("epochs", value: "e", help: "Epochs per compression job.", default: "1"),
                 ]),
             Command(
                 name: "modes",
@@ -88,10 +93,30 @@ struct PSBenchCommand {
                 printTable("psbench server", try ServerBench.run(quick: isQuick))
             }
             if which == "train" || which == "all" {
-                printTable(
-                    "psbench train",
-                    try TrainBench.run(
-                        quick: isQuick, data: arguments.string("data"), computeOnly: arguments.has("compute-only")))
+                if which == "train", let list = arguments.string("compression") {
+                    let compressions = list.split(separator: ",").map(String.init)
+                    let valid = compressions.allSatisfy { spelling in
+                        let pulls = spelling.hasSuffix("+pulls")
+                        let setting = CompressionSetting(parsing: pulls ? String(spelling.dropLast(6)) : spelling)
+                        return setting != nil && (!pulls || setting == .fp16 || setting == .bf16)
+                    }
+                    guard !compressions.isEmpty, valid else {
+                        throw UsageError(
+                            "Invalid value for '--compression <list>': expected a comma-separated list of fp16, bf16, "
+                                + "none, topk:FRACTION, fp16+pulls or bf16+pulls, got \(list)")
+                    }
+                    let epochs = try arguments.required("epochs", as: Int.self, in: 1...1000)
+                    printTable(
+                        "psbench train --compression",
+                        try TrainBench.compressionRows(
+                            data: arguments.string("data"), compressions: compressions, epochs: epochs))
+                } else {
+                    printTable(
+                        "psbench train",
+                        try TrainBench.run(
+                            quick: isQuick, data: arguments.string("data"),
+                            computeOnly: arguments.has("compute-only")))
+                }
             }
             if which == "modes" {
                 let delay = try arguments.required("delay-ms", as: Int.self, in: 0...3_600_000)

@@ -27,12 +27,82 @@ enum TrainBench {
         return rows
     }
 
+    /// `psbench train --compression fp16,topk:0.01,bf16+pulls`: the two-worker MLP-128 job (batch 64 each)
+    /// uncompressed and with each compression in the same run (`+pulls`: with `--compress-pulls`): gradient and
+    /// weight bytes per worker step, seconds per epoch and the final test accuracy, each against the uncompressed
+    /// job.
+    static func compressionRows(data: String?, compressions: [String], epochs: Int) throws -> [BenchRow] {
+        let dataSet = data ?? defaultData
+        let plain = try compressedJob(data: dataSet, compression: "none", epochs: epochs)
+        var rows: [BenchRow] = []
+        for compression in compressions {
+            let run = try compressedJob(data: dataSet, compression: compression, epochs: epochs)
+            rows.append(
+                BenchRow(
+                    name: "\(dataSet) mlp:128 gradient bytes per worker step, \(compression)",
+                    value: run.gradientBytesPerStep, unit: "B", baseline: plain.gradientBytesPerStep,
+                    baselineName: "uncompressed", lowerIsBetter: true))
+            rows.append(
+                BenchRow(
+                    name: "\(dataSet) mlp:128 weight bytes per worker step, \(compression)",
+                    value: run.weightBytesPerStep, unit: "B", baseline: plain.weightBytesPerStep,
+                    baselineName: "uncompressed", lowerIsBetter: true))
+            rows.append(
+                BenchRow(
+                    name: "\(dataSet) mlp:128 epoch, 2 workers x 64, \(compression) (s)", value: run.epochSeconds,
+                    unit: "s", baseline: plain.epochSeconds, baselineName: "uncompressed", lowerIsBetter: true))
+            rows.append(
+                BenchRow(
+                    name: "\(dataSet) mlp:128 test accuracy after \(epochs) epoch(s), \(compression)",
+                    value: run.accuracy, unit: "", baseline: plain.accuracy, baselineName: "uncompressed"))
+        }
+        return rows
+    }
+
+    static var defaultData: String {
+        FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+            ? "fashion-mnist" : "digits"
+    }
+
+    /// One two-worker job with `--compression`; bytes per step from the workers' `finished` lines.
+    static func compressedJob(data: String, compression: String, epochs: Int) throws -> (
+        gradientBytesPerStep: Double, weightBytesPerStep: Double, epochSeconds: Double, accuracy: Double
+    ) {
+        let pulls = compression.hasSuffix("+pulls")
+        let (records, logs) = try runLocalJobWithWorkerLogs(
+            name: "compress", workers: 2,
+            serverArguments: [
+                "--workers", "2", "--model", "mlp:128", "--data", data, "--batch", "64", "--epochs", "\(epochs)",
+                "--compression", pulls ? String(compression.dropLast("+pulls".count)) : compression,
+            ] + (pulls ? ["--compress-pulls"] : []))
+        var bytes = 0.0
+        var weightBytes = 0.0
+        var steps = 0.0
+        for log in logs {
+            guard let line = log.split(separator: "\n").last(where: { $0.contains("event=finished") }),
+                let sent = field("gradient_bytes", in: line), let received = field("weight_bytes", in: line),
+                let done = field("steps", in: line)
+            else { throw BenchError("a worker of the \(compression) job logged no finished line") }
+            bytes += sent
+            weightBytes += received
+            steps += done
+        }
+        let accuracy = records.last { $0["type"] as? String == "epoch" }?["test_accuracy"] as? Double ?? .nan
+        return (
+            bytes / max(steps, 1), weightBytes / max(steps, 1),
+            try epochSeconds(records: records, workers: 2, batch: 64).seconds, accuracy
+        )
+    }
+
+    /// The number after ` key=` in a log line.
+    static func field(_ key: String, in line: Substring) -> Double? {
+        guard let range = line.range(of: " \(key)=") else { return nil }
+        return Double(line[range.upperBound...].prefix { $0.isNumber || $0 == "." })
+    }
+
     /// One epoch of mlp:128 with two workers of batch 64 against one worker of batch 128.
     static func epochRows(data: String?) throws -> [BenchRow] {
-        let dataSet =
-            data
-            ?? (FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-                ? "fashion-mnist" : "digits")
+        let dataSet = data ?? defaultData
         let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
         let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
         return [
@@ -54,6 +124,13 @@ enum TrainBench {
             serverArguments: [
                 "--workers", "\(workers)", "--model", "mlp:128", "--data", data, "--batch", "\(batch)", "--epochs", "1",
             ])
+        return try epochSeconds(records: records, workers: workers, batch: batch)
+    }
+
+    /// The training time per epoch (and samples per second) a job's step records show.
+    static func epochSeconds(records: [[String: Any]], workers: Int, batch: Int) throws -> (
+        seconds: Double, samplesPerSecond: Double
+    ) {
         var first: (Int, Double)? = nil
         var last: (Int, Double)? = nil
         for object in records {

@@ -8,6 +8,7 @@ import PSPosix
 import PSSecurity
 import PSServer
 import PSTraining
+import PSWire
 
 /// `psserver`: holds the model's shards, serves pushes and pulls, and coordinates the training job.
 @main
@@ -89,6 +90,12 @@ struct PSServerCommand {
             Option("staleness", value: "s", help: "SSP bound: how many clocks ahead a worker may run.", default: "0"),
             Option("max-gradient-staleness", value: "k", help: "Drop (or scale) pushes staler than k versions."),
             Option("stale-policy", value: "drop|scale", help: "What to do with a too-stale push.", default: "drop"),
+            Option(
+                "compression", value: "none|fp16|bf16|topk:f",
+                help: "How workers compress exchange gradients (top-k keeps the residual on the worker).",
+                default: "none"),
+            Option(
+                "compress-pulls", help: "Exchange replies carry the weights as fp16/bf16 too (needs --compression)."),
             Option(
                 "worker-timeout", value: "seconds", help: "Declare a silent worker dead after this long.",
                 default: "10"),
@@ -241,7 +248,10 @@ struct PSServerCommand {
             config.advertise = advertise
         }
 
-        let jobFlags = ["workers", "data", "test", "label-column", "batch", "epochs", "seed", "features"]
+        let jobFlags = [
+            "workers", "data", "test", "label-column", "batch", "epochs", "seed", "features", "compression",
+            "compress-pulls",
+        ]
         if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {
             throw UsageError(
                 "--\(given) is a training-job flag and needs --model (without --model the server is a plain "
@@ -263,6 +273,14 @@ struct PSServerCommand {
             request.staleness = config.staleness
             request.workers = try arguments.required("workers", as: Int.self)
             request.features = try arguments.value("features", as: Int.self)
+            let compression = arguments.string("compression") ?? "none"
+            guard let setting = CompressionSetting(parsing: compression) else {
+                throw UsageError(
+                    "Invalid value for '--compression <none|fp16|bf16|topk:f>': expected none, fp16, bf16 or "
+                        + "topk:FRACTION with 0 < FRACTION <= 1, got \(compression)")
+            }
+            request.compression = setting
+            request.compressPulls = arguments.has("compress-pulls")
             do {
                 let planned = try JobPlanner.plan(request)
                 config.job = planned.job

@@ -28,7 +28,17 @@ final class CheckpointClusteredTests: XCTestCase {
     /// reconnect under their names, rewind to the checkpoint's step, and the final weights, the per-step losses
     /// and the epoch evaluations are bitwise those of an uninterrupted run.
     func test_killedServer_restoredFromLatest_finishesBitwiseLikeUninterruptedRun() throws {
-        let flags = Self.jobFlags(epochs: 4)
+        try assertRestoredRunIsBitwiseUninterrupted(extraFlags: [])
+    }
+
+    /// The same with bf16 gradients and compressed pulls: the workers keep no compression state, and round the
+    /// float32 weights they pull after the restore as an exchange reply would have, so the resume stays exact.
+    func test_killedServer_restoredFromLatest_bf16CompressedPulls_finishesBitwiseLikeUninterruptedRun() throws {
+        try assertRestoredRunIsBitwiseUninterrupted(extraFlags: ["--compression", "bf16", "--compress-pulls"])
+    }
+
+    private func assertRestoredRunIsBitwiseUninterrupted(extraFlags: [String]) throws {
+        let flags = Self.jobFlags(epochs: 4) + extraFlags
         let reference = try LocalCluster()
         try reference.startServer(flags)
         try reference.startWorker(name: "w0", ["--quiet"])

@@ -85,6 +85,12 @@ final class CommandLineTests: XCTestCase {
             ("psserver", ["--port", "0", "--model", "softmax", "--mode", "bsp", "--staleness", "3"], "--staleness"),
             ("psserver", ["--port", "0", "--batch", "32"], "--batch"),
             ("psserver", ["--port", "0", "--workers", "3"], "--workers"),
+            ("psserver", ["--port", "0", "--model", "softmax", "--compression", "topk:2"], "--compression"),
+            ("psserver", ["--port", "0", "--compression", "fp16"], "--compression"),
+            (
+                "psserver", ["--port", "0", "--model", "softmax", "--compression", "topk:0.1", "--compress-pulls"],
+                "--compress-pulls"
+            ),
             ("psworker", ["--server", "127.0.0.1:1", "--log-level", "chatty"], "--log-level"),
             ("psctl", [], "Missing subcommand"),
         ]

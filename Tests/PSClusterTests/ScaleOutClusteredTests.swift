@@ -206,6 +206,21 @@ final class ScaleOutClusteredTests: XCTestCase {
         }
     }
 
+    /// Compression over several servers: each server decodes its own part, so an fp16 job (element-wise) ends
+    /// bitwise equal on one and two servers, and a top-k job (per shard) is bitwise reproducible on two.
+    func test_bsp_compressed_onTwoServers_fp16EqualsOneServer_topKReproducible() throws {
+        let fp16 = ["--model", "mlp:16", "--batch", "32", "--epochs", "1", "--seed", "3", "--compression", "fp16"]
+        let single = try finish(runJob(shards: [2], flags: fp16 + ["--compress-pulls"]))
+        let spread = try finish(runJob(shards: [1, 1], flags: fp16 + ["--compress-pulls"]))
+        XCTAssertFalse(single.isEmpty)
+        XCTAssertEqual(spread, single, "fp16 with compressed pulls on 1 server and on 2")
+        let topK = ["--model", "mlp:16", "--batch", "32", "--epochs", "1", "--seed", "3", "--compression", "topk:0.1"]
+        let first = try finish(runJob(shards: [1, 1], flags: topK))
+        let second = try finish(runJob(shards: [1, 1], flags: topK))
+        XCTAssertFalse(first.isEmpty)
+        XCTAssertEqual(first, second, "topk:0.1 on 2 servers, run to run")
+    }
+
     /// SSP and async run over two servers to the end (the joined server applies pushes on arrival under the
     /// stale-gradient rule it took from the coordinator) and status lists both servers with their counters.
     func test_sspAndAsync_onTwoServers_complete() throws {

@@ -51,5 +51,10 @@ final class SparseJobPlannerTests: XCTestCase {
             "--model sparse-mlp:0,4: expected sparse-lr or sparse-mlp:E,H (E and H between 1 and 4096)")
         XCTAssertTrue(
             planError(request("softmax", "synthetic-sparse:100,50,3")).contains("--model sparse-lr or sparse-mlp:E,H"))
+        var compressed = request("sparse-lr", "synthetic-sparse:100,50,3")
+        compressed.compression = .fp16
+        XCTAssertEqual(
+            planError(compressed),
+            "--compression is for dense models' exchanges; sparse-lr moves only the rows a batch touches, uncompressed")
     }
 }

@@ -89,12 +89,40 @@ enum Golden {
                         rank: 1, clock: 5, loss: 0.5, samples: 64, baseVersions: [5, 5], count: 0),
                     gradient: [0.25, -0.5, 1.0]))
         ),
+        // The same step compressed (proto-docs, "Compressed gradients"): fp16, then top-k 0.5 over shards of 1 and 2.
+        GoldenExample(
+            requestID: 16,
+            message: .exchange(
+                Exchange(
+                    prefix: ExchangePrefix(
+                        rank: 1, clock: 5, loss: 0.5, samples: 64, baseVersions: [5, 5], count: 3, encoding: .fp16),
+                    compressed: [0x00, 0x34, 0x00, 0xb8, 0x00, 0x3c]))
+        ),
+        GoldenExample(
+            requestID: 17,
+            message: .exchange(
+                Exchange(
+                    prefix: ExchangePrefix(
+                        rank: 1, clock: 5, loss: 0.5, samples: 64, baseVersions: [5, 5], count: 3, encoding: .topK),
+                    compressed: [
+                        1, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00, 0x80, 0x3e, 1, 0, 0, 0, 1, 0, 0, 0, 0x00, 0x00, 0x80, 0x3f,
+                    ]
+                ))
+        ),
         GoldenExample(
             requestID: 12,
             message: .exchangeReply(
                 ExchangeReply(
                     prefix: ExchangeReplyPrefix(jobState: .running, minClock: 6, versions: [6, 6], count: 0),
                     weights: [0.125, -0.75, 1.0]))
+        ),
+        GoldenExample(
+            requestID: 16,
+            message: .exchangeReply(
+                ExchangeReply(
+                    prefix: ExchangeReplyPrefix(
+                        jobState: .running, minClock: 6, versions: [6, 6], count: 3, encoding: .bf16),
+                    compressed: [0x00, 0x3e, 0x40, 0xbf, 0x80, 0x3f]))
         ),
         GoldenExample(
             requestID: 10,
