@@ -81,6 +81,9 @@ struct ControlService {
         return .success(CheckpointManager.Written(step: step, path: path, durable: wait))
     }
 
+    /// How long an export in a running BSP job may look for a snapshot taken at a step boundary.
+    static let exportBoundarySeconds = 10.0
+
     /// Writes the weights as `.npy` files on a thread of its own and waits for it (bounded): a slow disk holds up
     /// this operator's request, never a lock or another connection.
     func export(path requested: String, session: Session, requestID: UInt64) throws(TransportError) {
@@ -102,10 +105,26 @@ struct ControlService {
             try session.replyError(.notRegistered, "nothing to export: no tensor is registered", to: requestID)
             return
         }
-        // In a scale-out job the weights are gathered from every server (at the current step boundary in BSP).
-        guard let snapshot = server.wholeSnapshot(step: server.coordinator?.checkpointStep ?? 0) else {
+        // In a scale-out job the weights are gathered from every server; in BSP, at one step boundary.
+        let taken = ModelSnapshot.atOneStep(
+            requiresOneStep: server.config.mode == .bsp, seconds: Self.exportBoundarySeconds
+        ) {
+            server.wholeSnapshot(step: server.coordinator?.checkpointStep ?? 0)
+        }
+        let snapshot: ModelSnapshot
+        switch taken {
+        case .success(let consistent):
+            snapshot = consistent
+        case .failure(.missingPart):
             try session.replyError(
                 .checkpointFailed, "export: a joined server's part did not arrive within --server-timeout",
+                to: requestID)
+            return
+        case .failure(.noBoundary(let versions)):
+            try session.replyError(
+                .checkpointFailed,
+                "export: no snapshot in \(Int(Self.exportBoundarySeconds)) s found every shard at the same step "
+                    + "(last shard versions \(versions)); psctl checkpoint waits for a step boundary exactly",
                 to: requestID)
             return
         }
@@ -204,5 +223,33 @@ enum ExportPath {
             return .failure(Refusal(description: "export path '\(requested)' names no directory under \(root)"))
         }
         return .success(root + "/" + relative.joined(separator: "/"))
+    }
+}
+
+/// Why no snapshot of one step could be taken.
+enum SnapshotAtOneStepError: Error, Equatable {
+    /// The snapshot itself failed (a joined server's part did not arrive).
+    case missingPart
+    /// Every snapshot until the deadline mixed steps; the last one's shard versions.
+    case noBoundary([UInt64])
+}
+
+extension ModelSnapshot {
+    /// Takes snapshots with `take` until one has every shard at the same version, for at most `seconds`.
+    ///
+    /// In BSP, a released step is applied shard by shard (and server by server), so a snapshot taken while that
+    /// goes on holds some shards after the step and some before it: its shard versions differ. Between steps,
+    /// while the workers compute, every shard holds the same version, and a snapshot taken then is the model of
+    /// one step. Without `requiresOneStep` (SSP, async) the first snapshot is returned as it is.
+    static func atOneStep(
+        requiresOneStep: Bool, seconds: Double, take: () -> ModelSnapshot?
+    ) -> Result<ModelSnapshot, SnapshotAtOneStepError> {
+        let deadline = MonotonicClock.deadline(afterSeconds: seconds)
+        while true {
+            guard let snapshot = take() else { return .failure(.missingPart) }
+            if !requiresOneStep || Set(snapshot.shardVersions).count <= 1 { return .success(snapshot) }
+            if MonotonicClock.nanoseconds() >= deadline { return .failure(.noBoundary(snapshot.shardVersions)) }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
     }
 }
