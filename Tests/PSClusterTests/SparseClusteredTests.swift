@@ -31,7 +31,10 @@ final class SparseClusteredTests: XCTestCase {
         try cluster.startWorker(name: "w1", workerFlags, reconnectTimeout: 60)
         XCTAssertTrue(
             waitUntil(timeout: .seconds(60), poll: .milliseconds(2)) {
+                // The `latest` pointer is written after the checkpoint's manifest: wait for both, so that
+                // `--restore latest` finds it.
                 FileManager.default.fileExists(atPath: cluster.checkpointDirectory + "/step-0000000020/manifest.json")
+                    && FileManager.default.fileExists(atPath: cluster.checkpointDirectory + "/latest")
             }, "no checkpoint at step 20 appeared")
         cluster.server?.kill(signal: Signals.kill)
         XCTAssertEqual(cluster.server?.wait(timeout: .seconds(10)), 137)
