@@ -7,8 +7,10 @@ enum SparseLIBSVM {
     /// The largest 1-based index a file may use.
     static let maximumIndex: UInt64 = 1 << 32
 
-    /// Reads a LIBSVM file (plain or gzip); `featureCount` nil means the largest index seen.
-    static func load(path: String, featureCount: Int?) throws(DataError) -> SparseDataset {
+    /// Reads a LIBSVM file (plain or gzip); `featureCount` nil means the largest index seen. With `hashRows`, each
+    /// row's feature ids are hashed into that many rows as it is read (`FeatureHashing`), and the data set has
+    /// `hashRows` features.
+    static func load(path: String, featureCount: Int?, hashRows: Int? = nil) throws(DataError) -> SparseDataset {
         let bytes = try FileBytes.read(path)
         var labels: [Float] = []
         var rowStarts: [Int] = [0]
@@ -26,6 +28,7 @@ enum SparseLIBSVM {
                         message: "label '\(ByteScanner.text(labelToken))' is not a number")
                 }
                 labels.append(label)
+                let rowStart = ids.count
                 var previous: UInt64 = 0
                 while let token = scanner.nextToken() {
                     guard let colon = token.firstIndex(of: UInt8(ascii: ":")),
@@ -59,11 +62,14 @@ enum SparseLIBSVM {
                     ids.append(UInt32(index - 1))
                     values.append(value)
                 }
+                if let hashRows {
+                    FeatureHashing.foldRow(ids: &ids, values: &values, from: rowStart, rows: hashRows)
+                }
                 rowStarts.append(ids.count)
             }
         }
         guard !labels.isEmpty else { throw DataError(file: path, message: "no data rows") }
-        let width = featureCount ?? Int(largestIndex)
+        let width = hashRows ?? featureCount ?? Int(largestIndex)
         guard width > 0 else { throw DataError(file: path, message: "no features (no INDEX:VALUE pair in any row)") }
         mapSignedBinaryLabels(&labels)
         return SparseDataset(

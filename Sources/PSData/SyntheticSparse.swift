@@ -42,14 +42,17 @@ enum SyntheticSparse {
         return weightScale * Synthetic.standardNormal(&generator)
     }
 
-    /// Generates `rows` rows of the problem of `seed`, drawing them with `rowSeed`.
+    /// Generates `rows` rows of the problem of `seed`, drawing them with `rowSeed`; with `hashRows`, each row's
+    /// feature ids are then hashed into that many rows (`FeatureHashing`; the labels come from the unhashed ids).
     static func make(
-        rows: Int, features: Int, nnz: Int, seed: UInt64, rowSeed: UInt64, name: String
+        rows: Int, features: Int, nnz: Int, seed: UInt64, rowSeed: UInt64, name: String, hashRows: Int? = nil
     ) -> SparseDataset {
         var generator = SplitMix64(seed: rowSeed)
         var rowStarts = [Int](repeating: 0, count: rows + 1)
         var ids: [UInt32] = []
         ids.reserveCapacity(rows * nnz)
+        var values: [Float] = []
+        if hashRows != nil { values.reserveCapacity(rows * nnz) }
         var labels = [Float](repeating: 0, count: rows)
         let logSpan = log(Double(features) + 1)
         var row: [UInt32] = []
@@ -75,13 +78,18 @@ enum SyntheticSparse {
             }
             margin += noise * Synthetic.standardNormal(&generator)
             labels[index] = margin > 0 ? 1 : 0
+            let rowStart = ids.count
             ids.append(contentsOf: row)
+            if let hashRows {
+                values.append(contentsOf: repeatElement(1, count: row.count))
+                FeatureHashing.foldRow(ids: &ids, values: &values, from: rowStart, rows: hashRows)
+            }
             rowStarts[index + 1] = ids.count
         }
-        let values = [Float](repeating: 1, count: ids.count)
+        if hashRows == nil { values = [Float](repeating: 1, count: ids.count) }
         return SparseDataset(
-            name: name, featureCount: features, rowStarts: rowStarts, featureIds: ids, values: values, labels: labels,
-            classCount: 2)
+            name: name, featureCount: hashRows ?? features, rowStarts: rowStarts, featureIds: ids, values: values,
+            labels: labels, classCount: 2)
     }
 }
 
@@ -134,6 +142,14 @@ public enum SparseDataSource: Sendable, Equatable, Codable, CustomStringConverti
         }
     }
 
+    /// Refuses a hashed table size outside 1...`FeatureHashing.maximumRows`.
+    static func checkHashRows(_ rows: Int?, spelling: String) throws(DataError) {
+        guard let rows else { return }
+        guard rows >= 1, rows <= FeatureHashing.maximumRows else {
+            throw DataError(file: spelling, message: "cannot hash features into \(rows) rows, expected 1...2^31")
+        }
+    }
+
     /// Whether `text` names a sparse-only source (`synthetic-sparse:…`).
     public static func isSparseOnly(_ text: String) -> Bool {
         text.hasPrefix("synthetic-sparse:")
@@ -150,34 +166,38 @@ public enum SparseDataSource: Sendable, Equatable, Codable, CustomStringConverti
         }
     }
 
-    /// Loads the training split.
-    public func loadTrain() throws(DataError) -> SparseDataset {
+    /// Loads the training split; `hashFeatures` (1...`FeatureHashing.maximumRows`) hashes every feature id into
+    /// that many rows as the data is read (`--hash-features`), so the data set has `hashFeatures` features.
+    public func loadTrain(hashFeatures: Int? = nil) throws(DataError) -> SparseDataset {
+        try Self.checkHashRows(hashFeatures, spelling: description)
         switch self {
         case .libsvm(let path, let featureCount):
-            return try SparseLIBSVM.load(path: path, featureCount: featureCount)
+            return try SparseLIBSVM.load(path: path, featureCount: featureCount, hashRows: hashFeatures)
         case .syntheticSparse(let rows, let features, let nnz, let seed):
             try SyntheticSparse.validate(rows: rows, features: features, nnz: nnz, spelling: description)
             return SyntheticSparse.make(
-                rows: rows, features: features, nnz: nnz, seed: seed, rowSeed: seed, name: description)
+                rows: rows, features: features, nnz: nnz, seed: seed, rowSeed: seed, name: description,
+                hashRows: hashFeatures)
         }
     }
 
     /// Both splits: synthetic draws a fifth of the rows with seed + 1; a LIBSVM file's test split is `PATH.t` or
-    /// the file name with its last `train` replaced by `test`, read with the train split's feature count.
-    public func loadSplits() throws(DataError) -> (train: SparseDataset, test: SparseDataset?) {
-        let train = try loadTrain()
+    /// the file name with its last `train` replaced by `test`, read with the train split's feature count. Both are
+    /// hashed alike with `hashFeatures`.
+    public func loadSplits(hashFeatures: Int? = nil) throws(DataError) -> (train: SparseDataset, test: SparseDataset?) {
+        let train = try loadTrain(hashFeatures: hashFeatures)
         switch self {
         case .syntheticSparse(let rows, let features, let nnz, let seed):
             let test = SyntheticSparse.make(
                 rows: max(1, rows / 5), features: features, nnz: nnz, seed: seed, rowSeed: seed &+ 1,
-                name: description + " (test)")
+                name: description + " (test)", hashRows: hashFeatures)
             return (train, test)
         case .libsvm(let path, let featureCount):
             guard
                 case .libsvm(let testPath, _) = DataSource.libsvm(path: path, featureCount: featureCount)
                     .testCompanion()
             else { return (train, nil) }
-            let test = try SparseLIBSVM.load(path: testPath, featureCount: featureCount)
+            let test = try SparseLIBSVM.load(path: testPath, featureCount: featureCount, hashRows: hashFeatures)
             guard test.featureCount <= train.featureCount else {
                 throw DataError(
                     file: testPath,

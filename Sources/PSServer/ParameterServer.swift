@@ -188,6 +188,7 @@ public final class ParameterServer: Sendable {
             if config.mode == .ssp { fields["staleness"] = .int(Int(config.staleness)) }
             if let compression = job.compression { fields["compression"] = .string(compression) }
             if job.compressPulls == true { fields["compress_pulls"] = .bool(true) }
+            if let rows = job.hashFeatures { fields["hash_features"] = .int(rows) }
         }
         return fields
     }

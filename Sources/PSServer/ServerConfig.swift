@@ -171,7 +171,8 @@ public struct ServerConfig: Sendable {
                 throw ConfigError(
                     "the row-sparse tables (\(sparseTables.map { "\($0.name) \($0.rows) x \($0.width)" }.joined(separator: ", ")) "
                         + "with \(sparse.kind) state) take \(Int(bytes)) bytes, more than --max-model-bytes "
-                        + "\(maxModelBytes): every row is allocated, so use fewer features (hash them) or raise the limit"
+                        + "\(maxModelBytes): every row is allocated, so hash the features into fewer rows "
+                        + "(--hash-features D) or raise the limit"
                 )
             }
         }

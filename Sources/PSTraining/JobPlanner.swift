@@ -25,6 +25,8 @@ public struct JobRequest: Sendable {
     public var workers = 1
     /// Row-sparse models: the feature count (the table's rows) of a LIBSVM file, instead of its largest index.
     public var features: Int? = nil
+    /// Row-sparse models: hash every feature id into this many table rows (`--hash-features`, see `FeatureHashing`).
+    public var hashFeatures: Int? = nil
     /// Gradient compression for the job's exchanges (`--compression`).
     public var compression: CompressionSetting = .none
     /// Whether exchange replies carry fp16/bf16 weights too (`--compress-pulls`; needs fp16 or bf16).
@@ -67,6 +69,9 @@ public enum JobPlanner {
         }
         if request.features != nil {
             throw PlanError("--features is for the row-sparse models (a dense model reads libsvm:PATH,FEATURES)")
+        }
+        if request.hashFeatures != nil {
+            throw PlanError("--hash-features is for the row-sparse models (--model sparse-lr or sparse-mlp:E,H)")
         }
         // `external`: the job's first worker registers its own model's tensors (see `Worker`).
         let kind: ModelKind?

@@ -28,7 +28,8 @@ public enum SparseModels {
 
 extension JobPlanner {
     /// Plans a row-sparse job: the data is read in CSR form (`SparseDataSource`: `synthetic-sparse:…` or a
-    /// LIBSVM file), the dense tensors are the model's bias.
+    /// LIBSVM file), its feature ids hashed into `--hash-features` rows if asked; the dense tensors are the model's
+    /// bias.
     static func planSparse(_ request: JobRequest) throws -> (job: JobDescription, tensors: [TensorSpec]) {
         guard let kind = SparseModelKind(parsing: request.model) else {
             throw PlanError(
@@ -41,6 +42,18 @@ extension JobPlanner {
             throw PlanError("--data: \(error)")
         }
         var request = request
+        if let rows = request.hashFeatures {
+            guard rows >= 1, rows <= FeatureHashing.maximumRows else {
+                throw PlanError("--hash-features must be between 1 and 2^31, got \(rows)")
+            }
+            guard request.features == nil else {
+                throw PlanError("--hash-features D sets the table's rows; it cannot be combined with --features")
+            }
+            if case .libsvm(_, .some(let width)) = source {
+                throw PlanError(
+                    "--hash-features D sets the table's rows; drop the feature count \(width) from --data \(source)")
+            }
+        }
         if let features = request.features {
             guard features >= 1, features <= 1 << 32 else {
                 throw PlanError("--features must be between 1 and 2^32, got \(features)")
@@ -52,7 +65,7 @@ extension JobPlanner {
             source = .libsvm(path: path, featureCount: features)
             request.data = source.description
         }
-        let train = try source.loadTrain()
+        let train = try source.loadTrain(hashFeatures: request.hashFeatures)
         guard train.classCount >= 2 else {
             throw PlanError(
                 "--model \(request.model) needs class labels (at least two classes; -1/+1 counts as 0/1) in \(source)")
@@ -61,7 +74,7 @@ extension JobPlanner {
         if let testPath = request.test {
             let test: SparseDataset
             do {
-                test = try SparseDataSource(parsing: testPath).loadTrain()
+                test = try SparseDataSource(parsing: testPath).loadTrain(hashFeatures: request.hashFeatures)
             } catch {
                 throw PlanError("--test: \(error)")
             }
@@ -82,12 +95,13 @@ extension JobPlanner {
         let tensors = model.denseParameters.map {
             TensorSpec(name: $0.name, shape: $0.shape, initializer: InitSpec($0.initializer))
         }
-        let job = JobDescription(
+        var job = JobDescription(
             model: request.model, data: request.data, test: request.test, labelColumn: request.labelColumn.rawValue,
             batchPerWorker: request.batchPerWorker, epochs: request.epochs, seed: request.seed, mode: request.mode,
             staleness: request.staleness, workers: request.workers, trainRows: train.rowCount,
             featureCount: train.featureCount, classCount: classes, stepsPerEpoch: stepsPerEpoch,
             totalSteps: stepsPerEpoch.multipliedReportingOverflow(by: request.epochs).partialValue)
+        job.hashFeatures = request.hashFeatures
         do {
             try job.validate()
         } catch {

@@ -35,9 +35,9 @@ extension Worker {
         var test: SparseDataset?
         do {
             let source = try SparseDataSource(parsing: options.dataOverride ?? job.data)
-            (train, test) = try source.loadSplits()
+            (train, test) = try source.loadSplits(hashFeatures: job.hashFeatures)
             if let path = options.testOverride ?? job.test {
-                test = try SparseDataSource(parsing: path).loadTrain()
+                test = try SparseDataSource(parsing: path).loadTrain(hashFeatures: job.hashFeatures)
             }
         } catch {
             leave(connected, reason: .error)

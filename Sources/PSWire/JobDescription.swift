@@ -32,6 +32,10 @@ public struct JobDescription: Codable, Sendable, Equatable {
     /// Whether exchange replies carry the weights in the compression's fp16 or bf16 too (`--compress-pulls`); nil
     /// (absent) means no.
     public var compressPulls: Bool? = nil
+    /// Row-sparse jobs: the number of rows every feature id is hashed into (`psserver --hash-features D`, see
+    /// `FeatureHashing` in PSData), then also `featureCount`; nil (the key absent, so an unhashed job's welcome is
+    /// unchanged) means feature ids are table rows.
+    public var hashFeatures: Int? = nil
 
     public init(
         model: String, data: String, test: String?, labelColumn: String, batchPerWorker: Int, epochs: Int,

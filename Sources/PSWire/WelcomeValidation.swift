@@ -98,6 +98,8 @@ extension JobDescription {
     public static let maxWorkers = Int(Int32.max)
     /// The most epochs a job may have: epoch numbers travel as `UInt32`.
     public static let maxEpochs = Int(UInt32.max)
+    /// The most rows `hashFeatures` may name: 2^31 (PSData's `FeatureHashing.maximumRows`).
+    public static let maxHashFeatures = 1 << 31
 
     /// Checks the job's counts on their own and against each other; the error names the field (`job.<key>`).
     ///
@@ -141,6 +143,13 @@ extension JobDescription {
         }
         guard compressPulls != true || setting == .fp16 || setting == .bf16 else {
             throw fail("compressPulls", "is true, but job.compression \(setting) is not fp16 or bf16")
+        }
+        if let hashFeatures {
+            guard hashFeatures >= 1, hashFeatures <= Self.maxHashFeatures, hashFeatures == featureCount else {
+                throw fail(
+                    "hashFeatures",
+                    "is \(hashFeatures), expected 1...\(Self.maxHashFeatures) and job.featureCount \(featureCount)")
+            }
         }
     }
 

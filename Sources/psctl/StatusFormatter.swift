@@ -13,7 +13,9 @@ enum StatusFormatter {
             out += "connections \(status.connections)\n"
             if let job {
                 let description = job.job
-                out += "job: model \(description.model) data \(description.data) workers \(description.workers) "
+                out += "job: model \(description.model) data \(description.data) "
+                if let rows = description.hashFeatures { out += "hashed into \(rows) rows " }
+                out += "workers \(description.workers) "
                 out += "step \(job.completedSteps)/\(description.totalSteps) "
                 out += "min clock \(job.minClock) max clock \(job.maxClock) "
                 out += "barrier waits \(job.barrierWaits)\n"

@@ -66,6 +66,10 @@ struct PSServerCommand {
             Option(
                 "features", value: "d",
                 help: "Row-sparse models: the feature count of a LIBSVM file (default: its largest index)."),
+            Option(
+                "hash-features", value: "d",
+                help: "Row-sparse models: hash every feature id into a table of d rows (1...2^31; splitmix64, "
+                    + "see README), whatever the ids."),
             Option("label-column", value: "first|last", help: "Where CSV files keep the label.", default: "first"),
             Option("batch", value: "b", help: "Rows per worker per step.", default: "64"),
             Option("epochs", value: "e", help: "Passes over the training data.", default: "10"),
@@ -249,8 +253,8 @@ struct PSServerCommand {
         }
 
         let jobFlags = [
-            "workers", "data", "test", "label-column", "batch", "epochs", "seed", "features", "compression",
-            "compress-pulls",
+            "workers", "data", "test", "label-column", "batch", "epochs", "seed", "features", "hash-features",
+            "compression", "compress-pulls",
         ]
         if arguments.string("model") == nil, let given = jobFlags.first(where: { arguments.has($0) }) {
             throw UsageError(
@@ -273,6 +277,7 @@ struct PSServerCommand {
             request.staleness = config.staleness
             request.workers = try arguments.required("workers", as: Int.self)
             request.features = try arguments.value("features", as: Int.self)
+            request.hashFeatures = try arguments.value("hash-features", as: Int.self)
             let compression = arguments.string("compression") ?? "none"
             guard let setting = CompressionSetting(parsing: compression) else {
                 throw UsageError(
