@@ -161,6 +161,10 @@ struct ObservabilityEndpoints: Sendable {
                 metrics.applyTime.withLock { $0 }),
         ]
 
+        if !server.sparseTables.isEmpty {
+            families += sparseFamilies()
+        }
+
         // Checkpoints.
         let checkpointTime = metrics.checkpointTime.withLock { $0 }
         families += [
@@ -181,6 +185,57 @@ struct ObservabilityEndpoints: Sendable {
             families += jobFamilies(coordinator.snapshot, job: coordinator.job)
         }
         return families
+    }
+
+    /// The row-sparse tables' families, one sample per table (label `table`, the table's name).
+    private func sparseFamilies() -> [MetricFamily] {
+        typealias Sample = MetricFamily.Sample
+        let tables = server.sparseTables
+        func perTable(_ value: (RowSparseTable) -> Double) -> [Sample] {
+            tables.map { Sample(labels: [MetricFamily.Label("table", $0.spec.name)], value: value($0)) }
+        }
+        func counter(_ name: String, _ help: String, _ atomic: (RowSparseTableCounters) -> UInt64) -> MetricFamily {
+            MetricFamily(
+                name: name, help: help, kind: .counter, samples: perTable { Double(atomic($0.counters)) })
+        }
+        return [
+            counter("swiftps_sparse_pulls_total", "Row-sparse pulls answered, per table.") {
+                $0.pulls.load(ordering: .relaxed)
+            },
+            counter("swiftps_sparse_pushes_total", "Row-sparse pushes accepted, per table.") {
+                $0.pushes.load(ordering: .relaxed)
+            },
+            counter("swiftps_sparse_rows_pulled_total", "Rows sent by row-sparse pulls, per table.") {
+                $0.rowsPulled.load(ordering: .relaxed)
+            },
+            counter("swiftps_sparse_rows_pushed_total", "Rows received by accepted row-sparse pushes, per table.") {
+                $0.rowsPushed.load(ordering: .relaxed)
+            },
+            counter(
+                "swiftps_sparse_pull_wire_bytes_total", "Payload bytes of sparsePullReply frames sent, per table."
+            ) { $0.pullBytes.load(ordering: .relaxed) },
+            counter(
+                "swiftps_sparse_push_wire_bytes_total", "Payload bytes of sparsePush frames accepted, per table."
+            ) { $0.pushBytes.load(ordering: .relaxed) },
+            counter(
+                "swiftps_sparse_requests_refused_total",
+                "Row-sparse requests refused for bad row ids, a wrong value count or non-finite values, per table."
+            ) { $0.refused.load(ordering: .relaxed) },
+            .counter(
+                "swiftps_sparse_unknown_table_requests_total", help: "Row-sparse requests that named no table.",
+                Double(server.serverMetrics.sparseUnknownTable.load(ordering: .relaxed))),
+            MetricFamily(
+                name: "swiftps_sparse_table_elements", help: "Rows x width of each row-sparse table.", kind: .gauge,
+                samples: perTable { Double($0.spec.rows * $0.spec.width) }),
+            MetricFamily(
+                name: "swiftps_sparse_table_rows_touched",
+                help: "Rows of each row-sparse table at least one update touched (since start or restore).",
+                kind: .gauge, samples: perTable { Double($0.rowsTouched) }),
+            MetricFamily(
+                name: "swiftps_sparse_table_version",
+                help: "Updates applied to each row-sparse table (async: one per push; BSP: one per step).",
+                kind: .gauge, samples: perTable { Double($0.version) }),
+        ]
     }
 
     private func jobFamilies(_ instance: JobCoordinator, job: JobDescription) -> [MetricFamily] {

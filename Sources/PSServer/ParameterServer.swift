@@ -608,6 +608,15 @@ public final class ParameterServer: Sendable {
             $0 + $1.refusedNonFiniteCount.load(ordering: .relaxed)
         }
         document.nonFiniteRefused = refused > 0 ? refused : nil
+        if !sparseTables.isEmpty {
+            document.tables = sparseTables.map { table in
+                StatusDocument.Table(
+                    name: table.spec.name, rows: table.spec.rows, width: table.spec.width,
+                    optimizer: table.optimizerConfig.kind.rawValue, rowsTouched: table.rowsTouched,
+                    updatesApplied: table.version, pushes: table.counters.pushes.load(ordering: .relaxed),
+                    pulls: table.counters.pulls.load(ordering: .relaxed))
+            }
+        }
         return document
     }
 

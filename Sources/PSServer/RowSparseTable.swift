@@ -1,6 +1,7 @@
 import PSMath
 import PSPosix
 import PSWire
+import Synchronization  // Atomic
 
 /// Where the rows of a row-sparse table live: row `r` of a table over `shardCount` shards is local row
 /// `r / shardCount` of shard `r % shardCount` (proto-docs/protocol.md, "Row-sparse tensors").
@@ -108,13 +109,54 @@ public struct RowSparseTableSpec: Sendable, Codable, Equatable {
     }
 }
 
-/// One shard's rows of a row-sparse table: weights, lazy optimizer state, version and the BSP held pushes.
+/// One shard's rows of a row-sparse table: weights, lazy optimizer state, the BSP held pushes and which rows
+/// were touched.
 struct RowShardState: Sendable {
     var weights: [Float]
     var optimizer: RowOptimizerState
-    var version: UInt64 = 0
     /// BSP: per rank, the step and the (local rows, values) it pushed for it.
     var held: [Int: (step: UInt64, rows: [Int], values: [Float])] = [:]
+    /// One bit per local row, set the first time an update touches the row.
+    var touched: [UInt64]
+    /// The set bits of `touched`.
+    var touchedCount = 0
+
+    init(weights: [Float], optimizer: RowOptimizerState, rows: Int) {
+        self.weights = weights
+        self.optimizer = optimizer
+        touched = [UInt64](repeating: 0, count: (rows + 63) / 64)
+    }
+
+    /// Marks the local rows of one update as touched: O(1) per row.
+    mutating func markTouched(_ rows: [Int]) {
+        for row in rows {
+            let bit = UInt64(1) << UInt64(row & 63)
+            if touched[row >> 6] & bit == 0 {
+                touched[row >> 6] |= bit
+                touchedCount += 1
+            }
+        }
+    }
+}
+
+/// What a row-sparse table has served, for `/metrics` and status: relaxed atomics, one add per request.
+public final class RowSparseTableCounters: Sendable {
+    /// `sparsePull` requests answered with rows.
+    public let pulls = Atomic<UInt64>(0)
+    /// `sparsePush` requests accepted (applied, or held for the BSP barrier).
+    public let pushes = Atomic<UInt64>(0)
+    /// Rows sent by the pulls and received by the pushes counted above.
+    public let rowsPulled = Atomic<UInt64>(0)
+    public let rowsPushed = Atomic<UInt64>(0)
+    /// Payload bytes (after the 24-byte frame header) of the `sparsePullReply` frames sent and the `sparsePush`
+    /// frames accepted.
+    public let pullBytes = Atomic<UInt64>(0)
+    public let pushBytes = Atomic<UInt64>(0)
+    /// Requests refused for bad ids (unsorted, duplicate, out of range), a value count that is not ids x width,
+    /// or non-finite values.
+    public let refused = Atomic<UInt64>(0)
+
+    init() {}
 }
 
 /// A row-sparse table split over shards by `RowPlacement`, each part under its own lock.
@@ -136,6 +178,10 @@ public final class RowSparseTable: Sendable {
     public let spec: RowSparseTableSpec
     /// Where each row lives.
     public let placement: RowPlacement
+    /// Requests served and refused (kept by the server's request handling).
+    public let counters = RowSparseTableCounters()
+    /// Updates applied to the whole table: one per async push, one per BSP step.
+    private let updates = Atomic<UInt64>(0)
     let shards: [LockedValue<RowShardState>]
 
     /// A zero-initialised table with fresh optimizer state.
@@ -156,7 +202,7 @@ public final class RowSparseTable: Sendable {
             return LockedValue(
                 RowShardState(
                     weights: weights,
-                    optimizer: RowOptimizerState(config: optimizer, rows: rows, width: spec.width)))
+                    optimizer: RowOptimizerState(config: optimizer, rows: rows, width: spec.width), rows: rows))
         }
     }
 
@@ -204,9 +250,10 @@ public final class RowSparseTable: Sendable {
                 gradient.withUnsafeBufferPointer {
                     state.optimizer.apply(rows: rows, gradient: $0, weights: &state.weights)
                 }
-                state.version += 1
+                state.markTouched(rows)
             }
         }
+        updates.wrappingAdd(1, ordering: .relaxed)
     }
 
     /// BSP: holds rank `rank`'s gradient for `step` (replacing an earlier one of the same rank), after validating
@@ -259,9 +306,10 @@ public final class RowSparseTable: Sendable {
                 gradient.withUnsafeBufferPointer {
                     state.optimizer.apply(rows: rows, gradient: $0, weights: &state.weights)
                 }
-                state.version += 1
+                state.markTouched(rows)
             }
         }
+        updates.wrappingAdd(1, ordering: .relaxed)
         return true
     }
 
@@ -289,8 +337,13 @@ public final class RowSparseTable: Sendable {
             spec: spec, weights: denseWeights(), optimizer: optimizerConfig, step: state.step, slots: state.slots)
     }
 
-    /// The number of updates applied (every shard counts each update, so shard 0's count is the table's).
-    public var version: UInt64 { shards[0].withLock { $0.version } }
+    /// The number of updates applied to the table: one per async push (whichever shards its rows touched), one
+    /// per BSP step.
+    public var version: UInt64 { updates.load(ordering: .relaxed) }
+
+    /// Rows at least one update has touched since the table was made or last restored from a checkpoint (a
+    /// bitmap of one bit per row, kept under each shard's lock; a read takes each lock once).
+    public var rowsTouched: Int { shards.reduce(0) { $0 + $1.withLock { $0.touchedCount } } }
 
     /// The whole table, `rows x width` row-major in global row order (for checkpoints and tests).
     public func denseWeights() -> [Float] {
@@ -332,6 +385,8 @@ public final class RowSparseTable: Sendable {
                 $0.weights = part
                 $0.optimizer = state
                 $0.held = [:]
+                $0.touched = [UInt64](repeating: 0, count: $0.touched.count)
+                $0.touchedCount = 0
             }
         }
     }

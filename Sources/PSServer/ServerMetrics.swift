@@ -21,6 +21,8 @@ public final class ServerMetrics: Sendable {
     /// Weight bytes of `exchangeReply` payloads, after the prefix.
     let exchangeWeightBytes = Atomic<UInt64>(0)
     let checkpointFailures = Atomic<UInt64>(0)
+    /// Row-sparse requests that named no table of the job (per-table counters live on `RowSparseTable`).
+    let sparseUnknownTable = Atomic<UInt64>(0)
     let history = LockedValue(RunHistory())
 
     public init() {}

@@ -9,6 +9,7 @@ import PSWire
 extension ShardService {
     func sparsePull(_ pull: SparsePull, session: Session, requestID: UInt64) throws(TransportError) {
         guard let table = sparseTable(pull.table) else {
+            server.serverMetrics.sparseUnknownTable.wrappingAdd(1, ordering: .relaxed)
             try session.replyError(
                 .unknownTensor, SparseRowsError.unknownTable(pull.table).description, to: requestID)
             return
@@ -16,6 +17,7 @@ extension ShardService {
         do {
             try table.validate(ids: pull.ids.map(UInt64.init), valueCount: nil)
         } catch {
+            table.counters.refused.wrappingAdd(1, ordering: .relaxed)
             try session.replyError(error.code, error.description, to: requestID)
             return
         }
@@ -24,9 +26,14 @@ extension ShardService {
         do {
             values = try table.pull(ids: pull.ids.map(UInt64.init))
         } catch {
+            table.counters.refused.wrappingAdd(1, ordering: .relaxed)
             try session.replyError(error.code, error.description, to: requestID)
             return
         }
+        let counters = table.counters
+        counters.pulls.wrappingAdd(1, ordering: .relaxed)
+        counters.rowsPulled.wrappingAdd(UInt64(pull.ids.count), ordering: .relaxed)
+        counters.pullBytes.wrappingAdd(UInt64(Self.sparseHeaderBytes + 4 * values.count), ordering: .relaxed)
         try session.reply(
             .sparsePullReply(SparsePullReply(table: pull.table, width: UInt32(table.spec.width), values: values)),
             to: requestID)
@@ -34,6 +41,7 @@ extension ShardService {
 
     func sparsePush(_ push: SparsePush, session: Session, requestID: UInt64) throws(TransportError) {
         guard let table = sparseTable(push.table) else {
+            server.serverMetrics.sparseUnknownTable.wrappingAdd(1, ordering: .relaxed)
             try session.replyError(
                 .unknownTensor, SparseRowsError.unknownTable(push.table).description, to: requestID)
             return
@@ -51,14 +59,24 @@ extension ShardService {
                 try table.push(ids: push.ids.map(UInt64.init), values: push.values)
             }
         } catch {
+            table.counters.refused.wrappingAdd(1, ordering: .relaxed)
             try session.replyError(error.code, "\(error.description); nothing was applied", to: requestID)
             return
         }
+        let counters = table.counters
+        counters.pushes.wrappingAdd(1, ordering: .relaxed)
+        counters.rowsPushed.wrappingAdd(UInt64(push.ids.count), ordering: .relaxed)
+        counters.pushBytes.wrappingAdd(
+            UInt64(Self.sparseHeaderBytes + 4 * push.ids.count + 4 * push.values.count), ordering: .relaxed)
         try session.reply(
             .pushAck(
                 PushAck(shard: push.table, status: bsp ? .accepted : .applied, version: table.version, staleness: 0)),
             to: requestID)
     }
+
+    /// The fixed fields of a `sparsePush` payload (table, count, clock) and of a `sparsePullReply` one (table,
+    /// count, width, reserved).
+    static let sparseHeaderBytes = 16
 
     private func sparseTable(_ index: UInt32) -> RowSparseTable? {
         Int(index) < server.sparseTables.count ? server.sparseTables[Int(index)] : nil

@@ -27,6 +27,45 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     /// Scale-out: every server of the placement, in index order; absent with one server (no `--servers`/`--join`).
     public var servers: [Server]? = nil
 
+    /// The job's row-sparse tables, in wire order; absent when it has none (and in documents of older servers).
+    public var tables: [Table]? = nil
+
+    /// One row-sparse table, as status reports it.
+    public struct Table: Codable, Sendable, Equatable {
+        public var name: String
+        public var rows: Int
+        public var width: Int
+        /// The lazy row optimizer: `sgd`, `adagrad`, `adam` or `ftrl`.
+        public var optimizer: String
+        /// Rows at least one update has touched since the server started or last restored a checkpoint.
+        public var rowsTouched: Int
+        /// Updates applied (async: one per push; BSP: one per step, the mean of the workers' pushes).
+        public var updatesApplied: UInt64
+        /// Pushes accepted and pulls answered.
+        public var pushes: UInt64
+        public var pulls: UInt64
+
+        public init(
+            name: String, rows: Int, width: Int, optimizer: String, rowsTouched: Int, updatesApplied: UInt64,
+            pushes: UInt64, pulls: UInt64
+        ) {
+            self.name = name
+            self.rows = rows
+            self.width = width
+            self.optimizer = optimizer
+            self.rowsTouched = rowsTouched
+            self.updatesApplied = updatesApplied
+            self.pushes = pushes
+            self.pulls = pulls
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, rows, width, optimizer, pushes, pulls
+            case rowsTouched = "rows_touched"
+            case updatesApplied = "updates_applied"
+        }
+    }
+
     /// One server of a scale-out placement, as status reports it.
     public struct Server: Codable, Sendable, Equatable {
         /// 0 is the coordinator, joined servers count up in registration order.
@@ -207,7 +246,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         case lastCheckpoint = "last_checkpoint"
         case checkpointsSkipped = "checkpoints_skipped"
         case nonFiniteRefused = "nonfinite_refused"
-        case servers
+        case servers, tables
     }
 
     // The job's fields sit at the top level of the document, beside the server's.
@@ -226,6 +265,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         checkpointsSkipped = try container.decodeIfPresent(UInt64.self, forKey: .checkpointsSkipped)
         nonFiniteRefused = try container.decodeIfPresent(UInt64.self, forKey: .nonFiniteRefused)
         servers = try container.decodeIfPresent([Server].self, forKey: .servers)
+        tables = try container.decodeIfPresent([Table].self, forKey: .tables)
         let jobContainer = try decoder.container(keyedBy: JobStatus.CodingKeys.self)
         jobStatus = jobContainer.contains(.job) ? try JobStatus(from: decoder) : nil
     }
@@ -245,6 +285,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         try container.encodeIfPresent(checkpointsSkipped, forKey: .checkpointsSkipped)
         try container.encodeIfPresent(nonFiniteRefused, forKey: .nonFiniteRefused)
         try container.encodeIfPresent(servers, forKey: .servers)
+        try container.encodeIfPresent(tables, forKey: .tables)
         try jobStatus?.encode(to: encoder)
     }
 

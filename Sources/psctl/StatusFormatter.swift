@@ -44,6 +44,16 @@ enum StatusFormatter {
                 out += "  " + pad(shard.bytes, 12) + "  " + pad(shard.pushes, 9) + "  " + pad(shard.pulls, 9)
                 out += "\n"
             }
+            if let tables = status.tables, !tables.isEmpty {
+                out += "\n" + ("TABLE" + String(repeating: " ", count: 20)).prefix(20) + "  " + pad("ROWS", 10)
+                out += "  WIDTH  OPTIMIZER  ROWS TOUCHED    UPDATES     PUSHES      PULLS\n"
+                for table in tables {
+                    out += (table.name + String(repeating: " ", count: 20)).prefix(20) + "  " + pad(table.rows, 10)
+                    out += "  " + pad(table.width, 5) + "  " + (table.optimizer + "         ").prefix(9)
+                    out += "  " + pad(table.rowsTouched, 12) + "  " + pad(table.updatesApplied, 9)
+                    out += "  " + pad(table.pushes, 9) + "  " + pad(table.pulls, 9) + "\n"
+                }
+            }
             if workers.isEmpty { return out }
             out += "\n"
         }

@@ -57,6 +57,32 @@ final class SparseClusteredTests: XCTestCase {
         XCTAssertGreaterThan(expected.values.filter { $0 == 0 }.count, 1000, "FTRL leaves most weights exactly zero")
     }
 
+    /// `psctl status` of a finished row-sparse job prints the table's line: shape, optimizer, rows touched and
+    /// one update, push and pull per step (and one pull more for the final evaluation).
+    func test_psctlStatus_afterASparseJob_printsTheTableLine() throws {
+        let cluster = try LocalCluster()
+        try cluster.startServer([
+            "--shards", "3", "--workers", "1", "--model", "sparse-lr", "--data", "synthetic-sparse:4000,2000,10,5",
+            "--batch", "100", "--epochs", "1", "--optimizer", "adam", "--lr", "0.05", "--mode", "bsp",
+            "--keep-running",
+        ])
+        let worker = try cluster.startWorker(name: "w0", ["--quiet"])
+        XCTAssertEqual(worker.wait(timeout: .seconds(120)), 0, worker.standardError)
+        let status = try cluster.psctl(["status"])
+        XCTAssertEqual(status.code, 0, status.output)
+        XCTAssertTrue(
+            status.output.contains(
+                "TABLE                       ROWS  WIDTH  OPTIMIZER  ROWS TOUCHED    UPDATES     PUSHES      PULLS\n"),
+            status.output)
+        let line = try XCTUnwrap(status.output.split(separator: "\n").first { $0.hasPrefix("weight ") })
+        let columns = line.split(separator: " ").map(String.init)
+        XCTAssertEqual(columns.count, 8, String(line))
+        XCTAssertEqual(Array(columns[..<4]), ["weight", "2000", "1", "adam"], String(line))
+        let touched = try XCTUnwrap(Int(columns[4]), String(line))
+        XCTAssertTrue((1...2000).contains(touched), String(line))
+        XCTAssertEqual(Array(columns[5...]), ["40", "40", "41"], String(line))
+    }
+
     /// The command line refuses what row-sparse jobs do not support, naming the flag, with exit 64.
     func test_psserver_sparseJobRefusals_areUsageErrors() throws {
         let data = ["--model", "sparse-lr", "--data", "synthetic-sparse:200,100,4", "--port", "0"]

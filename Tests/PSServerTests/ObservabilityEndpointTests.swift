@@ -16,6 +16,16 @@ final class ObservabilityEndpointTests: XCTestCase {
         let text = try Self.get(port: port, path: "/metrics")
         XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
         let body = String(text[text.range(of: "\r\n\r\n")!.upperBound...])
+        let declared = Self.checkConventions(body)
+        XCTAssertEqual(declared["swiftps_shard_pushes_total"], "counter")
+        XCTAssertEqual(declared["swiftps_apply_seconds"], "histogram")
+        XCTAssertTrue(body.contains("swiftps_shard_pull_bytes_total{shard=\"1\"} 0\n"), body)
+        let status = try Self.get(port: port, path: "/status.json")
+        XCTAssertTrue(status.contains("\"shard_count\":2"), status)
+    }
+
+    /// Checks the metrics text `body` against the Prometheus conventions; returns the declared families' types.
+    static func checkConventions(_ body: String) -> [String: String] {
         var declared: [String: String] = [:]
         var helped: Set<String> = []
         for line in body.split(separator: "\n") {
@@ -38,11 +48,7 @@ final class ObservabilityEndpointTests: XCTestCase {
                 XCTAssertNotNil(Double(line.split(separator: " ").last.map(String.init) ?? ""), "value of \(line)")
             }
         }
-        XCTAssertEqual(declared["swiftps_shard_pushes_total"], "counter")
-        XCTAssertEqual(declared["swiftps_apply_seconds"], "histogram")
-        XCTAssertTrue(body.contains("swiftps_shard_pull_bytes_total{shard=\"1\"} 0\n"), body)
-        let status = try Self.get(port: port, path: "/status.json")
-        XCTAssertTrue(status.contains("\"shard_count\":2"), status)
+        return declared
     }
 
     static func get(port: UInt16, path: String) throws -> String {

@@ -78,24 +78,19 @@ final class SparseWorkerTests: XCTestCase {
         return (server.sparseTables[0].denseWeights(), snapshot.weights)
     }
 
-    func test_bspTwoWorkers_isBitwiseReproducible_equalsOneProcess_andReachesFullBatchAccuracy() throws {
-        let (workers, batch, epochs) = (2, 50, 3)
-        let first = try run(workers: workers, batch: batch, epochs: epochs)
-        let second = try run(workers: workers, batch: batch, epochs: epochs)
-        XCTAssertEqual(first.table, second.table, "bitwise reproducible")
-        XCTAssertEqual(first.dense, second.dense)
-
-        // One process: each rank's gradient on its slice, summed in rank order, times 1/K, lazy AdaGrad.
-        let (train, test) = try SparseDataSource(parsing: Self.data).loadSplits()
+    /// One process: each rank's gradient on its slice, summed in rank order, times 1/K, then the lazy row form of
+    /// `optimizer` on the table and `optimizer` on the bias: what a BSP run through the server must equal.
+    private func oneProcess(
+        workers: Int, batch: Int, epochs: Int, optimizer: OptimizerConfig
+    ) throws -> (table: [Float], bias: [Float]) {
+        let (train, _) = try SparseDataSource(parsing: Self.data).loadSplits()
         let model = SparseLogisticRegression(featureCount: train.featureCount, classCount: 2)
         let order = DataOrder(rowCount: train.rowCount, workerCount: workers, batchPerWorker: batch, seed: 0)
         var table = [Float](repeating: 0, count: train.featureCount)
         var tableState = RowOptimizerState(
-            config: RowOptimizerConfig(kind: .adagrad, learningRate: Self.learningRate), rows: train.featureCount,
-            width: 1)
+            config: try XCTUnwrap(RowOptimizerConfig(dense: optimizer)), rows: train.featureCount, width: 1)
         var bias: [Float] = [0]
-        var biasState = OptimizerState(
-            config: OptimizerConfig(kind: .adagrad, learningRate: Self.learningRate), count: 1)
+        var biasState = OptimizerState(config: optimizer, count: 1)
         for step in 0..<(order.stepsPerEpoch * epochs) {
             var sums: [UInt64: Float] = [:]
             var biasSum: Float = 0
@@ -120,6 +115,38 @@ final class SparseWorkerTests: XCTestCase {
                 biasMean.withUnsafeMutableBufferPointer { g in biasState.apply(weights: w, gradient: g) }
             }
         }
+        return (table, bias)
+    }
+
+    func test_bspTwoWorkers_adam_isLazyAdamOnTheTable_equalsOneProcess() throws {
+        let adam = OptimizerConfig(kind: .adam, learningRate: 0.05)
+        let served = try run(workers: 2, batch: 50, epochs: 1) { $0.optimizer = adam }
+        let (table, bias) = try oneProcess(workers: 2, batch: 50, epochs: 1, optimizer: adam)
+        XCTAssertEqual(served.table, table, "lazy Adam through the server equals the one-process computation")
+        XCTAssertEqual(served.dense, bias)
+        let (train, test) = try SparseDataSource(parsing: Self.data).loadSplits()
+        let testSet = try XCTUnwrap(test)
+        let trained = SparseLogisticRegression(featureCount: train.featureCount, classCount: 2).evaluate(
+            SparseExamples(
+                rowStarts: testSet.rowStarts, featureIds: testSet.featureIds, values: testSet.values,
+                labels: testSet.labels),
+            touched: (0..<UInt64(train.featureCount)).map { $0 }, rows: served.table, bias: served.dense)
+        print("sparse-lr BSP 2 workers, lazy Adam, one epoch: test accuracy \(trained.accuracy!)")
+        XCTAssertGreaterThan(trained.accuracy!, 0.7, "the table trained")
+    }
+
+    func test_bspTwoWorkers_isBitwiseReproducible_equalsOneProcess_andReachesFullBatchAccuracy() throws {
+        let (workers, batch, epochs) = (2, 50, 3)
+        let first = try run(workers: workers, batch: batch, epochs: epochs)
+        let second = try run(workers: workers, batch: batch, epochs: epochs)
+        XCTAssertEqual(first.table, second.table, "bitwise reproducible")
+        XCTAssertEqual(first.dense, second.dense)
+
+        let (train, test) = try SparseDataSource(parsing: Self.data).loadSplits()
+        let model = SparseLogisticRegression(featureCount: train.featureCount, classCount: 2)
+        let (table, bias) = try oneProcess(
+            workers: workers, batch: batch, epochs: epochs,
+            optimizer: OptimizerConfig(kind: .adagrad, learningRate: Self.learningRate))
         XCTAssertEqual(first.table, table, "equals the one-process computation")
         XCTAssertEqual(first.dense, bias)
 

@@ -66,6 +66,24 @@ final class StatusDocumentTests: XCTestCase {
         XCTAssertEqual(try StatusDocument.decode(json: json), scaled)
     }
 
+    func test_json_tables_absentWithoutSparseTables_roundTripWithOne() throws {
+        let dense = document(withJob: true).json()
+        XCTAssertFalse(dense.contains("\"tables\""), "no sparse tables: no tables key, the document is as before")
+        XCTAssertNil(try StatusDocument.decode(json: dense).tables, "an older document decodes without tables")
+        var sparse = document(withJob: true)
+        sparse.tables = [
+            StatusDocument.Table(
+                name: "emb", rows: 1000, width: 8, optimizer: "adam", rowsTouched: 17, updatesApplied: 5, pushes: 10,
+                pulls: 12)
+        ]
+        let json = sparse.json()
+        XCTAssertTrue(
+            json.contains(
+                #"{"name":"emb","optimizer":"adam","pulls":12,"pushes":10,"rows":1000,"rows_touched":17,"#
+                    + #""updates_applied":5,"width":8}"#), json)
+        XCTAssertEqual(try StatusDocument.decode(json: json), sparse)
+    }
+
     func test_placement_shardMapAndRanges_followServerOrder() {
         let placement = ServerPlacement(servers: [.init(address: "a", shards: 1), .init(address: "b", shards: 2)])
         XCTAssertEqual(placement.totalShards, 3)
