@@ -65,7 +65,7 @@ let package = Package(
         // is llvm.sqrt and they vectorise (sqrtps/divps). Results are IEEE sqrt either way; nothing reads errno.
         .target(
             name: "PSMath", dependencies: ["COpenBLAS"], swiftSettings: [.unsafeFlags(["-Xcc", "-fno-math-errno"])]),
-        .target(name: "PSModel", dependencies: ["PSMath"]),
+        .target(name: "PSModel", dependencies: ["PSMath", "PSData"]),
         .target(
             name: "PSData", dependencies: ["PSMath", "PSPosix", "PSCheckpoint", "CZlib"],
             resources: [.copy("Resources/digits")]),

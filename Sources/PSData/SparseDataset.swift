@@ -7,7 +7,7 @@
 /// ```swift
 /// let data = try SparseDataSource(parsing: "synthetic-sparse:1000,5000,10").loadTrain()
 /// let batch = data.batch(rows: [3, 1])
-/// let touched = batch.touchedFeatures   // sorted, unique: the rows of a row-sparse table to pull
+/// let touched = batch.touchedRows       // sorted, unique: the rows of a row-sparse table to pull
 /// ```
 public struct SparseDataset: Sendable, Equatable {
     /// A name for messages: the file path or the `--data` spelling.
@@ -97,7 +97,9 @@ public struct SparseDataset: Sendable, Equatable {
     }
 }
 
-/// A batch of sparse rows in CSR form, as a worker computes on it.
+/// A batch of sparse rows in CSR form, as a worker computes on it (PSModel's row-sparse models take it as
+/// `SparseExamples`). Row `r`'s features are `featureIds[rowStarts[r]..<rowStarts[r + 1]]` with the matching
+/// `values`.
 ///
 /// ```swift
 /// // Row 0 has features 3 and 7, row 1 feature 2.
@@ -127,7 +129,7 @@ public struct SparseBatch: Sendable, Equatable {
     public var rowCount: Int { labels.count }
 
     /// The sorted, de-duplicated feature ids the batch uses: the rows of a row-sparse table to pull and push.
-    public var touchedFeatures: [UInt64] {
+    public var touchedRows: [UInt64] {
         var ids = featureIds.map { UInt64($0) }
         ids.sort()
         var unique: [UInt64] = []

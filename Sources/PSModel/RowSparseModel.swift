@@ -1,3 +1,5 @@
+import PSData
+
 /// A model with one row-sparse table and some dense parameters: what the sparse worker loop trains.
 ///
 /// Each step the worker pulls the table rows `touched` (the sorted, unique feature ids of its batch) and the dense

@@ -1,6 +1,7 @@
 import Foundation
+import PSData
 
-/// Rows of sparse examples in CSR form, as a row-sparse model computes on them.
+/// Rows of sparse examples in CSR form, as a row-sparse model computes on them: PSData's `SparseBatch`.
 ///
 /// Row `r`'s features are `featureIds[rowStarts[r]..<rowStarts[r + 1]]` with the matching `values`.
 ///
@@ -9,39 +10,7 @@ import Foundation
 /// let examples = SparseExamples(rowStarts: [0, 2, 3], featureIds: [3, 7, 2], values: [1, 0.5, 1], labels: [1, 0])
 /// examples.touchedRows   // [2, 3, 7]
 /// ```
-public struct SparseExamples: Sendable {
-    /// `rows + 1` offsets into `featureIds` and `values`.
-    public var rowStarts: [Int]
-    /// Feature ids, row after row.
-    public var featureIds: [UInt32]
-    /// The value of each entry.
-    public var values: [Float]
-    /// One class index (as Float) per row.
-    public var labels: [Float]
-
-    /// Creates examples from consistent CSR arrays.
-    public init(rowStarts: [Int], featureIds: [UInt32], values: [Float], labels: [Float]) {
-        precondition(rowStarts.count == labels.count + 1 && rowStarts.last == featureIds.count)
-        precondition(featureIds.count == values.count)
-        self.rowStarts = rowStarts
-        self.featureIds = featureIds
-        self.values = values
-        self.labels = labels
-    }
-
-    /// The number of rows.
-    public var rowCount: Int { labels.count }
-
-    /// The sorted, unique feature ids the rows use: the table rows to pull and push.
-    public var touchedRows: [UInt64] {
-        var ids = featureIds.map { UInt64($0) }
-        ids.sort()
-        var unique: [UInt64] = []
-        unique.reserveCapacity(ids.count)
-        for id in ids where unique.last != id { unique.append(id) }
-        return unique
-    }
-}
+public typealias SparseExamples = SparseBatch
 
 /// A row-sparse table a model declares: `rows x width`, zero-initialised on the server.
 ///

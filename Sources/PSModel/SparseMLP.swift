@@ -1,4 +1,5 @@
 import Foundation
+import PSData
 import PSMath
 
 /// `--model sparse-mlp:E,H`: every sparse feature selects a row of width `E` of the `embedding` table; a row's

@@ -96,10 +96,7 @@ extension Worker {
                     try pullAll(servers, layout: layout, clock: UInt64(step), into: &dense, versions: &versions)
                     havePulled = true
                 }
-                let batch = train.batch(rows: order.rows(step: step, rank: rank))
-                let examples = SparseExamples(
-                    rowStarts: batch.rowStarts, featureIds: batch.featureIds, values: batch.values,
-                    labels: batch.labels)
+                let examples = train.batch(rows: order.rows(step: step, rank: rank))
                 let touched = examples.touchedRows
                 let rows = try ParameterClient.sparseValues(
                     try connected.sparsePull(table: 0, clock: UInt64(step), ids: touched).wait())
@@ -178,14 +175,10 @@ extension Worker {
             } catch {
                 // The connection is gone (or the coordinator no longer counts this worker): reconnect under the
                 // same name and resume where the coordinator says (a restored checkpoint's step, say).
-                log.warning("connection-lost", ["error": error, "step": step])
-                heartbeat.stop()
-                servers.closeJoined()
-                connected.close()
+                connected = try reconnect(
+                    after: error, at: step, closing: connected, servers: servers, heartbeat: heartbeat,
+                    firstWelcome: firstWelcome)
                 havePulled = false
-                connected = try connect()
-                try checkWelcome(connected, previous: firstWelcome)
-                heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
                 epochLoss = (0, 0)

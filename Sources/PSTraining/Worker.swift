@@ -334,14 +334,10 @@ public final class Worker {
                 }
                 // The connection is gone: reconnect (bounded by --reconnect-timeout) and resume where the
                 // coordinator says (the current step after a rejoin, the checkpoint's step after a restore).
-                log.warning("connection-lost", ["error": error, "step": step])
-                heartbeat.stop()
-                servers.closeJoined()
-                connected.close()
+                connected = try reconnect(
+                    after: error, at: step, closing: connected, servers: servers, heartbeat: heartbeat,
+                    firstWelcome: firstWelcome)
                 havePulled = false
-                connected = try connect()
-                try checkWelcome(connected, previous: firstWelcome)
-                heartbeat.start(client: connected)
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
                 epochLoss = (0, 0)
@@ -406,6 +402,23 @@ public final class Worker {
         try ServerSet.open(coordinator: coordinator, layout: layout) { (host, port) throws(WorkerError) in
             try connect(host: host, port: port)
         }
+    }
+
+    /// After a lost connection at `step`: stops the heartbeat, closes the joined servers' connections and this one,
+    /// connects again under the same name (bounded by --reconnect-timeout), checks the welcome against the first
+    /// and restarts the heartbeat. The caller resumes at the new welcome's start step.
+    func reconnect(
+        after error: ClientError, at step: Int, closing connected: ParameterClient, servers: ServerSet,
+        heartbeat: HeartbeatSender, firstWelcome: WelcomeConfig
+    ) throws(WorkerError) -> ParameterClient {
+        log.warning("connection-lost", ["error": error, "step": step])
+        heartbeat.stop()
+        servers.closeJoined()
+        connected.close()
+        let fresh = try connect()
+        try checkWelcome(fresh, previous: firstWelcome)
+        heartbeat.start(client: fresh)
+        return fresh
     }
 
     /// Connects and joins (the coordinator, unless `host` and `port` name a joined server), retrying until

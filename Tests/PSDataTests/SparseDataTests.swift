@@ -131,7 +131,7 @@ final class SyntheticSparseTests: XCTestCase {
         XCTAssertEqual(Array(batch.featureIds[0..<4]), Array(data.row(7).ids))
         XCTAssertEqual(batch.labels, [data.labels[7], data.labels[2], data.labels[7]])
         let expected = Set(data.row(7).ids).union(data.row(2).ids).map { UInt64($0) }.sorted()
-        XCTAssertEqual(batch.touchedFeatures, expected)
+        XCTAssertEqual(batch.touchedRows, expected)
         XCTAssertEqual(data.densified().rowCount, 50)
     }
 }
