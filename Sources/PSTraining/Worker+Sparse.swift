@@ -63,12 +63,7 @@ extension Worker {
         let order = DataOrder(
             rowCount: train.rowCount, workerCount: job.workers, batchPerWorker: job.batchPerWorker, seed: job.seed)
         var rank = connected.rank ?? 0
-        func openServers(_ coordinator: ParameterClient) throws(WorkerError) -> ServerSet {
-            try ServerSet.open(coordinator: coordinator, layout: layout) {
-                (host, port) throws(WorkerError) in try connect(host: host, port: port)
-            }
-        }
-        var servers = try openServers(connected)
+        var servers = try openServers(connected, layout: layout)
         defer { servers.closeJoined() }
         let heartbeat = HeartbeatSender(intervalMillis: connected.config.heartbeatIntervalMillis)
         heartbeat.start(client: connected)
@@ -182,7 +177,7 @@ extension Worker {
                 rank = connected.rank ?? rank
                 step = Int(connected.config.startStep)
                 epochLoss = (0, 0)
-                servers = try openServers(connected)
+                servers = try openServers(connected, layout: layout)
                 log.info("resumed", ["rank": rank, "step": step])
             }
         }

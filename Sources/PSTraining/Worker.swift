@@ -398,7 +398,7 @@ public final class Worker {
     // MARK: Connection
 
     /// The coordinator and, in a scale-out job, a connection to every joined server its welcome names.
-    private func openServers(_ coordinator: ParameterClient, layout: ShardLayout) throws(WorkerError) -> ServerSet {
+    func openServers(_ coordinator: ParameterClient, layout: ShardLayout) throws(WorkerError) -> ServerSet {
         try ServerSet.open(coordinator: coordinator, layout: layout) { (host, port) throws(WorkerError) in
             try connect(host: host, port: port)
         }

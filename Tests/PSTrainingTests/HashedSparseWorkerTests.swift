@@ -50,47 +50,7 @@ final class HashedSparseWorkerTests: XCTestCase {
         let planned = try JobPlanner.plan(request)
         let model = try XCTUnwrap(SparseModels.model(for: planned.job))
         XCTAssertEqual(model.table.rows, hashFeatures)
-        var config = ServerConfig()
-        config.host = "127.0.0.1"
-        config.port = 0
-        config.shardCount = 3
-        config.optimizer = OptimizerConfig(kind: .adagrad, learningRate: 0.3)
-        config.job = planned.job
-        config.jobTensors = planned.tensors
-        config.sparseTables = [
-            RowSparseTableSpec(
-                name: model.table.name, rows: model.table.rows, width: model.table.width,
-                initScale: model.tableInitScale, seed: planned.job.seed)
-        ]
-        config.keepRunning = true
-        let server = try ParameterServer(config: config, log: Logger(component: "test-server", minimumLevel: .error))
-        server.start()
-        defer { server.stop(reason: "test finished") }
-        let failures = LockedValue<[String]>([])
-        let group = DispatchGroup()
-        for index in 0..<2 {
-            group.enter()
-            var options = WorkerOptions(name: "w\(index)")
-            options.host = "127.0.0.1"
-            options.port = server.port
-            options.progress = .quiet
-            options.reconnectTimeoutSeconds = 5
-            let workerOptions = options
-            let thread = Thread {
-                do {
-                    try Worker(options: workerOptions, log: Logger(component: "test-worker", minimumLevel: .error))
-                        .run()
-                } catch {
-                    failures.withLock { $0.append("\(error)") }
-                }
-                group.leave()
-            }
-            thread.start()
-        }
-        XCTAssertEqual(group.wait(timeout: .now() + 120), .success, "workers did not finish")
-        XCTAssertEqual(failures.withLock { $0 }, [])
-        let snapshot = try XCTUnwrap(server.store.snapshot())
-        return (server.sparseTables[0].denseWeights(), snapshot.weights)
+        return try runSparseJob(planned, model: model, optimizer: OptimizerConfig(kind: .adagrad, learningRate: 0.3))
     }
 
     func test_bspTwoWorkers_idsAbove2Pow31_hashedInto4096Rows_reproducibleAndAccurate() throws {

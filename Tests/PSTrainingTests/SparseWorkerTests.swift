@@ -32,50 +32,9 @@ final class SparseWorkerTests: XCTestCase {
         request.mode = mode.rawValue
         let planned = try JobPlanner.plan(request)
         let model = try XCTUnwrap(SparseModels.model(for: planned.job))
-        var config = ServerConfig()
-        config.host = "127.0.0.1"
-        config.port = 0
-        config.shardCount = 3
-        config.mode = mode
-        config.optimizer = OptimizerConfig(kind: .adagrad, learningRate: Self.learningRate)
-        config.job = planned.job
-        config.jobTensors = planned.tensors
-        config.sparseTables = [
-            RowSparseTableSpec(
-                name: model.table.name, rows: model.table.rows, width: model.table.width,
-                initScale: model.tableInitScale, seed: planned.job.seed)
-        ]
-        config.keepRunning = true
-        configure(&config)
-        let server = try ParameterServer(config: config, log: Logger(component: "test-server", minimumLevel: .error))
-        server.start()
-        defer { server.stop(reason: "test finished") }
-        let failures = LockedValue<[String]>([])
-        let group = DispatchGroup()
-        for index in 0..<workers {
-            group.enter()
-            var options = WorkerOptions(name: "w\(index)")
-            options.host = "127.0.0.1"
-            options.port = server.port
-            options.progress = .quiet
-            options.reconnectTimeoutSeconds = 5
-            options.debugMaxSteps = maxSteps
-            let workerOptions = options
-            let thread = Thread {
-                do {
-                    try Worker(options: workerOptions, log: Logger(component: "test-worker", minimumLevel: .error))
-                        .run()
-                } catch {
-                    failures.withLock { $0.append("\(error)") }
-                }
-                group.leave()
-            }
-            thread.start()
-        }
-        XCTAssertEqual(group.wait(timeout: .now() + 120), .success, "workers did not finish")
-        XCTAssertEqual(failures.withLock { $0 }, [])
-        let snapshot = try XCTUnwrap(server.store.snapshot())
-        return (server.sparseTables[0].denseWeights(), snapshot.weights)
+        return try runSparseJob(
+            planned, model: model, optimizer: OptimizerConfig(kind: .adagrad, learningRate: Self.learningRate),
+            mode: mode, maxSteps: maxSteps, configure: configure)
     }
 
     /// One process: each rank's gradient on its slice, summed in rank order, times 1/K, then the lazy row form of
