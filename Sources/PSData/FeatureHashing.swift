@@ -1,3 +1,5 @@
+import PSMath
+
 /// The hashing trick (`psserver --hash-features D`): every feature id `f` of a sparse data set becomes row
 /// `hash(f) mod D` of a table of `D` rows, whatever the ids.
 ///
@@ -23,12 +25,11 @@ public enum FeatureHashing {
     /// The largest table `--hash-features` may ask for: 2^31 rows.
     public static let maximumRows = 1 << 31
 
-    /// The documented 64-bit hash of feature id `id` (splitmix64's finaliser of `id + 0x9E3779B97F4A7C15`).
+    /// The documented 64-bit hash of feature id `id`: splitmix64's first output from seed `id` (its finaliser of
+    /// `id + 0x9E3779B97F4A7C15`).
     public static func hash(_ id: UInt64) -> UInt64 {
-        var z = id &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        var generator = SplitMix64(seed: id)
+        return generator.next()
     }
 
     /// The table row of feature `id` in a table of `rows` rows (1...maximumRows): `hash(id) mod rows`.

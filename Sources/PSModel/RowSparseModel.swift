@@ -83,3 +83,13 @@ public enum SparseModelKind: Sendable, Equatable {
         }
     }
 }
+
+/// Makes `buffer` `count` zeros, reusing its storage when it already holds `count` values (a model's gradient
+/// buffers, step after step).
+func zeroed(_ buffer: inout [Float], count: Int) {
+    if buffer.count == count {
+        buffer.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+    } else {
+        buffer = [Float](repeating: 0, count: count)
+    }
+}

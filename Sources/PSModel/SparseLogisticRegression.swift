@@ -12,7 +12,8 @@ import PSData
 /// ```
 public typealias SparseExamples = SparseBatch
 
-/// A row-sparse table a model declares: `rows x width`, zero-initialised on the server.
+/// A row-sparse table a model declares: `rows x width`, initialised on the server as the model's `tableInitScale`
+/// says (zeros for sparse-lr).
 ///
 /// ```swift
 /// let table = RowSparseTableShape(name: "weight", rows: 1 << 24, width: 1)   // sparse-lr over 2^24 features
@@ -79,9 +80,8 @@ public struct SparseLogisticRegression: Sendable {
     ) -> Double {
         let width = self.width
         precondition(rows.count == touched.count * width && bias.count == width)
-        if rowGradient.count != rows.count { rowGradient = [Float](repeating: 0, count: rows.count) }
-        for index in rowGradient.indices { rowGradient[index] = 0 }
-        biasGradient = [Float](repeating: 0, count: width)
+        zeroed(&rowGradient, count: rows.count)
+        zeroed(&biasGradient, count: width)
         let n = Float(max(batch.rowCount, 1))
         var loss = 0.0
         var logits = [Float](repeating: 0, count: max(width, 2))

@@ -67,8 +67,9 @@ public struct SparseMLP: RowSparseModel {
         denseGradient: inout [Float]
     ) -> Double {
         precondition(rows.count == touched.count * embedding && dense.count == offsets.end)
-        rowGradient = [Float](repeating: 0, count: rows.count)
-        denseGradient = [Float](repeating: 0, count: dense.count)
+        // The caller's buffers are reused step after step: resized only when the touched rows change in number.
+        zeroed(&rowGradient, count: rows.count)
+        zeroed(&denseGradient, count: dense.count)
         let n = Float(max(batch.rowCount, 1))
         var loss = 0.0
         for row in 0..<batch.rowCount {

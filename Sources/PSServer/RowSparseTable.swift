@@ -178,6 +178,8 @@ public final class RowSparseTable: Sendable {
     public let spec: RowSparseTableSpec
     /// Where each row lives.
     public let placement: RowPlacement
+    /// The lazy optimizer's configuration (every shard's; it never changes).
+    public let optimizerConfig: RowOptimizerConfig
     /// Requests served and refused (kept by the server's request handling).
     public let counters = RowSparseTableCounters()
     /// Updates applied to the whole table: one per async push, one per BSP step.
@@ -187,9 +189,11 @@ public final class RowSparseTable: Sendable {
     /// A zero-initialised table with fresh optimizer state.
     public init(spec: RowSparseTableSpec, shardCount: Int, optimizer: RowOptimizerConfig) {
         self.spec = spec
-        placement = RowPlacement(rows: spec.rows, shardCount: shardCount)
+        let placement = RowPlacement(rows: spec.rows, shardCount: shardCount)
+        self.placement = placement
+        optimizerConfig = optimizer
         shards = (0..<shardCount).map { shard in
-            let rows = RowPlacement(rows: spec.rows, shardCount: shardCount).rowCount(shard: shard)
+            let rows = placement.rowCount(shard: shard)
             var weights = [Float](repeating: 0, count: rows * spec.width)
             if spec.initScale != 0 {
                 for local in 0..<rows {
@@ -225,6 +229,11 @@ public final class RowSparseTable: Sendable {
     /// The rows `ids` (validated), `ids.count x width` floats in the order of `ids`.
     public func pull(ids: [UInt64]) throws(SparseRowsError) -> [Float] {
         try validate(ids: ids, valueCount: nil)
+        return rows(validated: ids)
+    }
+
+    /// The rows `ids`, which `validate` has accepted: `ids.count x width` floats in the order of `ids`.
+    public func rows(validated ids: [UInt64]) -> [Float] {
         let width = spec.width
         var result = [Float](repeating: 0, count: ids.count * width)
         for (shard, part) in split(ids) {
@@ -244,8 +253,11 @@ public final class RowSparseTable: Sendable {
         try validate(ids: ids, valueCount: values.count)
         try requireFinite(values)
         let width = spec.width
-        for (shard, part) in split(ids) {
-            let (rows, gradient) = gather(part, values: values, width: width)
+        // Every shard applies the update, with no rows where it holds none, so that each shard's optimizer counts
+        // the table's updates (lazy Adam's bias correction) whatever rows a push touches.
+        let parts = split(ids)
+        for shard in shards.indices {
+            let (rows, gradient) = gather(parts[shard] ?? [], values: values, width: width)
             shards[shard].withLock { state in
                 gradient.withUnsafeBufferPointer {
                     state.optimizer.apply(rows: rows, gradient: $0, weights: &state.weights)
@@ -282,26 +294,26 @@ public final class RowSparseTable: Sendable {
         let scale = 1 / Float(ordered.count)
         for shard in shards {
             shard.withLock { state in
-                var sums: [Int: [Float]] = [:]
+                // One flat sum: each row's gradients added in rank order at the row's offset (rows in first-seen
+                // order; the optimizer updates every row on its own, so the order of rows does not matter).
+                var offsets: [Int: Int] = [:]
+                var rows: [Int] = []
+                var gradient: [Float] = []
                 for rank in ordered {
-                    let held = state.held[rank]!
+                    let held = state.held.removeValue(forKey: rank)!
                     for (slot, row) in held.rows.enumerated() {
-                        let values = held.values[(slot * width)..<((slot + 1) * width)]
-                        if var sum = sums[row] {
-                            for column in 0..<width { sum[column] += values[values.startIndex + column] }
-                            sums[row] = sum
+                        let base = slot * width
+                        if let offset = offsets[row] {
+                            for column in 0..<width { gradient[offset + column] += held.values[base + column] }
                         } else {
-                            sums[row] = Array(values)
+                            offsets[row] = gradient.count
+                            rows.append(row)
+                            gradient.append(contentsOf: held.values[base..<(base + width)])
                         }
                     }
-                    state.held[rank] = nil
                 }
-                let rows = sums.keys.sorted()
-                var gradient: [Float] = []
-                gradient.reserveCapacity(rows.count * width)
-                for row in rows {
-                    let sum = sums[row]!
-                    gradient.append(contentsOf: ordered.count > 1 ? sum.map { $0 * scale } : sum)
+                if ordered.count > 1 {
+                    for index in gradient.indices { gradient[index] *= scale }
                 }
                 gradient.withUnsafeBufferPointer {
                     state.optimizer.apply(rows: rows, gradient: $0, weights: &state.weights)
@@ -312,9 +324,6 @@ public final class RowSparseTable: Sendable {
         updates.wrappingAdd(1, ordering: .relaxed)
         return true
     }
-
-    /// The lazy optimizer's configuration.
-    public var optimizerConfig: RowOptimizerConfig { shards[0].withLock { $0.optimizer.config } }
 
     /// A copy of a table for a checkpoint: its weights and optimizer state in global row order.
     public struct Copy: Sendable {
@@ -330,11 +339,14 @@ public final class RowSparseTable: Sendable {
         public let slots: [[Float]]
     }
 
-    /// Copies the table (shard by shard, each under its lock).
+    /// Copies the table: each shard's weights and optimizer state under one hold of its lock (so they belong
+    /// to the same update), spread into global row order outside it.
     public func copy() -> Copy {
-        let state = optimizerState()
+        let parts = shards.map { lock in lock.withLock { ($0.weights, $0.optimizer.slots, $0.optimizer.step) } }
+        let slotCount = optimizerConfig.stateSlotNames.count
         return Copy(
-            spec: spec, weights: denseWeights(), optimizer: optimizerConfig, step: state.step, slots: state.slots)
+            spec: spec, weights: toGlobal(parts.map(\.0)), optimizer: optimizerConfig, step: parts[0].2,
+            slots: (0..<slotCount).map { slot in toGlobal(parts.map { $0.1[slot] }) })
     }
 
     /// The number of updates applied to the table: one per async push (whichever shards its rows touched), one
@@ -352,9 +364,8 @@ public final class RowSparseTable: Sendable {
 
     /// Every optimizer state slot in global row order, in `stateSlotNames` order, and the step count.
     public func optimizerState() -> (step: UInt64, slots: [[Float]]) {
-        let step = shards[0].withLock { $0.optimizer.step }
-        let names = shards[0].withLock { $0.optimizer.config.stateSlotNames }
-        return (step, names.indices.map { slot in gatherGlobal { $0.optimizer.slots[slot] } })
+        let copy = copy()
+        return (copy.step, copy.slots)
     }
 
     /// Replaces the weights and optimizer state with saved ones in global row order (a checkpoint's).
@@ -374,7 +385,7 @@ public final class RowSparseTable: Sendable {
                 }
                 return part
             }
-            let config = lock.withLock { $0.optimizer.config }
+            let config = optimizerConfig
             for slot in slots where slot.count != weights.count {
                 throw OptimizerError(field: spec.name, message: "optimizer state of \(slot.count) values")
             }
@@ -392,10 +403,14 @@ public final class RowSparseTable: Sendable {
     }
 
     private func gatherGlobal(_ field: (RowShardState) -> [Float]) -> [Float] {
+        toGlobal(shards.map { lock in lock.withLock { field($0) } })
+    }
+
+    /// Per-shard parts (local row order) spread into one `rows x width` vector in global row order.
+    private func toGlobal(_ parts: [[Float]]) -> [Float] {
         let width = spec.width
         var result = [Float](repeating: 0, count: spec.rows * width)
-        for (shard, lock) in shards.enumerated() {
-            let part = lock.withLock { field($0) }
+        for (shard, part) in parts.enumerated() {
             for local in 0..<placement.rowCount(shard: shard) {
                 let row = local * placement.shardCount + shard
                 for column in 0..<width { result[row * width + column] = part[local * width + column] }

@@ -14,22 +14,17 @@ extension ShardService {
                 .unknownTensor, SparseRowsError.unknownTable(pull.table).description, to: requestID)
             return
         }
+        let ids = pull.ids.map(UInt64.init)
         do {
-            try table.validate(ids: pull.ids.map(UInt64.init), valueCount: nil)
+            // Before the BSP wait: a bad request is refused at once.
+            try table.validate(ids: ids, valueCount: nil)
         } catch {
             table.counters.refused.wrappingAdd(1, ordering: .relaxed)
             try session.replyError(error.code, error.description, to: requestID)
             return
         }
         guard try waitUntilReadable(step: pull.clock, session: session, requestID: requestID) else { return }
-        let values: [Float]
-        do {
-            values = try table.pull(ids: pull.ids.map(UInt64.init))
-        } catch {
-            table.counters.refused.wrappingAdd(1, ordering: .relaxed)
-            try session.replyError(error.code, error.description, to: requestID)
-            return
-        }
+        let values = table.rows(validated: ids)
         let counters = table.counters
         counters.pulls.wrappingAdd(1, ordering: .relaxed)
         counters.rowsPulled.wrappingAdd(UInt64(pull.ids.count), ordering: .relaxed)

@@ -5,7 +5,7 @@ import PSWire
 /// The built-in row-sparse models (`--model sparse-lr`, `--model sparse-mlp:E,H`) and how a job declares them.
 ///
 /// A sparse job's dense parameters (the bias) travel as every model's do; its row-sparse table is table 0 of
-/// the server (`sparsePull` / `sparsePush`), `featureCount x width` and zero-initialised.
+/// the server (`sparsePull` / `sparsePush`), `featureCount x width`, initialised as the model's `tableInitScale` says (0 for sparse-lr).
 ///
 /// ```swift
 /// SparseModels.isSparse("sparse-lr")                     // true

@@ -35,9 +35,12 @@ extension Worker {
         var test: SparseDataset?
         do {
             let source = try SparseDataSource(parsing: options.dataOverride ?? job.data)
-            (train, test) = try source.loadSplits(hashFeatures: job.hashFeatures)
             if let path = options.testOverride ?? job.test {
+                // --test replaces the data's own test split, which is then not loaded at all.
+                train = try source.loadTrain(hashFeatures: job.hashFeatures)
                 test = try SparseDataSource(parsing: path).loadTrain(hashFeatures: job.hashFeatures)
+            } else {
+                (train, test) = try source.loadSplits(hashFeatures: job.hashFeatures)
             }
         } catch {
             leave(connected, reason: .error)
@@ -78,7 +81,8 @@ extension Worker {
         let started = Date()
         var samplesDone = 0
         var epochLoss = (sum: 0.0, steps: 0)
-        var pulledBytes = 0
+        // Bytes of sparse pulls and the steps they served, over every connection (reconnects included).
+        var (pulledBytes, pulledSteps) = (0, 0)
         var havePulled = false
         log.info(
             "training",
@@ -96,6 +100,7 @@ extension Worker {
                 let rows = try ParameterClient.sparseValues(
                     try connected.sparsePull(table: 0, clock: UInt64(step), ids: touched).wait())
                 pulledBytes += 4 * touched.count + 4 * rows.count
+                pulledSteps += 1
                 let loss = model.lossAndGradient(
                     examples, touched: touched, rows: rows, dense: dense, rowGradient: &rowGradient,
                     denseGradient: &denseGradient)
@@ -120,13 +125,8 @@ extension Worker {
                 } else {
                     try pushAll(
                         servers, layout: layout, clock: UInt64(step), gradient: denseGradient, versions: versions)
-                    let reply = try connected.request(
-                        .clock(
-                            ClockReport(
-                                rank: UInt32(rank), clock: UInt64(step + 1), loss: loss,
-                                samples: UInt64(job.batchPerWorker)))
-                    ).wait()
-                    if case .message(.clockAck(let ack)) = reply { state = ack.jobState }
+                    state = try sendClock(
+                        connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
                 }
                 step += 1
                 samplesDone += job.batchPerWorker
@@ -189,7 +189,7 @@ extension Worker {
             [
                 "steps": step, "seconds": String(format: "%.2f", seconds),
                 "samples_per_s": String(format: "%.0f", Double(samplesDone) / max(seconds, 1e-9)),
-                "sparse_pull_bytes_per_step": pulledBytes / max(step - Int(connected.config.startStep), 1),
+                "sparse_pull_bytes_per_step": pulledBytes / max(pulledSteps, 1),
             ])
     }
 

@@ -530,7 +530,7 @@ public final class Worker {
         traffic.steps += 1
     }
 
-    private func sendClock(
+    func sendClock(
         _ client: ParameterClient, rank: Int, clock: UInt64, loss: Double, samples: Int
     ) throws(ClientError) -> JobState {
         let reply = try client.request(

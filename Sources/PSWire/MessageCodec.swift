@@ -600,7 +600,7 @@ public enum MessageCodec {
     }
 
     /// Copies little-endian float32 values out of `bytes`, whose length the caller has validated.
-    private static func floats(_ bytes: UnsafeRawBufferPointer) -> [Float] {
+    static func floats(_ bytes: UnsafeRawBufferPointer) -> [Float] {
         let count = bytes.count / 4
         guard count > 0, let base = bytes.baseAddress else { return [] }
         return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in

@@ -93,12 +93,12 @@ extension MessageCodec {
         let count = Int(try reader.u32())
         let width = try reader.u32()
         _ = try reader.u32()
-        let floatBytes = reader.bytes.count - 16
+        let floatBytes = reader.remaining
         let (declared, overflow) = count.multipliedReportingOverflow(by: Int(width))
         guard !overflow, floatBytes % 4 == 0, floatBytes / 4 == declared else {
             throw .elementCountMismatch(type: reader.type, declared: declared, actual: floatBytes / 4)
         }
-        let values = sparseFloats(try reader.bytes(count: floatBytes))
+        let values = floats(try reader.bytes(count: floatBytes))
         return .sparsePullReply(SparsePullReply(table: table, width: width, values: values))
     }
 
@@ -107,20 +107,14 @@ extension MessageCodec {
         let count = Int(try reader.u32())
         let clock = try reader.u64()
         let ids = try rowIds(&reader, count: count)
-        let floatBytes = reader.bytes.count - 16 - 4 * count
+        let floatBytes = reader.remaining
         guard floatBytes % 4 == 0 else { throw .misalignedPayload(type: reader.type, floatBytes: floatBytes) }
-        let values = sparseFloats(try reader.bytes(count: floatBytes))
+        let values = floats(try reader.bytes(count: floatBytes))
         return .sparsePush(SparsePush(table: table, clock: clock, ids: ids, values: values))
     }
 
     private static func rowIds(_ reader: inout PayloadReader, count: Int) throws(WireError) -> [UInt32] {
         let bytes = try reader.bytes(count: 4 * count)
         return (0..<count).map { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
-    }
-
-    private static func sparseFloats(_ bytes: UnsafeRawBufferPointer) -> [Float] {
-        (0..<(bytes.count / 4)).map {
-            Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
-        }
     }
 }

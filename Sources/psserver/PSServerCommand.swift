@@ -99,7 +99,8 @@ struct PSServerCommand {
                 help: "How workers compress exchange gradients (top-k keeps the residual on the worker).",
                 default: "none"),
             Option(
-                "compress-pulls", help: "Exchange replies carry the weights as fp16/bf16 too (needs --compression)."),
+                "compress-pulls",
+                help: "Exchange replies carry the weights as fp16/bf16 too (needs --compression fp16 or bf16)."),
             Option(
                 "worker-timeout", value: "seconds", help: "Declare a silent worker dead after this long.",
                 default: "10"),
