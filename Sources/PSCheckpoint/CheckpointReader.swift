@@ -141,7 +141,9 @@ public enum CheckpointReader {
         return try CheckpointManifest.decode(manifestData, file: manifestPath)
     }
 
-    private static func loadEntry(_ entry: TensorEntry, directory: String, manifestPath: String) throws -> NPYArray {
+    /// Reads one manifest entry's `.npy` file, checking its name, dtype, shape and CRC-32C against the entry
+    /// (errors name `manifestPath` or the file).
+    public static func loadEntry(_ entry: TensorEntry, directory: String, manifestPath: String) throws -> NPYArray {
         guard !entry.file.isEmpty, !entry.file.contains("/"), entry.file != ".", entry.file != ".." else {
             throw CheckpointError(file: manifestPath, message: "'\(entry.key)' names an invalid file '\(entry.file)'")
         }

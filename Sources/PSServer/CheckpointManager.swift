@@ -376,12 +376,11 @@ final class CheckpointManager: Sendable {
     ) throws {
         guard !sparseTables.isEmpty else { return }
         let file = directory + "/manifest.json"
-        let loaded = try CheckpointReader.load(directory: directory)
         for table in sparseTables {
             let name = table.spec.name
             let shape = [table.spec.rows, table.spec.width]
-            guard let entry = entries.first(where: { $0.name == name }), let values = loaded.tensors[name]?.values
-            else {
+            // Only the table's own file: the dense tensors and the optimizer state are read elsewhere.
+            guard let entry = entries.first(where: { $0.name == name }) else {
                 throw CheckpointError(file: file, message: "the checkpoint holds no row-sparse table \(name)")
             }
             guard entry.shape == shape else {
@@ -397,6 +396,7 @@ final class CheckpointManager: Sendable {
                     message: "the row-sparse tables were written with optimizer "
                         + "\(manifest.job["sparse_optimizer"] ?? "none"), the server runs \(kind)")
             }
+            let values = try CheckpointReader.loadEntry(entry, directory: directory, manifestPath: file).values
             let tableSlots = table.optimizerConfig.stateSlotNames.map { slots[name]?[$0] ?? [] }
             do {
                 try table.restore(weights: values, step: step, slots: tableSlots)
