@@ -227,10 +227,19 @@ public final class ParameterServer: Sendable {
         }
     }
 
-    /// Blocks until the server stops (shutdown request, signal, or the job finished); returns the exit code.
+    /// Blocks until the server stops (shutdown request, signal, or the job finished) and its connection threads have
+    /// ended (at most 5 s more); returns the exit code.
     public func waitUntilStopped() -> Int32 {
         // No deadline: this is the main thread waiting for the server's whole life.
-        exitCode.wait(until: nil, while: { $0 == nil }) { code, _ in code ?? 0 }
+        let code = exitCode.wait(until: nil, while: { $0 == nil }) { code, _ in code ?? 0 }
+        // `stop` closed every connection; each handler thread ends once its request is done. Wait for them
+        // (bounded) before the caller exits: a handler still applying an update while `exit` tears the libraries
+        // down crashes in them (a sanitized run died in cblas_saxpy, whose function table OpenBLAS had cleared).
+        let deadline = MonotonicClock.deadline(afterSeconds: 5)
+        while !connections.withLock({ $0.isEmpty }), MonotonicClock.nanoseconds() < deadline {
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        return code
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), closes connections and records `code`.
