@@ -379,18 +379,34 @@ public struct Socket: Sendable, Hashable {
         return true
     }
 
-    /// Reads until `buffer` is full or the stream ends; returns the number of bytes read.
+    /// Reads at least `minimum` bytes into `buffer`, and as many more as have already arrived, up to its size (a
+    /// read-ahead: one `recv` usually brings a whole small frame). Returns the count, below `minimum` only when the
+    /// stream ended first (0: before any byte).
+    ///
+    /// Timeouts as in ``readStart(into:budget:keepWaiting:)`` when `keepWaiting` is given, otherwise as in
+    /// ``readExactly(into:deadline:)``.
+    public func readAtLeast(
+        _ minimum: Int, into buffer: UnsafeMutableRawBufferPointer, deadline: UInt64?, budget: UInt64?,
+        keepWaiting: (() -> Bool)?
+    ) throws(SocketError) -> Int {
+        precondition(minimum <= buffer.count, "the read-ahead buffer must hold the bytes asked for")
+        return try fill(buffer, atLeast: minimum, deadline: deadline, budget: budget, keepWaiting: keepWaiting)
+    }
+
+    /// Reads until `buffer` holds `minimum` bytes (default: it is full) or the stream ends; returns the number of
+    /// bytes read, which may exceed `minimum` when more had arrived.
     ///
     /// A receive timeout before the first byte asks `keepWaiting` (nil: throw); after it, the read goes on until
     /// `deadline`, or until `budget` nanoseconds after the first byte (both nil: throw at the first timeout).
     private func fill(
-        _ buffer: UnsafeMutableRawBufferPointer, deadline: UInt64? = nil, budget: UInt64? = nil,
-        keepWaiting: (() -> Bool)? = nil
+        _ buffer: UnsafeMutableRawBufferPointer, atLeast minimum: Int? = nil, deadline: UInt64? = nil,
+        budget: UInt64? = nil, keepWaiting: (() -> Bool)? = nil
     ) throws(SocketError) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
+        let minimum = minimum ?? buffer.count
         var offset = 0
         var deadline = deadline
-        while offset < buffer.count {
+        while offset < minimum {
             guard let count = try receiveSome(base + offset, buffer.count - offset) else {
                 // The receive timeout expired.
                 if offset == 0, let keepWaiting {
@@ -400,7 +416,7 @@ public struct Socket: Sendable, Hashable {
                 if let limit = deadline, MonotonicClock.nanoseconds() < limit { continue }
                 throw .timedOut(operation: "read")
             }
-            if offset == 0, count > 0, count < buffer.count, deadline == nil, let budget {
+            if offset == 0, count > 0, count < minimum, deadline == nil, let budget {
                 deadline = MonotonicClock.nanoseconds() &+ budget
             }
             if count == 0 {
@@ -560,6 +576,28 @@ public struct Socket: Sendable, Hashable {
         guard let ready = try? valueOrErrno({ poll(&entry, 1, milliseconds) }), ready > 0 else { return false }
         return entry.revents != 0
     }
+
+    /// Waits up to `milliseconds` for `condition` on the descriptor itself (any layer's buffer is not looked at)
+    /// or for `wake` to be signalled. Waiting for `.hangUp` asks `poll` for `POLLRDHUP` only, so data arriving does
+    /// not wake the thread: how an idle connection's watcher waits without competing with the thread that reads.
+    public func wait(for condition: SocketCondition, orWake wake: WakePipe, milliseconds: Int32) -> SocketWaitEvent {
+        let pollReadHangUp: Int16 = 0x2000  // POLLRDHUP (Linux); see peerHasHungUp
+        var entries = (
+            pollfd(fd: fileDescriptor, events: condition == .readable ? Int16(POLLIN) : pollReadHangUp, revents: 0),
+            pollfd(fd: wake.readDescriptor, events: Int16(POLLIN), revents: 0)
+        )
+        let ready = withUnsafeMutableBytes(of: &entries) { raw in
+            let base = raw.baseAddress!.assumingMemoryBound(to: pollfd.self)
+            return (try? valueOrErrno(retryOnInterrupt: false) { poll(base, 2, milliseconds) }) ?? 0
+        }
+        guard ready > 0 else { return .timedOut }
+        // Readable includes end of stream and errors; a hang-up includes a reset or a failed connection.
+        if entries.0.revents != 0 { return .ready }
+        return entries.1.revents != 0 ? .woken : .timedOut
+    }
+
+    /// Whether a layer (TLS) holds decrypted bytes not read yet (the descriptor may then look idle).
+    public var layerHasBufferedBytes: Bool { (layer?.bufferedByteCount ?? 0) > 0 }
 
     /// Whether the peer has closed or reset the connection, without consuming any byte (`poll` with
     /// `POLLRDHUP`, which reports a peer shutdown even while unread data is queued). Never blocks.

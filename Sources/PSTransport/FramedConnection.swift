@@ -8,12 +8,15 @@ import Synchronization  // Atomic
 /// Reading is done by one thread at a time (the connection's reader, or threads that hand a lock between them,
 /// which orders their reads); writing may come from any thread and is
 /// serialised by a per-connection write lock, so a frame is never interleaved with another. Tensor frames are
-/// written with one `writev` of header, prefix and the caller's float buffer, and read straight into a
-/// caller-chosen destination or into a receive buffer that is reused across messages.
+/// written with one `writev` of header, prefix and the caller's float buffer. Reads go through a read-ahead
+/// buffer (one `recv` usually brings a small frame's header, prefix and body at once); payloads of
+/// `directReadBytes` or more are read straight into a caller-chosen destination or into a receive buffer that is
+/// reused across messages.
 public final class FramedConnection: @unchecked Sendable {
-    // @unchecked Sendable: `receiveBuffer`, `frameBudget`, `frameDeadline` and `keepWaitingWhenIdle` are touched
-    // only by the one thread reading at a time (documented contract of the read* and setReadDeadlines methods);
-    // every other stored property is immutable, a LockedValue or an Atomic.
+    // @unchecked Sendable: `receiveBuffer`, the read-ahead (`readAhead`, `readStart`, `readEnd`), `frameBudget`,
+    // `frameDeadline`, `readDeadline` and `keepWaitingWhenIdle` are touched only by the one thread reading at a
+    // time (documented contract of the read* and set*Deadline* methods); every other stored property is
+    // immutable, a LockedValue or an Atomic.
 
     /// The socket; owned by this connection, closed by `close()`, never handed out.
     private let socket: Socket
@@ -26,6 +29,17 @@ public final class FramedConnection: @unchecked Sendable {
     private let writeLock = LockedValue<UInt64>(0)
     private let closed = Atomic<Bool>(false)
     private var receiveBuffer: UnsafeMutableRawBufferPointer
+    /// Bytes received ahead of what the frame parser has consumed: `readAhead[readStart..<readEnd]`.
+    private let readAhead: UnsafeMutableRawBufferPointer
+    private var readStart = 0
+    private var readEnd = 0
+    /// A read of at least this many bytes goes straight from the socket into its destination (after whatever the
+    /// read-ahead already holds); smaller ones are served from the read-ahead, refilled with one `recv`.
+    public static let directReadBytes = 16 << 10
+    /// The read-ahead's capacity.
+    static let readAheadBytes = 64 << 10
+    /// When every read must be complete (nil: a receive timeout ends it); see `setReadDeadline`.
+    private var readDeadline: UInt64? = nil
     /// How long a frame may take once its first byte arrived (nil: no bound beyond the receive timeout).
     private var frameBudget: UInt64? = nil
     /// When the frame being read must be complete (set by `readHeader` from `frameBudget`).
@@ -39,10 +53,12 @@ public final class FramedConnection: @unchecked Sendable {
         self.peer = peer
         self.maxPayloadBytes = maxPayloadBytes
         receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+        readAhead = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.readAheadBytes, alignment: 16)
     }
 
     deinit {
         receiveBuffer.deallocate()
+        readAhead.deallocate()
     }
 
     /// Connects to `host:port`, with a deadline for the TCP handshake; with `tls`, over TLS (the TLS handshake runs
@@ -70,25 +86,48 @@ public final class FramedConnection: @unchecked Sendable {
 
     /// Reads the next frame header; nil when the peer closed the connection cleanly between frames.
     public func readHeader() throws(TransportError) -> FrameHeader? {
-        try withUnsafeTemporaryAllocation(byteCount: WireProtocol.headerSize, alignment: 8) {
-            (bytes: UnsafeMutableRawBufferPointer) throws(TransportError) -> FrameHeader? in
-            let complete: Bool
+        let size = WireProtocol.headerSize
+        if readEnd - readStart < size {
+            // Too few bytes ahead: move them to the front and receive the rest of the header, and whatever follows.
+            let buffered = readEnd - readStart
+            if buffered > 0, readStart > 0 {
+                readAhead.baseAddress!.copyMemory(from: readAhead.baseAddress! + readStart, byteCount: buffered)
+            }
+            readStart = 0
+            readEnd = buffered
+            let space = UnsafeMutableRawBufferPointer(rebasing: readAhead[buffered...])
+            let received: Int
             do throws(SocketError) {
-                if let keepWaitingWhenIdle {
-                    complete = try socket.readStart(into: bytes, budget: frameBudget, keepWaiting: keepWaitingWhenIdle)
-                    frameDeadline = frameBudget.map { MonotonicClock.nanoseconds() &+ $0 }
+                if let keepWaitingWhenIdle, buffered == 0 {
+                    // Idle between frames: wait while the server says so, then the frame budget runs.
+                    received = try socket.readAtLeast(
+                        size, into: space, deadline: nil, budget: frameBudget, keepWaiting: keepWaitingWhenIdle)
                 } else {
-                    complete = try socket.readExactlyOrEOF(into: bytes)
+                    // Part of this header arrived with the previous frame: the frame has started.
+                    let deadline =
+                        keepWaitingWhenIdle != nil
+                        ? frameBudget.map { MonotonicClock.nanoseconds() &+ $0 } : readDeadline
+                    received = try socket.readAtLeast(
+                        size - buffered, into: space, deadline: deadline, budget: nil, keepWaiting: nil)
                 }
             } catch {
                 throw .socket(error)
             }
-            guard complete else { return nil }
-            do throws(WireError) {
-                return try FrameHeader.decode(UnsafeRawBufferPointer(bytes), maxPayloadBytes: maxPayloadBytes)
-            } catch {
-                throw .wire(error)
+            readEnd += received
+            if readEnd == 0 { return nil }
+            if readEnd < size {
+                throw .socket(.endOfStream(expected: size, received: readEnd))
             }
+        }
+        if keepWaitingWhenIdle != nil {
+            frameDeadline = frameBudget.map { MonotonicClock.nanoseconds() &+ $0 }
+        }
+        let bytes = UnsafeRawBufferPointer(rebasing: readAhead[readStart..<(readStart + size)])
+        readStart += size
+        do throws(WireError) {
+            return try FrameHeader.decode(bytes, maxPayloadBytes: maxPayloadBytes)
+        } catch {
+            throw .wire(error)
         }
     }
 
@@ -101,19 +140,48 @@ public final class FramedConnection: @unchecked Sendable {
             receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: newSize, alignment: 16)
         }
         let target = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[0..<length])
-        do throws(SocketError) {
-            try socket.readExactly(into: target, deadline: frameDeadline)
-        } catch {
-            throw .socket(error)
-        }
+        try read(into: target)
         return UnsafeRawBufferPointer(target)
     }
 
     /// Reads exactly `destination.count` bytes straight into `destination` (a tensor's final buffer).
     public func readPayload(into destination: UnsafeMutableRawBufferPointer) throws(TransportError) {
-        guard destination.count > 0 else { return }
+        try read(into: destination)
+    }
+
+    /// Whether bytes already received wait in the read-ahead or a TLS layer (the socket itself may then look
+    /// idle); reading thread only.
+    public var hasBufferedBytes: Bool { readEnd > readStart || socket.layerHasBufferedBytes }
+
+    /// Fills `target` from the read-ahead, then from the socket: straight into `target` when at least
+    /// `directReadBytes` are missing, otherwise through the read-ahead (one `recv` that may bring more).
+    private func read(into target: UnsafeMutableRawBufferPointer) throws(TransportError) {
+        guard let base = target.baseAddress, target.count > 0 else { return }
+        let fromBuffer = min(readEnd - readStart, target.count)
+        if fromBuffer > 0 {
+            base.copyMemory(from: readAhead.baseAddress! + readStart, byteCount: fromBuffer)
+            readStart += fromBuffer
+        }
+        let missing = target.count - fromBuffer
+        guard missing > 0 else { return }
+        // The read-ahead is empty here: every byte it held went into `target`.
+        readStart = 0
+        readEnd = 0
+        let deadline = frameDeadline ?? readDeadline
         do throws(SocketError) {
-            try socket.readExactly(into: destination, deadline: frameDeadline)
+            if missing >= Self.directReadBytes {
+                try socket.readExactly(
+                    into: UnsafeMutableRawBufferPointer(rebasing: target[fromBuffer...]), deadline: deadline)
+                return
+            }
+            let received = try socket.readAtLeast(
+                missing, into: readAhead, deadline: deadline, budget: nil, keepWaiting: nil)
+            guard received >= missing else {
+                throw SocketError.endOfStream(expected: target.count, received: fromBuffer + received)
+            }
+            (base + fromBuffer).copyMemory(from: readAhead.baseAddress!, byteCount: missing)
+            readStart = missing
+            readEnd = received
         } catch {
             throw .socket(error)
         }
@@ -307,9 +375,25 @@ public final class FramedConnection: @unchecked Sendable {
         socket.peerHasHungUp()
     }
 
-    /// Waits up to `milliseconds` for a frame's first byte (or end of stream); consumes nothing.
+    /// Waits up to `milliseconds` for a frame's first byte (or end of stream); consumes nothing. True at once when
+    /// the read-ahead holds bytes. Reading thread only (it looks at the read-ahead).
     public func waitUntilReadable(milliseconds: Int32) -> Bool {
-        socket.waitUntilReadable(milliseconds: milliseconds)
+        readEnd > readStart || socket.waitUntilReadable(milliseconds: milliseconds)
+    }
+
+    /// Waits up to `milliseconds` for `condition` on the socket itself or for `wake` to be signalled (see
+    /// `Socket.wait(for:orWake:milliseconds:)`); consumes nothing. Unlike the read methods, any thread may call it
+    /// while another reads: it looks neither at the read-ahead nor at a TLS layer's buffer (the reading thread
+    /// checks ``hasBufferedBytes`` before it lets go).
+    public func wait(for condition: SocketCondition, orWake wake: WakePipe, milliseconds: Int32) -> SocketWaitEvent {
+        socket.wait(for: condition, orWake: wake, milliseconds: milliseconds)
+    }
+
+    /// Sets when the reads that follow must be complete (monotonic nanoseconds; nil: none), for a connection whose
+    /// receive timeout is a short tick: a read then goes on past each tick until the deadline (reading thread
+    /// only). Not used with ``setReadDeadlines(tick:frame:keepWaiting:)``, whose frame budget takes its place.
+    public func setReadDeadline(_ deadline: UInt64?) {
+        readDeadline = deadline
     }
 
     /// Bounds how long one read may block (nil: no bound); a read past it throws a timeout.

@@ -85,6 +85,98 @@ final class FramedConnectionTests: XCTestCase {
         XCTAssertEqual(status.message, .statusReply(StatusReply(json: "{}")))
     }
 
+    /// Frames of every size, written back to back in one buffer and then trickled in pieces of odd sizes: the
+    /// read-ahead must hand each frame's header, prefix and floats over whole and in order, whether a `recv`
+    /// brought several frames, part of one, or a header split across two.
+    func test_readAhead_framesBackToBack_orTrickled_arriveWholeAndInOrder() throws {
+        let sizes = [
+            0, 1, 3, 1000, FramedConnection.directReadBytes / 4 - 7, FramedConnection.directReadBytes / 4 + 5, 40_000,
+        ]
+        var stream: [UInt8] = []
+        for (index, count) in sizes.enumerated() {
+            let floats = (0..<count).map { Float(index * 100_000 + $0) }
+            let prefix = PushPrefix(shard: UInt32(index), count: UInt32(count), clock: 9, baseVersion: 0)
+            var head = [UInt8](repeating: 0, count: WireProtocol.headerSize + PushPrefix.size)
+            head.withUnsafeMutableBytes { bytes in
+                FrameHeader(
+                    type: .push, flags: [], payloadLength: UInt32(PushPrefix.size + 4 * count),
+                    requestID: UInt64(index)
+                ).encode(into: UnsafeMutableRawBufferPointer(rebasing: bytes[0..<WireProtocol.headerSize]))
+                prefix.encode(into: UnsafeMutableRawBufferPointer(rebasing: bytes[WireProtocol.headerSize...]))
+            }
+            stream += head
+            floats.withUnsafeBytes { stream += $0 }
+        }
+        let bytes = stream
+        for pieceSize in [bytes.count, 7, 4093] {
+            let (client, server) = try makePair()
+            defer {
+                client.close()
+                server.close()
+            }
+            let writer = Thread {
+                var offset = 0
+                while offset < bytes.count {
+                    let end = min(offset + pieceSize, bytes.count)
+                    bytes[offset..<end].withUnsafeBytes { try? client.writeRawForTesting($0) }
+                    offset = end
+                }
+            }
+            writer.start()
+            for (index, count) in sizes.enumerated() {
+                let header = try XCTUnwrap(try server.readHeader())
+                XCTAssertEqual(header.requestID, UInt64(index), "piece size \(pieceSize)")
+                let prefix = try PushPrefix.decode(try server.readPayload(length: PushPrefix.size))
+                XCTAssertEqual(prefix.shard, UInt32(index))
+                var floats = [Float](repeating: -1, count: count)
+                try floats.withUnsafeMutableBytes { try server.readPayload(into: $0) }
+                XCTAssertEqual(floats, (0..<count).map { Float(index * 100_000 + $0) }, "frame \(index)")
+            }
+            client.close()
+            XCTAssertNil(try server.readHeader(), "clean end after the last frame")
+        }
+    }
+
+    /// Two small frames that arrive in one `recv`: the second waits in the read-ahead, where the socket no longer
+    /// shows it, so readiness must count it.
+    func test_readAhead_aBufferedFrame_countsAsReadable() throws {
+        let (client, server) = try makePair()
+        defer {
+            client.close()
+            server.close()
+        }
+        var two: [UInt8] = []
+        for id in [UInt64(1), 2] {
+            two += MessageCodec.encodeFrame(.shutdown(), requestID: id)
+        }
+        try two.withUnsafeBytes { try client.writeRawForTesting($0) }
+        XCTAssertTrue(server.waitUntilReadable(milliseconds: 5_000))
+        XCTAssertEqual(try server.readMessage()?.header.requestID, 1)
+        XCTAssertTrue(server.hasBufferedBytes)
+        XCTAssertTrue(server.waitUntilReadable(milliseconds: 0))
+        XCTAssertEqual(try server.readMessage()?.header.requestID, 2)
+        XCTAssertFalse(server.hasBufferedBytes)
+        XCTAssertFalse(server.waitUntilReadable(milliseconds: 0))
+    }
+
+    /// A read deadline over a short receive timeout: the read goes on past each tick and gives up at the deadline.
+    func test_readDeadline_outlastsTheReceiveTimeoutTick_thenTimesOut() throws {
+        let (client, server) = try makePair()
+        defer {
+            client.close()
+            server.close()
+        }
+        try server.setReceiveTimeout(.milliseconds(20))
+        server.setReadDeadline(MonotonicClock.deadline(afterSeconds: 0.3))
+        let start = MonotonicClock.nanoseconds()
+        XCTAssertThrowsError(try server.readHeader()) { error in
+            guard case .socket(.timedOut)? = error as? TransportError else { return XCTFail("\(error)") }
+        }
+        let waited = Double(MonotonicClock.nanoseconds() - start) / 1e9
+        XCTAssertGreaterThanOrEqual(waited, 0.29, "gave up at the first 20 ms tick")
+        XCTAssertLessThan(waited, 10)
+    }
+
     func test_readHeader_cleanCloseBetweenFrames_returnsNil() throws {
         let (client, server) = try makePair()
         client.close()
