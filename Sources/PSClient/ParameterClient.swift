@@ -9,10 +9,14 @@ import Synchronization
 /// return a handle to wait on, so a caller can put requests to every shard in flight before waiting on any
 /// (ps-lite's `ZPush`/`ZPull`/`Wait`).
 ///
-/// Replies are matched to requests by request id. A caller in `wait` reads the socket itself when no other
-/// thread is reading (so a lone waiter's reply needs no hand-off between threads); a reader thread reads what
-/// arrives while nobody does. A pull reply's floats are read straight into the destination the caller passed to
-/// `pull`, which must stay valid until the handle's `wait` returns.
+/// Replies are matched to requests by request id. A caller in `wait` reads the socket itself (so a reply needs no
+/// hand-off between threads), completing any other request's reply it meets on the way. A reply nobody waits for
+/// yet stays in the socket until somebody does, unless it is read in the background by the connection's reader
+/// thread: when another request is sent on the same connection while it is pending (so that big replies nobody
+/// reads cannot stall the server and, with it, that send), or when its handle asks for `readInBackground()` (what
+/// `RequestHandle.waitAll` does for the connections it waits on later). While no such request is pending the reader thread sleeps until the peer hangs up, without waking for
+/// replies, so the connection's failure is still seen when nobody waits. A pull reply's floats are read straight
+/// into the destination the caller passed to `pull`, which must stay valid until the handle's `wait` returns.
 ///
 /// ```swift
 /// let client = try ParameterClient.connect(host: "127.0.0.1", port: 7000, role: .worker, name: "w0")
@@ -41,6 +45,11 @@ public final class ParameterClient: Sendable {
     let readToken = LockedValue(false)
     /// How long `wait` waits for a reply by default before it declares the connection broken.
     public let requestTimeout: Duration
+    /// Wakes the reader thread from its idle watch: a request wants its reply read in the background, or the
+    /// client closes. Closed by `deinit`, when no thread can use it any more.
+    let wake: WakePipe
+    /// The socket's receive timeout once connected: how often a blocked read checks its wait's deadline.
+    static let readTick = Duration.milliseconds(100)
 
     /// Connects, sends hello and waits for welcome (or throws the server's reason for refusing).
     public static func connect(
@@ -61,7 +70,7 @@ public final class ParameterClient: Sendable {
             guard let reply = try connection.handshake(hello, token: token) else {
                 throw ClientError.connect("\(host):\(port) closed the connection during the handshake")
             }
-            try connection.setReceiveTimeout(nil)
+            try connection.setReceiveTimeout(readTick)
             switch reply {
             case .welcome(let welcome):
                 let config: WelcomeConfig
@@ -70,8 +79,15 @@ public final class ParameterClient: Sendable {
                 } catch {
                     throw ClientError.protocolViolation("unreadable welcome config: \(error)")
                 }
+                let wake: WakePipe
+                do throws(SocketError) {
+                    wake = try WakePipe()
+                } catch {
+                    throw ClientError.connect("cannot create the reader's wake pipe: \(error)")
+                }
                 return ParameterClient(
-                    connection: connection, welcome: welcome, config: config, requestTimeout: requestTimeout)
+                    connection: connection, welcome: welcome, config: config, requestTimeout: requestTimeout,
+                    wake: wake)
             case .reject(let reject):
                 connection.close()
                 throw ClientError.rejected(code: reject.code, reason: reject.reason)
@@ -91,11 +107,15 @@ public final class ParameterClient: Sendable {
         }
     }
 
-    init(connection: FramedConnection, welcome: Welcome, config: WelcomeConfig, requestTimeout: Duration) {
+    init(
+        connection: FramedConnection, welcome: Welcome, config: WelcomeConfig, requestTimeout: Duration,
+        wake: WakePipe
+    ) {
         self.connection = connection
         self.welcome = welcome
         self.config = config
         self.requestTimeout = requestTimeout
+        self.wake = wake
         let thread = Thread { [self] in readLoop() }
         thread.name = "psclient-reader"
         thread.start()
@@ -103,6 +123,7 @@ public final class ParameterClient: Sendable {
 
     deinit {
         connection.close()
+        wake.close()
     }
 
     /// Closes the connection and waits for the reader thread to end; pending requests fail.
@@ -112,6 +133,7 @@ public final class ParameterClient: Sendable {
     /// bounded (30 s) only against a bug: the reader releases the descriptor itself whenever it ends.
     public func close() {
         connection.shutdown()
+        wake.signal()
         waitForReader()
     }
 
@@ -236,7 +258,19 @@ public final class ParameterClient: Sendable {
     private func enqueue(_ request: PendingRequest) throws(ClientError) -> UInt64 {
         if let error = failure.withLock({ $0 }) { throw .connectionLost("\(error)") }
         let id = nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
-        pending.withLock { $0[id] = request }
+        // Requests already in flight get their replies read in the background from now on: while this one is
+        // sent, a server blocked writing big replies that nobody reads would stop reading it, and both sides would
+        // wait in `send`. A lone request (one round trip at a time) wakes nobody.
+        let flagged = pending.withLock { table -> Bool in
+            var flagged = false
+            for earlier in table.values where !earlier.readsInBackground.load(ordering: .relaxed) {
+                earlier.readsInBackground.store(true, ordering: .releasing)
+                flagged = true
+            }
+            table[id] = request
+            return flagged
+        }
+        if flagged { wake.signal() }
         return id
     }
 
@@ -247,18 +281,37 @@ public final class ParameterClient: Sendable {
 
     // MARK: Reader
 
-    /// The reader thread: reads whatever arrives while no caller is reading for itself (replies to callers that
-    /// have not reached `wait` yet, replies nobody waits for, end of stream), so the connection's failure is seen
-    /// even when nobody waits. It waits for readability first, without the token, so a caller can take the
-    /// token and read its own reply on its own thread.
+    /// The reader thread. While no pending request asked for `readInBackground()` it sleeps until the peer hangs
+    /// up or `wake` is signalled, without waking for replies (the waiting callers read those). Otherwise, and
+    /// from the hang-up on, it reads whatever arrives while no caller is reading for itself (the replies of
+    /// requests read in background, what precedes the end of stream), so the connection's failure is seen even
+    /// when nobody waits. It waits for readability without the token, so a caller can take the token and read
+    /// its own reply on its own thread.
     private func readLoop() {
         defer {
             // The reader is the last thread to touch the descriptor for reading, so it releases it.
             connection.close()
             readerDone.withLockAndBroadcast { $0 = true }
         }
+        var hungUp = false
         while true {
-            guard connection.waitUntilReadable(milliseconds: 1_000) else { continue }
+            if !hungUp && !wantsBackgroundRead() {
+                switch connection.wait(for: .hangUp, orWake: wake, milliseconds: 1_000) {
+                case .woken:
+                    wake.drain()
+                    continue
+                case .timedOut:
+                    continue
+                case .ready:
+                    // Read what is left, up to the end of stream, which fails every request still pending.
+                    hungUp = true
+                }
+            }
+            // Data on the socket, or a wake: a caller let go of the token with bytes left in the read-ahead.
+            switch connection.wait(for: .readable, orWake: wake, milliseconds: 1_000) {
+            case .woken: wake.drain()
+            case .ready, .timedOut: break
+            }
             let taken = readToken.wait(until: MonotonicClock.deadline(afterSeconds: 1), while: { $0 }) {
                 held, timedOut -> Bool in
                 if timedOut { return false }
@@ -267,13 +320,12 @@ public final class ParameterClient: Sendable {
             }
             guard taken else { continue }
             // A caller may have read the frame in the meantime: read only when bytes are still there.
-            guard connection.waitUntilReadable(milliseconds: 0) else {
+            guard connection.hasBufferedBytes || connection.waitUntilReadable(milliseconds: 0) else {
                 releaseReadToken()
                 continue
             }
             do throws(TransportError) {
-                try connection.setReceiveTimeout(nil)
-                try readNextFrame()
+                try readNextFrame(deadline: .max)
             } catch {
                 // Keeps the token: nothing reads this connection again.
                 failAll(error)
@@ -283,8 +335,17 @@ public final class ParameterClient: Sendable {
         }
     }
 
+    /// Whether some pending request's reply should be read by the reader thread.
+    private func wantsBackgroundRead() -> Bool {
+        pending.withLock { table in table.values.contains { $0.readsInBackground.load(ordering: .acquiring) } }
+    }
+
     private func releaseReadToken() {
+        // Checked while the token is still held: only its holder may look at the read-ahead.
+        let leftover = connection.hasBufferedBytes
         readToken.withLockAndBroadcast { $0 = false }
+        // The reader thread polls the socket, which does not show bytes already received: wake it for them.
+        if leftover && wantsBackgroundRead() { wake.signal() }
         // Callers waiting for their replies may take the token now.
         for request in pending.withLock({ Array($0.values) }) { request.poke() }
     }
@@ -315,8 +376,7 @@ public final class ParameterClient: Sendable {
                 return nil
             }
             do throws(TransportError) {
-                try connection.setReceiveTimeout(.nanoseconds(Int64(deadline - now)))
-                try readNextFrame()
+                try readNextFrame(deadline: deadline)
             } catch .socket(.timedOut) {
                 // No reply in time; a frame may be half read, so the caller abandons the connection.
                 releaseReadToken()
@@ -330,8 +390,10 @@ public final class ParameterClient: Sendable {
         }
     }
 
-    /// Reads one frame and completes the request it answers (the caller holds the read token).
-    private func readNextFrame() throws(TransportError) {
+    /// Reads one frame and completes the request it answers (the caller holds the read token). Each blocked read
+    /// wakes every `readTick` and gives up with a timeout once `deadline` has passed.
+    private func readNextFrame(deadline: UInt64) throws(TransportError) {
+        connection.setReadDeadline(deadline)
         guard let header = try connection.readHeader() else {
             throw .socket(.endOfStream(expected: WireProtocol.headerSize, received: 0))
         }
@@ -455,6 +517,7 @@ public final class ParameterClient: Sendable {
     /// destination its owner has given up on.
     func abandon() {
         connection.shutdown()
+        wake.signal()
         waitForReader()
     }
 
@@ -499,9 +562,43 @@ public struct RequestHandle: Sendable {
 
     /// Waits for the reply (default: the client's request timeout). On timeout the connection is closed.
     public func wait(timeout: Duration? = nil) throws(ClientError) -> Reply {
-        let limit = timeout ?? client.requestTimeout
-        let seconds = Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18
-        guard let result = client.awaitResult(request, deadline: MonotonicClock.deadline(afterSeconds: seconds)) else {
+        let seconds = Self.seconds(timeout ?? client.requestTimeout)
+        return try wait(deadline: MonotonicClock.deadline(afterSeconds: seconds), seconds: seconds)
+    }
+
+    /// Has the connection's reader thread read this reply as soon as it arrives, instead of leaving it in the
+    /// socket until a caller waits for it: for a caller that waits on other connections first, so that several
+    /// servers' replies arrive at once. Costs a wake-up of the reader thread; `waitAll` calls it where it helps.
+    public func readInBackground() {
+        request.readsInBackground.store(true, ordering: .releasing)
+        client.wake.signal()
+    }
+
+    /// Waits for every handle's reply, in order, all within one `timeout` (default: the first client's request
+    /// timeout). The replies of handles on other connections than the first one are read in the background
+    /// meanwhile (`readInBackground()`), so a worker's requests to several servers are answered in parallel.
+    ///
+    /// ```swift
+    /// let handles = try servers.map { try $0.client.exchange(/* its part */) }
+    /// let replies = try RequestHandle.waitAll(handles)
+    /// ```
+    public static func waitAll(_ handles: [RequestHandle], timeout: Duration? = nil) throws(ClientError) -> [Reply] {
+        guard let first = handles.first else { return [] }
+        for handle in handles where handle.client !== first.client { handle.readInBackground() }
+        let seconds = Self.seconds(timeout ?? first.client.requestTimeout)
+        let deadline = MonotonicClock.deadline(afterSeconds: seconds)
+        var replies: [Reply] = []
+        replies.reserveCapacity(handles.count)
+        for handle in handles { replies.append(try handle.wait(deadline: deadline, seconds: seconds)) }
+        return replies
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    private func wait(deadline: UInt64, seconds: Double) throws(ClientError) -> Reply {
+        guard let result = client.awaitResult(request, deadline: deadline) else {
             client.abandon()
             throw .timedOut("no reply within \(seconds) s")
         }
@@ -518,6 +615,8 @@ final class PendingRequest: @unchecked Sendable {
     // @unchecked Sendable: only the thread holding the client's read token writes through `destination`, before
     // `complete` takes the lock.
     let destination: UnsafeMutableRawBufferPointer?
+    /// Set by `RequestHandle.readInBackground()`: the reader thread reads this reply when it arrives.
+    let readsInBackground = Atomic<Bool>(false)
     private let state = LockedValue(State())
 
     private struct State {

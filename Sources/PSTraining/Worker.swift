@@ -500,8 +500,8 @@ public final class Worker {
                     try servers.client(forShard: shard).pull(
                         shard: shard, clock: clock, into: UnsafeMutableBufferPointer(rebasing: flat[range])))
             }
-            for (shard, handle) in handles.enumerated() {
-                if case .pulled(_, let version) = try handle.wait() { versions[shard] = version }
+            for (shard, reply) in try RequestHandle.waitAll(handles).enumerated() {
+                if case .pulled(_, let version) = reply { versions[shard] = version }
             }
             // Compressed pulls: weights are the half-format ones however they came, so a pull after a timeout or
             // a reconnect gives the same gradient as an exchange reply would have.
@@ -525,7 +525,7 @@ public final class Worker {
                         gradient: UnsafeBufferPointer(rebasing: flat[range])))
             }
         }
-        for handle in handles { _ = try handle.wait() }
+        _ = try RequestHandle.waitAll(handles)
         traffic.gradientBytes += UInt64(4 * gradient.count)
         traffic.steps += 1
     }
@@ -587,9 +587,7 @@ public final class Worker {
                         exit(3)
                     }
                 }
-                var replies: [Reply] = []
-                for handle in handles.compactMap({ $0 }) { replies.append(try handle.wait()) }
-                return replies
+                return try RequestHandle.waitAll(handles.compactMap { $0 })
             }
         }
         traffic.gradientBytes += UInt64(sentBytes)
