@@ -45,17 +45,7 @@ enum ServerBench {
                 }
             }
         }
-        let pings = quick ? 1000 : 4000
-        var rawRTT = Double.infinity
-        var pushRTT = Double.infinity
-        for _ in 0..<5 {  // alternated, best median of each (see WireBench)
-            rawRTT = min(rawRTT, try WireBench.rawPingPong(iterations: pings))
-            pushRTT = min(pushRTT, try smallPushLatency(iterations: pings))
-        }
-        rows.append(
-            BenchRow(
-                name: "4 KiB push round trip (median)", value: pushRTT, unit: "us", baseline: rawRTT,
-                baselineName: "raw 64 B ping-pong", lowerIsBetter: true))
+        rows += try smallMessageRows(rounds: quick ? 40 : 160)
         for kind in OptimizerKind.allCases {
             let rates = applyRate(kind: kind, bytes: 64 << 20)
             rows.append(
@@ -180,30 +170,156 @@ enum ServerBench {
         return Double(MonotonicClock.nanoseconds() - start) / 1e9
     }
 
-    static func smallPushLatency(iterations: Int) throws -> Double {
-        var config = ServerConfig()
-        config.host = "127.0.0.1"
-        config.port = 0
-        config.shardCount = 1
-        config.mode = .async
-        config.optimizer = OptimizerConfig(kind: .sgd, learningRate: 1e-9)
-        let server = try ParameterServer(config: config, log: Logger(component: "bench", minimumLevel: .error))
-        server.start()
-        defer { server.stop(exitCode: 0, reason: "bench done") }
-        let client = try ParameterClient.connect(host: "127.0.0.1", port: server.port, role: .worker, name: "lat")
-        defer { client.close() }
-        _ = try client.register([TensorSpec(name: "w", shape: [1024], initializer: .zeros)])
+    /// The small-message rows: a 4 KiB push's round trip against a raw 64 B ping-pong and against a raw exchange of
+    /// the same sizes (4 KiB out, a 64 B answer back: what the kernel must move for a push and its acknowledgement),
+    /// and one 4 KiB `exchange` on 1 and 4 shards against a raw 4 KiB echo (as goodput, 4 KiB over the round trip);
+    /// medians throughout.
+    ///
+    /// Each group is measured interleaved, in bursts of 50 round trips over connections kept open, so that all of
+    /// it sees the same scheduler state: on a VM whose idle vCPUs halt (cpuidle `haltpoll` with polling off), a
+    /// wake-up across vCPUs costs tens of microseconds once the host stops polling, which can happen in the middle
+    /// of a run; measuring one side after the other compared two different machines.
+    static func smallMessageRows(rounds: Int) throws -> [BenchRow] {
+        let burst = 50
+        let iterations = 2 * rounds * burst + 10
+        let ping = try RawEcho(requestBytes: 64, replyBytes: 64, iterations: iterations)
+        let pushSized = try RawEcho(requestBytes: 4096, replyBytes: 64, iterations: iterations)
+        let echo = try RawEcho(requestBytes: 4096, replyBytes: 4096, iterations: iterations)
+        defer {
+            for raw in [ping, pushSized, echo] { raw.close() }
+        }
+        var rows: [BenchRow] = []
+        let push = try SmallMessageTarget(shards: 1)
+        var samples = try interleave(
+            rounds: rounds, burst: burst, [push.pushRoundTrip, ping.roundTrip, pushSized.roundTrip])
+        push.close()
+        let pushMedian = median(samples[0]) / 1000
+        rows.append(
+            BenchRow(
+                name: "4 KiB push round trip (median)", value: pushMedian, unit: "us",
+                baseline: median(samples[1]) / 1000, baselineName: "raw 64 B ping-pong", lowerIsBetter: true))
+        rows.append(
+            BenchRow(
+                name: "4 KiB push round trip (median), same bytes", value: pushMedian, unit: "us",
+                baseline: median(samples[2]) / 1000, baselineName: "raw 4 KiB out, 64 B back", lowerIsBetter: true))
+        for shards in [1, 4] {
+            let target = try SmallMessageTarget(shards: shards)
+            samples = try interleave(rounds: rounds, burst: burst, [target.exchangeRoundTrip, echo.roundTrip])
+            target.close()
+            let goodput = { (nanos: [UInt64]) in 4096 / median(nanos) }
+            rows.append(
+                BenchRow(
+                    name: "exchange 4 KiB \(shards) shard\(shards == 1 ? "" : "s") 1 client (median round trip)",
+                    value: goodput(samples[0]), unit: "GB/s", baseline: goodput(samples[1]),
+                    baselineName: "raw 4 KiB echo"))
+        }
+        return rows
+    }
+
+    /// Runs `rounds` rounds of `burst` calls of each body in turn; every call's nanoseconds, per body.
+    static func interleave(rounds: Int, burst: Int, _ bodies: [() throws -> Void]) throws -> [[UInt64]] {
+        for body in bodies { try body() }  // warm-up
+        var samples = [[UInt64]](repeating: [], count: bodies.count)
+        for _ in 0..<rounds {
+            for (index, body) in bodies.enumerated() {
+                for _ in 0..<burst {
+                    let start = MonotonicClock.nanoseconds()
+                    try body()
+                    samples[index].append(MonotonicClock.nanoseconds() - start)
+                }
+            }
+        }
+        return samples
+    }
+
+    /// A raw TCP exchange over loopback: a thread answers each `requestBytes` it reads with `replyBytes`.
+    final class RawEcho {
+        let socket: Socket
+        let done: DispatchSemaphore
+        var request: [UInt8]
+        var reply: [UInt8]
+
+        init(requestBytes: Int, replyBytes: Int, iterations: Int) throws {
+            let (port, done) = try WireBench.serve { socket in
+                var request = [UInt8](repeating: 0, count: requestBytes)
+                let reply = [UInt8](repeating: 1, count: replyBytes)
+                for _ in 0..<iterations {
+                    let ok = request.withUnsafeMutableBytes { bytes in
+                        (try? socket.readExactly(into: bytes)) != nil
+                            && reply.withUnsafeBytes { (try? socket.writeAll($0)) != nil }
+                    }
+                    guard ok else { return }
+                }
+            }
+            socket = try Socket.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
+            self.done = done
+            request = [UInt8](repeating: 7, count: requestBytes)
+            reply = [UInt8](repeating: 0, count: replyBytes)
+        }
+
+        func roundTrip() throws {
+            try request.withUnsafeBytes { try socket.writeAll($0) }
+            try reply.withUnsafeMutableBytes { try socket.readExactly(into: $0) }
+        }
+
+        func close() {
+            socket.shutdown()
+            done.wait()
+            socket.close()
+        }
+    }
+
+    /// An in-process async psserver with one 4 KiB tensor over `shards` shards, and one client connected to it.
+    final class SmallMessageTarget {
+        let server: ParameterServer
+        let client: ParameterClient
+        let shards: Int
         let gradient = [Float](repeating: 0, count: 1024)
-        var samples: [UInt64] = []
-        samples.reserveCapacity(iterations)
-        for _ in 0..<iterations {
-            let start = MonotonicClock.nanoseconds()
+        var weights = [Float](repeating: 0, count: 1024)
+
+        init(shards: Int) throws {
+            var config = ServerConfig()
+            config.host = "127.0.0.1"
+            config.port = 0
+            config.shardCount = shards
+            config.mode = .async
+            config.optimizer = OptimizerConfig(kind: .sgd, learningRate: 1e-9)
+            server = try ParameterServer(config: config, log: Logger(component: "bench", minimumLevel: .error))
+            server.start()
+            do {
+                client = try ParameterClient.connect(
+                    host: "127.0.0.1", port: server.port, role: .worker, name: "latency")
+                _ = try client.register([TensorSpec(name: "w", shape: [1024], initializer: .zeros)])
+            } catch {
+                server.stop(exitCode: 0, reason: "bench failed")
+                throw error
+            }
+            self.shards = shards
+        }
+
+        /// A push of the whole tensor (one shard's worth with one shard), waited for.
+        func pushRoundTrip() throws {
             _ = try gradient.withUnsafeBufferPointer {
                 try client.push(shard: 0, clock: 0, baseVersion: 0, gradient: $0).wait()
             }
-            samples.append(MonotonicClock.nanoseconds() - start)
         }
-        return median(samples) / 1000
+
+        /// One step's exchange of every shard's slice, waited for.
+        func exchangeRoundTrip() throws {
+            let versions = [UInt64](repeating: 0, count: shards)
+            try gradient.withUnsafeBufferPointer { g in
+                try weights.withUnsafeMutableBufferPointer { w in
+                    _ = try client.exchange(
+                        rank: 0, clock: 0, loss: 0, samples: 0, baseVersions: versions, gradient: g, into: w
+                    ).wait()
+                }
+            }
+        }
+
+        func close() {
+            client.close()
+            server.stop(exitCode: 0, reason: "bench done")
+        }
     }
 
     /// The best of several applies of `kind` to `bytes` of gradient and, alternated with them, the best of as many
