@@ -28,7 +28,7 @@ public final class Shard: Sendable {
             ShardState(
                 weights: weights, optimizer: OptimizerState(config: optimizer, count: range.count), version: 0,
                 slots: Array(repeating: GradientSlot(), count: workerSlots),
-                scratch: [Float](repeating: 0, count: range.count)))
+                scratch: []))
     }
 
     /// Number of float32 elements in the shard.
@@ -62,7 +62,8 @@ struct ShardState: Sendable {
     var version: UInt64
     /// BSP: the gradients held for the pending step, one slot per rank.
     var slots: [GradientSlot]
-    /// Work buffer for the BSP mean, sized once.
+    /// Work buffer for the BSP mean, allocated by the first BSP step: an async or SSP job never touches it, and a
+    /// restore or registration does not fault in and zero a second copy of the weights for it.
     var scratch: [Float]
     /// Bounds on the weights' and optimizer state's magnitudes that prove the next update finite without a pass
     /// over the weights; nil until measured (lazily, by the first checked update) and after a restore.
@@ -145,7 +146,8 @@ struct ShardState: Sendable {
         }
         // The mean's elements are no larger than the largest held one (plus rounding, which the bounds allow for).
         let meanBound = checksFinite ? ranks.map { slots[$0].bound }.max() ?? .infinity : nil
-        let count = scratch.count
+        let count = weights.count
+        if scratch.count != count { scratch = [Float](repeating: 0, count: count) }
         scratch.withUnsafeMutableBufferPointer { sum in
             slots[ranks[0]].values.withUnsafeBufferPointer { first in
                 _ = sum.update(fromContentsOf: first)
