@@ -256,21 +256,23 @@ public final class ParameterClient: Sendable {
     }
 
     private func enqueue(_ request: PendingRequest) throws(ClientError) -> UInt64 {
-        if let error = failure.withLock({ $0 }) { throw .connectionLost("\(error)") }
         let id = nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
         // Requests already in flight get their replies read in the background from now on: while this one is
         // sent, a server blocked writing big replies that nobody reads would stop reading it, and both sides would
         // wait in `send`. A lone request (one round trip at a time) wakes nobody.
-        let flagged = pending.withLock { table -> Bool in
+        // The failure is checked under the table's lock: `failAll` records it before it empties the table, so a
+        // request is either refused here or failed there, never left waiting for its deadline.
+        let outcome = pending.withLock { table -> Result<Bool, TransportError> in
+            if let error = failure.withLock({ $0 }) { return .failure(error) }
             var flagged = false
-            for earlier in table.values where !earlier.readsInBackground.load(ordering: .relaxed) {
-                earlier.readsInBackground.store(true, ordering: .releasing)
-                flagged = true
-            }
+            for earlier in table.values where earlier.flagForBackgroundRead() { flagged = true }
             table[id] = request
-            return flagged
+            return .success(flagged)
         }
-        if flagged { wake.signal() }
+        switch outcome {
+        case .failure(let error): throw .connectionLost("\(error)")
+        case .success(let flagged): if flagged { wake.signal() }
+        }
         return id
     }
 
@@ -295,22 +297,29 @@ public final class ParameterClient: Sendable {
         }
         var hungUp = false
         while true {
+            // Whether to look for bytes at once: the socket's readiness cannot show bytes already received.
+            var lookNow = hungUp
             if !hungUp && !wantsBackgroundRead() {
                 switch connection.wait(for: .hangUp, orWake: wake, milliseconds: 1_000) {
                 case .woken:
                     wake.drain()
-                    continue
+                    // A request now wants its reply read, which may already wait in the read-ahead.
+                    guard wantsBackgroundRead() else { continue }
+                    lookNow = true
                 case .timedOut:
                     continue
                 case .ready:
                     // Read what is left, up to the end of stream, which fails every request still pending.
                     hungUp = true
+                    lookNow = true
                 }
             }
-            // Data on the socket, or a wake: a caller let go of the token with bytes left in the read-ahead.
-            switch connection.wait(for: .readable, orWake: wake, milliseconds: 1_000) {
-            case .woken: wake.drain()
-            case .ready, .timedOut: break
+            if !lookNow {
+                // Data on the socket, or a wake: a caller let go of the token with bytes left in the read-ahead.
+                switch connection.wait(for: .readable, orWake: wake, milliseconds: 1_000) {
+                case .woken: wake.drain()
+                case .ready, .timedOut: break
+                }
             }
             let taken = readToken.wait(until: MonotonicClock.deadline(afterSeconds: 1), while: { $0 }) {
                 held, timedOut -> Bool in
@@ -398,6 +407,17 @@ public final class ParameterClient: Sendable {
             throw .socket(.endOfStream(expected: WireProtocol.headerSize, received: 0))
         }
         let request = pending.withLock { $0.removeValue(forKey: header.requestID) }
+        do {
+            try readBody(of: header, for: request)
+        } catch {
+            // Out of `pending` already, so `failAll` would miss it: its waiter learns now, not at its deadline.
+            request?.complete(.failure(error))
+            throw error
+        }
+    }
+
+    /// Reads the rest of the frame `header` started and completes `request` (nil: nobody waits for it).
+    private func readBody(of header: FrameHeader, for request: PendingRequest?) throws(TransportError) {
         if header.type == .pullReply, let request, let destination = request.destination {
             try readPullReply(header: header, into: destination, request: request)
             return
@@ -570,13 +590,14 @@ public struct RequestHandle: Sendable {
     /// socket until a caller waits for it: for a caller that waits on other connections first, so that several
     /// servers' replies arrive at once. Costs a wake-up of the reader thread; `waitAll` calls it where it helps.
     public func readInBackground() {
-        request.readsInBackground.store(true, ordering: .releasing)
-        client.wake.signal()
+        if request.flagForBackgroundRead() { client.wake.signal() }
     }
 
     /// Waits for every handle's reply, in order, all within one `timeout` (default: the first client's request
-    /// timeout). The replies of handles on other connections than the first one are read in the background
-    /// meanwhile (`readInBackground()`), so a worker's requests to several servers are answered in parallel.
+    /// timeout). The replies of the handles after the first are read in the background meanwhile
+    /// (`readInBackground()`), so a worker's requests to several servers are answered in parallel. When one throws,
+    /// the others are still waited for (or their connections closed at the deadline) before the error is
+    /// rethrown, so no reply lands in a destination after this returns.
     ///
     /// ```swift
     /// let handles = try servers.map { try $0.client.exchange(/* its part */) }
@@ -584,12 +605,20 @@ public struct RequestHandle: Sendable {
     /// ```
     public static func waitAll(_ handles: [RequestHandle], timeout: Duration? = nil) throws(ClientError) -> [Reply] {
         guard let first = handles.first else { return [] }
-        for handle in handles where handle.client !== first.client { handle.readInBackground() }
+        for handle in handles.dropFirst() { handle.readInBackground() }
         let seconds = Self.seconds(timeout ?? first.client.requestTimeout)
         let deadline = MonotonicClock.deadline(afterSeconds: seconds)
         var replies: [Reply] = []
         replies.reserveCapacity(handles.count)
-        for handle in handles { replies.append(try handle.wait(deadline: deadline, seconds: seconds)) }
+        var firstError: ClientError? = nil
+        for handle in handles {
+            do {
+                replies.append(try handle.wait(deadline: deadline, seconds: seconds))
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        if let firstError { throw firstError }
         return replies
     }
 
@@ -615,8 +644,14 @@ final class PendingRequest: @unchecked Sendable {
     // @unchecked Sendable: only the thread holding the client's read token writes through `destination`, before
     // `complete` takes the lock.
     let destination: UnsafeMutableRawBufferPointer?
-    /// Set by `RequestHandle.readInBackground()`: the reader thread reads this reply when it arrives.
+    /// Set by `RequestHandle.readInBackground()` or a request sent behind this one: the reader thread reads this
+    /// reply when it arrives.
     let readsInBackground = Atomic<Bool>(false)
+
+    /// Sets `readsInBackground`; true when it was not set before (the reader thread needs a wake-up).
+    func flagForBackgroundRead() -> Bool {
+        !readsInBackground.exchange(true, ordering: .acquiringAndReleasing)
+    }
     private let state = LockedValue(State())
 
     private struct State {

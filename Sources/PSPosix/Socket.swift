@@ -536,7 +536,8 @@ public struct Socket: Sendable, Hashable {
             case .wantWrite:
                 guard try waitFor(Int16(POLLOUT), timeout: SO_SNDTIMEO) else { throw .timedOut(operation: "write") }
             case .wantRead:
-                guard try waitFor(Int16(POLLIN), timeout: SO_RCVTIMEO) else { throw .timedOut(operation: "write") }
+                // Still the write's wait: the send timeout bounds it (the receive timeout may be a short tick).
+                guard try waitFor(Int16(POLLIN), timeout: SO_SNDTIMEO) else { throw .timedOut(operation: "write") }
             }
         }
     }

@@ -35,9 +35,9 @@ public final class FramedConnection: @unchecked Sendable {
     private var readEnd = 0
     /// A read of at least this many bytes goes straight from the socket into its destination (after whatever the
     /// read-ahead already holds); smaller ones are served from the read-ahead, refilled with one `recv`.
-    public static let directReadBytes = 16 << 10
-    /// The read-ahead's capacity.
-    static let readAheadBytes = 64 << 10
+    public static let directReadBytes = 8 << 10
+    /// The read-ahead's capacity (twice the direct-read threshold, so a frame just under it fits with its header).
+    static let readAheadBytes = 16 << 10
     /// When every read must be complete (nil: a receive timeout ends it); see `setReadDeadline`.
     private var readDeadline: UInt64? = nil
     /// How long a frame may take once its first byte arrived (nil: no bound beyond the receive timeout).
@@ -170,8 +170,13 @@ public final class FramedConnection: @unchecked Sendable {
         let deadline = frameDeadline ?? readDeadline
         do throws(SocketError) {
             if missing >= Self.directReadBytes {
-                try socket.readExactly(
-                    into: UnsafeMutableRawBufferPointer(rebasing: target[fromBuffer...]), deadline: deadline)
+                do {
+                    try socket.readExactly(
+                        into: UnsafeMutableRawBufferPointer(rebasing: target[fromBuffer...]), deadline: deadline)
+                } catch .endOfStream(_, let received) {
+                    // Counted over the whole read, as when it goes through the read-ahead.
+                    throw .endOfStream(expected: target.count, received: fromBuffer + received)
+                }
                 return
             }
             let received = try socket.readAtLeast(

@@ -154,9 +154,12 @@ final class ClientCallingThreadReadTests: XCTestCase {
         XCTAssertEqual(second, [Float](repeating: -1, count: count))
     }
 
-    /// A server that takes requests and never answers: `wait(timeout:)` gives up at its deadline (the socket's
-    /// receive timeout is only a tick), fails the connection, and later requests say so.
-    func test_wait_givesUpAtItsDeadline_whenTheServerNeverAnswers() throws {
+    /// A fake server on 127.0.0.1:0 for one connection: it welcomes the client, then hands every request frame to
+    /// `answer` until the client hangs up or `answer` returns false. Returns the port and a function that stops
+    /// it and waits for its thread.
+    func fakeServer(
+        answer: @escaping @Sendable (FramedConnection, FrameHeader) -> Bool
+    ) throws -> (port: UInt16, stop: () -> Void) {
         Signals.ignoreSIGPIPE()
         let listener = try Socket.listen(host: "127.0.0.1", port: 0)
         try listener.setReceiveTimeout(.seconds(30))
@@ -176,15 +179,24 @@ final class ClientCallingThreadReadTests: XCTestCase {
             try? connection.send(
                 .welcome(Welcome(assignedID: 1, rank: -1, config: String(decoding: json, as: UTF8.self))),
                 requestID: header.requestID)
-            // Reads requests and answers none, until the client hangs up.
-            while (try? connection.readMessage()) != nil {}
+            while let (request, _) = try? connection.readMessage(), answer(connection, request) {}
         }.start()
-        defer {
-            listener.shutdown()
-            served.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { !$0 })
-            listener.close()
-        }
-        let client = try ParameterClient.connect(host: "127.0.0.1", port: port, role: .control, name: "t")
+        return (
+            port,
+            {
+                listener.shutdown()
+                served.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { !$0 })
+                listener.close()
+            }
+        )
+    }
+
+    /// A server that takes requests and never answers: `wait(timeout:)` gives up at its deadline (the socket's
+    /// receive timeout is only a tick), fails the connection, and later requests say so.
+    func test_wait_givesUpAtItsDeadline_whenTheServerNeverAnswers() throws {
+        let server = try fakeServer { _, _ in true }
+        defer { server.stop() }
+        let client = try ParameterClient.connect(host: "127.0.0.1", port: server.port, role: .control, name: "t")
         defer { client.close() }
         let start = MonotonicClock.nanoseconds()
         XCTAssertThrowsError(try client.request(.status(StatusRequest())).wait(timeout: .milliseconds(400))) {
@@ -196,5 +208,28 @@ final class ClientCallingThreadReadTests: XCTestCase {
         XCTAssertLessThan(waited, 10)
         XCTAssertTrue(client.isBroken)
         XCTAssertThrowsError(try client.request(.status(StatusRequest())).wait(timeout: .seconds(5)))
+    }
+
+    /// A server that dies in the middle of a reply: the request whose reply was cut off fails at once with the
+    /// lost connection, not at its deadline with a timeout.
+    func test_aReplyCutOffMidFrame_failsItsRequestAtOnce() throws {
+        let server = try fakeServer { connection, request in
+            // A header announcing 100 bytes of status reply, 10 of them, then the end.
+            var bytes = [UInt8](repeating: 0, count: WireProtocol.headerSize + 10)
+            bytes.withUnsafeMutableBytes { raw in
+                FrameHeader(type: .statusReply, flags: .reply, payloadLength: 100, requestID: request.requestID)
+                    .encode(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<WireProtocol.headerSize]))
+            }
+            bytes.withUnsafeBytes { try? connection.writeRawForTesting($0) }
+            return false
+        }
+        defer { server.stop() }
+        let client = try ParameterClient.connect(host: "127.0.0.1", port: server.port, role: .control, name: "t")
+        defer { client.close() }
+        let start = MonotonicClock.nanoseconds()
+        XCTAssertThrowsError(try client.request(.status(StatusRequest())).wait(timeout: .seconds(30))) { error in
+            guard case .connectionLost? = error as? ClientError else { return XCTFail("\(error)") }
+        }
+        XCTAssertLessThan(Double(MonotonicClock.nanoseconds() - start) / 1e9, 10, "waited for the deadline")
     }
 }
