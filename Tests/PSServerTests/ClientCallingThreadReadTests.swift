@@ -100,6 +100,37 @@ final class ClientCallingThreadReadTests: XCTestCase {
         XCTAssertEqual(weights, [Float](repeating: -1, count: 4 * perShard))
     }
 
+    /// `waitAll` over handles interleaved across two connections, [server 0, server 1, server 0], with 2 and 4 MiB
+    /// replies: every reply lands in its own destination whichever thread reads it (the third is flagged for
+    /// background reading, so server 0 is not left blocked writing it while the caller waits on server 1).
+    func test_waitAll_interleavedAcrossTwoServers_readsTheLaterRepliesMeanwhile() throws {
+        let count = 1 << 20
+        let harnesses = try [
+            ServerHarness(shards: 2) { $0.sendTimeoutSeconds = 5 },
+            ServerHarness(shards: 1) { $0.sendTimeoutSeconds = 5 },
+        ]
+        let clients = try harnesses.map { try $0.client() }
+        defer { for client in clients { client.close() } }
+        for client in clients { _ = try client.register(zeroTensors([count])) }
+        var first = [Float](repeating: 1, count: count)
+        var second = [Float](repeating: 1, count: count)
+        let replies = try first.withUnsafeMutableBufferPointer { a in
+            try second.withUnsafeMutableBufferPointer { b in
+                let half = count / 2
+                return try RequestHandle.waitAll(
+                    [
+                        try clients[0].pull(
+                            shard: 0, clock: 0, into: UnsafeMutableBufferPointer(rebasing: a[0..<half])),
+                        try clients[1].pull(shard: 0, clock: 0, into: b),
+                        try clients[0].pull(shard: 1, clock: 0, into: UnsafeMutableBufferPointer(rebasing: a[half...])),
+                    ], timeout: .seconds(60))
+            }
+        }
+        XCTAssertEqual(replies.count, 3)
+        XCTAssertEqual(first, [Float](repeating: 0, count: count))
+        XCTAssertEqual(second, [Float](repeating: 0, count: count))
+    }
+
     /// The reader thread sleeps through replies (only waits read them) but still sees the server go away: a
     /// client with nothing pending must notice within a few seconds, not at its next request.
     func test_theServerGoingAway_isSeenWithoutAnyoneWaiting() throws {

@@ -56,6 +56,39 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(weights, [Float](repeating: -0.5, count: 500))  // sgd, lr 1: 0 - 1 * 0.5
     }
 
+    /// Over TLS, replies may wait decrypted in the TLS layer where the socket shows nothing: four pipelined 1 MiB
+    /// push-pulls (the earlier replies read in the background) must all land, and the server going away must
+    /// still be seen by a client with nothing pending.
+    func test_tls_pipelinedBigReplies_land_andAHangUpIsSeenWithoutAWaiter() throws {
+        let pki = try certificates()
+        let harness = try server(pki)
+        let tls = try XCTUnwrap(try TLSFiles(ca: pki.caPath).clientContext())
+        let client = try client(harness, tls: tls)
+        defer { client.close() }
+        let perShard = 1 << 18
+        _ = try client.register(zeroTensors([2 * perShard]))
+        let gradient = [Float](repeating: 1, count: perShard)
+        var weights = [Float](repeating: 0, count: 4 * perShard)
+        try gradient.withUnsafeBufferPointer { g in
+            try weights.withUnsafeMutableBufferPointer { all in
+                let handles = try (0..<4).map { round in
+                    try client.pushPull(
+                        shard: round % 2, clock: UInt64(round), baseVersion: 0, gradient: g,
+                        into: UnsafeMutableBufferPointer(rebasing: all[(round * perShard)..<((round + 1) * perShard)]))
+                }
+                for handle in handles { _ = try handle.wait(timeout: .seconds(60)) }
+            }
+        }
+        // Each shard took two pushes of 1 (sgd, lr 1): -1 after the first, -2 after the second.
+        let rounds = (0..<4).map { Array(weights[($0 * perShard)..<(($0 + 1) * perShard)]) }
+        XCTAssertEqual(rounds.map { $0[0] }, [-1, -1, -2, -2])
+        XCTAssertEqual(rounds.map { Set($0).count }, [1, 1, 1, 1])
+        harness.server.stop(exitCode: 0, reason: "test stops the server")
+        let deadline = MonotonicClock.deadline(afterSeconds: 10)
+        while !client.isBroken && MonotonicClock.nanoseconds() < deadline { usleep(10_000) }
+        XCTAssertTrue(client.isBroken, "the TLS client did not notice the server's hang-up")
+    }
+
     func test_plaintextClient_atATLSServer_isRefusedWithAReason() throws {
         let pki = try certificates()
         let harness = try server(pki)
