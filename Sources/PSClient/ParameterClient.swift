@@ -283,8 +283,8 @@ public final class ParameterClient: Sendable {
 
     // MARK: Reader
 
-    /// The reader thread. While no pending request asked for `readInBackground()` it sleeps until the peer hangs
-    /// up or `wake` is signalled, without waking for replies (the waiting callers read those). Otherwise, and
+    /// The reader thread. While no pending request is flagged for background reading (see `enqueue` and
+    /// `RequestHandle.readInBackground()`) it sleeps until the peer hangs up or `wake` is signalled, without waking for replies (the waiting callers read those). Otherwise, and
     /// from the hang-up on, it reads whatever arrives while no caller is reading for itself (the replies of
     /// requests read in background, what precedes the end of stream), so the connection's failure is seen even
     /// when nobody waits. It waits for readability without the token, so a caller can take the token and read
@@ -329,7 +329,7 @@ public final class ParameterClient: Sendable {
             }
             guard taken else { continue }
             // A caller may have read the frame in the meantime: read only when bytes are still there.
-            guard connection.hasBufferedBytes || connection.waitUntilReadable(milliseconds: 0) else {
+            guard connection.waitUntilReadable(milliseconds: 0) else {
                 releaseReadToken()
                 continue
             }

@@ -349,23 +349,6 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
-    /// Reads the start of a message: waits for the first byte as long as `keepWaiting` answers true at each
-    /// receive timeout (an idle peer), then fills the rest of `buffer` within `budget` nanoseconds of the first
-    /// byte (nil: one receive timeout, as ``readExactly(into:)``). Returns false on a clean end of stream before
-    /// the first byte; throws ``SocketError/timedOut(operation:)`` (operation `idle`) when `keepWaiting` says no.
-    public func readStart(
-        into buffer: UnsafeMutableRawBufferPointer, budget: UInt64?, keepWaiting: @escaping () -> Bool
-    ) throws(SocketError) -> Bool {
-        let received = try fill(buffer, budget: budget, keepWaiting: keepWaiting)
-        if received == 0 && buffer.count > 0 {
-            return false
-        }
-        if received < buffer.count {
-            throw .endOfStream(expected: buffer.count, received: received)
-        }
-        return true
-    }
-
     /// Like ``readExactly(into:)``, but returns false on a clean end of stream before the first byte (the peer
     /// closed between frames); an end of stream after some bytes still throws.
     public func readExactlyOrEOF(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Bool {
@@ -383,7 +366,9 @@ public struct Socket: Sendable, Hashable {
     /// read-ahead: one `recv` usually brings a whole small frame). Returns the count, below `minimum` only when the
     /// stream ended first (0: before any byte).
     ///
-    /// Timeouts as in ``readStart(into:budget:keepWaiting:)`` when `keepWaiting` is given, otherwise as in
+    /// With `keepWaiting`, the read waits for the first byte as long as it answers true at each receive timeout
+    /// (an idle peer; false throws ``SocketError/timedOut(operation:)`` with operation `idle`), then gets the rest
+    /// within `budget` nanoseconds of the first byte. Without it, timeouts are as in
     /// ``readExactly(into:deadline:)``.
     public func readAtLeast(
         _ minimum: Int, into buffer: UnsafeMutableRawBufferPointer, deadline: UInt64?, budget: UInt64?,

@@ -235,10 +235,7 @@ public final class ParameterServer: Sendable {
         // `stop` closed every connection; each handler thread ends once its request is done. Wait for them
         // (bounded) before the caller exits: a handler still applying an update while `exit` tears the libraries
         // down crashes in them (a sanitized run died in cblas_saxpy, whose function table OpenBLAS had cleared).
-        let deadline = MonotonicClock.deadline(afterSeconds: 5)
-        while !connections.withLock({ $0.isEmpty }), MonotonicClock.nanoseconds() < deadline {
-            Thread.sleep(forTimeInterval: 0.005)
-        }
+        connections.wait(until: MonotonicClock.deadline(afterSeconds: 5), while: { !$0.isEmpty })
         return code
     }
 
@@ -346,7 +343,8 @@ public final class ParameterServer: Sendable {
             let thread = Thread { [self] in
                 let handler = ConnectionHandler(server: self, connection: connection, id: id)
                 handler.run()
-                connections.withLock { _ = $0.removeValue(forKey: id) }
+                // Broadcast: `waitUntilStopped` waits for the table to empty.
+                connections.withLockAndBroadcast { _ = $0.removeValue(forKey: id) }
                 connection.close()
             }
             thread.name = "psserver-conn-\(id)"

@@ -381,7 +381,7 @@ public final class FramedConnection: @unchecked Sendable {
     }
 
     /// Waits up to `milliseconds` for a frame's first byte (or end of stream); consumes nothing. True at once when
-    /// the read-ahead holds bytes. Reading thread only (it looks at the read-ahead).
+    /// the read-ahead or a TLS layer holds bytes. Reading thread only (it looks at the read-ahead).
     public func waitUntilReadable(milliseconds: Int32) -> Bool {
         readEnd > readStart || socket.waitUntilReadable(milliseconds: milliseconds)
     }

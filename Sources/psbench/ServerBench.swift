@@ -60,6 +60,18 @@ enum ServerBench {
         return rows
     }
 
+    /// An in-process async psserver on 127.0.0.1:0 with `shards` shards and SGD at a learning rate too small to
+    /// move the weights the benchmarks push.
+    static func benchConfig(shards: Int) -> ServerConfig {
+        var config = ServerConfig()
+        config.host = "127.0.0.1"
+        config.port = 0
+        config.shardCount = shards
+        config.mode = .async
+        config.optimizer = OptimizerConfig(kind: .sgd, learningRate: 1e-9)
+        return config
+    }
+
     struct Goodput {
         var push = 0.0
         var pull = 0.0
@@ -69,14 +81,9 @@ enum ServerBench {
     }
 
     static func measure(size: Int, shards: Int, clients: Int, iterations: Int) throws -> Goodput {
-        var config = ServerConfig()
-        config.host = "127.0.0.1"
-        config.port = 0
-        config.shardCount = shards
-        config.mode = .async
+        var config = benchConfig(shards: shards)
         config.allowNonFinite = true
         config.maxFrameBytes = max(size + 4096, 1 << 20)
-        config.optimizer = OptimizerConfig(kind: .sgd, learningRate: 1e-9)
         let server = try ParameterServer(config: config, log: Logger(component: "bench", minimumLevel: .error))
         server.start()
         defer { server.stop(exitCode: 0, reason: "bench done") }
@@ -278,13 +285,8 @@ enum ServerBench {
         var weights = [Float](repeating: 0, count: 1024)
 
         init(shards: Int) throws {
-            var config = ServerConfig()
-            config.host = "127.0.0.1"
-            config.port = 0
-            config.shardCount = shards
-            config.mode = .async
-            config.optimizer = OptimizerConfig(kind: .sgd, learningRate: 1e-9)
-            server = try ParameterServer(config: config, log: Logger(component: "bench", minimumLevel: .error))
+            server = try ParameterServer(
+                config: benchConfig(shards: shards), log: Logger(component: "bench", minimumLevel: .error))
             server.start()
             do {
                 client = try ParameterClient.connect(

@@ -29,8 +29,8 @@ enum StatusFormatter {
                 for server in servers {
                     let address = server.address.isEmpty ? "(coordinator)" : server.address
                     let range = "\(server.firstShard)..<\(server.firstShard + server.shards)"
-                    out += pad(server.index, 6) + "  " + (address + String(repeating: " ", count: 21)).prefix(21)
-                    out += "  " + (range + String(repeating: " ", count: 8)).prefix(8)
+                    out += pad(server.index, 6) + "  " + column(address, 21)
+                    out += "  " + column(range, 8)
                     out += "  " + pad(server.bytes.map { "\($0)" } ?? "-", 13)
                     out += "  " + pad(server.pushes.map { "\($0)" } ?? "-", 9)
                     out += "  " + pad(server.pulls.map { "\($0)" } ?? "-", 9)
@@ -45,11 +45,11 @@ enum StatusFormatter {
                 out += "\n"
             }
             if let tables = status.tables, !tables.isEmpty {
-                out += "\n" + ("TABLE" + String(repeating: " ", count: 20)).prefix(20) + "  " + pad("ROWS", 10)
+                out += "\n" + column("TABLE", 20) + "  " + pad("ROWS", 10)
                 out += "  WIDTH  OPTIMIZER  ROWS TOUCHED    UPDATES     PUSHES      PULLS\n"
                 for table in tables {
-                    out += (table.name + String(repeating: " ", count: 20)).prefix(20) + "  " + pad(table.rows, 10)
-                    out += "  " + pad(table.width, 5) + "  " + (table.optimizer + "         ").prefix(9)
+                    out += column(table.name, 20) + "  " + pad(table.rows, 10)
+                    out += "  " + pad(table.width, 5) + "  " + column(table.optimizer, 9)
                     out += "  " + pad(table.rowsTouched, 12) + "  " + pad(table.updatesApplied, 9)
                     out += "  " + pad(table.pushes, 9) + "  " + pad(table.pulls, 9) + "\n"
                 }
@@ -60,8 +60,8 @@ enum StatusFormatter {
         out += "NAME                  RANK  STATE   CLOCK   HEARTBEAT AGE   PUSHES\n"
         for worker in workers {
             let age = String(format: "%.1f s", worker.lastSeenSeconds)
-            out += (worker.name + String(repeating: " ", count: 20)).prefix(20) + "  " + pad(worker.rank, 4) + "  "
-            out += (worker.state + "      ").prefix(6) + "  " + pad(worker.clock, 5)
+            out += column(worker.name, 20) + "  " + pad(worker.rank, 4) + "  "
+            out += column(worker.state, 6) + "  " + pad(worker.clock, 5)
             out += "  " + pad(age, 14) + "  " + pad(worker.pushes, 7) + "\n"
         }
         if let events = job?.events, !events.isEmpty {
@@ -70,6 +70,12 @@ enum StatusFormatter {
         return out
     }
 
+    /// `text` left-aligned in a column of `width` characters: padded with spaces, or cut to fit.
+    static func column(_ text: String, _ width: Int) -> String {
+        String((text + String(repeating: " ", count: width)).prefix(width))
+    }
+
+    /// `value` right-aligned in `width` characters (never cut).
     static func pad(_ value: some CustomStringConvertible, _ width: Int) -> String {
         let text = value.description
         return String(repeating: " ", count: max(0, width - text.count)) + text
