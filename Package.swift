@@ -6,8 +6,9 @@
 //   COpenBLAS      system library: Debian's OpenBLAS (cblas.h), nothing else
 //   CZlib          system library: zlib, only for gzip-compressed IDX files
 //   COpenSSL       system library: Debian's OpenSSL 3 (libcrypto for HMAC-SHA256 and random nonces, libssl for TLS)
-//   CCRC32C        our one C file: SSE4.2 CRC32 for PSCheckpoint's CRC-32C, one function behind a CPUID check
+//   CCRC32C        C: SSE4.2 CRC32 for PSCheckpoint's CRC-32C, one function behind a CPUID check
 //                  (Swift reaches the instruction only with the whole module built for SSE4.2)
+//   CFusedUpdate   C: AVX2 builds of PSMath's fused optimizer loops, behind a CPUID check (same reason)
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
 //   PSSecurity     the only Swift module importing OpenSSL: the handshake's HMAC-SHA256, nonces, constant-time
 //                  compare; TLS contexts and the TLS stream (a PSPosix SocketLayer)
@@ -64,7 +65,10 @@ let package = Package(
         // sqrtss plus an errno-setting sqrtf call, which keeps the fused optimizer loops scalar; without errno it
         // is llvm.sqrt and they vectorise (sqrtps/divps). Results are IEEE sqrt either way; nothing reads errno.
         .target(
-            name: "PSMath", dependencies: ["COpenBLAS"], swiftSettings: [.unsafeFlags(["-Xcc", "-fno-math-errno"])]),
+            name: "PSMath", dependencies: ["COpenBLAS", "CFusedUpdate"],
+            swiftSettings: [.unsafeFlags(["-Xcc", "-fno-math-errno"])]),
+        // Bitwise the Swift loops: no FMA contraction (Clang contracts a * b + c by default), IEEE sqrt without errno.
+        .target(name: "CFusedUpdate", cSettings: [.unsafeFlags(["-ffp-contract=off", "-fno-math-errno"])]),
         .target(name: "PSModel", dependencies: ["PSMath", "PSData"]),
         .target(
             name: "PSData", dependencies: ["PSMath", "PSPosix", "PSCheckpoint", "CZlib"],

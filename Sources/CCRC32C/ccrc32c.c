@@ -1,7 +1,7 @@
 // The hardware CRC-32C (Castagnoli) update for PSCheckpoint: the SSE4.2 CRC32 instruction computes exactly the
 // reflected 0x82F63B78 table step of PSCheckpoint/CRC32C.swift, 8 bytes per instruction. Swift cannot reach the
-// instruction itself, so this file is the package's only C code; everything else (inversions, seeds, the table
-// fallback) stays in Swift.
+// instruction itself (short of building the whole module for SSE4.2), so this one function is C, as are
+// CFusedUpdate's AVX2 loops; everything else (inversions, seeds, the table fallback) stays in Swift.
 #include "ccrc32c.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+import CFusedUpdate
 import Foundation
 
 /// The server-side optimizers (PyTorch's update rules).
@@ -328,7 +329,10 @@ public struct OptimizerState: Sendable, Equatable {
 /// Each loop body is straight-line code over one element (clip and weight decay are selects, not branches), so
 /// LLVM's loop vectoriser turns it into SIMD code with a scalar tail; element-wise IEEE operations give the same
 /// bits in a vector lane as in the scalar formula, so the result does not depend on the vector width or the
-/// slice's alignment. Hand-checked: `psbench server`'s apply rows measure it against memcpy.
+/// slice's alignment. A generic x86-64 build vectorises these Swift loops with 128-bit SSE only, where Adam and
+/// AdaGrad are bound by `sqrtps`/`divps`; on a CPU with AVX2 the same loops run from `CFusedUpdate`, compiled for
+/// AVX2 with the same operations in the same order (``VectorPath``). `psbench server`'s apply rows measure them
+/// against memcpy.
 ///
 /// ```swift
 /// // What OptimizerState.apply does for AdaGrad on one shard's slice:
@@ -336,6 +340,20 @@ public struct OptimizerState: Sendable, Equatable {
 ///                     prelude: FusedUpdate.Prelude(config: config), lr: 0.01, epsilon: 1e-10)
 /// ```
 public enum FusedUpdate {
+    /// Which build of the loops runs: both give the same bits (`FusedUpdateTests` compares them).
+    public enum VectorPath: Sendable {
+        /// The Swift loops, as the compiler vectorised them for the module's target (SSE on generic x86-64).
+        case portable
+        /// `CFusedUpdate`'s AVX2 loops; only where ``avx2Available`` is true.
+        case avx2
+
+        /// The fastest path this CPU supports (checked once).
+        public static let fastest: VectorPath = avx2Available ? .avx2 : .portable
+
+        /// Whether this CPU and OS support AVX2 (always false off x86-64).
+        public static let avx2Available = cfused_avx2_available() != 0
+    }
+
     /// Clip and coupled weight decay, applied to each gradient element before the rule.
     ///
     /// ```swift
@@ -367,8 +385,13 @@ public enum FusedUpdate {
     /// Heavy-ball momentum: `v = mu * v + g`, `w -= lr * (nesterov ? g + mu * v : v)`.
     public static func momentum(
         w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
-        prelude: Prelude, lr: Float, mu: Float, nesterov: Bool
+        prelude: Prelude, lr: Float, mu: Float, nesterov: Bool, path: VectorPath = .fastest
     ) {
+        if path == .avx2 {
+            cfused_momentum_avx2(
+                w, g, v, count, prelude.clip, prelude.clips ? 1 : 0, prelude.weightDecay, lr, mu, nesterov ? 1 : 0)
+            return
+        }
         if nesterov {
             for i in 0..<count {
                 let weight = w[i]
@@ -393,8 +416,14 @@ public enum FusedUpdate {
     public static func adam(
         w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
         v: UnsafeMutablePointer<Float>, count: Int, prelude: Prelude, beta1: Float, beta2: Float, stepSize: Float,
-        inverseRootCorrection2: Float, epsilon: Float
+        inverseRootCorrection2: Float, epsilon: Float, path: VectorPath = .fastest
     ) {
+        if path == .avx2 {
+            cfused_adam_avx2(
+                w, g, m, v, count, prelude.clip, prelude.clips ? 1 : 0, prelude.weightDecay, beta1, beta2, stepSize,
+                inverseRootCorrection2, epsilon)
+            return
+        }
         let oneMinusBeta1 = 1 - beta1
         let oneMinusBeta2 = 1 - beta2
         for i in 0..<count {
@@ -411,8 +440,12 @@ public enum FusedUpdate {
     /// AdaGrad: `s += g^2`, `w -= lr * g / (sqrt(s) + eps)`.
     public static func adagrad(
         w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, s: UnsafeMutablePointer<Float>, count: Int,
-        prelude: Prelude, lr: Float, epsilon: Float
+        prelude: Prelude, lr: Float, epsilon: Float, path: VectorPath = .fastest
     ) {
+        if path == .avx2 {
+            cfused_adagrad_avx2(w, g, s, count, prelude.clip, prelude.clips ? 1 : 0, prelude.weightDecay, lr, epsilon)
+            return
+        }
         for i in 0..<count {
             let weight = w[i]
             let gi = prelude.gradient(g[i], weight: weight)

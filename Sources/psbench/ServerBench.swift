@@ -52,6 +52,12 @@ enum ServerBench {
                 BenchRow(
                     name: "\(kind.rawValue) apply, 64 MiB of gradient", value: rates.apply, unit: "GB/s",
                     baseline: rates.memcpy, baselineName: "memcpy"))
+            if let portable = rates.portable {
+                rows.append(
+                    BenchRow(
+                        name: "\(kind.rawValue) apply, AVX2 loop vs the Swift loop (SSE)", value: rates.apply,
+                        unit: "GB/s", baseline: portable, baselineName: "FusedUpdate path .portable"))
+            }
             rows.append(
                 BenchRow(
                     name: "\(kind.rawValue) gradient check + apply + non-finite weight check", value: rates.checked,
@@ -330,10 +336,11 @@ enum ServerBench {
     /// Also, alternated in the same loop, the server's push path with `--allow-nonfinite` off, without and with the
     /// check that the update keeps every weight finite: `validated` is the gradient's NaN/Inf pass then the apply,
     /// `checked` the same pass also taking the gradient's largest |g|, the O(1) `MagnitudeBounds` proof, then the
-    /// apply (what the server does now).
+    /// apply (what the server does now). `portable` is the same fused loop run as the Swift loop
+    /// (`FusedUpdate.VectorPath.portable`) where the CPU has AVX2 and `apply` runs the AVX2 loop; nil otherwise.
     static func applyRate(
         kind: OptimizerKind, bytes: Int
-    ) -> (apply: Double, memcpy: Double, validated: Double, checked: Double) {
+    ) -> (apply: Double, memcpy: Double, validated: Double, checked: Double, portable: Double?) {
         let count = bytes / 4
         let config = OptimizerConfig(kind: kind, learningRate: 1e-6)
         var state = OptimizerState(config: config, count: count)
@@ -343,7 +350,17 @@ enum ServerBench {
         var bounds = weights.withUnsafeBufferPointer { MagnitudeBounds.measure(weights: $0, state: state) }
         var best = (apply: Double.infinity, copy: Double.infinity, validated: Double.infinity, checked: Double.infinity)
         var refused = 0
+        let comparesPaths = kind != .sgd && FusedUpdate.VectorPath.fastest == .avx2
+        var bestPortable = Double.infinity
+        var first = [Float](repeating: 0, count: comparesPaths ? count : 0)
+        var second = first
         for _ in 0..<7 {
+            if comparesPaths {
+                let start = MonotonicClock.nanoseconds()
+                runPortableLoop(
+                    kind: kind, config: config, weights: &weights, gradient: gradient, first: &first, second: &second)
+                bestPortable = min(bestPortable, Double(MonotonicClock.nanoseconds() - start))
+            }
             var start = MonotonicClock.nanoseconds()
             weights.withUnsafeMutableBufferPointer { w in
                 gradient.withUnsafeMutableBufferPointer { g in state.apply(weights: w, gradient: g) }
@@ -376,6 +393,46 @@ enum ServerBench {
         }
         precondition(refused == 0, "the benchmark's updates are finite; the bounds must prove it")
         let rate = { (nanos: Double) in Double(bytes) / nanos }
-        return (rate(best.apply), rate(best.copy), rate(best.validated), rate(best.checked))
+        return (
+            rate(best.apply), rate(best.copy), rate(best.validated), rate(best.checked),
+            comparesPaths ? rate(bestPortable) : nil
+        )
+    }
+
+    /// One step of `kind`'s fused loop through the Swift loop (`VectorPath.portable`), with Adam's step-1 bias
+    /// corrections; the bench only times it.
+    private static func runPortableLoop(
+        kind: OptimizerKind, config: OptimizerConfig, weights: inout [Float], gradient: [Float], first: inout [Float],
+        second: inout [Float]
+    ) {
+        let prelude = FusedUpdate.Prelude(config: config)
+        let count = weights.count
+        weights.withUnsafeMutableBufferPointer { w in
+            gradient.withUnsafeBufferPointer { g in
+                first.withUnsafeMutableBufferPointer { a in
+                    second.withUnsafeMutableBufferPointer { b in
+                        let (w, g, a, b) = (w.baseAddress!, g.baseAddress!, a.baseAddress!, b.baseAddress!)
+                        switch kind {
+                        case .sgd:
+                            break
+                        case .momentum:
+                            FusedUpdate.momentum(
+                                w: w, g: g, v: a, count: count, prelude: prelude, lr: config.learningRate,
+                                mu: config.momentum, nesterov: config.nesterov, path: .portable)
+                        case .adam:
+                            FusedUpdate.adam(
+                                w: w, g: g, m: a, v: b, count: count, prelude: prelude, beta1: config.beta1,
+                                beta2: config.beta2, stepSize: config.learningRate / (1 - config.beta1),
+                                inverseRootCorrection2: 1 / (1 - config.beta2).squareRoot(), epsilon: config.epsilon,
+                                path: .portable)
+                        case .adagrad:
+                            FusedUpdate.adagrad(
+                                w: w, g: g, s: a, count: count, prelude: prelude, lr: config.learningRate,
+                                epsilon: config.epsilon, path: .portable)
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -183,4 +183,73 @@ final class FusedUpdateTests: XCTestCase {
             XCTAssertTrue(results.allSatisfy { $0 == results[0] }, "\(kind) depends on alignment")
         }
     }
+    /// Runs `steps` updates of one rule through both builds of the loops (the Swift loop and, where the CPU has
+    /// AVX2, `CFusedUpdate`'s) on misaligned slices of an odd length, and returns whether every bit agrees.
+    private func assertPathsAgree(
+        _ kind: OptimizerKind, clip: Float?, weightDecay: Float, nesterov: Bool = false, steps: Int = 300,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
+        guard FusedUpdate.VectorPath.avx2Available else { throw XCTSkip("this CPU has no AVX2") }
+        let count = 1037
+        var config = OptimizerConfig(kind: kind, learningRate: 0.01)
+        config.clipValue = clip
+        config.weightDecay = weightDecay
+        config.nesterov = nesterov
+        let prelude = FusedUpdate.Prelude(config: config)
+        let initial = randomFloats(count + 3, seed: 11, scale: 1)
+        var results: [[UInt32]] = []
+        for path in [FusedUpdate.VectorPath.portable, .avx2] {
+            var w = initial
+            var first = [Float](repeating: 0, count: count + 3)
+            var second = first
+            for step in 1...steps {
+                let g = randomFloats(count + 3, seed: UInt64(500 + step), scale: step % 5 == 0 ? 30 : 1)
+                let t = Double(step)
+                let stepSize = Float(0.01 / (1 - pow(Double(config.beta1), t)))
+                let correction = Float(1 / (1 - pow(Double(config.beta2), t)).squareRoot())
+                w.withUnsafeMutableBufferPointer { w in
+                    g.withUnsafeBufferPointer { g in
+                        first.withUnsafeMutableBufferPointer { a in
+                            second.withUnsafeMutableBufferPointer { b in
+                                // Start 3 floats in: misaligned for 32-byte vectors, and a scalar tail of 1037 % 8.
+                                let (w, g, a, b) = (
+                                    w.baseAddress! + 3, g.baseAddress! + 3, a.baseAddress! + 3, b.baseAddress! + 3
+                                )
+                                switch kind {
+                                case .momentum:
+                                    FusedUpdate.momentum(
+                                        w: w, g: g, v: a, count: count, prelude: prelude, lr: 0.01, mu: 0.9,
+                                        nesterov: nesterov, path: path)
+                                case .adam:
+                                    FusedUpdate.adam(
+                                        w: w, g: g, m: a, v: b, count: count, prelude: prelude, beta1: config.beta1,
+                                        beta2: config.beta2, stepSize: stepSize, inverseRootCorrection2: correction,
+                                        epsilon: config.epsilon, path: path)
+                                case .adagrad:
+                                    FusedUpdate.adagrad(
+                                        w: w, g: g, s: a, count: count, prelude: prelude, lr: 0.01,
+                                        epsilon: config.epsilon, path: path)
+                                case .sgd:
+                                    XCTFail("sgd has no fused loop", file: file, line: line)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            results.append((w + first + second).map(\.bitPattern))
+        }
+        let mismatches = zip(results[0], results[1]).filter { $0 != $1 }.count
+        XCTAssertEqual(mismatches, 0, "\(kind): AVX2 loop unlike the Swift loop", file: file, line: line)
+        XCTAssertEqual(Array(results[1][0..<3]), initial[0..<3].map(\.bitPattern), "wrote before the slice")
+    }
+
+    func test_avx2Loops_bitwiseTheSwiftLoops_300Steps() throws {
+        try assertPathsAgree(.momentum, clip: nil, weightDecay: 0)
+        try assertPathsAgree(.momentum, clip: 2, weightDecay: 1e-3, nesterov: true)
+        try assertPathsAgree(.adam, clip: nil, weightDecay: 0)
+        try assertPathsAgree(.adam, clip: 0.5, weightDecay: 1e-2)
+        try assertPathsAgree(.adagrad, clip: nil, weightDecay: 0)
+        try assertPathsAgree(.adagrad, clip: 3, weightDecay: 1e-4)
+    }
 }

@@ -1,0 +1,117 @@
+// AVX2 builds of PSMath's fused optimizer loops (FusedUpdate in Optimizer.swift). Swift compiles a whole module for
+// one target CPU, so its loops use 128-bit SSE vectors on a generic x86-64 build; these functions carry their own
+// target attribute and are called only after a CPUID check, so the binaries still run on any x86-64.
+//
+// Every element goes through exactly the Swift loop's float operations in the same order: no FMA contraction
+// (built with -ffp-contract=off), IEEE sqrt and division (no -ffast-math, so no reciprocal approximations), clip
+// and weight decay as the same selects. Element-wise IEEE operations give the same bits in any vector lane, so the
+// results are bitwise those of the Swift loop; FusedUpdateTests compares the two paths.
+#include "cfusedupdate.h"
+
+#include <math.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+
+int cfused_avx2_available(void) {
+    unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+        return 0;
+    }
+    // The OS must save the YMM registers (OSXSAVE, then XCR0 bits 1 and 2) for AVX to be usable.
+    if ((ecx & bit_OSXSAVE) == 0 || (ecx & bit_AVX) == 0) {
+        return 0;
+    }
+    unsigned int xcr0_low = 0, xcr0_high = 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    if ((xcr0_low & 0x6) != 0x6) {
+        return 0;
+    }
+    if (__get_cpuid_max(0, NULL) < 7) {
+        return 0;
+    }
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    return (ebx & bit_AVX2) != 0;
+}
+
+#define AVX2 __attribute__((target("avx2")))
+
+/// FusedUpdate.Prelude.gradient: Swift's max(g, -clip) is `-clip >= g ? -clip : g` and min(x, clip) is
+/// `clip < x ? clip : x`, so a NaN gradient passes through as in Swift.
+static inline AVX2 float prepared(float g, float weight, float clip, int clips, float weight_decay) {
+    float lower = (-clip >= g) ? -clip : g;
+    float clipped = clips ? ((clip < lower) ? clip : lower) : g;
+    return weight_decay != 0 ? clipped + weight_decay * weight : clipped;
+}
+
+AVX2 void cfused_momentum_avx2(float *restrict w, const float *restrict g, float *restrict v, size_t count, float clip,
+                               int clips, float weight_decay, float lr, float mu, int nesterov) {
+    if (nesterov) {
+        for (size_t i = 0; i < count; i++) {
+            float weight = w[i];
+            float gi = prepared(g[i], weight, clip, clips, weight_decay);
+            float vi = mu * v[i] + gi;
+            v[i] = vi;
+            w[i] = weight - lr * (gi + mu * vi);
+        }
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            float weight = w[i];
+            float gi = prepared(g[i], weight, clip, clips, weight_decay);
+            float vi = mu * v[i] + gi;
+            v[i] = vi;
+            w[i] = weight - lr * vi;
+        }
+    }
+}
+
+AVX2 void cfused_adam_avx2(float *restrict w, const float *restrict g, float *restrict m, float *restrict v,
+                           size_t count, float clip, int clips, float weight_decay, float beta1, float beta2,
+                           float step_size, float inverse_root_correction2, float epsilon) {
+    float one_minus_beta1 = 1 - beta1;
+    float one_minus_beta2 = 1 - beta2;
+    for (size_t i = 0; i < count; i++) {
+        float weight = w[i];
+        float gi = prepared(g[i], weight, clip, clips, weight_decay);
+        float mi = beta1 * m[i] + one_minus_beta1 * gi;
+        float vi = beta2 * v[i] + one_minus_beta2 * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = weight - step_size * mi / (sqrtf(vi) * inverse_root_correction2 + epsilon);
+    }
+}
+
+AVX2 void cfused_adagrad_avx2(float *restrict w, const float *restrict g, float *restrict s, size_t count, float clip,
+                              int clips, float weight_decay, float lr, float epsilon) {
+    for (size_t i = 0; i < count; i++) {
+        float weight = w[i];
+        float gi = prepared(g[i], weight, clip, clips, weight_decay);
+        float si = s[i] + gi * gi;
+        s[i] = si;
+        w[i] = weight - lr * gi / (sqrtf(si) + epsilon);
+    }
+}
+
+#else
+
+int cfused_avx2_available(void) { return 0; }
+
+void cfused_momentum_avx2(float *w, const float *g, float *v, size_t count, float clip, int clips, float weight_decay,
+                          float lr, float mu, int nesterov) {
+    (void)w, (void)g, (void)v, (void)count, (void)clip, (void)clips, (void)weight_decay, (void)lr, (void)mu,
+        (void)nesterov;
+}
+
+void cfused_adam_avx2(float *w, const float *g, float *m, float *v, size_t count, float clip, int clips,
+                      float weight_decay, float beta1, float beta2, float step_size, float inverse_root_correction2,
+                      float epsilon) {
+    (void)w, (void)g, (void)m, (void)v, (void)count, (void)clip, (void)clips, (void)weight_decay, (void)beta1,
+        (void)beta2, (void)step_size, (void)inverse_root_correction2, (void)epsilon;
+}
+
+void cfused_adagrad_avx2(float *w, const float *g, float *s, size_t count, float clip, int clips, float weight_decay,
+                         float lr, float epsilon) {
+    (void)w, (void)g, (void)s, (void)count, (void)clip, (void)clips, (void)weight_decay, (void)lr, (void)epsilon;
+}
+
+#endif
