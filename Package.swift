@@ -12,6 +12,7 @@
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
 //   PSSecurity     the only Swift module importing OpenSSL: the handshake's HMAC-SHA256, nonces, constant-time
 //                  compare; TLS contexts and the TLS stream (a PSPosix SocketLayer)
+//   CGlibcGNU      system library: a header declaring sync_file_range (GNU-only in glibc's headers)
 //   PSPosix        the only module that calls Glibc for sockets, signals, processes and clocks
 //   PSLog          the logger: one key=value line per event on stderr, so that any layer can log
 //   PSHTTP         a small HTTP/1.1 server for the observability endpoints: pure request parser, bounded server
@@ -55,7 +56,9 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(name: "PSSecurity", dependencies: ["COpenSSL", "PSPosix"]),
         .target(name: "PSWire"),
-        .target(name: "PSPosix"),
+        // Declares sync_file_range, which Swift's Glibc module (built without _GNU_SOURCE) does not.
+        .systemLibrary(name: "CGlibcGNU"),
+        .target(name: "PSPosix", dependencies: ["CGlibcGNU"]),
         .target(name: "PSLog", dependencies: ["PSPosix"]),
         .target(name: "PSHTTP", dependencies: ["PSPosix"]),
         .target(name: "PSMetrics"),

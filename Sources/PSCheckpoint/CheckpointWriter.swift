@@ -74,9 +74,11 @@ public struct CheckpointSlice: Sendable {
 ///         fc1.weight.adam_m.npy      one .npy per optimizer state tensor
 ///       .tmp-…                       an interrupted write; removed by the next write, ignored by readers
 ///
-/// Steps: files go into `root/.tmp-step-N-<pid>/`, each fsynced (data first, manifest last); the directory is
-/// fsynced, renamed to `step-N` and the root fsynced; then `latest` is replaced the same way (temporary file,
-/// fsync, rename, fsync root); last, older checkpoints are pruned to `keepLast`. One writer per root at a time.
+/// Steps: files go into `root/.tmp-step-N-<pid>/`: the data files first, each written in chunks with the disk's
+/// writeback started as each chunk lands, then each fsynced, then the manifest (written and fsynced); the
+/// directory is fsynced, renamed to `step-N` and the root fsynced; then `latest` is replaced the same way
+/// (temporary file, fsync, rename, fsync root); last, older checkpoints are pruned to `keepLast`. One writer per
+/// root at a time.
 public enum CheckpointWriter {
     /// The name of the pointer file in the root.
     public static let latestFileName = "latest"
@@ -138,7 +140,8 @@ public enum CheckpointWriter {
     }
 
     /// `write` with the crash hook injected: `afterFileWritten(n)` runs once the temporary directory exists
-    /// (n = 0) and after each file is written and fsynced (n = 1, 2, …, the manifest last).
+    /// (n = 0) and after each file is written (n = 1, 2, …, the manifest last; the data files are fsynced after
+    /// the last of them is written, the manifest as soon as it is).
     static func write(
         root: String, manifest template: CheckpointManifest, tensors: [CheckpointTensor],
         optimizerStates: [CheckpointStateTensor], keepLast: Int?, afterFileWritten: (Int) throws -> Void
@@ -205,11 +208,17 @@ public enum CheckpointWriter {
             }
             let checksums = OverlappedChecksums(files)
             defer { checksums.cancel() }
+            // Each file's writeback is under way once it is written; fsyncing them only after the last one is
+            // written lets the disk write one file while this thread copies the next (a bounded number open).
+            var unsynced: [OpenFile] = []
+            defer { for file in unsynced { try? file.close() } }
             for file in files {
-                try writeDataFile(file, directory: temporary)
+                unsynced.append(try writeDataFile(file, directory: temporary))
                 written += 1
                 try afterFileWritten(written)
+                if unsynced.count > maximumUnsyncedFiles { try synchronizeAndClose(unsynced.removeFirst()) }
             }
+            while !unsynced.isEmpty { try synchronizeAndClose(unsynced.removeFirst()) }
             let crcs = try checksums.results(root: root)
             for (file, crc) in zip(files, crcs) {
                 let entry = TensorEntry(
@@ -300,24 +309,55 @@ public enum CheckpointWriter {
         }
     }
 
-    /// Writes one `.npy` file straight from its slice's storage (header and data in one `writev`) and fsyncs it
-    /// on the same descriptor.
-    private static func writeDataFile(_ file: PlannedFile, directory: String) throws {
+    /// The most data files written but not yet fsynced (each holds a descriptor).
+    static let maximumUnsyncedFiles = 32
+    /// The bytes of data written per `writev` before the file's writeback is started for them.
+    static let writebackChunkBytes = 8 << 20
+
+    /// Writes one `.npy` file straight from its slice's storage (the header with the first chunk of data, then
+    /// chunks of `writebackChunkBytes`), starting the disk's writeback of each chunk once it is written, and
+    /// returns the file still open and not yet fsynced.
+    private static func writeDataFile(_ file: PlannedFile, directory: String) throws -> OpenFile {
         let target = path(directory, file.fileName)
         do {
             let output = try OpenFile.create(path: target)
             do {
                 try file.header.withUnsafeBytes { header in
-                    try file.withBody { body in try output.writeAll(header, body) }
+                    try file.withBody { body in
+                        var offset = 0
+                        var fileOffset = 0
+                        repeat {
+                            let end = min(body.count, offset + writebackChunkBytes)
+                            let head = offset == 0 ? header : UnsafeRawBufferPointer(start: nil, count: 0)
+                            try output.writeAll(head, UnsafeRawBufferPointer(rebasing: body[offset..<end]))
+                            output.startWriteback(offset: fileOffset, count: head.count + end - offset)
+                            fileOffset += head.count + end - offset
+                            offset = end
+                        } while offset < body.count
+                    }
                 }
-                try output.synchronize()
             } catch {
                 try? output.close()
                 throw error
             }
-            try output.close()
+            return output
         } catch {
             throw CheckpointError(file: target, message: "cannot write: \(error)")
+        }
+    }
+
+    /// Fsyncs and closes a data file that `writeDataFile` wrote (closing it even when the fsync fails).
+    private static func synchronizeAndClose(_ file: OpenFile) throws {
+        do {
+            do {
+                try file.synchronize()
+            } catch {
+                try? file.close()
+                throw error
+            }
+            try file.close()
+        } catch {
+            throw CheckpointError(file: file.path, message: "cannot write: \(error)")
         }
     }
 

@@ -1,11 +1,12 @@
 #if canImport(Glibc)
+    import CGlibcGNU
     import Glibc
 #endif
 
 /// An open regular file for bulk data: gathered writes straight from the caller's buffers, `fsync` on the same
 /// descriptor, and reads straight into the caller's memory (the checkpoint data path).
 ///
-/// A thin wrapper over `open(2)`, `writev(2)`, `read(2)`, `fstat(2)`, `fsync(2)` and `close(2)`; every call goes
+/// A thin wrapper over `open(2)`, `writev(2)`, `read(2)`, `fstat(2)`, `sync_file_range(2)`, `fsync(2)` and `close(2)`; every call goes
 /// through the package's system-call funnel (`EINTR` retried, short reads and writes looped). The owner closes it
 /// exactly once with ``close()``.
 public struct OpenFile: Sendable {
@@ -86,6 +87,16 @@ public struct OpenFile: Sendable {
             throw FileError(operation: "fstat", path: path, errno: error)
         }
         return Int(status.st_size)
+    }
+
+    /// Asks the kernel to start writing `count` bytes from `offset` back to the disk now, without waiting
+    /// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`), so that the disk works while the caller writes the next
+    /// part and a later ``synchronize()`` finds the data already on its way. Only a hint: it makes nothing durable
+    /// (no metadata, no cache flush) and its failure (a file system without it) is ignored.
+    public func startWriteback(offset: Int, count: Int) {
+        #if os(Linux)
+            _ = sync_file_range(descriptor, offset, count, CGLIBCGNU_SYNC_FILE_RANGE_WRITE)
+        #endif
     }
 
     /// Flushes the file's data and metadata to stable storage (`fsync`).

@@ -16,7 +16,7 @@ enum CheckpointBench {
         var rows: [BenchRow] = []
         let sizes = quick ? [16 << 20, 64 << 20] : [16 << 20, 256 << 20, 1 << 30]
         for size in sizes {
-            rows += try measure(bytes: size, root: root, repeats: quick || size >= 1 << 30 ? 2 : 3)
+            rows += try measure(bytes: size, root: root, repeats: size >= 1 << 30 ? 2 : 3)
         }
         return rows
     }
@@ -60,13 +60,24 @@ enum CheckpointBench {
         var reads: [UInt64] = []
         var written = ""
         var peakGrowth: Double? = nil
-        for _ in 0..<repeats {
+        // Baselines: the same bytes written sequentially to one file and fsynced, then read back. Each is run
+        // next to the checkpoint operation it is the baseline of, in alternating order, so that both see the same
+        // moment of this (shared, virtual) disk.
+        var plainWrites: [UInt64] = []
+        var plainReads: [UInt64] = []
+        let file = root + "/plain.bin"
+        for round in 0..<repeats {
+            let checkpointFirst = round % 2 == 0
+            if !checkpointFirst { plainWrites.append(try plainWrite(snapshot.weights, to: file)) }
             let start = MonotonicClock.nanoseconds()
             written = try CheckpointWriter.write(root: root + "/ckpt", manifest: manifest, slices: slices, keepLast: 1)
             writes.append(MonotonicClock.nanoseconds() - start)
             if peakGrowth == nil, let residentBefore, let peak = residentKiB(field: "VmHWM") {
                 peakGrowth = Double(max(peak - residentBefore, 0)) * 1024
             }
+            if checkpointFirst { plainWrites.append(try plainWrite(snapshot.weights, to: file)) }
+
+            if !checkpointFirst { plainReads.append(try plainRead(file, bytes: bytes)) }
             let readStart = MonotonicClock.nanoseconds()
             // As psserver --restore does: the manifest, then each file read straight into the shards' storage.
             let restoreStore = ShardStore(
@@ -76,33 +87,9 @@ enum CheckpointBench {
                 optimizerSlots: [:],
                 version: 1)
             reads.append(MonotonicClock.nanoseconds() - readStart)
+            if checkpointFirst { plainReads.append(try plainRead(file, bytes: bytes)) }
         }
         try? FileManager.default.removeItem(atPath: root + "/ckpt")
-
-        // Baselines: the same bytes written sequentially to one file and fsynced, then read back.
-        var plainWrites: [UInt64] = []
-        var plainReads: [UInt64] = []
-        let file = root + "/plain.bin"
-        for _ in 0..<repeats {
-            let start = MonotonicClock.nanoseconds()
-            try snapshot.weights.withUnsafeBytes { raw in
-                let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-                guard fd >= 0 else { throw BenchError("cannot create \(file)") }
-                defer { _ = close(fd) }
-                var offset = 0
-                while offset < raw.count {
-                    let n = write(fd, raw.baseAddress! + offset, min(raw.count - offset, 64 << 20))
-                    guard n > 0 else { throw BenchError("write to \(file) failed") }
-                    offset += n
-                }
-                guard fsync(fd) == 0 else { throw BenchError("fsync of \(file) failed") }
-            }
-            plainWrites.append(MonotonicClock.nanoseconds() - start)
-            let readStart = MonotonicClock.nanoseconds()
-            let data = try Data(contentsOf: URL(fileURLWithPath: file))
-            guard data.count == bytes else { throw BenchError("read back \(data.count) of \(bytes) bytes") }
-            plainReads.append(MonotonicClock.nanoseconds() - readStart)
-        }
         try? FileManager.default.removeItem(atPath: file)
 
         var rows: [BenchRow] = []
@@ -126,6 +113,32 @@ enum CheckpointBench {
                 name: "training pause \(label) (copy under the shard locks)", value: median(pauses) / 1e6, unit: "ms",
                 baseline: memcpy / 1e6, baselineName: "one memcpy", lowerIsBetter: true),
         ]
+    }
+
+    /// One sequential write of `values` to `file` (64 MiB per call) and one fsync; the time in nanoseconds.
+    static func plainWrite(_ values: [Float], to file: String) throws -> UInt64 {
+        let start = MonotonicClock.nanoseconds()
+        try values.withUnsafeBytes { raw in
+            let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            guard fd >= 0 else { throw BenchError("cannot create \(file)") }
+            defer { _ = close(fd) }
+            var offset = 0
+            while offset < raw.count {
+                let n = write(fd, raw.baseAddress! + offset, min(raw.count - offset, 64 << 20))
+                guard n > 0 else { throw BenchError("write to \(file) failed") }
+                offset += n
+            }
+            guard fsync(fd) == 0 else { throw BenchError("fsync of \(file) failed") }
+        }
+        return MonotonicClock.nanoseconds() - start
+    }
+
+    /// One read of the whole of `file` into new memory; the time in nanoseconds.
+    static func plainRead(_ file: String, bytes: Int) throws -> UInt64 {
+        let start = MonotonicClock.nanoseconds()
+        let data = try Data(contentsOf: URL(fileURLWithPath: file))
+        guard data.count == bytes else { throw BenchError("read back \(data.count) of \(bytes) bytes") }
+        return MonotonicClock.nanoseconds() - start
     }
 
     /// Resets the kernel's peak-RSS mark (`/proc/self/clear_refs`, "5") and returns the current RSS in KiB,

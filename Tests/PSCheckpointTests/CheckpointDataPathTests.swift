@@ -66,6 +66,27 @@ final class CheckpointDataPathTests: CheckpointTestCase {
         }
     }
 
+    func test_writtenInChunks_andMoreFilesThanStayUnsynced_readBackBitwise() throws {
+        // One tensor of two write chunks and an odd tail, from a range that starts inside its array, and more
+        // small tensors than the writer keeps open before it fsyncs the oldest.
+        let count = 2 * CheckpointWriter.writebackChunkBytes / 4 + 1_001
+        let storage = (0..<(count + 3)).map { Float(bitPattern: UInt32(truncatingIfNeeded: $0 &* 2_246_822_519)) }
+        var slices = [CheckpointSlice(name: "big", shape: [count], storage: storage, range: 3..<(count + 3))]
+        for index in 0..<(CheckpointWriter.maximumUnsyncedFiles + 5) {
+            slices.append(
+                CheckpointSlice(name: "t\(index)", shape: [2], storage: [Float(index), -Float(index)], range: 0..<2))
+        }
+        let directory = try CheckpointWriter.write(root: root, manifest: manifest(step: 4), slices: slices)
+        let bytes = try XCTUnwrap(FileManager.default.contents(atPath: directory + "/big.npy"))
+        let expected = storage[3...].withUnsafeBufferPointer { NPY.encode(float32: $0, shape: [count]) }
+        XCTAssertTrue(bytes.elementsEqual(expected), "big.npy is not the slice's bytes")
+        let loaded = try CheckpointReader.load(directory: directory)
+        XCTAssertEqual(loaded.tensors.count, slices.count)
+        for index in 0..<(CheckpointWriter.maximumUnsyncedFiles + 5) {
+            XCTAssertEqual(loaded.tensors["t\(index)"]?.values, [Float(index), -Float(index)])
+        }
+    }
+
     func test_sliceOutsideItsArray_isRefusedBeforeWriting() {
         var slices = flatSlices()
         slices[1].range = 7..<10
