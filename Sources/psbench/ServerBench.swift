@@ -52,6 +52,14 @@ enum ServerBench {
                 BenchRow(
                     name: "\(kind.rawValue) apply, 64 MiB of gradient", value: rates.apply, unit: "GB/s",
                     baseline: rates.memcpy, baselineName: "memcpy"))
+            if let traffic = rates.traffic {
+                rows.append(
+                    BenchRow(
+                        name: "\(kind.rawValue) apply vs a pass with its memory traffic", value: rates.apply,
+                        unit: "GB/s", baseline: traffic,
+                        baselineName: kind == .adam
+                            ? "4 reads + 3 writes per element" : "3 reads + 2 writes per element"))
+            }
             if let portable = rates.portable {
                 rows.append(
                     BenchRow(
@@ -338,9 +346,10 @@ enum ServerBench {
     /// `checked` the same pass also taking the gradient's largest |g|, the O(1) `MagnitudeBounds` proof, then the
     /// apply (what the server does now). `portable` is the same fused loop run as the Swift loop
     /// (`FusedUpdate.VectorPath.portable`) where the CPU has AVX2 and `apply` runs the AVX2 loop; nil otherwise.
+    /// `traffic` (nil for SGD) is a pass that moves the bytes the fused update must (`runTrafficPass`).
     static func applyRate(
         kind: OptimizerKind, bytes: Int
-    ) -> (apply: Double, memcpy: Double, validated: Double, checked: Double, portable: Double?) {
+    ) -> (apply: Double, memcpy: Double, validated: Double, checked: Double, portable: Double?, traffic: Double?) {
         let count = bytes / 4
         let config = OptimizerConfig(kind: kind, learningRate: 1e-6)
         var state = OptimizerState(config: config, count: count)
@@ -352,9 +361,15 @@ enum ServerBench {
         var refused = 0
         let comparesPaths = kind != .sgd && FusedUpdate.VectorPath.fastest == .avx2
         var bestPortable = Double.infinity
-        var first = [Float](repeating: 0, count: comparesPaths ? count : 0)
+        var bestTraffic = Double.infinity
+        var first = [Float](repeating: 0, count: kind == .sgd ? 0 : count)
         var second = first
         for _ in 0..<7 {
+            if kind != .sgd {
+                let start = MonotonicClock.nanoseconds()
+                runTrafficPass(kind: kind, weights: &copy, gradient: gradient, first: &first, second: &second)
+                bestTraffic = min(bestTraffic, Double(MonotonicClock.nanoseconds() - start))
+            }
             if comparesPaths {
                 let start = MonotonicClock.nanoseconds()
                 runPortableLoop(
@@ -395,8 +410,39 @@ enum ServerBench {
         let rate = { (nanos: Double) in Double(bytes) / nanos }
         return (
             rate(best.apply), rate(best.copy), rate(best.validated), rate(best.checked),
-            comparesPaths ? rate(bestPortable) : nil
+            comparesPaths ? rate(bestPortable) : nil, kind == .sgd ? nil : rate(bestTraffic)
         )
+    }
+
+    /// A pass with the memory traffic of `kind`'s fused update and next to no arithmetic: it reads the gradient,
+    /// the weights and each state slot and writes the weights and each slot back (Adam: 4 streams in, 3 out;
+    /// momentum and AdaGrad: 3 in, 2 out). Its rate is what the update could reach if memory alone bound it.
+    private static func runTrafficPass(
+        kind: OptimizerKind, weights: inout [Float], gradient: [Float], first: inout [Float], second: inout [Float]
+    ) {
+        let count = weights.count
+        weights.withUnsafeMutableBufferPointer { w in
+            gradient.withUnsafeBufferPointer { g in
+                first.withUnsafeMutableBufferPointer { a in
+                    second.withUnsafeMutableBufferPointer { b in
+                        if kind == .adam {
+                            for i in 0..<count {
+                                let gi = g[i]
+                                w[i] += gi
+                                a[i] += gi
+                                b[i] += gi
+                            }
+                        } else {
+                            for i in 0..<count {
+                                let gi = g[i]
+                                w[i] += gi
+                                a[i] += gi
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// One step of `kind`'s fused loop through the Swift loop (`VectorPath.portable`), with Adam's step-1 bias
