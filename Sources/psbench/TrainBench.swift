@@ -14,11 +14,19 @@ enum TrainBench {
         if !computeOnly { rows += try epochRows(data: data) }
         BLAS.setThreadCount(1)
         let peak = sgemmPeak()
+        var passSeconds: [Int: Double] = [:]
+        let flopsPerRow = ModelComputer(spec: mlpSpec, maxBatch: 1).flopsPerRow
         for batch in [64, 128] {
+            let seconds = modelPassSeconds(batch: batch)
+            passSeconds[batch] = seconds
             rows.append(
                 BenchRow(
-                    name: "mlp:128 forward+backward GFLOPS, batch \(batch)", value: modelGFLOPS(batch: batch),
-                    unit: "GFLOPS", baseline: peak, baselineName: "sgemm 1024^3, 1 thread"))
+                    name: "mlp:128 forward+backward GFLOPS, batch \(batch)",
+                    value: flopsPerRow * Double(batch) / seconds / 1e9, unit: "GFLOPS", baseline: peak,
+                    baselineName: "sgemm 1024^3, 1 thread"))
+        }
+        if !computeOnly, rows.count >= 2, let pass64 = passSeconds[64], let pass128 = passSeconds[128] {
+            rows.append(try epochRatioBoundRow(measured: rows[0].ratio, pass64: pass64, pass128: pass128))
         }
         rows.append(
             BenchRow(
@@ -197,8 +205,30 @@ enum TrainBench {
         return geometry.flopsPerRow * Double(batch) / best
     }
 
-    static func modelGFLOPS(batch: Int) -> Double {
-        let spec = ModelSpec(kind: .mlp(hidden: [128]), inputCount: 784, outputCount: 10, seed: 0)
+    /// The model of the epoch rows: mlp:128 on 784 inputs and 10 classes.
+    static let mlpSpec = ModelSpec(kind: .mlp(hidden: [128]), inputCount: 784, outputCount: 10, seed: 0)
+
+    /// The measured epoch ratio (2 workers x 64 over 1 worker x 128) against the ratio the two jobs would have if a
+    /// step cost only its forward+backward pass plus one raw TCP echo of its bytes (the gradient out, the weights
+    /// back) over loopback, with no server work, barrier or framing: (pass64 + echo) / (pass128 + echo). Both jobs
+    /// take the same number of steps per worker, so that is the best ratio any server could reach here.
+    static func epochRatioBoundRow(measured: Double, pass64: Double, pass128: Double) throws -> BenchRow {
+        let stepBytes = mlpSpec.parameterCount * 4
+        let echoRate = try WireBench.rawStream(size: stepBytes, iterations: 400, echo: true)
+        let echo = Double(stepBytes) / (echoRate * 1e9)
+        let bound = (pass64 + echo) / (pass128 + echo)
+        return BenchRow(
+            name: "mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128 (x)", value: measured, unit: "x",
+            baseline: bound,
+            baselineName: String(
+                format: "bound: compute + raw TCP echo of %d KB, %.0f us (%.0f us + echo) / (%.0f us + echo)",
+                stepBytes / 1000, echo * 1e6, pass64 * 1e6, pass128 * 1e6),
+            lowerIsBetter: true)
+    }
+
+    /// The best of 20 forward+backward passes of mlp:128 at `batch`, in seconds of the calling thread's CPU time.
+    static func modelPassSeconds(batch: Int) -> Double {
+        let spec = mlpSpec
         let computer = ModelComputer(spec: spec, maxBatch: batch)
         let parameters = spec.initialParameters()
         var gradient = [Float](repeating: 0, count: spec.parameterCount)
@@ -219,6 +249,6 @@ enum TrainBench {
             }
             best = min(best, Double(ThreadCPUClock.nanoseconds() - start))
         }
-        return computer.flopsPerRow * Double(batch) / best
+        return best / 1e9
     }
 }
