@@ -181,6 +181,15 @@ public final class ConvNet: TrainableModel {
 
     /// Mean softmax cross-entropy over the batch (at most `maxBatch` rows) and its gradient.
     public func lossAndGradient(parameters: ParameterValues, batch: Batch, gradient: GradientValues) -> Double {
+        lossAndGradient(parameters: parameters, batch: batch, gradient: gradient, ready: { _, _ in })
+    }
+
+    /// `lossAndGradient`, reporting the dense layers' gradients as soon as each is finished (fc2, then fc1), before
+    /// the convolutions' backward pass, which holds most of the work; then `ready(0, loss)`.
+    public func lossAndGradient(
+        parameters: ParameterValues, batch: Batch, gradient: GradientValues,
+        ready: (_ start: Int, _ loss: Double) -> Void
+    ) -> Double {
         precondition(batch.rows >= 1 && batch.rows <= maxBatch, "rows \(batch.rows) outside 1...\(maxBatch)")
         precondition(batch.featureCount == geometry.inputCount, "\(batch.featureCount) features per row")
         let rows = batch.rows
@@ -188,8 +197,9 @@ public final class ConvNet: TrainableModel {
         let loss = SoftmaxCrossEntropy.lossAndDelta(
             logits: logits.base, labels: batch.labels, rows: rows, classes: geometry.classes, scale: 1 / Float(rows),
             computeDelta: true)
-        backward(parameters, batch, gradient)
-        return loss / Double(rows)
+        let meanLoss = loss / Double(rows)
+        backward(parameters, batch, gradient) { ready($0, meanLoss) }
+        return meanLoss
     }
 
     /// Mean loss and accuracy over any number of rows (in chunks of `maxBatch`).
@@ -396,17 +406,24 @@ public final class ConvNet: TrainableModel {
 
     // MARK: Backward
 
-    private func backward(_ p: ParameterValues, _ batch: Batch, _ gradient: GradientValues) {
+    /// The backward pass; `tensorsDone(start)` once the gradients from flat offset `start` on are final and the
+    /// weights from there on no longer read.
+    private func backward(
+        _ p: ParameterValues, _ batch: Batch, _ gradient: GradientValues, tensorsDone: (Int) -> Void
+    ) {
         let g = geometry
+        let offset = { (tensor: Int) in gradient[tensor].baseAddress! - gradient.flat.baseAddress! }
         let rows = batch.rows
         guard let input = batch.features.baseAddress else { preconditionFailure("empty batch") }
         // fc2 (the logits' deltas are in `logits`), then fc1 through its ReLU.
         denseBackward(
             input: act3.base, delta: logits.base, rows: rows, inWidth: g.hidden, outWidth: g.classes, weight: p[6],
             weightGradient: gradient[6], biasGradient: gradient[7], inputDelta: dAct3.base, inputActivation: act3.base)
+        tensorsDone(offset(6))
         denseBackward(
             input: pool2.base, delta: dAct3.base, rows: rows, inWidth: g.flattened, outWidth: g.hidden, weight: p[4],
             weightGradient: gradient[4], biasGradient: gradient[5], inputDelta: dPool2.base, inputActivation: nil)
+        tensorsDone(offset(4))
         // The convolution blocks chunk by chunk; the weight and bias gradients accumulate over the chunks in image
         // order (the bias sums in exactly the whole batch's order).
         let pooled1 = g.pool1Height * g.pool1Width * g.channels1
@@ -445,6 +462,7 @@ public final class ConvNet: TrainableModel {
                 col1.base, delta: act1.base, pixels: count * g.conv1Height * g.conv1Width, depth: 9 * g.channels,
                 outChannels: g.channels1, into: gradient[0], accumulate: !first)
         }
+        tensorsDone(0)
     }
 
     /// `weightGradient (+)= colᵀ · delta`: overwritten, or added to when `accumulate`.

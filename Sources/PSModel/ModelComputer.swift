@@ -120,6 +120,18 @@ public final class ModelComputer {
         parameters: UnsafeBufferPointer<Float>, features: UnsafeBufferPointer<Float>,
         labels: UnsafeBufferPointer<Float>, rows: Int, gradient: UnsafeMutableBufferPointer<Float>
     ) -> Double {
+        lossAndGradient(
+            parameters: parameters, features: features, labels: labels, rows: rows, gradient: gradient,
+            ready: { _, _ in })
+    }
+
+    /// `lossAndGradient`, calling `ready(start, loss)` once each layer's backward step is done, from the last
+    /// layer's weight offset down to `ready(0, loss)` (the promise is `TrainableModel`'s).
+    public func lossAndGradient(
+        parameters: UnsafeBufferPointer<Float>, features: UnsafeBufferPointer<Float>,
+        labels: UnsafeBufferPointer<Float>, rows: Int, gradient: UnsafeMutableBufferPointer<Float>,
+        ready: (_ start: Int, _ loss: Double) -> Void
+    ) -> Double {
         precondition(rows >= 1 && rows <= maxBatch, "rows \(rows) outside 1...\(maxBatch)")
         precondition(
             gradient.count == parameterCount, "gradient of \(gradient.count) floats, expected \(parameterCount)")
@@ -129,8 +141,9 @@ public final class ModelComputer {
         else { preconditionFailure("lossAndGradient: empty buffer") }
         forward(theta: theta, input: input, rows: rows)
         let loss = outputLossAndDelta(labels: labels, rows: rows, scale: 1 / Float(rows), computeDelta: true)
-        backward(theta: theta, input: input, rows: rows, gradient: gradientBase)
-        return loss / Double(rows)
+        let meanLoss = loss / Double(rows)
+        backward(theta: theta, input: input, rows: rows, gradient: gradientBase) { ready($0, meanLoss) }
+        return meanLoss
     }
 
     /// The mean loss and the accuracy over `rows` rows (processed in chunks of `maxBatch`; any `rows >= 0`).
@@ -253,9 +266,11 @@ public final class ModelComputer {
         return correct
     }
 
-    /// Back-propagates the last layer's `deltas` and writes every weight and bias gradient.
+    /// Back-propagates the last layer's `deltas` and writes every weight and bias gradient, calling `layerDone`
+    /// with a layer's weight offset once its gradients are written and its weights no longer needed.
     private func backward(
-        theta: UnsafePointer<Float>, input: UnsafePointer<Float>, rows: Int, gradient: UnsafeMutablePointer<Float>
+        theta: UnsafePointer<Float>, input: UnsafePointer<Float>, rows: Int, gradient: UnsafeMutablePointer<Float>,
+        layerDone: (Int) -> Void
     ) {
         for index in stride(from: layers.count - 1, through: 0, by: -1) {
             let layer = layers[index]
@@ -270,7 +285,10 @@ public final class ModelComputer {
             BLAS.sgemm(
                 transposeA: false, transposeB: false, m: 1, n: width, k: rows, alpha: 1, a: ones, lda: rows,
                 b: layer.deltas, ldb: width, beta: 0, c: gradient + layer.biasOffset, ldc: width)
-            guard index > 0 else { continue }
+            guard index > 0 else {
+                layerDone(layer.weightOffset)
+                continue
+            }
             // dA = dZ · Wᵀ ([rows][out] · [out][in]), then the ReLU mask of the previous layer's output.
             let previous = layers[index - 1]
             BLAS.sgemm(
@@ -281,6 +299,7 @@ public final class ModelComputer {
             for i in deltas.indices where previous.activations[i] <= 0 {
                 deltas[i] = 0
             }
+            layerDone(layer.weightOffset)
         }
     }
 }

@@ -57,6 +57,21 @@ public protocol TrainableModel {
     /// pushes the gradient as it is; the server's optimizer applies it, averaged over the workers in BSP.
     func lossAndGradient(parameters: ParameterValues, batch: Batch, gradient: GradientValues) -> Double
 
+    /// `lossAndGradient`, also calling `ready(start, loss)` each time the backward pass has finished a trailing
+    /// part of the gradient (`loss` is the batch's mean loss, as returned).
+    ///
+    /// `ready(start, loss)` promises that elements `start...` of `gradient` hold their final values and that the
+    /// pass neither writes them nor reads the parameters from `start` on again. Starts only decrease, and the last
+    /// call is `ready(0, loss)`, before the method returns. A scale-out worker uses it as PyTorch DDP uses its
+    /// gradient buckets: the servers that own a finished trailing part get their exchange while the earlier layers'
+    /// backward pass still runs (their replies may land in those parameters meanwhile).
+    ///
+    /// The default calls `lossAndGradient` and then `ready(0, loss)`.
+    func lossAndGradient(
+        parameters: ParameterValues, batch: Batch, gradient: GradientValues,
+        ready: (_ start: Int, _ loss: Double) -> Void
+    ) -> Double
+
     /// The mean loss and, for classifiers, the accuracy over `batch`, which may hold the whole test set (any
     /// number of rows, chunk it as needed); nil when the model does not evaluate.
     ///
@@ -71,6 +86,16 @@ extension TrainableModel {
 
     /// No evaluation.
     public func evaluate(parameters: ParameterValues, batch: Batch) -> Evaluation? { nil }
+
+    /// The whole gradient, then `ready(0, loss)`: nothing is ready early.
+    public func lossAndGradient(
+        parameters: ParameterValues, batch: Batch, gradient: GradientValues,
+        ready: (_ start: Int, _ loss: Double) -> Void
+    ) -> Double {
+        let loss = lossAndGradient(parameters: parameters, batch: batch, gradient: gradient)
+        ready(0, loss)
+        return loss
+    }
 
     /// The length of the flat parameter vector: the sum of every tensor's element count.
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.elementCount } }
@@ -283,6 +308,16 @@ extension ModelComputer: TrainableModel {
         lossAndGradient(
             parameters: parameters.flat, features: batch.features, labels: batch.labels, rows: batch.rows,
             gradient: gradient.flat)
+    }
+
+    /// Forwards to the flat-vector `lossAndGradient`, which reports each layer's gradient as it is finished.
+    public func lossAndGradient(
+        parameters: ParameterValues, batch: Batch, gradient: GradientValues,
+        ready: (_ start: Int, _ loss: Double) -> Void
+    ) -> Double {
+        lossAndGradient(
+            parameters: parameters.flat, features: batch.features, labels: batch.labels, rows: batch.rows,
+            gradient: gradient.flat, ready: ready)
     }
 
     /// Loss and, except for linear models, accuracy over all of `batch`'s rows.

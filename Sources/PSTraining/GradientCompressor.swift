@@ -96,6 +96,8 @@ public struct WorkerTraffic: Sendable, Equatable {
     public var weightBytes: UInt64 = 0
     /// Steps whose gradient was sent.
     public var steps: UInt64 = 0
+    /// Scale-out: exchanges sent to a server before the backward pass had finished the rest of the gradient.
+    public var earlyExchanges: UInt64 = 0
 
     public init() {}
 }

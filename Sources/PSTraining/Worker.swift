@@ -243,43 +243,57 @@ public final class Worker {
                     havePulled = true
                 }
                 let batch = prefetcher.batch(step: step, rank: rank)
-                let loss = parameters.withUnsafeBufferPointer { p in
-                    batch.features.withUnsafeBufferPointer { f in
-                        batch.labels.withUnsafeBufferPointer { l in
-                            gradient.withUnsafeMutableBufferPointer { g in
-                                model.lossAndGradient(
-                                    parameters: ParameterValues(flat: p, layout: tensorLayout),
-                                    batch: Batch(
-                                        features: f, labels: l, rows: job.batchPerWorker,
-                                        featureCount: job.featureCount),
-                                    gradient: GradientValues(flat: g, layout: tensorLayout))
+                let loss: Double
+                var state = JobState.running
+                if usesExchange && servers.members.count > 1 {
+                    // Scale-out: compute and exchange in one, each server's part sent once its gradient is final.
+                    let outcome = try computeAndExchange(
+                        model, tensorLayout: tensorLayout, batch: batch, servers, layout: layout, rank: rank,
+                        clock: UInt64(step), samples: job.batchPerWorker, featureCount: job.featureCount,
+                        gradient: &gradient, into: &parameters, versions: &versions)
+                    loss = outcome.loss
+                    pullNanos += outcome.waitNanos
+                    havePulled = outcome.state != nil
+                    state = outcome.state ?? .running
+                } else {
+                    loss = parameters.withUnsafeBufferPointer { p in
+                        batch.features.withUnsafeBufferPointer { f in
+                            batch.labels.withUnsafeBufferPointer { l in
+                                gradient.withUnsafeMutableBufferPointer { g in
+                                    model.lossAndGradient(
+                                        parameters: ParameterValues(flat: p, layout: tensorLayout),
+                                        batch: Batch(
+                                            features: f, labels: l, rows: job.batchPerWorker,
+                                            featureCount: job.featureCount),
+                                        gradient: GradientValues(flat: g, layout: tensorLayout))
+                                }
                             }
                         }
                     }
-                }
-                if options.debugStepDelayMillis > 0 {
-                    Thread.sleep(forTimeInterval: Double(options.debugStepDelayMillis) / 1000)
-                }
-                havePulled = false
-                let exchangeStart = MonotonicClock.nanoseconds()
-                var state = JobState.running
-                if usesExchange {
-                    // One round trip: this step's gradient and clock go out, the next step's weights come back.
-                    do {
-                        state = try exchange(
-                            servers, layout: layout, rank: rank, clock: UInt64(step), loss: loss,
-                            samples: job.batchPerWorker, gradient: gradient, into: &parameters, versions: &versions)
-                        havePulled = true
-                    } catch .remote(.timeout, let message) {
-                        // The server took the gradient and the clock; only the weights were not ready: pulled next.
-                        log.info("waiting", ["reason": message])
+                    if options.debugStepDelayMillis > 0 {
+                        Thread.sleep(forTimeInterval: Double(options.debugStepDelayMillis) / 1000)
                     }
-                } else {
-                    try pushAll(servers, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
-                    state = try sendClock(
-                        connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
+                    havePulled = false
+                    let exchangeStart = MonotonicClock.nanoseconds()
+                    if usesExchange {
+                        // One round trip: this step's gradient and clock go out, the next step's weights come back.
+                        do {
+                            state = try exchange(
+                                servers, layout: layout, rank: rank, clock: UInt64(step), loss: loss,
+                                samples: job.batchPerWorker, gradient: gradient, into: &parameters, versions: &versions)
+                            havePulled = true
+                        } catch .remote(.timeout, let message) {
+                            // The server took the gradient and the clock; only the weights were not ready: pulled next.
+                            log.info("waiting", ["reason": message])
+                        }
+                    } else {
+                        try pushAll(
+                            servers, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
+                        state = try sendClock(
+                            connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
+                    }
+                    pullNanos += MonotonicClock.nanoseconds() - exchangeStart
                 }
-                pullNanos += MonotonicClock.nanoseconds() - exchangeStart
                 step += 1
                 samplesDone += job.batchPerWorker
                 epochLoss = (epochLoss.sum + loss, epochLoss.steps + 1)
@@ -392,6 +406,8 @@ public final class Worker {
                 "pull_wait_fraction": String(format: "%.3f", Double(pullNanos) / 1e9 / max(seconds, 1e-9)),
                 "compression": job.compression ?? "none",
                 "gradient_bytes": traffic.gradientBytes, "weight_bytes": traffic.weightBytes,
+                // Scale-out: server parts sent while the backward pass still ran (DDP-style buckets).
+                "early_exchanges": traffic.earlyExchanges,
             ])
     }
 
@@ -561,35 +577,134 @@ public final class Worker {
             try parameters.withUnsafeMutableBufferPointer { (p) throws(ClientError) -> [Reply] in
                 var handles: [RequestHandle?] = Array(repeating: nil, count: servers.members.count)
                 for index in servers.sendOrder(rank: rank) {
-                    let member = servers.members[index]
-                    if options.debugDieMidStep == Int(clock), !member.isCoordinator { continue }
-                    let destination = UnsafeMutableBufferPointer(rebasing: p[member.elements])
-                    if let compressor {
-                        let body = compressor.compress(g, shards: member.shards.map { layout.range(ofShard: $0) })
-                        sentBytes += body.count
-                        handles[index] = try body.withUnsafeBufferPointer { (bytes) throws(ClientError) in
-                            try member.client.exchange(
-                                rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
-                                baseVersions: Array(baseVersions[member.shards]), count: member.elements.count,
-                                encoding: compressor.encoding, body: UnsafeRawBufferPointer(bytes),
-                                replyEncoding: weightEncoding, into: destination)
-                        }
-                    } else {
-                        sentBytes += 4 * member.elements.count
-                        handles[index] =
-                            (try member.client.exchange(
-                                rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
-                                baseVersions: Array(baseVersions[member.shards]),
-                                gradient: UnsafeBufferPointer(rebasing: g[member.elements]), into: destination))
-                    }
-                    if options.debugDieMidStep == Int(clock), member.isCoordinator {
-                        log.warning("debug-die-mid-step", ["step": clock])
-                        exit(3)
-                    }
+                    guard
+                        let sent = try sendExchange(
+                            to: servers.members[index], layout: layout, rank: rank, clock: clock, loss: loss,
+                            samples: samples, baseVersions: baseVersions, gradient: g, parameters: p)
+                    else { continue }
+                    handles[index] = sent.handle
+                    sentBytes += sent.bytes
                 }
                 return try RequestHandle.waitAll(handles.compactMap { $0 })
             }
         }
+        return try settleExchange(replies, servers, sentBytes: sentBytes, versions: &versions)
+    }
+
+    /// A scale-out step with DDP-style buckets: the model's backward pass reports each finished trailing part of
+    /// the gradient (`TrainableModel.lossAndGradient(parameters:batch:gradient:ready:)`), and every server whose
+    /// whole part lies in it gets its exchange at once, while the earlier layers' gradients are still being
+    /// computed; the others go out when the pass ends. The frames, bytes and replies are those of `exchange`;
+    /// only the moment each is sent changes.
+    ///
+    /// Returns the step's loss, the job state (nil when the weights were not ready in time: pulled next) and the
+    /// nanoseconds spent after the backward pass, in the sends still to do and the wait for the replies.
+    func computeAndExchange(
+        _ model: any TrainableModel, tensorLayout: TensorLayout, batch: BatchPrefetcher.Batch, _ servers: ServerSet,
+        layout: ShardLayout, rank: Int, clock: UInt64, samples: Int, featureCount: Int, gradient: inout [Float],
+        into parameters: inout [Float], versions: inout [UInt64]
+    ) throws(ClientError) -> (loss: Double, state: JobState?, waitNanos: UInt64) {
+        let sends = BucketSends(servers: servers, order: servers.sendOrder(rank: rank))
+        let step = BucketedStep(
+            model: model, tensorLayout: tensorLayout, layout: layout, rank: rank, clock: clock, samples: samples,
+            featureCount: featureCount, baseVersions: versions)
+        let outcome = try parameters.withUnsafeMutableBufferPointer {
+            (p) throws(ClientError) -> BucketedStep.Outcome in
+            try gradient.withUnsafeMutableBufferPointer { (g) throws(ClientError) -> BucketedStep.Outcome in
+                try run(step, batch: batch, sends: sends, parameters: p, gradient: g)
+            }
+        }
+        let waitNanos = MonotonicClock.nanoseconds() - outcome.waitStart
+        guard let replies = outcome.replies else { return (outcome.loss, nil, waitNanos) }
+        let state = try settleExchange(replies, servers, sentBytes: sends.bytes, versions: &versions)
+        return (outcome.loss, state, waitNanos)
+    }
+
+    /// The body of `computeAndExchange`, on the parameters' and the gradient's storage.
+    private func run(
+        _ step: BucketedStep, batch: BatchPrefetcher.Batch, sends: BucketSends,
+        parameters p: UnsafeMutableBufferPointer<Float>, gradient g: UnsafeMutableBufferPointer<Float>
+    ) throws(ClientError) -> BucketedStep.Outcome {
+        let send = { (start: Int, loss: Double) throws(ClientError) -> Void in
+            try sends.send(from: start) { (member) throws(ClientError) -> (handle: RequestHandle, bytes: Int)? in
+                try self.sendExchange(
+                    to: member, layout: step.layout, rank: step.rank, clock: step.clock, loss: loss,
+                    samples: step.samples, baseVersions: step.baseVersions, gradient: UnsafeBufferPointer(g),
+                    parameters: p)
+            }
+        }
+        let ready: (Int, Double) -> Void = { start, loss in
+            // A failed send stops the early ones; it is thrown once the pass has ended.
+            guard start > 0, sends.failure == nil else { return }
+            do throws(ClientError) {
+                try send(start, loss)
+            } catch {
+                sends.failure = error
+            }
+        }
+        let loss = batch.features.withUnsafeBufferPointer { f in
+            batch.labels.withUnsafeBufferPointer { l in
+                step.model.lossAndGradient(
+                    parameters: ParameterValues(flat: UnsafeBufferPointer(p), layout: step.tensorLayout),
+                    batch: Batch(features: f, labels: l, rows: step.samples, featureCount: step.featureCount),
+                    gradient: GradientValues(flat: g, layout: step.tensorLayout), ready: ready)
+            }
+        }
+        if let failure = sends.failure { throw failure }
+        if options.debugStepDelayMillis > 0 {
+            Thread.sleep(forTimeInterval: Double(options.debugStepDelayMillis) / 1000)
+        }
+        traffic.earlyExchanges += UInt64(sends.handles.compactMap { $0 }.count)
+        let waitStart = MonotonicClock.nanoseconds()
+        try send(0, loss)
+        do {
+            return BucketedStep.Outcome(
+                loss: loss, replies: try RequestHandle.waitAll(sends.handles.compactMap { $0 }), waitStart: waitStart)
+        } catch .remote(.timeout, let message) {
+            // The servers took the gradient and the clock; only the weights were not ready: pulled next.
+            log.info("waiting", ["reason": message])
+            return BucketedStep.Outcome(loss: loss, replies: nil, waitStart: waitStart)
+        }
+    }
+
+    /// Sends `member` its part of step `clock`'s exchange (compressed when the job is); nil when the
+    /// `debugDieMidStep` flag skips a joined server at this step. The reply lands in `parameters`.
+    private func sendExchange(
+        to member: ServerSet.Member, layout: ShardLayout, rank: Int, clock: UInt64, loss: Double, samples: Int,
+        baseVersions: [UInt64], gradient g: UnsafeBufferPointer<Float>, parameters p: UnsafeMutableBufferPointer<Float>
+    ) throws(ClientError) -> (handle: RequestHandle, bytes: Int)? {
+        if options.debugDieMidStep == Int(clock), !member.isCoordinator { return nil }
+        let destination = UnsafeMutableBufferPointer(rebasing: p[member.elements])
+        let result: (handle: RequestHandle, bytes: Int)
+        if let compressor {
+            let body = compressor.compress(g, shards: member.shards.map { layout.range(ofShard: $0) })
+            let handle = try body.withUnsafeBufferPointer { (bytes) throws(ClientError) in
+                try member.client.exchange(
+                    rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
+                    baseVersions: Array(baseVersions[member.shards]), count: member.elements.count,
+                    encoding: compressor.encoding, body: UnsafeRawBufferPointer(bytes),
+                    replyEncoding: weightEncoding, into: destination)
+            }
+            result = (handle, body.count)
+        } else {
+            let handle = try member.client.exchange(
+                rank: rank, clock: clock, loss: loss, samples: UInt64(samples),
+                baseVersions: Array(baseVersions[member.shards]),
+                gradient: UnsafeBufferPointer(rebasing: g[member.elements]), into: destination)
+            result = (handle, 4 * member.elements.count)
+        }
+        if options.debugDieMidStep == Int(clock), member.isCoordinator {
+            log.warning("debug-die-mid-step", ["step": clock])
+            exit(3)
+        }
+        return result
+    }
+
+    /// Takes a step's exchange replies (in `servers.members` order): the shards' versions, the job state and
+    /// slowest clock from the coordinator's reply, and the traffic counters.
+    private func settleExchange(
+        _ replies: [Reply], _ servers: ServerSet, sentBytes: Int, versions: inout [UInt64]
+    ) throws(ClientError) -> JobState {
         traffic.gradientBytes += UInt64(sentBytes)
         traffic.steps += 1
         var state = JobState.running
@@ -782,6 +897,56 @@ final class HeartbeatSender: Sendable {
             guard let (client, clock) = next else { return }
             // Fire and forget: the reader thread drops the acknowledgement.
             _ = try? client.request(.heartbeat(Heartbeat(rank: UInt32(max(client.rank ?? 0, 0)), clock: clock)))
+        }
+    }
+}
+
+/// What one bucketed step (`Worker.computeAndExchange`) works with, and what it brings back.
+private struct BucketedStep {
+    struct Outcome {
+        let loss: Double
+        /// nil when the weights were not ready in time.
+        let replies: [Reply]?
+        /// When the backward pass had ended (monotonic nanoseconds).
+        let waitStart: UInt64
+    }
+
+    let model: any TrainableModel
+    let tensorLayout: TensorLayout
+    let layout: ShardLayout
+    let rank: Int
+    let clock: UInt64
+    let samples: Int
+    let featureCount: Int
+    let baseVersions: [UInt64]
+}
+
+/// The sends of one bucketed step (`Worker.computeAndExchange`): which servers got their part, their request
+/// handles (in `servers.members` order), the bytes sent and the first failure. Used on the worker's thread only.
+private final class BucketSends {
+    let servers: ServerSet
+    let order: [Int]
+    var sent: [Bool]
+    var handles: [RequestHandle?]
+    var bytes = 0
+    var failure: ClientError? = nil
+
+    init(servers: ServerSet, order: [Int]) {
+        self.servers = servers
+        self.order = order
+        sent = Array(repeating: false, count: servers.members.count)
+        handles = Array(repeating: nil, count: servers.members.count)
+    }
+
+    /// Sends, with `exchange`, every server not yet sent whose part starts at or after `start`, in send order.
+    func send(
+        from start: Int, _ exchange: (ServerSet.Member) throws(ClientError) -> (handle: RequestHandle, bytes: Int)?
+    ) throws(ClientError) {
+        for index in order where !sent[index] && servers.members[index].elements.lowerBound >= start {
+            sent[index] = true
+            guard let result = try exchange(servers.members[index]) else { continue }
+            handles[index] = result.handle
+            bytes += result.bytes
         }
     }
 }

@@ -206,6 +206,33 @@ final class ScaleOutClusteredTests: XCTestCase {
         }
     }
 
+    /// DDP-style buckets: with 7 shards on the coordinator and 1 on a joined server, mlp:16's last layer (170 of
+    /// 1,210 floats) covers the joined server's whole part (1,058..<1,210), so each worker sends it that part as
+    /// soon as the last layer's backward step is done, before the first layer's; the job still ends bitwise equal
+    /// to one server, in BSP and with compressed gradients.
+    func test_bsp_trailingServerSentDuringBackward_endsBitwiseEqualToOneServer() throws {
+        let flags = ["--model", "mlp:16", "--batch", "32", "--epochs", "1", "--seed", "4", "--lr", "0.05"]
+        for extra in [[], ["--compression", "fp16"]] {
+            let single = try finish(runJob(shards: [2], flags: flags + extra))
+            let run = try runJob(shards: [7, 1], flags: flags + extra)
+            let spread = try finish(run)
+            XCTAssertEqual(spread, single, "\(extra): 1 server and 7 + 1 shards on 2 servers differ")
+            for worker in run.cluster.workers {
+                let line = try XCTUnwrap(
+                    worker.standardError.split(separator: "\n").first { $0.contains("event=finished") },
+                    worker.standardError)
+                func value(_ key: String) -> Int? {
+                    line.components(separatedBy: " \(key)=").dropFirst().first.flatMap {
+                        Int($0.prefix { $0.isNumber })
+                    }
+                }
+                // One early send per step: the joined server's part, every step.
+                XCTAssertNotNil(value("steps"), String(line))
+                XCTAssertEqual(value("early_exchanges"), value("steps"), "\(extra): \(line)")
+            }
+        }
+    }
+
     /// Compression over several servers: each server decodes its own part, so an fp16 job (element-wise) ends
     /// bitwise equal on one and two servers, and a top-k job (per shard) is bitwise reproducible on two.
     func test_bsp_compressed_onTwoServers_fp16EqualsOneServer_topKReproducible() throws {
