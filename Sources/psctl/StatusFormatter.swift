@@ -25,11 +25,13 @@ enum StatusFormatter {
                 out += "non-finite updates refused: \(refused)\n"
             }
             if let servers = status.servers {
-                out += "\nSERVER  ADDRESS                SHARDS            BYTES     PUSHES      PULLS  HEARTBEAT AGE\n"
-                for server in servers {
-                    let address = server.address.isEmpty ? "(coordinator)" : server.address
+                let addresses = servers.map { $0.address.isEmpty ? "(coordinator)" : $0.address }
+                let addressWidth = width(of: addresses, atLeast: 21)
+                out += "\nSERVER  " + column("ADDRESS", addressWidth)
+                out += "  SHARDS            BYTES     PUSHES      PULLS  HEARTBEAT AGE\n"
+                for (server, address) in zip(servers, addresses) {
                     let range = "\(server.firstShard)..<\(server.firstShard + server.shards)"
-                    out += pad(server.index, 6) + "  " + column(address, 21)
+                    out += pad(server.index, 6) + "  " + column(address, addressWidth)
                     out += "  " + column(range, 8)
                     out += "  " + pad(server.bytes.map { "\($0)" } ?? "-", 13)
                     out += "  " + pad(server.pushes.map { "\($0)" } ?? "-", 9)
@@ -45,10 +47,11 @@ enum StatusFormatter {
                 out += "\n"
             }
             if let tables = status.tables, !tables.isEmpty {
-                out += "\n" + column("TABLE", 20) + "  " + pad("ROWS", 10)
+                let nameWidth = width(of: tables.map(\.name), atLeast: 20)
+                out += "\n" + column("TABLE", nameWidth) + "  " + pad("ROWS", 10)
                 out += "  WIDTH  OPTIMIZER  ROWS TOUCHED    UPDATES     PUSHES      PULLS\n"
                 for table in tables {
-                    out += column(table.name, 20) + "  " + pad(table.rows, 10)
+                    out += column(table.name, nameWidth) + "  " + pad(table.rows, 10)
                     out += "  " + pad(table.width, 5) + "  " + column(table.optimizer, 9)
                     out += "  " + pad(table.rowsTouched, 12) + "  " + pad(table.updatesApplied, 9)
                     out += "  " + pad(table.pushes, 9) + "  " + pad(table.pulls, 9) + "\n"
@@ -57,10 +60,11 @@ enum StatusFormatter {
             if workers.isEmpty { return out }
             out += "\n"
         }
-        out += "NAME                  RANK  STATE   CLOCK   HEARTBEAT AGE   PUSHES\n"
+        let nameWidth = width(of: workers.map(\.name), atLeast: 20)
+        out += column("NAME", nameWidth) + "  RANK  STATE   CLOCK   HEARTBEAT AGE   PUSHES\n"
         for worker in workers {
             let age = String(format: "%.1f s", worker.lastSeenSeconds)
-            out += column(worker.name, 20) + "  " + pad(worker.rank, 4) + "  "
+            out += column(worker.name, nameWidth) + "  " + pad(worker.rank, 4) + "  "
             out += column(worker.state, 6) + "  " + pad(worker.clock, 5)
             out += "  " + pad(age, 14) + "  " + pad(worker.pushes, 7) + "\n"
         }
@@ -70,9 +74,15 @@ enum StatusFormatter {
         return out
     }
 
-    /// `text` left-aligned in a column of `width` characters: padded with spaces, or cut to fit.
+    /// `text` left-aligned in a column of `width` characters: padded with spaces (never cut: names and addresses
+    /// are what an operator types into the next command).
     static func column(_ text: String, _ width: Int) -> String {
-        String((text + String(repeating: " ", count: width)).prefix(width))
+        text + String(repeating: " ", count: max(0, width - text.count))
+    }
+
+    /// The width of a column holding `texts`: the longest of them, and at least `minimum`.
+    static func width(of texts: [String], atLeast minimum: Int) -> Int {
+        max(minimum, texts.map(\.count).max() ?? 0)
     }
 
     /// `value` right-aligned in `width` characters (never cut).

@@ -135,6 +135,30 @@ final class FailureClusteredTests: XCTestCase {
         XCTAssertEqual(cluster.server?.wait(timeout: .seconds(30)), 0, cluster.server?.standardError ?? "")
     }
 
+    /// `psctl workers` and `psctl status` print a worker's whole name however long it is (the column widens), so
+    /// that the operator can copy it into the next command.
+    func test_psctlTables_showLongWorkerNamesWhole() throws {
+        let cluster = try LocalCluster()
+        try cluster.startServer(job(workers: 2, epochs: 1, ["--keep-running"]))
+        let long = "worker-on-rack-17-host-0042.example"
+        let workers = try startInRankOrder(cluster, ["w0", long])
+        for (name, worker) in workers {
+            XCTAssertEqual(worker.wait(timeout: .seconds(120)), 0, "\(name): \(worker.standardError)")
+        }
+        for command in [["workers"], ["status"]] {
+            let result = try cluster.psctl(command)
+            XCTAssertEqual(result.code, 0, result.output)
+            let rows = result.output.split(separator: "\n")
+            let header = try XCTUnwrap(rows.first { $0.hasPrefix("NAME") }, result.output)
+            let row = try XCTUnwrap(rows.first { $0.hasPrefix(long + " ") }, "no whole name in:\n\(result.output)")
+            // The other columns still line up under their headings.
+            XCTAssertEqual(header.range(of: "RANK")?.lowerBound.utf16Offset(in: header), long.count + 2, result.output)
+            XCTAssertEqual(row.dropFirst(long.count + 2).prefix(4).trimmingCharacters(in: .whitespaces), "1")
+        }
+        let shutdown = try cluster.psctl(["shutdown"])
+        XCTAssertEqual(shutdown.code, 0, shutdown.output)
+    }
+
     // MARK: 3-4. Worker death and rejoin
 
     /// A worker killed with SIGKILL in the middle of a BSP job: after --worker-timeout the server declares it dead
