@@ -318,35 +318,51 @@ public enum CheckpointWriter {
     /// chunks of `writebackChunkBytes`), starting the disk's writeback of each chunk once it is written, and
     /// returns the file still open and not yet fsynced.
     private static func writeDataFile(_ file: PlannedFile, directory: String) throws -> OpenFile {
-        let target = path(directory, file.fileName)
-        do {
-            let output = try OpenFile.create(path: target)
-            do {
-                try file.header.withUnsafeBytes { header in
-                    try file.withBody { body in
-                        var offset = 0
-                        var fileOffset = 0
-                        repeat {
-                            let end = min(body.count, offset + writebackChunkBytes)
-                            let head = offset == 0 ? header : UnsafeRawBufferPointer(start: nil, count: 0)
-                            try output.writeAll(head, UnsafeRawBufferPointer(rebasing: body[offset..<end]))
-                            output.startWriteback(offset: fileOffset, count: head.count + end - offset)
-                            fileOffset += head.count + end - offset
-                            offset = end
-                        } while offset < body.count
-                    }
+        try create(path(directory, file.fileName)) { output in
+            try file.header.withUnsafeBytes { header in
+                try file.withBody { body in
+                    var offset = 0
+                    var fileOffset = 0
+                    repeat {
+                        let end = min(body.count, offset + writebackChunkBytes)
+                        let head = offset == 0 ? header : UnsafeRawBufferPointer(start: nil, count: 0)
+                        try output.writeAll(head, UnsafeRawBufferPointer(rebasing: body[offset..<end]))
+                        let written = head.count + end - offset
+                        output.startWriteback(offset: fileOffset, count: written)
+                        fileOffset += written
+                        offset = end
+                    } while offset < body.count
                 }
+            }
+        }
+    }
+
+    /// Writes a small file (the manifest, the `latest` pointer) and fsyncs it once, on the same descriptor.
+    private static func writeDurably(_ data: Data, to file: String) throws {
+        let output = try create(file) { output in
+            try data.withUnsafeBytes { try output.writeAll($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        }
+        try synchronizeAndClose(output)
+    }
+
+    /// Creates (or truncates) `file` and fills it with `write`; returns it open, or closes it and throws a
+    /// `CheckpointError` naming the file.
+    private static func create(_ file: String, write: (OpenFile) throws -> Void) throws -> OpenFile {
+        do {
+            let output = try OpenFile.create(path: file)
+            do {
+                try write(output)
             } catch {
                 try? output.close()
                 throw error
             }
             return output
         } catch {
-            throw CheckpointError(file: target, message: "cannot write: \(error)")
+            throw CheckpointError(file: file, message: "cannot write: \(error)")
         }
     }
 
-    /// Fsyncs and closes a data file that `writeDataFile` wrote (closing it even when the fsync fails).
+    /// Fsyncs and closes a file that `create` returned (closing it even when the fsync fails).
     private static func synchronizeAndClose(_ file: OpenFile) throws {
         do {
             do {
@@ -358,23 +374,6 @@ public enum CheckpointWriter {
             try file.close()
         } catch {
             throw CheckpointError(file: file.path, message: "cannot write: \(error)")
-        }
-    }
-
-    /// Writes a small file (the manifest, the `latest` pointer) and fsyncs it once, on the same descriptor.
-    private static func writeDurably(_ data: Data, to file: String) throws {
-        do {
-            let output = try OpenFile.create(path: file)
-            do {
-                try data.withUnsafeBytes { try output.writeAll($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
-                try output.synchronize()
-            } catch {
-                try? output.close()
-                throw error
-            }
-            try output.close()
-        } catch {
-            throw CheckpointError(file: file, message: "cannot write: \(error)")
         }
     }
 

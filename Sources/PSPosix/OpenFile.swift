@@ -6,9 +6,9 @@
 /// An open regular file for bulk data: gathered writes straight from the caller's buffers, `fsync` on the same
 /// descriptor, and reads straight into the caller's memory (the checkpoint data path).
 ///
-/// A thin wrapper over `open(2)`, `writev(2)`, `read(2)`, `fstat(2)`, `sync_file_range(2)`, `fsync(2)` and `close(2)`; every call goes
-/// through the package's system-call funnel (`EINTR` retried, short reads and writes looped). The owner closes it
-/// exactly once with ``close()``.
+/// A thin wrapper over `open(2)`, `writev(2)`, `read(2)`, `fstat(2)`, `sync_file_range(2)`, `fsync(2)` and
+/// `close(2)`; every call but the writeback hint goes through the package's system-call funnel (`EINTR` retried,
+/// short reads and writes looped). The owner closes it exactly once with ``close()``.
 public struct OpenFile: Sendable {
     /// The descriptor.
     public let descriptor: Int32

@@ -245,14 +245,16 @@ public final class Worker {
                 let batch = prefetcher.batch(step: step, rank: rank)
                 let loss: Double
                 var state = JobState.running
-                if usesExchange && servers.members.count > 1 {
-                    // Scale-out: compute and exchange in one, each server's part sent once its gradient is final.
+                if usesExchange {
+                    // One round trip: this step's gradient and clock go out, the next step's weights come back; in a
+                    // scale-out job each server's part goes out as soon as the backward pass has finished it.
                     let outcome = try computeAndExchange(
                         model, tensorLayout: tensorLayout, batch: batch, servers, layout: layout, rank: rank,
                         clock: UInt64(step), samples: job.batchPerWorker, featureCount: job.featureCount,
                         gradient: &gradient, into: &parameters, versions: &versions)
                     loss = outcome.loss
                     pullNanos += outcome.waitNanos
+                    // nil: the servers took the gradient and the clock, but the weights were not ready: pulled next.
                     havePulled = outcome.state != nil
                     state = outcome.state ?? .running
                 } else {
@@ -274,25 +276,11 @@ public final class Worker {
                         Thread.sleep(forTimeInterval: Double(options.debugStepDelayMillis) / 1000)
                     }
                     havePulled = false
-                    let exchangeStart = MonotonicClock.nanoseconds()
-                    if usesExchange {
-                        // One round trip: this step's gradient and clock go out, the next step's weights come back.
-                        do {
-                            state = try exchange(
-                                servers, layout: layout, rank: rank, clock: UInt64(step), loss: loss,
-                                samples: job.batchPerWorker, gradient: gradient, into: &parameters, versions: &versions)
-                            havePulled = true
-                        } catch .remote(.timeout, let message) {
-                            // The server took the gradient and the clock; only the weights were not ready: pulled next.
-                            log.info("waiting", ["reason": message])
-                        }
-                    } else {
-                        try pushAll(
-                            servers, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
-                        state = try sendClock(
-                            connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
-                    }
-                    pullNanos += MonotonicClock.nanoseconds() - exchangeStart
+                    let pushStart = MonotonicClock.nanoseconds()
+                    try pushAll(servers, layout: layout, clock: UInt64(step), gradient: gradient, versions: versions)
+                    state = try sendClock(
+                        connected, rank: rank, clock: UInt64(step + 1), loss: loss, samples: job.batchPerWorker)
+                    pullNanos += MonotonicClock.nanoseconds() - pushStart
                 }
                 step += 1
                 samplesDone += job.batchPerWorker
@@ -591,11 +579,11 @@ public final class Worker {
         return try settleExchange(replies, servers, sentBytes: sentBytes, versions: &versions)
     }
 
-    /// A scale-out step with DDP-style buckets: the model's backward pass reports each finished trailing part of
-    /// the gradient (`TrainableModel.lossAndGradient(parameters:batch:gradient:ready:)`), and every server whose
-    /// whole part lies in it gets its exchange at once, while the earlier layers' gradients are still being
-    /// computed; the others go out when the pass ends. The frames, bytes and replies are those of `exchange`;
-    /// only the moment each is sent changes.
+    /// One step's gradient and exchange, with DDP-style buckets: the model's backward pass reports each finished
+    /// trailing part of the gradient (`TrainableModel.lossAndGradient(parameters:batch:gradient:ready:)`), and every
+    /// server whose whole part lies in it gets its exchange at once, while the earlier layers' gradients are still
+    /// being computed; the others go out when the pass ends. The frames, bytes and replies are those of `exchange`;
+    /// only the moment each is sent changes (with one server, whose part starts at 0, nothing goes out early).
     ///
     /// Returns the step's loss, the job state (nil when the weights were not ready in time: pulled next) and the
     /// nanoseconds spent after the backward pass, in the sends still to do and the wait for the replies.
@@ -654,7 +642,7 @@ public final class Worker {
         if options.debugStepDelayMillis > 0 {
             Thread.sleep(forTimeInterval: Double(options.debugStepDelayMillis) / 1000)
         }
-        traffic.earlyExchanges += UInt64(sends.handles.compactMap { $0 }.count)
+        traffic.earlyExchanges += UInt64(sends.handles.count { $0 != nil })
         let waitStart = MonotonicClock.nanoseconds()
         try send(0, loss)
         do {

@@ -10,23 +10,21 @@ import PSPosix
 /// a busy machine slows them less than wall time would.
 enum TrainBench {
     static func run(quick: Bool, data: String?, computeOnly: Bool = false) throws -> [BenchRow] {
-        var rows: [BenchRow] = []
-        if !computeOnly { rows += try epochRows(data: data) }
+        let epochs = computeOnly ? [] : try epochRows(data: data)
+        var rows = epochs
         BLAS.setThreadCount(1)
         let peak = sgemmPeak()
-        var passSeconds: [Int: Double] = [:]
         let flopsPerRow = ModelComputer(spec: mlpSpec, maxBatch: 1).flopsPerRow
-        for batch in [64, 128] {
-            let seconds = modelPassSeconds(batch: batch)
-            passSeconds[batch] = seconds
+        let (pass64, pass128) = (modelPassSeconds(batch: 64), modelPassSeconds(batch: 128))
+        for (batch, seconds) in [(64, pass64), (128, pass128)] {
             rows.append(
                 BenchRow(
                     name: "mlp:128 forward+backward GFLOPS, batch \(batch)",
                     value: flopsPerRow * Double(batch) / seconds / 1e9, unit: "GFLOPS", baseline: peak,
                     baselineName: "sgemm 1024^3, 1 thread"))
         }
-        if !computeOnly, rows.count >= 2, let pass64 = passSeconds[64], let pass128 = passSeconds[128] {
-            rows.append(try epochRatioBoundRow(measured: rows[0].ratio, pass64: pass64, pass128: pass128))
+        if let epoch = epochs.first {
+            rows.append(try epochRatioBoundRow(measured: epoch.ratio, pass64: pass64, pass128: pass128))
         }
         rows.append(
             BenchRow(
