@@ -146,30 +146,46 @@ struct ShardState: Sendable {
         }
         // The mean's elements are no larger than the largest held one (plus rounding, which the bounds allow for).
         let meanBound = checksFinite ? ranks.map { slots[$0].bound }.max() ?? .infinity : nil
-        let count = weights.count
-        if scratch.count != count { scratch = [Float](repeating: 0, count: count) }
-        scratch.withUnsafeMutableBufferPointer { sum in
-            slots[ranks[0]].values.withUnsafeBufferPointer { first in
-                _ = sum.update(fromContentsOf: first)
+        let applied: Bool
+        if ranks.count == 1 {
+            // One worker's gradient is the mean: the update reads it where it is held (and may overwrite it; it is
+            // consumed). Taken out of its slot for the update, which must not see it move, and put back after.
+            var held: [Float] = []
+            swap(&held, &slots[ranks[0]].values)
+            applied = held.withUnsafeMutableBufferPointer { gradient in
+                applyChecked(gradient: gradient, gradientBound: meanBound, lrScale: 1)
             }
-            for rank in ranks.dropFirst() {
-                slots[rank].values.withUnsafeBufferPointer { g in
-                    BLAS.saxpy(count: count, alpha: 1, x: g.baseAddress!, y: sum.baseAddress!)
-                }
+            swap(&held, &slots[ranks[0]].values)
+        } else {
+            let count = weights.count
+            if scratch.count != count { scratch = [Float](repeating: 0, count: count) }
+            // The sum lives in `scratch`, which the update must not see move: hand it over and take it back after.
+            var mean: [Float] = []
+            swap(&mean, &scratch)
+            mean.withUnsafeMutableBufferPointer { mean in
+                withHeldValues(of: ranks) { GradientMean.average($0, into: mean) }
             }
-            if ranks.count > 1 {
-                BLAS.sscal(count: count, alpha: 1 / Float(ranks.count), x: sum.baseAddress!)
+            applied = mean.withUnsafeMutableBufferPointer { gradient in
+                applyChecked(gradient: gradient, gradientBound: meanBound, lrScale: 1)
             }
+            swap(&mean, &scratch)
         }
-        // The sum lives in `scratch`, which the update must not see move: hand it over and take it back after.
-        var sum: [Float] = []
-        swap(&sum, &scratch)
-        let applied = sum.withUnsafeMutableBufferPointer { gradient in
-            applyChecked(gradient: gradient, gradientBound: meanBound, lrScale: 1)
-        }
-        swap(&sum, &scratch)
         for rank in ranks { slots[rank].step = nil }
         return applied ? .applied : .refusedNonFinite
+    }
+
+    /// Calls `body` with pointers to the values `ranks` hold, in that order.
+    private func withHeldValues<R>(of ranks: [Int], _ body: ([UnsafeBufferPointer<Float>]) -> R) -> R {
+        var pointers: [UnsafeBufferPointer<Float>] = []
+        pointers.reserveCapacity(ranks.count)
+        func nest(_ next: Int) -> R {
+            guard next < ranks.count else { return body(pointers) }
+            return slots[ranks[next]].values.withUnsafeBufferPointer { values in
+                pointers.append(values)
+                return nest(next + 1)
+            }
+        }
+        return nest(0)
     }
 
     /// Forgets whatever `rank` holds (it died or left).
