@@ -341,6 +341,16 @@ public struct JobCoordinator: Sendable {
         }
     }
 
+    /// Everything the server's waits read: `mayPull`, `hasAppliedAllPushes`, `allServersRegistered` and
+    /// `stopping`. An event that leaves it unchanged cannot end a wait, so the server wakes nobody for it; a wait
+    /// condition that reads anything else must add it here.
+    public var waitInputs: WaitInputs {
+        WaitInputs(
+            jobStarted: jobStarted, jobFinished: jobFinished, stopping: stopping, releasedSteps: releasedSteps,
+            workers: membership.workers.map { WaitInputs.Worker(rank: $0.rank, state: $0.state, clock: $0.clock) },
+            joinedServers: joinedServers.count)
+    }
+
     /// BSP: whether every step `rank` pushed has been applied, so its leave cannot lose a gradient.
     public func hasAppliedAllPushes(of rank: WorkerID) -> Bool {
         jobFinished || releasedSteps >= (membership.worker(rank: rank)?.clock ?? 0)
@@ -876,4 +886,19 @@ public struct JobCoordinator: Sendable {
         let sign = x < 0 && scaled > 0 ? "-" : ""
         return "\(sign)\(whole).\(String(repeating: "0", count: 4 - digits.count))\(digits)"
     }
+}
+
+/// What a waiting server thread can see of the job (`JobCoordinator.waitInputs`).
+public struct WaitInputs: Equatable, Sendable {
+    public struct Worker: Equatable, Sendable {
+        let rank: WorkerID
+        let state: WorkerState
+        let clock: UInt64
+    }
+    let jobStarted: Bool
+    let jobFinished: Bool
+    let stopping: Bool
+    let releasedSteps: UInt64
+    let workers: [Worker]
+    let joinedServers: Int
 }

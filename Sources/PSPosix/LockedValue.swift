@@ -73,6 +73,21 @@ public final class LockedValue<Value>: @unchecked Sendable {
         return try body(&valueStorage)
     }
 
+    /// Runs `body` like `withLock`, then wakes the waiting threads only if `key(value)` changed. For a value whose
+    /// waiters' conditions read nothing but what `key` returns: a change they cannot see wakes nobody, instead of
+    /// every waiter waking to find its condition unchanged and sleeping again.
+    @inlinable
+    public func withLock<Result, Key: Equatable>(
+        broadcastingChangesOf key: (Value) -> Key, _ body: (inout Value) -> Result
+    ) -> Result {
+        lock()
+        defer { unlock() }
+        let before = key(valueStorage)
+        let result = body(&valueStorage)
+        if key(valueStorage) != before { pthread_cond_broadcast(conditionPointer) }
+        return result
+    }
+
     /// Wakes every waiting thread without changing the value (a waiter's condition depends on something else,
     /// such as a peer hanging up).
     public func broadcast() {

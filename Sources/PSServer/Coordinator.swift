@@ -29,10 +29,12 @@ final class Coordinator: Sendable {
                 restoredClocks: restoredClocks))
     }
 
-    /// Runs one event on the instance with the current time (read before the lock) and wakes every waiter.
+    /// Runs one event on the instance with the current time (read before the lock) and wakes the waiters when it
+    /// changed what they wait on (`JobCoordinator.waitInputs`). A BSP step's pushes and per-shard applies, and
+    /// most clocks, change nothing a waiter reads until the step is released.
     private func event<R>(_ body: (inout JobCoordinator, _ now: UInt64) -> R) -> R {
         let now = MonotonicClock.nanoseconds()
-        return instance.withLockAndBroadcast { body(&$0, now) }
+        return instance.withLock(broadcastingChangesOf: \.waitInputs) { body(&$0, now) }
     }
 
     /// Runs an event that no waiter waits for (a count), without waking anyone.

@@ -1,5 +1,6 @@
 import Foundation
 import PSPosix
+import Synchronization
 import XCTest
 
 final class LockedValueTests: XCTestCase {
@@ -45,6 +46,34 @@ final class LockedValueTests: XCTestCase {
         let woke = flag.wait(until: MonotonicClock.deadline(afterSeconds: 30), while: { !$0 })
         XCTAssertTrue(woke)
         XCTAssertLessThan(MonotonicClock.nanoseconds() - start, 10_000_000_000)
+    }
+
+    func test_withLockBroadcastingChanges_wakesTheWaiterOnlyWhenTheKeyChanges() {
+        struct State {
+            var ready = false
+            var unrelated = 0
+        }
+        final class Count: Sendable { let value = Atomic<Int>(0) }
+        let state = LockedValue(State())
+        let checks = Count()
+        Thread {
+            // Forty changes the waiter cannot see, spaced so that a broadcast each time would wake it each time.
+            for _ in 0..<40 {
+                Thread.sleep(forTimeInterval: 0.002)
+                state.withLock(broadcastingChangesOf: \.ready) { $0.unrelated += 1 }
+            }
+            state.withLock(broadcastingChangesOf: \.ready) { $0.ready = true }
+        }.start()
+        let woke = state.wait(
+            until: MonotonicClock.deadline(afterSeconds: 30),
+            while: {
+                checks.value.wrappingAdd(1, ordering: .relaxed)
+                return !$0.ready
+            })
+        XCTAssertTrue(woke)
+        XCTAssertEqual(state.withLock { $0.unrelated }, 40)
+        // One check before waiting, one after the change it waits for; a few more only for spurious wake-ups.
+        XCTAssertLessThan(checks.value.load(ordering: .relaxed), 10)
     }
 
     func test_wait_bodyRunsUnderTheSameAcquisition_seesTheReadyValue() {
