@@ -66,14 +66,17 @@ final class ShardWorkers: Sendable {
         }
     }
 
-    /// Below this many elements of work a request's shards run one after another on the requesting thread: waking
-    /// a helper costs more than a few kilobytes of arithmetic or copying (psbench server, 4 KiB over 4 shards).
-    static let inlineBelowElements = 1 << 15
+    /// Below this many elements of work per index a request's shards run one after another on the requesting
+    /// thread: waking a helper (a futex wake and a context switch, tens of microseconds on a virtual machine) costs
+    /// more than copying or updating a few hundred kilobytes. A 407 KB model over 4 shards (the mlp:128 jobs of
+    /// `psbench train`) runs inline: 2 workers x 64, one epoch, about a quarter fewer server context switches.
+    static let inlineBelowElementsPerIndex = 1 << 16
 
     /// Runs `body(i)` for every `i` in `0..<count`, on this thread and the helpers at once; returns when all ran.
-    /// `elements` is the work's size in floats: a small request runs on this thread alone.
+    /// `elements` is the work's size in floats: a request whose share per index is small runs on this thread alone.
     func forEach(_ count: Int, elements: Int = .max, _ body: @escaping (Int) -> Void) {
-        guard count > 1, helperCount > 0, elements >= Self.inlineBelowElements, started.load(ordering: .acquiring)
+        guard count > 1, helperCount > 0, elements / count >= Self.inlineBelowElementsPerIndex,
+            started.load(ordering: .acquiring)
         else {
             for index in 0..<count { body(index) }
             return

@@ -43,15 +43,17 @@ final class ShardWorkersTests: XCTestCase {
         XCTAssertEqual(failures.withLock { $0 }, 0)
     }
 
-    /// A small request (a few kilobytes over several shards) runs inline: waking a helper would cost more than
-    /// the work (psbench server's 4 KiB rows).
-    func test_forEach_smallWork_runsInOrderOnTheCallingThread() {
+    /// A request whose share per shard is small runs inline: waking a helper would cost more than the work
+    /// (psbench server's 4 KiB rows; mlp:128's 101,770 floats over 4 shards in psbench train).
+    func test_forEach_smallWorkPerShard_runsInOrderOnTheCallingThread() {
         let workers = ShardWorkers(helpers: 2)
         workers.start()
         defer { workers.stop() }
-        var order: [Int] = []
-        workers.forEach(4, elements: 1024) { order.append($0) }
-        XCTAssertEqual(order, [0, 1, 2, 3])
+        for elements in [1024, 101_770, 4 * ShardWorkers.inlineBelowElementsPerIndex - 1] {
+            var order: [Int] = []
+            workers.forEach(4, elements: elements) { order.append($0) }
+            XCTAssertEqual(order, [0, 1, 2, 3], "\(elements) elements")
+        }
     }
 
     func test_forEach_withoutHelpersOrBeforeStart_runsInOrderOnTheCallingThread() {
