@@ -21,7 +21,9 @@ struct PSBenchCommand {
                 name: "server", abstract: "Push, pull and push-pull goodput vs raw TCP echo; apply rate vs memcpy.",
                 options: [quick]),
             Command(
-                name: "train", abstract: "Seconds per epoch with 2 workers and 1 process; worker GFLOPS vs sgemm.",
+                name: "train",
+                abstract:
+                    "Seconds per epoch with 2 workers and 1 process, per step vs a raw BSP loop; worker GFLOPS vs sgemm.",
                 options: [
                     quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
                     Option("compute-only", help: "Only the forward+backward GFLOPS rows (no training runs)."),

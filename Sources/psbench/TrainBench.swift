@@ -5,13 +5,14 @@ import PSModel
 import PSPosix
 
 /// `psbench train`: one epoch of MLP-128 with two worker processes (batch 64 each) and with one process
-/// (batch 128), and the worker's forward+backward GFLOPS (mlp:128, and cnn:32,64,128 on 28x28 images) against
+/// (batch 128), each job's seconds per step against a raw BSP loop of the same shape (`RawBSPLoop`), and the
+/// worker's forward+backward GFLOPS (mlp:128, and cnn:32,64,128 on 28x28 images) against
 /// single-thread sgemm peak. The compute rows time the calling thread's CPU time (BLAS runs on it with one thread), so
 /// a busy machine slows them less than wall time would.
 enum TrainBench {
     static func run(quick: Bool, data: String?, computeOnly: Bool = false) throws -> [BenchRow] {
-        let epochs = computeOnly ? [] : try epochRows(data: data)
-        var rows = epochs
+        let epochs = computeOnly ? nil : try epochRows(data: data)
+        var rows = epochs?.rows ?? []
         BLAS.setThreadCount(1)
         let peak = sgemmPeak()
         let flopsPerRow = ModelComputer(spec: mlpSpec, maxBatch: 1).flopsPerRow
@@ -23,8 +24,8 @@ enum TrainBench {
                     value: flopsPerRow * Double(batch) / seconds / 1e9, unit: "GFLOPS", baseline: peak,
                     baselineName: "sgemm 1024^3, 1 thread"))
         }
-        if let epoch = epochs.first {
-            rows.append(try epochRatioBoundRow(measured: epoch.ratio, pass64: pass64, pass128: pass128))
+        if let epochs {
+            rows += try rawLoopRows(stepSeconds: epochs.stepSeconds)
         }
         rows.append(
             BenchRow(
@@ -106,12 +107,13 @@ enum TrainBench {
         return Double(line[range.upperBound...].prefix { $0.isNumber || $0 == "." })
     }
 
-    /// One epoch of mlp:128 with two workers of batch 64 against one worker of batch 128.
-    static func epochRows(data: String?) throws -> [BenchRow] {
+    /// One epoch of mlp:128 with two workers of batch 64 against one worker of batch 128; also each job's seconds
+    /// per step.
+    static func epochRows(data: String?) throws -> (rows: [BenchRow], stepSeconds: (double: Double, single: Double)) {
         let dataSet = data ?? defaultData
         let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
         let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
-        return [
+        let rows = [
             BenchRow(
                 name: "\(dataSet) mlp:128 epoch, 2 workers x 64 (s)", value: double.seconds, unit: "s",
                 baseline: single.seconds, baselineName: "1 worker x 128", lowerIsBetter: true),
@@ -119,11 +121,12 @@ enum TrainBench {
                 name: "\(dataSet) samples/s, 2 workers x 64", value: double.samplesPerSecond, unit: "samples/s",
                 baseline: single.samplesPerSecond, baselineName: "1 worker x 128"),
         ]
+        return (rows, (double.stepSeconds, single.stepSeconds))
     }
 
     /// Runs psserver + workers for one epoch and returns the training time per epoch from the metrics.
     static func epochSeconds(data: String, workers: Int, batch: Int) throws -> (
-        seconds: Double, samplesPerSecond: Double
+        seconds: Double, samplesPerSecond: Double, stepSeconds: Double
     ) {
         let records = try runLocalJob(
             name: "train", workers: workers,
@@ -135,7 +138,7 @@ enum TrainBench {
 
     /// The training time per epoch (and samples per second) a job's step records show.
     static func epochSeconds(records: [[String: Any]], workers: Int, batch: Int) throws -> (
-        seconds: Double, samplesPerSecond: Double
+        seconds: Double, samplesPerSecond: Double, stepSeconds: Double
     ) {
         var first: (Int, Double)? = nil
         var last: (Int, Double)? = nil
@@ -150,7 +153,7 @@ enum TrainBench {
         let perStep = (last.1 - first.1) / Double(last.0 - first.0)
         let steps = Double(last.0 + 1)
         let seconds = perStep * steps
-        return (seconds, steps * Double(workers * batch) / seconds)
+        return (seconds, steps * Double(workers * batch) / seconds, perStep)
     }
 
     static func sgemmPeak() -> Double {
@@ -206,22 +209,27 @@ enum TrainBench {
     /// The model of the epoch rows: mlp:128 on 784 inputs and 10 classes.
     static let mlpSpec = ModelSpec(kind: .mlp(hidden: [128]), inputCount: 784, outputCount: 10, seed: 0)
 
-    /// The measured epoch ratio (2 workers x 64 over 1 worker x 128) against the ratio the two jobs would have if a
-    /// step cost only its forward+backward pass plus one raw TCP echo of its bytes (the gradient out, the weights
-    /// back) over loopback, with no server work, barrier or framing: (pass64 + echo) / (pass128 + echo). Both jobs
-    /// take the same number of steps per worker, so that is the best ratio any server could reach here.
-    static func epochRatioBoundRow(measured: Double, pass64: Double, pass128: Double) throws -> BenchRow {
-        let stepBytes = mlpSpec.parameterCount * 4
-        let echoRate = try WireBench.rawStream(size: stepBytes, iterations: 400, echo: true)
-        let echo = Double(stepBytes) / (echoRate * 1e9)
-        let bound = (pass64 + echo) / (pass128 + echo)
-        return BenchRow(
-            name: "mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128 (x)", value: measured, unit: "x",
-            baseline: bound,
-            baselineName: String(
-                format: "bound: compute + raw TCP echo of %d KB, %.0f us (%.0f us + echo) / (%.0f us + echo)",
-                stepBytes / 1000, echo * 1e6, pass64 * 1e6, pass128 * 1e6),
-            lowerIsBetter: true)
+    /// The jobs' seconds per step against the raw BSP loop's (`RawBSPLoop`: real passes and the same bytes over raw
+    /// sockets with a barrier, nothing else), and the epoch ratio (2 workers x 64 over 1 worker x 128; both jobs take
+    /// the same number of steps per worker) against the raw loop's ratio: the least a step costs on this machine,
+    /// so the best ratio any parameter server over TCP could reach here.
+    static func rawLoopRows(stepSeconds: (double: Double, single: Double)) throws -> [BenchRow] {
+        let raw128 = try RawBSPLoop.stepSeconds(clients: 1, batch: 128, steps: 300)
+        let raw64 = try RawBSPLoop.stepSeconds(clients: 2, batch: 64, steps: 300)
+        return [
+            BenchRow(
+                name: "mlp:128 step, 2 workers x 64 (ms)", value: stepSeconds.double * 1e3, unit: "ms",
+                baseline: raw64 * 1e3, baselineName: "raw BSP loop, 2 clients x 64", lowerIsBetter: true),
+            BenchRow(
+                name: "mlp:128 step, 1 worker x 128 (ms)", value: stepSeconds.single * 1e3, unit: "ms",
+                baseline: raw128 * 1e3, baselineName: "raw BSP loop, 1 client x 128", lowerIsBetter: true),
+            BenchRow(
+                name: "mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128 (x)",
+                value: stepSeconds.double / stepSeconds.single, unit: "x", baseline: raw64 / raw128,
+                baselineName: String(
+                    format: "bound: raw BSP loop ratio (%.0f us / %.0f us per step)", raw64 * 1e6, raw128 * 1e6),
+                lowerIsBetter: true),
+        ]
     }
 
     /// The best of 20 forward+backward passes of mlp:128 at `batch`, in seconds of the calling thread's CPU time.
