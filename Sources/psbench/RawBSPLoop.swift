@@ -80,30 +80,16 @@ enum RawBSPLoop {
 
     /// One client: `rounds` steps of pass, send, receive; each step's wall time in nanoseconds.
     private static func runClient(port: UInt16, batch: Int, rounds: Int) throws -> [UInt64] {
-        let spec = TrainBench.mlpSpec
-        let computer = ModelComputer(spec: spec, maxBatch: batch)
-        var parameters = spec.initialParameters()
-        var gradient = [Float](repeating: 0, count: spec.parameterCount)
-        let features = (0..<(batch * 784)).map { Float($0 % 255) / 255 }
-        let labels = (0..<batch).map { Float($0 % 10) }
+        var pass = MLPPass(batch: batch)
         let socket = try Socket.connect(host: "127.0.0.1", port: port, timeout: .seconds(5))
         defer { socket.close() }
         try socket.setReceiveTimeout(.seconds(30))
         var times: [UInt64] = []
         for _ in 0..<rounds {
             let start = MonotonicClock.nanoseconds()
-            parameters.withUnsafeBufferPointer { p in
-                features.withUnsafeBufferPointer { f in
-                    labels.withUnsafeBufferPointer { l in
-                        gradient.withUnsafeMutableBufferPointer { g in
-                            _ = computer.lossAndGradient(
-                                parameters: p, features: f, labels: l, rows: batch, gradient: g)
-                        }
-                    }
-                }
-            }
-            try gradient.withUnsafeBytes { try socket.writeAll($0) }
-            try parameters.withUnsafeMutableBytes { try socket.readExactly(into: $0) }
+            pass.run()
+            try pass.gradient.withUnsafeBytes { try socket.writeAll($0) }
+            try pass.parameters.withUnsafeMutableBytes { try socket.readExactly(into: $0) }
             times.append(MonotonicClock.nanoseconds() - start)
         }
         return times

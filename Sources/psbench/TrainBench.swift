@@ -234,27 +234,47 @@ enum TrainBench {
 
     /// The best of 20 forward+backward passes of mlp:128 at `batch`, in seconds of the calling thread's CPU time.
     static func modelPassSeconds(batch: Int) -> Double {
-        let spec = mlpSpec
-        let computer = ModelComputer(spec: spec, maxBatch: batch)
-        let parameters = spec.initialParameters()
-        var gradient = [Float](repeating: 0, count: spec.parameterCount)
-        let features = (0..<(batch * 784)).map { Float($0 % 255) / 255 }
-        let labels = (0..<batch).map { Float($0 % 10) }
+        var pass = MLPPass(batch: batch)
         var best = Double.infinity
         for _ in 0..<20 {
             let start = ThreadCPUClock.nanoseconds()
-            parameters.withUnsafeBufferPointer { p in
-                features.withUnsafeBufferPointer { f in
-                    labels.withUnsafeBufferPointer { l in
-                        gradient.withUnsafeMutableBufferPointer { g in
-                            _ = computer.lossAndGradient(
-                                parameters: p, features: f, labels: l, rows: batch, gradient: g)
-                        }
-                    }
-                }
-            }
+            pass.run()
             best = min(best, Double(ThreadCPUClock.nanoseconds() - start))
         }
         return best / 1e9
+    }
+}
+
+/// One forward+backward pass of mlp:128 (`TrainBench.mlpSpec`) on a fixed synthetic batch, with its own model,
+/// parameters and gradient: what one worker computes per step in the train rows.
+struct MLPPass {
+    let batch: Int
+    private let computer: ModelComputer
+    var parameters: [Float]
+    var gradient: [Float]
+    private let features: [Float]
+    private let labels: [Float]
+
+    init(batch: Int) {
+        let spec = TrainBench.mlpSpec
+        self.batch = batch
+        computer = ModelComputer(spec: spec, maxBatch: batch)
+        parameters = spec.initialParameters()
+        gradient = [Float](repeating: 0, count: spec.parameterCount)
+        features = (0..<(batch * spec.inputCount)).map { Float($0 % 255) / 255 }
+        labels = (0..<batch).map { Float($0 % spec.outputCount) }
+    }
+
+    /// Computes the gradient of the batch at `parameters` into `gradient`.
+    mutating func run() {
+        parameters.withUnsafeBufferPointer { p in
+            features.withUnsafeBufferPointer { f in
+                labels.withUnsafeBufferPointer { l in
+                    gradient.withUnsafeMutableBufferPointer { g in
+                        _ = computer.lossAndGradient(parameters: p, features: f, labels: l, rows: batch, gradient: g)
+                    }
+                }
+            }
+        }
     }
 }
