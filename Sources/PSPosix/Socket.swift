@@ -491,6 +491,27 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
+    /// Writes `buffers` back to back like `writeAll(_:_:_:)`, for any number of them: one `sendmsg` over all of
+    /// them per attempt (the iovec array is a temporary allocation). Use it for a frame whose payload lies in
+    /// several places (an exchange reply sent from each shard's weights).
+    public func writeAll(_ buffers: [UnsafeRawBufferPointer]) throws(SocketError) {
+        if layer != nil {
+            // As the three-buffer write does for a large frame: each part in turn, through the layer.
+            for buffer in buffers { try writeLayered(buffer) }
+            return
+        }
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: max(buffers.count, 1)) {
+            (iov) throws(SocketError) in
+            var count = 0
+            for buffer in buffers where buffer.count > 0 {
+                iov[count] = iovec(
+                    iov_base: UnsafeMutableRawPointer(mutating: buffer.baseAddress), iov_len: buffer.count)
+                count += 1
+            }
+            try writeVectors(iov.baseAddress!, count: count)
+        }
+    }
+
     private func writeVectors(_ iov: UnsafeMutablePointer<iovec>, count: Int) throws(SocketError) {
         var first = 0
         while first < count {

@@ -339,7 +339,7 @@ struct ShardService {
         guard try waitUntilReadable(step: prefix.clock + 1, session: session, requestID: requestID) else { return }
         try sendOwnedWeights(
             model, jobState: jobState, minClock: minClock, encoding: prefix.replyEncoding, session: session,
-            requestID: requestID)
+            requestID: requestID, weightsStayUntilNextStep: bsp)
     }
 
     /// Decodes a compressed exchange body into the session's decompression buffer, shard by shard as the model's
@@ -361,16 +361,23 @@ struct ShardService {
     }
 
     /// Answers an exchange with every owned shard's weights and versions in one frame (copied under each shard's
-    /// lock on the shard helpers, sent after every lock is released).
+    /// lock on the shard helpers, sent after every lock is released). In BSP (`weightsStayUntilNextStep`) float32
+    /// weights go out from the shards' own arrays instead (`sendWeightsInPlace`).
     ///
     /// With `encoding` fp16 or bf16 (the exchange asked for it: `psserver --compress-pulls`) the weights are
     /// rounded into the session's byte buffer after the copy and travel at 2 bytes each.
     private func sendOwnedWeights(
         _ model: ShardedModel, jobState: JobState, minClock: UInt64, encoding: GradientEncoding, session: Session,
-        requestID: UInt64
+        requestID: UInt64, weightsStayUntilNextStep: Bool
     ) throws(TransportError) {
         let shards = model.shards
         let elements = model.ownedElements
+        if encoding == .none, weightsStayUntilNextStep {
+            try sendWeightsInPlace(
+                shards, count: elements.count, jobState: jobState, minClock: minClock, session: session,
+                requestID: requestID)
+            return
+        }
         let base = elements.lowerBound
         if session.sendBuffer.count != elements.count {
             session.sendBuffer = [Float](repeating: 0, count: elements.count)
@@ -411,6 +418,47 @@ struct ShardService {
         server.serverMetrics.exchangeWeightBytes.wrappingAdd(UInt64(4 * elements.count), ordering: .relaxed)
         try session.sendBuffer.withUnsafeBufferPointer { (floats) throws(TransportError) in
             try session.connection.sendExchangeReply(prefix: replyPrefix, floats: floats, requestID: requestID)
+        }
+    }
+
+    /// Answers an exchange with the shards' weight arrays themselves: each is retained under its lock (with its
+    /// version) and sent from where it lies after the lock is released, with no copy. Safe in any mode: the arrays
+    /// are copy-on-write, so an update that comes while a reply still holds one copies the shard first and the
+    /// reply keeps the weights it was given. Used in BSP, where no update comes before every worker has sent its
+    /// next gradient (so after this reply has gone), and the copy never happens.
+    private func sendWeightsInPlace(
+        _ shards: [Shard], count: Int, jobState: JobState, minClock: UInt64, session: Session, requestID: UInt64
+    ) throws(TransportError) {
+        var arrays: [[Float]] = []
+        var versions: [UInt64] = []
+        arrays.reserveCapacity(shards.count)
+        versions.reserveCapacity(shards.count)
+        for shard in shards {
+            shard.state.withLock { state in
+                arrays.append(state.weights)
+                versions.append(state.version)
+            }
+            shard.pullCount.wrappingAdd(1, ordering: .relaxed)
+        }
+        let replyPrefix = ExchangeReplyPrefix(
+            jobState: jobState, minClock: minClock, versions: versions, count: UInt32(count), encoding: .none)
+        server.serverMetrics.exchangeWeightBytes.wrappingAdd(UInt64(4 * count), ordering: .relaxed)
+        var parts: [UnsafeBufferPointer<Float>] = []
+        parts.reserveCapacity(arrays.count)
+        try Self.withBuffers(of: arrays, from: 0, into: &parts) { (parts) throws(TransportError) in
+            try session.connection.sendExchangeReply(prefix: replyPrefix, parts: parts, requestID: requestID)
+        }
+    }
+
+    /// Calls `body` with pointers to every array of `arrays` from `index` on, appended to `parts`.
+    private static func withBuffers(
+        of arrays: [[Float]], from index: Int, into parts: inout [UnsafeBufferPointer<Float>],
+        _ body: ([UnsafeBufferPointer<Float>]) throws(TransportError) -> Void
+    ) throws(TransportError) {
+        guard index < arrays.count else { return try body(parts) }
+        try arrays[index].withUnsafeBufferPointer { (buffer) throws(TransportError) in
+            parts.append(buffer)
+            try withBuffers(of: arrays, from: index + 1, into: &parts, body)
         }
     }
 
@@ -484,7 +532,7 @@ struct ShardService {
         }
         try sendOwnedWeights(
             model, jobState: .running, minClock: step + 1, encoding: prefix.replyEncoding, session: session,
-            requestID: requestID)
+            requestID: requestID, weightsStayUntilNextStep: joined.part.mode == .bsp)
     }
 
     /// SSP/async `exchange` whose update some shard could not prove finite: takes every shard's lock in shard

@@ -292,6 +292,27 @@ public final class FramedConnection: @unchecked Sendable {
             prefixSize: prefix.size, encodePrefix: { prefix.encode(into: $0) }, floats: floats)
     }
 
+    /// Sends an exchange reply whose weights are `parts` back to back (each owned shard's weights where they lie,
+    /// no copy into one buffer): header, prefix and every part in one gathering write.
+    public func sendExchangeReply(
+        prefix: ExchangeReplyPrefix, parts: [UnsafeBufferPointer<Float>], requestID: UInt64
+    ) throws(TransportError) {
+        let count = parts.reduce(0) { $0 + $1.count }
+        precondition(Int(prefix.count) == count, "exchange reply prefix count must match the parts' float count")
+        let header = FrameHeader(
+            type: .exchangeReply, flags: .reply, payloadLength: UInt32(prefix.size + count * 4), requestID: requestID)
+        guard Int(header.payloadLength) <= maxPayloadBytes else {
+            throw .wire(.frameTooLarge(length: Int(header.payloadLength), maximum: maxPayloadBytes))
+        }
+        try withUnsafeTemporaryAllocation(byteCount: WireProtocol.headerSize + prefix.size, alignment: 8) {
+            (head: UnsafeMutableRawBufferPointer) throws(TransportError) in
+            header.encode(into: UnsafeMutableRawBufferPointer(rebasing: head[0..<WireProtocol.headerSize]))
+            prefix.encode(into: UnsafeMutableRawBufferPointer(rebasing: head[WireProtocol.headerSize...]))
+            let buffers = [UnsafeRawBufferPointer(head)] + parts.map { UnsafeRawBufferPointer($0) }
+            try writeFrame { () throws(SocketError) in try socket.writeAll(buffers) }
+        }
+    }
+
     /// Sends an exchange reply whose weights travel compressed (`prefix.encoding` fp16 or bf16) in `body`.
     public func sendExchangeReply(
         prefix: ExchangeReplyPrefix, body: UnsafeRawBufferPointer, requestID: UInt64
@@ -347,11 +368,16 @@ public final class FramedConnection: @unchecked Sendable {
     private func write(
         _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer
     ) throws(TransportError) {
+        try writeFrame { () throws(SocketError) in try socket.writeAll(a, b, c) }
+    }
+
+    /// Runs `writeAll`, the writes of one whole frame, under the write lock, so no other frame comes between them.
+    private func writeFrame(_ writeAll: () throws(SocketError) -> Void) throws(TransportError) {
         let result: Result<Void, TransportError> = writeLock.withLock { framesWritten in
             // Checked under the lock: `close()` releases the descriptor under it too.
             guard !closed.load(ordering: .acquiring) else { return .failure(.closed) }
             framesWritten += 1
-            return Result { () throws(SocketError) in try socket.writeAll(a, b, c) }.mapError { .socket($0) }
+            return Result { () throws(SocketError) in try writeAll() }.mapError { .socket($0) }
         }
         try result.get()
     }

@@ -66,6 +66,40 @@ final class FramedConnectionTests: XCTestCase {
         }
     }
 
+    /// An exchange reply sent from the shards' arrays where they lie puts on the wire exactly the frame the reply
+    /// from one contiguous buffer does (an empty part and a one-float part included).
+    func test_exchangeReplyFromParts_sameBytesAsFromOneBuffer() throws {
+        let (client, server) = try makePair()
+        defer {
+            client.close()
+            server.close()
+        }
+        let parts: [[Float]] = [(0..<1000).map { Float($0) * 0.25 }, [], [-3], (0..<257).map { Float(-$0) }]
+        let flat = parts.flatMap { $0 }
+        let prefix = ExchangeReplyPrefix(
+            jobState: .running, minClock: 9, versions: [1, 2, 3, 4], count: UInt32(flat.count), encoding: .none)
+        try flat.withUnsafeBufferPointer { try server.sendExchangeReply(prefix: prefix, floats: $0, requestID: 5) }
+        try parts[0].withUnsafeBufferPointer { a in
+            try parts[1].withUnsafeBufferPointer { b in
+                try parts[2].withUnsafeBufferPointer { c in
+                    try parts[3].withUnsafeBufferPointer { d in
+                        try server.sendExchangeReply(prefix: prefix, parts: [a, b, c, d], requestID: 5)
+                    }
+                }
+            }
+        }
+        var frames: [[UInt8]] = []
+        for _ in 0..<2 {
+            let header = try XCTUnwrap(try client.readHeader())
+            var bytes = [UInt8](repeating: 0, count: WireProtocol.headerSize)
+            bytes.withUnsafeMutableBytes { header.encode(into: $0) }
+            bytes += Array(try client.readPayload(length: Int(header.payloadLength)))
+            frames.append(bytes)
+        }
+        XCTAssertEqual(frames[0].count, WireProtocol.headerSize + prefix.size + 4 * flat.count)
+        XCTAssertEqual(frames[1], frames[0])
+    }
+
     func test_pullReply_roundTrips_andControlMessagesDecode() throws {
         let (client, server) = try makePair()
         defer {
