@@ -19,6 +19,14 @@ final class FramedConnectionTests: XCTestCase {
         return (client, FramedConnection(socket: socket, peer: peer, maxPayloadBytes: maxPayloadBytes))
     }
 
+    /// The next frame's bytes as they were on the wire: its header re-encoded, then its payload.
+    func readFrameBytes(from connection: FramedConnection) throws -> [UInt8] {
+        let header = try XCTUnwrap(try connection.readHeader())
+        var bytes = [UInt8](repeating: 0, count: WireProtocol.headerSize)
+        bytes.withUnsafeMutableBytes { header.encode(into: $0) }
+        return bytes + Array(try connection.readPayload(length: Int(header.payloadLength)))
+    }
+
     func test_push_floatsArriveInTheDestinationBuffer() throws {
         let (client, server) = try makePair()
         defer {
@@ -53,14 +61,7 @@ final class FramedConnectionTests: XCTestCase {
         try client.sendPull(pull, requestID: 12)
         try client.send(.pull(pull), requestID: 12)
         for (reader, message) in [(client, Message.pushAck(ack)), (server, Message.pull(pull))] {
-            var frames: [[UInt8]] = []
-            for _ in 0..<2 {
-                let header = try XCTUnwrap(try reader.readHeader())
-                var bytes = [UInt8](repeating: 0, count: WireProtocol.headerSize)
-                bytes.withUnsafeMutableBytes { header.encode(into: $0) }
-                bytes += Array(try reader.readPayload(length: Int(header.payloadLength)))
-                frames.append(bytes)
-            }
+            let frames = try (0..<2).map { _ in try readFrameBytes(from: reader) }
             XCTAssertEqual(frames[0], frames[1], "\(message.type.name)")
             XCTAssertEqual(frames[0], MessageCodec.encodeFrame(message, requestID: message == .pull(pull) ? 12 : 11))
         }
@@ -88,14 +89,7 @@ final class FramedConnectionTests: XCTestCase {
                 }
             }
         }
-        var frames: [[UInt8]] = []
-        for _ in 0..<2 {
-            let header = try XCTUnwrap(try client.readHeader())
-            var bytes = [UInt8](repeating: 0, count: WireProtocol.headerSize)
-            bytes.withUnsafeMutableBytes { header.encode(into: $0) }
-            bytes += Array(try client.readPayload(length: Int(header.payloadLength)))
-            frames.append(bytes)
-        }
+        let frames = try (0..<2).map { _ in try readFrameBytes(from: client) }
         XCTAssertEqual(frames[0].count, WireProtocol.headerSize + prefix.size + 4 * flat.count)
         XCTAssertEqual(frames[1], frames[0])
     }
