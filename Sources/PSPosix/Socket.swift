@@ -438,77 +438,58 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
-    /// Writes `a`, `b` and `c` back to back with one gathering system call per attempt, looping on short writes.
-    ///
-    /// Each attempt is one `sendmsg` (a `writev` that takes `MSG_NOSIGNAL`) over an iovec array that lives on the
-    /// stack: no allocation. Empty buffers are skipped. Use it for a frame header, a fixed prefix and a payload.
+    /// Writes `a`, `b` and `c` back to back with one gathering system call per attempt, looping on short writes
+    /// (`writeAll(count:part:)` for three parts). Use it for a frame header, a fixed prefix and a payload.
     public func writeAll(
         _ a: UnsafeRawBufferPointer,
         _ b: UnsafeRawBufferPointer,
         _ c: UnsafeRawBufferPointer = .init(start: nil, count: 0)
     ) throws(SocketError) {
+        try writeGathered(count: 3) { index in index == 0 ? a : (index == 1 ? b : c) }
+    }
+
+    /// Writes `part(0)`, …, `part(count - 1)` back to back with one gathering system call per attempt, looping on
+    /// short writes: a frame whose bytes lie in several places (an exchange reply sent from each shard's weights).
+    ///
+    /// Each attempt is one `sendmsg` (a `writev` that takes `MSG_NOSIGNAL`) over an iovec array in a temporary
+    /// allocation (on the stack for a few parts). Empty parts are skipped. Through a layer, a small frame goes as
+    /// one record (one write); a large one's parts go in turn, its header in a small record of its own.
+    public func writeAll(count: Int, part: (Int) -> UnsafeRawBufferPointer) throws(SocketError) {
+        try writeGathered(count: count, part: part)
+    }
+
+    /// `writeAll(count:part:)`'s body, inlined into both writers so that the three-part one (every frame of the
+    /// small-message path) pays no closure call per part.
+    @inline(__always)
+    private func writeGathered(count: Int, part: (Int) -> UnsafeRawBufferPointer) throws(SocketError) {
         if layer != nil {
-            // The layer frames its own records. A small frame goes as one record (one write); a large one's
-            // parts go in turn, its header in a small record of its own.
-            let total = a.count + b.count + c.count
+            let total = (0..<count).reduce(0) { $0 + part($1).count }
             guard total <= Socket.coalescedWriteLimit else {
-                try writeLayered(a)
-                try writeLayered(b)
-                try writeLayered(c)
+                for index in 0..<count { try writeLayered(part(index)) }
                 return
             }
             try withUnsafeTemporaryAllocation(byteCount: total, alignment: 8) {
                 (joined: UnsafeMutableRawBufferPointer) throws(SocketError) in
-                if a.count > 0 { UnsafeMutableRawBufferPointer(rebasing: joined[0..<a.count]).copyMemory(from: a) }
-                if b.count > 0 {
-                    UnsafeMutableRawBufferPointer(rebasing: joined[a.count..<a.count + b.count]).copyMemory(from: b)
-                }
-                if c.count > 0 {
-                    UnsafeMutableRawBufferPointer(rebasing: joined[(a.count + b.count)...]).copyMemory(from: c)
+                var offset = 0
+                for index in 0..<count {
+                    let bytes = part(index)
+                    UnsafeMutableRawBufferPointer(rebasing: joined[offset..<offset + bytes.count]).copyMemory(
+                        from: bytes)
+                    offset += bytes.count
                 }
                 try writeLayered(UnsafeRawBufferPointer(joined))
             }
             return
         }
-        var vectors = (iovec(), iovec(), iovec())
-        try withUnsafeMutablePointer(to: &vectors) { (tuple) throws(SocketError) in
-            try tuple.withMemoryRebound(to: iovec.self, capacity: 3) { (iov) throws(SocketError) in
-                var count = 0
-                if a.count > 0 {
-                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count)
-                    count += 1
-                }
-                if b.count > 0 {
-                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count)
-                    count += 1
-                }
-                if c.count > 0 {
-                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count)
-                    count += 1
-                }
-                try writeVectors(iov, count: count)
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: max(count, 1)) { (iov) throws(SocketError) in
+            var used = 0
+            for index in 0..<count {
+                let bytes = part(index)
+                guard bytes.count > 0 else { continue }
+                iov[used] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                used += 1
             }
-        }
-    }
-
-    /// Writes `buffers` back to back like `writeAll(_:_:_:)`, for any number of them: one `sendmsg` over all of
-    /// them per attempt (the iovec array is a temporary allocation). Use it for a frame whose payload lies in
-    /// several places (an exchange reply sent from each shard's weights).
-    public func writeAll(_ buffers: [UnsafeRawBufferPointer]) throws(SocketError) {
-        if layer != nil {
-            // As the three-buffer write does for a large frame: each part in turn, through the layer.
-            for buffer in buffers { try writeLayered(buffer) }
-            return
-        }
-        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: max(buffers.count, 1)) {
-            (iov) throws(SocketError) in
-            var count = 0
-            for buffer in buffers where buffer.count > 0 {
-                iov[count] = iovec(
-                    iov_base: UnsafeMutableRawPointer(mutating: buffer.baseAddress), iov_len: buffer.count)
-                count += 1
-            }
-            try writeVectors(iov.baseAddress!, count: count)
+            try writeVectors(iov.baseAddress!, count: used)
         }
     }
 

@@ -163,7 +163,7 @@ struct ShardState: Sendable {
             var mean: [Float] = []
             swap(&mean, &scratch)
             mean.withUnsafeMutableBufferPointer { mean in
-                withHeldValues(of: ranks) { GradientMean.average($0, into: mean) }
+                ranks.map { slots[$0].values }.withUnsafeBufferPointers { GradientMean.average($0, into: mean) }
             }
             applied = mean.withUnsafeMutableBufferPointer { gradient in
                 applyChecked(gradient: gradient, gradientBound: meanBound, lrScale: 1)
@@ -174,22 +174,26 @@ struct ShardState: Sendable {
         return applied ? .applied : .refusedNonFinite
     }
 
-    /// Calls `body` with pointers to the values `ranks` hold, in that order.
-    private func withHeldValues<R>(of ranks: [Int], _ body: ([UnsafeBufferPointer<Float>]) -> R) -> R {
-        var pointers: [UnsafeBufferPointer<Float>] = []
-        pointers.reserveCapacity(ranks.count)
-        func nest(_ next: Int) -> R {
-            guard next < ranks.count else { return body(pointers) }
-            return slots[ranks[next]].values.withUnsafeBufferPointer { values in
-                pointers.append(values)
-                return nest(next + 1)
-            }
-        }
-        return nest(0)
-    }
-
     /// Forgets whatever `rank` holds (it died or left).
     mutating func dropHeld(rank: Int) {
         if rank < slots.count { slots[rank].step = nil }
+    }
+}
+
+extension Array where Element == [Float] {
+    /// Calls `body` with a pointer to every array's storage, in order (the arrays are retained, not copied).
+    func withUnsafeBufferPointers<Result, Failure: Error>(
+        _ body: ([UnsafeBufferPointer<Float>]) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        var pointers: [UnsafeBufferPointer<Float>] = []
+        pointers.reserveCapacity(count)
+        func nest(_ index: Int) throws(Failure) -> Result {
+            guard index < count else { return try body(pointers) }
+            return try self[index].withUnsafeBufferPointer { (values) throws(Failure) -> Result in
+                pointers.append(values)
+                return try nest(index + 1)
+            }
+        }
+        return try nest(0)
     }
 }

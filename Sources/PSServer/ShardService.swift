@@ -443,22 +443,8 @@ struct ShardService {
         let replyPrefix = ExchangeReplyPrefix(
             jobState: jobState, minClock: minClock, versions: versions, count: UInt32(count), encoding: .none)
         server.serverMetrics.exchangeWeightBytes.wrappingAdd(UInt64(4 * count), ordering: .relaxed)
-        var parts: [UnsafeBufferPointer<Float>] = []
-        parts.reserveCapacity(arrays.count)
-        try Self.withBuffers(of: arrays, from: 0, into: &parts) { (parts) throws(TransportError) in
+        try arrays.withUnsafeBufferPointers { (parts) throws(TransportError) in
             try session.connection.sendExchangeReply(prefix: replyPrefix, parts: parts, requestID: requestID)
-        }
-    }
-
-    /// Calls `body` with pointers to every array of `arrays` from `index` on, appended to `parts`.
-    private static func withBuffers(
-        of arrays: [[Float]], from index: Int, into parts: inout [UnsafeBufferPointer<Float>],
-        _ body: ([UnsafeBufferPointer<Float>]) throws(TransportError) -> Void
-    ) throws(TransportError) {
-        guard index < arrays.count else { return try body(parts) }
-        try arrays[index].withUnsafeBufferPointer { (buffer) throws(TransportError) in
-            parts.append(buffer)
-            try withBuffers(of: arrays, from: index + 1, into: &parts, body)
         }
     }
 

@@ -308,8 +308,11 @@ public final class FramedConnection: @unchecked Sendable {
             (head: UnsafeMutableRawBufferPointer) throws(TransportError) in
             header.encode(into: UnsafeMutableRawBufferPointer(rebasing: head[0..<WireProtocol.headerSize]))
             prefix.encode(into: UnsafeMutableRawBufferPointer(rebasing: head[WireProtocol.headerSize...]))
-            let buffers = [UnsafeRawBufferPointer(head)] + parts.map { UnsafeRawBufferPointer($0) }
-            try writeFrame { () throws(SocketError) in try socket.writeAll(buffers) }
+            try writeFrame { () throws(SocketError) in
+                try socket.writeAll(count: parts.count + 1) { index in
+                    index == 0 ? UnsafeRawBufferPointer(head) : UnsafeRawBufferPointer(parts[index - 1])
+                }
+            }
         }
     }
 
