@@ -66,12 +66,19 @@ final class BatchPrefetcher: Sendable {
         state.wait(until: MonotonicClock.deadline(afterSeconds: 10), while: { !$0.producerDone })
     }
 
+    /// Gathers into arrays that are not zeroed first: every element is written by the gather (one row per slot,
+    /// `rowsPerBatch` rows), so a zero fill would be a wasted pass over the batch.
     private func gather(step: Int, rank: Int) -> Batch {
-        var features = [Float](repeating: 0, count: rowsPerBatch * data.featureCount)
-        var labels = [Float](repeating: 0, count: rowsPerBatch)
         let rows = order.rows(step: step, rank: rank)
-        features.withUnsafeMutableBufferPointer { f in
-            labels.withUnsafeMutableBufferPointer { l in data.gather(rows: rows, into: f, labels: l) }
+        precondition(rows.count == rowsPerBatch, "BatchPrefetcher: \(rows.count) rows for a batch of \(rowsPerBatch)")
+        let featureCount = rowsPerBatch * data.featureCount
+        var labels: [Float] = []
+        let features = [Float](unsafeUninitializedCapacity: featureCount) { f, featuresInitialized in
+            labels = [Float](unsafeUninitializedCapacity: rowsPerBatch) { l, labelsInitialized in
+                data.gather(rows: rows, into: f, labels: l)
+                labelsInitialized = rowsPerBatch
+            }
+            featuresInitialized = featureCount
         }
         return Batch(step: step, rank: rank, features: features, labels: labels)
     }
