@@ -16,15 +16,27 @@ enum RawBSPLoop {
         var generation = 0
     }
 
-    /// The median wall time of one step (pass, send, barrier, receive) of `clients` clients at `batch` rows, over
-    /// `steps` steps of each after `warmup` untimed ones.
-    static func stepSeconds(clients: Int, batch: Int, steps: Int, warmup: Int = 20) throws -> Double {
+    /// What one run of the loop measured.
+    struct Measurement {
+        /// The mean wall time of a timed step (pass, send, barrier, receive): a mean, as the jobs' step rows are
+        /// (their epoch time over their steps), so that stalls count in both.
+        let stepSeconds: Double
+        /// The process's CPU time (every client and server thread, user and kernel) per step, over the whole run.
+        let cpuSecondsPerStep: Double
+        /// That CPU time over the cores' capacity for the run's wall time: near 1, the loop alone keeps every core
+        /// busy, and no step on this machine can be shorter without doing less work.
+        let busyFraction: Double
+    }
+
+    /// Runs `clients` clients at `batch` rows for `warmup` untimed and `steps` timed steps each.
+    static func measure(clients: Int, batch: Int, steps: Int, warmup: Int = 20) throws -> Measurement {
         let spec = TrainBench.mlpSpec
         let rounds = warmup + steps
         let listener = try Socket.listen(host: "127.0.0.1", port: 0)
         let port = try listener.localPort()
         let barrier = LockedValue(Barrier())
         let initial = spec.initialParameters()
+        let (wallStart, cpuStart) = (MonotonicClock.nanoseconds(), ProcessCPUClock.nanoseconds())
         Thread {
             var sockets: [Socket] = []
             while sockets.count < clients, let (socket, _) = try? listener.accept() { sockets.append(socket) }
@@ -52,8 +64,14 @@ enum RawBSPLoop {
         guard finished.wait(until: MonotonicClock.deadline(afterSeconds: 120), while: { $0 < clients }) else {
             throw BenchError("raw BSP loop (\(clients) x \(batch)) did not finish in 120 s")
         }
+        let (wall, cpu) = (MonotonicClock.nanoseconds() - wallStart, ProcessCPUClock.nanoseconds() - cpuStart)
         if let failure = failure.withLock({ $0 }) { throw BenchError(failure) }
-        return median(samples.withLock { $0 }) / 1e9
+        let times = samples.withLock { $0 }
+        let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+        return Measurement(
+            stepSeconds: Double(times.reduce(0, +)) / Double(max(times.count, 1)) / 1e9,
+            cpuSecondsPerStep: Double(cpu) / Double(rounds) / 1e9,
+            busyFraction: Double(cpu) / (Double(wall) * cores))
     }
 
     /// One connection's server side: read a gradient, wait for every connection's, send the weights.

@@ -212,24 +212,37 @@ enum TrainBench {
     /// The jobs' seconds per step against the raw BSP loop's (`RawBSPLoop`: real passes and the same bytes over raw
     /// sockets with a barrier, nothing else), and the epoch ratio (2 workers x 64 over 1 worker x 128; both jobs take
     /// the same number of steps per worker) against the raw loop's ratio: the least a step costs on this machine,
-    /// so the best ratio any parameter server over TCP could reach here.
+    /// so the best ratio any parameter server over TCP could reach here. Two more rows give the raw loop's CPU time
+    /// per step against the cores' capacity over its step: how close that least work alone comes to filling the
+    /// machine.
     static func rawLoopRows(stepSeconds: (double: Double, single: Double)) throws -> [BenchRow] {
-        let raw128 = try RawBSPLoop.stepSeconds(clients: 1, batch: 128, steps: 300)
-        let raw64 = try RawBSPLoop.stepSeconds(clients: 2, batch: 64, steps: 300)
-        return [
+        let raw128 = try RawBSPLoop.measure(clients: 1, batch: 128, steps: 300)
+        let raw64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: 300)
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        var rows = [
             BenchRow(
                 name: "mlp:128 step, 2 workers x 64 (ms)", value: stepSeconds.double * 1e3, unit: "ms",
-                baseline: raw64 * 1e3, baselineName: "raw BSP loop, 2 clients x 64", lowerIsBetter: true),
+                baseline: raw64.stepSeconds * 1e3, baselineName: "raw BSP loop, 2 clients x 64", lowerIsBetter: true),
             BenchRow(
                 name: "mlp:128 step, 1 worker x 128 (ms)", value: stepSeconds.single * 1e3, unit: "ms",
-                baseline: raw128 * 1e3, baselineName: "raw BSP loop, 1 client x 128", lowerIsBetter: true),
+                baseline: raw128.stepSeconds * 1e3, baselineName: "raw BSP loop, 1 client x 128", lowerIsBetter: true),
             BenchRow(
                 name: "mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128 (x)",
-                value: stepSeconds.double / stepSeconds.single, unit: "x", baseline: raw64 / raw128,
+                value: stepSeconds.double / stepSeconds.single, unit: "x",
+                baseline: raw64.stepSeconds / raw128.stepSeconds,
                 baselineName: String(
-                    format: "bound: raw BSP loop ratio (%.0f us / %.0f us per step)", raw64 * 1e6, raw128 * 1e6),
+                    format: "bound: raw BSP loop ratio (%.0f us / %.0f us per step)", raw64.stepSeconds * 1e6,
+                    raw128.stepSeconds * 1e6),
                 lowerIsBetter: true),
         ]
+        for (name, raw) in [("2 clients x 64", raw64), ("1 client x 128", raw128)] {
+            rows.append(
+                BenchRow(
+                    name: "raw BSP loop, \(name): CPU time per step (ms)", value: raw.cpuSecondsPerStep * 1e3,
+                    unit: "ms", baseline: raw.cpuSecondsPerStep / raw.busyFraction * 1e3,
+                    baselineName: "\(cores) cores x its wall time per step"))
+        }
+        return rows
     }
 
     /// The best of 20 forward+backward passes of mlp:128 at `batch`, in seconds of the calling thread's CPU time.
