@@ -1,4 +1,5 @@
 import Foundation
+import PSPosix
 import PSTestSupport
 import XCTest
 
@@ -78,6 +79,7 @@ final class NetnsClusteredTests: XCTestCase {
         }
         let server = try TestPaths.binary(named: "psserver")
         let directory = server.deletingLastPathComponent().path
+        Self.removeStaleNamespacesOnce(self)
         for name in ["psworker", "psctl"] where !FileManager.default.isExecutableFile(atPath: directory + "/" + name) {
             throw XCTSkip("\(name) is not built next to \(server.path)")
         }
@@ -162,6 +164,55 @@ final class NetnsClusteredTests: XCTestCase {
         if process.wait(timeout: .seconds(30)) == nil { process.terminateAndWait() }
     }
 
+    /// Whether this process has swept stale namespaces yet.
+    private static let staleSweepDone = LockedValue(false)
+
+    /// Takes down, once per test process, the namespaces of earlier test processes that were killed before their
+    /// `tearDown` (a `.ci/run` stopped mid-test): left alone they would stay until the machine reboots.
+    private static func removeStaleNamespacesOnce(_ test: NetnsClusteredTests) {
+        let isFirst = staleSweepDone.withLock { done -> Bool in
+            let isFirst = !done
+            done = true
+            return isFirst
+        }
+        guard isFirst else { return }
+        for prefix in stalePrefixes(in: namespaces(), isAlive: processExists) {
+            test.netnsDown(prefix)
+        }
+    }
+
+    /// The run prefixes (`swt<pid mod 100000><tag><n>`, see `nextPrefix`) among `names` whose test process is
+    /// gone: no live process has a pid congruent to the prefix's modulo 100,000 (a pid that merely shares the
+    /// remainder keeps the prefix: only a namespace nobody can own is taken down).
+    static func stalePrefixes(in names: [String], isAlive: (Int32) -> Bool) -> [String] {
+        var prefixes: [String] = []
+        for name in names {
+            guard let dash = name.lastIndex(of: "-") else { continue }
+            let prefix = String(name[..<dash])
+            let role = name[name.index(after: dash)...]
+            let isRole =
+                role == "sw" || role == "srv"
+                || ((role.first == "s" || role.first == "w") && role.count > 1
+                    && role.dropFirst().allSatisfy(\.isNumber))
+            guard isRole, prefix.hasPrefix("swt"), !prefixes.contains(prefix) else { continue }
+            let rest = prefix.dropFirst(3)
+            let digits = rest.prefix(while: \.isNumber)
+            let tagAndCounter = rest.dropFirst(digits.count)
+            let tag = tagAndCounter.prefix(while: \.isLetter)
+            let counter = tagAndCounter.dropFirst(tag.count)
+            guard let remainder = Int32(digits), !tag.isEmpty, !counter.isEmpty, counter.allSatisfy(\.isNumber)
+            else { continue }
+            let owners = stride(from: remainder, through: Int32.max - 100_000, by: 100_000).prefix(64)
+            if !owners.contains(where: { $0 > 0 && isAlive($0) }) { prefixes.append(prefix) }
+        }
+        return prefixes
+    }
+
+    /// Whether a process with this pid exists (`kill(pid, 0)`: EPERM still means it exists).
+    static func processExists(_ pid: Int32) -> Bool {
+        kill(pid, 0) == 0 || errno == EPERM
+    }
+
     /// The namespaces `ip netns list` shows.
     static func namespaces() -> [String] {
         guard let ip = findTool("ip"),
@@ -191,6 +242,21 @@ final class NetnsClusteredTests: XCTestCase {
     }
 
     // MARK: - Tests
+
+    /// The sweep of a killed run's namespaces takes only well-formed run prefixes whose every possible owner pid is
+    /// gone, each once, and never another tool's namespaces (no root needed: the namespace list is given).
+    func test_stalePrefixes_onlyRunPrefixesWhoseProcessIsGone() {
+        let alive: Set<Int32> = [4242, 100_077]  // 77 is alive as 100077
+        let names = [
+            "swt4242demo1-srv", "swt4242demo1-w1",  // a live test process's run
+            "swt999kill1-sw", "swt999kill1-srv", "swt999kill1-w3", "swt999kill2-s2",  // a killed process's runs
+            "swt77part1-w1",  // pid 77 gone, but 100077 shares the remainder: kept
+            "swt999kill1-eth0", "swtkill1-w1", "swt999-w1", "swt999kill-w1", "other999kill1-w1", "swt999kill1",
+        ]
+        XCTAssertEqual(
+            Self.stalePrefixes(in: names, isAlive: alive.contains), ["swt999kill1", "swt999kill2"])
+        XCTAssertTrue(Self.processExists(getpid()))
+    }
 
     /// The compose demo: one server and three workers, each in its own namespace, train digits softmax in BSP to
     /// >= 0.90 test accuracy; the workers reach the server over the bridge and find the data in the bundle.
