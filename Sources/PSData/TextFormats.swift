@@ -58,71 +58,25 @@ enum CSV {
 ///
 /// Labels written as -1/+1 (every label -1 or +1) are read as classes 0 and 1.
 enum LIBSVM {
-    /// Reads a LIBSVM file (plain or gzip); `featureCount` nil means the largest index seen.
+    /// Reads a LIBSVM file (plain or gzip) into a dense data set; `featureCount` nil means the largest index seen.
+    /// The file is parsed (and its errors reported) by `SparseLIBSVM`, then the rows are laid out densely.
     static func load(path: String, featureCount: Int?) throws(DataError) -> Dataset {
-        let bytes = try FileBytes.read(path)
-        var labels: [Float] = []
-        var rowStarts: [Int] = []
-        var indices: [Int] = []
-        var values: [Float] = []
-        var largestIndex = 0
-        for (lineNumber, fullLine) in Lines(bytes) {
-            let line = fullLine.split(separator: UInt8(ascii: "#"), maxSplits: 1, omittingEmptySubsequences: false)[0]
-            let tokens = line.split { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-            guard let labelToken = tokens.first else { continue }
-            guard let label = parseNumber(labelToken) else {
-                throw DataError(
-                    file: path, location: "line \(lineNumber)", message: "label '\(text(labelToken))' is not a number")
-            }
-            labels.append(label)
-            rowStarts.append(indices.count)
-            var previous = 0
-            for token in tokens.dropFirst() {
-                let parts = token.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
-                guard parts.count == 2, let index = Int(text(parts[0])), let value = parseNumber(parts[1]) else {
-                    throw DataError(
-                        file: path, location: "line \(lineNumber)", message: "'\(text(token))' is not INDEX:VALUE")
-                }
-                guard index >= 1 else {
-                    throw DataError(
-                        file: path, location: "line \(lineNumber)",
-                        message: "index \(index) in '\(text(token))': indices start at 1")
-                }
-                guard index > previous else {
-                    throw DataError(
-                        file: path, location: "line \(lineNumber)",
-                        message: "index \(index) in '\(text(token))' does not increase (previous index \(previous))")
-                }
-                if let featureCount, index > featureCount {
-                    throw DataError(
-                        file: path, location: "line \(lineNumber)",
-                        message: "index \(index) in '\(text(token))' exceeds the feature count \(featureCount)")
-                }
-                previous = index
-                largestIndex = max(largestIndex, index)
-                indices.append(index - 1)
-                values.append(value)
-            }
-        }
-        guard !labels.isEmpty else { throw DataError(file: path, message: "no data rows") }
-        SparseLIBSVM.mapSignedBinaryLabels(&labels)
-        let width = featureCount ?? largestIndex
-        guard width > 0 else { throw DataError(file: path, message: "no features (no INDEX:VALUE pair in any row)") }
-        let (total, overflow) = labels.count.multipliedReportingOverflow(by: width)
+        let sparse = try SparseLIBSVM.load(path: path, featureCount: featureCount)
+        let width = sparse.featureCount
+        let rowCount = sparse.rowCount
+        let (total, overflow) = rowCount.multipliedReportingOverflow(by: width)
         guard !overflow, total <= 1 << 34 else {
-            throw DataError(
-                file: path, message: "\(labels.count) rows x \(width) features is too large to hold densely")
+            throw DataError(file: path, message: "\(rowCount) rows x \(width) features is too large to hold densely")
         }
         var features = [Float](repeating: 0, count: total)
-        rowStarts.append(indices.count)
-        for row in 0..<labels.count {
-            for entry in rowStarts[row]..<rowStarts[row + 1] {
-                features[row * width + indices[entry]] = values[entry]
+        for row in 0..<rowCount {
+            for entry in sparse.rowStarts[row]..<sparse.rowStarts[row + 1] {
+                features[row * width + Int(sparse.featureIds[entry])] = sparse.values[entry]
             }
         }
         return Dataset(
-            name: path, featureCount: width, features: features, labels: labels,
-            classCount: Dataset.inferredClassCount(labels: labels))
+            name: path, featureCount: width, features: features, labels: sparse.labels,
+            classCount: sparse.classCount)
     }
 }
 
