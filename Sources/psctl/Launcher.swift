@@ -23,7 +23,9 @@ enum Launcher {
             <directory>/<name>.log, and exits with the server's exit status (the job's: 0 when it finished). Every \
             wait is bounded: --timeout for the whole job, 30 s for the workers once the server exited, 30 s for \
             the server once every worker exited. On a failure, a timeout or SIGINT/SIGTERM it stops every process \
-            it started (SIGTERM, then SIGKILL after 3 s).
+            it started (SIGTERM, then SIGKILL after 3 s). A psserver --token is handed to the workers (in their \
+            PS_TOKEN environment variable, not on their command line); a psserver serving TLS needs \
+            --worker-tls-ca, and one with --tls-ca (mutual TLS) also --worker-tls-cert and --worker-tls-key.
             """,
         options: [
             Option("workers", value: "n", help: "Worker processes to start (also psserver's --workers).", default: "2"),
@@ -36,6 +38,14 @@ enum Launcher {
                 "timeout", value: "seconds", help: "Stop everything and fail when the job has not ended by then.",
                 default: "86400"),
             Option("quiet", help: "Show only the server's epoch, summary, warning and error lines and worker 0's."),
+            Option(
+                "worker-tls-ca", value: "pem",
+                help: "The CA the workers check psserver's --tls-cert against (needed when psserver serves TLS)."),
+            Option(
+                "worker-tls-cert", value: "pem",
+                help: "The workers' certificate chain, for a psserver with --tls-ca (mutual TLS; needs "
+                    + "--worker-tls-key)."),
+            Option("worker-tls-key", value: "pem", help: "Private key of --worker-tls-cert."),
         ],
         arguments: [
             Argument(
@@ -98,13 +108,58 @@ enum Launcher {
         if !serverFlags.contains(where: { $0 == "--metrics-out" || $0.hasPrefix("--metrics-out=") }) {
             serverFlags += ["--metrics-out", directory + "/metrics.jsonl"]
         }
+        let (workerSecurityFlags, workerEnvironment) = try workerSecurity(serverFlags: serverFlags, arguments)
         let quiet = arguments.has("quiet")
         let echoServer: @Sendable (String) -> Bool = { line in !quiet || Launcher.isNotableServerLine(line) }
         let echoWorker: @Sendable (Int, String) -> Bool = { rank, _ in !quiet || rank == 0 }
         let outcome = try launchJob(
-            serverFlags: serverFlags, workers: workers, workerFlags: ["--threads", "\(threads)"], directory: directory,
-            timeout: timeout, echoServer: echoServer, echoWorker: echoWorker)
+            serverFlags: serverFlags, workers: workers, workerFlags: ["--threads", "\(threads)"] + workerSecurityFlags,
+            workerEnvironment: workerEnvironment, directory: directory, timeout: timeout, echoServer: echoServer,
+            echoWorker: echoWorker)
         return finish(outcome, directory: directory)
+    }
+
+    /// The value of psserver flag `name` among `flags` (`--name value` or `--name=value`), if given.
+    static func value(of name: String, in flags: [String]) -> String? {
+        for (index, flag) in flags.enumerated() {
+            if flag == name { return index + 1 < flags.count ? flags[index + 1] : nil }
+            if flag.hasPrefix(name + "=") { return String(flag.dropFirst(name.count + 1)) }
+        }
+        return nil
+    }
+
+    /// What the workers need to reach a psserver started with `serverFlags`: its `--token` (in the environment, so
+    /// that it is not on their command lines) and their TLS flags from run's --worker-tls-* options, checked
+    /// against what the server requires.
+    static func workerSecurity(serverFlags: [String], _ arguments: ParsedArguments) throws -> (
+        flags: [String], environment: [String: String]
+    ) {
+        var environment: [String: String] = [:]
+        if let token = value(of: "--token", in: serverFlags) { environment["PS_TOKEN"] = token }
+        let ca = arguments.string("worker-tls-ca")
+        let certificate = arguments.string("worker-tls-cert")
+        let key = arguments.string("worker-tls-key")
+        let servesTLS = value(of: "--tls-cert", in: serverFlags) != nil
+        let requiresClientCertificates = value(of: "--tls-ca", in: serverFlags) != nil
+        if (certificate == nil) != (key == nil) {
+            throw UsageError("--worker-tls-cert and --worker-tls-key go together")
+        }
+        if !servesTLS, ca != nil || certificate != nil {
+            throw UsageError("--worker-tls-ca and --worker-tls-cert are for a psserver that serves TLS (--tls-cert)")
+        }
+        if servesTLS, ca == nil {
+            throw UsageError(
+                "psserver serves TLS (--tls-cert): give --worker-tls-ca, the CA the workers check its certificate "
+                    + "against")
+        }
+        if requiresClientCertificates, certificate == nil {
+            throw UsageError(
+                "psserver requires client certificates (--tls-ca): give --worker-tls-cert and --worker-tls-key")
+        }
+        var flags: [String] = []
+        if let ca { flags += ["--tls-ca", ca] }
+        if let certificate, let key { flags += ["--tls-cert", certificate, "--tls-key", key] }
+        return (flags, environment)
     }
 
     /// Prints the end of a job and returns its exit status: the server's.
@@ -166,8 +221,9 @@ enum Launcher {
     /// bounded; stops every process it started on every path out. Throws `CtlError` when the server does not
     /// listen, or the job overruns `timeout`, or the server outlives every worker by `exitGrace`.
     static func launchJob(
-        serverFlags: [String], workers: Int, workerFlags: [String], directory: String, timeout: Double,
-        echoServer: @escaping @Sendable (String) -> Bool, echoWorker: @escaping @Sendable (Int, String) -> Bool,
+        serverFlags: [String], workers: Int, workerFlags: [String], workerEnvironment: [String: String] = [:],
+        directory: String, timeout: Double, echoServer: @escaping @Sendable (String) -> Bool,
+        echoWorker: @escaping @Sendable (Int, String) -> Bool,
         onListening: (UInt16) -> Void = { _ in }
     ) throws -> Outcome {
         let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
@@ -211,7 +267,7 @@ enum Launcher {
             _ = try launch(
                 binDirectory.appendingPathComponent("psworker"),
                 ["--server", "127.0.0.1:\(port)", "--name", "worker\(rank)"] + workerFlags, label: "worker\(rank)",
-                directory: directory, watcher: nil, echo: { echoWorker(rank, $0) })
+                environment: workerEnvironment, directory: directory, watcher: nil, echo: { echoWorker(rank, $0) })
         }
         let workerLabels = (0..<workers).map { "worker\($0)" }
 
@@ -257,13 +313,13 @@ enum Launcher {
     /// Starts one child with its stdout and stderr on one pipe, read line by line on its own thread: each line goes
     /// to `<directory>/<label>.log`, to the watcher, and (when `echo` says so) to stdout as `[label] line`.
     static func launch(
-        _ executable: URL, _ arguments: [String], label: String, directory: String, watcher: LineWatcher?,
-        echo: @escaping @Sendable (String) -> Bool
+        _ executable: URL, _ arguments: [String], label: String, environment extra: [String: String] = [:],
+        directory: String, watcher: LineWatcher?, echo: @escaping @Sendable (String) -> Bool
     ) throws -> Process {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
+        var environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
         environment["OPENBLAS_NUM_THREADS"] = environment["OPENBLAS_NUM_THREADS"] ?? "1"
         process.environment = environment
         let pipe = Pipe()

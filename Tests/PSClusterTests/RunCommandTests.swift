@@ -36,6 +36,49 @@ final class RunCommandTests: XCTestCase {
         if let port = port(in: output) { XCTAssertFalse(isListening(port), "the server is gone") }
     }
 
+    /// psserver's --token reaches the workers (in their environment, not their command lines), and with TLS the
+    /// workers get run's --worker-tls-* flags: a mutual-TLS job with a token trains to the end.
+    func test_run_tokenAndMutualTLS_reachTheWorkers_exits0() throws {
+        let directory = try TemporaryDirectory(prefix: "swiftps-run-tls")
+        var arguments = [
+            "run", "--workers", "1", "--directory", directory.path, "--model", "softmax", "--data", "digits",
+            "--epochs", "1", "--batch", "64", "--token", "s3cret",
+        ]
+        let pki = try TestCertificates.make()
+        if let pki {
+            arguments += [
+                "--tls-cert", pki.serverCertificatePath, "--tls-key", pki.serverKeyPath, "--tls-ca", pki.caPath,
+                "--worker-tls-ca", pki.caPath, "--worker-tls-cert", pki.clientCertificatePath, "--worker-tls-key",
+                pki.clientKeyPath,
+            ]
+        }
+        let run = try ChildProcess(binary: "psctl", arguments: arguments)
+        XCTAssertEqual(run.wait(timeout: .seconds(120)), 0, run.standardOutput + run.standardError)
+        XCTAssertTrue(run.standardOutput.contains("event=job-finished"), run.standardOutput)
+        XCTAssertTrue(run.standardOutput.contains("[worker0] epoch 1/1"), run.standardOutput)
+        // With TLS the server refuses any peer without TLS and a client certificate: the worker had both.
+        if pki == nil { throw XCTSkip("the token part ran; the TLS part needs the openssl command") }
+    }
+
+    /// A psserver that serves TLS (or asks for client certificates) without the workers' side given, and worker TLS
+    /// flags without a TLS server, are usage errors before anything starts.
+    func test_run_tlsFlagsThatCannotWork_exit64() throws {
+        let job = ["--model", "softmax", "--data", "digits"]
+        for (flags, message) in [
+            (["--tls-cert", "s.pem", "--tls-key", "k.pem"], "give --worker-tls-ca"),
+            (
+                ["--worker-tls-ca", "ca.pem", "--tls-cert", "s.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"],
+                "give --worker-tls-cert and --worker-tls-key"
+            ),
+            (["--worker-tls-ca", "ca.pem"], "for a psserver that serves TLS"),
+            (["--worker-tls-cert", "c.pem"], "--worker-tls-cert and --worker-tls-key go together"),
+        ] {
+            let run = try ChildProcess(binary: "psctl", arguments: ["run"] + job + flags)
+            XCTAssertEqual(run.wait(timeout: .seconds(30)), 64, "\(flags): \(run.standardError)")
+            XCTAssertTrue(run.standardError.contains(message), "\(flags): \(run.standardError)")
+        }
+    }
+
     func test_run_serverThatCannotStart_failsAtOnceWithItsError() throws {
         let start = Date()
         let run = try ChildProcess(
