@@ -23,9 +23,10 @@ enum RawBSPLoop {
         let stepSeconds: Double
         /// The process's CPU time (every client and server thread, user and kernel) per step, over the whole run.
         let cpuSecondsPerStep: Double
-        /// That CPU time over the cores' capacity for the run's wall time: near 1, the loop alone keeps every core
-        /// busy, and no step on this machine can be shorter without doing less work.
-        let busyFraction: Double
+        /// What the machine's cores offered per step over the whole run: their count times its wall time per step.
+        /// CPU time near this means the loop alone keeps every core busy, and no step on this machine can be
+        /// shorter without doing less work.
+        let coreSecondsPerStep: Double
     }
 
     /// Runs `clients` clients at `batch` rows for `warmup` untimed and `steps` timed steps each.
@@ -71,7 +72,7 @@ enum RawBSPLoop {
         return Measurement(
             stepSeconds: Double(times.reduce(0, +)) / Double(max(times.count, 1)) / 1e9,
             cpuSecondsPerStep: Double(cpu) / Double(rounds) / 1e9,
-            busyFraction: Double(cpu) / (Double(wall) * cores))
+            coreSecondsPerStep: cores * Double(wall) / Double(rounds) / 1e9)
     }
 
     /// One connection's server side: read a gradient, wait for every connection's, send the weights.

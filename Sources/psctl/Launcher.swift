@@ -95,17 +95,17 @@ enum Launcher {
         let timeout = try arguments.required("timeout", as: Double.self, in: 1...(365 * 86_400))
         var serverFlags = arguments.arguments("psserver-flags")
         for flag in reservedServerFlags
-        where serverFlags.contains(where: { $0 == flag || $0.hasPrefix(flag + "=") }) {
+        where hasFlag(flag, in: serverFlags) {
             throw UsageError("psctl run sets psserver's \(flag) itself; give the worker count as run's --workers")
         }
-        guard serverFlags.contains(where: { $0 == "--model" || $0.hasPrefix("--model=") }) else {
+        guard hasFlag("--model", in: serverFlags) else {
             throw UsageError("psctl run needs psserver's --model (the job to run), e.g. --model mlp:128")
         }
         let directory = try makeDirectory(arguments.string("directory"), prefix: "swiftps-run")
-        if !serverFlags.contains(where: { $0 == "--checkpoint-dir" || $0.hasPrefix("--checkpoint-dir=") }) {
+        if !hasFlag("--checkpoint-dir", in: serverFlags) {
             serverFlags += ["--checkpoint-dir", directory + "/ckpt"]
         }
-        if !serverFlags.contains(where: { $0 == "--metrics-out" || $0.hasPrefix("--metrics-out=") }) {
+        if !hasFlag("--metrics-out", in: serverFlags) {
             serverFlags += ["--metrics-out", directory + "/metrics.jsonl"]
         }
         let (workerSecurityFlags, workerEnvironment) = try workerSecurity(serverFlags: serverFlags, arguments)
@@ -117,6 +117,11 @@ enum Launcher {
             workerEnvironment: workerEnvironment, directory: directory, timeout: timeout, echoServer: echoServer,
             echoWorker: echoWorker)
         return finish(outcome, directory: directory)
+    }
+
+    /// Whether psserver flag `name` is among `flags` (`--name …` or `--name=…`).
+    static func hasFlag(_ name: String, in flags: [String]) -> Bool {
+        flags.contains { $0 == name || $0.hasPrefix(name + "=") }
     }
 
     /// The value of psserver flag `name` among `flags` (`--name value` or `--name=value`), if given.
@@ -139,8 +144,8 @@ enum Launcher {
         let ca = arguments.string("worker-tls-ca")
         let certificate = arguments.string("worker-tls-cert")
         let key = arguments.string("worker-tls-key")
-        let servesTLS = value(of: "--tls-cert", in: serverFlags) != nil
-        let requiresClientCertificates = value(of: "--tls-ca", in: serverFlags) != nil
+        let servesTLS = hasFlag("--tls-cert", in: serverFlags)
+        let requiresClientCertificates = hasFlag("--tls-ca", in: serverFlags)
         if (certificate == nil) != (key == nil) {
             throw UsageError("--worker-tls-cert and --worker-tls-key go together")
         }

@@ -79,7 +79,7 @@ final class NetnsClusteredTests: XCTestCase {
         }
         let server = try TestPaths.binary(named: "psserver")
         let directory = server.deletingLastPathComponent().path
-        Self.removeStaleNamespacesOnce(self)
+        Self.removeStaleNamespacesOnce()
         for name in ["psworker", "psctl"] where !FileManager.default.isExecutableFile(atPath: directory + "/" + name) {
             throw XCTSkip("\(name) is not built next to \(server.path)")
         }
@@ -131,7 +131,7 @@ final class NetnsClusteredTests: XCTestCase {
         defer {
             // SIGTERM lets netns.sh's trap remove its namespaces; `down` covers a netns.sh that did not get to.
             if process.isRunning { process.terminateAndWait(timeout: .seconds(15)) }
-            netnsDown(prefix)
+            Self.netnsDown(prefix)
         }
         guard let status = process.wait(timeout: .seconds(Int64(timeout) + 30)) else {
             XCTFail("netns.sh run did not end within \(timeout + 30) s:\n\(process.standardOutput)")
@@ -155,7 +155,7 @@ final class NetnsClusteredTests: XCTestCase {
     }
 
     /// `netns.sh down` for `prefix` (idempotent; bounded).
-    func netnsDown(_ prefix: String) {
+    static func netnsDown(_ prefix: String) {
         guard
             let process = try? ChildProcess(
                 executable: URL(fileURLWithPath: "/bin/bash"), arguments: [Self.script, "down"],
@@ -169,7 +169,7 @@ final class NetnsClusteredTests: XCTestCase {
 
     /// Takes down, once per test process, the namespaces of earlier test processes that were killed before their
     /// `tearDown` (a `.ci/run` stopped mid-test): left alone they would stay until the machine reboots.
-    private static func removeStaleNamespacesOnce(_ test: NetnsClusteredTests) {
+    private static func removeStaleNamespacesOnce() {
         let isFirst = staleSweepDone.withLock { done -> Bool in
             let isFirst = !done
             done = true
@@ -177,7 +177,7 @@ final class NetnsClusteredTests: XCTestCase {
         }
         guard isFirst else { return }
         for prefix in stalePrefixes(in: namespaces(), isAlive: processExists) {
-            test.netnsDown(prefix)
+            netnsDown(prefix)
         }
     }
 
@@ -224,7 +224,7 @@ final class NetnsClusteredTests: XCTestCase {
     }
 
     override func tearDown() {
-        for prefix in prefixes { netnsDown(prefix) }
+        for prefix in prefixes { Self.netnsDown(prefix) }
         if !prefixes.isEmpty {
             let left = Self.namespaces().filter { name in prefixes.contains { name.hasPrefix($0 + "-") } }
             XCTAssertEqual(left, [], "namespaces left behind")
