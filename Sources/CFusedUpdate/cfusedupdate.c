@@ -9,6 +9,7 @@
 #include "cfusedupdate.h"
 
 #include <math.h>
+#include <string.h>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -92,9 +93,27 @@ AVX2 void cfused_adagrad_avx2(float *restrict w, const float *restrict g, float 
     }
 }
 
+AVX2 uint32_t cfused_max_magnitude_bits_avx2(const float *restrict x, size_t count) {
+    // An unsigned integer maximum is associative, so the compiler vectorises this reduction (vpand + vpmaxud),
+    // which it may not do for a float maximum without reassociation.
+    uint32_t largest = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        bits &= 0x7fffffffu;
+        largest = bits > largest ? bits : largest;
+    }
+    return largest;
+}
+
 #else
 
 int cfused_avx2_available(void) { return 0; }
+
+uint32_t cfused_max_magnitude_bits_avx2(const float *x, size_t count) {
+    (void)x, (void)count;
+    return 0;
+}
 
 void cfused_momentum_avx2(float *w, const float *g, float *v, size_t count, float clip, int clips, float weight_decay,
                           float lr, float mu, int nesterov) {

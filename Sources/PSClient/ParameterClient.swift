@@ -623,7 +623,8 @@ public struct RequestHandle: Sendable {
     }
 
     private static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let (seconds, attoseconds) = duration.components
+        return Double(seconds) + Double(attoseconds) / 1e18
     }
 
     private func wait(deadline: UInt64, seconds: Double) throws(ClientError) -> Reply {

@@ -511,8 +511,17 @@ public struct MagnitudeBounds: Sendable, Equatable {
     }
 
     /// The largest `|x|` over `values` (0 when empty), or infinity when one of them is NaN or infinite. One pass,
-    /// explicitly vectorised (a plain loop's float reductions stay scalar without reassociation).
-    public static func maxMagnitude(_ values: UnsafeBufferPointer<Float>) -> Double {
+    /// explicitly vectorised (a plain loop's float reductions stay scalar without reassociation): with AVX2,
+    /// `CFusedUpdate`'s loop (8 lanes with an integer maximum, about 0.4 instructions per element); otherwise the
+    /// Swift loop, which generic x86-64's SSE2 (no packed 32-bit maximum) makes about 3 per element. Both give
+    /// the same result (`MagnitudeBoundsTests`).
+    public static func maxMagnitude(
+        _ values: UnsafeBufferPointer<Float>, path: FusedUpdate.VectorPath = .fastest
+    ) -> Double {
+        if path == .avx2, let base = values.baseAddress {
+            let largest = Float(bitPattern: cfused_max_magnitude_bits_avx2(base, values.count))
+            return largest.isFinite ? Double(largest) : .infinity
+        }
         let scan = scan(values, magnitudes: true)
         return scan.finite ? Double(scan.largest) : .infinity
     }

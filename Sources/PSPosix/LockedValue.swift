@@ -10,43 +10,49 @@
 /// ThreadSanitizer sees every acquire and release. The condition runs on `CLOCK_MONOTONIC`, so a wait's deadline
 /// is immune to wall-clock jumps.
 ///
-/// Give it a value that means something (a count, a flag), never `Void`: Swift's exclusivity checks report
-/// accesses to zero-sized storage at one shared address, so ThreadSanitizer would see every `LockedValue<Void>` in
-/// the process as the same variable, guarded by different locks.
+/// The value lives in memory of its own, reached through a pointer rather than a stored property: a class's
+/// `var` costs a dynamic exclusivity check (`swift_beginAccess`, about 80 instructions) on every access, and the
+/// lock already makes the accesses exclusive. Give it a value that means something (a count, a flag), never
+/// `Void`: a lock that guards nothing is a lock in the wrong place.
 ///
 /// Rules for callers: a closure passed to `withLock` or `wait` does arithmetic or a copy on the value and
 /// returns; it never sends, receives, logs or writes a file, and never takes another `LockedValue`'s lock unless
 /// the types involved document the order.
 public final class LockedValue<Value>: @unchecked Sendable {
-    // @unchecked Sendable: `value` is read and written only while `mutex` is held; the pointers never change.
+    // @unchecked Sendable: `storage.pointee` is read and written only while `mutex` is held; the pointers never
+    // change.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
-    private var value: Value
+    private let storage: UnsafeMutablePointer<Value>
 
-    /// Wraps `value`; the lock and the condition are created here (`pthread_mutex_init`, `pthread_cond_init`).
+    /// Wraps `value`; the lock and the condition are created here (`pthread_mutex_init`, `pthread_cond_init`), in
+    /// one allocation, with attributes built once per process.
     public init(_ value: Value) {
-        self.value = value
-        mutex = .allocate(capacity: 1)
-        condition = .allocate(capacity: 1)
-        var mutexAttributes = pthread_mutexattr_t()
-        pthread_mutexattr_init(&mutexAttributes)
-        pthread_mutexattr_settype(&mutexAttributes, Int32(PTHREAD_MUTEX_ERRORCHECK))
-        let mutexResult = pthread_mutex_init(mutex, &mutexAttributes)
-        pthread_mutexattr_destroy(&mutexAttributes)
+        storage = .allocate(capacity: 1)
+        storage.initialize(to: value)
+        let primitives = UnsafeMutableRawPointer.allocate(
+            byteCount: Self.conditionOffset + MemoryLayout<pthread_cond_t>.size,
+            alignment: max(MemoryLayout<pthread_mutex_t>.alignment, MemoryLayout<pthread_cond_t>.alignment))
+        mutex = primitives.bindMemory(to: pthread_mutex_t.self, capacity: 1)
+        condition = (primitives + Self.conditionOffset).bindMemory(to: pthread_cond_t.self, capacity: 1)
+        let mutexResult = withUnsafePointer(to: LockAttributes.mutex) { pthread_mutex_init(mutex, $0) }
         precondition(mutexResult == 0, "pthread_mutex_init failed: \(mutexResult)")
-        var conditionAttributes = pthread_condattr_t()
-        pthread_condattr_init(&conditionAttributes)
-        pthread_condattr_setclock(&conditionAttributes, CLOCK_MONOTONIC)
-        let conditionResult = pthread_cond_init(condition, &conditionAttributes)
-        pthread_condattr_destroy(&conditionAttributes)
+        let conditionResult = withUnsafePointer(to: LockAttributes.condition) { pthread_cond_init(condition, $0) }
         precondition(conditionResult == 0, "pthread_cond_init failed: \(conditionResult)")
     }
 
     deinit {
         pthread_cond_destroy(condition)
         pthread_mutex_destroy(mutex)
-        condition.deallocate()
-        mutex.deallocate()
+        UnsafeMutableRawPointer(mutex).deallocate()  // the one allocation that also holds `condition`
+        storage.deinitialize(count: 1)
+        storage.deallocate()
+    }
+
+    /// Where the condition starts in the allocation it shares with the mutex.
+    private static var conditionOffset: Int {
+        let alignment = MemoryLayout<pthread_cond_t>.alignment
+        return (MemoryLayout<pthread_mutex_t>.size + alignment - 1) / alignment * alignment
     }
 
     /// Runs `body` with exclusive access to the value and returns its result.
@@ -111,7 +117,7 @@ public final class LockedValue<Value>: @unchecked Sendable {
         lock()
         defer { unlock() }
         var timedOut = false
-        while isBlocked(value) {
+        while isBlocked(storage.pointee) {
             guard let deadline else {
                 pthread_cond_wait(condition, mutex)
                 continue
@@ -124,7 +130,7 @@ public final class LockedValue<Value>: @unchecked Sendable {
                 tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
             _ = pthread_cond_timedwait(condition, mutex, &time)
         }
-        return body(&value, timedOut)
+        return body(&storage.pointee, timedOut)
     }
 
     /// Blocks while `isBlocked(value)` holds, until the deadline; returns true when the condition cleared and
@@ -153,9 +159,28 @@ public final class LockedValue<Value>: @unchecked Sendable {
 
     @usableFromInline
     var valueStorage: Value {
-        _read { yield value }
-        _modify { yield &value }
+        _read { yield storage.pointee }
+        _modify { yield &storage.pointee }
     }
+}
+
+/// The attributes of every `LockedValue`'s mutex (error-checking: a relock by the owner or an unlock by another
+/// thread fails, and the precondition stops the process, instead of hanging or corrupting it) and condition
+/// (`CLOCK_MONOTONIC` deadlines), built once instead of once per lock.
+private enum LockAttributes {
+    static let mutex: pthread_mutexattr_t = {
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_ERRORCHECK))
+        return attributes
+    }()
+
+    static let condition: pthread_condattr_t = {
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        return attributes
+    }()
 }
 
 extension MonotonicClock {

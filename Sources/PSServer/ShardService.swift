@@ -80,9 +80,11 @@ struct ShardService {
         // The gradient lands straight in the connection's reusable receive buffer.
         let raw = try connection.readPayload(length: floatBytes)
         let gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
+        let rules = self.rules
         guard
             case .accepted(let bound) = try checkGradient(
-                gradient, named: "gradient for shard \(shardIndex)", session: session, requestID: requestID)
+                gradient, named: "gradient for shard \(shardIndex)", rules: rules, session: session,
+                requestID: requestID)
         else { return }
         shard.pushCount.wrappingAdd(1, ordering: .relaxed)
         if rules.mode == .bsp, server.coordinator == nil {
@@ -96,18 +98,20 @@ struct ShardService {
                 bound: bound ?? .infinity, header: header, session: session)
         } else {
             try asyncPush(
-                shard: shard, prefix: prefix, gradient: gradient, bound: bound, header: header, session: session)
+                shard: shard, prefix: prefix, gradient: gradient, bound: bound, rule: rules.stalenessRule,
+                header: header, session: session)
         }
     }
 
     /// SSP/async (and a plain store): applies now, under the shard's lock, with the stale-gradient rule.
     private func asyncPush(
         shard: Shard, prefix: PushPrefix, gradient: UnsafeMutableBufferPointer<Float>, bound: Double?,
-        header: FrameHeader, session: Session
+        rule: StalenessRule, header: FrameHeader, session: Session
     ) throws(TransportError) {
         guard
             let outcome = applyNow(
-                shard: shard, baseVersion: prefix.baseVersion, gradient: gradient, bound: bound, rank: session.rank)
+                shard: shard, baseVersion: prefix.baseVersion, gradient: gradient, bound: bound, rule: rule,
+                rank: session.rank)
         else {
             try session.replyError(
                 .nonFinite, Self.refusedMessage(shards: [shard.index], version: shard.version), to: header.requestID)
@@ -135,12 +139,12 @@ struct ShardService {
     /// (nothing applied, counted as refused) when the update would make a weight non-finite. `bound` is at least
     /// the gradient's largest `|g|`; nil turns that check off.
     private func applyNow(
-        shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, bound: Double?, rank: Int?
+        shard: Shard, baseVersion: UInt64, gradient: UnsafeMutableBufferPointer<Float>, bound: Double?,
+        rule: StalenessRule, rank: Int?
     ) -> (status: PushStatus, version: UInt64, staleness: UInt64)? {
         let started = MonotonicClock.nanoseconds()
         let decided = shard.state.withLock { state in
-            Self.decideAndApply(
-                &state, rule: rules.stalenessRule, baseVersion: baseVersion, gradient: gradient, bound: bound)
+            Self.decideAndApply(&state, rule: rule, baseVersion: baseVersion, gradient: gradient, bound: bound)
         }
         return account(shard: shard, outcome: decided, rank: rank, started: started)
     }
@@ -262,9 +266,10 @@ struct ShardService {
             else { return }
             gradient = dense
         }
+        let rules = self.rules
         guard
             case .accepted(let bound) = try checkGradient(
-                gradient, named: "exchange gradient", session: session, requestID: requestID)
+                gradient, named: "exchange gradient", rules: rules, session: session, requestID: requestID)
         else { return }
         let coordinator = server.coordinator
         let bsp = coordinator != nil && server.config.mode == .bsp
@@ -291,7 +296,8 @@ struct ShardService {
         {
             // Some shard's update is not provably finite: all of them at once under every shard lock, or none.
             let refused = applyAllOrNothing(
-                shards[...], gradient: gradient, base: base, bound: bound, baseVersions: baseVersions, rank: rank)
+                shards[...], gradient: gradient, base: base, bound: bound, baseVersions: baseVersions,
+                rule: rules.stalenessRule, rank: rank)
             if !refused.isEmpty {
                 try session.replyError(.nonFinite, Self.refusedMessage(shards: refused), to: requestID)
                 return
@@ -316,8 +322,8 @@ struct ShardService {
                 server.carryOut(directives)
             } else if !appliedAtomically,
                 applyNow(
-                    shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound, rank: rank)
-                    == nil
+                    shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound,
+                    rule: rules.stalenessRule, rank: rank) == nil
             {
                 // Proved finite a moment ago: only a concurrent push to this very shard can have changed that.
                 rejections.withLock { $0.append((.nonFinite, Self.refusedMessage(shards: [shard.index]))) }
@@ -499,7 +505,9 @@ struct ShardService {
                 let slice = UnsafeMutableBufferPointer(
                     rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
                 shard.pushCount.wrappingAdd(1, ordering: .relaxed)
-                _ = applyNow(shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound, rank: nil)
+                _ = applyNow(
+                    shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound,
+                    rule: joined.stalenessRule, rank: nil)
             }
             if joined.part.mode == .ssp {
                 let connection = session.connection
@@ -527,13 +535,13 @@ struct ShardService {
     /// shards: empty when every slice was applied (or dropped as stale), and counted like `applyNow`.
     private func applyAllOrNothing(
         _ shards: ArraySlice<Shard>, gradient: UnsafeMutableBufferPointer<Float>, base: Int, bound: Double,
-        baseVersions: [UInt64], rank: Int?
+        baseVersions: [UInt64], rule: StalenessRule, rank: Int?
     ) -> [Int] {
         let started = MonotonicClock.nanoseconds()
         var outcomes: [(status: PushStatus, version: UInt64, staleness: UInt64)] = []
         let refused = Self.lockAndApply(
-            shards, gradient: gradient, base: base, bound: bound, baseVersions: baseVersions,
-            rule: rules.stalenessRule, outcomes: &outcomes)
+            shards, gradient: gradient, base: base, bound: bound, baseVersions: baseVersions, rule: rule,
+            outcomes: &outcomes)
         if let refused {
             shards[refused].refusedNonFiniteCount.wrappingAdd(1, ordering: .relaxed)
             return [shards[refused].index]
@@ -611,13 +619,14 @@ struct ShardService {
     /// Refuses a gradient holding a NaN or infinity (unless `--allow-nonfinite`) with an error frame naming the
     /// first bad element; otherwise returns the bound the update's finiteness proof uses.
     private func checkGradient(
-        _ gradient: UnsafeMutableBufferPointer<Float>, named what: String, session: Session, requestID: UInt64
+        _ gradient: UnsafeMutableBufferPointer<Float>, named what: @autoclosure () -> String, rules: ShardRules,
+        session: Session, requestID: UInt64
     ) throws(TransportError) -> GradientCheck {
         guard !rules.allowNonFinite else { return .accepted(bound: nil) }
         let check = checkFinite(UnsafeBufferPointer(gradient))
         guard let bad = check.firstNonFinite else { return .accepted(bound: check.bound) }
         try session.replyError(
-            .nonFinite, "\(what) has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
+            .nonFinite, "\(what()) has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
             to: requestID)
         return .refused
     }

@@ -82,8 +82,23 @@ struct MessageDescriptor: Sendable {
         .init(.sparsePush, "sparsePush", .request, minimum: 16, MessageCodec.decodeSparsePush),
     ]
 
-    /// The rows of ``all`` by type code.
-    static let byType: [MessageType: MessageDescriptor] = Dictionary(
-        uniqueKeysWithValues: all.map { ($0.type, $0) }
-    )
+    /// Each code's index in ``all``, or -1, indexed by the code itself: every frame looks its type up, and an
+    /// array read costs a few instructions where hashing into a dictionary cost about 200.
+    static let indexByCode: [Int16] = {
+        var table = [Int16](repeating: -1, count: Int(all.map(\.type.rawValue).max() ?? 0) + 1)
+        for (index, descriptor) in all.enumerated() {
+            precondition(table[Int(descriptor.type.rawValue)] == -1, "two rows for \(descriptor.name)")
+            table[Int(descriptor.type.rawValue)] = Int16(index)
+        }
+        return table
+    }()
+
+    /// The index in ``all`` of `type`'s row, or nil if protocol v1 does not define it.
+    @inline(__always)
+    static func index(of type: MessageType) -> Int? {
+        let code = Int(type.rawValue)
+        guard code < indexByCode.count else { return nil }
+        let index = indexByCode[code]
+        return index >= 0 ? Int(index) : nil
+    }
 }

@@ -107,17 +107,21 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let allKnown: [MessageType] = MessageDescriptor.all.map(\.type)
 
     /// This type's row in the message table, or nil if protocol v1 does not define it.
-    var descriptor: MessageDescriptor? { MessageDescriptor.byType[self] }
+    var descriptor: MessageDescriptor? { MessageDescriptor.index(of: self).map { MessageDescriptor.all[$0] } }
 
     /// Whether protocol v1 defines this code.
-    public var isKnown: Bool { descriptor != nil }
+    public var isKnown: Bool { MessageDescriptor.index(of: self) != nil }
 
     /// Whether this type answers a request (its frames carry the REPLY flag).
-    public var isReply: Bool { descriptor?.direction == .reply }
+    public var isReply: Bool {
+        MessageDescriptor.index(of: self).map { MessageDescriptor.all[$0].direction == .reply } ?? false
+    }
 
     /// The smallest payload a frame of this type can have (its fixed fields, empty strings and lists), or nil if
     /// the type is unknown.
-    public var minimumPayloadLength: Int? { descriptor?.minimumPayloadLength }
+    public var minimumPayloadLength: Int? {
+        MessageDescriptor.index(of: self).map { MessageDescriptor.all[$0].minimumPayloadLength }
+    }
 
     /// The type's name as used in proto-docs (`pushPull`), or `unknown(0x00ff)`.
     public var name: String { descriptor?.name ?? "unknown(\(hex(rawValue)))" }

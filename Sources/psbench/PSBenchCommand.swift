@@ -19,7 +19,14 @@ struct PSBenchCommand {
             Command(name: "wire", abstract: "Framed PSWire traffic vs raw sockets.", options: [quick]),
             Command(
                 name: "server", abstract: "Push, pull and push-pull goodput vs raw TCP echo; apply rate vs memcpy.",
-                options: [quick]),
+                options: [
+                    quick,
+                    Option(
+                        "small-messages",
+                        help:
+                            "Only the 4 KiB round-trip rows, with a full run's samples (run it pinned to one CPU: "
+                            + "taskset -c 0)."),
+                ]),
             Command(
                 name: "train",
                 abstract:
@@ -92,7 +99,11 @@ struct PSBenchCommand {
                 printTable("psbench wire", try WireBench.run(quick: isQuick))
             }
             if which == "server" || which == "all" {
-                printTable("psbench server", try ServerBench.run(quick: isQuick))
+                if which == "server", arguments.has("small-messages") {
+                    printTable("psbench server (small messages)", try ServerBench.smallMessageRows(rounds: 160))
+                } else {
+                    printTable("psbench server", try ServerBench.run(quick: isQuick))
+                }
             }
             if which == "train" || which == "all" {
                 if which == "train", let list = arguments.string("compression") {

@@ -10,6 +10,26 @@ final class MagnitudeBoundsTests: XCTestCase {
         XCTAssertEqual([Float]([-.infinity]).withUnsafeBufferPointer { MagnitudeBounds.maxMagnitude($0) }, .infinity)
     }
 
+    /// The AVX2 loop and the Swift loop against a scalar reference, over lengths around the vector widths and
+    /// elements of every class (zeros of both signs, subnormals, the largest finite, infinities, NaNs).
+    func test_maxMagnitude_everyPath_matchesTheScalarReference() {
+        var generator = SplitMix64(seed: 11)
+        let special: [Float] = [0, -0, .leastNonzeroMagnitude, -.greatestFiniteMagnitude, .infinity, -.nan, .nan]
+        let paths: [FusedUpdate.VectorPath] = FusedUpdate.VectorPath.avx2Available ? [.portable, .avx2] : [.portable]
+        for trial in 0..<400 {
+            let count = trial < 200 ? trial % 100 : 1024 + Int(generator.next() % 100)
+            var values = (0..<count).map { _ in Float(Int(generator.next() % 20_001) - 10_000) / 7 }
+            if count > 0, trial % 3 == 0 {
+                values[Int(generator.next() % UInt64(count))] = special[Int(generator.next() % UInt64(special.count))]
+            }
+            let reference = values.contains { !$0.isFinite } ? Double.infinity : Double(values.map(abs).max() ?? 0)
+            for path in paths {
+                let measured = values.withUnsafeBufferPointer { MagnitudeBounds.maxMagnitude($0, path: path) }
+                XCTAssertEqual(measured, reference, "trial \(trial), \(count) elements, \(path)")
+            }
+        }
+    }
+
     func test_afterUpdate_ordinaryTraining_isProvedForEveryOptimizer() {
         for kind in OptimizerKind.allCases {
             var config = OptimizerConfig(kind: kind, learningRate: 0.1, weightDecay: 1e-4, clipValue: 10)

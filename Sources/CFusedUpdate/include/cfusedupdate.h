@@ -2,6 +2,7 @@
 #define CFUSEDUPDATE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /// Whether this CPU and the OS support AVX2 (x86-64, checked once with CPUID and XGETBV); 0 elsewhere.
 int cfused_avx2_available(void);
@@ -21,5 +22,10 @@ void cfused_adam_avx2(float *w, const float *g, float *m, float *v, size_t count
 /// when cfused_avx2_available() returned 1.
 void cfused_adagrad_avx2(float *w, const float *g, float *s, size_t count, float clip, int clips, float weight_decay,
                          float lr, float epsilon);
+
+/// The largest of `x[i]`'s bit patterns with the sign bit cleared, over `count` elements (0 when `count` is 0), with
+/// 256-bit vectors: PSMath's MagnitudeBounds.maxMagnitude reads it as the largest |x[i]|, or as a non-finite
+/// element when it is 0x7f800000 or more. Call only when cfused_avx2_available() returned 1.
+uint32_t cfused_max_magnitude_bits_avx2(const float *x, size_t count);
 
 #endif
