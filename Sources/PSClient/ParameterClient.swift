@@ -34,7 +34,9 @@ public final class ParameterClient: Sendable {
     public var rank: Int? { welcome.rank >= 0 ? Int(welcome.rank) : nil }
 
     let connection: FramedConnection
-    let pending = LockedValue<[UInt64: PendingRequest]>([:])
+    /// The requests in flight and, under the same lock, every request's result (`PendingRequest.result`): one
+    /// lock per connection instead of one per request, whose waiters sleep on its condition.
+    let pending = LockedValue(RequestTable())
     let nextRequestID = Atomic<UInt64>(1)
     let failure = LockedValue<TransportError?>(nil)
     /// Set by the reader thread as it ends, after it has released the descriptor.
@@ -265,8 +267,8 @@ public final class ParameterClient: Sendable {
         let outcome = pending.withLock { table -> Result<Bool, TransportError> in
             if let error = failure.withLock({ $0 }) { return .failure(error) }
             var flagged = false
-            for earlier in table.values where earlier.flagForBackgroundRead() { flagged = true }
-            table[id] = request
+            for earlier in table.requests.values where earlier.flagForBackgroundRead() { flagged = true }
+            table.requests[id] = request
             return .success(flagged)
         }
         switch outcome {
@@ -277,7 +279,7 @@ public final class ParameterClient: Sendable {
     }
 
     private func fail(_ id: UInt64, _ error: TransportError) -> ClientError {
-        _ = pending.withLock { $0.removeValue(forKey: id) }
+        _ = pending.withLock { $0.requests.removeValue(forKey: id) }
         return .connectionLost("\(error)")
     }
 
@@ -346,7 +348,9 @@ public final class ParameterClient: Sendable {
 
     /// Whether some pending request's reply should be read by the reader thread.
     private func wantsBackgroundRead() -> Bool {
-        pending.withLock { table in table.values.contains { $0.readsInBackground.load(ordering: .acquiring) } }
+        pending.withLock { table in
+            table.requests.values.contains { $0.readsInBackground.load(ordering: .acquiring) }
+        }
     }
 
     private func releaseReadToken() {
@@ -356,15 +360,15 @@ public final class ParameterClient: Sendable {
         // The reader thread polls the socket, which does not show bytes already received: wake it for them.
         if leftover && wantsBackgroundRead() { wake.signal() }
         // Callers waiting for their replies may take the token now.
-        for request in pending.withLock({ Array($0.values) }) { request.poke() }
+        pending.withLockAndBroadcast { $0.tokenReleases &+= 1 }
     }
 
     /// Waits for `request`'s result until `deadline`, reading the socket on this thread whenever no other
     /// thread is: the reply then needs no hand-off from the reader thread. Nil when the deadline passed.
     func awaitResult(_ request: PendingRequest, deadline: UInt64) -> Result<Reply, TransportError>? {
         while true {
-            let seen = request.pokes
-            if let result = request.currentResult { return result }
+            let (result, seen) = pending.withLock { table in (request.result, table.tokenReleases) }
+            if let result { return result }
             let mine = readToken.withLock { held -> Bool in
                 if held { return false }
                 held = true
@@ -372,10 +376,14 @@ public final class ParameterClient: Sendable {
             }
             guard mine else {
                 // Another thread reads: sleep until this reply lands, the token is released, or the deadline.
-                guard request.wait(until: deadline, pokedAfter: seen) else { return nil }
+                let woken = pending.wait(until: deadline) { table in
+                    request.result == nil && table.tokenReleases == seen
+                }
+                guard woken else { return nil }
                 continue
             }
-            if let result = request.currentResult {
+            // The token's previous holder may have read this reply since the look above.
+            if let result = pending.withLock({ _ in request.result }) {
                 releaseReadToken()
                 return result
             }
@@ -406,12 +414,12 @@ public final class ParameterClient: Sendable {
         guard let header = try connection.readHeader() else {
             throw .socket(.endOfStream(expected: WireProtocol.headerSize, received: 0))
         }
-        let request = pending.withLock { $0.removeValue(forKey: header.requestID) }
+        let request = pending.withLock { $0.requests.removeValue(forKey: header.requestID) }
         do {
             try readBody(of: header, for: request)
         } catch {
             // Out of `pending` already, so `failAll` would miss it: its waiter learns now, not at its deadline.
-            request?.complete(.failure(error))
+            if let request { complete(request, .failure(error)) }
             throw error
         }
     }
@@ -435,9 +443,9 @@ public final class ParameterClient: Sendable {
         }
         guard let request else { return }  // a reply nobody waits for any more
         if case .error(let error) = message {
-            request.complete(.failure(.remote(code: error.code, message: error.message)))
+            complete(request, .failure(.remote(code: error.code, message: error.message)))
         } else {
-            request.complete(.success(.message(message)))
+            complete(request, .success(.message(message)))
         }
     }
 
@@ -459,10 +467,11 @@ public final class ParameterClient: Sendable {
         let floatBytes = length - PullReplyPrefix.size
         if floatBytes == destination.count {
             try connection.readPayload(into: destination)
-            request.complete(.success(.pulled(shard: Int(prefix.shard), version: prefix.version)))
+            complete(request, .success(.pulled(shard: Int(prefix.shard), version: prefix.version)))
         } else {
             try connection.skipPayload(length: floatBytes)
-            request.complete(
+            complete(
+                request,
                 .failure(
                     .remote(
                         code: .lengthMismatch,
@@ -508,13 +517,14 @@ public final class ParameterClient: Sendable {
             } catch {
                 throw .wire(error)
             }
-            request.complete(.success(.exchanged(prefix)))
+            complete(request, .success(.exchanged(prefix)))
         } else if prefix.encoding == .none, floatBytes == destination.count {
             try connection.readPayload(into: destination)
-            request.complete(.success(.exchanged(prefix)))
+            complete(request, .success(.exchanged(prefix)))
         } else {
             try connection.skipPayload(length: floatBytes)
-            request.complete(
+            complete(
+                request,
                 .failure(
                     .remote(
                         code: .lengthMismatch,
@@ -525,12 +535,17 @@ public final class ParameterClient: Sendable {
 
     private func failAll(_ error: TransportError) {
         failure.withLock { if $0 == nil { $0 = error } }
-        let requests = pending.withLock { table in
-            let all = Array(table.values)
-            table.removeAll()
-            return all
+        pending.withLockAndBroadcast { table in
+            for request in table.requests.values where request.result == nil { request.result = .failure(error) }
+            table.requests.removeAll()
         }
-        for request in requests { request.complete(.failure(error)) }
+    }
+
+    /// Stores `request`'s first result and wakes its waiter; a later result is dropped.
+    private func complete(_ request: PendingRequest, _ value: Result<Reply, TransportError>) {
+        pending.withLockAndBroadcast { _ in
+            if request.result == nil { request.result = value }
+        }
     }
 
     /// Called by a handle whose wait timed out: the connection is considered broken, so no reply can land in a
@@ -642,48 +657,30 @@ public struct RequestHandle: Sendable {
 
 /// One request's completion slot.
 final class PendingRequest: @unchecked Sendable {
-    // @unchecked Sendable: only the thread holding the client's read token writes through `destination`, before
-    // `complete` takes the lock.
+    // @unchecked Sendable: `result` is read and written only under the owning client's `pending` lock, and only
+    // the thread holding the client's read token writes through `destination`, before it stores the result.
     let destination: UnsafeMutableRawBufferPointer?
     /// Set by `RequestHandle.readInBackground()` or a request sent behind this one: the reader thread reads this
     /// reply when it arrives.
     let readsInBackground = Atomic<Bool>(false)
+    /// The reply or the failure, once known. Guarded by the client's `pending` lock.
+    var result: Result<Reply, TransportError>? = nil
 
     /// Sets `readsInBackground`; true when it was not set before (the reader thread needs a wake-up).
     func flagForBackgroundRead() -> Bool {
         !readsInBackground.exchange(true, ordering: .acquiringAndReleasing)
     }
-    private let state = LockedValue(State())
-
-    private struct State {
-        var result: Result<Reply, TransportError>? = nil
-        /// Counts `poke` calls: the read token was released, so a sleeping waiter may take it.
-        var pokes = 0
-    }
 
     init(destination: UnsafeMutableRawBufferPointer?) {
         self.destination = destination
     }
+}
 
-    /// Stores the first result and wakes the waiter; later results are dropped.
-    func complete(_ value: Result<Reply, TransportError>) {
-        state.withLockAndBroadcast { state in
-            if state.result == nil { state.result = value }
-        }
-    }
-
-    /// Wakes the waiter without a result (the read token is free).
-    func poke() {
-        state.withLockAndBroadcast { $0.pokes += 1 }
-    }
-
-    var currentResult: Result<Reply, TransportError>? { state.withLock { $0.result } }
-    var pokes: Int { state.withLock { $0.pokes } }
-
-    /// Sleeps until a result arrives or a poke after `seen`; false when the deadline passed first.
-    func wait(until deadline: UInt64, pokedAfter seen: Int) -> Bool {
-        state.wait(until: deadline, while: { $0.result == nil && $0.pokes == seen })
-    }
+/// A client's requests in flight by request id, and how many times the read token was released (a caller asleep
+/// while another thread read may take the token after each release).
+struct RequestTable {
+    var requests: [UInt64: PendingRequest] = [:]
+    var tokenReleases = 0
 }
 
 /// Why a client call failed.
