@@ -131,9 +131,21 @@ public final class FramedConnection: @unchecked Sendable {
         }
     }
 
-    /// Reads `length` payload bytes into the reusable receive buffer; the view is valid until the next read.
+    /// Reads `length` payload bytes and returns a view of them, 16-byte aligned, valid until the next read (the
+    /// caller may write through it, as the server does when it scales a gradient in place).
+    ///
+    /// A payload that already sits in the read-ahead at an aligned address is returned where it lies (a 4 KiB
+    /// push arrives whole with its header, and copying it out cost more than the rest of its parsing); otherwise
+    /// it is read into the reusable receive buffer.
     public func readPayload(length: Int) throws(TransportError) -> UnsafeRawBufferPointer {
         precondition(length <= maxPayloadBytes, "payload length must be checked against the maximum first")
+        if length > 0, readEnd - readStart >= length {
+            let start = readAhead.baseAddress! + readStart
+            if UInt(bitPattern: start) % 16 == 0 {
+                readStart += length
+                return UnsafeRawBufferPointer(start: start, count: length)
+            }
+        }
         if receiveBuffer.count < length {
             let newSize = max(length, receiveBuffer.count * 2)
             receiveBuffer.deallocate()

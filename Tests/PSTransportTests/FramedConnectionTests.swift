@@ -165,6 +165,51 @@ final class FramedConnectionTests: XCTestCase {
         }
     }
 
+    /// `readPayload(length:)` hands out payloads that sit in the read-ahead where they lie when they are aligned,
+    /// and copies the others: every view is 16-byte aligned and holds its frame's bytes, whatever the frames
+    /// before it left the read-ahead's offset at, and writing through a view (as the server scales a gradient in
+    /// place) leaves the frames behind it intact.
+    func test_readPayload_viewsAreAlignedAndWholeFromTheReadAheadOrTheReceiveBuffer() throws {
+        let sizes = [24, 4096 + 24, 5, 4096, 1, 2, 3, 16, 4096 + 24, 7, 300, 0, 64, 9]
+        var stream: [UInt8] = []
+        for (index, count) in sizes.enumerated() {
+            var head = [UInt8](repeating: 0, count: WireProtocol.headerSize)
+            head.withUnsafeMutableBytes {
+                FrameHeader(type: .push, flags: [], payloadLength: UInt32(count), requestID: UInt64(index)).encode(
+                    into: $0)
+            }
+            stream += head + (0..<count).map { UInt8(truncatingIfNeeded: index &* 31 &+ $0) }
+        }
+        let bytes = stream
+        for pieceSize in [bytes.count, 5, 1000] {
+            let (client, server) = try makePair()
+            defer {
+                client.close()
+                server.close()
+            }
+            let writer = Thread {
+                var offset = 0
+                while offset < bytes.count {
+                    let end = min(offset + pieceSize, bytes.count)
+                    bytes[offset..<end].withUnsafeBytes { try? client.writeRawForTesting($0) }
+                    offset = end
+                }
+            }
+            writer.start()
+            for (index, count) in sizes.enumerated() {
+                let header = try XCTUnwrap(try server.readHeader())
+                XCTAssertEqual(header.requestID, UInt64(index), "piece size \(pieceSize)")
+                let view = try server.readPayload(length: count)
+                XCTAssertEqual(view.count, count)
+                if let base = view.baseAddress {
+                    XCTAssertEqual(UInt(bitPattern: base) % 16, 0, "frame \(index), piece size \(pieceSize)")
+                }
+                XCTAssertEqual(Array(view), (0..<count).map { UInt8(truncatingIfNeeded: index &* 31 &+ $0) })
+                UnsafeMutableRawBufferPointer(mutating: view).initializeMemory(as: UInt8.self, repeating: 0xee)
+            }
+        }
+    }
+
     /// Two small frames that arrive in one `recv`: the second waits in the read-ahead, where the socket no longer
     /// shows it, so readiness must count it.
     func test_readAhead_aBufferedFrame_countsAsReadable() throws {
