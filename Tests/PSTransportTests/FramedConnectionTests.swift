@@ -135,22 +135,7 @@ final class FramedConnectionTests: XCTestCase {
             stream += head
             floats.withUnsafeBytes { stream += $0 }
         }
-        let bytes = stream
-        for pieceSize in [bytes.count, 7, 4093] {
-            let (client, server) = try makePair()
-            defer {
-                client.close()
-                server.close()
-            }
-            let writer = Thread {
-                var offset = 0
-                while offset < bytes.count {
-                    let end = min(offset + pieceSize, bytes.count)
-                    bytes[offset..<end].withUnsafeBytes { try? client.writeRawForTesting($0) }
-                    offset = end
-                }
-            }
-            writer.start()
+        try receiveInPieces(stream, pieceSizes: [stream.count, 7, 4093]) { client, server, pieceSize in
             for (index, count) in sizes.enumerated() {
                 let header = try XCTUnwrap(try server.readHeader())
                 XCTAssertEqual(header.requestID, UInt64(index), "piece size \(pieceSize)")
@@ -162,6 +147,30 @@ final class FramedConnectionTests: XCTestCase {
             }
             client.close()
             XCTAssertNil(try server.readHeader(), "clean end after the last frame")
+        }
+    }
+
+    /// For each piece size: a connected pair, a thread writing `bytes` into the client in pieces of that size,
+    /// and `body` reading them from the server.
+    func receiveInPieces(
+        _ bytes: [UInt8], pieceSizes: [Int],
+        _ body: (_ client: FramedConnection, _ server: FramedConnection, _ pieceSize: Int) throws -> Void
+    ) throws {
+        for pieceSize in pieceSizes {
+            let (client, server) = try makePair()
+            defer {
+                client.close()
+                server.close()
+            }
+            Thread {
+                var offset = 0
+                while offset < bytes.count {
+                    let end = min(offset + pieceSize, bytes.count)
+                    bytes[offset..<end].withUnsafeBytes { try? client.writeRawForTesting($0) }
+                    offset = end
+                }
+            }.start()
+            try body(client, server, pieceSize)
         }
     }
 
@@ -180,22 +189,7 @@ final class FramedConnectionTests: XCTestCase {
             }
             stream += head + (0..<count).map { UInt8(truncatingIfNeeded: index &* 31 &+ $0) }
         }
-        let bytes = stream
-        for pieceSize in [bytes.count, 5, 1000] {
-            let (client, server) = try makePair()
-            defer {
-                client.close()
-                server.close()
-            }
-            let writer = Thread {
-                var offset = 0
-                while offset < bytes.count {
-                    let end = min(offset + pieceSize, bytes.count)
-                    bytes[offset..<end].withUnsafeBytes { try? client.writeRawForTesting($0) }
-                    offset = end
-                }
-            }
-            writer.start()
+        try receiveInPieces(stream, pieceSizes: [stream.count, 5, 1000]) { _, server, pieceSize in
             for (index, count) in sizes.enumerated() {
                 let header = try XCTUnwrap(try server.readHeader())
                 XCTAssertEqual(header.requestID, UInt64(index), "piece size \(pieceSize)")
