@@ -24,6 +24,9 @@ final class Session {
     var sendBytes: [UInt8] = []
     /// A compressed exchange's gradient, decoded to float32 (reused from step to step, freed with the session).
     private var decompressed = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    /// A BSP exchange's gradient, one array per owned shard, read straight from the socket; each becomes its
+    /// shard's held gradient by a swap and the slot's previous array comes back here (`ShardState.hold`).
+    var gradientSlabs: [[Float]] = []
 
     init(id: UInt64, connection: FramedConnection) {
         self.id = id
@@ -31,6 +34,18 @@ final class Session {
     }
 
     deinit { decompressed.deallocate() }
+
+    /// Reads the next `sizes.reduce(0, +)` floats of the frame into `gradientSlabs`, one slab per size in order.
+    func readGradientSlabs(sizes: [Int]) throws(TransportError) {
+        if gradientSlabs.count != sizes.count { gradientSlabs = sizes.map { _ in [] } }
+        for (index, size) in sizes.enumerated() {
+            // A slab swapped in from a slot was that shard's size too; only the first steps allocate.
+            if gradientSlabs[index].count != size { gradientSlabs[index] = [Float](repeating: 0, count: size) }
+            try gradientSlabs[index].withUnsafeMutableBufferPointer { (floats) throws(TransportError) in
+                try connection.readPayload(into: UnsafeMutableRawBufferPointer(floats))
+            }
+        }
+    }
 
     /// The decompression buffer, `count` floats long; valid until the next call or the session's end.
     func decompressionBuffer(count: Int) -> UnsafeMutableBufferPointer<Float> {

@@ -137,6 +137,15 @@ struct ShardState: Sendable {
         slots[rank].bound = bound
     }
 
+    /// Makes `gradient` `rank`'s held gradient for `step` by swapping it with the slot's array, which `gradient`
+    /// takes over (the previous held gradient, already consumed, or empty): no copy. `bound` is at least its
+    /// largest `|g|`.
+    mutating func hold(step: UInt64, rank: Int, swapping gradient: inout [Float], bound: Double) {
+        swap(&slots[rank].values, &gradient)
+        slots[rank].step = step
+        slots[rank].bound = bound
+    }
+
     /// Applies the mean of the held gradients of `ranks` for `step`, summed in rank order (bitwise reproducible).
     /// Applies nothing if a listed rank holds no gradient for that step or, when `checksFinite`, if the update
     /// would make a weight NaN or infinite (`applyChecked`).

@@ -255,29 +255,56 @@ struct ShardService {
                     + "\(model.shards.count) shards and \(elements.count) floats", to: requestID)
             return
         }
-        let raw = try connection.readPayload(length: floatBytes)
         server.serverMetrics.exchangeGradientBytes.wrappingAdd(UInt64(floatBytes), ordering: .relaxed)
-        let gradient: UnsafeMutableBufferPointer<Float>
-        if prefix.encoding == .none {
-            gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
-        } else {
-            // Decompressed into the session's own buffer; from here on the step is an ordinary float32 one.
-            guard let dense = try decompress(raw, prefix: prefix, model: model, session: session, requestID: requestID)
-            else { return }
-            gradient = dense
-        }
         let rules = self.rules
-        guard
-            case .accepted(let bound) = try checkGradient(
-                gradient, named: "exchange gradient", rules: rules, session: session, requestID: requestID)
-        else { return }
         let coordinator = server.coordinator
         let bsp = coordinator != nil && server.config.mode == .bsp
+        let joined = server.joinedShards.withLock { $0 }
+        // BSP on the coordinator, float32: each shard's slice goes straight from the socket into a slab of this
+        // session's that becomes the shard's held gradient by a swap, so the server copies no gradient. Otherwise
+        // the gradient is read (or decompressed) into one buffer and each shard's slice is taken from it.
+        let readsIntoSlabs = bsp && joined == nil && prefix.encoding == .none && session.rank != nil
+        var gradient = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+        let bound: Double?
+        if readsIntoSlabs {
+            try session.readGradientSlabs(sizes: model.shards.map(\.elementCount))
+            var largest = 0.0
+            var offset = 0
+            for index in session.gradientSlabs.indices {
+                let check = try session.gradientSlabs[index].withUnsafeMutableBufferPointer {
+                    (slab) throws(TransportError) in
+                    try checkGradient(
+                        slab, named: "exchange gradient", elementOffset: offset, rules: rules, session: session,
+                        requestID: requestID)
+                }
+                guard case .accepted(let slabBound) = check else { return }
+                largest = max(largest, slabBound ?? .infinity)
+                offset += session.gradientSlabs[index].count
+            }
+            bound = rules.allowNonFinite ? nil : largest
+        } else {
+            let raw = try connection.readPayload(length: floatBytes)
+            if prefix.encoding == .none {
+                gradient = UnsafeMutableBufferPointer(mutating: raw.bindMemory(to: Float.self))
+            } else {
+                // Decompressed into the session's own buffer; from here on the step is an ordinary float32 one.
+                guard
+                    let dense = try decompress(
+                        raw, prefix: prefix, model: model, session: session, requestID: requestID)
+                else { return }
+                gradient = dense
+            }
+            guard
+                case .accepted(let checkedBound) = try checkGradient(
+                    gradient, named: "exchange gradient", rules: rules, session: session, requestID: requestID)
+            else { return }
+            bound = checkedBound
+        }
         if bsp && session.rank == nil {
             try session.replyError(.invalidState, "only a joined worker can push in bsp mode", to: requestID)
             return
         }
-        if let joined = server.joinedShards.withLock({ $0 }) {
+        if let joined {
             try joinedExchange(
                 joined, model: model, prefix: prefix, gradient: gradient, bound: bound, session: session,
                 requestID: requestID)
@@ -304,29 +331,41 @@ struct ShardService {
             }
             appliedAtomically = true
         }
-        server.shardWorkers.forEach(shards.count, elements: elements.count) { [self] index in
-            let shard = shards[index]
-            let slice = UnsafeMutableBufferPointer(
-                rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
-            shard.pushCount.wrappingAdd(1, ordering: .relaxed)
-            if bsp, let coordinator, let rank {
-                shard.state.withLock {
-                    $0.hold(step: step, rank: rank, gradient: UnsafeBufferPointer(slice), bound: bound ?? .infinity)
+        // The slabs' distinct elements are swapped from several threads while this thread waits in `forEach`.
+        session.gradientSlabs.withUnsafeMutableBufferPointer { lent in
+            let slabs = lent  // the buffer itself, not the inout binding, goes into the helpers' closure
+            server.shardWorkers.forEach(shards.count, elements: elements.count) { [self] index in
+                let shard = shards[index]
+                // Only when the gradient was read into one buffer.
+                var slice: UnsafeMutableBufferPointer<Float> {
+                    UnsafeMutableBufferPointer(
+                        rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
                 }
-                let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
-                if case .rejected(let reason) = verdict {
-                    shard.state.withLock { $0.dropHeld(rank: rank) }
-                    rejections.withLock { $0.append((.invalidState, reason)) }
-                    return
+                shard.pushCount.wrappingAdd(1, ordering: .relaxed)
+                if bsp, let coordinator, let rank {
+                    shard.state.withLock {
+                        if readsIntoSlabs {
+                            $0.hold(step: step, rank: rank, swapping: &slabs[index], bound: bound ?? .infinity)
+                        } else {
+                            $0.hold(
+                                step: step, rank: rank, gradient: UnsafeBufferPointer(slice), bound: bound ?? .infinity)
+                        }
+                    }
+                    let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
+                    if case .rejected(let reason) = verdict {
+                        shard.state.withLock { $0.dropHeld(rank: rank) }
+                        rejections.withLock { $0.append((.invalidState, reason)) }
+                        return
+                    }
+                    server.carryOut(directives)
+                } else if !appliedAtomically,
+                    applyNow(
+                        shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound,
+                        rule: rules.stalenessRule, rank: rank) == nil
+                {
+                    // Proved finite a moment ago: only a concurrent push to this very shard can have changed that.
+                    rejections.withLock { $0.append((.nonFinite, Self.refusedMessage(shards: [shard.index]))) }
                 }
-                server.carryOut(directives)
-            } else if !appliedAtomically,
-                applyNow(
-                    shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound,
-                    rule: rules.stalenessRule, rank: rank) == nil
-            {
-                // Proved finite a moment ago: only a concurrent push to this very shard can have changed that.
-                rejections.withLock { $0.append((.nonFinite, Self.refusedMessage(shards: [shard.index]))) }
             }
         }
         if let rejection = rejections.withLock({ $0.first }) {
@@ -619,14 +658,15 @@ struct ShardService {
     /// Refuses a gradient holding a NaN or infinity (unless `--allow-nonfinite`) with an error frame naming the
     /// first bad element; otherwise returns the bound the update's finiteness proof uses.
     private func checkGradient(
-        _ gradient: UnsafeMutableBufferPointer<Float>, named what: @autoclosure () -> String, rules: ShardRules,
-        session: Session, requestID: UInt64
+        _ gradient: UnsafeMutableBufferPointer<Float>, named what: @autoclosure () -> String, elementOffset: Int = 0,
+        rules: ShardRules, session: Session, requestID: UInt64
     ) throws(TransportError) -> GradientCheck {
         guard !rules.allowNonFinite else { return .accepted(bound: nil) }
         let check = checkFinite(UnsafeBufferPointer(gradient))
         guard let bad = check.firstNonFinite else { return .accepted(bound: check.bound) }
         try session.replyError(
-            .nonFinite, "\(what()) has a non-finite value (\(gradient[bad]) at element \(bad)); nothing was applied",
+            .nonFinite,
+            "\(what()) has a non-finite value (\(gradient[bad]) at element \(elementOffset + bad)); nothing was applied",
             to: requestID)
         return .refused
     }

@@ -93,6 +93,52 @@ final class ExchangeTests: XCTestCase {
         XCTAssertEqual(bStep1, [-4, -4, -4, -4, -4])
     }
 
+    /// BSP over uneven shards for several steps: each reply holds the mean of that step's gradients (a worker's
+    /// slices are read into buffers that become the held gradients and come back for the next step), and a
+    /// gradient with a NaN in a later shard is refused naming its element in the whole gradient, with nothing held
+    /// for that worker: its next, finite, exchange of the same step completes the barrier.
+    func test_bsp_unevenShards_severalSteps_andANaNInALaterShard_isRefusedByItsElement() throws {
+        let harness = try harness(mode: .bsp, workers: 2, shards: 3)
+        let a = try harness.client(name: "a")
+        let b = try harness.client(name: "b")
+        defer {
+            a.close()
+            b.close()
+        }
+        _ = try a.register(zeroTensors([7]))
+        var expected = [Float](repeating: 0, count: 7)
+        var versions: [UInt64] = [0, 0, 0]
+        for step in 0..<4 {
+            let gradientA = (0..<7).map { Float(step * 10 + $0) }
+            let gradientB = (0..<7).map { Float(-$0 * (step + 1)) }
+            if step == 2 {
+                var poisoned = gradientB
+                poisoned[5] = .nan
+                XCTAssertThrowsError(
+                    try Self.exchange(b, clock: UInt64(step), gradient: poisoned, baseVersions: versions)
+                ) { error in
+                    guard case ClientError.remote(let code, let message) = error else {
+                        return XCTFail("expected a refusal, got \(error)")
+                    }
+                    XCTAssertEqual(code, .nonFinite)
+                    XCTAssertTrue(message.contains("at element 5"), message)
+                }
+            }
+            let base = versions
+            let first = Background {
+                try Self.exchange(a, clock: UInt64(step), gradient: gradientA, baseVersions: base)
+            }
+            let (prefix, weightsB) = try Self.exchange(
+                b, clock: UInt64(step), gradient: gradientB, baseVersions: versions)
+            let (_, weightsA) = try first.join()
+            for index in 0..<7 { expected[index] -= (gradientA[index] + gradientB[index]) / 2 }  // sgd, lr 1
+            XCTAssertEqual(weightsA, expected, "step \(step)")
+            XCTAssertEqual(weightsB, expected, "step \(step)")
+            XCTAssertEqual(prefix.versions, [UInt64](repeating: UInt64(step + 1), count: 3))
+            versions = prefix.versions
+        }
+    }
+
     /// Async: the reply comes at once with the gradient applied; versions advance per exchange.
     func test_async_oneWorker_replyHoldsTheWeightsAfterTheApply() throws {
         let harness = try harness(mode: .async, workers: 1, shards: 3)
