@@ -199,9 +199,12 @@ public final class ModelComputer {
                 a: layerInput, lda: layer.inputWidth, b: theta + layer.weightOffset, ldb: width, beta: 1,
                 c: layer.activations, ldc: width)
             if index < layers.count - 1 {
-                let values = UnsafeMutableBufferPointer(start: layer.activations, count: rows * width)
-                for i in values.indices where values[i] < 0 {
-                    values[i] = 0
+                // ReLU as a select, not a branch: the compiler vectorises it, and about half the activations are
+                // negative, which a branch mispredicts. Same values (a NaN and -0 stay as they are).
+                let values = layer.activations
+                for i in 0..<(rows * width) {
+                    let value = values[i]
+                    values[i] = value < 0 ? 0 : value
                 }
             }
             layerInput = UnsafePointer(layer.activations)
@@ -295,9 +298,10 @@ public final class ModelComputer {
                 transposeA: false, transposeB: true, m: rows, n: layer.inputWidth, k: width, alpha: 1,
                 a: layer.deltas, lda: width, b: theta + layer.weightOffset, ldb: width, beta: 0,
                 c: previous.deltas, ldc: layer.inputWidth)
-            let deltas = UnsafeMutableBufferPointer(start: previous.deltas, count: rows * layer.inputWidth)
-            for i in deltas.indices where previous.activations[i] <= 0 {
-                deltas[i] = 0
+            let (deltas, activations) = (previous.deltas, UnsafePointer(previous.activations))
+            for i in 0..<(rows * layer.inputWidth) {
+                let delta = deltas[i]
+                deltas[i] = activations[i] <= 0 ? 0 : delta  // a select, as in `forward`
             }
             layerDone(layer.weightOffset)
         }
