@@ -216,7 +216,8 @@ struct ShardService {
 
     // MARK: Exchange
 
-    /// A worker's whole step (`exchange`): reads the flat gradient straight into the connection's buffer,
+    /// A worker's whole step (`exchange`): reads the flat gradient (BSP on the coordinator: each shard's slice
+    /// into a slab of the session's that becomes the held gradient; otherwise into the connection's buffer),
     /// validates all of it, gives every shard its slice as a push would (BSP: held; SSP/async: applied now),
     /// records the clock, waits until the weights of step `clock + 1` may be read, and answers with all of them
     /// in one frame.
@@ -336,7 +337,7 @@ struct ShardService {
             let slabs = lent  // the buffer itself, not the inout binding, goes into the helpers' closure
             server.shardWorkers.forEach(shards.count, elements: elements.count) { [self] index in
                 let shard = shards[index]
-                // Only when the gradient was read into one buffer.
+                // The shard's part of the one-buffer gradient; never evaluated on the slab path (`gradient` empty).
                 var slice: UnsafeMutableBufferPointer<Float> {
                     UnsafeMutableBufferPointer(
                         rebasing: gradient[(shard.range.lowerBound - base)..<(shard.range.upperBound - base)])
