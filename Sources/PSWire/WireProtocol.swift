@@ -113,15 +113,11 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public var isKnown: Bool { MessageDescriptor.index(of: self) != nil }
 
     /// Whether this type answers a request (its frames carry the REPLY flag).
-    public var isReply: Bool {
-        MessageDescriptor.index(of: self).map { MessageDescriptor.all[$0].direction == .reply } ?? false
-    }
+    public var isReply: Bool { descriptor?.direction == .reply }
 
     /// The smallest payload a frame of this type can have (its fixed fields, empty strings and lists), or nil if
     /// the type is unknown.
-    public var minimumPayloadLength: Int? {
-        MessageDescriptor.index(of: self).map { MessageDescriptor.all[$0].minimumPayloadLength }
-    }
+    public var minimumPayloadLength: Int? { descriptor?.minimumPayloadLength }
 
     /// The type's name as used in proto-docs (`pushPull`), or `unknown(0x00ff)`.
     public var name: String { descriptor?.name ?? "unknown(\(hex(rawValue)))" }

@@ -24,8 +24,8 @@ struct PSBenchCommand {
                     Option(
                         "small-messages",
                         help:
-                            "Only the 4 KiB round-trip rows, with a full run's samples (run it pinned to one CPU: "
-                            + "taskset -c 0)."),
+                            "Only the 4 KiB round-trip rows, with as many samples as the whole run (run it "
+                            + "pinned to one CPU: taskset -c 0)."),
                 ]),
             Command(
                 name: "train",
@@ -100,7 +100,8 @@ struct PSBenchCommand {
             }
             if which == "server" || which == "all" {
                 if which == "server", arguments.has("small-messages") {
-                    printTable("psbench server (small messages)", try ServerBench.smallMessageRows(rounds: 160))
+                    let rounds = ServerBench.smallMessageRounds(quick: isQuick)
+                    printTable("psbench server (small messages)", try ServerBench.smallMessageRows(rounds: rounds))
                 } else {
                     printTable("psbench server", try ServerBench.run(quick: isQuick))
                 }

@@ -45,7 +45,7 @@ enum ServerBench {
                 }
             }
         }
-        rows += try smallMessageRows(rounds: quick ? 40 : 160)
+        rows += try smallMessageRows(rounds: smallMessageRounds(quick: quick))
         for kind in OptimizerKind.allCases {
             let rates = applyRate(kind: kind, bytes: 64 << 20)
             rows.append(
@@ -190,6 +190,9 @@ enum ServerBench {
         for _ in 0..<iterations { try body() }
         return Double(MonotonicClock.nanoseconds() - start) / 1e9
     }
+
+    /// Rounds of interleaved bursts for `smallMessageRows` (the whole `psbench server`, or `--small-messages`).
+    static func smallMessageRounds(quick: Bool) -> Int { quick ? 40 : 160 }
 
     /// The small-message rows: a 4 KiB push's round trip against a raw 64 B ping-pong and against a raw exchange of
     /// the same sizes (4 KiB out, a 64 B answer back: what the kernel must move for a push and its acknowledgement),
