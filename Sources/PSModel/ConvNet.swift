@@ -196,7 +196,7 @@ public final class ConvNet: TrainableModel {
         forward(parameters, batch)
         let loss = SoftmaxCrossEntropy.lossAndDelta(
             logits: logits.base, labels: batch.labels, rows: rows, classes: geometry.classes, scale: 1 / Float(rows),
-            computeDelta: true)
+            deltas: logits.base)
         let meanLoss = loss / Double(rows)
         backward(parameters, batch, gradient) { ready($0, meanLoss) }
         return meanLoss
@@ -215,7 +215,7 @@ public final class ConvNet: TrainableModel {
                 logits: logits.base, labels: chunk.labels, rows: chunk.rows, classes: geometry.classes)
             lossSum += SoftmaxCrossEntropy.lossAndDelta(
                 logits: logits.base, labels: chunk.labels, rows: chunk.rows, classes: geometry.classes, scale: 0,
-                computeDelta: false)
+                deltas: nil)
             start += chunk.rows
         }
         return Evaluation(loss: lossSum / Double(batch.rows), accuracy: Double(correct) / Double(batch.rows))
@@ -508,47 +508,4 @@ private final class Workspace {
     }
 
     deinit { base.deallocate() }
-}
-
-/// The softmax cross-entropy output shared by the classifiers: stable (the row maximum is subtracted first).
-enum SoftmaxCrossEntropy {
-    /// The summed loss of `rows` rows of logits; with `computeDelta`, overwrites the logits with `scale` times
-    /// the gradient of the summed loss.
-    static func lossAndDelta(
-        logits: UnsafeMutablePointer<Float>, labels: UnsafeBufferPointer<Float>, rows: Int, classes: Int, scale: Float,
-        computeDelta: Bool
-    ) -> Double {
-        var lossSum = 0.0
-        for row in 0..<rows {
-            let outputs = logits + row * classes
-            let label = Int(labels[row])
-            precondition(label >= 0 && label < classes, "label \(labels[row]) outside 0..<\(classes)")
-            var maximum = outputs[0]
-            for j in 1..<classes where outputs[j] > maximum { maximum = outputs[j] }
-            var sum = 0.0
-            for j in 0..<classes { sum += exp(Double(outputs[j] - maximum)) }
-            lossSum += log(sum) - Double(outputs[label] - maximum)
-            if computeDelta {
-                for j in 0..<classes {
-                    let probability = Float(exp(Double(outputs[j] - maximum)) / sum)
-                    outputs[j] = scale * (j == label ? probability - 1 : probability)
-                }
-            }
-        }
-        return lossSum
-    }
-
-    /// The number of rows whose first largest logit is the label.
-    static func countCorrect(
-        logits: UnsafePointer<Float>, labels: UnsafeBufferPointer<Float>, rows: Int, classes: Int
-    ) -> Int {
-        var correct = 0
-        for row in 0..<rows {
-            let outputs = logits + row * classes
-            var best = 0
-            for j in 1..<classes where outputs[j] > outputs[best] { best = j }
-            if Float(best) == labels[row] { correct += 1 }
-        }
-        return correct
-    }
 }

@@ -168,8 +168,9 @@ public final class ModelComputer {
             let chunk = min(maxBatch, rows - start)
             let chunkLabels = UnsafeBufferPointer(rebasing: labels[start..<(start + chunk)])
             forward(theta: theta, input: base + start * spec.inputCount, rows: chunk)
-            if usesCrossEntropy {
-                correct += countCorrect(labels: chunkLabels, rows: chunk)
+            if usesCrossEntropy, let last = layers.last {
+                correct += SoftmaxCrossEntropy.countCorrect(
+                    logits: last.activations, labels: chunkLabels, rows: chunk, classes: last.outputWidth)
             }
             lossSum += outputLossAndDelta(labels: chunkLabels, rows: chunk, scale: 0, computeDelta: false)
             start += chunk
@@ -217,56 +218,20 @@ public final class ModelComputer {
         labels: UnsafeBufferPointer<Float>, rows: Int, scale: Float, computeDelta: Bool
     ) -> Double {
         guard let last = layers.last else { return 0 }
-        let width = last.outputWidth
+        if usesCrossEntropy {
+            return SoftmaxCrossEntropy.lossAndDelta(
+                logits: last.activations, labels: labels, rows: rows, classes: last.outputWidth, scale: scale,
+                deltas: computeDelta ? last.deltas : nil)
+        }
         var lossSum = 0.0
         for row in 0..<rows {
-            let outputs = last.activations + row * width
-            let deltas = last.deltas + row * width
-            if !usesCrossEntropy {
-                let error = outputs[0] - labels[row]
-                lossSum += 0.5 * Double(error) * Double(error)
-                if computeDelta {
-                    deltas[0] = scale * error
-                }
-                continue
-            }
-            let label = Int(labels[row])
-            precondition(label >= 0 && label < width, "label \(labels[row]) outside 0..<\(width)")
-            var maximum = outputs[0]
-            for j in 1..<width where outputs[j] > maximum {
-                maximum = outputs[j]
-            }
-            var sum = 0.0
-            for j in 0..<width {
-                sum += exp(Double(outputs[j] - maximum))
-            }
-            lossSum += log(sum) - Double(outputs[label] - maximum)
+            let error = last.activations[row * last.outputWidth] - labels[row]
+            lossSum += 0.5 * Double(error) * Double(error)
             if computeDelta {
-                for j in 0..<width {
-                    let probability = Float(exp(Double(outputs[j] - maximum)) / sum)
-                    deltas[j] = scale * (j == label ? probability - 1 : probability)
-                }
+                last.deltas[row * last.outputWidth] = scale * error
             }
         }
         return lossSum
-    }
-
-    /// The number of rows whose first largest output is the label.
-    private func countCorrect(labels: UnsafeBufferPointer<Float>, rows: Int) -> Int {
-        guard let last = layers.last else { return 0 }
-        let width = last.outputWidth
-        var correct = 0
-        for row in 0..<rows {
-            let outputs = last.activations + row * width
-            var best = 0
-            for j in 1..<width where outputs[j] > outputs[best] {
-                best = j
-            }
-            if Float(best) == labels[row] {
-                correct += 1
-            }
-        }
-        return correct
     }
 
     /// Back-propagates the last layer's `deltas` and writes every weight and bias gradient, calling `layerDone`
