@@ -1,4 +1,5 @@
-// AVX2 builds of PSMath's fused optimizer loops (FusedUpdate in Optimizer.swift). Swift compiles a whole module for
+// AVX2 builds of PSMath's fused optimizer loops (FusedUpdate in Optimizer.swift) and other hot loops (the
+// non-finite check, the byte-pixel conversion of data gathers). Swift compiles a whole module for
 // one target CPU, so its loops use 128-bit SSE vectors on a generic x86-64 build; these functions carry their own
 // target attribute and are called only after a CPUID check, so the binaries still run on any x86-64.
 //
@@ -106,9 +107,19 @@ AVX2 uint32_t cfused_max_magnitude_bits_avx2(const float *restrict x, size_t cou
     return largest;
 }
 
+AVX2 void cfused_scale_bytes_avx2(const uint8_t *restrict bytes, size_t count, float divisor, float *restrict out) {
+    for (size_t i = 0; i < count; i++) {
+        out[i] = (float)bytes[i] / divisor;
+    }
+}
+
 #else
 
 int cfused_avx2_available(void) { return 0; }
+
+void cfused_scale_bytes_avx2(const uint8_t *bytes, size_t count, float divisor, float *out) {
+    (void)bytes, (void)count, (void)divisor, (void)out;
+}
 
 uint32_t cfused_max_magnitude_bits_avx2(const float *x, size_t count) {
     (void)x, (void)count;
@@ -134,3 +145,15 @@ void cfused_adagrad_avx2(float *w, const float *g, float *s, size_t count, float
 }
 
 #endif
+
+size_t cfused_touch_rows(const uint8_t *base, size_t row_bytes, const int64_t *rows, size_t count) {
+    size_t sum = 0;
+    for (size_t r = 0; r < count; r++) {
+        const uint8_t *row = base + (size_t)rows[r] * row_bytes;
+        for (size_t offset = 0; offset < row_bytes; offset += 64) {
+            sum += row[offset];
+        }
+        sum += row[row_bytes - 1];  // the last line, when the row does not start on a line boundary
+    }
+    return sum;
+}

@@ -286,9 +286,10 @@ extension Dataset {
     /// This data set with zero features appended to every row up to `width`.
     func padded(to width: Int) -> Dataset {
         var wide = [Float](repeating: 0, count: rowCount * width)
+        let values = features  // built once when stored as bytes
         for row in 0..<rowCount {
             for feature in 0..<featureCount {
-                wide[row * width + feature] = features[row * featureCount + feature]
+                wide[row * width + feature] = values[row * featureCount + feature]
             }
         }
         return Dataset(name: name, featureCount: width, features: wide, labels: labels, classCount: classCount)

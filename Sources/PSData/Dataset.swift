@@ -1,4 +1,10 @@
+import PSMath
+
 /// A data set held in memory: dense float32 features, one label per row.
+///
+/// Features are stored as floats, or (IDX images) as their bytes with the divisor that makes each byte its float
+/// feature, a quarter of the memory; `gather` converts the rows it copies, with the same arithmetic as a float
+/// data set's loader, so both give the same floats.
 ///
 /// ```swift
 /// let xor = Dataset(
@@ -9,19 +15,38 @@
 ///     labels.withUnsafeMutableBufferPointer { l in xor.gather(rows: [3, 1], into: f, labels: l) }
 /// }
 /// ```
-public struct Dataset: Sendable, Equatable {
+public struct Dataset: Sendable {
     /// A name for messages: the file path it was read from, or `digits`, `synthetic:…`.
     public let name: String
     /// The number of rows (examples).
     public let rowCount: Int
     /// The number of features per row.
     public let featureCount: Int
-    /// The features, row-major `[rowCount][featureCount]`.
-    public let features: [Float]
+    /// The features, row-major `[rowCount][featureCount]`. For a data set stored as bytes this builds the whole
+    /// float array on each access: read rows with `gather` or `feature(row:column:)` in loops.
+    public var features: [Float] {
+        switch storage {
+        case .floats(let values): return values
+        case .scaledBytes(let bytes, let divisor):
+            guard !bytes.isEmpty else { return [] }
+            return [Float](unsafeUninitializedCapacity: bytes.count) { out, initialized in
+                bytes.withUnsafeBufferPointer { ByteFeatures.scale($0, divisor: divisor, into: out.baseAddress!) }
+                initialized = bytes.count
+            }
+        }
+    }
     /// One label per row: a class index as Float, or a regression target.
     public let labels: [Float]
     /// The number of classes (max label + 1) for classification data, 0 for regression data.
-    public let classCount: Int
+    public private(set) var classCount: Int
+    private let storage: Storage
+
+    /// How the features are held.
+    private enum Storage: Sendable {
+        case floats([Float])
+        /// Each feature is `Float(byte) / divisor`.
+        case scaledBytes([UInt8], divisor: Float)
+    }
 
     /// Creates a data set; `features.count` must be `labels.count * featureCount`.
     public init(name: String, featureCount: Int, features: [Float], labels: [Float], classCount: Int) {
@@ -31,9 +56,40 @@ public struct Dataset: Sendable, Equatable {
         self.name = name
         self.rowCount = labels.count
         self.featureCount = featureCount
-        self.features = features
+        self.storage = .floats(features)
         self.labels = labels
         self.classCount = classCount
+    }
+
+    /// Creates a data set whose features are `Float(byte) / divisor` (IDX images: divisor 255), kept as the bytes;
+    /// `bytes.count` must be `labels.count * featureCount`.
+    init(name: String, featureCount: Int, bytes: [UInt8], divisor: Float, labels: [Float], classCount: Int) {
+        precondition(featureCount > 0, "Dataset: featureCount must be positive")
+        precondition(bytes.count == labels.count * featureCount, "Dataset: features do not match labels")
+        precondition(classCount >= 0, "Dataset: classCount must not be negative")
+        self.name = name
+        self.rowCount = labels.count
+        self.featureCount = featureCount
+        self.storage = .scaledBytes(bytes, divisor: divisor)
+        self.labels = labels
+        self.classCount = classCount
+    }
+
+    /// Feature `column` of row `row`.
+    public func feature(row: Int, column: Int) -> Float {
+        precondition(row >= 0 && row < rowCount && column >= 0 && column < featureCount, "feature index out of range")
+        switch storage {
+        case .floats(let values): return values[row * featureCount + column]
+        case .scaledBytes(let bytes, let divisor): return Float(bytes[row * featureCount + column]) / divisor
+        }
+    }
+
+    /// This data set with its features stored as floats (itself when they are): for data read whole many times,
+    /// like a test set evaluated every epoch.
+    public func storingFloats() -> Dataset {
+        guard case .scaledBytes = storage else { return self }
+        return Dataset(
+            name: name, featureCount: featureCount, features: features, labels: labels, classCount: classCount)
     }
 
     /// The class count inferred from labels: max + 1 if every label is a non-negative integer, otherwise 0.
@@ -92,16 +148,32 @@ public struct Dataset: Sendable, Equatable {
         precondition(features.count >= rows.count * featureCount, "gather: feature buffer too small")
         precondition(labels.count >= rows.count, "gather: label buffer too small")
         let width = featureCount
-        self.features.withUnsafeBufferPointer { source in
-            self.labels.withUnsafeBufferPointer { sourceLabels in
-                var slot = 0
-                for row in rows {
-                    precondition(row >= 0 && row < rowCount, "gather: row \(row) out of range 0..<\(rowCount)")
-                    let from = UnsafeBufferPointer(rebasing: source[(row * width)..<((row + 1) * width)])
-                    let to = UnsafeMutableBufferPointer(rebasing: features[(slot * width)..<((slot + 1) * width)])
-                    _ = to.update(fromContentsOf: from)
-                    labels[slot] = sourceLabels[row]
-                    slot += 1
+        self.labels.withUnsafeBufferPointer { sourceLabels in
+            var slot = 0
+            for row in rows {
+                precondition(row >= 0 && row < rowCount, "gather: row \(row) out of range 0..<\(rowCount)")
+                labels[slot] = sourceLabels[row]
+                slot += 1
+            }
+        }
+        switch storage {
+        case .floats(let values):
+            values.withUnsafeBufferPointer { source in
+                for (slot, row) in rows.enumerated() {
+                    (features.baseAddress! + slot * width).update(from: source.baseAddress! + row * width, count: width)
+                }
+            }
+        case .scaledBytes(let bytes, let divisor):
+            bytes.withUnsafeBufferPointer { source in
+                // The rows are random lines of a large array: their cache misses overlap when every row is touched
+                // first, instead of coming one row after another as the conversion reads them.
+                _ = rows.withContiguousStorageIfAvailable { indices in
+                    ByteFeatures.touchRows(source.baseAddress!, rowBytes: width, rows: indices)
+                }
+                for (slot, row) in rows.enumerated() {
+                    ByteFeatures.scale(
+                        UnsafeBufferPointer(rebasing: source[(row * width)..<((row + 1) * width)]), divisor: divisor,
+                        into: features.baseAddress! + slot * width)
                 }
             }
         }
@@ -109,11 +181,27 @@ public struct Dataset: Sendable, Equatable {
 
     /// A copy of this data set with another class count (used to make a train/test pair agree).
     func with(classCount: Int) -> Dataset {
-        Dataset(name: name, featureCount: featureCount, features: features, labels: labels, classCount: classCount)
+        var copy = self
+        copy.classCount = classCount
+        return copy
     }
 
     static func isClassIndex(_ label: Float) -> Bool {
         label >= 0 && label == label.rounded(.towardZero) && label < 16_777_216
+    }
+}
+
+extension Dataset: Equatable {
+    /// Equal when names, shapes, labels, class counts and feature values agree, however the features are stored.
+    public static func == (left: Dataset, right: Dataset) -> Bool {
+        guard left.name == right.name, left.featureCount == right.featureCount, left.labels == right.labels,
+            left.classCount == right.classCount
+        else { return false }
+        switch (left.storage, right.storage) {
+        case (.floats(let a), .floats(let b)): return a == b
+        case (.scaledBytes(let a, let x), .scaledBytes(let b, let y)) where x == y: return a == b
+        default: return left.features == right.features
+        }
     }
 }
 

@@ -4,7 +4,8 @@ enum IDX {
     static let imagesMagic: UInt32 = 0x0000_0803
     static let labelsMagic: UInt32 = 0x0000_0801
 
-    /// Reads an images file and a labels file (plain or gzip) into a data set with pixels scaled to [0, 1].
+    /// Reads an images file and a labels file (plain or gzip) into a data set with pixels scaled to [0, 1]
+    /// (`Float(byte) / 255`), kept as the bytes (a quarter of the memory of floats).
     static func load(images: String, labels: String) throws(DataError) -> Dataset {
         let imageBytes = try FileBytes.read(images)
         let labelBytes = try FileBytes.read(labels)
@@ -15,12 +16,7 @@ enum IDX {
                 file: labels,
                 message: "\(labelCount) labels but \(images) holds \(imageCount) images")
         }
-        var features = [Float](repeating: 0, count: imageCount * pixelsPerImage)
-        features.withUnsafeMutableBufferPointer { out in
-            imageBytes.withUnsafeBufferPointer { pixels in
-                for i in 0..<out.count { out[i] = Float(pixels[16 + i]) / 255 }
-            }
-        }
+        let pixels = Array(imageBytes[16..<(16 + imageCount * pixelsPerImage)])
         var labelValues = [Float](repeating: 0, count: labelCount)
         var maximum = 0
         for i in 0..<labelCount {
@@ -29,7 +25,7 @@ enum IDX {
             maximum = max(maximum, label)
         }
         return Dataset(
-            name: images, featureCount: pixelsPerImage, features: features, labels: labelValues,
+            name: images, featureCount: pixelsPerImage, bytes: pixels, divisor: 255, labels: labelValues,
             classCount: labelCount == 0 ? 0 : maximum + 1)
     }
 

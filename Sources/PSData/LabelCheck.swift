@@ -72,7 +72,7 @@ extension DataSource {
         guard data.featureCount > 0, data.rowCount > 0 else { return false }
         let offset = column == .first ? data.featureCount - 1 : 0
         for row in 0..<data.rowCount {
-            guard Dataset.isClassIndex(data.features[row * data.featureCount + offset]) else { return false }
+            guard Dataset.isClassIndex(data.feature(row: row, column: offset)) else { return false }
         }
         return true
     }

@@ -480,7 +480,8 @@ public final class Worker {
                 test = try source.loadTest()
             }
             try test?.requireModelShape(featureCount: job.featureCount, classCount: job.classCount)
-            return test
+            // Evaluated whole every epoch: floats once, rather than converted from bytes each time.
+            return test?.storingFloats()
         } catch {
             log.warning("no-test-set", ["error": "\(error)"])
             return nil

@@ -28,6 +28,37 @@ final class IDXTests: XCTestCase {
         XCTAssertEqual(data.classCount, 8)
     }
 
+    /// IDX pixels are kept as bytes and converted as rows are read: every byte value, through every way of reading
+    /// a row, gives bitwise the float the formula `Float(byte) / 255` gives (a float-stored copy, too).
+    func test_bytePixels_everyValueAndEveryReadingPath_areBitwiseTheFormula() throws {
+        let files = try TestFiles(self)
+        // 64 images of 2x2 = 256 pixels: every byte value once, in a scrambled order.
+        let all = (0..<256).map { UInt8(($0 * 97 + 13) % 256) }
+        let images = try files.write("i", imagesFile(count: 64, pixels: all))
+        let labels = try files.write("l", labelsFile(count: 64, labels: (0..<64).map { UInt8($0 % 10) }))
+        let data = try DataSource.idx(images: images, labels: labels).loadTrain()
+        let expected = all.map { Float($0) / 255 }
+        XCTAssertEqual(data.features.map(\.bitPattern), expected.map(\.bitPattern))
+        for row in [0, 17, 63] {
+            for column in 0..<4 {
+                XCTAssertEqual(data.feature(row: row, column: column).bitPattern, expected[row * 4 + column].bitPattern)
+            }
+        }
+        let floats = data.storingFloats()
+        XCTAssertEqual(floats, data)
+        let rows = [63, 0, 17, 17, 5]
+        for source in [data, floats] {
+            var features = [Float](repeating: .nan, count: rows.count * 4)
+            var gathered = [Float](repeating: .nan, count: rows.count)
+            features.withUnsafeMutableBufferPointer { f in
+                gathered.withUnsafeMutableBufferPointer { l in source.gather(rows: rows, into: f, labels: l) }
+            }
+            XCTAssertEqual(
+                features.map(\.bitPattern), rows.flatMap { expected[($0 * 4)..<($0 * 4 + 4)] }.map(\.bitPattern))
+            XCTAssertEqual(gathered, rows.map { Float($0 % 10) })
+        }
+    }
+
     func test_load_gzip_matchesPlain() throws {
         let files = try TestFiles(self)
         let images = try files.write("i", imagesFile())

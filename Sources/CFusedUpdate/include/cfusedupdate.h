@@ -28,4 +28,13 @@ void cfused_adagrad_avx2(float *w, const float *g, float *s, size_t count, float
 /// element when it is 0x7f800000 or more. Call only when cfused_avx2_available() returned 1.
 uint32_t cfused_max_magnitude_bits_avx2(const float *x, size_t count);
 
+/// `out[i] = (float)bytes[i] / divisor` over `count` bytes with 256-bit vectors (IEEE division: bitwise the scalar
+/// formula). Call only when cfused_avx2_available() returned 1.
+void cfused_scale_bytes_avx2(const uint8_t *bytes, size_t count, float divisor, float *out);
+
+/// Loads one byte of every 64-byte cache line of each of `count` rows of `row_bytes` bytes at
+/// `base + rows[r] * row_bytes`, so that a gather's cache misses overlap before it reads the rows in order; returns
+/// the bytes' sum, only so that the loads are not optimised away. Any CPU.
+size_t cfused_touch_rows(const uint8_t *base, size_t row_bytes, const int64_t *rows, size_t count);
+
 #endif
