@@ -35,9 +35,10 @@ func runLocalJob(name: String, workers: Int, serverArguments: [String], seconds:
         .records
 }
 
-/// `runLocalJob`, also returning every worker's log (its stderr), in rank order.
+/// `runLocalJob`, also returning every worker's log (its stderr), in rank order, and the job's CPU time sampled
+/// while it ran (`JobCPUSampler`, every 50 ms).
 func runLocalJobWithWorkerLogs(name: String, workers: Int, serverArguments: [String], seconds: Double = 1800) throws
-    -> (records: [[String: Any]], workerLogs: [String])
+    -> (records: [[String: Any]], workerLogs: [String], cpu: JobCPUSampler)
 {
     let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     let directory = NSTemporaryDirectory() + "psbench-\(name)-\(Host.processID())-\(workers)"
@@ -62,12 +63,15 @@ func runLocalJobWithWorkerLogs(name: String, workers: Int, serverArguments: [Str
         try worker.run()
         processes.append(worker)
     }
+    let cpu = JobCPUSampler(
+        metricsPath: metrics, server: server.processIdentifier, workers: processes.dropFirst().map(\.processIdentifier))
     let deadline = MonotonicClock.deadline(afterSeconds: seconds)
     while processes.contains(where: \.isRunning) {
         guard MonotonicClock.nanoseconds() < deadline else {
             throw BenchError("the \(name) job did not end within \(Int(seconds)) s")
         }
         Thread.sleep(forTimeInterval: 0.05)
+        if processes.allSatisfy(\.isRunning) { cpu.sample() }
     }
     let text = try String(contentsOfFile: metrics, encoding: .utf8)
     let records = try text.split(separator: "\n").compactMap {
@@ -76,5 +80,5 @@ func runLocalJobWithWorkerLogs(name: String, workers: Int, serverArguments: [Str
     let logs = (0..<workers).map {
         (try? String(contentsOfFile: directory + "/worker\($0).log", encoding: .utf8)) ?? ""
     }
-    return (records, logs)
+    return (records, logs, cpu)
 }

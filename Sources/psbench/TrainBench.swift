@@ -76,7 +76,7 @@ enum TrainBench {
         gradientBytesPerStep: Double, weightBytesPerStep: Double, epochSeconds: Double, accuracy: Double
     ) {
         let pulls = compression.hasSuffix("+pulls")
-        let (records, logs) = try runLocalJobWithWorkerLogs(
+        let (records, logs, _) = try runLocalJobWithWorkerLogs(
             name: "compress", workers: 2,
             serverArguments: [
                 "--workers", "2", "--model", "mlp:128", "--data", data, "--batch", "64", "--epochs", "\(epochs)",
@@ -107,13 +107,14 @@ enum TrainBench {
         return Double(line[range.upperBound...].prefix { $0.isNumber || $0 == "." })
     }
 
-    /// One epoch of mlp:128 with two workers of batch 64 against one worker of batch 128; also each job's seconds
+    /// One epoch of mlp:128 with two workers of batch 64 against one worker of batch 128, and each job's CPU time
+    /// per step while it trained (server and workers, against what the cores offered); also each job's seconds
     /// per step.
     static func epochRows(data: String?) throws -> (rows: [BenchRow], stepSeconds: (double: Double, single: Double)) {
         let dataSet = data ?? defaultData
         let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
         let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
-        let rows = [
+        var rows = [
             BenchRow(
                 name: "\(dataSet) mlp:128 epoch, 2 workers x 64 (s)", value: double.seconds, unit: "s",
                 baseline: single.seconds, baselineName: "1 worker x 128", lowerIsBetter: true),
@@ -121,19 +122,38 @@ enum TrainBench {
                 name: "\(dataSet) samples/s, 2 workers x 64", value: double.samplesPerSecond, unit: "samples/s",
                 baseline: single.samplesPerSecond, baselineName: "1 worker x 128"),
         ]
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        for (name, job) in [("2 workers x 64", double), ("1 worker x 128", single)] {
+            guard let cpu = job.cpu else { continue }
+            rows += [
+                BenchRow(
+                    name: "mlp:128 job, \(name): CPU time per step (ms)", value: cpu.totalSecondsPerStep * 1e3,
+                    unit: "ms", baseline: cpu.coreSecondsPerStep * 1e3,
+                    baselineName: "\(cores) cores x its wall time per step (\(cpu.steps) steps sampled)"),
+                BenchRow(
+                    name: "mlp:128 job, \(name): server CPU time per step (ms)", value: cpu.serverSecondsPerStep * 1e3,
+                    unit: "ms", baseline: cpu.totalSecondsPerStep * 1e3, baselineName: "the whole job's"),
+            ]
+        }
         return (rows, (double.stepSeconds, single.stepSeconds))
     }
 
-    /// Runs psserver + workers for one epoch and returns the training time per epoch from the metrics.
+    /// Runs psserver + workers for one epoch and returns the training time per epoch from the metrics, and the
+    /// CPU time per step while it trained (nil where `/proc` cannot be read or the epoch was too short to sample).
     static func epochSeconds(data: String, workers: Int, batch: Int) throws -> (
-        seconds: Double, samplesPerSecond: Double, stepSeconds: Double
+        seconds: Double, samplesPerSecond: Double, stepSeconds: Double, cpu: JobCPUSampler.SteadyState?
     ) {
-        let records = try runLocalJob(
+        let job = try runLocalJobWithWorkerLogs(
             name: "train", workers: workers,
             serverArguments: [
                 "--workers", "\(workers)", "--model", "mlp:128", "--data", data, "--batch", "\(batch)", "--epochs", "1",
             ])
-        return try epochSeconds(records: records, workers: workers, batch: batch)
+        let epoch = try epochSeconds(records: job.records, workers: workers, batch: batch)
+        let lastStep = job.records.compactMap { $0["type"] as? String == "step" ? $0["step"] as? Int : nil }.max() ?? 0
+        return (
+            epoch.seconds, epoch.samplesPerSecond, epoch.stepSeconds,
+            job.cpu.steadyState(warmupSteps: 20, lastStep: lastStep)
+        )
     }
 
     /// The training time per epoch (and samples per second) a job's step records show.
