@@ -50,27 +50,28 @@ public struct Dataset: Sendable {
 
     /// Creates a data set; `features.count` must be `labels.count * featureCount`.
     public init(name: String, featureCount: Int, features: [Float], labels: [Float], classCount: Int) {
-        precondition(featureCount > 0, "Dataset: featureCount must be positive")
-        precondition(features.count == labels.count * featureCount, "Dataset: features do not match labels")
-        precondition(classCount >= 0, "Dataset: classCount must not be negative")
-        self.name = name
-        self.rowCount = labels.count
-        self.featureCount = featureCount
-        self.storage = .floats(features)
-        self.labels = labels
-        self.classCount = classCount
+        self.init(
+            name: name, featureCount: featureCount, storage: .floats(features), storedCount: features.count,
+            labels: labels, classCount: classCount)
     }
 
     /// Creates a data set whose features are `Float(byte) / divisor` (IDX images: divisor 255), kept as the bytes;
     /// `bytes.count` must be `labels.count * featureCount`.
     init(name: String, featureCount: Int, bytes: [UInt8], divisor: Float, labels: [Float], classCount: Int) {
+        self.init(
+            name: name, featureCount: featureCount, storage: .scaledBytes(bytes, divisor: divisor),
+            storedCount: bytes.count, labels: labels, classCount: classCount)
+    }
+
+    private init(name: String, featureCount: Int, storage: Storage, storedCount: Int, labels: [Float], classCount: Int)
+    {
         precondition(featureCount > 0, "Dataset: featureCount must be positive")
-        precondition(bytes.count == labels.count * featureCount, "Dataset: features do not match labels")
+        precondition(storedCount == labels.count * featureCount, "Dataset: features do not match labels")
         precondition(classCount >= 0, "Dataset: classCount must not be negative")
         self.name = name
         self.rowCount = labels.count
         self.featureCount = featureCount
-        self.storage = .scaledBytes(bytes, divisor: divisor)
+        self.storage = storage
         self.labels = labels
         self.classCount = classCount
     }
