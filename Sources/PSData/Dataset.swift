@@ -168,8 +168,10 @@ public struct Dataset: Sendable {
             bytes.withUnsafeBufferPointer { source in
                 // The rows are random lines of a large array: their cache misses overlap when every row is touched
                 // first, instead of coming one row after another as the conversion reads them.
-                _ = rows.withContiguousStorageIfAvailable { indices in
-                    ByteFeatures.touchRows(source.baseAddress!, rowBytes: width, rows: indices)
+                if let base = source.baseAddress {
+                    _ = rows.withContiguousStorageIfAvailable {
+                        ByteFeatures.touchRows(base, rowBytes: width, rows: $0)
+                    }
                 }
                 for (slot, row) in rows.enumerated() {
                     ByteFeatures.scale(

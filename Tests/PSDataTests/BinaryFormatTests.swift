@@ -59,6 +59,23 @@ final class IDXTests: XCTestCase {
         }
     }
 
+    /// An IDX file with no images is an empty data set: gathering no rows from it writes nothing.
+    func test_noImages_gatherOfNoRows_writesNothing() throws {
+        let files = try TestFiles(self)
+        let images = try files.write("i", imagesFile(count: 0, pixels: []))
+        let labels = try files.write("l", labelsFile(count: 0, labels: []))
+        let data = try DataSource.idx(images: images, labels: labels).loadTrain()
+        XCTAssertEqual(data.rowCount, 0)
+        XCTAssertEqual(data.features, [])
+        var features: [Float] = [1]
+        var gathered: [Float] = [1]
+        features.withUnsafeMutableBufferPointer { f in
+            gathered.withUnsafeMutableBufferPointer { l in data.gather(rows: [Int](), into: f, labels: l) }
+        }
+        XCTAssertEqual(features, [1])
+        XCTAssertEqual(gathered, [1])
+    }
+
     func test_load_gzip_matchesPlain() throws {
         let files = try TestFiles(self)
         let images = try files.write("i", imagesFile())
