@@ -5,8 +5,8 @@ import PSModel
 import PSPosix
 
 /// `psbench train`: one epoch of MLP-128 with two worker processes (batch 64 each) and with one process
-/// (batch 128), each job's seconds per step against a raw BSP loop of the same shape (`RawBSPLoop`), and the
-/// worker's forward+backward GFLOPS (mlp:128, and cnn:32,64,128 on 28x28 images) against
+/// (batch 128), each job's seconds per step against a raw BSP loop of the same shape (`RawBSPLoop`), each job's CPU
+/// time per step while it trains (`JobCPUSampler`), and the worker's forward+backward GFLOPS (mlp:128, and cnn:32,64,128 on 28x28 images) against
 /// single-thread sgemm peak. The compute rows time the calling thread's CPU time (BLAS runs on it with one thread), so
 /// a busy machine slows them less than wall time would.
 enum TrainBench {
