@@ -36,6 +36,11 @@ struct PSBenchCommand {
                     quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
                     Option("compute-only", help: "Only the forward+backward GFLOPS rows (no training runs)."),
                     Option(
+                        "repeat", value: "n",
+                        help:
+                            "Rounds of the two jobs and the raw loops, run alternately; each row is the median.",
+                        default: "3"),
+                    Option(
                         "compression", value: "list",
                         help: "Compare these compressions (e.g. fp16,topk:0.01,fp16+pulls) against none instead."),
                     Option("epochs", value: "e", help: "Epochs per compression job.", default: "1"),
@@ -129,8 +134,8 @@ struct PSBenchCommand {
                     printTable(
                         "psbench train",
                         try TrainBench.run(
-                            quick: isQuick, data: arguments.string("data"),
-                            computeOnly: arguments.has("compute-only")))
+                            quick: isQuick, data: arguments.string("data"), computeOnly: arguments.has("compute-only"),
+                            rounds: which == "train" ? try arguments.required("repeat", as: Int.self, in: 1...20) : 3))
                 }
             }
             if which == "modes" {

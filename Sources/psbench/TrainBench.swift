@@ -10,10 +10,12 @@ import PSPosix
 /// single-thread sgemm peak. The compute rows time the calling thread's CPU time (BLAS runs on it with one thread), so
 /// a busy machine slows them less than wall time would.
 enum TrainBench {
-    static func run(quick: Bool, data: String?, computeOnly: Bool = false) throws -> [BenchRow] {
-        let epochs = computeOnly ? nil : try epochRows(data: data)
-        var rows = epochs?.rows ?? []
+    static func run(quick: Bool, data: String?, computeOnly: Bool = false, rounds: Int = 3) throws -> [BenchRow] {
+        // The raw loops' and the compute rows' passes run on one BLAS thread each, as a worker's do.
         BLAS.setThreadCount(1)
+        let dataSet = data ?? defaultData
+        let epochs = computeOnly ? nil : try epochRounds(data: dataSet, rounds: rounds)
+        var rows = epochs.map { epochRows($0, dataSet: dataSet) } ?? []
         let peak = sgemmPeak()
         let flopsPerRow = ModelComputer(spec: mlpSpec, maxBatch: 1).flopsPerRow
         let (pass64, pass128) = (modelPassSeconds(batch: 64), modelPassSeconds(batch: 128))
@@ -25,7 +27,7 @@ enum TrainBench {
                     baselineName: "sgemm 1024^3, 1 thread"))
         }
         if let epochs {
-            rows += try rawLoopRows(stepSeconds: epochs.stepSeconds)
+            rows += rawLoopRows(epochs)
         }
         rows.append(
             BenchRow(
@@ -107,42 +109,94 @@ enum TrainBench {
         return Double(line[range.upperBound...].prefix { $0.isNumber || $0 == "." })
     }
 
-    /// One epoch of mlp:128 with two workers of batch 64 against one worker of batch 128, and each job's CPU time
-    /// per step while it trained (server and workers, against what the cores offered); also each job's seconds
-    /// per step.
-    static func epochRows(data: String?) throws -> (rows: [BenchRow], stepSeconds: (double: Double, single: Double)) {
-        let dataSet = data ?? defaultData
-        let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
-        let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
+    /// One job's measurements (`epochSeconds(data:workers:batch:)`).
+    struct JobRun {
+        let seconds: Double
+        let samplesPerSecond: Double
+        let stepSeconds: Double
+        let cpu: JobCPUSampler.SteadyState?
+    }
+
+    /// One round of the epoch comparison: both jobs, then the raw BSP loop in both shapes, back to back, so that the
+    /// ratios taken within a round saw the same machine. This machine kind is shared and its speed drifts by tens of
+    /// percent from minute to minute: one round's ratio can land anywhere in that drift, the median of several
+    /// alternating rounds much less so.
+    struct EpochRound {
+        let double: JobRun
+        let single: JobRun
+        let raw64: RawBSPLoop.Measurement
+        let raw128: RawBSPLoop.Measurement
+
+        /// 2 workers x 64 over 1 worker x 128, seconds per step (both jobs take the same steps per epoch).
+        var ratio: Double { double.stepSeconds / single.stepSeconds }
+        /// The raw BSP loop's same ratio: the least any parameter server over TCP could reach in this round.
+        var rawRatio: Double { raw64.stepSeconds / raw128.stepSeconds }
+    }
+
+    /// `rounds` rounds of one epoch of mlp:128 with two workers of batch 64 and with one worker of batch 128, each
+    /// followed by the raw BSP loop in both shapes.
+    static func epochRounds(data dataSet: String, rounds: Int) throws -> [EpochRound] {
+        try (0..<max(rounds, 1)).map { _ in
+            let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
+            let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
+            let raw128 = try RawBSPLoop.measure(clients: 1, batch: 128, steps: 300)
+            let raw64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: 300)
+            return EpochRound(double: double, single: single, raw64: raw64, raw128: raw128)
+        }
+    }
+
+    /// The median of `values` (the mean of the middle two for an even count); nan for none.
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+    }
+
+    /// "N rounds: a, b, c" (`values` formatted with `format`, in round order), for a row's baseline name.
+    static func roundsNote(_ values: [Double], format: String = "%.2f") -> String {
+        guard values.count > 1 else { return "1 round" }
+        return "median of \(values.count) rounds: " + values.map { String(format: format, $0) }.joined(separator: ", ")
+    }
+
+    /// The epoch rows, each the median over the rounds: seconds per epoch and samples per second of 2 workers x 64
+    /// against 1 worker x 128, and each job's CPU time per step while it trained (server and workers, against what
+    /// the cores offered; and the server's share).
+    static func epochRows(_ rounds: [EpochRound], dataSet: String) -> [BenchRow] {
         var rows = [
             BenchRow(
-                name: "\(dataSet) mlp:128 epoch, 2 workers x 64 (s)", value: double.seconds, unit: "s",
-                baseline: single.seconds, baselineName: "1 worker x 128", lowerIsBetter: true),
+                name: "\(dataSet) mlp:128 epoch, 2 workers x 64 (s)", value: median(rounds.map(\.double.seconds)),
+                unit: "s", baseline: median(rounds.map(\.single.seconds)),
+                baselineName: "1 worker x 128; \(roundsNote(rounds.map(\.ratio), format: "%.2fx"))", lowerIsBetter: true
+            ),
             BenchRow(
-                name: "\(dataSet) samples/s, 2 workers x 64", value: double.samplesPerSecond, unit: "samples/s",
-                baseline: single.samplesPerSecond, baselineName: "1 worker x 128"),
+                name: "\(dataSet) samples/s, 2 workers x 64", value: median(rounds.map(\.double.samplesPerSecond)),
+                unit: "samples/s", baseline: median(rounds.map(\.single.samplesPerSecond)),
+                baselineName: "1 worker x 128"),
         ]
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        for (name, job) in [("2 workers x 64", double), ("1 worker x 128", single)] {
-            guard let cpu = job.cpu else { continue }
+        for (name, jobs) in [("2 workers x 64", rounds.map(\.double)), ("1 worker x 128", rounds.map(\.single))] {
+            let sampled = jobs.compactMap(\.cpu)
+            guard !sampled.isEmpty else { continue }
+            let steps = sampled.map(\.steps).reduce(0, +)
             rows += [
                 BenchRow(
-                    name: "mlp:128 job, \(name): CPU time per step (ms)", value: cpu.totalSecondsPerStep * 1e3,
-                    unit: "ms", baseline: cpu.coreSecondsPerStep * 1e3,
-                    baselineName: "\(cores) cores x its wall time per step (\(cpu.steps) steps sampled)"),
+                    name: "mlp:128 job, \(name): CPU time per step (ms)",
+                    value: median(sampled.map(\.totalSecondsPerStep)) * 1e3, unit: "ms",
+                    baseline: median(sampled.map(\.coreSecondsPerStep)) * 1e3,
+                    baselineName: "\(cores) cores x its wall time per step (\(steps) steps sampled)"),
                 BenchRow(
-                    name: "mlp:128 job, \(name): server CPU time per step (ms)", value: cpu.serverSecondsPerStep * 1e3,
-                    unit: "ms", baseline: cpu.totalSecondsPerStep * 1e3, baselineName: "the whole job's"),
+                    name: "mlp:128 job, \(name): server CPU time per step (ms)",
+                    value: median(sampled.map(\.serverSecondsPerStep)) * 1e3, unit: "ms",
+                    baseline: median(sampled.map(\.totalSecondsPerStep)) * 1e3, baselineName: "the whole job's"),
             ]
         }
-        return (rows, (double.stepSeconds, single.stepSeconds))
+        return rows
     }
 
     /// Runs psserver + workers for one epoch and returns the training time per epoch from the metrics, and the
     /// CPU time per step while it trained (nil where `/proc` cannot be read or the epoch was too short to sample).
-    static func epochSeconds(data: String, workers: Int, batch: Int) throws -> (
-        seconds: Double, samplesPerSecond: Double, stepSeconds: Double, cpu: JobCPUSampler.SteadyState?
-    ) {
+    static func epochSeconds(data: String, workers: Int, batch: Int) throws -> JobRun {
         let job = try runLocalJobWithWorkerLogs(
             name: "train", workers: workers,
             serverArguments: [
@@ -150,10 +204,9 @@ enum TrainBench {
             ])
         let epoch = try epochSeconds(records: job.records, workers: workers, batch: batch)
         let lastStep = job.records.compactMap { $0["type"] as? String == "step" ? $0["step"] as? Int : nil }.max() ?? 0
-        return (
-            epoch.seconds, epoch.samplesPerSecond, epoch.stepSeconds,
-            job.cpu.steadyState(warmupSteps: 20, lastStep: lastStep)
-        )
+        return JobRun(
+            seconds: epoch.seconds, samplesPerSecond: epoch.samplesPerSecond, stepSeconds: epoch.stepSeconds,
+            cpu: job.cpu.steadyState(warmupSteps: 20, lastStep: lastStep))
     }
 
     /// The training time per epoch (and samples per second) a job's step records show.
@@ -234,32 +287,31 @@ enum TrainBench {
     /// the same number of steps per worker) against the raw loop's ratio: the least a step costs on this machine,
     /// so the best ratio any parameter server over TCP could reach here. Two more rows give the raw loop's CPU time
     /// per step against the cores' capacity over its step: how close that least work alone comes to filling the
-    /// machine.
-    static func rawLoopRows(stepSeconds: (double: Double, single: Double)) throws -> [BenchRow] {
-        let raw128 = try RawBSPLoop.measure(clients: 1, batch: 128, steps: 300)
-        let raw64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: 300)
+    /// machine. Each row is the median over the rounds; the ratio row's is the median of the rounds' own ratios.
+    static func rawLoopRows(_ rounds: [EpochRound]) -> [BenchRow] {
         let cores = ProcessInfo.processInfo.activeProcessorCount
+        let (raw64, raw128) = (median(rounds.map(\.raw64.stepSeconds)), median(rounds.map(\.raw128.stepSeconds)))
         var rows = [
             BenchRow(
-                name: "mlp:128 step, 2 workers x 64 (ms)", value: stepSeconds.double * 1e3, unit: "ms",
-                baseline: raw64.stepSeconds * 1e3, baselineName: "raw BSP loop, 2 clients x 64", lowerIsBetter: true),
+                name: "mlp:128 step, 2 workers x 64 (ms)", value: median(rounds.map(\.double.stepSeconds)) * 1e3,
+                unit: "ms", baseline: raw64 * 1e3, baselineName: "raw BSP loop, 2 clients x 64", lowerIsBetter: true),
             BenchRow(
-                name: "mlp:128 step, 1 worker x 128 (ms)", value: stepSeconds.single * 1e3, unit: "ms",
-                baseline: raw128.stepSeconds * 1e3, baselineName: "raw BSP loop, 1 client x 128", lowerIsBetter: true),
+                name: "mlp:128 step, 1 worker x 128 (ms)", value: median(rounds.map(\.single.stepSeconds)) * 1e3,
+                unit: "ms", baseline: raw128 * 1e3, baselineName: "raw BSP loop, 1 client x 128", lowerIsBetter: true),
             BenchRow(
-                name: "mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128 (x)",
-                value: stepSeconds.double / stepSeconds.single, unit: "x",
-                baseline: raw64.stepSeconds / raw128.stepSeconds,
+                name: "mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128 (x)", value: median(rounds.map(\.ratio)),
+                unit: "x", baseline: median(rounds.map(\.rawRatio)),
                 baselineName: String(
-                    format: "bound: raw BSP loop ratio (%.0f us / %.0f us per step)", raw64.stepSeconds * 1e6,
-                    raw128.stepSeconds * 1e6),
+                    format: "bound: raw BSP loop ratio (%.0f us / %.0f us per step); ", raw64 * 1e6, raw128 * 1e6)
+                    + "raw \(roundsNote(rounds.map(\.rawRatio), format: "%.2fx"))",
                 lowerIsBetter: true),
         ]
-        for (name, raw) in [("2 clients x 64", raw64), ("1 client x 128", raw128)] {
+        for (name, raw) in [("2 clients x 64", rounds.map(\.raw64)), ("1 client x 128", rounds.map(\.raw128))] {
             rows.append(
                 BenchRow(
-                    name: "raw BSP loop, \(name): CPU time per step (ms)", value: raw.cpuSecondsPerStep * 1e3,
-                    unit: "ms", baseline: raw.coreSecondsPerStep * 1e3,
+                    name: "raw BSP loop, \(name): CPU time per step (ms)",
+                    value: median(raw.map(\.cpuSecondsPerStep)) * 1e3, unit: "ms",
+                    baseline: median(raw.map(\.coreSecondsPerStep)) * 1e3,
                     baselineName: "\(cores) cores x its wall time per step"))
         }
         return rows

@@ -2,13 +2,14 @@ import Foundation
 import PSTestSupport
 import XCTest
 
-/// `psbench train` is a benchmark, not a test: this smoke-runs its quick form on a small synthetic data set to check
-/// that every row comes out, and that the jobs' sampled CPU time per step is a plausible share of the machine.
+/// `psbench train` is a benchmark, not a test: this smoke-runs its quick form (two rounds) on a small synthetic data
+/// set to check that every row comes out, and that the jobs' sampled CPU time per step is a plausible share of the
+/// machine.
 final class TrainBenchCommandTests: XCTestCase {
     func test_train_quick_printsTheEpochRawLoopAndSampledCPURows() throws {
         // 12,800 rows of 784 features: 100 steps per epoch, enough for the CPU sampler's window.
         let bench = try ChildProcess(
-            binary: "psbench", arguments: ["train", "--quick", "--data", "synthetic:12800,784,10"])
+            binary: "psbench", arguments: ["train", "--quick", "--repeat", "2", "--data", "synthetic:12800,784,10"])
         XCTAssertEqual(bench.wait(timeout: .seconds(300)), 0, bench.standardError)
         let rows = bench.standardOutput.split(separator: "\n").filter { $0.hasPrefix("| ") }
         func row(_ prefix: String) -> (value: Double, ratio: Double)? {
@@ -20,6 +21,9 @@ final class TrainBenchCommandTests: XCTestCase {
             return (value, ratio)
         }
         XCTAssertNotNil(row("mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128"), bench.standardOutput)
+        // Two rounds, each ratio listed beside their median.
+        XCTAssertTrue(
+            rows.contains { $0.hasPrefix("| synthetic") && $0.contains("median of 2 rounds: ") }, bench.standardOutput)
         XCTAssertNotNil(row("raw BSP loop, 2 clients x 64: CPU time per step"), bench.standardOutput)
         for job in ["2 workers x 64", "1 worker x 128"] {
             // The job's CPU per step against its cores' capacity: above zero, and not beyond the machine (a little
