@@ -8,8 +8,8 @@
 //   COpenSSL       system library: Debian's OpenSSL 3 (libcrypto for HMAC-SHA256 and random nonces, libssl for TLS)
 //   CCRC32C        C: SSE4.2 CRC32 for PSCheckpoint's CRC-32C, one function behind a CPUID check
 //                  (Swift reaches the instruction only with the whole module built for SSE4.2)
-//   CFusedUpdate   C: AVX2 builds of PSMath's hot loops (optimizers, non-finite check, byte pixels), behind a
-//                  CPUID check (same reason); the cache-line touch of a batch gather
+//   CFusedUpdate   C: AVX2 builds of PSMath's hot loops (optimizers, the BSP mean with SGD, non-finite check, byte
+//                  pixels), behind a CPUID check (same reason); the cache-line touch of a batch gather
 //   PSWire         wire protocol v1: frames and messages as bytes; never touches a socket
 //   PSSecurity     the only Swift module importing OpenSSL: the handshake's HMAC-SHA256, nonces, constant-time
 //                  compare; TLS contexts and the TLS stream (a PSPosix SocketLayer)

@@ -6,7 +6,9 @@
 // Every element goes through exactly the Swift loop's float operations in the same order: no FMA contraction
 // (built with -ffp-contract=off), IEEE sqrt and division (no -ffast-math, so no reciprocal approximations), clip
 // and weight decay as the same selects. Element-wise IEEE operations give the same bits in any vector lane, so the
-// results are bitwise those of the Swift loop; FusedUpdateTests compares the two paths.
+// results are bitwise those of the Swift loop; FusedUpdateTests compares the two paths. The one exception is
+// cfused_mean_axpy_fma, which stands for a BLAS saxpy that fuses its multiply-add and so must fuse it too
+// (FusedMeanSGD in PSMath checks it against the linked BLAS before using it).
 #include "cfusedupdate.h"
 
 #include <math.h>
@@ -14,6 +16,7 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#include <immintrin.h>
 
 int cfused_avx2_available(void) {
     unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -36,7 +39,17 @@ int cfused_avx2_available(void) {
     return (ebx & bit_AVX2) != 0;
 }
 
+int cfused_fma_available(void) {
+    if (!cfused_avx2_available()) {
+        return 0;
+    }
+    unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+    __get_cpuid(1, &eax, &ebx, &ecx, &edx);
+    return (ecx & bit_FMA) != 0;
+}
+
 #define AVX2 __attribute__((target("avx2")))
+#define AVX2_FMA __attribute__((target("avx2,fma")))
 
 /// FusedUpdate.Prelude.gradient: Swift's max(g, -clip) is `-clip >= g ? -clip : g` and min(x, clip) is
 /// `clip < x ? clip : x`, so a NaN gradient passes through as in Swift.
@@ -113,9 +126,39 @@ AVX2 void cfused_scale_bytes_avx2(const uint8_t *restrict bytes, size_t count, f
     }
 }
 
+// The one place here that fuses a multiply-add, on purpose: it stands for a BLAS saxpy that does (see the header).
+AVX2_FMA void cfused_mean_axpy_fma(float *restrict w, const float *const *sources, size_t source_count, size_t count,
+                                   float scale, float alpha) {
+    const __m256 scales = _mm256_set1_ps(scale);
+    const __m256 alphas = _mm256_set1_ps(alpha);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 sum = _mm256_add_ps(_mm256_loadu_ps(sources[0] + i), _mm256_loadu_ps(sources[1] + i));
+        for (size_t k = 2; k < source_count; k++) {
+            sum = _mm256_add_ps(sum, _mm256_loadu_ps(sources[k] + i));
+        }
+        __m256 mean = _mm256_mul_ps(sum, scales);
+        _mm256_storeu_ps(w + i, _mm256_fmadd_ps(alphas, mean, _mm256_loadu_ps(w + i)));
+    }
+    for (; i < count; i++) {
+        float sum = sources[0][i] + sources[1][i];
+        for (size_t k = 2; k < source_count; k++) {
+            sum = sum + sources[k][i];
+        }
+        w[i] = fmaf(alpha, sum * scale, w[i]);
+    }
+}
+
 #else
 
 int cfused_avx2_available(void) { return 0; }
+
+int cfused_fma_available(void) { return 0; }
+
+void cfused_mean_axpy_fma(float *w, const float *const *sources, size_t source_count, size_t count, float scale,
+                          float alpha) {
+    (void)w, (void)sources, (void)source_count, (void)count, (void)scale, (void)alpha;
+}
 
 void cfused_scale_bytes_avx2(const uint8_t *bytes, size_t count, float divisor, float *out) {
     (void)bytes, (void)count, (void)divisor, (void)out;

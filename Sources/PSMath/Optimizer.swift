@@ -252,6 +252,23 @@ public struct OptimizerState: Sendable, Equatable {
         self.slots = slots
     }
 
+    /// Whether `applyMean(weights:sources:lrScale:)` may run: plain SGD without clipping or weight decay, on a
+    /// machine where the one-pass mean and update is bitwise the two passes (`FusedMeanSGD.isExact`).
+    public var appliesMeanInOnePass: Bool {
+        config.kind == .sgd && config.clipValue == nil && config.weightDecay == 0 && FusedMeanSGD.isExact
+    }
+
+    /// One update whose gradient is the mean of `sources` (two or more, summed in order, as `GradientMean.average`
+    /// computes it), in one pass over the sources and the weights: bitwise that mean followed by `apply`. Only when
+    /// `appliesMeanInOnePass`.
+    public mutating func applyMean(
+        weights: UnsafeMutableBufferPointer<Float>, sources: [UnsafeBufferPointer<Float>], lrScale: Float = 1
+    ) {
+        precondition(appliesMeanInOnePass, "applyMean needs plain SGD and an exact one-pass kernel")
+        step += 1
+        FusedMeanSGD.apply(sources, into: weights, alpha: -(config.learningRate * lrScale))
+    }
+
     /// Applies one update: `weights -= update(gradient)`; `gradient` is scratch and may be overwritten.
     ///
     /// Order: clip every gradient element to `[-clipValue, clipValue]` (if set), then `g += weightDecay * w`, then

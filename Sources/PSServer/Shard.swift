@@ -88,17 +88,25 @@ struct ShardState: Sendable {
     mutating func applyChecked(
         gradient: UnsafeMutableBufferPointer<Float>, gradientBound: Double?, lrScale: Float
     ) -> Bool {
+        applyChecked(gradientBound: gradientBound, lrScale: lrScale) { $0.apply(gradient: gradient, lrScale: lrScale) }
+    }
+
+    /// `applyChecked(gradient:gradientBound:lrScale:)` for any `update` that is one optimizer step with gradient
+    /// elements bounded by `gradientBound` (the BSP mean applied in one pass, `applyMean`).
+    private mutating func applyChecked(
+        gradientBound: Double?, lrScale: Float, update: (inout ShardState) -> Void
+    ) -> Bool {
         guard let gradientBound else {
-            apply(gradient: gradient, lrScale: lrScale)
+            update(&self)
             return true
         }
         if let next = currentBounds().afterUpdate(config: optimizer.config, gradient: gradientBound, lrScale: lrScale) {
-            apply(gradient: gradient, lrScale: lrScale)
+            update(&self)
             bounds = next
             return true
         }
         let backup = self
-        apply(gradient: gradient, lrScale: lrScale)
+        update(&self)
         let measured = measureBounds()
         guard measured.weights.isFinite else {
             self = backup
@@ -165,6 +173,17 @@ struct ShardState: Sendable {
                 applyChecked(gradient: gradient, gradientBound: meanBound, lrScale: 1)
             }
             swap(&held, &slots[ranks[0]].values)
+        } else if optimizer.appliesMeanInOnePass {
+            // Plain SGD: the mean and the update in one pass, reading the held gradients where they are.
+            let held = ranks.map { slots[$0].values }
+            applied = applyChecked(gradientBound: meanBound, lrScale: 1) { state in
+                held.withUnsafeBufferPointers { sources in
+                    state.weights.withUnsafeMutableBufferPointer { w in
+                        state.optimizer.applyMean(weights: w, sources: sources)
+                    }
+                }
+                state.version += 1
+            }
         } else {
             let count = weights.count
             if scratch.count != count { scratch = [Float](repeating: 0, count: count) }
@@ -186,23 +205,5 @@ struct ShardState: Sendable {
     /// Forgets whatever `rank` holds (it died or left).
     mutating func dropHeld(rank: Int) {
         if rank < slots.count { slots[rank].step = nil }
-    }
-}
-
-extension Array where Element == [Float] {
-    /// Calls `body` with a pointer to every array's storage, in order (the arrays are retained, not copied).
-    func withUnsafeBufferPointers<Result, Failure: Error>(
-        _ body: ([UnsafeBufferPointer<Float>]) throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        var pointers: [UnsafeBufferPointer<Float>] = []
-        pointers.reserveCapacity(count)
-        func nest(_ index: Int) throws(Failure) -> Result {
-            guard index < count else { return try body(pointers) }
-            return try self[index].withUnsafeBufferPointer { (values) throws(Failure) -> Result in
-                pointers.append(values)
-                return try nest(index + 1)
-            }
-        }
-        return try nest(0)
     }
 }

@@ -55,4 +55,66 @@ final class GradientMeanTests: XCTestCase {
             }
         }
     }
+
+    /// The one-pass BSP mean and SGD step (`FusedMeanSGD`, `OptimizerState.applyMean`) against the two passes it
+    /// replaces (the mean into a buffer, then `apply`), bit for bit, over 40 steps of evolving weights: 2 to 5
+    /// sources, lengths with every vector tail, unaligned slices, a learning-rate scale, and the step counter.
+    func test_applyMean_bitwiseTheMeanThenSGD_overManySteps() throws {
+        try XCTSkipUnless(
+            FusedMeanSGD.isExact, "no FMA here, or the linked BLAS saxpy rounds twice: the two-pass path is used")
+        for sourceCount in 2...5 {
+            for count in [1, 7, 15, 33, 1001] {
+                let config = OptimizerConfig(kind: .sgd, learningRate: 0.0173)
+                var onePass = OptimizerState(config: config, count: count)
+                var twoPass = onePass
+                XCTAssertTrue(onePass.appliesMeanInOnePass)
+                var fused = gradient(count: count + 1, seed: 99)
+                var plain = fused
+                for step in 0..<40 {
+                    let sources = (0..<sourceCount).map {
+                        Array(gradient(count: count + 1, seed: UInt64(1000 * step + 10 * sourceCount + $0))[1...])
+                    }
+                    let lrScale: Float = step % 3 == 0 ? 0.5 : 1
+                    sources.withUnsafeBufferPointers { pointers in
+                        fused.withUnsafeMutableBufferPointer { w in
+                            onePass.applyMean(
+                                weights: UnsafeMutableBufferPointer(rebasing: w[1...]), sources: pointers,
+                                lrScale: lrScale)
+                        }
+                        var mean = [Float](repeating: 0, count: count)
+                        mean.withUnsafeMutableBufferPointer { m in
+                            GradientMean.average(pointers, into: m)
+                            plain.withUnsafeMutableBufferPointer { w in
+                                twoPass.apply(
+                                    weights: UnsafeMutableBufferPointer(rebasing: w[1...]), gradient: m,
+                                    lrScale: lrScale)
+                            }
+                        }
+                    }
+                    XCTAssertEqual(
+                        fused.map(\.bitPattern), plain.map(\.bitPattern),
+                        "\(sourceCount) sources of \(count), step \(step)")
+                }
+                XCTAssertEqual(onePass, twoPass, "the step counters")
+            }
+        }
+    }
+
+    /// Anything but plain SGD keeps the two passes: clipping and weight decay change the gradient first, and the
+    /// other optimizers have fused passes of their own.
+    func test_appliesMeanInOnePass_onlyPlainSGD() {
+        let others = [
+            OptimizerConfig(kind: .sgd, learningRate: 0.1, clipValue: 1),
+            OptimizerConfig(kind: .sgd, learningRate: 0.1, weightDecay: 0.01),
+            OptimizerConfig(kind: .momentum, learningRate: 0.1, momentum: 0.9),
+            OptimizerConfig(kind: .adam, learningRate: 0.1),
+            OptimizerConfig(kind: .adagrad, learningRate: 0.1),
+        ]
+        for config in others {
+            XCTAssertFalse(OptimizerState(config: config, count: 4).appliesMeanInOnePass, "\(config)")
+        }
+        XCTAssertEqual(
+            OptimizerState(config: OptimizerConfig(kind: .sgd, learningRate: 0.1), count: 4).appliesMeanInOnePass,
+            FusedMeanSGD.isExact)
+    }
 }

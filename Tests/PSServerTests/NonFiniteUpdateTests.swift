@@ -135,6 +135,47 @@ final class NonFiniteUpdateTests: XCTestCase {
         XCTAssertEqual(shard.refusedNonFiniteCount.load(ordering: .relaxed), 1)
     }
 
+    /// BSP with plain SGD applies the mean in one pass (`OptimizerState.applyMean`): a refused step leaves the
+    /// weights, the optimizer state and the version bitwise as they were and drops nothing it should keep, and an
+    /// accepted one gives the two passes' weights (mean into a buffer, then `apply`).
+    func test_shardState_bspMeanInOnePass_refusesAtomically_andMatchesTheTwoPasses() {
+        let config = OptimizerConfig(kind: .sgd, learningRate: 1e38)
+        var state = ShardState(
+            weights: [-Self.huge, 0.5, -0.25], optimizer: OptimizerState(config: config, count: 3), version: 4,
+            slots: Array(repeating: GradientSlot(), count: 2), scratch: [])
+        for (rank, gradient) in [[Float(1), 2, 3], [3, 2, 1]].enumerated() {
+            gradient.withUnsafeBufferPointer { state.hold(step: 4, rank: rank, gradient: $0, bound: 3) }
+        }
+        XCTAssertEqual(state.applyMean(step: 4, ranks: [0, 1], checksFinite: true), .refusedNonFinite)
+        XCTAssertEqual(state.weights, [-Self.huge, 0.5, -0.25])
+        XCTAssertEqual(state.optimizer, OptimizerState(config: config, count: 3))
+        XCTAssertEqual(state.version, 4)
+
+        let small = OptimizerConfig(kind: .sgd, learningRate: 0.37)
+        var checked = ShardState(
+            weights: [1, -2, 3.5, 0.125, 7], optimizer: OptimizerState(config: small, count: 5), version: 0,
+            slots: Array(repeating: GradientSlot(), count: 3), scratch: [])
+        let gradients: [[Float]] = [
+            [0.3, -1.7, 2.2, 1e-3, -4], [1.1, 0.9, -0.4, 5, 1 / 3], [-2, 0.25, 0.7, 3, 1e-7],
+        ]
+        for (rank, gradient) in gradients.enumerated() {
+            gradient.withUnsafeBufferPointer { checked.hold(step: 0, rank: rank, gradient: $0, bound: 5) }
+        }
+        XCTAssertEqual(checked.applyMean(step: 0, ranks: [0, 1, 2], checksFinite: true), .applied)
+        var mean = [Float](repeating: 0, count: 5)
+        var expected: [Float] = [1, -2, 3.5, 0.125, 7]
+        var optimizer = OptimizerState(config: small, count: 5)
+        gradients.withUnsafeBufferPointers { sources in
+            mean.withUnsafeMutableBufferPointer { m in
+                GradientMean.average(sources, into: m)
+                expected.withUnsafeMutableBufferPointer { optimizer.apply(weights: $0, gradient: m) }
+            }
+        }
+        XCTAssertEqual(checked.weights.map(\.bitPattern), expected.map(\.bitPattern))
+        XCTAssertEqual(checked.optimizer, optimizer)
+        XCTAssertEqual(checked.version, 1)
+    }
+
     /// The slow path (bounds cannot prove the update finite) puts back the optimizer state exactly, Adam included.
     func test_shardState_adamRefusal_leavesWeightsStateAndVersionBitwiseUnchanged() {
         var state = ShardState(

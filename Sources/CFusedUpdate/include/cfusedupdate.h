@@ -32,6 +32,17 @@ uint32_t cfused_max_magnitude_bits_avx2(const float *x, size_t count);
 /// formula). Call only when cfused_avx2_available() returned 1.
 void cfused_scale_bytes_avx2(const uint8_t *bytes, size_t count, float divisor, float *out);
 
+/// Whether this CPU and the OS support AVX2 and FMA3 (x86-64); 0 elsewhere.
+int cfused_fma_available(void);
+
+/// The BSP mean and a plain SGD step in one pass over `count` elements: `w[i] = fma(alpha, sum * scale, w[i])` with
+/// `sum = ((sources[0][i] + sources[1][i]) + sources[2][i]) + ...` in source order (`source_count` >= 2), the fused
+/// multiply-add rounded once. That is `GradientMean.average` followed by a BLAS `saxpy(alpha, mean, w)` whose
+/// multiply-add is fused (OpenBLAS's AVX2 and AVX-512 kernels), bit for bit; PSMath's `FusedMeanSGD` checks that
+/// against the linked BLAS before it uses this. Call only when cfused_fma_available() returned 1.
+void cfused_mean_axpy_fma(float *w, const float *const *sources, size_t source_count, size_t count, float scale,
+                          float alpha);
+
 /// Loads one byte of every 64-byte cache line of each of `count` rows of `row_bytes` bytes at
 /// `base + rows[r] * row_bytes`, so that a gather's cache misses overlap before it reads the rows in order; returns
 /// the bytes' sum, only so that the loads are not optimised away. Any CPU.
