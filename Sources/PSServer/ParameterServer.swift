@@ -206,6 +206,8 @@ public final class ParameterServer: Sendable {
     /// Starts the accept loop and the coordinator's ticker on their own threads and returns.
     public func start() {
         log.info("listening", ["address": "\(config.host):\(port)", "shards": config.shardCount])
+        // BSP: decide now, not under the first step's shard lock, whether the mean and SGD run in one pass here.
+        if config.mode == .bsp { _ = FusedMeanSGD.isExact }
         shardWorkers.start()
         let acceptThread = Thread { [self] in acceptLoop() }
         acceptThread.name = "psserver-accept"
