@@ -375,10 +375,14 @@ struct ShardService {
         }
         var jobState = JobState.running
         var minClock = prefix.clock + 1
+        var records: [JobDirective] = []
+        // The step records this clock completes (a metrics line: JSON text and a file write) are carried out once
+        // the reply is on its way, whatever way this request ends: the worker need not wait for them.
+        defer { server.carryOut(records) }
         if let coordinator, let rank = session.rank {
             let (state, slowest, directives) = coordinator.clock(
                 rank: rank, clock: prefix.clock + 1, loss: prefix.loss, samples: prefix.samples)
-            server.carryOut(directives)
+            records = directives
             jobState = state
             minClock = slowest
         }
