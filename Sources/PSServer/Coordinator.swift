@@ -8,12 +8,18 @@ import PSWire
 /// time and hands back the directives it returns, which the server carries out after the lock is released.
 ///
 /// Threads that must wait (a pull for a step that is not complete yet, a BSP leave whose last pushes are not
-/// applied yet) use the named waits here; every event that changes the instance wakes them. No log line, file
+/// applied yet) use the named waits here; every event that changes what they wait on wakes them. No log line, file
 /// write or socket call happens while the lock is held.
 final class Coordinator: Sendable {
     let config: ServerConfig
     let job: JobDescription
-    private let instance: LockedValue<JobCoordinator>
+    /// The job's state, and the BSP applies shared out among the threads waiting on a step (`shareApplies`).
+    private struct State {
+        var job: JobCoordinator
+        /// `.apply` directives not yet claimed, oldest first.
+        var sharedApplies: [JobDirective] = []
+    }
+    private let state: LockedValue<State>
 
     init(config: ServerConfig, job: JobDescription, completedSteps: UInt64, restoredClocks: [String: UInt64]) {
         self.config = config
@@ -23,10 +29,11 @@ final class Coordinator: Sendable {
             workerTimeoutNanos: UInt64(min(config.workerTimeoutSeconds * 1e9, Double(UInt64.max / 2))),
             checkpointEverySteps: config.checkpointEverySteps, checkpointEverySeconds: config.checkpointEverySeconds,
             servers: config.servers)
-        instance = LockedValue(
-            JobCoordinator(
-                settings: settings, now: MonotonicClock.nanoseconds(), completedSteps: completedSteps,
-                restoredClocks: restoredClocks))
+        state = LockedValue(
+            State(
+                job: JobCoordinator(
+                    settings: settings, now: MonotonicClock.nanoseconds(), completedSteps: completedSteps,
+                    restoredClocks: restoredClocks)))
     }
 
     /// Runs one event on the instance with the current time (read before the lock) and wakes the waiters when it
@@ -34,17 +41,17 @@ final class Coordinator: Sendable {
     /// most clocks, change nothing a waiter reads until the step is released.
     private func event<R>(_ body: (inout JobCoordinator, _ now: UInt64) -> R) -> R {
         let now = MonotonicClock.nanoseconds()
-        return instance.withLock(broadcastingChangesOf: \.waitInputs) { body(&$0, now) }
+        return state.withLock(broadcastingChangesOf: \.job.waitInputs) { body(&$0.job, now) }
     }
 
     /// Runs an event that no waiter waits for (a count), without waking anyone.
     private func quietEvent<R>(_ body: (inout JobCoordinator, _ now: UInt64) -> R) -> R {
         let now = MonotonicClock.nanoseconds()
-        return instance.withLock { body(&$0, now) }
+        return state.withLock { body(&$0.job, now) }
     }
 
     /// A copy of the instance, for status, summaries and manifests formatted outside the lock.
-    var snapshot: JobCoordinator { instance.withLock { $0 } }
+    var snapshot: JobCoordinator { state.withLock { $0.job } }
 
     // MARK: Events (each returns the directives to carry out)
 
@@ -52,13 +59,13 @@ final class Coordinator: Sendable {
     func join(
         name: String, connectionID: UInt64, previousHungUp: (UInt64) -> Bool
     ) -> (Result<JoinAccepted, JoinRefusal>, [JobDirective]) {
-        let previous = instance.withLock { $0.connection(ofName: name) }
+        let previous = state.withLock { $0.job.connection(ofName: name) }
         let hungUp = previous.map(previousHungUp) ?? false
         return event { $0.onJoin(name: name, connection: connectionID, now: $1, previousConnectionHungUp: hungUp) }
     }
 
     func connectionClosed(_ connectionID: UInt64) {
-        instance.withLock { $0.onConnectionClosed(connection: connectionID) }
+        state.withLock { $0.job.onConnectionClosed(connection: connectionID) }
     }
 
     func serverJoin(address: String, shards: Int) -> (Result<ServerJoinAccepted, JoinRefusal>, [JobDirective]) {
@@ -137,17 +144,17 @@ final class Coordinator: Sendable {
     // MARK: Queries
 
     /// The job state reported in heartbeat and clock acknowledgements.
-    var jobState: JobState { instance.withLock { Self.jobState($0) } }
+    var jobState: JobState { state.withLock { Self.jobState($0.job) } }
 
     private static func jobState(_ instance: JobCoordinator) -> JobState {
         instance.jobFinished ? .finished : (instance.stopping ? .stopping : .running)
     }
 
     /// Whether the BSP job is under way (a checkpoint request then waits for the next step boundary).
-    var isRunning: Bool { instance.withLock { $0.jobStarted && !$0.jobFinished } }
+    var isRunning: Bool { state.withLock { $0.job.jobStarted && !$0.job.jobFinished } }
 
     /// The step a checkpoint taken now records.
-    var checkpointStep: UInt64 { instance.withLock { $0.checkpointStep } }
+    var checkpointStep: UInt64 { state.withLock { $0.job.checkpointStep } }
 
     // MARK: Named waits
 
@@ -159,9 +166,14 @@ final class Coordinator: Sendable {
         case peerGone
     }
 
-    /// Waits until a pull for `step` may be answered (see `JobCoordinator.mayPull`).
-    func waitForStep(_ step: UInt64, rank: Int?, connection: FramedConnection) -> WaitOutcome {
-        wait(rank: rank, connection: connection, until: { $0.mayPull(step: step) }) { $0.describeWait(step: step) }
+    /// Waits until a pull for `step` may be answered (see `JobCoordinator.mayPull`). Meanwhile the thread claims
+    /// and carries out (`help`) the applies another thread shares (`shareApplies`).
+    func waitForStep(
+        _ step: UInt64, rank: Int?, connection: FramedConnection, help: ((JobDirective) -> Void)? = nil
+    ) -> WaitOutcome {
+        wait(rank: rank, connection: connection, until: { $0.mayPull(step: step) }, help: help) {
+            $0.describeWait(step: step)
+        }
     }
 
     /// Waits until all M servers registered (a joined server's `serverJoin` is answered then).
@@ -180,29 +192,57 @@ final class Coordinator: Sendable {
 
     /// Waits until `isReady` holds, refreshing `rank`'s liveness while it waits (a worker blocked on us is alive),
     /// and gives up when the server stops, the peer hangs up, or `--wait-timeout` passes. The lock is released
-    /// every quarter second to look at the peer's socket.
+    /// every quarter second to look at the peer's socket. With `help`, a shared apply also ends a wait: it is
+    /// claimed under the lock and carried out by `help` outside it, and the wait goes on.
     private func wait(
         rank: Int?, connection: FramedConnection, until isReady: (JobCoordinator) -> Bool,
-        describe: (JobCoordinator) -> String
+        help: ((JobDirective) -> Void)? = nil, describe: (JobCoordinator) -> String
     ) -> WaitOutcome {
-        let readyNow = instance.withLock { instance in
-            if isReady(instance) { return true }
-            instance.onWaitStarted()
+        let readyNow = state.withLock { state in
+            if isReady(state.job) { return true }
+            state.job.onWaitStarted()
             return false
         }
         if readyNow { return .ready }
+        let helps = help != nil
         let deadline = MonotonicClock.deadline(afterSeconds: config.waitTimeoutSeconds)
         while true {
             let slice = min(deadline, MonotonicClock.deadline(afterSeconds: 0.25))
-            let (ready, stopping) = instance.wait(until: slice, while: { !isReady($0) && !$0.stopping }) {
-                instance, _ in (isReady(instance), instance.stopping)
+            let (ready, stopping, claimed) = state.wait(
+                until: slice,
+                while: { !isReady($0.job) && !$0.job.stopping && !(helps && !$0.sharedApplies.isEmpty) }
+            ) { state, _ in
+                let claimed = helps && !state.sharedApplies.isEmpty ? state.sharedApplies.removeFirst() : nil
+                return (isReady(state.job), state.job.stopping, claimed)
+            }
+            if let claimed, let help {
+                help(claimed)
+                continue
             }
             if ready { return .ready }
             if stopping { return .stopping }
             let now = MonotonicClock.nanoseconds()
-            if now >= deadline { return .timedOut(instance.withLock { describe($0) }) }
+            if now >= deadline { return .timedOut(state.withLock { describe($0.job) }) }
             if connection.peerHasHungUp() { return .peerGone }
-            if let rank { instance.withLock { $0.refreshLiveness(rank: rank, now: now) } }
+            if let rank { state.withLock { $0.job.refreshLiveness(rank: rank, now: now) } }
         }
     }
+
+    // MARK: Shared applies
+
+    /// BSP: offers a step's per-shard `.apply` directives to the threads waiting on the step (`waitForStep` with
+    /// `help`), waking them; the caller then claims them too (`claimSharedApply`) until none is left. A waiting
+    /// connection thread would be woken at the step's release anyway: woken at the applies' start instead, it
+    /// takes a share of the arithmetic on another core while its wake-up overlaps the caller's first apply, and
+    /// is awake to send its reply the moment the step is released.
+    func shareApplies(_ applies: [JobDirective]) {
+        guard !applies.isEmpty else { return }
+        state.withLockAndBroadcast { $0.sharedApplies += applies }
+    }
+
+    /// Takes the oldest shared apply not yet claimed, if any.
+    func claimSharedApply() -> JobDirective? {
+        state.withLock { $0.sharedApplies.isEmpty ? nil : $0.sharedApplies.removeFirst() }
+    }
+
 }

@@ -143,6 +143,10 @@ struct ObservabilityEndpoints: Sendable {
                 "swiftps_exchange_weight_wire_bytes_total", help: "Weight bytes of exchange replies.",
                 Double(metrics.exchangeWeightBytes.load(ordering: .relaxed))),
             .counter(
+                "swiftps_bsp_shared_applies_total",
+                help: "BSP shard updates applied by a connection thread waiting on the step.",
+                Double(metrics.sharedApplies.load(ordering: .relaxed))),
+            .counter(
                 "swiftps_stale_pushes_dropped_total", help: "Pushes dropped by the stale-gradient bound.",
                 totals.dropped),
             .counter(

@@ -16,6 +16,8 @@ public final class ServerMetrics: Sendable {
     /// Seconds one checkpoint took to write and make durable.
     let checkpointTime = LockedValue(Histogram(bounds: Histogram.exponentialBounds(start: 0.001, factor: 4, count: 9)))
     let checkpointBytes = Atomic<UInt64>(0)
+    /// BSP shard applies carried out by a connection thread waiting on the step (`Coordinator.shareApplies`).
+    let sharedApplies = Atomic<UInt64>(0)
     /// Gradient bytes of `exchange` payloads as they travelled (compressed or not), after the prefix.
     let exchangeGradientBytes = Atomic<UInt64>(0)
     /// Weight bytes of `exchangeReply` payloads, after the prefix.

@@ -332,6 +332,10 @@ struct ShardService {
             }
             appliedAtomically = true
         }
+        // BSP with shards small enough to run here one after another: the applies this push completes are shared
+        // with the connection threads waiting on the step rather than run inside the loop (`shareApplies`).
+        let sharesApplies = bsp && server.shardWorkers.runsInline(shards.count, elements: elements.count)
+        let completedApplies = LockedValue<[JobDirective]>([])
         // The slabs' distinct elements are swapped from several threads while this thread waits in `forEach`.
         session.gradientSlabs.withUnsafeMutableBufferPointer { lent in
             let slabs = lent  // the buffer itself, not the inout binding, goes into the helpers' closure
@@ -358,7 +362,17 @@ struct ShardService {
                         rejections.withLock { $0.append((.invalidState, reason)) }
                         return
                     }
-                    server.carryOut(directives)
+                    guard sharesApplies else {
+                        server.carryOut(directives)
+                        return
+                    }
+                    for directive in directives {
+                        if case .apply = directive {
+                            completedApplies.withLock { $0.append(directive) }
+                        } else {
+                            server.carryOut([directive])
+                        }
+                    }
                 } else if !appliedAtomically,
                     applyNow(
                         shard: shard, baseVersion: baseVersions[index], gradient: slice, bound: bound,
@@ -368,6 +382,10 @@ struct ShardService {
                     rejections.withLock { $0.append((.nonFinite, Self.refusedMessage(shards: [shard.index]))) }
                 }
             }
+        }
+        if let coordinator, sharesApplies {
+            coordinator.shareApplies(completedApplies.withLock { $0 })
+            while let apply = coordinator.claimSharedApply() { server.carryOut([apply]) }
         }
         if let rejection = rejections.withLock({ $0.first }) {
             try session.replyError(rejection.code, rejection.reason, to: requestID)
@@ -723,7 +741,10 @@ struct ShardService {
         }
         guard let coordinator = server.coordinator, session.role == .worker else { return true }
         let started = MonotonicClock.nanoseconds()
-        let gate = coordinator.waitForStep(step, rank: session.rank, connection: session.connection)
+        let gate = coordinator.waitForStep(step, rank: session.rank, connection: session.connection) { [server] in
+            server.carryOut([$0])
+            server.serverMetrics.sharedApplies.wrappingAdd(1, ordering: .relaxed)
+        }
         server.serverMetrics.observe(server.serverMetrics.barrierWait, since: started)
         switch gate {
         case .ready:

@@ -75,9 +75,7 @@ final class ShardWorkers: Sendable {
     /// Runs `body(i)` for every `i` in `0..<count`, on this thread and the helpers at once; returns when all ran.
     /// `elements` is the work's size in floats: a request whose share per index is small runs on this thread alone.
     func forEach(_ count: Int, elements: Int = .max, _ body: @escaping (Int) -> Void) {
-        guard count > 1, helperCount > 0, elements / count >= Self.inlineBelowElementsPerIndex,
-            started.load(ordering: .acquiring)
-        else {
+        guard !runsInline(count, elements: elements) else {
             for index in 0..<count { body(index) }
             return
         }
@@ -88,6 +86,12 @@ final class ShardWorkers: Sendable {
         // writes into buffers this caller lent; returning before it finished would hand them back still in use.
         batch.finished.wait(until: nil, while: { $0 < count })
         queue.withLock { $0.batches.removeAll { $0 === batch } }
+    }
+
+    /// Whether `forEach(count, elements:)` runs every index on the calling thread, one after another.
+    func runsInline(_ count: Int, elements: Int) -> Bool {
+        count <= 1 || helperCount == 0 || elements / count < Self.inlineBelowElementsPerIndex
+            || !started.load(ordering: .acquiring)
     }
 
     /// Lets the helpers exit once they are idle.

@@ -3,9 +3,10 @@ import PSClient
 import PSCoordinator
 import PSMath
 import PSPosix
-import PSServer
 import PSWire
 import XCTest
+
+@testable import PSServer
 
 /// The combined step exchange (`exchange`): one request carries every shard's gradient and the clock, and the
 /// reply carries the next step's weights once the mode's wait rule allows, under each mode.
@@ -91,6 +92,47 @@ final class ExchangeTests: XCTestCase {
         let (_, bStep1) = try Self.exchange(b, clock: 1, gradient: [1, 1, 1, 1, 1], baseVersions: [1, 1])
         XCTAssertEqual(try second.join().1, [-4, -4, -4, -4, -4])
         XCTAssertEqual(bStep1, [-4, -4, -4, -4, -4])
+    }
+
+    /// BSP: a connection thread waiting on its step carries out what the thread completing a step shares with it
+    /// (`Coordinator.shareApplies`), counted in `swiftps_bsp_shared_applies_total`, then still answers with the
+    /// step's weights. The directive shared here is a log line, so that the waiting thread is the only one that can
+    /// run it; the step's own applies go the same way when a real push completes a step.
+    func test_bsp_waitingConnectionThread_carriesOutSharedApplies_thenAnswers() throws {
+        let harness = try harness(mode: .bsp, workers: 2, shards: 4)
+        let a = try harness.client(name: "a")
+        let b = try harness.client(name: "b")
+        defer {
+            a.close()
+            b.close()
+        }
+        _ = try a.register(zeroTensors([8]))
+        let server = harness.server
+        let coordinator = try XCTUnwrap(server.coordinator)
+        let first = Background {
+            try Self.exchange(a, clock: 0, gradient: [2, 4, 6, 8, 10, 12, 14, 16], baseVersions: [0, 0, 0, 0])
+        }
+        let deadline = MonotonicClock.deadline(afterSeconds: 20)
+        while coordinator.snapshot.barrierWaits == 0 {
+            XCTAssertLessThan(MonotonicClock.nanoseconds(), deadline, "a's exchange never waited")
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        XCTAssertEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 0)
+        coordinator.shareApplies([.log(LogRecord(.info, "shared-apply-test"))])
+        while server.serverMetrics.sharedApplies.load(ordering: .relaxed) == 0 {
+            XCTAssertLessThan(MonotonicClock.nanoseconds(), deadline, "the waiting thread never claimed it")
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        XCTAssertNil(coordinator.claimSharedApply(), "claimed once")
+        let (_, bWeights) = try Self.exchange(
+            b, clock: 0, gradient: [0, 0, 0, 0, 0, 0, 0, 0], baseVersions: [0, 0, 0, 0])
+        let (aPrefix, aWeights) = try first.join()
+        XCTAssertEqual(aWeights, [-1, -2, -3, -4, -5, -6, -7, -8], "sgd lr 1 on the mean of both gradients")
+        XCTAssertEqual(bWeights, aWeights)
+        XCTAssertEqual(aPrefix.versions, [1, 1, 1, 1])
+        // The log line, and any of the step's four applies that a's thread claimed while b's thread applied.
+        XCTAssertGreaterThanOrEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 1)
+        XCTAssertLessThanOrEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 5)
     }
 
     /// BSP over uneven shards for several steps: each reply holds the mean of that step's gradients (a worker's
