@@ -153,10 +153,9 @@ enum TrainBench {
         return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
-    /// "N rounds: a, b, c" (`values` formatted with `format`, in round order), for a row's baseline name.
-    static func roundsNote(_ values: [Double], format: String = "%.2f") -> String {
-        guard values.count > 1 else { return "1 round" }
-        return "median of \(values.count) rounds: " + values.map { String(format: format, $0) }.joined(separator: ", ")
+    /// "a, b, c": each round's ratio in round order, two decimals, for a row's baseline name.
+    static func roundList(_ ratios: [Double]) -> String {
+        ratios.map { String(format: "%.2fx", $0) }.joined(separator: ", ")
     }
 
     /// The epoch rows, each the median over the rounds: seconds per epoch and samples per second of 2 workers x 64
@@ -167,7 +166,7 @@ enum TrainBench {
             BenchRow(
                 name: "\(dataSet) mlp:128 epoch, 2 workers x 64 (s)", value: median(rounds.map(\.double.seconds)),
                 unit: "s", baseline: median(rounds.map(\.single.seconds)),
-                baselineName: "1 worker x 128; \(roundsNote(rounds.map(\.ratio), format: "%.2fx"))", lowerIsBetter: true
+                baselineName: "1 worker x 128; medians of \(rounds.count) round(s)", lowerIsBetter: true
             ),
             BenchRow(
                 name: "\(dataSet) samples/s, 2 workers x 64", value: median(rounds.map(\.double.samplesPerSecond)),
@@ -303,7 +302,8 @@ enum TrainBench {
                 unit: "x", baseline: median(rounds.map(\.rawRatio)),
                 baselineName: String(
                     format: "bound: raw BSP loop ratio (%.0f us / %.0f us per step); ", raw64 * 1e6, raw128 * 1e6)
-                    + "raw \(roundsNote(rounds.map(\.rawRatio), format: "%.2fx"))",
+                    + "median of \(rounds.count) round(s): ours \(roundList(rounds.map(\.ratio))); "
+                    + "raw \(roundList(rounds.map(\.rawRatio)))",
                 lowerIsBetter: true),
         ]
         for (name, raw) in [("2 clients x 64", rounds.map(\.raw64)), ("1 client x 128", rounds.map(\.raw128))] {

@@ -21,9 +21,10 @@ final class TrainBenchCommandTests: XCTestCase {
             return (value, ratio)
         }
         XCTAssertNotNil(row("mlp:128 epoch ratio 2 workers x 64 / 1 worker x 128"), bench.standardOutput)
-        // Two rounds, each ratio listed beside their median.
+        // Two rounds: the ratio row is their median and lists each round's ratio, ours and the raw loop's.
         XCTAssertTrue(
-            rows.contains { $0.hasPrefix("| synthetic") && $0.contains("median of 2 rounds: ") }, bench.standardOutput)
+            rows.contains { $0.hasPrefix("| mlp:128 epoch ratio") && $0.contains("median of 2 round(s): ours ") },
+            bench.standardOutput)
         XCTAssertNotNil(row("raw BSP loop, 2 clients x 64: CPU time per step"), bench.standardOutput)
         for job in ["2 workers x 64", "1 worker x 128"] {
             // The job's CPU per step against its cores' capacity: above zero, and not beyond the machine (a little
