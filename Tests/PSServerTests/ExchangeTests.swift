@@ -28,6 +28,22 @@ final class ExchangeTests: XCTestCase {
         }
     }
 
+    /// A BSP server for two workers over `shards` shards, clients "a" and "b" joined and `sizes` registered by
+    /// "a"; runs `body` with them and closes both clients after it.
+    private func withTwoBSPWorkers(
+        shards: Int, registering sizes: [Int], _ body: (ServerHarness, ParameterClient, ParameterClient) throws -> Void
+    ) throws {
+        let harness = try harness(mode: .bsp, workers: 2, shards: shards)
+        let a = try harness.client(name: "a")
+        let b = try harness.client(name: "b")
+        defer {
+            a.close()
+            b.close()
+        }
+        _ = try a.register(zeroTensors(sizes))
+        try body(harness, a, b)
+    }
+
     /// One exchange; returns the reply's prefix and the weights it carried.
     private static func exchange(
         _ client: ParameterClient, clock: UInt64, gradient: [Float], baseVersions: [UInt64], loss: Double = 0.5
@@ -70,28 +86,27 @@ final class ExchangeTests: XCTestCase {
 
     /// BSP: the first worker's reply waits for the barrier, so both replies hold the mean of both gradients.
     func test_bsp_twoWorkersTwoShards_repliesCarryTheStepAfterTheBarrier() throws {
-        let harness = try harness(mode: .bsp, workers: 2, shards: 2)
-        let a = try harness.client(name: "a")
-        let b = try harness.client(name: "b")
-        defer {
-            a.close()
-            b.close()
-        }
-        _ = try a.register(zeroTensors([3, 2]))
-        let first = Background { try Self.exchange(a, clock: 0, gradient: [2, 4, 6, 8, 10], baseVersions: [0, 0]) }
-        let (bPrefix, bWeights) = try Self.exchange(b, clock: 0, gradient: [4, 2, 0, -2, -4], baseVersions: [0, 0])
-        let (aPrefix, aWeights) = try first.join()
-        XCTAssertEqual(aWeights, [-3, -3, -3, -3, -3], "sgd lr 1 on the mean of both gradients")
-        XCTAssertEqual(bWeights, aWeights)
-        XCTAssertEqual(aPrefix.versions, [1, 1])
-        XCTAssertEqual(bPrefix.versions, [1, 1])
-        XCTAssertEqual(aPrefix.jobState, .running)
+        try withTwoBSPWorkers(shards: 2, registering: [3, 2]) { harness, a, b in
+            let first = Background {
+                try Self.exchange(a, clock: 0, gradient: [2, 4, 6, 8, 10], baseVersions: [0, 0])
+            }
+            let (bPrefix, bWeights) = try Self.exchange(
+                b, clock: 0, gradient: [4, 2, 0, -2, -4], baseVersions: [0, 0])
+            let (aPrefix, aWeights) = try first.join()
+            XCTAssertEqual(aWeights, [-3, -3, -3, -3, -3], "sgd lr 1 on the mean of both gradients")
+            XCTAssertEqual(bWeights, aWeights)
+            XCTAssertEqual(aPrefix.versions, [1, 1])
+            XCTAssertEqual(bPrefix.versions, [1, 1])
+            XCTAssertEqual(aPrefix.jobState, .running)
 
-        // Step 1 the same way: the barrier holds again until both have pushed.
-        let second = Background { try Self.exchange(a, clock: 1, gradient: [1, 1, 1, 1, 1], baseVersions: [1, 1]) }
-        let (_, bStep1) = try Self.exchange(b, clock: 1, gradient: [1, 1, 1, 1, 1], baseVersions: [1, 1])
-        XCTAssertEqual(try second.join().1, [-4, -4, -4, -4, -4])
-        XCTAssertEqual(bStep1, [-4, -4, -4, -4, -4])
+            // Step 1 the same way: the barrier holds again until both have pushed.
+            let second = Background {
+                try Self.exchange(a, clock: 1, gradient: [1, 1, 1, 1, 1], baseVersions: [1, 1])
+            }
+            let (_, bStep1) = try Self.exchange(b, clock: 1, gradient: [1, 1, 1, 1, 1], baseVersions: [1, 1])
+            XCTAssertEqual(try second.join().1, [-4, -4, -4, -4, -4])
+            XCTAssertEqual(bStep1, [-4, -4, -4, -4, -4])
+        }
     }
 
     /// BSP: a connection thread waiting on its step carries out what the thread completing a step shares with it
@@ -99,40 +114,34 @@ final class ExchangeTests: XCTestCase {
     /// step's weights. The directive shared here is a log line, so that the waiting thread is the only one that can
     /// run it; the step's own applies go the same way when a real push completes a step.
     func test_bsp_waitingConnectionThread_carriesOutSharedApplies_thenAnswers() throws {
-        let harness = try harness(mode: .bsp, workers: 2, shards: 4)
-        let a = try harness.client(name: "a")
-        let b = try harness.client(name: "b")
-        defer {
-            a.close()
-            b.close()
+        try withTwoBSPWorkers(shards: 4, registering: [8]) { harness, a, b in
+            let server = harness.server
+            let coordinator = try XCTUnwrap(server.coordinator)
+            let first = Background {
+                try Self.exchange(a, clock: 0, gradient: [2, 4, 6, 8, 10, 12, 14, 16], baseVersions: [0, 0, 0, 0])
+            }
+            let deadline = MonotonicClock.deadline(afterSeconds: 20)
+            while coordinator.snapshot.barrierWaits == 0 {
+                XCTAssertLessThan(MonotonicClock.nanoseconds(), deadline, "a's exchange never waited")
+                Thread.sleep(forTimeInterval: 0.001)
+            }
+            XCTAssertEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 0)
+            coordinator.shareApplies([.log(LogRecord(.info, "shared-apply-test"))])
+            while server.serverMetrics.sharedApplies.load(ordering: .relaxed) == 0 {
+                XCTAssertLessThan(MonotonicClock.nanoseconds(), deadline, "the waiting thread never claimed it")
+                Thread.sleep(forTimeInterval: 0.001)
+            }
+            XCTAssertNil(coordinator.claimSharedApply(), "claimed once")
+            let (_, bWeights) = try Self.exchange(
+                b, clock: 0, gradient: [0, 0, 0, 0, 0, 0, 0, 0], baseVersions: [0, 0, 0, 0])
+            let (aPrefix, aWeights) = try first.join()
+            XCTAssertEqual(aWeights, [-1, -2, -3, -4, -5, -6, -7, -8], "sgd lr 1 on the mean of both gradients")
+            XCTAssertEqual(bWeights, aWeights)
+            XCTAssertEqual(aPrefix.versions, [1, 1, 1, 1])
+            // The log line, and any of the step's four applies that a's thread claimed while b's thread applied.
+            XCTAssertGreaterThanOrEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 1)
+            XCTAssertLessThanOrEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 5)
         }
-        _ = try a.register(zeroTensors([8]))
-        let server = harness.server
-        let coordinator = try XCTUnwrap(server.coordinator)
-        let first = Background {
-            try Self.exchange(a, clock: 0, gradient: [2, 4, 6, 8, 10, 12, 14, 16], baseVersions: [0, 0, 0, 0])
-        }
-        let deadline = MonotonicClock.deadline(afterSeconds: 20)
-        while coordinator.snapshot.barrierWaits == 0 {
-            XCTAssertLessThan(MonotonicClock.nanoseconds(), deadline, "a's exchange never waited")
-            Thread.sleep(forTimeInterval: 0.001)
-        }
-        XCTAssertEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 0)
-        coordinator.shareApplies([.log(LogRecord(.info, "shared-apply-test"))])
-        while server.serverMetrics.sharedApplies.load(ordering: .relaxed) == 0 {
-            XCTAssertLessThan(MonotonicClock.nanoseconds(), deadline, "the waiting thread never claimed it")
-            Thread.sleep(forTimeInterval: 0.001)
-        }
-        XCTAssertNil(coordinator.claimSharedApply(), "claimed once")
-        let (_, bWeights) = try Self.exchange(
-            b, clock: 0, gradient: [0, 0, 0, 0, 0, 0, 0, 0], baseVersions: [0, 0, 0, 0])
-        let (aPrefix, aWeights) = try first.join()
-        XCTAssertEqual(aWeights, [-1, -2, -3, -4, -5, -6, -7, -8], "sgd lr 1 on the mean of both gradients")
-        XCTAssertEqual(bWeights, aWeights)
-        XCTAssertEqual(aPrefix.versions, [1, 1, 1, 1])
-        // The log line, and any of the step's four applies that a's thread claimed while b's thread applied.
-        XCTAssertGreaterThanOrEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 1)
-        XCTAssertLessThanOrEqual(server.serverMetrics.sharedApplies.load(ordering: .relaxed), 5)
     }
 
     /// BSP over uneven shards for several steps: each reply holds the mean of that step's gradients (a worker's
@@ -140,44 +149,38 @@ final class ExchangeTests: XCTestCase {
     /// gradient with a NaN in a later shard is refused naming its element in the whole gradient, with nothing held
     /// for that worker: its next, finite, exchange of the same step completes the barrier.
     func test_bsp_unevenShards_severalSteps_andANaNInALaterShard_isRefusedByItsElement() throws {
-        let harness = try harness(mode: .bsp, workers: 2, shards: 3)
-        let a = try harness.client(name: "a")
-        let b = try harness.client(name: "b")
-        defer {
-            a.close()
-            b.close()
-        }
-        _ = try a.register(zeroTensors([7]))
-        var expected = [Float](repeating: 0, count: 7)
-        var versions: [UInt64] = [0, 0, 0]
-        for step in 0..<4 {
-            let gradientA = (0..<7).map { Float(step * 10 + $0) }
-            let gradientB = (0..<7).map { Float(-$0 * (step + 1)) }
-            if step == 2 {
-                var poisoned = gradientB
-                poisoned[5] = .nan
-                XCTAssertThrowsError(
-                    try Self.exchange(b, clock: UInt64(step), gradient: poisoned, baseVersions: versions)
-                ) { error in
-                    guard case ClientError.remote(let code, let message) = error else {
-                        return XCTFail("expected a refusal, got \(error)")
+        try withTwoBSPWorkers(shards: 3, registering: [7]) { harness, a, b in
+            var expected = [Float](repeating: 0, count: 7)
+            var versions: [UInt64] = [0, 0, 0]
+            for step in 0..<4 {
+                let gradientA = (0..<7).map { Float(step * 10 + $0) }
+                let gradientB = (0..<7).map { Float(-$0 * (step + 1)) }
+                if step == 2 {
+                    var poisoned = gradientB
+                    poisoned[5] = .nan
+                    XCTAssertThrowsError(
+                        try Self.exchange(b, clock: UInt64(step), gradient: poisoned, baseVersions: versions)
+                    ) { error in
+                        guard case ClientError.remote(let code, let message) = error else {
+                            return XCTFail("expected a refusal, got \(error)")
+                        }
+                        XCTAssertEqual(code, .nonFinite)
+                        XCTAssertTrue(message.contains("at element 5"), message)
                     }
-                    XCTAssertEqual(code, .nonFinite)
-                    XCTAssertTrue(message.contains("at element 5"), message)
                 }
+                let base = versions
+                let first = Background {
+                    try Self.exchange(a, clock: UInt64(step), gradient: gradientA, baseVersions: base)
+                }
+                let (prefix, weightsB) = try Self.exchange(
+                    b, clock: UInt64(step), gradient: gradientB, baseVersions: versions)
+                let (_, weightsA) = try first.join()
+                for index in 0..<7 { expected[index] -= (gradientA[index] + gradientB[index]) / 2 }  // sgd, lr 1
+                XCTAssertEqual(weightsA, expected, "step \(step)")
+                XCTAssertEqual(weightsB, expected, "step \(step)")
+                XCTAssertEqual(prefix.versions, [UInt64](repeating: UInt64(step + 1), count: 3))
+                versions = prefix.versions
             }
-            let base = versions
-            let first = Background {
-                try Self.exchange(a, clock: UInt64(step), gradient: gradientA, baseVersions: base)
-            }
-            let (prefix, weightsB) = try Self.exchange(
-                b, clock: UInt64(step), gradient: gradientB, baseVersions: versions)
-            let (_, weightsA) = try first.join()
-            for index in 0..<7 { expected[index] -= (gradientA[index] + gradientB[index]) / 2 }  // sgd, lr 1
-            XCTAssertEqual(weightsA, expected, "step \(step)")
-            XCTAssertEqual(weightsB, expected, "step \(step)")
-            XCTAssertEqual(prefix.versions, [UInt64](repeating: UInt64(step + 1), count: 3))
-            versions = prefix.versions
         }
     }
 
