@@ -9,7 +9,8 @@ import Synchronization  // Atomic
 ///
 /// Also keeps the run's history (loss per step, test metrics per epoch) for the dashboard, bounded.
 public final class ServerMetrics: Sendable {
-    /// Seconds a worker's pull waited at the gate (BSP: the barrier; SSP: the staleness bound).
+    /// Seconds a worker's pull waited at the gate (BSP: the barrier; SSP: the staleness bound), including the
+    /// shared applies its connection thread carried out meanwhile (`Coordinator.shareApplies`).
     let barrierWait = LockedValue(Histogram(bounds: Histogram.exponentialBounds(start: 0.0001, factor: 4, count: 10)))
     /// Seconds one update took to apply on a shard (the optimizer's arithmetic under the shard's lock).
     let applyTime = LockedValue(Histogram(bounds: Histogram.exponentialBounds(start: 0.00001, factor: 4, count: 10)))
