@@ -14,7 +14,7 @@ enum TrainBench {
         // The raw loops' and the compute rows' passes run on one BLAS thread each, as a worker's do.
         BLAS.setThreadCount(1)
         let dataSet = data ?? defaultData
-        let epochs = computeOnly ? nil : try epochRounds(data: dataSet, rounds: rounds)
+        let epochs = computeOnly ? nil : try epochRounds(data: dataSet, rounds: rounds, rawSteps: quick ? 100 : 300)
         var rows = epochs.map { epochRows($0, dataSet: dataSet) } ?? []
         let peak = sgemmPeak()
         let flopsPerRow = ModelComputer(spec: mlpSpec, maxBatch: 1).flopsPerRow
@@ -134,13 +134,13 @@ enum TrainBench {
     }
 
     /// `rounds` rounds of one epoch of mlp:128 with two workers of batch 64 and with one worker of batch 128, each
-    /// followed by the raw BSP loop in both shapes.
-    static func epochRounds(data dataSet: String, rounds: Int) throws -> [EpochRound] {
+    /// followed by the raw BSP loop in both shapes for `rawSteps` timed steps (300; 100 with `--quick`).
+    static func epochRounds(data dataSet: String, rounds: Int, rawSteps: Int) throws -> [EpochRound] {
         try (0..<max(rounds, 1)).map { _ in
             let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
             let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
-            let raw128 = try RawBSPLoop.measure(clients: 1, batch: 128, steps: 300)
-            let raw64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: 300)
+            let raw128 = try RawBSPLoop.measure(clients: 1, batch: 128, steps: rawSteps)
+            let raw64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: rawSteps)
             return EpochRound(double: double, single: single, raw64: raw64, raw128: raw128)
         }
     }
