@@ -18,6 +18,11 @@ final class Coordinator: Sendable {
         var job: JobCoordinator
         /// `.apply` directives not yet claimed, oldest first.
         var sharedApplies: [JobDirective] = []
+
+        /// Takes the oldest shared apply not yet claimed, if any.
+        mutating func claimApply() -> JobDirective? {
+            sharedApplies.isEmpty ? nil : sharedApplies.removeFirst()
+        }
     }
     private let state: LockedValue<State>
 
@@ -212,8 +217,7 @@ final class Coordinator: Sendable {
                 until: slice,
                 while: { !isReady($0.job) && !$0.job.stopping && !(helps && !$0.sharedApplies.isEmpty) }
             ) { state, _ in
-                let claimed = helps && !state.sharedApplies.isEmpty ? state.sharedApplies.removeFirst() : nil
-                return (isReady(state.job), state.job.stopping, claimed)
+                (isReady(state.job), state.job.stopping, helps ? state.claimApply() : nil)
             }
             if let claimed, let help {
                 help(claimed)
@@ -242,7 +246,7 @@ final class Coordinator: Sendable {
 
     /// Takes the oldest shared apply not yet claimed, if any.
     func claimSharedApply() -> JobDirective? {
-        state.withLock { $0.sharedApplies.isEmpty ? nil : $0.sharedApplies.removeFirst() }
+        state.withLock { $0.claimApply() }
     }
 
 }

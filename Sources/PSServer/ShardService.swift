@@ -316,7 +316,9 @@ struct ShardService {
         let rank = session.rank
         let baseVersions = prefix.baseVersions
         let step = prefix.clock
-        let rejections = LockedValue<[(code: ErrorCode, reason: String)]>([])
+        // What the per-shard work leaves for after it (it may run on several threads): refusals, and the BSP
+        // applies to share out.
+        let outcome = LockedValue(PerShardOutcome())
         let base = elements.lowerBound
         var appliedAtomically = false
         if !bsp, let bound,
@@ -335,7 +337,6 @@ struct ShardService {
         // BSP with shards small enough to run here one after another: the applies this push completes are shared
         // with the connection threads waiting on the step rather than run inside the loop (`shareApplies`).
         let sharesApplies = bsp && server.shardWorkers.runsInline(shards.count, elements: elements.count)
-        let completedApplies = LockedValue<[JobDirective]>([])
         // The slabs' distinct elements are swapped from several threads while this thread waits in `forEach`.
         session.gradientSlabs.withUnsafeMutableBufferPointer { lent in
             let slabs = lent  // the buffer itself, not the inout binding, goes into the helpers' closure
@@ -359,7 +360,7 @@ struct ShardService {
                     let (verdict, directives) = coordinator.bspPush(shard: shard.index, step: step, rank: rank)
                     if case .rejected(let reason) = verdict {
                         shard.state.withLock { $0.dropHeld(rank: rank) }
-                        rejections.withLock { $0.append((.invalidState, reason)) }
+                        outcome.withLock { $0.rejections.append((.invalidState, reason)) }
                         return
                     }
                     guard sharesApplies else {
@@ -368,7 +369,7 @@ struct ShardService {
                     }
                     for directive in directives {
                         if case .apply = directive {
-                            completedApplies.withLock { $0.append(directive) }
+                            outcome.withLock { $0.applies.append(directive) }
                         } else {
                             server.carryOut([directive])
                         }
@@ -379,15 +380,18 @@ struct ShardService {
                         rule: rules.stalenessRule, rank: rank) == nil
                 {
                     // Proved finite a moment ago: only a concurrent push to this very shard can have changed that.
-                    rejections.withLock { $0.append((.nonFinite, Self.refusedMessage(shards: [shard.index]))) }
+                    outcome.withLock {
+                        $0.rejections.append((.nonFinite, Self.refusedMessage(shards: [shard.index])))
+                    }
                 }
             }
         }
-        if let coordinator, sharesApplies {
-            coordinator.shareApplies(completedApplies.withLock { $0 })
+        let (applies, rejection) = outcome.withLock { ($0.applies, $0.rejections.first) }
+        if let coordinator, !applies.isEmpty {
+            coordinator.shareApplies(applies)
             while let apply = coordinator.claimSharedApply() { server.carryOut([apply]) }
         }
-        if let rejection = rejections.withLock({ $0.first }) {
+        if let rejection {
             try session.replyError(rejection.code, rejection.reason, to: requestID)
             return
         }
@@ -408,6 +412,14 @@ struct ShardService {
         try sendOwnedWeights(
             model, jobState: jobState, minClock: minClock, encoding: prefix.replyEncoding, session: session,
             requestID: requestID, weightsStayUntilNextStep: bsp)
+    }
+
+    /// What an exchange's per-shard work hands back to the connection's thread.
+    private struct PerShardOutcome {
+        /// Refusals, each an error reply's code and reason; the first is sent.
+        var rejections: [(code: ErrorCode, reason: String)] = []
+        /// BSP: the `.apply` directives the push completed, to share with the threads waiting on the step.
+        var applies: [JobDirective] = []
     }
 
     /// Decodes a compressed exchange body into the session's decompression buffer, shard by shard as the model's

@@ -4,11 +4,11 @@ import PSMath
 import PSModel
 import PSPosix
 
-/// `psbench train`: one epoch of MLP-128 with two worker processes (batch 64 each) and with one process
-/// (batch 128), each job's seconds per step against a raw BSP loop of the same shape (`RawBSPLoop`), each job's CPU
-/// time per step while it trains (`JobCPUSampler`), and the worker's forward+backward GFLOPS (mlp:128, and cnn:32,64,128 on 28x28 images) against
-/// single-thread sgemm peak. The compute rows time the calling thread's CPU time (BLAS runs on it with one thread), so
-/// a busy machine slows them less than wall time would.
+/// `psbench train`: rounds (`--repeat`, medians reported) of one epoch of MLP-128 with two worker processes (batch 64
+/// each) and with one process (batch 128), each job's seconds per step against a raw BSP loop of the same shape
+/// (`RawBSPLoop`) and its CPU time per step while it trains (`JobCPUSampler`); then the worker's forward+backward
+/// GFLOPS (mlp:128, and cnn:32,64,128 on 28x28 images) against single-thread sgemm peak. The compute rows time the
+/// calling thread's CPU time (BLAS runs on it with one thread), so a busy machine slows them less than wall time would.
 enum TrainBench {
     static func run(quick: Bool, data: String?, computeOnly: Bool = false, rounds: Int = 3) throws -> [BenchRow] {
         // The raw loops' and the compute rows' passes run on one BLAS thread each, as a worker's do.
@@ -143,14 +143,6 @@ enum TrainBench {
             let raw64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: rawSteps)
             return EpochRound(double: double, single: single, raw64: raw64, raw128: raw128)
         }
-    }
-
-    /// The median of `values` (the mean of the middle two for an even count); nan for none.
-    static func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return .nan }
-        let middle = sorted.count / 2
-        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
     /// "a, b, c": each round's ratio in round order, two decimals, for a row's baseline name.

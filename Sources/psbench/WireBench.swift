@@ -304,10 +304,17 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// The median of `values` (the mean of the middle two for an even count); nan for none.
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    guard !sorted.isEmpty else { return .nan }
+    let middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
+/// The median of timing samples in nanoseconds (`median(_:)` of their values).
 func median(_ samples: [UInt64]) -> Double {
-    guard !samples.isEmpty else { return .nan }
-    let sorted = samples.sorted()
-    return Double(sorted[sorted.count / 2])
+    median(samples.map(Double.init))
 }
 
 func formatBytes(_ bytes: Int) -> String {
