@@ -1,4 +1,5 @@
 import Foundation
+import PSMath
 import PSModel
 import PSPosix
 
@@ -10,10 +11,61 @@ import PSPosix
 /// No framing, no arithmetic or copies on the server, threads instead of processes: what any parameter server
 /// over TCP must at least do per step, with the passes and the traffic competing for the same cores as the real
 /// job's workers and server do.
+///
+/// With `serverWork`, the server threads also do the arithmetic every SGD parameter server must do per step, as
+/// psserver does it: each checks its gradient for NaN and infinity as it arrives; once all have arrived, each applies
+/// the gradients' mean to its slice of the weights (one fused pass where `FusedMeanSGD` is exact), in parallel, and
+/// the weights go out when every slice is done.
 enum RawBSPLoop {
     private struct Barrier {
         var arrived = 0
         var generation = 0
+    }
+
+    /// The server's weights and each connection's gradient with `serverWork`. Accesses take turns that the barrier
+    /// orders: a connection thread writes its gradient before the step's first barrier, every thread reads all of
+    /// them and writes its own slice of the weights between the first and second, and the weights are only read
+    /// (sent) after the second, until the next step's first.
+    private final class ServerBuffers: @unchecked Sendable {
+        // @unchecked Sendable: the barrier (a pthread mutex and condition) orders every access, as above.
+        let weights: UnsafeMutableBufferPointer<Float>
+        let gradients: [UnsafeMutableBufferPointer<Float>]
+
+        init(initial: [Float], clients: Int) {
+            weights = .allocate(capacity: initial.count)
+            _ = weights.initialize(from: initial)
+            gradients = (0..<clients).map { _ in
+                let gradient = UnsafeMutableBufferPointer<Float>.allocate(capacity: initial.count)
+                gradient.initialize(repeating: 0)
+                return gradient
+            }
+        }
+
+        deinit {
+            weights.deallocate()
+            gradients.forEach { $0.deallocate() }
+        }
+
+        /// `weights -= learningRate * mean(gradients)` on the slice of `rank` of `clients`.
+        func applySlice(rank: Int, of clients: Int, learningRate: Float) {
+            let count = weights.count
+            let range = (count * rank / clients)..<(count * (rank + 1) / clients)
+            let slice = UnsafeMutableBufferPointer(rebasing: weights[range])
+            let sources = gradients.map { UnsafeBufferPointer(rebasing: $0[range]) }
+            guard let w = slice.baseAddress, !range.isEmpty else { return }
+            if sources.count == 1 {
+                BLAS.saxpy(count: range.count, alpha: -learningRate, x: sources[0].baseAddress!, y: w)
+                return
+            }
+            if FusedMeanSGD.isExact {
+                FusedMeanSGD.apply(sources, into: slice, alpha: -learningRate)
+                return
+            }
+            let mean = UnsafeMutableBufferPointer<Float>.allocate(capacity: range.count)
+            defer { mean.deallocate() }
+            GradientMean.average(sources, into: mean)
+            BLAS.saxpy(count: range.count, alpha: -learningRate, x: mean.baseAddress!, y: w)
+        }
     }
 
     /// What one run of the loop measured.
@@ -29,21 +81,31 @@ enum RawBSPLoop {
         let coreSecondsPerStep: Double
     }
 
-    /// Runs `clients` clients at `batch` rows for `warmup` untimed and `steps` timed steps each.
-    static func measure(clients: Int, batch: Int, steps: Int, warmup: Int = 20) throws -> Measurement {
+    /// Runs `clients` clients at `batch` rows for `warmup` untimed and `steps` timed steps each; with
+    /// `serverWork`, the server checks and applies every step's gradients (SGD, learning rate 0.01).
+    static func measure(clients: Int, batch: Int, steps: Int, warmup: Int = 20, serverWork: Bool = false) throws
+        -> Measurement
+    {
         let spec = TrainBench.mlpSpec
         let rounds = warmup + steps
         let listener = try Socket.listen(host: "127.0.0.1", port: 0)
         let port = try listener.localPort()
         let barrier = LockedValue(Barrier())
         let initial = spec.initialParameters()
+        let buffers = serverWork ? ServerBuffers(initial: initial, clients: clients) : nil
         let (wallStart, cpuStart) = (MonotonicClock.nanoseconds(), ProcessCPUClock.nanoseconds())
         Thread {
             var sockets: [Socket] = []
             while sockets.count < clients, let (socket, _) = try? listener.accept() { sockets.append(socket) }
             listener.close()
-            for socket in sockets {
-                Thread { serve(socket, weights: initial, rounds: rounds, clients: clients, barrier: barrier) }.start()
+            for (rank, socket) in sockets.enumerated() {
+                Thread {
+                    if let buffers {
+                        serveWorking(socket, rank: rank, buffers: buffers, rounds: rounds, barrier: barrier)
+                    } else {
+                        serve(socket, weights: initial, rounds: rounds, clients: clients, barrier: barrier)
+                    }
+                }.start()
             }
         }.start()
 
@@ -85,16 +147,41 @@ enum RawBSPLoop {
         defer { gradient.deallocate() }
         for _ in 0..<rounds {
             guard (try? socket.readExactly(into: gradient)) != nil else { return }
-            let generation = barrier.withLockAndBroadcast { state -> Int in
-                let generation = state.generation
-                state.arrived += 1
-                if state.arrived == clients { (state.arrived, state.generation) = (0, generation + 1) }
-                return generation
-            }
-            let deadline = MonotonicClock.deadline(afterSeconds: 30)
-            guard barrier.wait(until: deadline, while: { $0.generation == generation }) else { return }
+            guard arrive(at: barrier, clients: clients) else { return }
             guard (try? weights.withUnsafeBytes { try socket.writeAll($0) }) != nil else { return }
         }
+    }
+
+    /// `serve` with the server's arithmetic (`ServerBuffers`): read and check the gradient, wait for every
+    /// connection's, apply this connection's slice of the mean, wait for every slice, send the weights.
+    private static func serveWorking(
+        _ socket: Socket, rank: Int, buffers: ServerBuffers, rounds: Int, barrier: LockedValue<Barrier>
+    ) {
+        defer { socket.close() }
+        guard (try? socket.setReceiveTimeout(.seconds(30))) != nil else { return }
+        let clients = buffers.gradients.count
+        let gradient = buffers.gradients[rank]
+        for _ in 0..<rounds {
+            guard (try? socket.readExactly(into: UnsafeMutableRawBufferPointer(gradient))) != nil else { return }
+            // A NaN or infinity ends this connection: its client's read fails and the measurement reports it.
+            guard MagnitudeBounds.maxMagnitude(UnsafeBufferPointer(gradient)).isFinite else { return }
+            guard arrive(at: barrier, clients: clients) else { return }
+            buffers.applySlice(rank: rank, of: clients, learningRate: 0.01)
+            guard arrive(at: barrier, clients: clients) else { return }
+            guard (try? socket.writeAll(UnsafeRawBufferPointer(buffers.weights))) != nil else { return }
+        }
+    }
+
+    /// Counts this thread in and waits until all `clients` threads are (false after 30 s).
+    private static func arrive(at barrier: LockedValue<Barrier>, clients: Int) -> Bool {
+        let generation = barrier.withLockAndBroadcast { state -> Int in
+            let generation = state.generation
+            state.arrived += 1
+            if state.arrived == clients { (state.arrived, state.generation) = (0, generation + 1) }
+            return generation
+        }
+        let deadline = MonotonicClock.deadline(afterSeconds: 30)
+        return barrier.wait(until: deadline, while: { $0.generation == generation })
     }
 
     /// One client: `rounds` steps of pass, send, receive; each step's wall time in nanoseconds.

@@ -126,22 +126,32 @@ enum TrainBench {
         let single: JobRun
         let raw64: RawBSPLoop.Measurement
         let raw128: RawBSPLoop.Measurement
+        /// The raw loop with the server's check and SGD apply (`RawBSPLoop.measure(serverWork: true)`).
+        let working64: RawBSPLoop.Measurement
+        let working128: RawBSPLoop.Measurement
 
         /// 2 workers x 64 over 1 worker x 128, seconds per step (both jobs take the same steps per epoch).
         var ratio: Double { double.stepSeconds / single.stepSeconds }
         /// The raw BSP loop's same ratio: the least any parameter server over TCP could reach in this round.
         var rawRatio: Double { raw64.stepSeconds / raw128.stepSeconds }
+        /// The same with the arithmetic every SGD parameter server does per step: the least one could reach.
+        var workingRatio: Double { working64.stepSeconds / working128.stepSeconds }
     }
 
     /// `rounds` rounds of one epoch of mlp:128 with two workers of batch 64 and with one worker of batch 128, each
-    /// followed by the raw BSP loop in both shapes for `rawSteps` timed steps (300; 100 with `--quick`).
+    /// followed by the raw BSP loop in both shapes for `rawSteps` timed steps (300; 100 with `--quick`), without and
+    /// with the server's arithmetic.
     static func epochRounds(data dataSet: String, rounds: Int, rawSteps: Int) throws -> [EpochRound] {
         try (0..<max(rounds, 1)).map { _ in
             let single = try epochSeconds(data: dataSet, workers: 1, batch: 128)
             let double = try epochSeconds(data: dataSet, workers: 2, batch: 64)
             let raw128 = try RawBSPLoop.measure(clients: 1, batch: 128, steps: rawSteps)
             let raw64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: rawSteps)
-            return EpochRound(double: double, single: single, raw64: raw64, raw128: raw128)
+            let working128 = try RawBSPLoop.measure(clients: 1, batch: 128, steps: rawSteps, serverWork: true)
+            let working64 = try RawBSPLoop.measure(clients: 2, batch: 64, steps: rawSteps, serverWork: true)
+            return EpochRound(
+                double: double, single: single, raw64: raw64, raw128: raw128, working64: working64,
+                working128: working128)
         }
     }
 
@@ -276,9 +286,11 @@ enum TrainBench {
     /// The jobs' seconds per step against the raw BSP loop's (`RawBSPLoop`: real passes and the same bytes over raw
     /// sockets with a barrier, nothing else), and the epoch ratio (2 workers x 64 over 1 worker x 128; both jobs take
     /// the same number of steps per worker) against the raw loop's ratio: the least a step costs on this machine,
-    /// so the best ratio any parameter server over TCP could reach here. Two more rows give the raw loop's CPU time
-    /// per step against the cores' capacity over its step: how close that least work alone comes to filling the
-    /// machine. Each row is the median over the rounds; the ratio row's is the median of the rounds' own ratios.
+    /// so the best ratio any parameter server over TCP could reach here. The next row adds to the raw loop the
+    /// arithmetic every SGD parameter server must also do (the check and the mean's apply, in parallel slices). Two
+    /// more give the raw loop's CPU time per step against the cores' capacity over its step: how close that least
+    /// work alone comes to filling the machine. Each row is the median over the rounds; a ratio row's is the median
+    /// of the rounds' own ratios.
     static func rawLoopRows(_ rounds: [EpochRound]) -> [BenchRow] {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let (raw64, raw128) = (median(rounds.map(\.raw64.stepSeconds)), median(rounds.map(\.raw128.stepSeconds)))
@@ -296,6 +308,15 @@ enum TrainBench {
                     format: "bound: raw BSP loop ratio (%.0f us / %.0f us per step); ", raw64 * 1e6, raw128 * 1e6)
                     + "median of \(rounds.count) round(s): ours \(roundList(rounds.map(\.ratio))); "
                     + "raw \(roundList(rounds.map(\.rawRatio)))",
+                lowerIsBetter: true),
+            BenchRow(
+                name: "mlp:128 epoch ratio, raw BSP loop with the server's check and SGD apply (x)",
+                value: median(rounds.map(\.workingRatio)), unit: "x", baseline: median(rounds.map(\.rawRatio)),
+                baselineName: String(
+                    format: "the raw loop without them; %.0f us / %.0f us per step; ",
+                    median(rounds.map(\.working64.stepSeconds)) * 1e6,
+                    median(rounds.map(\.working128.stepSeconds)) * 1e6)
+                    + "rounds: \(roundList(rounds.map(\.workingRatio)))",
                 lowerIsBetter: true),
         ]
         for (name, raw) in [("2 clients x 64", rounds.map(\.raw64)), ("1 client x 128", rounds.map(\.raw128))] {

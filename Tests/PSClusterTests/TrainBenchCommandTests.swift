@@ -26,6 +26,14 @@ final class TrainBenchCommandTests: XCTestCase {
             rows.contains { $0.hasPrefix("| mlp:128 epoch ratio") && $0.contains("median of 2 round(s): ours ") },
             bench.standardOutput)
         XCTAssertNotNil(row("raw BSP loop, 2 clients x 64: CPU time per step"), bench.standardOutput)
+        // The raw loop with the server's check and SGD apply ran both shapes in both rounds (a client whose server
+        // thread refused its gradient, or a barrier that never released, would have failed the run).
+        let working = try XCTUnwrap(
+            row("mlp:128 epoch ratio, raw BSP loop with the server's check and SGD apply"), bench.standardOutput)
+        XCTAssertGreaterThan(working.value, 0)
+        XCTAssertTrue(
+            rows.contains { $0.contains("with the server's check and SGD apply") && $0.contains("rounds: ") },
+            bench.standardOutput)
         for job in ["2 workers x 64", "1 worker x 128"] {
             // The job's CPU per step against its cores' capacity: above zero, and not beyond the machine (a little
             // slack for the 50 ms sampling).
