@@ -51,7 +51,7 @@ public enum FusedMeanSGD {
         precondition(
             sources.count >= 2 && sources.allSatisfy { $0.count == weights.count }, "sources must match the weights")
         guard weights.count > 0, let w = weights.baseAddress else { return }
-        let pointers: [UnsafePointer<Float>?] = sources.map(\.baseAddress)
+        let pointers: [UnsafePointer<Float>?] = sources.map { $0.baseAddress }  // a closure: no key path projection
         pointers.withUnsafeBufferPointer { list in
             cfused_mean_axpy_fma(w, list.baseAddress, sources.count, weights.count, 1 / Float(sources.count), alpha)
         }

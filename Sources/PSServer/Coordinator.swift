@@ -46,7 +46,9 @@ final class Coordinator: Sendable {
     /// most clocks, change nothing a waiter reads until the step is released.
     private func event<R>(_ body: (inout JobCoordinator, _ now: UInt64) -> R) -> R {
         let now = MonotonicClock.nanoseconds()
-        return state.withLock(broadcastingChangesOf: \.job.waitInputs) { body(&$0.job, now) }
+        // A closure rather than the key path `\.job.waitInputs`: no key path projection (`swift_getKeyPath`,
+        // `_projectReadOnly`) on every event.
+        return state.withLock(broadcastingChangesOf: { $0.job.waitInputs }) { body(&$0.job, now) }
     }
 
     /// Runs an event that no waiter waits for (a count), without waking anyone.

@@ -13,21 +13,47 @@ public enum MetricsValue: Sendable, Equatable {
 
     /// The value as compact JSON text.
     public var json: String {
+        var out = ""
+        out.reserveCapacity(256)
+        write(to: &out)
+        return out
+    }
+
+    /// Appends the value's compact JSON text to `out` (one growing string, no intermediate pieces).
+    public func write(to out: inout String) {
         switch self {
-        case .string(let text): return Self.quote(text)
-        case .int(let value): return String(value)
-        case .double(let value): return value.isFinite ? "\(value)" : "null"
-        case .bool(let value): return value ? "true" : "false"
-        case .null: return "null"
-        case .array(let values): return "[" + values.map(\.json).joined(separator: ",") + "]"
+        case .string(let text): Self.quote(text, to: &out)
+        case .int(let value): out += String(value)
+        case .double(let value): out += value.isFinite ? value.description : "null"
+        case .bool(let value): out += value ? "true" : "false"
+        case .null: out += "null"
+        case .array(let values):
+            out += "["
+            for (index, value) in values.enumerated() {
+                if index > 0 { out += "," }
+                value.write(to: &out)
+            }
+            out += "]"
         case .object(let fields):
-            return "{" + fields.keys.sorted().map { Self.quote($0) + ":" + fields[$0]!.json }.joined(separator: ",")
-                + "}"
+            out += "{"
+            for (index, field) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { out += "," }
+                Self.quote(field.key, to: &out)
+                out += ":"
+                field.value.write(to: &out)
+            }
+            out += "}"
         }
     }
 
-    static func quote(_ text: String) -> String {
-        var out = "\""
+    /// Appends `text` as a JSON string literal; text with nothing to escape (keys, names) is appended whole.
+    static func quote(_ text: String, to out: inout String) {
+        out += "\""
+        defer { out += "\"" }
+        guard text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+            out += text
+            return
+        }
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""
@@ -43,7 +69,6 @@ public enum MetricsValue: Sendable, Equatable {
                 }
             }
         }
-        return out + "\""
     }
 }
 

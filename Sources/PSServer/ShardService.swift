@@ -268,7 +268,7 @@ struct ShardService {
         var gradient = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
         let bound: Double?
         if readsIntoSlabs {
-            try session.readGradientSlabs(sizes: model.shards.map(\.elementCount))
+            try session.readGradientSlabs(sizes: model.shards.map { $0.elementCount })
             var largest = 0.0
             var offset = 0
             for index in session.gradientSlabs.indices {
@@ -430,7 +430,7 @@ struct ShardService {
         requestID: UInt64
     ) throws(TransportError) -> UnsafeMutableBufferPointer<Float>? {
         let dense = session.decompressionBuffer(count: Int(prefix.count))
-        let shardSizes = model.shards.map(\.elementCount)
+        let shardSizes = model.shards.map { $0.elementCount }
         do {
             try GradientCodec.decode(prefix.encoding, body: body, shardSizes: shardSizes, into: dense)
         } catch {
