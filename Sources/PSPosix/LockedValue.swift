@@ -67,39 +67,48 @@ public final class LockedValue<Value>: @unchecked Sendable {
 
     /// Runs `body` like `withLock`, then wakes every thread waiting in `wait(until:while:_:)` so it re-checks
     /// its condition. Use it for every change that a waiter may be waiting for.
+    ///
+    /// The wake-up comes right after the unlock, not before it: a waiter woken while the lock was still held ran
+    /// on another core only to block on the mutex (a futex wait, and a wake from the unlock). No wake-up is lost:
+    /// a waiter that checked its condition before the change was already waiting when the lock was released,
+    /// and one that checks after it sees the change.
     @inlinable
     public func withLockAndBroadcast<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         lock()
         defer {
-            pthread_cond_broadcast(conditionPointer)
             unlock()
+            pthread_cond_broadcast(conditionPointer)
         }
         return try body(&valueStorage)
     }
 
     /// Runs `body` like `withLock`, then wakes the waiting threads only if `key(value)` changed. For a value whose
     /// waiters' conditions read nothing but what `key` returns: a change they cannot see wakes nobody, instead of
-    /// every waiter waking to find its condition unchanged and sleeping again.
+    /// every waiter waking to find its condition unchanged and sleeping again. The wake-up follows the unlock, as
+    /// in `withLockAndBroadcast`.
     @inlinable
     public func withLock<Result, Key: Equatable>(
         broadcastingChangesOf key: (Value) -> Key, _ body: (inout Value) -> Result
     ) -> Result {
         lock()
-        defer { unlock() }
         let before = key(valueStorage)
         let result = body(&valueStorage)
-        if key(valueStorage) != before { pthread_cond_broadcast(conditionPointer) }
+        let changed = key(valueStorage) != before
+        unlock()
+        if changed { pthread_cond_broadcast(conditionPointer) }
         return result
     }
 
     /// Wakes every waiting thread without changing the value (a waiter's condition depends on something else,
     /// such as a peer hanging up).
     public func broadcast() {
+        // The lock is taken and released first so that a waiter between its check and its wait is waiting by the
+        // time the wake-up comes.
         lock()
-        pthread_cond_broadcast(condition)
         unlock()
+        pthread_cond_broadcast(condition)
     }
 
     /// Blocks while `isBlocked(value)` holds and the deadline has not passed, then runs `body` under the same
