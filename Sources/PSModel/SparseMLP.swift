@@ -72,12 +72,22 @@ public struct SparseMLP: RowSparseModel {
         zeroed(&denseGradient, count: dense.count)
         let n = Float(max(batch.rowCount, 1))
         var loss = 0.0
-        for row in 0..<batch.rowCount {
-            let forward = self.forward(batch, row: row, touched: touched, rows: rows, dense: dense)
-            loss += forward.loss
-            backward(
-                batch, row: row, forward: forward, dense: dense, scale: 1 / n, rowGradient: &rowGradient,
-                denseGradient: &denseGradient)
+        var work = Workspace(embedding: embedding, hidden: hidden, classCount: classCount)
+        defer { work.deallocate() }
+        rows.withUnsafeBufferPointer { rows in
+            dense.withUnsafeBufferPointer { dense in
+                rowGradient.withUnsafeMutableBufferPointer { rowGradient in
+                    denseGradient.withUnsafeMutableBufferPointer { denseGradient in
+                        for row in 0..<batch.rowCount {
+                            forward(batch, row: row, touched: touched, rows: rows, dense: dense, into: &work)
+                            loss += work.loss
+                            backward(
+                                batch, row: row, work: work, dense: dense, scale: 1 / n, rowGradient: rowGradient,
+                                denseGradient: denseGradient)
+                        }
+                    }
+                }
+            }
         }
         return loss / Double(n)
     }
@@ -85,91 +95,125 @@ public struct SparseMLP: RowSparseModel {
     public func evaluate(_ examples: SparseExamples, touched: [UInt64], rows: [Float], dense: [Float]) -> Evaluation {
         var loss = 0.0
         var correct = 0
-        for row in 0..<examples.rowCount {
-            let forward = self.forward(examples, row: row, touched: touched, rows: rows, dense: dense)
-            loss += forward.loss
-            if forward.predicted == Int(examples.labels[row]) { correct += 1 }
+        var work = Workspace(embedding: embedding, hidden: hidden, classCount: classCount)
+        defer { work.deallocate() }
+        rows.withUnsafeBufferPointer { rows in
+            dense.withUnsafeBufferPointer { dense in
+                for row in 0..<examples.rowCount {
+                    forward(examples, row: row, touched: touched, rows: rows, dense: dense, into: &work)
+                    loss += work.loss
+                    if work.predicted == Int(examples.labels[row]) { correct += 1 }
+                }
+            }
         }
         let n = Double(max(examples.rowCount, 1))
         return Evaluation(loss: loss / n, accuracy: Double(correct) / n)
     }
 
-    private struct Forward {
-        var slots: [Int]
-        var h0: [Float]
-        var a1: [Float]
-        var r: [Float]
-        var probabilities: [Float]
-        var loss: Double
-        var predicted: Int
-        var label: Int
+    /// One row's forward values and backward temporaries, overwritten row after row: one set of buffers per batch
+    /// instead of nine arrays per row, read and written through pointers (no bounds or uniqueness checks in the
+    /// inner loops of a release build). The arithmetic and its order are the same as with arrays.
+    private struct Workspace {
+        var slots: [Int] = []
+        let h0: UnsafeMutableBufferPointer<Float>
+        let a1: UnsafeMutableBufferPointer<Float>
+        let r: UnsafeMutableBufferPointer<Float>
+        let z: UnsafeMutableBufferPointer<Float>
+        /// `exp(z - max z)`, computed once for the sum and the probabilities.
+        let exponentials: UnsafeMutableBufferPointer<Double>
+        let probabilities: UnsafeMutableBufferPointer<Float>
+        let dz: UnsafeMutableBufferPointer<Float>
+        let da1: UnsafeMutableBufferPointer<Float>
+        let dh0: UnsafeMutableBufferPointer<Float>
+        var loss = 0.0
+        var predicted = 0
+        var label = 0
+
+        init(embedding: Int, hidden: Int, classCount: Int) {
+            func zeros(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+                let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+                buffer.initialize(repeating: 0)
+                return buffer
+            }
+            (h0, dh0) = (zeros(embedding), zeros(embedding))
+            (a1, r, da1) = (zeros(hidden), zeros(hidden), zeros(hidden))
+            (z, probabilities, dz) = (zeros(classCount), zeros(classCount), zeros(classCount))
+            exponentials = .allocate(capacity: classCount)
+            exponentials.initialize(repeating: 0)
+        }
+
+        func deallocate() {
+            for buffer in [h0, a1, r, z, probabilities, dz, da1, dh0] { buffer.deallocate() }
+            exponentials.deallocate()
+        }
     }
 
     private func forward(
-        _ batch: SparseExamples, row: Int, touched: [UInt64], rows: [Float], dense: [Float]
-    ) -> Forward {
+        _ batch: SparseExamples, row: Int, touched: [UInt64], rows: UnsafeBufferPointer<Float>,
+        dense: UnsafeBufferPointer<Float>, into w: inout Workspace
+    ) {
         let o = offsets
+        let (h0, a1, r, z) = (w.h0, w.a1, w.r, w.z)
         let range = batch.rowStarts[row]..<batch.rowStarts[row + 1]
-        var slots: [Int] = []
-        slots.reserveCapacity(range.count)
-        var h0 = [Float](repeating: 0, count: embedding)
+        w.slots.removeAll(keepingCapacity: true)
+        for e in 0..<embedding { h0[e] = 0 }
         for entry in range {
             let slot = SparseLogisticRegression.slot(of: UInt64(batch.featureIds[entry]), in: touched)
-            slots.append(slot)
+            w.slots.append(slot)
             let x = batch.values[entry]
             for e in 0..<embedding { h0[e] += x * rows[slot * embedding + e] }
         }
-        var a1 = Array(dense[o.b1..<(o.b1 + hidden)])
+        for j in 0..<hidden { a1[j] = dense[o.b1 + j] }
         for e in 0..<embedding where h0[e] != 0 {
             for j in 0..<hidden { a1[j] += h0[e] * dense[o.w1 + e * hidden + j] }
         }
-        let r = a1.map { max($0, 0) }
-        var z = Array(dense[o.b2..<(o.b2 + classCount)])
+        for j in 0..<hidden { r[j] = max(a1[j], 0) }
+        for c in 0..<classCount { z[c] = dense[o.b2 + c] }
         for j in 0..<hidden where r[j] != 0 {
             for c in 0..<classCount { z[c] += r[j] * dense[o.w2 + j * classCount + c] }
         }
         let maximum = z.max() ?? 0
         var sum = 0.0
-        for c in 0..<classCount { sum += exp(Double(z[c] - maximum)) }
-        let probabilities = z.map { Float(exp(Double($0 - maximum)) / sum) }
-        let label = Int(batch.labels[row])
-        let loss = -(Double(z[label] - maximum) - log(sum))
-        let predicted = z.indices.max { z[$0] < z[$1] } ?? 0
-        return Forward(
-            slots: slots, h0: h0, a1: a1, r: r, probabilities: probabilities, loss: loss, predicted: predicted,
-            label: label)
+        for c in 0..<classCount {
+            w.exponentials[c] = exp(Double(z[c] - maximum))
+            sum += w.exponentials[c]
+        }
+        for c in 0..<classCount { w.probabilities[c] = Float(w.exponentials[c] / sum) }
+        w.label = Int(batch.labels[row])
+        w.loss = -(Double(z[w.label] - maximum) - log(sum))
+        w.predicted = z.indices.max { z[$0] < z[$1] } ?? 0
     }
 
     private func backward(
-        _ batch: SparseExamples, row: Int, forward: Forward, dense: [Float], scale: Float, rowGradient: inout [Float],
-        denseGradient: inout [Float]
+        _ batch: SparseExamples, row: Int, work w: Workspace, dense: UnsafeBufferPointer<Float>, scale: Float,
+        rowGradient: UnsafeMutableBufferPointer<Float>, denseGradient: UnsafeMutableBufferPointer<Float>
     ) {
         let o = offsets
-        var dz = forward.probabilities
-        dz[forward.label] -= 1
+        let (h0, a1, r, dz, da1, dh0) = (w.h0, w.a1, w.r, w.dz, w.da1, w.dh0)
+        for c in 0..<classCount { dz[c] = w.probabilities[c] }
+        dz[w.label] -= 1
         for c in 0..<classCount { dz[c] *= scale }
         for c in 0..<classCount { denseGradient[o.b2 + c] += dz[c] }
-        var da1 = [Float](repeating: 0, count: hidden)
         for j in 0..<hidden {
             var dr: Float = 0
             for c in 0..<classCount {
-                denseGradient[o.w2 + j * classCount + c] += forward.r[j] * dz[c]
+                denseGradient[o.w2 + j * classCount + c] += r[j] * dz[c]
                 dr += dense[o.w2 + j * classCount + c] * dz[c]
             }
-            da1[j] = forward.a1[j] > 0 ? dr : 0
+            da1[j] = a1[j] > 0 ? dr : 0
         }
-        var dh0 = [Float](repeating: 0, count: embedding)
+        for e in 0..<embedding { dh0[e] = 0 }
         for j in 0..<hidden where da1[j] != 0 {
             denseGradient[o.b1 + j] += da1[j]
             for e in 0..<embedding {
-                denseGradient[o.w1 + e * hidden + j] += forward.h0[e] * da1[j]
+                denseGradient[o.w1 + e * hidden + j] += h0[e] * da1[j]
                 dh0[e] += dense[o.w1 + e * hidden + j] * da1[j]
             }
         }
         let range = batch.rowStarts[row]..<batch.rowStarts[row + 1]
         for (offset, entry) in range.enumerated() {
             let x = batch.values[entry]
-            let base = forward.slots[offset] * embedding
+            let base = w.slots[offset] * embedding
             for e in 0..<embedding { rowGradient[base + e] += x * dh0[e] }
         }
     }
