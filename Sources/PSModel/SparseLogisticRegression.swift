@@ -84,7 +84,7 @@ public struct SparseLogisticRegression: Sendable {
         zeroed(&biasGradient, count: width)
         let n = Float(max(batch.rowCount, 1))
         var loss = 0.0
-        var logits = [Float](repeating: 0, count: max(width, 2))
+        var work = Scores(width: width)
         var slots: [Int] = []
         for row in 0..<batch.rowCount {
             let range = batch.rowStarts[row]..<batch.rowStarts[row + 1]
@@ -93,10 +93,10 @@ public struct SparseLogisticRegression: Sendable {
                 slots.append(Self.slot(of: UInt64(batch.featureIds[entry]), in: touched))
             }
             let label = Int(batch.labels[row])
-            let delta = scores(batch, range: range, slots: slots, rows: rows, bias: bias, into: &logits, label: label)
+            let delta = scores(batch, range: range, slots: slots, rows: rows, bias: bias, into: &work, label: label)
             loss += delta.loss
             for column in 0..<width {
-                let d = delta.gradient[column] / n
+                let d = work.gradient[column] / n
                 biasGradient[column] += d
                 for (offset, entry) in range.enumerated() {
                     rowGradient[slots[offset] * width + column] += d * batch.values[entry]
@@ -110,7 +110,7 @@ public struct SparseLogisticRegression: Sendable {
     public func evaluate(_ examples: SparseExamples, touched: [UInt64], rows: [Float], bias: [Float]) -> Evaluation {
         var loss = 0.0
         var correct = 0
-        var logits = [Float](repeating: 0, count: max(width, 2))
+        var work = Scores(width: width)
         var slots: [Int] = []
         for row in 0..<examples.rowCount {
             let range = examples.rowStarts[row]..<examples.rowStarts[row + 1]
@@ -118,7 +118,7 @@ public struct SparseLogisticRegression: Sendable {
             for entry in range { slots.append(Self.slot(of: UInt64(examples.featureIds[entry]), in: touched)) }
             let label = Int(examples.labels[row])
             let result = scores(
-                examples, range: range, slots: slots, rows: rows, bias: bias, into: &logits, label: label)
+                examples, range: range, slots: slots, rows: rows, bias: bias, into: &work, label: label)
             loss += result.loss
             if result.predicted == label { correct += 1 }
         }
@@ -126,40 +126,56 @@ public struct SparseLogisticRegression: Sendable {
         return Evaluation(loss: loss / n, accuracy: Double(correct) / n)
     }
 
-    /// One row's logits, loss, `p - y` per column and predicted class.
+    /// One row's logits, `exp(logit - max)` (softmax only) and `p - y` per column, reused from row to row.
+    private struct Scores {
+        var logits: [Float]
+        var exponentials: [Double]
+        var gradient: [Float]
+
+        init(width: Int) {
+            logits = [Float](repeating: 0, count: max(width, 2))
+            exponentials = [Double](repeating: 0, count: width)
+            gradient = [Float](repeating: 0, count: width)
+        }
+    }
+
+    /// One row's logits and `p - y` per column (into `work`), its loss and predicted class.
     private func scores(
         _ batch: SparseExamples, range: Range<Int>, slots: [Int], rows: [Float], bias: [Float],
-        into logits: inout [Float], label: Int
-    ) -> (loss: Double, gradient: [Float], predicted: Int) {
+        into work: inout Scores, label: Int
+    ) -> (loss: Double, predicted: Int) {
         let width = self.width
         for column in 0..<width {
             var z = bias[column]
             for (offset, entry) in range.enumerated() {
                 z += rows[slots[offset] * width + column] * batch.values[entry]
             }
-            logits[column] = z
+            work.logits[column] = z
         }
         if width == 1 {
-            let z = Double(logits[0])
+            let z = Double(work.logits[0])
             let p = 1 / (1 + exp(-z))
             let y = Double(label)
             // log(1 + e^-z) for y = 1, log(1 + e^z) for y = 0, computed stably.
             let margin = y == 1 ? z : -z
             let loss = margin > 0 ? log1p(exp(-margin)) : -margin + log1p(exp(margin))
-            return (loss, [Float(p - y)], z > 0 ? 1 : 0)
+            work.gradient[0] = Float(p - y)
+            return (loss, z > 0 ? 1 : 0)
         }
-        let maximum = logits[0..<width].max() ?? 0
+        let maximum = work.logits[0..<width].max() ?? 0
         var sum = 0.0
-        for column in 0..<width { sum += exp(Double(logits[column] - maximum)) }
-        var gradient = [Float](repeating: 0, count: width)
+        for column in 0..<width {
+            work.exponentials[column] = exp(Double(work.logits[column] - maximum))
+            sum += work.exponentials[column]
+        }
         var predicted = 0
         for column in 0..<width {
-            let p = exp(Double(logits[column] - maximum)) / sum
-            gradient[column] = Float(p - (column == label ? 1 : 0))
-            if logits[column] > logits[predicted] { predicted = column }
+            let p = work.exponentials[column] / sum
+            work.gradient[column] = Float(p - (column == label ? 1 : 0))
+            if work.logits[column] > work.logits[predicted] { predicted = column }
         }
-        let loss = -(Double(logits[label] - maximum) - log(sum))
-        return (loss, gradient, predicted)
+        let loss = -(Double(work.logits[label] - maximum) - log(sum))
+        return (loss, predicted)
     }
 
     /// The position of `id` in the sorted `touched` (a programmer error if absent).
