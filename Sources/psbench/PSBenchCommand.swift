@@ -30,8 +30,8 @@ struct PSBenchCommand {
             Command(
                 name: "train",
                 abstract:
-                    "Seconds per epoch with 2 workers and 1 process, per step vs a raw BSP loop, each job's CPU per "
-                    + "step while it trains; worker GFLOPS vs sgemm.",
+                    "Seconds per epoch with 2 workers and 1 process, per step vs a raw BSP loop (also with the "
+                    + "server's check and SGD apply), each job's CPU per step while it trains; worker GFLOPS vs sgemm.",
                 options: [
                     quick, Option("data", value: "data", help: "Data set (default fashion-mnist if installed)."),
                     Option("compute-only", help: "Only the forward+backward GFLOPS rows (no training runs)."),

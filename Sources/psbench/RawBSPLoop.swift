@@ -46,25 +46,35 @@ enum RawBSPLoop {
             gradients.forEach { $0.deallocate() }
         }
 
-        /// `weights -= learningRate * mean(gradients)` on the slice of `rank` of `clients`.
-        func applySlice(rank: Int, of clients: Int, learningRate: Float) {
-            let count = weights.count
+        /// The part of the update that connection `rank` carries out: its slice of the weights and of every
+        /// gradient, the same every step.
+        func slice(rank: Int) -> Slice {
+            let (count, clients) = (weights.count, gradients.count)
             let range = (count * rank / clients)..<(count * (rank + 1) / clients)
-            let slice = UnsafeMutableBufferPointer(rebasing: weights[range])
-            let sources = gradients.map { UnsafeBufferPointer(rebasing: $0[range]) }
-            guard let w = slice.baseAddress, !range.isEmpty else { return }
+            return Slice(
+                weights: UnsafeMutableBufferPointer(rebasing: weights[range]),
+                sources: gradients.map { UnsafeBufferPointer(rebasing: $0[range]) })
+        }
+    }
+
+    /// One connection thread's slice of the update (`ServerBuffers.slice(rank:)`), built once per run so that a
+    /// step allocates nothing.
+    private struct Slice {
+        let weights: UnsafeMutableBufferPointer<Float>
+        let sources: [UnsafeBufferPointer<Float>]
+
+        /// `weights -= learningRate * mean(sources)`; `mean` (as long as the slice) holds the mean where the one
+        /// pass is not exact.
+        func apply(learningRate: Float, mean: UnsafeMutableBufferPointer<Float>) {
+            guard let w = weights.baseAddress, !weights.isEmpty else { return }
             if sources.count == 1 {
-                BLAS.saxpy(count: range.count, alpha: -learningRate, x: sources[0].baseAddress!, y: w)
-                return
+                BLAS.saxpy(count: weights.count, alpha: -learningRate, x: sources[0].baseAddress!, y: w)
+            } else if FusedMeanSGD.isExact {
+                FusedMeanSGD.apply(sources, into: weights, alpha: -learningRate)
+            } else {
+                GradientMean.average(sources, into: mean)
+                BLAS.saxpy(count: weights.count, alpha: -learningRate, x: mean.baseAddress!, y: w)
             }
-            if FusedMeanSGD.isExact {
-                FusedMeanSGD.apply(sources, into: slice, alpha: -learningRate)
-                return
-            }
-            let mean = UnsafeMutableBufferPointer<Float>.allocate(capacity: range.count)
-            defer { mean.deallocate() }
-            GradientMean.average(sources, into: mean)
-            BLAS.saxpy(count: range.count, alpha: -learningRate, x: mean.baseAddress!, y: w)
         }
     }
 
@@ -161,12 +171,15 @@ enum RawBSPLoop {
         guard (try? socket.setReceiveTimeout(.seconds(30))) != nil else { return }
         let clients = buffers.gradients.count
         let gradient = buffers.gradients[rank]
+        let slice = buffers.slice(rank: rank)
+        let mean = UnsafeMutableBufferPointer<Float>.allocate(capacity: slice.weights.count)
+        defer { mean.deallocate() }
         for _ in 0..<rounds {
             guard (try? socket.readExactly(into: UnsafeMutableRawBufferPointer(gradient))) != nil else { return }
             // A NaN or infinity ends this connection: its client's read fails and the measurement reports it.
             guard MagnitudeBounds.maxMagnitude(UnsafeBufferPointer(gradient)).isFinite else { return }
             guard arrive(at: barrier, clients: clients) else { return }
-            buffers.applySlice(rank: rank, of: clients, learningRate: 0.01)
+            slice.apply(learningRate: 0.01, mean: mean)
             guard arrive(at: barrier, clients: clients) else { return }
             guard (try? socket.writeAll(UnsafeRawBufferPointer(buffers.weights))) != nil else { return }
         }
